@@ -1,0 +1,6 @@
+"""``python -m aelab``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

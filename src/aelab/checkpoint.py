@@ -1,0 +1,150 @@
+"""Checkpoints: a folder with ``model.safetensors`` and ``config.json``.
+
+The weights are safetensors (loading them never unpickles anything); the JSON
+says how to rebuild the model (kind and sizes), how it was trained, on what
+data, what it scored, and with which package versions. It also records the
+SHA-256 of the weights file, so weights and JSON that do not belong together
+are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from . import __version__
+from .errors import CheckpointError
+from .fileio import ensure_dir, write_bytes, write_text
+from .models import ModelConfig, build_model
+
+FORMAT = "aelab-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode) and everything its JSON says."""
+
+    model: torch.nn.Module
+    model_config: ModelConfig
+    info: dict
+    path: Path
+
+
+def package_versions() -> dict:
+    return {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def weights_bytes(model: torch.nn.Module) -> bytes:
+    # clone: training keeps parameters as views of one flat buffer, which safetensors refuses to save
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
+    return save_safetensors(tensors)
+
+
+def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_config: ModelConfig, *,
+                    training: dict | None = None, data: dict | None = None,
+                    metrics: dict | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json``; returns the folder.
+
+    Each file is written atomically, weights first, so a crash leaves either
+    the previous checkpoint or the new one readable, never a mix (the JSON
+    names the weights' checksum).
+    """
+    folder = ensure_dir(folder)
+    blob = weights_bytes(model)
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_config.to_dict(),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "training": training or {},
+        "data": data or {},
+        "metrics": metrics or {},
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_bytes(folder / WEIGHTS_FILE, blob)
+    write_text(folder / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=False) + "\n")
+    return folder
+
+
+def read_checkpoint_info(folder: str | os.PathLike) -> dict:
+    """Read and check ``config.json`` alone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError("checkpoint folder not found", path=folder,
+                              hint="pass the folder that `aelab train --out` wrote")
+    path = folder / CONFIG_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"no {CONFIG_FILE} in the checkpoint folder", path=folder,
+                              hint="pass the folder that `aelab train --out` wrote") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {CONFIG_FILE}: {e}", path=path) from e
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError("not an aelab checkpoint", path=path)
+    version = info.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format version {version!r} is newer than this aelab understands "
+                              f"({FORMAT_VERSION})", path=path, hint="upgrade aelab")
+    return info
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint folder; the model comes back in eval mode on ``device``."""
+    folder = Path(folder)
+    info = read_checkpoint_info(folder)
+    try:
+        mconfig = ModelConfig.from_dict(info["model"])
+        model = build_model(mconfig)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e
+    weights_path = folder / WEIGHTS_FILE
+    try:
+        blob = weights_path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=weights_path) from e
+    if info.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
+        raise CheckpointError("the weights do not match config.json (checksum differs): damaged, or from "
+                              "another checkpoint", path=weights_path, hint="re-train or restore both files together")
+    tensors = _parse_weights(blob, weights_path)
+    _check_tensors_fit(model, tensors, weights_path)
+    model.load_state_dict(tensors)
+    return Checkpoint(model=model.to(device).eval(), model_config=mconfig, info=info, path=folder)
+
+
+def _parse_weights(blob: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors(blob)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as e:
+        raise CheckpointError(f"the weights file is damaged ({e})", path=path) from e
+
+
+def _check_tensors_fit(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
+    if set(expected) != set(found):
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        raise CheckpointError(f"weights and config.json disagree: missing {missing}, unexpected {extra}", path=path)
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise CheckpointError(f"weights and config.json disagree: {name} has shape {found[name]}, "
+                                  f"the model needs {shape}", path=path)
+        t = tensors[name]
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise CheckpointError(f"tensor {name} holds non-finite or non-float values", path=path)

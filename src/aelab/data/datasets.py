@@ -1,0 +1,788 @@
+"""Datasets of 8-bit grayscale images with optional class labels.
+
+:func:`load_dataset` reads a train/test pair of splits from the bundled MNIST
+copy, a folder of IDX files, a folder of the tutorial's CTF files, a ``.npz``
+(Keras layout) or two CTF files; :func:`load_images` reads one set of images
+(IDX, CTF, npz, PNG/JPEG). Nothing assumes 28x28 images or 10 classes.
+
+Each loaded file is identified by the SHA-256 of its *content* (after gunzip),
+so the bundled copy, a download and an uncompressed copy of the same data get
+the same digests; the overall :attr:`Dataset.sha256` hashes those digests.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import io
+import math
+import os
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataError, OptionError, OutputError
+from ..fileio import atomic_write, ensure_dir
+from .ctf import read_ctf_with_digest, write_ctf
+from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest, write_idx
+
+__all__ = ["Split", "Dataset", "load_dataset", "load_images", "save_dataset", "convert",
+           "describe", "format_description", "FORMATS", "BUNDLED_NAME"]
+
+BUNDLED_NAME = "mnist"
+FORMATS = ("idx", "idx.gz", "ctf", "npz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+# (split, IDX file stem) in the fixed order used for the dataset digest.
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+_ACCEPTED_SOURCES = ("a folder with the four MNIST IDX files (train-images-idx3-ubyte, ...; .gz or not), "
+                     "a folder with Train-*_cntk_text.txt and Test-*_cntk_text.txt, "
+                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files")
+
+
+# --- the data classes ----------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no single truth value
+class Split:
+    """The images of one split, uint8 ``(n, h, w)``, and their labels, int64 ``(n,)`` or None."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        images = self.images
+        if not isinstance(images, np.ndarray) or images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(f"images must be a uint8 array of shape (n, h, w), got "
+                            f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+                raise DataError(f"labels must be integers of shape ({len(images)},), got "
+                                f"{labels.dtype} {labels.shape}")
+            object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
+
+    @property
+    def n(self) -> int:
+        """The number of images."""
+        return len(self.images)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train and a test split of same-sized images, with where they came from.
+
+    ``sha256`` identifies the data: the SHA-256 of the per-file content digests
+    in a fixed order. ``files`` maps each file name to the SHA-256 of its
+    content (after gunzip). ``num_classes`` is 0 when there are no labels.
+    """
+
+    name: str
+    train: Split
+    test: Split
+    sha256: str
+    files: dict[str, str] = field(default_factory=dict)
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train.images.shape[1:] != self.test.images.shape[1:]:
+            raise DataError(f"train images are {_shape_text(self.train.images.shape[1:])} but test "
+                            f"images are {_shape_text(self.test.images.shape[1:])}",
+                            hint="both splits must have the same image size")
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(h, w)`` of every image."""
+        h, w = self.train.images.shape[1:]
+        return int(h), int(w)
+
+    @property
+    def input_dim(self) -> int:
+        """The number of pixels per image, ``h * w``."""
+        h, w = self.image_shape
+        return h * w
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def combined_digest(digests: Sequence[str]) -> str:
+    """The SHA-256 over per-file hex digests, in the order given."""
+    return hashlib.sha256("".join(digests).encode("ascii")).hexdigest()
+
+
+# --- load_dataset ---------------------------------------------------------------
+
+def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
+    """Load a train/test dataset.
+
+    ``path`` may be ``None`` (or ``"mnist"`` when no such file exists) for the
+    bundled MNIST, checked against its SHA256SUMS; a folder holding the four
+    MNIST IDX files (each optionally ``.gz``); a folder holding the tutorial's
+    ``Train-HxW_cntk_text.txt`` and ``Test-HxW_cntk_text.txt``; a ``.npz`` with
+    ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test``; or a string
+    ``"TRAIN,TEST"`` naming two CTF files. Raises :class:`DataError` for
+    anything missing, damaged or inconsistent.
+    """
+    if path is None:
+        return _load_bundled()
+    p = Path(path)
+    if p.is_dir():
+        return _load_folder(p)
+    if p.is_file():
+        if _is_npz(p):
+            return _load_npz_dataset(p)
+        raise DataError("a single file is not a train/test dataset", path=p,
+                        hint=f"pass {_ACCEPTED_SOURCES}")
+    text = os.fspath(path)
+    if "," in text:
+        return _load_ctf_pair(text)
+    if text == BUNDLED_NAME:
+        return _load_bundled()
+    raise DataError("no such file or folder", path=p, hint=f"pass {_ACCEPTED_SOURCES}")
+
+
+def _bundled_mnist_dir() -> Any:
+    """The folder of the bundled MNIST files (a Traversable; tests replace it)."""
+    return importlib.resources.files("aelab.data").joinpath("mnist")
+
+
+def _load_bundled() -> Dataset:
+    folder = _bundled_mnist_dir()
+    expected = _read_sha256sums(folder)
+    arrays: dict[tuple[str, str], np.ndarray] = {}
+    files: dict[str, str] = {}
+    for role, stem in IDX_FILES.items():
+        name = stem + ".gz"
+        packed = _read_bundled_file(folder, name)
+        if hashlib.sha256(packed).hexdigest() != expected.get(name):
+            raise DataError(f"bundled file {name} does not match its checksum in SHA256SUMS",
+                            path=_location(folder, name),
+                            hint="the aelab installation is damaged; reinstall aelab")
+        content = maybe_gunzip(packed, _location(folder, name))
+        arrays[role] = parse_idx(content, _location(folder, name))
+        files[name] = hashlib.sha256(content).hexdigest()
+    return _idx_dataset(BUNDLED_NAME, arrays, files, {r: _location(folder, s + ".gz") for r, s in IDX_FILES.items()})
+
+
+def _location(folder: Any, name: str) -> str:
+    return str(folder.joinpath(name))
+
+
+def _read_bundled_file(folder: Any, name: str) -> bytes:
+    try:
+        return folder.joinpath(name).read_bytes()
+    except OSError as e:
+        raise DataError(f"bundled file {name} cannot be read ({e.strerror or e})",
+                        path=_location(folder, name),
+                        hint="the aelab installation is damaged; reinstall aelab") from e
+
+
+def _read_sha256sums(folder: Any) -> dict[str, str]:
+    text = _read_bundled_file(folder, "SHA256SUMS").decode("ascii", errors="replace")
+    sums = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+def _load_folder(folder: Path) -> Dataset:
+    idx_paths = {role: _find_idx_file(folder, stem) for role, stem in IDX_FILES.items()}
+    if any(idx_paths.values()):
+        missing = [stem for role, stem in IDX_FILES.items() if idx_paths[role] is None]
+        if missing:
+            raise DataError(f"missing IDX file(s): {', '.join(missing)} (.gz or not); found: "
+                            f"{_listing(folder)}", path=folder,
+                            hint="a dataset folder needs all four MNIST IDX files")
+        return _load_idx_folder(folder, idx_paths)
+    train_ctf, test_ctf = _find_ctf_file(folder, "Train"), _find_ctf_file(folder, "Test")
+    if train_ctf and test_ctf:
+        return _load_ctf_splits(_folder_name(folder), train_ctf, test_ctf)
+    raise DataError(f"no dataset files found; the folder holds: {_listing(folder)}", path=folder,
+                    hint=f"pass {_ACCEPTED_SOURCES}")
+
+
+def _folder_name(folder: Path) -> str:
+    return folder.resolve().name or str(folder)
+
+
+def _listing(folder: Path, limit: int = 12) -> str:
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError as e:
+        return f"(cannot list: {e.strerror or e})"
+    if not names:
+        return "nothing"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _find_idx_file(folder: Path, stem: str) -> Path | None:
+    """The file for an IDX stem: uncompressed first, then .gz; also 'x-images.idx3-ubyte'."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _find_ctf_file(folder: Path, prefix: str) -> Path | None:
+    matches = sorted(p for p in folder.glob(f"{prefix}-*_cntk_text.txt*")
+                     if p.name.endswith((".txt", ".txt.gz")) and p.is_file())
+    if len(matches) > 1:
+        raise DataError(f"several {prefix} CTF files: {', '.join(m.name for m in matches)}",
+                        path=folder, hint="keep only one per split in the folder, or pass 'TRAIN,TEST'")
+    return matches[0] if matches else None
+
+
+def _load_idx_folder(folder: Path, paths: dict[tuple[str, str], Path]) -> Dataset:
+    arrays: dict[tuple[str, str], np.ndarray] = {}
+    files: dict[str, str] = {}
+    for role, path in paths.items():
+        arrays[role], files[path.name] = read_idx_with_digest(path)
+    return _idx_dataset(_folder_name(folder), arrays, files, {r: str(p) for r, p in paths.items()})
+
+
+def _idx_dataset(name: str, arrays: dict[tuple[str, str], np.ndarray], files: dict[str, str],
+                 paths: dict[tuple[str, str], str]) -> Dataset:
+    splits = {}
+    for split in ("train", "test"):
+        images = _checked_images(arrays[(split, "images")], paths[(split, "images")])
+        labels = _checked_labels(arrays[(split, "labels")], len(images), paths[(split, "labels")],
+                                 paths[(split, "images")])
+        splits[split] = Split(images, labels)
+    return _make_dataset(name, splits["train"], splits["test"], files, paths[("train", "images")])
+
+
+def _checked_images(images: np.ndarray, path: str) -> np.ndarray:
+    if images.dtype != np.uint8:
+        raise DataError(f"images are {images.dtype}, expected uint8 (IDX type 0x08)", path=path,
+                        hint="images must be 8-bit grayscale")
+    if images.ndim != 3:
+        raise DataError(f"images have shape {images.shape}, expected 3 dimensions (count, height, width)",
+                        path=path, hint="an IDX image file has dimensions n x h x w")
+    if len(images) == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(f"no images (shape {images.shape})", path=path)
+    return images
+
+
+def _checked_labels(labels: np.ndarray | None, count: int, path: str, images_path: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"labels are {labels.dtype} of shape {labels.shape}, expected one integer "
+                        "per image", path=path, hint="an IDX label file is 1-D uint8")
+    if len(labels) != count:
+        raise DataError(f"{len(labels)} labels for {count} images in {images_path}", path=path,
+                        hint="the image and label files must have the same count; are they a pair?")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"negative label {labels.min()}", path=path, hint="labels are class numbers 0, 1, ...")
+    return labels.astype(np.int64)
+
+
+def _make_dataset(name: str, train: Split, test: Split, files: dict[str, str], where: str,
+                  num_classes: int | None = None) -> Dataset:
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(f"train images are {_shape_text(train.images.shape[1:])} but test images are "
+                        f"{_shape_text(test.images.shape[1:])}", path=where,
+                        hint="both splits must have the same image size")
+    if num_classes is None:
+        present = [s.labels for s in (train, test) if s.labels is not None and len(s.labels)]
+        num_classes = max(int(labels.max()) for labels in present) + 1 if present else 0
+    return Dataset(name=name, train=train, test=test, sha256=combined_digest(list(files.values())),
+                   files=dict(files), num_classes=num_classes)
+
+
+# --- npz ---------------------------------------------------------------------------
+
+def _is_npz(path: Path) -> bool:
+    if path.suffix.lower() == ".npz":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """All arrays of a .npz, and the SHA-256 of the file."""
+    data = read_file_bytes(path)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        raise DataError(f"not a readable .npz file ({e})", path=path,
+                        hint="save it with numpy.savez or numpy.savez_compressed, without object arrays") from e
+    return arrays, hashlib.sha256(data).hexdigest()
+
+
+def _npz_keys(path: Path) -> list[str]:
+    """The array names in a .npz, without reading the arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return list(npz.files)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"not a readable .npz file ({e})", path=path,
+                        hint="save it with numpy.savez or numpy.savez_compressed") from e
+
+
+def _load_npz_dataset(path: Path) -> Dataset:
+    arrays, digest = _read_npz(path)
+    missing = [key for key in ("x_train", "x_test") if key not in arrays]
+    if missing:
+        raise DataError(f"missing array(s) {', '.join(missing)}; the file has: "
+                        f"{', '.join(sorted(arrays)) or 'nothing'}", path=path,
+                        hint="a dataset .npz needs x_train and x_test (and y_train, y_test for labels)")
+    splits = {}
+    for split in ("train", "test"):
+        images = _checked_npz_images(arrays[f"x_{split}"], path, f"x_{split}")
+        labels = _checked_npz_labels(arrays.get(f"y_{split}"), len(images), path, f"y_{split}", f"x_{split}")
+        splits[split] = Split(images, labels)
+    return _make_dataset(path.stem, splits["train"], splits["test"], {path.name: digest}, str(path))
+
+
+def _checked_npz_images(images: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if images.dtype != np.uint8 or images.ndim != 3 or 0 in images.shape:
+        raise DataError(f"array {key} is {images.dtype} of shape {images.shape}, expected uint8 "
+                        "(n, height, width) with n >= 1", path=path, hint="images must be 8-bit grayscale")
+    return images
+
+
+def _checked_npz_labels(labels: np.ndarray | None, count: int, path: Path, key: str,
+                        images_key: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"array {key} is {labels.dtype} of shape {labels.shape}, expected one "
+                        "integer per image", path=path)
+    if len(labels) != count:
+        raise DataError(f"array {key} has {len(labels)} labels for {count} images in {images_key}",
+                        path=path, hint="images and labels must have the same count")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"array {key} has a negative label {labels.min()}", path=path)
+    return labels.astype(np.int64)
+
+
+# --- CTF ----------------------------------------------------------------------------
+
+def _load_ctf_pair(text: str) -> Dataset:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise DataError(f"expected 'TRAIN,TEST' naming two CTF files, got {len(parts)} part(s)",
+                        path=text, hint="separate the train and test files with one comma")
+    for part in parts:
+        if not Path(part).is_file():
+            raise DataError("CTF file not found", path=part, hint="check the path of 'TRAIN,TEST'")
+    return _load_ctf_splits(Path(parts[0]).name.split(".")[0], Path(parts[0]), Path(parts[1]))
+
+
+def _load_ctf_splits(name: str, train_path: Path, test_path: Path) -> Dataset:
+    splits, widths, digests = {}, {}, []
+    for split, path in (("train", train_path), ("test", test_path)):
+        flat, labels, widths[split], digest = read_ctf_with_digest(path)
+        splits[split] = Split(flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path)), labels)
+        digests.append(digest)
+    if widths["train"] != widths["test"]:
+        raise DataError(f"train labels are one-hot over {widths['train']} classes, test labels over "
+                        f"{widths['test']}", path=test_path, hint="both splits must use the same classes")
+    keys = [train_path.name, test_path.name]
+    if keys[0] == keys[1]:  # same name in two folders
+        keys = [str(train_path), str(test_path)]
+    files = dict(zip(keys, digests))
+    return _make_dataset(name, splits["train"], splits["test"], files, str(train_path),
+                         num_classes=widths["train"])
+
+
+def ctf_image_shape(width: int, path: str | os.PathLike | None = None) -> tuple[int, int]:
+    """The image shape for ``width`` CTF values: from a ``HxW`` in the file name if it
+    fits, else ``(s, s)`` for a perfect square ``s*s``, else ``(1, width)``."""
+    if path is not None:
+        match = re.search(r"(\d+)x(\d+)", Path(path).name)
+        if match and int(match[1]) * int(match[2]) == width:
+            return int(match[1]), int(match[2])
+    side = math.isqrt(width)
+    return (side, side) if side * side == width else (1, width)
+
+
+# --- load_images ---------------------------------------------------------------------
+
+def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load one set of images: ``(images uint8 (n, h, w), labels int64 (n,) or None)``.
+
+    ``path`` may be an IDX image file (labels come from the sibling
+    ``*-labels-idx1-ubyte[.gz]`` file when the name follows MNIST naming and
+    that file exists), a CTF file, a ``.npz`` (arrays ``images``/``labels`` or
+    ``x_test``/``y_test``), a PNG or JPEG image, or a folder of PNG/JPEG
+    images (sorted by name, converted to 8-bit grayscale, all the same size).
+    """
+    images, labels, _, _ = _load_single(Path(path))
+    return images, labels
+
+
+def _load_single(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
+    """``(images, labels, {file: sha256}, format)`` of a single source."""
+    if path.is_dir():
+        images, files = _load_image_folder(path)
+        return images, None, files, "images"
+    kind = _sniff(path)
+    if kind == "npz":
+        return (*_load_npz_images(path), "npz")
+    if kind == "image":
+        images, digest = _load_picture(path)
+        return images[None], None, {path.name: digest}, "image"
+    if kind == "idx":
+        return _idx_images(path, *read_idx_with_digest(path))
+    flat, labels, _, digest = read_ctf_with_digest(path)
+    images = flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path))
+    return images, labels, {path.name: digest}, "ctf"
+
+
+def _idx_images(path: Path, array: np.ndarray,
+                digest: str) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
+    images = _checked_images(array, str(path))
+    files = {path.name: digest}
+    labels = _sibling_labels(path, len(images), files)
+    return images, labels, files, _idx_format(path)
+
+
+def _idx_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        return "idx.gz" if f.read(2) == GZIP_MAGIC else "idx"
+
+
+def _sniff(path: Path) -> str:
+    """'npz', 'image', 'idx' or 'ctf', from the suffix or the first bytes."""
+    if not path.exists():
+        raise DataError("no such file or folder", path=path, hint="check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return "npz"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    head = _first_bytes(path)
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff")):
+        return "image"
+    if head.startswith(b"\x00\x00"):
+        return "idx"
+    if not head:
+        raise DataError("empty file", path=path, hint="expected IDX, CTF, npz or PNG/JPEG")
+    return "ctf"
+
+
+def _first_bytes(path: Path, count: int = 4) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(count)
+            if head.startswith(GZIP_MAGIC):
+                f.seek(0)
+                with gzip.GzipFile(fileobj=f) as gz:
+                    head = gz.read(count)
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(f"cannot read: {e}", path=path,
+                        hint="the file is truncated or corrupt; copy it again") from e
+    return head
+
+
+_IMAGES_NAME = re.compile(r"^(?P<prefix>.+)-images(?P<sep>[-.])idx3-ubyte(?:\.gz)?$")
+
+
+def _sibling_labels(images_path: Path, count: int, files: dict[str, str]) -> np.ndarray | None:
+    match = _IMAGES_NAME.match(images_path.name)
+    if not match:
+        return None
+    stem = f"{match['prefix']}-labels{match['sep']}idx1-ubyte"
+    for name in (stem, stem + ".gz"):
+        candidate = images_path.with_name(name)
+        if candidate.is_file():
+            labels, files[name] = read_idx_with_digest(candidate)
+            return _checked_labels(labels, count, str(candidate), str(images_path))
+    return None
+
+
+def _load_npz_images(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
+    arrays, digest = _read_npz(path)
+    for images_key, labels_key in (("images", "labels"), ("x_test", "y_test")):
+        if images_key in arrays:
+            images = _checked_npz_images(arrays[images_key], path, images_key)
+            labels = _checked_npz_labels(arrays.get(labels_key), len(images), path, labels_key, images_key)
+            return images, labels, {path.name: digest}
+    raise DataError(f"no 'images' or 'x_test' array; the file has: {', '.join(sorted(arrays)) or 'nothing'}",
+                    path=path, hint="save the images as 'images' (and 'labels') with numpy.savez")
+
+
+def _load_picture(path: Path) -> tuple[np.ndarray, str]:
+    """A picture as 8-bit grayscale (h, w), and the SHA-256 of the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = read_file_bytes(path)
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            gray = np.asarray(picture.convert("L"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"not a readable image ({e})", path=path, hint="expected a PNG or JPEG file") from e
+    return gray, hashlib.sha256(data).hexdigest()
+
+
+def _load_image_folder(folder: Path) -> tuple[np.ndarray, dict[str, str]]:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise DataError(f"no PNG or JPEG images; the folder holds: {_listing(folder)}", path=folder,
+                        hint="put .png/.jpg images in the folder, or pass an IDX, CTF or .npz file")
+    pictures, files = [], {}
+    for path in paths:
+        picture, files[path.name] = _load_picture(path)
+        if pictures and picture.shape != pictures[0].shape:
+            raise DataError(f"image is {_shape_text(picture.shape[::-1])} (w x h) but {paths[0].name} is "
+                            f"{_shape_text(pictures[0].shape[::-1])}", path=path,
+                            hint="all images in the folder must have the same size")
+        pictures.append(picture)
+    return np.stack(pictures), files
+
+
+# --- saving ----------------------------------------------------------------------
+
+def save_dataset(dataset: Dataset, dest: str | os.PathLike, fmt: str) -> Path:
+    """Write ``dataset`` to ``dest`` in format ``fmt``; return ``dest``.
+
+    ``fmt`` is ``"idx"`` or ``"idx.gz"`` (the four MNIST-named files in folder
+    ``dest``), ``"ctf"`` (``Train-HxW_cntk_text.txt`` and
+    ``Test-HxW_cntk_text.txt`` in folder ``dest``) or ``"npz"`` (one file
+    ``dest`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``). Every
+    file is written atomically.
+    """
+    fmt = _checked_format(fmt)
+    if fmt in ("idx", "idx.gz"):
+        return _save_idx(dataset, Path(dest), compress=fmt == "idx.gz")
+    if fmt == "ctf":
+        return _save_ctf(dataset, Path(dest))
+    return _save_npz(dataset, Path(dest))
+
+
+def _checked_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise OptionError(f"format {fmt!r} is not supported", hint=f"use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _label_dtype(dataset: Dataset) -> np.dtype:
+    return np.dtype(np.uint8) if dataset.num_classes <= 256 else np.dtype(np.int32)
+
+
+def _save_idx(dataset: Dataset, folder: Path, compress: bool) -> Path:
+    unlabeled = [s for s in ("train", "test") if getattr(dataset, s).labels is None]
+    if unlabeled:
+        raise OptionError(f"the {' and '.join(unlabeled)} split of {dataset.name!r} has no labels; "
+                          "the MNIST IDX layout needs them", hint="save it as npz or ctf instead")
+    ensure_dir(folder)
+    suffix, other = (".gz", "") if compress else ("", ".gz")
+    for stem in IDX_FILES.values():
+        if (folder / (stem + other)).exists():
+            raise OutputError(f"the folder already holds {stem + other}, which would be read instead of "
+                              f"(or beside) the new {stem + suffix}", path=folder,
+                              hint="write to an empty folder or remove the old files")
+    for (split, role), stem in IDX_FILES.items():
+        s = getattr(dataset, split)
+        array = s.images if role == "images" else s.labels.astype(_label_dtype(dataset))
+        write_idx(folder / (stem + suffix), array, compress=compress)
+    return folder
+
+
+def ctf_file_names(image_shape: tuple[int, int]) -> tuple[str, str]:
+    """The tutorial's train and test CTF file names for images of ``(h, w)``."""
+    h, w = image_shape
+    return f"Train-{h}x{w}_cntk_text.txt", f"Test-{h}x{w}_cntk_text.txt"
+
+
+def _save_ctf(dataset: Dataset, folder: Path) -> Path:
+    ensure_dir(folder)
+    for split, name in zip(("train", "test"), ctf_file_names(dataset.image_shape)):
+        s = getattr(dataset, split)
+        write_ctf(folder / name, s.images, s.labels, dataset.num_classes if s.labels is not None else None)
+    return folder
+
+
+def _save_npz(dataset: Dataset, path: Path) -> Path:
+    arrays = {"x_train": dataset.train.images, "x_test": dataset.test.images}
+    for split in ("train", "test"):
+        labels = getattr(dataset, split).labels
+        if labels is not None:
+            arrays[f"y_{split}"] = labels.astype(_label_dtype(dataset))
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Load ``src`` with :func:`load_dataset` and save it to ``dest`` in ``fmt``.
+
+    ``fmt`` may be left out when ``dest`` ends with ``.npz``. Returns ``dest``.
+    """
+    if fmt is None:
+        if not os.fspath(dest).lower().endswith(".npz"):
+            raise OptionError(f"cannot tell the output format from {os.fspath(dest)!r}",
+                              hint=f"pass fmt, one of {', '.join(FORMATS)} (only .npz is inferred)")
+        fmt = "npz"
+    _checked_format(fmt)
+    return save_dataset(load_dataset(src), dest, fmt)
+
+
+# --- describe ----------------------------------------------------------------------
+
+def describe(path: str | os.PathLike | None) -> dict:
+    """Facts about a dataset or a single IDX/CTF/npz/image file, for ``aelab data info``.
+
+    Returns a dict with ``name``, ``source``, ``format``, ``splits`` (per split:
+    ``count``, ``shape``, ``dtype``, ``label_counts`` or None), ``image_shape``,
+    ``input_dim``, ``num_classes``, ``pixel_mean``/``pixel_std`` on [0, 1] of
+    the first split, ``files`` (name -> content SHA-256) and ``sha256``.
+    """
+    if path is None or not _is_single_source(Path(path)):
+        return _describe_dataset(path)
+    return _describe_single(Path(path))
+
+
+def _is_single_source(path: Path) -> bool:
+    if path.is_dir():
+        return not (any(_find_idx_file(path, s) for s in IDX_FILES.values())
+                    or (_find_ctf_file(path, "Train") and _find_ctf_file(path, "Test")))
+    if not path.is_file():
+        return False  # None, 'mnist' or 'TRAIN,TEST': let load_dataset decide
+    if _is_npz(path):
+        return "x_train" not in _npz_keys(path)
+    return True
+
+
+def _describe_dataset(path: str | os.PathLike | None) -> dict:
+    dataset = load_dataset(path)
+    source = "bundled MNIST" if path is None else os.fspath(path)
+    splits = {"train": dataset.train, "test": dataset.test}
+    return _description(dataset.name, source, _dataset_format(path, dataset), splits,
+                        dataset.num_classes, dataset.files, dataset.sha256)
+
+
+def _dataset_format(path: str | os.PathLike | None, dataset: Dataset) -> str:
+    names = list(dataset.files)
+    if path is None:
+        return "idx.gz (bundled)"
+    if any(n.endswith(".npz") for n in names):
+        return "npz"
+    if any("_cntk_text" in n or n.endswith((".txt", ".txt.gz")) for n in names):
+        return "ctf"
+    return "idx.gz" if all(n.endswith(".gz") for n in names) else "idx"
+
+
+def _describe_single(path: Path) -> dict:
+    if not path.is_dir() and _sniff(path) == "idx":
+        array, digest = read_idx_with_digest(path)
+        if array.ndim != 3:
+            return _describe_idx_array(path, array, digest)
+        images, labels, files, fmt = _idx_images(path, array, digest)
+    else:
+        images, labels, files, fmt = _load_single(path)
+    split = Split(images, labels)
+    num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
+    return _description(path.stem if path.is_file() else _folder_name(path), str(path), fmt,
+                        {"all": split}, num_classes, files, combined_digest(list(files.values())))
+
+
+def _describe_idx_array(path: Path, array: np.ndarray, digest: str) -> dict:
+    """A single IDX file that is not images (e.g. a labels file)."""
+    is_labels = array.ndim == 1 and array.dtype.kind in "iu" and (len(array) == 0 or array.min() >= 0)
+    num_classes = int(array.max()) + 1 if is_labels and len(array) else 0
+    split = {"count": int(array.shape[0]), "shape": list(array.shape), "dtype": str(array.dtype),
+             "label_counts": np.bincount(array, minlength=num_classes).tolist() if is_labels else None}
+    return {"name": path.name.split(".")[0], "source": str(path), "format": _idx_format(path),
+            "splits": {"all": split}, "image_shape": None, "input_dim": None, "dtype": str(array.dtype),
+            "num_classes": num_classes, "pixel_mean": None, "pixel_std": None,
+            "files": {path.name: digest}, "sha256": combined_digest([digest])}
+
+
+def _description(name: str, source: str, fmt: str, splits: dict[str, Split], num_classes: int,
+                 files: dict[str, str], sha256: str) -> dict:
+    first = next(iter(splits.values()))
+    mean, std = pixel_mean_std(first.images)
+    return {
+        "name": name,
+        "source": source,
+        "format": fmt,
+        "splits": {key: _split_facts(split, num_classes) for key, split in splits.items()},
+        "image_shape": list(first.images.shape[1:]),
+        "input_dim": int(np.prod(first.images.shape[1:])),
+        "dtype": str(first.images.dtype),
+        "num_classes": num_classes,
+        "pixel_mean": mean,
+        "pixel_std": std,
+        "files": dict(files),
+        "sha256": sha256,
+    }
+
+
+def _split_facts(split: Split, num_classes: int) -> dict:
+    counts = None
+    if split.labels is not None:
+        counts = np.bincount(split.labels, minlength=num_classes).tolist()
+    return {"count": split.n, "shape": list(split.images.shape), "dtype": str(split.images.dtype),
+            "label_counts": counts}
+
+
+def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of uint8 ``images`` scaled to [0, 1].
+
+    Computed from the 256-bin histogram: exact, and no float copy of the images.
+    """
+    counts = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
+    total = counts.sum()
+    if total == 0:
+        return float("nan"), float("nan")
+    levels = np.arange(256) / 255.0
+    mean = float(counts @ levels / total)
+    std = float(np.sqrt(counts @ (levels - mean) ** 2 / total))
+    return mean, std
+
+
+def format_description(d: dict) -> str:
+    """Render a :func:`describe` dict as a few aligned lines of text."""
+    rows: list[tuple[str, str]] = [
+        ("name", d["name"]),
+        ("source", d["source"]),
+        ("format", d["format"]),
+    ]
+    if d.get("image_shape"):
+        h, w = d["image_shape"]
+        rows.append(("images", f"{h} x {w} {d['dtype']} ({d['input_dim']} inputs)"))
+    else:
+        rows.append(("dtype", d["dtype"]))
+    rows.append(("classes", str(d["num_classes"]) if d["num_classes"] else "none (unlabeled)"))
+    for key, split in d["splits"].items():
+        text = f"{split['count']} samples"
+        if split["label_counts"] is not None:
+            text += "; per class: " + _short_list(split["label_counts"])
+        rows.append((key, text))
+    if d.get("pixel_mean") is not None:
+        first = next(iter(d["splits"]))
+        rows.append(("pixels", f"mean {d['pixel_mean']:.4f}, std {d['pixel_std']:.4f} on [0, 1] ({first})"))
+    rows.append(("sha256", f"{d['sha256']} (overall)"))
+    for name, digest in d["files"].items():
+        rows.append(("", f"{digest} {name} (content)"))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+
+
+def _short_list(values: list[int], limit: int = 16) -> str:
+    shown = " ".join(str(v) for v in values[:limit])
+    return shown + (f" ... ({len(values)} classes)" if len(values) > limit else "")

@@ -1,0 +1,138 @@
+"""Using a trained model: encode, decode, reconstruct and evaluate.
+
+Inputs are validated here, at the boundary: images are (n, h, w) or
+(n, h*w) pixel values 0..255 (uint8 or float), of the size the model was
+trained on, with no NaN or infinity.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+
+from .errors import DataError, OptionError
+from .metrics import cntk_classification_error, psnr_db
+
+DEFAULT_BATCH = 8192
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _input_shape(model: torch.nn.Module) -> tuple[int, int]:
+    return tuple(model.config.input_shape)
+
+
+def as_pixel_rows(model: torch.nn.Module, images) -> torch.Tensor:
+    """Validate ``images`` for ``model`` and return them as (n, pixels) on the CPU."""
+    arr = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    h, w = _input_shape(model)
+    if arr.ndim == 2 and arr.shape[1] == h * w:
+        rows = arr
+    elif arr.ndim == 3 and tuple(arr.shape[1:]) == (h, w):
+        rows = arr.reshape(arr.shape[0], h * w)
+    elif arr.ndim == 2 and tuple(arr.shape) == (h, w):
+        rows = arr.reshape(1, h * w)
+    else:
+        raise DataError(f"images of shape {tuple(arr.shape)} do not fit this model, which was trained on "
+                        f"{h}x{w} images", hint=f"pass (n, {h}, {w}) or (n, {h * w}) pixel values")
+    if rows.dtype == torch.bool or rows.dtype.is_complex:
+        raise DataError(f"images must be numbers 0..255, got dtype {rows.dtype}")
+    if rows.is_floating_point():
+        if not torch.isfinite(rows).all():
+            raise DataError("images contain NaN or infinite values", hint="clean the data first")
+        if rows.numel() and (rows.min() < 0 or rows.max() > 255):
+            raise DataError(f"pixel values must lie in 0..255, found {float(rows.min()):g}..{float(rows.max()):g}",
+                            hint="pass raw pixel values, not values already scaled to 0..1" if rows.max() <= 1 else None)
+    return rows
+
+
+def _batches(rows: torch.Tensor, batch_size: int):
+    for start in range(0, rows.shape[0], batch_size):
+        yield rows[start:start + batch_size]
+
+
+@torch.no_grad()
+def encode(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """Codes of ``images``: float32 array (n, code_size)."""
+    rows = as_pixel_rows(model, images)
+    device = _device_of(model)
+    out = [model.encode(b.to(device, torch.float32)).cpu() for b in _batches(rows, batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.config.code_size), np.float32)
+
+
+@torch.no_grad()
+def decode(model: torch.nn.Module, codes, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """Images decoded from ``codes`` (n, code_size): float32 (n, h, w) in [0, 1]."""
+    z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes, dtype=np.float32))
+    size = model.config.code_size
+    if z.ndim == 1 and z.shape[0] == size:
+        z = z.reshape(1, size)
+    if z.ndim != 2 or z.shape[1] != size:
+        raise DataError(f"codes of shape {tuple(z.shape)} do not fit this model's code size {size}",
+                        hint=f"pass an array of shape (n, {size})")
+    z = z.to(torch.float32)
+    if not torch.isfinite(z).all():
+        raise DataError("codes contain NaN or infinite values")
+    h, w = _input_shape(model)
+    device = _device_of(model)
+    out = [model.decode(b.to(device)).cpu() for b in _batches(z, batch_size)]
+    return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
+
+
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """``images`` encoded and decoded: float32 (n, h, w) in [0, 1]."""
+    rows = as_pixel_rows(model, images)
+    h, w = _input_shape(model)
+    device = _device_of(model)
+    out = [model(b.to(device, torch.float32)).cpu() for b in _batches(rows, batch_size)]
+    return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) -> dict:
+    """Reconstruction quality on ``images``.
+
+    Returns ``test_error_pct`` (CNTK's classification_error averaged over the
+    images, in percent: the tutorial's "Average test error"), ``test_bce``
+    (binary cross-entropy per pixel), ``test_mse`` (per pixel, [0, 1] scale),
+    ``test_psnr_db`` (PSNR of that MSE) and ``n``.
+    """
+    rows = as_pixel_rows(model, images)
+    n = rows.shape[0]
+    if n == 0:
+        raise DataError("no images to evaluate")
+    device = _device_of(model)
+    error = bce = se = 0.0
+    for b in _batches(rows, batch_size):
+        target = b.to(device, torch.float32) * (1.0 / 255.0)
+        logits = model.decode_logits(model.encode(b.to(device, torch.float32)))
+        output = torch.sigmoid(logits)
+        error += float(cntk_classification_error(output, target).double().sum())
+        bce += float(torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum").double())
+        se += float(((output - target).double() ** 2).sum())
+    pixels = n * rows.shape[1]
+    mse_value = se / pixels
+    return {"test_error_pct": 100.0 * error / n, "test_bce": bce / pixels, "test_mse": mse_value,
+            "test_psnr_db": psnr_db(mse_value), "n": n}
+
+
+def image_stats(image) -> dict:
+    """The tutorial's "Max, Median, Mean, Min" of an image on the 0..255 scale."""
+    a = np.asarray(image, dtype=np.float64)
+    return {"max": float(a.max()), "median": float(np.median(a)), "mean": float(a.mean()), "min": float(a.min())}
+
+
+def format_image_stats(stats: dict) -> str:
+    return "Max: {max:.2f}, Median: {median:.2f}, Mean: {mean:.2f}, Min: {min:.2f}".format(**stats)
+
+
+def check_batch_size(batch_size: int) -> int:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise OptionError(f"batch size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+__all__ = ["encode", "decode", "reconstruct", "evaluate", "image_stats", "format_image_stats"]

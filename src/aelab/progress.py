@@ -1,0 +1,108 @@
+"""CNTK's progress table (``ProgressPrinter(0)``), and a progress bar for long runs."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+HEADER = (" average      since    average      since      examples\n"
+          "    loss       last     metric       last              \n"
+          " ------------------------------------------------------")
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}"
+
+
+class ProgressTable:
+    """Prints CNTK's table: averages since the start and since the last line.
+
+    As CNTK's ``ProgressPrinter(freq=0)`` it prints after minibatches 1, 3, 7,
+    15, ... (doubling intervals). It also keeps every printed row, so callers
+    can plot the curve or store it in a summary.
+    """
+
+    def __init__(self, write: Callable[[str], None] | None = None, learning_rate: float | None = None,
+                 rate_unit: str = "sample") -> None:
+        self.write = write
+        self.rows: list[dict] = []
+        self._loss_total = self._metric_total = 0.0
+        self._loss_last = self._metric_last = 0.0
+        self._samples = self._samples_last = 0
+        self._minibatches = 0
+        self._next_print = 1
+        if self.write:
+            self.write(HEADER)
+            if learning_rate is not None:
+                self.write(f"Learning rate per {rate_unit}: {learning_rate:g}")
+
+    def due(self, minibatches_after_this: int) -> bool:
+        """Whether the update for minibatch number ``minibatches_after_this`` prints a row."""
+        return minibatches_after_this == self._next_print
+
+    def add(self, loss_sum: float, metric_sum: float, samples: int, minibatches: int = 1) -> None:
+        """Account for ``minibatches`` minibatches holding ``samples`` samples in all."""
+        self._loss_total += loss_sum
+        self._metric_total += metric_sum
+        self._loss_last += loss_sum
+        self._metric_last += metric_sum
+        self._samples += samples
+        self._samples_last += samples
+        self._minibatches += minibatches
+        if self._minibatches >= self._next_print:
+            self._emit()
+            self._next_print = 2 * self._next_print + 1
+
+    def _emit(self) -> None:
+        row = {
+            "examples": self._samples,
+            "loss": self._loss_total / self._samples,
+            "loss_since_last": self._loss_last / self._samples_last,
+            "metric": self._metric_total / self._samples,
+            "metric_since_last": self._metric_last / self._samples_last,
+        }
+        self.rows.append(row)
+        self._loss_last = self._metric_last = 0.0
+        self._samples_last = 0
+        if self.write:
+            self.write(f" {_g(row['loss']):>8} {_g(row['loss_since_last']):>10} {_g(row['metric']):>10} "
+                       f"{_g(row['metric_since_last']):>10} {row['examples']:>13}")
+
+
+class ProgressBar:
+    """A tqdm bar on stderr that appears only if the run lasts more than ``delay`` seconds."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, delay: float = 2.0,
+                 stream: TextIO | None = None) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total, desc=desc, unit="sample", unit_scale=True, delay=delay,
+                             leave=False, file=stream or sys.stderr, dynamic_ncols=True)
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def print_above(self, write: Callable[[str], None]) -> Callable[[str], None]:
+        """Wrap ``write`` so that its lines appear above the bar instead of through it."""
+        if self._bar is None:
+            return write
+
+        def write_above(text: str) -> None:
+            with self._bar.external_write_mode(file=sys.stdout):
+                write(text)
+        return write_above
+
+    def update(self, n: int) -> None:
+        if self._bar is None:
+            return
+        self._pending += n
+        now = time.monotonic()
+        if now - self._last > 0.25:  # tqdm's own rate limit still costs a call per step
+            self._bar.update(self._pending)
+            self._pending = 0
+            self._last = now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self._pending)
+            self._bar.close()

@@ -1,0 +1,180 @@
+"""The CNTK 105 tutorial end to end: train the simple and the deep autoencoder
+on MNIST and show everything the tutorial shows, as files in one folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import plots
+from .checkpoint import save_checkpoint
+from .data import Dataset, load_dataset
+from .device import describe_device, resolve_device
+from .errors import OptionError
+from .fileio import ensure_dir, write_text
+from .inference import encode, evaluate, format_image_stats, image_stats, reconstruct
+from .metrics import cosine_similarity
+from .report import write_report
+from .train import TrainConfig, TrainResult, train
+
+FAST_SWEEPS = 5
+SLOW_SWEEPS = 100
+EVAL_IMAGES = 50        # the tutorial looks at the first 50 test images
+# The tutorial reads its comparison images from the same test reader right after
+# those 50 (reader_eval), so its digit pairs come from test images 50..99.
+PAIRS_OFFSET = 50
+SAME_DIGIT = 6          # two 6s ...
+DIFFERENT_DIGITS = (3, 8)  # ... and a 3 against an 8
+
+
+def pick_tutorial_image() -> int:
+    """The tutorial's ``np.random.seed(0); np.random.choice(50)``: test image 44."""
+    return int(np.random.RandomState(0).choice(EVAL_IMAGES))
+
+
+def first_indices_by_label(labels: np.ndarray, start: int = PAIRS_OFFSET,
+                           count: int = EVAL_IMAGES) -> dict[int, list[int]]:
+    """Indices of the images ``start .. start+count-1``, grouped by label (the tutorial's label_dict)."""
+    found: dict[int, list[int]] = {}
+    for i in range(start, min(start + count, len(labels))):
+        found.setdefault(int(labels[i]), []).append(i)
+    return found
+
+
+def similarity_rows(model, images: np.ndarray, labels: np.ndarray | None) -> list[dict]:
+    """The tutorial's comparisons: two images of the same digit, then two different digits."""
+    if labels is None:
+        return []
+    by_label = first_indices_by_label(labels)
+    pairs = []
+    if len(by_label.get(SAME_DIGIT, [])) >= 2:
+        a, b = by_label[SAME_DIGIT][:2]
+        pairs.append((f"two {SAME_DIGIT}s", a, b))
+    da, db = DIFFERENT_DIGITS
+    if by_label.get(da) and by_label.get(db):
+        pairs.append((f"a {da} and an {db}", by_label[da][0], by_label[db][0]))
+    rows = []
+    for title, a, b in pairs:
+        decoded = reconstruct(model, images[[a, b]])
+        codes = encode(model, images[[a, b]])
+        rows.append({"title": title, "index_a": a, "index_b": b,
+                     "a": images[a], "b": images[b], "a_decoded": decoded[0], "b_decoded": decoded[1],
+                     "cos_original": cosine_similarity(images[a], images[b]),
+                     "cos_decoded": cosine_similarity(decoded[0], decoded[1]),
+                     "cos_code": cosine_similarity(codes[0], codes[1])})
+    return rows
+
+
+def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_samples: int,
+              log: Callable[[str], None] | None, progress_bar: bool) -> dict:
+    """Train one model and write all of its outputs; returns its summary entry."""
+    say = log or (lambda _msg: None)
+    say(f"\n=== {name} autoencoder ===")
+    result: TrainResult = train(data, config, log=log, progress_bar=progress_bar)
+    model = result.model
+    say(f"Average training error: {result.train_error_pct:.2f}%")
+    scores = evaluate(model, data.test.images)
+    say(f"Average test error: {scores['test_error_pct']:.2f}%")
+    say(f"Test BCE per pixel: {scores['test_bce']:.4f}, MSE: {scores['test_mse']:.4f}, "
+        f"PSNR: {scores['test_psnr_db']:.2f} dB")
+
+    folder = ensure_dir(out / name)
+    idx = pick_tutorial_image()
+    original = data.test.images[idx].astype(np.float64)
+    decoded = reconstruct(model, data.test.images[idx:idx + 1])[0] * 255.0
+    stats = {"index": idx, "original": image_stats(original), "decoded": image_stats(decoded)}
+    say("Original image statistics:\n" + format_image_stats(stats["original"]))
+    say("Decoded image statistics:\n" + format_image_stats(stats["decoded"]))
+    plots.save_image_pair(folder / "pair.png", original / 255.0, decoded / 255.0,
+                          suptitle=f"{name} autoencoder, test image {idx}")
+    first = data.test.images[:10]
+    plots.save_reconstruction_grid(folder / "grid.png", first, reconstruct(model, first),
+                                   labels=None if data.test.labels is None else data.test.labels[:10],
+                                   title=f"{name} autoencoder: first 10 test images")
+
+    sims = similarity_rows(model, data.test.images, data.test.labels)
+    code_index = sims[0]["index_a"] if sims else 0
+    code = encode(model, data.test.images[code_index:code_index + 1])[0]
+    say(f"Length of the original image is {data.input_dim:3d} and the encoded image is {code.size:3d}")
+    say(f"The encoded image (test image {code_index}):\n{np.array2string(code, precision=4, max_line_width=88)}")
+    for row in sims:
+        say(f"Cosine similarity, {row['title']} (test images {row['index_a']} and {row['index_b']}): "
+            f"originals {row['cos_original']:.3f}, decoded {row['cos_decoded']:.3f}, codes {row['cos_code']:.3f}")
+    if sims:
+        plots.save_similarity_figure(folder / "similarity.png", sims)
+
+    tsne_file = None
+    if tsne_samples > 0 and data.test.labels is not None:
+        n = min(tsne_samples, data.test.n)
+        started = time.perf_counter()
+        points = plots.tsne_2d(encode(model, data.test.images[:n]), seed=config.seed)
+        plots.save_tsne_map(folder / "tsne.png", points, data.test.labels[:n],
+                            title=f"t-SNE map of the {name} autoencoder's codes ({n} test images)")
+        tsne_file = "tsne.png"
+        say(f"t-SNE map of {n} test codes written in {time.perf_counter() - started:.1f} s")
+
+    save_checkpoint(folder / "checkpoint", model, result.model_config,
+                    training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
+                              "samples_seen": result.samples_seen, "seconds": result.seconds,
+                              "train_error_pct": result.train_error_pct},
+                    data={"name": data.name, "sha256": data.sha256},
+                    metrics={k: v for k, v in scores.items() if k != "n"})
+    return {
+        "train_error_pct": result.train_error_pct,
+        "test_error_pct": scores["test_error_pct"],
+        "test_bce": scores["test_bce"],
+        "test_mse": scores["test_mse"],
+        "test_psnr_db": scores["test_psnr_db"],
+        "train_seconds": result.seconds,
+        "samples_per_second": result.samples_per_second,
+        "sweeps": config.sweeps,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_loss": result.train_loss,
+        "progress": result.progress,
+        "image_stats": stats,
+        "code": {"index": code_index, "values": [float(v) for v in code]},
+        "similarities": [{k: v for k, v in row.items() if k.startswith(("title", "index", "cos"))} for row in sims],
+        "files": {"checkpoint": f"{name}/checkpoint", "pair": f"{name}/pair.png", "grid": f"{name}/grid.png",
+                  "similarity": f"{name}/similarity.png" if sims else None,
+                  "tsne": f"{name}/{tsne_file}" if tsne_file else None},
+    }
+
+
+def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLike | Dataset | None = None,
+                 slow: bool = False, sweeps: float | None = None, device: str = "auto", seed: int = 0,
+                 tsne_samples: int = 2000, models: tuple[str, ...] = ("simple", "deep"),
+                 log: Callable[[str], None] | None = print, progress_bar: bool = True) -> dict:
+    """Run the tutorial and write its outputs into ``out``; returns the summary (also ``out/summary.json``)."""
+    started = time.perf_counter()
+    if tsne_samples < 0:
+        raise OptionError(f"--tsne-samples must be >= 0, got {tsne_samples}")
+    out = ensure_dir(out)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    sweeps = sweeps if sweeps is not None else (SLOW_SWEEPS if slow else FAST_SWEEPS)
+    say = log or (lambda _msg: None)
+    device_name = describe_device(resolve_device(device))
+    say(f"Device: {device_name}")
+    say(f"Data: {dataset.name} ({dataset.train.n} training, {dataset.test.n} test images of "
+        f"{dataset.image_shape[0]}x{dataset.image_shape[1]}), sha256 {dataset.sha256[:16]}...")
+    summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
+                              "sha256": dataset.sha256},
+                     "device": device_name, "mode": "slow" if slow else "fast", "models": {}}
+    for name in models:
+        config = TrainConfig(model=name, sweeps=sweeps, seed=seed, device=device)
+        entry = run_model(name, dataset, out, config, tsne_samples, log, progress_bar)
+        summary["models"][name] = entry
+    curves = {name: ([r["examples"] for r in m["progress"]], [r["metric"] for r in m["progress"]])
+              for name, m in summary["models"].items() if m["progress"]}
+    if curves:
+        plots.save_training_curve(out / "training.png", curves, ylabel="average classification error",
+                                  title="Training progress (CNTK's metric, average since start)")
+    summary["total_seconds"] = time.perf_counter() - started
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_report(out, summary)
+    say(f"\nWrote {out / 'summary.json'} and {out / 'report.md'} ({summary['total_seconds']:.1f} s in all)")
+    return summary

@@ -1,0 +1,362 @@
+"""load_dataset / load_images / save_dataset / convert / describe on every supported source."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from aelab.data import datasets as datasets_module
+from aelab.data import (Dataset, Split, convert, describe, format_description, load_dataset,
+                        load_images, save_dataset)
+from aelab.data.ctf import write_ctf
+from aelab.data.idx import write_idx
+from aelab.errors import DataError, OptionError, OutputError
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+@pytest.fixture(scope="module")
+def mnist() -> Dataset:
+    return load_dataset()
+
+
+@pytest.fixture
+def tiny() -> Dataset:
+    """8x8 images, 3 classes: nothing may assume 28x28 or 10 classes."""
+    rng = np.random.default_rng(1)
+    train = Split(rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), np.arange(12) % 3)
+    test = Split(rng.integers(0, 256, (6, 8, 8), dtype=np.uint8), np.array([2, 1, 0, 0, 1, 2]))
+    return Dataset("tiny", train, test, sha256="", files={}, num_classes=3)
+
+
+def _same_data(a: Dataset, b: Dataset) -> bool:
+    return all(np.array_equal(getattr(a, s).images, getattr(b, s).images)
+               and np.array_equal(getattr(a, s).labels, getattr(b, s).labels) for s in ("train", "test"))
+
+
+def _write_idx_folder(folder, dataset: Dataset, gz: bool = False):
+    suffix = ".gz" if gz else ""
+    arrays = [dataset.train.images, dataset.train.labels.astype(np.uint8),
+              dataset.test.images, dataset.test.labels.astype(np.uint8)]
+    for name, array in zip(IDX_NAMES, arrays):
+        write_idx(folder / (name + suffix), array)
+    return folder
+
+
+# --- bundled MNIST ------------------------------------------------------------------
+
+def test_bundled_mnist_loads_and_verifies(mnist):
+    assert mnist.name == "mnist"
+    assert (mnist.train.n, mnist.test.n) == (60000, 10000)
+    assert mnist.image_shape == (28, 28) and mnist.input_dim == 784 and mnist.num_classes == 10
+    assert mnist.train.images.dtype == np.uint8 and mnist.train.labels.dtype == np.int64
+    assert mnist.train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert mnist.test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert np.bincount(mnist.train.labels).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(mnist.test.labels).tolist() == MNIST_TEST_COUNTS
+    # content digests: the README's uncompressed SHA-256 values
+    assert mnist.files["train-images-idx3-ubyte.gz"] == \
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
+    assert mnist.files["t10k-labels-idx1-ubyte.gz"] == \
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
+    assert len(mnist.sha256) == 64
+
+
+def test_tampered_bundled_file_is_detected(tmp_path, monkeypatch):
+    copy = tmp_path / "mnist"
+    shutil.copytree(datasets_module._bundled_mnist_dir(), copy)
+    damaged = copy / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(damaged.read_bytes())
+    data[100] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(datasets_module, "_bundled_mnist_dir", lambda: copy)
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz does not match its checksum") as info:
+        load_dataset()
+    assert "reinstall" in info.value.hint
+
+
+def test_missing_bundled_checksums(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_module, "_bundled_mnist_dir", lambda: tmp_path)
+    with pytest.raises(DataError, match="SHA256SUMS") as info:
+        load_dataset()
+    assert "reinstall" in info.value.hint
+
+
+# --- the sources load_dataset accepts --------------------------------------------------
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_folder(tmp_path, tiny, gz):
+    folder = _write_idx_folder(tmp_path / "tiny8", tiny, gz)
+    loaded = load_dataset(folder)
+    assert loaded.name == "tiny8"
+    assert loaded.image_shape == (8, 8) and loaded.input_dim == 64 and loaded.num_classes == 3
+    assert _same_data(loaded, tiny)
+    assert list(loaded.files) == [n + (".gz" if gz else "") for n in IDX_NAMES]
+
+
+def test_content_digest_ignores_compression(tmp_path, tiny):
+    raw = load_dataset(_write_idx_folder(tmp_path / "raw", tiny))
+    packed = load_dataset(_write_idx_folder(tmp_path / "packed", tiny, gz=True))
+    assert raw.sha256 == packed.sha256
+    assert list(raw.files.values()) == list(packed.files.values())
+
+
+def test_idx_folder_missing_file(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "d", tiny)
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="missing IDX file.*t10k-labels-idx1-ubyte.*found: "
+                                        "t10k-images-idx3-ubyte, train-images"):
+        load_dataset(folder)
+
+
+def test_idx_count_mismatch(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "d", tiny)
+    write_idx(folder / "train-labels-idx1-ubyte", np.zeros(11, np.uint8))
+    with pytest.raises(DataError, match="11 labels for 12 images") as info:
+        load_dataset(folder)
+    assert info.value.path.endswith("train-labels-idx1-ubyte")
+
+
+def test_idx_images_of_the_wrong_dtype(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "d", tiny)
+    write_idx(folder / "t10k-images-idx3-ubyte", tiny.test.images.astype(np.float32))
+    with pytest.raises(DataError, match="float32, expected uint8"):
+        load_dataset(folder)
+
+
+def test_train_and_test_sizes_must_match(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "d", tiny)
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((6, 8, 7), np.uint8))
+    with pytest.raises(DataError, match="train images are 8x8 but test images are 8x7"):
+        load_dataset(folder)
+
+
+def test_ctf_folder(tmp_path, tiny):
+    folder = tmp_path / "ctf"
+    write_ctf(folder / "Train-8x8_cntk_text.txt", tiny.train.images, tiny.train.labels, 3)
+    write_ctf(folder / "Test-8x8_cntk_text.txt", tiny.test.images, tiny.test.labels, 3)
+    loaded = load_dataset(folder)
+    assert loaded.name == "ctf" and loaded.image_shape == (8, 8) and loaded.num_classes == 3
+    assert _same_data(loaded, tiny)
+
+
+def test_ctf_shape_from_the_file_name_or_a_square(tmp_path):
+    images = np.zeros((2, 4, 6), np.uint8)
+    labels = np.array([0, 1])
+    write_ctf(tmp_path / "Train-4x6_cntk_text.txt", images, labels, 2)
+    write_ctf(tmp_path / "Test-4x6_cntk_text.txt", images, labels, 2)
+    assert load_dataset(tmp_path).image_shape == (4, 6)
+    write_ctf(tmp_path / "a.txt", images, labels, 2)
+    write_ctf(tmp_path / "b.txt", images, labels, 2)
+    assert load_dataset(f"{tmp_path / 'a.txt'},{tmp_path / 'b.txt'}").image_shape == (1, 24)
+
+
+def test_ctf_pair(tmp_path, tiny):
+    write_ctf(tmp_path / "train.txt", tiny.train.images, tiny.train.labels, 3)
+    write_ctf(tmp_path / "test.txt.gz", tiny.test.images, tiny.test.labels, 3)
+    loaded = load_dataset(f"{tmp_path / 'train.txt'},{tmp_path / 'test.txt.gz'}")
+    assert loaded.name == "train" and _same_data(loaded, tiny) and loaded.num_classes == 3
+
+
+def test_ctf_pair_with_a_missing_file(tmp_path, tiny):
+    write_ctf(tmp_path / "train.txt", tiny.train.images, tiny.train.labels, 3)
+    with pytest.raises(DataError, match="CTF file not found") as info:
+        load_dataset(f"{tmp_path / 'train.txt'},{tmp_path / 'nope.txt'}")
+    assert info.value.path.endswith("nope.txt")
+
+
+def test_ctf_splits_with_different_classes(tmp_path, tiny):
+    write_ctf(tmp_path / "train.txt", tiny.train.images, tiny.train.labels, 3)
+    write_ctf(tmp_path / "test.txt", tiny.test.images, tiny.test.labels, 4)
+    with pytest.raises(DataError, match="3 classes, test labels over 4"):
+        load_dataset(f"{tmp_path / 'train.txt'},{tmp_path / 'test.txt'}")
+
+
+def test_npz(tmp_path, tiny):
+    np.savez(tmp_path / "tiny.npz", x_train=tiny.train.images, y_train=tiny.train.labels.astype(np.uint8),
+             x_test=tiny.test.images, y_test=tiny.test.labels.astype(np.uint8))
+    loaded = load_dataset(tmp_path / "tiny.npz")
+    assert loaded.name == "tiny" and _same_data(loaded, tiny) and loaded.num_classes == 3
+    assert list(loaded.files) == ["tiny.npz"]
+
+
+def test_npz_without_labels(tmp_path, tiny):
+    np.savez(tmp_path / "u.npz", x_train=tiny.train.images, x_test=tiny.test.images)
+    loaded = load_dataset(tmp_path / "u.npz")
+    assert loaded.train.labels is None and loaded.num_classes == 0
+
+
+def test_npz_problems(tmp_path, tiny):
+    np.savez(tmp_path / "a.npz", x_train=tiny.train.images)
+    with pytest.raises(DataError, match="missing array.*x_test"):
+        load_dataset(tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", x_train=tiny.train.images, x_test=tiny.test.images,
+             y_train=np.zeros(5, np.uint8))
+    with pytest.raises(DataError, match="y_train has 5 labels for 12 images"):
+        load_dataset(tmp_path / "b.npz")
+    (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset(tmp_path / "c.npz")
+
+
+def test_unusable_paths(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no dataset files found; the folder holds: nothing"):
+        load_dataset(tmp_path / "empty")
+    (tmp_path / "single.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
+    with pytest.raises(DataError, match="single file is not a train/test dataset"):
+        load_dataset(tmp_path / "single.idx")
+
+
+# --- saving and converting ----------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["idx", "idx.gz", "ctf", "npz"])
+def test_save_and_load_back(tmp_path, tiny, fmt):
+    dest = tmp_path / ("out.npz" if fmt == "npz" else "out")
+    assert save_dataset(tiny, dest, fmt) == dest
+    loaded = load_dataset(dest)
+    assert _same_data(loaded, tiny) and loaded.num_classes == 3 and loaded.image_shape == (8, 8)
+    assert not [p for p in tmp_path.rglob(".*.tmp")]
+
+
+def test_save_ctf_uses_the_tutorials_names(tmp_path, tiny):
+    save_dataset(tiny, tmp_path / "c", "ctf")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == \
+        ["Test-8x8_cntk_text.txt", "Train-8x8_cntk_text.txt"]
+
+
+def test_convert_round_trips_between_all_formats(tmp_path, tiny):
+    source = save_dataset(tiny, tmp_path / "start", "idx")
+    chain = [("idx.gz", "a"), ("ctf", "b"), ("npz", "c.npz"), ("idx", "d"), ("ctf", "e"), ("npz", "f.npz")]
+    for fmt, name in chain:
+        source = convert(source, tmp_path / name, fmt)
+        assert _same_data(load_dataset(source), tiny), fmt
+    assert convert(tmp_path / "e", tmp_path / "g.npz") == tmp_path / "g.npz"  # fmt inferred
+    assert load_dataset(tmp_path / "d").sha256 == load_dataset(tmp_path / "start").sha256
+
+
+def test_convert_and_save_validate_the_format(tmp_path, tiny):
+    with pytest.raises(OptionError, match="cannot tell the output format"):
+        convert(tmp_path, tmp_path / "out")
+    with pytest.raises(OptionError, match="'png' is not supported"):
+        save_dataset(tiny, tmp_path / "out", "png")
+
+
+def test_idx_needs_labels(tmp_path, tiny):
+    unlabeled = Dataset("u", Split(tiny.train.images), Split(tiny.test.images), "", {}, 0)
+    with pytest.raises(OptionError, match="no labels"):
+        save_dataset(unlabeled, tmp_path / "u", "idx")
+    save_dataset(unlabeled, tmp_path / "u.npz", "npz")
+    assert load_dataset(tmp_path / "u.npz").test.labels is None
+
+
+def test_save_idx_refuses_a_folder_with_the_other_variant(tmp_path, tiny):
+    save_dataset(tiny, tmp_path / "d", "idx")
+    with pytest.raises(OutputError, match="already holds"):
+        save_dataset(tiny, tmp_path / "d", "idx.gz")
+
+
+# --- describe ---------------------------------------------------------------------
+
+def test_describe_a_folder(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "tiny", tiny, gz=True)
+    d = describe(str(folder))
+    assert d["name"] == "tiny" and d["format"] == "idx.gz"
+    assert d["splits"]["train"]["count"] == 12 and d["splits"]["test"]["count"] == 6
+    assert d["splits"]["train"]["label_counts"] == [4, 4, 4]
+    assert d["splits"]["test"]["label_counts"] == [2, 2, 2]
+    assert d["image_shape"] == [8, 8] and d["dtype"] == "uint8" and d["num_classes"] == 3
+    pixels = tiny.train.images / 255.0
+    assert d["pixel_mean"] == pytest.approx(pixels.mean()) and d["pixel_std"] == pytest.approx(pixels.std())
+    assert d["sha256"] == load_dataset(folder).sha256 and len(d["files"]) == 4
+    text = format_description(d)
+    assert "8 x 8 uint8 (64 inputs)" in text and "4 4 4" in text and d["sha256"] in text
+    assert len(text.splitlines()) < 20
+
+
+def test_describe_bundled_matches_the_readme():
+    d = describe(None)
+    assert d["splits"]["train"]["label_counts"] == MNIST_TRAIN_COUNTS
+    assert round(d["pixel_mean"], 4) == 0.1307 and round(d["pixel_std"], 4) == 0.3081
+
+
+def test_describe_single_files(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "d", tiny)
+    images = describe(str(folder / "t10k-images-idx3-ubyte"))
+    assert images["splits"]["all"]["count"] == 6
+    assert images["splits"]["all"]["label_counts"] == [2, 2, 2]  # from the sibling labels file
+    assert len(images["files"]) == 2
+    labels = describe(str(folder / "train-labels-idx1-ubyte"))
+    assert labels["splits"]["all"]["label_counts"] == [4, 4, 4] and labels["image_shape"] is None
+    write_ctf(tmp_path / "one.txt", tiny.test.images, None)
+    ctf = describe(str(tmp_path / "one.txt"))
+    assert ctf["format"] == "ctf" and ctf["image_shape"] == [8, 8] and ctf["num_classes"] == 0
+    np.savez(tmp_path / "imgs.npz", images=tiny.test.images)
+    assert describe(str(tmp_path / "imgs.npz"))["splits"]["all"]["count"] == 6
+    save_dataset(tiny, tmp_path / "full.npz", "npz")
+    assert set(describe(str(tmp_path / "full.npz"))["splits"]) == {"train", "test"}
+    for d in (images, labels, ctf):
+        assert format_description(d)
+
+
+# --- load_images ---------------------------------------------------------------------
+
+def test_load_images_from_idx_with_sibling_labels(tmp_path, tiny):
+    folder = _write_idx_folder(tmp_path / "d", tiny, gz=True)
+    images, labels = load_images(folder / "t10k-images-idx3-ubyte.gz")
+    assert np.array_equal(images, tiny.test.images) and np.array_equal(labels, tiny.test.labels)
+    write_idx(tmp_path / "other.idx", tiny.test.images)
+    images, labels = load_images(tmp_path / "other.idx")
+    assert labels is None and images.shape == (6, 8, 8)
+
+
+def test_load_images_from_ctf_and_npz(tmp_path, tiny):
+    write_ctf(tmp_path / "x.txt", tiny.test.images, tiny.test.labels, 3)
+    images, labels = load_images(tmp_path / "x.txt")
+    assert np.array_equal(images, tiny.test.images) and np.array_equal(labels, tiny.test.labels)
+    np.savez(tmp_path / "a.npz", images=tiny.test.images, labels=tiny.test.labels)
+    images, labels = load_images(tmp_path / "a.npz")
+    assert np.array_equal(images, tiny.test.images) and np.array_equal(labels, tiny.test.labels)
+    save_dataset(tiny, tmp_path / "b.npz", "npz")
+    images, labels = load_images(tmp_path / "b.npz")  # x_test / y_test
+    assert np.array_equal(images, tiny.test.images) and np.array_equal(labels, tiny.test.labels)
+    np.savez(tmp_path / "c.npz", pixels=tiny.test.images)
+    with pytest.raises(DataError, match="no 'images' or 'x_test'"):
+        load_images(tmp_path / "c.npz")
+
+
+def test_load_images_from_png_folder_and_single_png(tmp_path, tiny):
+    from PIL import Image
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(tiny.test.images):
+        Image.fromarray(image).save(folder / f"img{i:02d}.png")
+    Image.fromarray(np.stack([tiny.train.images[0]] * 3, axis=-1)).save(folder / "z-rgb.png")
+    (folder / "notes.txt").write_text("ignored")
+    images, labels = load_images(folder)
+    assert labels is None and images.shape == (7, 8, 8) and images.dtype == np.uint8
+    assert np.array_equal(images[:6], tiny.test.images)
+    assert np.array_equal(images[6], tiny.train.images[0])  # RGB gray -> the same gray levels
+    single, _ = load_images(folder / "img03.png")
+    assert single.shape == (1, 8, 8) and np.array_equal(single[0], tiny.test.images[3])
+
+
+def test_load_images_folder_problems(tmp_path):
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "b.png")
+    with pytest.raises(DataError, match="same size") as info:
+        load_images(tmp_path)
+    assert info.value.path.endswith("b.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match="not a readable image"):
+        load_images(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no PNG or JPEG"):
+        load_images(tmp_path / "empty")

@@ -1,0 +1,281 @@
+"""Tests for aelab.plots: every picture is a valid PNG, written atomically."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aelab import plots
+from aelab.errors import OptionError, OutputError
+
+
+def _digits(n: int = 4, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, h, w), dtype=np.uint8)
+
+
+def _png(path: Path) -> Image.Image:
+    """Open ``path``, check that it is a complete PNG, and return it (loaded)."""
+    assert path.is_file()
+    with Image.open(path) as im:
+        im.verify()
+    im = Image.open(path)
+    im.load()
+    assert im.format == "PNG"
+    assert im.width > 0 and im.height > 0
+    return im
+
+
+def _figure_png(path: Path, min_w: int = 100, min_h: int = 60) -> Image.Image:
+    im = _png(path)
+    assert im.mode in ("RGB", "RGBA")
+    assert min_w <= im.width <= 4000 and min_h <= im.height <= 4000
+    return im
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def _similarity_rows(n: int = 2) -> list[dict]:
+    imgs = _digits(4 * n)
+    return [{"title": f"Pair {i}", "a": imgs[4 * i], "b": imgs[4 * i + 1],
+             "a_decoded": imgs[4 * i + 2] / 255.0, "b_decoded": imgs[4 * i + 3] / 255.0,
+             "cos_original": 0.4, "cos_decoded": 0.55, "cos_code": 0.9} for i in range(n)]
+
+
+# ---------------------------------------------------------------- save_png(s)
+
+
+def test_save_png_round_trips_uint8_exactly(tmp_path: Path) -> None:
+    img = np.arange(5 * 7, dtype=np.uint8).reshape(5, 7) * 7  # not square: checks orientation
+    out = plots.save_png(tmp_path / "x.png", img)
+    assert out == tmp_path / "x.png"
+    im = _png(out)
+    assert im.mode == "L" and im.size == (7, 5)
+    np.testing.assert_array_equal(np.asarray(im), img)
+
+
+def test_save_png_maps_floats_to_0_255(tmp_path: Path) -> None:
+    img = np.array([[0.0, 0.5, 1.0], [0.2, 1.0001, -0.0001]], dtype=np.float32)
+    im = _png(plots.save_png(tmp_path / "f.png", img))
+    assert im.mode == "L"
+    np.testing.assert_array_equal(np.asarray(im), [[0, 128, 255], [51, 255, 0]])
+
+
+def test_save_png_float_round_trip_of_uint8_values(tmp_path: Path) -> None:
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    im = _png(plots.save_png(tmp_path / "f.png", img.astype(np.float64) / 255))
+    np.testing.assert_array_equal(np.asarray(im), img)
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((2, 3, 4)),                 # many images where one is wanted
+    np.zeros(9),                         # flat vector
+    np.full((3, 3), 255.0),              # float 0..255
+    np.array([[0.0, np.nan]]),           # NaN
+    np.array([[300, 0]], dtype=np.int32),
+    np.array([["a"]]),
+])
+def test_save_png_rejects_bad_images(tmp_path: Path, bad: np.ndarray) -> None:
+    with pytest.raises(OptionError, match="image"):
+        plots.save_png(tmp_path / "bad.png", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_pngs_names_and_pixels(tmp_path: Path) -> None:
+    imgs = _digits(3, 6, 5)
+    paths = plots.save_pngs(tmp_path / "dec", imgs, prefix="dec", start=10)
+    assert [p.name for p in paths] == ["dec-00010.png", "dec-00011.png", "dec-00012.png"]
+    for p, img in zip(paths, imgs):
+        np.testing.assert_array_equal(np.asarray(_png(p)), img)
+    with pytest.raises(OptionError, match="images"):
+        plots.save_pngs(tmp_path, imgs[0])
+    with pytest.raises(OptionError, match="prefix"):
+        plots.save_pngs(tmp_path, imgs, prefix="a/b")
+    with pytest.raises(OptionError, match="start"):
+        plots.save_pngs(tmp_path, imgs, start=-1)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_save_image_pair(tmp_path: Path) -> None:
+    a, b = _digits(2)
+    out = plots.save_image_pair(tmp_path / "pair.png", a, b / 255.0, suptitle="Simple model")
+    assert out == tmp_path / "pair.png"
+    im = _figure_png(out)
+    assert im.width > im.height
+    with pytest.raises(OptionError, match="right"):
+        plots.save_image_pair(tmp_path / "bad.png", a, b[:, :6])
+
+
+def test_save_reconstruction_grid(tmp_path: Path) -> None:
+    orig = _digits(6)
+    dec = orig.astype(np.float32) / 255
+    im = _figure_png(plots.save_reconstruction_grid(
+        tmp_path / "grid.png", orig, dec, labels=np.arange(6), title="Reconstructions"))
+    assert im.width > 2 * im.height
+    _figure_png(plots.save_reconstruction_grid(tmp_path / "plain.png", orig[:1], dec[:1]),
+                min_w=60)
+    with pytest.raises(OptionError, match="decoded"):
+        plots.save_reconstruction_grid(tmp_path / "bad.png", orig, dec[:5])
+    with pytest.raises(OptionError, match="labels"):
+        plots.save_reconstruction_grid(tmp_path / "bad.png", orig, dec, labels=[1, 2])
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_save_image_grid(tmp_path: Path) -> None:
+    imgs = _digits(7)
+    im = _figure_png(plots.save_image_grid(tmp_path / "g.png", imgs, ncols=3,
+                                           labels=list(range(7)), title="Digits"))
+    assert im.height > 60
+    _figure_png(plots.save_image_grid(tmp_path / "one.png", imgs[:1]), min_w=40, min_h=40)
+    with pytest.raises(OptionError, match="ncols"):
+        plots.save_image_grid(tmp_path / "bad.png", imgs, ncols=0)
+    with pytest.raises(OptionError, match="labels"):
+        plots.save_image_grid(tmp_path / "bad.png", imgs, labels=np.zeros(3, int))
+
+
+def test_save_similarity_figure(tmp_path: Path) -> None:
+    im = _figure_png(plots.save_similarity_figure(tmp_path / "sim.png", _similarity_rows(2)),
+                     min_w=500, min_h=200)
+    assert im.width > im.height
+    _figure_png(plots.save_similarity_figure(tmp_path / "one.png", _similarity_rows(1)))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"b_decoded": np.zeros((8, 7))}, r"b_decoded"),
+    ({"cos_code": 1.7}, "cos_code"),
+    ({"cos_decoded": "high"}, "cos_decoded"),
+])
+def test_save_similarity_figure_rejects_bad_rows(tmp_path: Path, change: dict, match: str) -> None:
+    rows = _similarity_rows(2)
+    rows[1].update(change)
+    with pytest.raises(OptionError, match=match):
+        plots.save_similarity_figure(tmp_path / "bad.png", rows)
+    rows = _similarity_rows(1)
+    del rows[0]["cos_original"]
+    with pytest.raises(OptionError, match="cos_original"):
+        plots.save_similarity_figure(tmp_path / "bad.png", rows)
+    with pytest.raises(OptionError, match="rows"):
+        plots.save_similarity_figure(tmp_path / "bad.png", [])
+
+
+def test_save_tsne_map(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % 3
+    points = rng.normal(size=(90, 2)) + labels[:, None] * 4
+    im = _figure_png(plots.save_tsne_map(tmp_path / "map.png", points, labels),
+                     min_w=300, min_h=300)
+    assert 0.7 < im.width / im.height < 1.5
+    with pytest.raises(OptionError, match="labels"):
+        plots.save_tsne_map(tmp_path / "bad.png", points, labels[:-1])
+    with pytest.raises(OptionError, match="points"):
+        plots.save_tsne_map(tmp_path / "bad.png", points[:, :1], labels)
+
+
+def test_save_training_curve(tmp_path: Path) -> None:
+    curves = {"simple": ([0, 100, 1000, 10000], [0.5, 0.3, 0.2, 0.1]),
+              "deep": ([100, 1000, 10000], [0.6, 0.25, float("nan")])}
+    _figure_png(plots.save_training_curve(tmp_path / "c.png", curves, "error", title="Error"))
+    _figure_png(plots.save_training_curve(tmp_path / "l.png", curves, "loss", logy=True))
+    with pytest.raises(OptionError, match="simple"):
+        plots.save_training_curve(tmp_path / "bad.png", {"simple": ([1, 2], [0.5])}, "e")
+    with pytest.raises(OptionError, match="curves"):
+        plots.save_training_curve(tmp_path / "bad.png", {}, "e")
+
+
+def test_figures_leave_matplotlib_settings_alone(tmp_path: Path) -> None:
+    import matplotlib
+
+    keys = [k for k in matplotlib.rcParams if k != "backend"]  # reading backend may resolve it
+    before = {k: matplotlib.rcParams[k] for k in keys}
+    plots.save_image_pair(tmp_path / "p.png", *_digits(2))
+    assert {k: matplotlib.rcParams[k] for k in keys} == before
+
+
+# ---------------------------------------------------------------- failed writes
+
+
+def test_output_folder_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError):
+        plots.save_image_pair(blocker / "pair.png", *_digits(2))
+    with pytest.raises(OutputError):
+        plots.save_png(blocker / "x.png", _digits(1)[0])
+    with pytest.raises(OutputError):
+        plots.save_pngs(blocker, _digits(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert blocker.read_text() == "not a folder"
+
+
+def test_target_is_a_folder_leaves_no_temp_file(tmp_path: Path) -> None:
+    (tmp_path / "map.png").mkdir()
+    with pytest.raises(OutputError):
+        plots.save_tsne_map(tmp_path / "map.png", np.zeros((3, 2)) + np.arange(3)[:, None],
+                            [0, 1, 2])
+    assert _leftovers(tmp_path) == []
+    assert (tmp_path / "map.png").is_dir()
+
+
+def test_failure_while_rendering_keeps_old_picture(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    target = plots.save_image_pair(tmp_path / "pair.png", *_digits(2))
+    old = target.read_bytes()
+
+    def broken_savefig(self, f, **kwargs):
+        f.write(b"\x89PNG half a picture")
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        plots.save_image_pair(target, *_digits(2, seed=1))
+    assert target.read_bytes() == old
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_error_is_output_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OutputError, match="No space left"):
+        plots.save_png(tmp_path / "x.png", _digits(1)[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- t-SNE
+
+
+def test_tsne_2d_shape_and_determinism() -> None:
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(loc=c, size=(20, 8)) for c in (0.0, 5.0, 10.0)])
+    a = plots.tsne_2d(codes, seed=3, perplexity=5)
+    b = plots.tsne_2d(codes.astype(np.float64), seed=3, perplexity=5)
+    assert a.shape == (60, 2) and a.dtype == np.float32
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("codes, perplexity, match", [
+    (np.zeros((1, 4)), 5.0, "at least 2"),
+    (np.zeros((10, 4)), 10.0, "perplexity"),
+    (np.zeros((10, 4)), 0.0, "perplexity"),
+    (np.zeros(10), 5.0, "codes"),
+    (np.full((10, 4), np.nan), 5.0, "codes"),
+])
+def test_tsne_2d_rejects_bad_input(codes: np.ndarray, perplexity: float, match: str) -> None:
+    with pytest.raises(OptionError, match=match):
+        plots.tsne_2d(codes, perplexity=perplexity)
+
+
+def test_tsne_2d_suggests_smaller_perplexity() -> None:
+    with pytest.raises(OptionError) as info:
+        plots.tsne_2d(np.zeros((10, 4)), perplexity=30)
+    assert "try perplexity 3" in str(info.value)
