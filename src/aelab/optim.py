@@ -89,28 +89,22 @@ class FSAdaGrad(Optimizer):
         group["smoothed_count"] = nu * group["smoothed_count"] + (1.0 - nu) * n
         scale = math.sqrt(group["smoothed_count"])  # targetAdagradAvDenom (1.0) * sqrt(count)
 
-        grads = [p.grad for p in params]
-        variances, momenta = [], []
+        gain = (1.0 - mu) if group["unit_gain"] else 1.0
         for p in params:
             state = self.state[p]
             if not state:
-                state["variance"] = torch.zeros_like(p)
-                state["momentum"] = torch.zeros_like(p)
-            variances.append(state["variance"])
-            momenta.append(state["momentum"])
-
-        torch._foreach_mul_(variances, nu)
-        torch._foreach_addcmul_(variances, grads, grads, value=1.0 - nu)
-        # w = min(scale / sqrt(v), max_scale) == scale / max(sqrt(v), scale / max_scale);
-        # where v == 0 the gradient is 0 too, so any finite w leaves it unchanged, as in CNTK.
-        denominators = torch._foreach_sqrt(variances)
-        torch._foreach_clamp_min_(denominators, scale / group["max_scale"])
-        gain = (1.0 - mu) if group["unit_gain"] else 1.0
-        if mu > 0:
-            torch._foreach_mul_(momenta, mu)
-            torch._foreach_addcdiv_(momenta, grads, denominators, value=gain * scale)
-            steps = momenta
-        else:
-            steps = torch._foreach_div(grads, denominators)
-            torch._foreach_mul_(steps, scale)
-        torch._foreach_add_(params, steps, alpha=-group["lr"])
+                state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            # one tensor at a time: training hands this optimizer a single flat
+            # parameter, for which plain in-place ops beat the foreach variants
+            g, v, m = p.grad, state["variance"], state["momentum"]
+            v.mul_(nu).addcmul_(g, g, value=1.0 - nu)
+            # w = min(scale / sqrt(v), max_scale), as scale * min(rsqrt(v), max_scale / scale):
+            # rsqrt is a cheaper pass than sqrt + divide. Where v == 0 the gradient is 0
+            # too, so the clipped w leaves it at 0, as CNTK's "if v != 0" does.
+            weight = torch.rsqrt(v).clamp_max_(group["max_scale"] / scale)
+            if mu > 0:
+                m.mul_(mu).addcmul_(g, weight, value=gain * scale)
+                p.add_(m, alpha=-group["lr"])
+            else:
+                p.addcmul_(g, weight, value=-group["lr"] * scale)

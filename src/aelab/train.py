@@ -135,9 +135,9 @@ class DenseBackprop:
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             h = torch.addmm(b, h, w.t()).relu_()
             activations.append(h)
-        logits = torch.addmm(self.biases[-1], h, self.weights[-1].t())
+        logits = torch.addmm(self.biases[-1], h, self.weights[-1].t()).clamp_min_(LOGIT_FLOOR)
         output = torch.sigmoid(logits)
-        loss = summed_bce(logits, target)
+        loss = summed_bce(logits, target, output)
         metric = cntk_classification_error(output, target).sum()
 
         delta = output.sub_(target)  # d loss / d logits for sigmoid + summed BCE
@@ -151,10 +151,20 @@ class DenseBackprop:
         return loss, metric
 
 
-def summed_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sum(softplus(z) - t * z): the tutorial's summed BCE, in fewer passes than
-    ``binary_cross_entropy_with_logits`` (softplus(z) = -log(sigmoid(-z)))."""
-    return -torch.sigmoid(logits.neg()).clamp_min_(1e-38).log_().sum() - torch.dot(target.view(-1), logits.view(-1))
+# sigmoid(-87) ~ 1.6e-38 is still a normal float32, so log(sigmoid(z)) stays finite;
+# below it the loss and the gradient change by less than 1e-37
+LOGIT_FLOOR = -87.0
+
+
+def summed_bce(logits: torch.Tensor, target: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
+    """The tutorial's BCE summed over pixels and samples, from the logits z.
+
+    -(t log p + (1 - t) log(1 - p)) with p = sigmoid(z) equals (1 - t) z - log p;
+    with p already computed that is three cheap passes instead of softplus's
+    many. Logits must be >= LOGIT_FLOOR, so that log p is finite.
+    """
+    p = torch.sigmoid(logits) if output is None else output
+    return logits.sum() - torch.dot(target.reshape(-1), logits.reshape(-1)) - p.log().sum()
 
 
 class AutogradStep:
