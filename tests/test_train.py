@@ -118,3 +118,11 @@ def test_bad_options_are_refused(kwargs):
 def test_too_little_data_for_one_minibatch():
     with pytest.raises(OptionError, match="no minibatch"):
         train(synthetic(n_train=10), TrainConfig(sweeps=1, device="cpu"), log=None)
+
+
+def test_training_leaves_the_callers_floating_point_mode_alone():
+    from aelab.train import denormals_flushed
+    assert not denormals_flushed()
+    train(synthetic(), TrainConfig(sweeps=1, minibatch_size=16, device="cpu"), log=None)
+    assert not denormals_flushed()
+    assert np.float32(1e-39) * np.float32(1.0) > 0  # numpy still sees subnormals

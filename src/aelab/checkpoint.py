@@ -8,10 +8,12 @@ are refused.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +25,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from . import __version__
-from .errors import CheckpointError
-from .fileio import ensure_dir, write_bytes, write_text
-from .models import ModelConfig, build_model
+from .errors import CheckpointError, OutputError
+from .fileio import ensure_dir
+from .models import ModelConfig, build_model, model_config
 
 FORMAT = "aelab-checkpoint"
 FORMAT_VERSION = 1
@@ -59,9 +61,12 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
                     metrics: dict | None = None) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json``; returns the folder.
 
-    Each file is written atomically, weights first, so a crash leaves either
-    the previous checkpoint or the new one readable, never a mix (the JSON
-    names the weights' checksum).
+    Both files are first written completely to temporary files beside their
+    targets and only then renamed into place, weights first: a save that fails
+    (unwritable folder, full disk, metadata JSON cannot hold) leaves the
+    previous checkpoint untouched and no temporary file. Only a crash between
+    the two renames can pair new weights with the old JSON, and loading
+    refuses that pair (the JSON names the weights' checksum).
     """
     folder = ensure_dir(folder)
     blob = weights_bytes(model)
@@ -76,9 +81,36 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
         "versions": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_bytes(folder / WEIGHTS_FILE, blob)
-    write_text(folder / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(info, indent=2, sort_keys=False) + "\n"  # fails here, before any file is touched
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, content in ((WEIGHTS_FILE, blob), (CONFIG_FILE, text.encode("utf-8"))):
+            staged.append((_stage(folder / name, content), folder / name))
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except OSError as e:
+        raise OutputError(f"cannot write: {e.strerror or e}", path=folder,
+                          hint="choose another output folder with --out") from e
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return folder
+
+
+def _stage(target: Path, content: bytes) -> str:
+    """Write ``content`` to a new temporary file beside ``target``, flushed to disk; return its path."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def read_checkpoint_info(folder: str | os.PathLike) -> dict:
@@ -98,7 +130,10 @@ def read_checkpoint_info(folder: str | os.PathLike) -> dict:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError("not an aelab checkpoint", path=path)
     version = info.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"config.json has no valid format version ({version!r})", path=path,
+                              hint="pass the folder that `aelab train --out` wrote")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint format version {version!r} is newer than this aelab understands "
                               f"({FORMAT_VERSION})", path=path, hint="upgrade aelab")
     return info
@@ -109,7 +144,9 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     folder = Path(folder)
     info = read_checkpoint_info(folder)
     try:
-        mconfig = ModelConfig.from_dict(info["model"])
+        raw = ModelConfig.from_dict(info["model"])
+        # model_config validates the sizes (a negative one would crash inside torch)
+        mconfig = model_config(raw.kind, input_shape=raw.input_shape, code_size=raw.code_size, hidden=raw.hidden)
         model = build_model(mconfig)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e

@@ -11,6 +11,7 @@ from . import __version__
 from .errors import AelabError, OptionError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +41,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
 
 
@@ -113,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="aelab-model", metavar="DIR", help="checkpoint folder (default: ./aelab-model)")
+    p.add_argument("--checkpoint-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
+                   help="save the run's state to DIR/resume.safetensors this often, so that a crash loses "
+                        "at most this much work; 0: only on Ctrl-C (default: 30)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run whose state is in DIR/resume.safetensors "
+                        "(same options; --sweeps may change)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
 
     p = sub.add_parser("evaluate", help="score a trained model on the test split",
@@ -218,6 +235,9 @@ def cmd_tutorial(args) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
         raise OptionError("--models names no model", hint="e.g. --models simple,deep")
+    from .models import model_config
+    for name in models:
+        model_config(name)  # an unknown name fails now, not after the models before it have trained
     run_tutorial(args.out, data=args.data, sweeps=args.sweeps, slow=args.sweeps == 100.0, device=args.device,
                  seed=args.seed, tsne_samples=args.tsne_samples, models=models, log=_log(args),
                  progress_bar=not args.quiet)
@@ -227,23 +247,28 @@ def cmd_tutorial(args) -> int:
 def cmd_train(args) -> int:
     from .checkpoint import save_checkpoint
     from .data import load_dataset
+    from .device import describe_device, resolve_device
+    from .fileio import ensure_dir
     from .inference import evaluate
+    from .models import model_config
+    from .resume import RESUME_FILE
     from .train import TrainConfig, train
     say = _log(args) or (lambda _m: None)
     config = TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
                          sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
                          device=args.device)
     config.validate()
-    from .models import model_config
     model_config(config.model, code_size=config.code_size)  # unknown model names fail before data loads
+    out = ensure_dir(args.out)  # an unusable --out fails now, not after the training
     data = load_dataset(args.data)
-    from .device import describe_device, resolve_device
-    say(f"Training {config.model} on {data.name} ({data.train.n} images), device {describe_device(resolve_device(config.device))}")
-    result = train(data, config, log=_log(args), progress_bar=not args.quiet)
+    say(f"Training {config.model} on {data.name} ({data.train.n} images), "
+        f"device {describe_device(resolve_device(config.device))}")
+    result = train(data, config, log=_log(args), progress_bar=not args.quiet, resume_file=out / RESUME_FILE,
+                   checkpoint_every=args.checkpoint_every, resume=args.resume)
     say(f"Average training error: {result.train_error_pct:.2f}%")
     scores = evaluate(result.model, data.test.images)
     say(f"Average test error: {scores['test_error_pct']:.2f}%  (PSNR {scores['test_psnr_db']:.2f} dB)")
-    folder = save_checkpoint(args.out, result.model, result.model_config,
+    folder = save_checkpoint(out, result.model, result.model_config,
                              training={**config.to_dict(), "samples_seen": result.samples_seen,
                                        "seconds": result.seconds, "train_error_pct": result.train_error_pct},
                              data={"name": data.name, "sha256": data.sha256},
@@ -421,6 +446,9 @@ def cmd_data(args) -> int:
         print(json.dumps(d, indent=2) if args.json else format_description(d))
     elif args.data_command == "convert":
         src = None if args.source == "mnist" else args.source
+        if args.fmt is None and not str(args.dest).endswith(".npz"):
+            raise OptionError(f"cannot tell the output format of {args.dest}",
+                              hint="add --to idx, idx.gz, ctf or npz, or name the destination FILE.npz")
         dest = convert(src, args.dest, args.fmt)
         print(f"Wrote {dest}")
     elif args.data_command == "download":
@@ -438,8 +466,12 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .train import TrainingInterrupted
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"aelab {args.command}: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except AelabError as e:
         if args.debug:
             raise

@@ -39,10 +39,10 @@ def as_pixel_rows(model: torch.nn.Module, images) -> torch.Tensor:
                         f"{h}x{w} images", hint=f"pass (n, {h}, {w}) or (n, {h * w}) pixel values")
     if rows.dtype == torch.bool or rows.dtype.is_complex:
         raise DataError(f"images must be numbers 0..255, got dtype {rows.dtype}")
-    if rows.is_floating_point():
-        if not torch.isfinite(rows).all():
-            raise DataError("images contain NaN or infinite values", hint="clean the data first")
-        if rows.numel() and (rows.min() < 0 or rows.max() > 255):
+    if rows.is_floating_point() and not torch.isfinite(rows).all():
+        raise DataError("images contain NaN or infinite values", hint="clean the data first")
+    if rows.dtype != torch.uint8 and rows.numel():  # integer images can be out of range too
+        if rows.min() < 0 or rows.max() > 255:
             raise DataError(f"pixel values must lie in 0..255, found {float(rows.min()):g}..{float(rows.max()):g}",
                             hint="pass raw pixel values, not values already scaled to 0..1" if rows.max() <= 1 else None)
     return rows

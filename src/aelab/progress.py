@@ -1,6 +1,7 @@
 """CNTK's progress table (``ProgressPrinter(0)``), and a progress bar for long runs."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Callable, TextIO
@@ -35,6 +36,33 @@ class ProgressTable:
             self.write(HEADER)
             if learning_rate is not None:
                 self.write(f"Learning rate per {rate_unit}: {learning_rate:g}")
+
+    @property
+    def average_loss(self) -> float:
+        return self._loss_total / self._samples if self._samples else math.nan
+
+    @property
+    def average_metric(self) -> float:
+        return self._metric_total / self._samples if self._samples else math.nan
+
+    @property
+    def samples(self) -> int:
+        return self._samples
+
+    @property
+    def minibatches(self) -> int:
+        return self._minibatches
+
+    _STATE = ("_loss_total", "_metric_total", "_loss_last", "_metric_last", "_samples", "_samples_last",
+              "_minibatches", "_next_print", "rows")
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the table after a resume (plain JSON data)."""
+        return {name.lstrip("_"): getattr(self, name) for name in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._STATE:
+            setattr(self, name, state[name.lstrip("_")])
 
     def due(self, minibatches_after_this: int) -> bool:
         """Whether the update for minibatch number ``minibatches_after_this`` prints a row."""
@@ -80,7 +108,8 @@ class ProgressBar:
             self._bar = tqdm(total=total, desc=desc, unit="sample", unit_scale=True, delay=delay,
                              leave=False, file=stream or sys.stderr, dynamic_ncols=True)
         self._pending = 0
-        self._last = time.monotonic()
+        self._created = self._last = time.monotonic()
+        self._delay = delay
 
     def print_above(self, write: Callable[[str], None]) -> Callable[[str], None]:
         """Wrap ``write`` so that its lines appear above the bar instead of through it."""
@@ -88,6 +117,9 @@ class ProgressBar:
             return write
 
         def write_above(text: str) -> None:
+            if time.monotonic() - self._created < self._delay:  # the bar is not shown yet
+                write(text)
+                return
             with self._bar.external_write_mode(file=sys.stdout):
                 write(text)
         return write_above

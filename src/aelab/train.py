@@ -9,10 +9,15 @@ model uses autograd.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,11 +27,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .data.datasets import Dataset
 from .device import describe_device, resolve_device
-from .errors import OptionError
+from .errors import AelabError, CheckpointError, OptionError
 from .metrics import cntk_classification_error
 from .models import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
 from .optim import FSAdaGrad
 from .progress import ProgressBar, ProgressTable
+from .resume import TrainingState, load_training_state, save_training_state
 
 
 @dataclass(frozen=True)
@@ -259,26 +265,113 @@ class SweepStream:
         return batch.to(torch.float32).mul_(1.0 / 255.0)
 
 
+class TrainingInterrupted(AelabError):
+    """Training stopped on Ctrl-C after a minibatch; the resume file is up to date."""
+
+
+class TrainingDiverged(AelabError):
+    """The loss became NaN or infinite; the last good resume file is kept."""
+
+
+@contextlib.contextmanager
+def stop_requests(enabled: bool) -> Iterator[dict]:
+    """While active, Ctrl-C asks the loop to stop after the current minibatch (a second one stops at once)."""
+    flag = {"stop": False}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_sigint(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _optimizer_snapshot(optimizer: torch.optim.Optimizer, flat: torch.nn.Parameter):
+    state = optimizer.state_dict()
+    tensors = {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in state["state"].get(0, {}).items()}
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+    return tensors, groups
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, groups: list[dict]) -> None:
+    groups = [{**g, "params": [i]} for i, g in enumerate(groups)]
+    optimizer.load_state_dict({"state": {0: dict(tensors)} if tensors else {}, "param_groups": groups})
+
+
+def _check_resumable(saved: TrainingState, config: TrainConfig, data: Dataset, path: Path) -> None:
+    ours = config.to_dict()
+    different = [k for k in ours if k not in ("sweeps", "device") and saved.config.get(k) != ours[k]]
+    if different:
+        details = ", ".join(f"{k}: saved {saved.config.get(k)!r}, now {ours[k]!r}" for k in different)
+        raise OptionError(f"cannot resume with other settings ({details})", path=path,
+                          hint="repeat the original options, or drop --resume to start over")
+    if saved.data_sha256 != data.sha256:
+        raise OptionError("cannot resume on other data (checksum differs)", path=path,
+                          hint="pass the same --data, or drop --resume to start over")
+
+
+def denormals_flushed() -> bool:
+    """Whether the CPU currently flushes denormal floats to zero."""
+    return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Flush denormals to zero while training, then restore the caller's setting.
+
+    FSAdaGrad's variance accumulators decay into denormal floats, which make CPU
+    arithmetic ~7x slower; flushing them changes no result we report. The flag
+    is process-wide (it would change numpy's arithmetic too), hence the restore.
+    """
+    before = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.Module | None = None,
           log: Callable[[str], None] | None = print, progress_bar: bool = True,
-          use_autograd: bool = False) -> TrainResult:
+          use_autograd: bool = False, resume_file: str | os.PathLike | None = None,
+          checkpoint_every: float = 30.0, resume: bool = False) -> TrainResult:
     """Train an autoencoder on ``data.train`` as ``config`` says; returns a TrainResult.
 
     ``log`` receives the progress table's lines (None: silent); ``progress_bar``
-    shows a bar on stderr for runs longer than a few seconds.
+    shows a bar on stderr for runs longer than a few seconds. With
+    ``resume_file``, the run's state is saved there every ``checkpoint_every``
+    seconds (0: only on Ctrl-C) and on Ctrl-C, which stops the run after the
+    current minibatch (TrainingInterrupted); ``resume=True`` continues from it.
+    The file is removed when the run completes.
     """
     config = config or TrainConfig()
     config.validate()
-    # FSAdaGrad's variance accumulators decay into denormal floats, which make
-    # CPU arithmetic ~7x slower; flushing them to zero changes no result we report.
-    torch.set_flush_denormal(True)
+    if not (checkpoint_every >= 0):
+        raise OptionError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every!r}")
     recipe = get_recipe(config.recipe)
     minibatch = config.minibatch_size or recipe.minibatch_size
     device = resolve_device(config.device)
     mconfig = model_config(config.model, input_shape=data.image_shape, code_size=config.code_size,
                            hidden=config.hidden)
+    saved = None
+    if resume:
+        if resume_file is None:
+            raise OptionError("resume needs a resume file")
+        saved = load_training_state(resume_file)
+        _check_resumable(saved, config, data, Path(resume_file))
     if model is None:
         model = build_model(mconfig, seed=config.seed)
+    if saved is not None:
+        try:
+            model.load_state_dict(saved.model)
+        except RuntimeError as e:
+            raise CheckpointError(f"the resume file's weights do not fit the model ({e})", path=resume_file) from e
     model = model.to(device).train()
 
     images = torch.from_numpy(np.ascontiguousarray(data.train.images.reshape(data.train.n, -1))).to(device)
@@ -290,7 +383,6 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     flat = flatten_parameters(model)
     step = make_step(model, grad_scale, use_autograd)
     optimizer = make_optimizer([flat], recipe, minibatch)
-    stream = SweepStream(images, config.seed)
 
     bar = ProgressBar(total_minibatches * minibatch, desc=f"training {config.model}",
                       enabled=progress_bar and log is not None)
@@ -298,34 +390,74 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                           learning_rate=recipe.lr if recipe.optimizer == "fsadagrad" else None)
     loss_window = torch.zeros((), dtype=torch.float64, device=device)
     metric_window = torch.zeros((), dtype=torch.float64, device=device)
-    metric_total = 0.0
-    window_start = 0
+    first, seconds_before = 0, 0.0
+    if saved is not None:
+        _restore_optimizer(optimizer, saved.optimizer_tensors, saved.optimizer_groups)
+        table.load_state_dict(saved.table)
+        loss_window.copy_(saved.window["loss"])
+        metric_window.copy_(saved.window["metric"])
+        first, seconds_before = saved.minibatches_done, saved.seconds
+        bar.update(first * minibatch)
+        if log:
+            log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
+    stream = SweepStream(images, config.seed, start_sample=first * minibatch)
+
+    def check_finite(k: int) -> None:
+        loss_sum = loss_window.item()
+        if not math.isfinite(loss_sum) or not bool(torch.isfinite(flat).all()):
+            kept = f"; the last good state is kept in {resume_file}" if resume_file else ""
+            raise TrainingDiverged(f"the loss became {loss_sum} after {k} minibatches{kept}",
+                                   hint="train with a smaller learning rate or another recipe")
+
+    def save_state(k: int) -> None:
+        check_finite(k)
+        tensors, groups = _optimizer_snapshot(optimizer, flat)
+        save_training_state(resume_file, TrainingState(
+            config=config.to_dict(), data_sha256=data.sha256, minibatches_done=k, model=model.state_dict(),
+            optimizer_tensors=tensors, optimizer_groups=groups, table=table.state_dict(),
+            window={"loss": loss_window, "metric": metric_window},
+            seconds=seconds_before + time.perf_counter() - started))
+
     started = time.perf_counter()
-    for k in range(total_minibatches):
-        target = stream.next(minibatch)
-        loss, metric = step(target)
-        optimizer.step(num_samples=minibatch) if isinstance(optimizer, FSAdaGrad) else optimizer.step()
-        loss_window += loss
-        metric_window += metric
-        if table.due(k + 1) or k + 1 == total_minibatches:
-            loss_sum, metric_sum = loss_window.item(), metric_window.item()
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(f"the loss became {loss_sum} after {k + 1} minibatches")
-            table.add(loss_sum, metric_sum, (k + 1 - window_start) * minibatch, k + 1 - window_start)
-            metric_total += metric_sum
-            loss_window.zero_()
-            metric_window.zero_()
-            window_start = k + 1
-        bar.update(minibatch)
+    last_save = started
+    with stop_requests(resume_file is not None) as stop, flushing_denormals():
+        for k in range(first, total_minibatches):
+            target = stream.next(minibatch)
+            loss, metric = step(target)
+            optimizer.step(num_samples=minibatch) if isinstance(optimizer, FSAdaGrad) else optimizer.step()
+            loss_window += loss
+            metric_window += metric
+            done = k + 1
+            if table.due(done) or done == total_minibatches:
+                check_finite(done)
+                table.add(loss_window.item(), metric_window.item(), (done - table.minibatches) * minibatch,
+                          done - table.minibatches)
+                loss_window.zero_()
+                metric_window.zero_()
+            elif done % 256 == 0:
+                check_finite(done)
+            bar.update(minibatch)
+            if resume_file is not None and done < total_minibatches:
+                if stop["stop"]:
+                    save_state(done)
+                    bar.close()
+                    raise TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
+                                              f"{resume_file}", hint="run the same command with --resume to continue")
+                if checkpoint_every and time.perf_counter() - last_save >= checkpoint_every:
+                    save_state(done)
+                    last_save = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
+    seconds = seconds_before + time.perf_counter() - started
     bar.close()
     samples = total_minibatches * minibatch
     model.eval()
     for p in model.parameters():
         p.grad = None
+    if resume_file is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(resume_file)
     return TrainResult(model=model, model_config=mconfig, config=config, recipe=recipe,
-                       device=describe_device(device), train_error_pct=100.0 * metric_total / samples,
-                       train_loss=table._loss_total / samples, samples_seen=samples,
+                       device=describe_device(device), train_error_pct=100.0 * table.average_metric,
+                       train_loss=table.average_loss, samples_seen=samples,
                        minibatches=total_minibatches, seconds=seconds, progress=table.rows)

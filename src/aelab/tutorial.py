@@ -145,6 +145,11 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     }
 
 
+def run_mode(sweeps: float) -> str:
+    """"fast" and "slow" are the tutorial's 5 and 100 sweeps; anything else is "custom"."""
+    return {FAST_SWEEPS: "fast", SLOW_SWEEPS: "slow"}.get(sweeps, "custom")
+
+
 def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLike | Dataset | None = None,
                  slow: bool = False, sweeps: float | None = None, device: str = "auto", seed: int = 0,
                  tsne_samples: int = 2000, models: tuple[str, ...] = ("simple", "deep"),
@@ -163,7 +168,7 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
         f"{dataset.image_shape[0]}x{dataset.image_shape[1]}), sha256 {dataset.sha256[:16]}...")
     summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
                               "sha256": dataset.sha256},
-                     "device": device_name, "mode": "slow" if slow else "fast", "models": {}}
+                     "device": device_name, "mode": run_mode(sweeps), "models": {}}
     for name in models:
         config = TrainConfig(model=name, sweeps=sweeps, seed=seed, device=device)
         entry = run_model(name, dataset, out, config, tsne_samples, log, progress_bar)

@@ -1,0 +1,116 @@
+"""Nothing lost: kills, Ctrl-C and a diverging loss keep a resumable, uncorrupted state."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aelab.resume import RESUME_FILE, load_training_state
+from aelab.train import DenseBackprop, TrainConfig, TrainingDiverged, train
+
+TRAIN = ["--model", "deep", "--sweeps", "12", "--seed", "2", "--device", "cpu", "--quiet"]
+
+
+def aelab(*args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same arithmetic in every run
+    return subprocess.Popen([sys.executable, "-m", "aelab", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def wait_for(path, proc, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "training ended before writing a resume file"
+        assert time.monotonic() < deadline, "no resume file appeared"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out)))
+    assert code == 0, err
+    return weights(out)
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tiny_npz, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    time.sleep(random.uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    state = load_training_state(out / RESUME_FILE)  # never half-written
+    assert state.minibatches_done > 0
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--resume"))
+    assert code == 0, err
+    resumed = weights(out)
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+    assert not (out / RESUME_FILE).exists()  # done: nothing left to resume
+
+
+def test_ctrl_c_stops_after_the_minibatch_saves_and_says_how_to_resume(tiny_npz, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130
+    assert "--resume" in err and "Traceback" not in err
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--resume"))
+    assert code == 0, err
+    for name, tensor in weights(out).items():
+        assert torch.equal(tensor, uninterrupted[name]), name
+
+
+def test_resume_refuses_other_settings_and_missing_state(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    other = [a if a != "2" else "3" for a in TRAIN]  # another seed
+    code, _, err = finish(aelab("train", *other, "--data", str(tiny_npz), "--out", str(out), "--resume"))
+    assert code == 2 and "seed" in err and "--resume" in err
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(tmp_path / "none"),
+                                "--resume"))
+    assert code == 2 and "nothing to resume" in err
+
+
+def test_a_diverging_loss_stops_with_a_message_and_keeps_the_last_good_state(tiny_data, tmp_path, monkeypatch):
+    real_step = DenseBackprop.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, target):
+        calls["n"] += 1
+        loss, metric = real_step(self, target)
+        if calls["n"] > 300:
+            self.weights[0].grad.fill_(float("nan"))
+            loss = loss * float("nan")
+        return loss, metric
+
+    monkeypatch.setattr(DenseBackprop, "__call__", poisoned)
+    resume_file = tmp_path / RESUME_FILE
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        train(tiny_data, TrainConfig(model="simple", sweeps=5, device="cpu"), log=None,
+              resume_file=resume_file, checkpoint_every=1e-9)
+    state = load_training_state(resume_file)
+    assert 0 < state.minibatches_done <= 300
+    assert all(torch.isfinite(t).all() for t in state.model.values())

@@ -1,0 +1,174 @@
+"""End-to-end tests of the CNTK 105 tutorial run (aelab.tutorial.run_tutorial and `aelab tutorial`)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aelab.checkpoint import load_checkpoint
+from aelab.errors import OptionError
+from aelab.inference import evaluate
+from aelab.tutorial import pick_tutorial_image, run_tutorial
+
+MODEL_KEYS = {"train_error_pct", "test_error_pct", "test_bce", "test_mse", "test_psnr_db", "train_seconds",
+              "samples_per_second", "sweeps", "parameters"}
+FLOAT_KEYS = MODEL_KEYS - {"sweeps", "parameters"}
+
+
+def _parameters(hidden: tuple[int, ...], code: int = 32, pixels: int = 784) -> int:
+    dims = [pixels, *hidden, code, *reversed(hidden), pixels]
+    return sum(i * o + o for i, o in zip(dims[:-1], dims[1:]))
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data, tmp_path_factory):
+    """One tutorial run on the tiny data: (output folder, returned summary)."""
+    out = tmp_path_factory.mktemp("tutorial") / "out"
+    summary = run_tutorial(out, data=tiny_data, sweeps=0.05, tsne_samples=60, device="cpu", log=None,
+                           progress_bar=False)
+    return out, summary
+
+
+def _png(path: Path) -> Image.Image:
+    assert path.is_file(), path
+    with Image.open(path) as im:
+        im.verify()
+    im = Image.open(path)
+    im.load()
+    assert im.format == "PNG" and im.width > 50 and im.height > 50
+    return im
+
+
+def test_summary_json_shape(run, tiny_data) -> None:
+    out, returned = run
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary == json.loads(json.dumps(returned))  # the file says what the function returned
+    assert {"data", "device", "models", "total_seconds"} <= set(summary)
+    assert summary["data"] == {"name": "tiny", "train": 6400, "test": 200, "sha256": tiny_data.sha256}
+    assert re.fullmatch(r"[0-9a-f]{64}", summary["data"]["sha256"])
+    assert isinstance(summary["device"], str) and summary["device"].startswith("cpu")
+    assert isinstance(summary["total_seconds"], float) and summary["total_seconds"] > 0
+    assert list(summary["models"]) == ["simple", "deep"]
+    for name, m in summary["models"].items():
+        assert MODEL_KEYS <= set(m), name
+        for key in FLOAT_KEYS:
+            assert isinstance(m[key], float) and math.isfinite(m[key]), (name, key)
+        assert m["sweeps"] == 0.05
+        assert isinstance(m["parameters"], int) and not isinstance(m["parameters"], bool)
+        assert 0 <= m["train_error_pct"] <= 100 and 0 <= m["test_error_pct"] <= 100
+        assert m["test_bce"] > 0 and 0 < m["test_mse"] < 1 and m["test_psnr_db"] > 0
+        assert m["train_seconds"] > 0 and m["samples_per_second"] > 0
+    assert summary["models"]["simple"]["parameters"] == _parameters(()) == 50992
+    assert summary["models"]["deep"]["parameters"] == _parameters((128, 64))
+
+
+def test_pictures_exist_and_are_valid(run) -> None:
+    out, summary = run
+    _png(out / "training.png")
+    for name, m in summary["models"].items():
+        files = m["files"]
+        for key in ("pair", "grid", "similarity", "tsne"):
+            assert files[key] == f"{name}/{key}.png"
+            _png(out / files[key])
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs == sorted(["training.png"] + [f"{n}/{k}.png" for n in ("simple", "deep")
+                                              for k in ("pair", "grid", "similarity", "tsne")])
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_checkpoints_load_and_score_as_summarised(run, tiny_data) -> None:
+    out, summary = run
+    for name, m in summary["models"].items():
+        ckpt = load_checkpoint(out / m["files"]["checkpoint"])
+        assert ckpt.model_config.kind == name
+        assert ckpt.info["data"] == {"name": "tiny", "sha256": tiny_data.sha256}
+        assert evaluate(ckpt.model, tiny_data.test.images)["test_error_pct"] == pytest.approx(m["test_error_pct"])
+        assert ckpt.info["metrics"]["test_error_pct"] == pytest.approx(m["test_error_pct"])
+
+
+def test_report_references_every_picture(run) -> None:
+    out, summary = run
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert report.startswith("# aelab tutorial report")
+    assert "](training.png)" in report
+    for name, m in summary["models"].items():
+        for key in ("pair", "grid", "similarity", "tsne"):
+            assert f"]({m['files'][key]})" in report, (name, key)
+        assert f"{m['test_error_pct']:.2f}%" in report
+        assert f"`{m['files']['checkpoint']}/`" in report
+    assert "Mean 24.07" in report
+
+
+def test_image_44_statistics(run) -> None:
+    _, summary = run
+    assert pick_tutorial_image() == 44
+    for m in summary["models"].values():
+        stats = m["image_stats"]
+        assert stats["index"] == 44
+        assert stats["original"] == {"max": 255.0, "median": 0.0, "mean": pytest.approx(24.0676, abs=1e-4),
+                                     "min": 0.0}
+        assert f"{stats['original']['mean']:.2f}" == "24.07"  # the tutorial's number
+        decoded = stats["decoded"]
+        assert 0.0 <= decoded["min"] <= decoded["median"] <= decoded["max"] <= 255.0
+
+
+def test_similarity_pairs_are_the_tutorials(run, tiny_data) -> None:
+    _, summary = run
+    labels = tiny_data.test.labels
+    assert labels[50] == labels[54] == 6 and labels[51] == 3 and labels[61] == 8
+    for m in summary["models"].values():
+        pairs = [(s["title"], s["index_a"], s["index_b"]) for s in m["similarities"]]
+        assert pairs == [("two 6s", 50, 54), ("a 3 and an 8", 51, 61)]
+        for s in m["similarities"]:
+            for key in ("cos_original", "cos_decoded", "cos_code"):
+                assert -1.0 <= s[key] <= 1.0 + 1e-9
+        assert m["code"]["index"] == 50 and len(m["code"]["values"]) == 32
+
+
+def test_log_lines_and_no_tsne(tiny_data, tmp_path: Path) -> None:
+    lines: list[str] = []
+    summary = run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, tsne_samples=0, models=("simple",),
+                           device="cpu", log=lines.append, progress_bar=False)
+    text = "\n".join(lines)
+    assert "Original image statistics:\nMax: 255.00, Median: 0.00, Mean: 24.07, Min: 0.00" in text
+    assert "Length of the original image is 784 and the encoded image is  32" in text
+    assert "Average test error:" in text and "Average training error:" in text
+    assert list(summary["models"]) == ["simple"]
+    assert summary["models"]["simple"]["files"]["tsne"] is None
+    assert not (tmp_path / "out" / "simple" / "tsne.png").exists()
+    assert "tsne" not in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_negative_tsne_samples(tiny_data, tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="tsne-samples"):
+        run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, tsne_samples=-1, log=None, progress_bar=False)
+
+
+@pytest.mark.slow
+def test_real_fast_mode_tutorial_matches_cntk(tmp_path: Path) -> None:
+    """`aelab tutorial` in fast mode (5 sweeps of all of MNIST): the tutorial's average test errors,
+    3.12% (simple) and 3.37% (deep), within half a point, or lower."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-m", "aelab", "tutorial", "--out", str(tmp_path / "out"),
+                           "--tsne-samples", "500", "--quiet"], capture_output=True, text=True, env=env,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["data"]["train"] == 60000 and summary["data"]["test"] == 10000
+    simple, deep = summary["models"]["simple"], summary["models"]["deep"]
+    assert simple["sweeps"] == deep["sweeps"] == 5
+    assert simple["test_error_pct"] <= 3.12 + 0.5, simple["test_error_pct"]
+    assert deep["test_error_pct"] <= 3.37 + 0.5, deep["test_error_pct"]
+    for m in (simple, deep):
+        for key in ("pair", "grid", "similarity", "tsne"):
+            _png(tmp_path / "out" / m["files"][key])
+    assert np.isfinite([simple["test_psnr_db"], deep["test_psnr_db"]]).all()
