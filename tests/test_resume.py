@@ -98,9 +98,9 @@ def test_a_diverging_loss_stops_with_a_message_and_keeps_the_last_good_state(tin
     real_step = DenseBackprop.__call__
     calls = {"n": 0}
 
-    def poisoned(self, target):
+    def poisoned(self, inputs, target):
         calls["n"] += 1
-        loss, metric = real_step(self, target)
+        loss, metric = real_step(self, inputs, target)
         if calls["n"] > 300:
             self.weights[0].grad.fill_(float("nan"))
             loss = loss * float("nan")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 from .device import describe_device, resolve_device
 from .errors import AelabError, CheckpointError, OptionError
 from .metrics import cntk_classification_error
+from .noise import corrupt, parse_noise
 from .models import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
 from .optim import FSAdaGrad
 from .progress import ProgressBar, ProgressTable
@@ -79,8 +80,10 @@ class TrainConfig:
     minibatch_size: int | None = None   # None: the recipe's
     seed: int = 0
     device: str = "auto"
+    noise: str | None = None            # denoising: corrupt inputs, e.g. "gaussian:0.5"
 
     def validate(self) -> None:
+        parse_noise(self.noise)
         if not (isinstance(self.sweeps, (int, float)) and math.isfinite(self.sweeps) and self.sweeps > 0):
             raise OptionError(f"sweeps must be a positive number, got {self.sweeps!r}", hint="use e.g. --sweeps 5")
         if self.minibatch_size is not None and (not isinstance(self.minibatch_size, int) or self.minibatch_size < 1):
@@ -130,14 +133,14 @@ class DenseBackprop:
         self.grad_scale = grad_scale
 
     @torch.no_grad()
-    def __call__(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``target``: a minibatch of images scaled to [0, 1], (n, pixels).
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs`` (possibly corrupted) and ``target``: images scaled to [0, 1], (n, pixels).
 
         Returns the summed loss and summed classification error of the
         minibatch, and writes the gradients into the parameters' ``.grad``.
         """
-        activations = [target]
-        h = target
+        activations = [inputs]
+        h = inputs
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             h = torch.addmm(b, h, w.t()).relu_()
             activations.append(h)
@@ -174,26 +177,36 @@ def summed_bce(logits: torch.Tensor, target: torch.Tensor, output: torch.Tensor 
 
 
 class AutogradStep:
-    """Loss, metric and gradients of any autoencoder through autograd."""
+    """Loss, metric and gradients of any autoencoder through autograd.
+
+    A model may define ``training_terms(pixels) -> (logits, extra_loss)`` to
+    train differently from how it encodes (a VAE samples its code and adds a
+    KL term; a sparse autoencoder adds its penalty); ``extra_loss`` is summed
+    over the minibatch, like the BCE, and is not part of the reported loss.
+    """
 
     def __init__(self, model: torch.nn.Module, grad_scale: float = 1.0) -> None:
         self.model = model
         self.grad_scale = grad_scale
 
-    def __call__(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             for p in self.model.parameters():
                 p.grad.zero_()
-        logits = self.model.decode_logits(self.model.encode(target * 255.0))
+        if hasattr(self.model, "training_terms"):
+            logits, extra = self.model.training_terms(inputs * 255.0)
+        else:
+            logits, extra = self.model.decode_logits(self.model.encode(inputs * 255.0)), None
         loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-        (loss * self.grad_scale).backward()  # accumulates into the flat gradient's views
+        total = loss if extra is None else loss + extra
+        (total * self.grad_scale).backward()  # accumulates into the flat gradient's views
         with torch.no_grad():
             metric = cntk_classification_error(torch.sigmoid(logits), target).sum()
         return loss.detach(), metric
 
 
 def make_step(model: torch.nn.Module, grad_scale: float, use_autograd: bool = False):
-    if isinstance(model, DenseAutoencoder) and not use_autograd:
+    if type(model) is DenseAutoencoder and not use_autograd:  # subclasses may add training terms
         return DenseBackprop(model, grad_scale)
     return AutogradStep(model, grad_scale)
 
@@ -226,6 +239,11 @@ def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: i
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, foreach=True)
     raise OptionError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def noise_generator(seed: int, minibatch_index: int, device: torch.device) -> torch.Generator:
+    """The generator for minibatch k's noise: seeded from (seed, k), so resuming needs no RNG state."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + minibatch_index) * 2 + 1)
 
 
 class SweepStream:
@@ -380,6 +398,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         raise OptionError(f"{config.sweeps} sweeps of {data.train.n} samples make no minibatch of {minibatch}",
                           hint="train for more sweeps or use a smaller minibatch")
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
+    noise = parse_noise(config.noise)
     flat = flatten_parameters(model)
     step = make_step(model, grad_scale, use_autograd)
     optimizer = make_optimizer([flat], recipe, minibatch)
@@ -423,7 +442,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     with stop_requests(resume_file is not None) as stop, flushing_denormals():
         for k in range(first, total_minibatches):
             target = stream.next(minibatch)
-            loss, metric = step(target)
+            inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
+            loss, metric = step(inputs, target)
             optimizer.step(num_samples=minibatch) if isinstance(optimizer, FSAdaGrad) else optimizer.step()
             loss_window += loss
             metric_window += metric
