@@ -141,10 +141,11 @@ class DenseBackprop:
         """
         activations = [inputs]
         h = inputs
+        # w.t() is contiguous (see flatten_parameters); mm + add_ beats addmm's bias broadcast
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = torch.addmm(b, h, w.t()).relu_()
+            h = torch.mm(h, w.t()).add_(b).relu_()
             activations.append(h)
-        logits = torch.addmm(self.biases[-1], h, self.weights[-1].t()).clamp_min_(LOGIT_FLOOR)
+        logits = torch.mm(h, self.weights[-1].t()).add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
         output = torch.sigmoid(logits)
         loss = summed_bce(logits, target, output)
         metric = cntk_classification_error(output, target).sum()
@@ -153,7 +154,7 @@ class DenseBackprop:
         if self.grad_scale != 1.0:
             delta.mul_(self.grad_scale)
         for i in range(len(self.weights) - 1, -1, -1):
-            torch.mm(delta.t(), activations[i], out=self.weights[i].grad)
+            torch.mm(activations[i].t(), delta, out=self.weights[i].grad.t())
             torch.sum(delta, dim=0, out=self.biases[i].grad)
             if i > 0:
                 delta = torch.ops.aten.threshold_backward(delta.mm(self.weights[i]), activations[i], 0)
@@ -216,16 +217,24 @@ def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
 
     The optimizer then updates one tensor with a handful of operations instead
     of a handful per layer, which is most of its cost at small minibatches.
-    Returns the flat parameter; its ``.grad`` is the flat gradient.
+    Matrices are stored transposed, (in, out) row-major, and exposed as the
+    usual (out, in) views: ``x @ W.t()`` then multiplies by a contiguous
+    matrix, which MKL does about twice as fast as through a transposed one at
+    minibatch 64. Returns the flat parameter; its ``.grad`` is the flat gradient.
     """
     params = list(model.parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    flat = torch.cat([(p.detach().t() if p.ndim == 2 else p.detach()).reshape(-1) for p in params])
     grad = torch.zeros_like(flat)
     offset = 0
     for p in params:
         n = p.numel()
-        p.data = flat[offset:offset + n].view_as(p)
-        p.grad = grad[offset:offset + n].view_as(p)
+        if p.ndim == 2:
+            rows, cols = p.shape
+            p.data = flat[offset:offset + n].view(cols, rows).t()
+            p.grad = grad[offset:offset + n].view(cols, rows).t()
+        else:
+            p.data = flat[offset:offset + n].view_as(p)
+            p.grad = grad[offset:offset + n].view_as(p)
         offset += n
     flat_param = torch.nn.Parameter(flat)
     flat_param.grad = grad
