@@ -114,3 +114,17 @@ def test_a_diverging_loss_stops_with_a_message_and_keeps_the_last_good_state(tin
     state = load_training_state(resume_file)
     assert 0 < state.minibatches_done <= 300
     assert all(torch.isfinite(t).all() for t in state.model.values())
+
+
+def test_a_resume_file_that_does_not_fit_the_run_is_refused(tiny_data, tmp_path):
+    from aelab.errors import CheckpointError
+    from aelab.resume import TrainingState, save_training_state
+    config = TrainConfig(model="simple", sweeps=1, device="cpu")
+    model = train(tiny_data, TrainConfig(model="simple", sweeps=0.05, device="cpu"), log=None).model
+    wrong_optimizer = TrainingState(config=config.to_dict(), data_sha256=tiny_data.sha256, minibatches_done=2,
+                                    model=model.state_dict(), optimizer_tensors={"variance": torch.zeros(3)},
+                                    optimizer_groups=[{"lr": 3e-5}], table={}, window={}, seconds=0.0)
+    resume_file = tmp_path / RESUME_FILE
+    save_training_state(resume_file, wrong_optimizer)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(tiny_data, config, log=None, resume_file=resume_file, resume=True)

@@ -420,11 +420,19 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     metric_window = torch.zeros((), dtype=torch.float64, device=device)
     first, seconds_before = 0, 0.0
     if saved is not None:
-        _restore_optimizer(optimizer, saved.optimizer_tensors, saved.optimizer_groups)
-        table.load_state_dict(saved.table)
-        loss_window.copy_(saved.window["loss"])
-        metric_window.copy_(saved.window["metric"])
+        try:
+            _restore_optimizer(optimizer, saved.optimizer_tensors, saved.optimizer_groups)
+            table.load_state_dict(saved.table)
+            loss_window.copy_(saved.window["loss"])
+            metric_window.copy_(saved.window["metric"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"the resume file does not fit this run ({e!r})", path=resume_file,
+                                  hint="delete it to start the run over") from e
         first, seconds_before = saved.minibatches_done, saved.seconds
+        if not 0 <= first < total_minibatches:
+            raise CheckpointError(f"the resume file is at minibatch {first}, outside this run's "
+                                  f"{total_minibatches}", path=resume_file,
+                                  hint="train for more --sweeps, or delete it to start over")
         bar.update(first * minibatch)
         if log:
             log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
