@@ -8,12 +8,10 @@ are refused.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from safetensors.torch import save as save_safetensors
 
 from . import __version__
 from .errors import CheckpointError, OutputError
-from .fileio import ensure_dir
+from .fileio import ensure_dir, write_files_together
 from .models import ModelConfig, build_model, model_config
 
 FORMAT = "aelab-checkpoint"
@@ -82,35 +80,8 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     text = json.dumps(info, indent=2, sort_keys=False) + "\n"  # fails here, before any file is touched
-    staged: list[tuple[str, Path]] = []
-    try:
-        for name, content in ((WEIGHTS_FILE, blob), (CONFIG_FILE, text.encode("utf-8"))):
-            staged.append((_stage(folder / name, content), folder / name))
-        for tmp, target in staged:
-            os.replace(tmp, target)
-    except OSError as e:
-        raise OutputError(f"cannot write: {e.strerror or e}", path=folder,
-                          hint="choose another output folder with --out") from e
-    finally:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    write_files_together({folder / WEIGHTS_FILE: blob, folder / CONFIG_FILE: text.encode("utf-8")})
     return folder
-
-
-def _stage(target: Path, content: bytes) -> str:
-    """Write ``content`` to a new temporary file beside ``target``, flushed to disk; return its path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
 
 
 def read_checkpoint_info(folder: str | os.PathLike) -> dict:

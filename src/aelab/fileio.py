@@ -15,6 +15,17 @@ from typing import IO, Iterator
 from .errors import OutputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; finished files get the
+# permissions any other new file would have (0666 less the umask)
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed; raise OutputError if impossible."""
     p = Path(path)
@@ -29,6 +40,20 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def _temporary_beside(target: Path) -> tuple[int, str]:
+    folder = ensure_dir(target.parent if str(target.parent) else ".")
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
+
+
+def _finish(f: IO) -> None:
+    f.flush()
+    os.fchmod(f.fileno(), FILE_MODE)
+    os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``.
@@ -38,16 +63,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("wb", "w"):
         raise ValueError("mode must be 'wb' or 'w'")
     target = Path(path)
-    folder = ensure_dir(target.parent if str(target.parent) else ".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
+    fd, tmp = _temporary_beside(target)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            _finish(f)
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -69,3 +89,30 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def write_files_together(contents: dict[Path, bytes]) -> None:
+    """Write several files so that a failure leaves all of the old ones in place.
+
+    Every file is first written completely to a temporary file beside its
+    target; only then are they renamed into place, in order. A failure before
+    the renames (full disk, unwritable folder) changes nothing; only a crash
+    between two renames can mix old and new files, which readers must detect
+    (checkpoints do, through the weights' checksum in the JSON).
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for target, data in contents.items():
+            fd, tmp = _temporary_beside(Path(target))
+            staged.append((tmp, Path(target)))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                _finish(f)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except OSError as e:
+        raise OutputError(f"cannot write: {e.strerror or e}", path=Path(target).parent) from e
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -1,0 +1,35 @@
+import os
+import stat
+
+import pytest
+
+from aelab.errors import OutputError
+from aelab.fileio import FILE_MODE, atomic_write, write_bytes, write_files_together
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    path = write_bytes(tmp_path / "a.bin", b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == FILE_MODE == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_a_failing_body_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = write_bytes(tmp_path / "a.txt", b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write(b"new, half")
+            raise RuntimeError("crash")
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_files_written_together_all_change_or_none(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_files_together({a: b"1", b: b"2"})
+    assert (a.read_bytes(), b.read_bytes()) == (b"1", b"2")
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(OutputError):
+        write_files_together({a: b"new", tmp_path / "file" / "inside": b"x"})
+    assert a.read_bytes() == b"1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "file"]
