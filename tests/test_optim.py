@@ -108,3 +108,14 @@ def test_state_dict_round_trip_restores_the_smoothed_count():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(OptionError):
         FSAdaGrad([torch.zeros(1, requires_grad=True)], **kwargs)
+
+
+def test_update_is_step_without_the_wrapper():
+    a = one_param([1.0, -2.0], [2.0, 0.5])
+    b = one_param([1.0, -2.0], [2.0, 0.5])
+    opt_a, opt_b = FSAdaGrad([a], lr=LR), FSAdaGrad([b], lr=LR)
+    for n in (64, 10):
+        opt_a.step(num_samples=n)
+        opt_b.update(n)
+    assert torch.equal(a, b)
+    assert opt_a.param_groups[0]["smoothed_count"] == opt_b.param_groups[0]["smoothed_count"]

@@ -32,6 +32,7 @@ from .metrics import cntk_classification_error
 from .noise import corrupt, parse_noise
 from .models import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
 from .optim import FSAdaGrad
+from .schedules import ScheduledAdam
 from .progress import ProgressBar, ProgressTable
 from .resume import TrainingState, load_training_state, save_training_state
 
@@ -52,6 +53,8 @@ class Recipe:
     loss_reduction: str = "sum"
     momentum_time_constant: float = 700.0
     variance_time_constant: float = 720_000.0
+    schedule: str = "constant"          # "cosine": warm-up, then cosine decay to 0 over the run (Adam only)
+    warmup: float = 0.0                 # fraction of the run's minibatches spent warming up
 
 
 RECIPES: dict[str, Recipe] = {
@@ -59,6 +62,9 @@ RECIPES: dict[str, Recipe] = {
     "tutorial": Recipe("tutorial", "fsadagrad", lr=3e-5),
     # a modern default for comparison: Adam on the mean BCE
     "adam": Recipe("adam", "adam", lr=1e-3, loss_reduction="mean"),
+    # for long runs (the shipped models): Adam at a higher rate, 2% warm-up, cosine decay to 0
+    "adam-long": Recipe("adam-long", "adam", lr=2e-3, minibatch_size=128, loss_reduction="mean",
+                        schedule="cosine", warmup=0.02),
 }
 
 
@@ -81,9 +87,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     noise: str | None = None            # denoising: corrupt inputs, e.g. "gaussian:0.5"
+    channels: tuple[int, ...] | None = None  # conv stages (conv, sparse, vae); None: the model's default
+    sparsity: float | None = None       # the sparse model's L1 weight; None: its default
+    beta: float | None = None           # the VAE's KL weight; None: its default
 
     def validate(self) -> None:
         parse_noise(self.noise)
+        model_config(self.model, code_size=self.code_size, hidden=self.hidden, channels=self.channels,
+                     sparsity=self.sparsity, beta=self.beta, input_shape=(1 << 16, 1 << 16))  # image size: in train()
         if not (isinstance(self.sweeps, (int, float)) and math.isfinite(self.sweeps) and self.sweeps > 0):
             raise OptionError(f"sweeps must be a positive number, got {self.sweeps!r}", hint="use e.g. --sweeps 5")
         if self.minibatch_size is not None and (not isinstance(self.minibatch_size, int) or self.minibatch_size < 1):
@@ -95,6 +106,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
+        d["channels"] = None if self.channels is None else list(self.channels)
         return d
 
 
@@ -241,10 +253,16 @@ def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
     return flat_param
 
 
-def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: int) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: int,
+                   total_steps: int | None = None) -> torch.optim.Optimizer:
     if recipe.optimizer == "fsadagrad":
         return FSAdaGrad(params, lr=recipe.lr, momentum_time_constant=recipe.momentum_time_constant,
                          variance_time_constant=recipe.variance_time_constant, minibatch_size=minibatch_size)
+    if recipe.optimizer == "adam" and recipe.schedule != "constant":
+        if total_steps is None:
+            raise OptionError(f"recipe {recipe.name!r} has a learning-rate schedule and needs the run's length")
+        return ScheduledAdam(params, lr=recipe.lr, total_steps=total_steps, schedule=recipe.schedule,
+                             warmup_steps=int(recipe.warmup * total_steps), foreach=True)
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, foreach=True)
     raise OptionError(f"unknown optimizer {recipe.optimizer!r}")
@@ -385,7 +403,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     minibatch = config.minibatch_size or recipe.minibatch_size
     device = resolve_device(config.device)
     mconfig = model_config(config.model, input_shape=data.image_shape, code_size=config.code_size,
-                           hidden=config.hidden)
+                           hidden=config.hidden, channels=config.channels, sparsity=config.sparsity,
+                           beta=config.beta)
     saved = None
     if resume:
         if resume_file is None:
@@ -410,7 +429,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     noise = parse_noise(config.noise)
     flat = flatten_parameters(model)
     step = make_step(model, grad_scale, use_autograd)
-    optimizer = make_optimizer([flat], recipe, minibatch)
+    optimizer = make_optimizer([flat], recipe, minibatch, total_steps=total_minibatches)
 
     bar = ProgressBar(total_minibatches * minibatch, desc=f"training {config.model}",
                       enabled=progress_bar and log is not None)
@@ -461,7 +480,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             target = stream.next(minibatch)
             inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
             loss, metric = step(inputs, target)
-            optimizer.step(num_samples=minibatch) if isinstance(optimizer, FSAdaGrad) else optimizer.step()
+            optimizer.update(minibatch) if isinstance(optimizer, FSAdaGrad) else optimizer.step()
             loss_window += loss
             metric_window += metric
             done = k + 1
