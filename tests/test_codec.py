@@ -1,0 +1,468 @@
+"""The learned codec (aelab.codec, `aelab compress` / `aelab decompress`): round trips, the quantiser's
+error bound, every refusal, the CLI's output formats and atomic output.
+
+The checkpoint is a copy of the session's tiny trained model (so the codec's cached tables never touch
+the shared fixture); its probability tables are learned once from the tiny training data.
+"""
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aelab import codec
+from aelab.checkpoint import load_checkpoint, save_checkpoint
+from aelab.cli import main
+from aelab.data import load_images
+from aelab.errors import CheckpointError, DataError, OptionError, OutputError
+from aelab.inference import encode
+
+BITS_USED = (2, 4, 6)
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path, monkeypatch):
+    """Tables that cannot go into a checkpoint folder go here, not into ~/.cache."""
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "user-cache"))
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained, tiny_npz, tmp_path_factory) -> Path:
+    """A copy of the trained checkpoint with tables for BITS_USED and both quantisers cached."""
+    folder = Path(shutil.copytree(trained.folder, tmp_path_factory.mktemp("codec") / "model"))
+    for quantiser in codec.QUANTISERS:
+        for bits in BITS_USED:
+            codec.codec_table(folder, bits, quantiser, data=tiny_npz)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(trained) -> np.ndarray:
+    return trained.data.test.images[:60]
+
+
+@pytest.fixture(scope="module")
+def blob(ckpt, images) -> bytes:
+    return codec.encode_bytes(images, ckpt)
+
+
+def _rewrite(blob: bytes, **fields) -> bytes:
+    """``blob`` with header fields replaced and both checksums recomputed (a well-formed file)."""
+    names = ["magic", "version", "coder", "table", "bits", "h", "w", "count", "code_size", "quantiser", "reserved",
+             "fingerprint", "digest", "table_len", "payload_len", "symbols_crc", "crc"]
+    values = dict(zip(names, codec.HEADER.unpack_from(blob)))
+    values.update(fields)
+    head = codec.HEADER.pack(*(values[n] for n in names))
+    body = blob[codec.HEADER.size:]
+    crc = zlib.crc32(body, zlib.crc32(head[:-4]))
+    return head[:-4] + struct.pack("<I", crc) + body
+
+
+def _other_model(ckpt: Path, dest: Path) -> Path:
+    """The same architecture with slightly different weights: another fingerprint."""
+    c = load_checkpoint(ckpt)
+    with torch.no_grad():
+        next(c.model.parameters()).add_(1e-3)
+    return save_checkpoint(dest, c.model, c.model_config, data=c.info["data"], training=c.info["training"])
+
+
+# --- round trips -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("quantiser", ["transform", "uniform"])
+@pytest.mark.parametrize("table", ["checkpoint", "embedded"])
+@pytest.mark.parametrize("coder", ["range", "zlib"])
+def test_round_trip_is_deterministic(ckpt, images, quantiser, table, coder):
+    first = codec.encode_bytes(images, ckpt, 6, quantiser=quantiser, table=table, coder=coder)
+    assert codec.encode_bytes(images, ckpt, 6, quantiser=quantiser, table=table, coder=coder) == first
+    decoded = codec.decode_bytes(first, ckpt)
+    assert decoded.shape == images.shape and decoded.dtype == np.uint8
+    assert np.array_equal(codec.decode_bytes(first, ckpt), decoded)
+    header = codec.read_header(first)
+    assert (header.count, header.bits, header.quantiser, header.table, header.coder) == \
+        (len(images), 6, quantiser, table, coder)
+    assert header.image_shape == (28, 28) and header.code_size == 32
+    assert header.fingerprint == codec.fingerprint(ckpt)
+    assert header.file_bytes == len(first) == codec.HEADER.size + header.table_bytes + header.payload_bytes
+    assert (header.table_bytes > 0) == (table == "embedded")
+
+
+def test_symbols_survive_exactly(ckpt, images, blob):
+    table = codec.codec_table(ckpt, codec.DEFAULT_BITS, codec.DEFAULT_QUANTISER)
+    expected = codec.dequantise(codec.quantise(encode(load_checkpoint(ckpt).model, images), table), table)
+    assert np.array_equal(codec.decode_codes(blob, ckpt), expected)
+
+
+def test_more_bits_cost_more_and_decode_closer(ckpt, images):
+    from aelab.inference import reconstruct
+    target = np.rint(reconstruct(load_checkpoint(ckpt).model, images) * 255)
+    sizes, errors = [], []
+    for bits in BITS_USED:
+        blob = codec.encode_bytes(images, ckpt, bits, quantiser="uniform")
+        sizes.append(len(blob))
+        errors.append(np.abs(codec.decode_bytes(blob, ckpt).astype(float) - target).mean())
+    assert sizes == sorted(sizes) and errors == sorted(errors, reverse=True)
+    assert errors[-1] < 2.0  # 6 bits: within a couple of grey levels of the unquantised model
+
+
+def test_accepts_flat_rows_and_float_pixels(ckpt, images, blob):
+    assert codec.encode_bytes(images.reshape(len(images), -1), ckpt) == blob
+    assert codec.encode_bytes(images.astype(np.float32), ckpt) == blob
+
+
+def test_no_images(ckpt):
+    empty = codec.encode_bytes(np.zeros((0, 28, 28), np.uint8), ckpt)
+    assert codec.read_header(empty).count == 0
+    assert codec.decode_bytes(empty, ckpt).shape == (0, 28, 28)
+
+
+def test_loaded_checkpoint_works_like_a_folder(ckpt, images, blob):
+    loaded = load_checkpoint(ckpt)
+    assert codec.encode_bytes(images, loaded) == blob
+    assert np.array_equal(codec.decode_bytes(blob, loaded), codec.decode_bytes(blob, ckpt))
+
+
+# --- the quantiser -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [2, 5, 8, 16])
+def test_uniform_quantiser_error_is_at_most_half_a_step(bits):
+    rng = np.random.default_rng(bits)
+    codes = np.maximum(rng.normal(1.0, 2.0, size=(400, 5)), 0).astype(np.float32)  # ReLU-like: many zeros
+    codes[:, 4] = 3.0  # a constant dimension
+    table = codec.fit_table(codes, bits, "uniform")
+    symbols = codec.quantise(codes, table)
+    assert symbols.min() >= 0 and (symbols < table.levels).all()
+    error = np.abs(codec.dequantise(symbols, table) - codes)
+    step = (codes.max(axis=0) - codes.min(axis=0)) / (2 ** bits - 1)
+    assert (error <= step / 2 + 1e-5 * (1 + np.abs(codes))).all()
+    assert (codec.dequantise(symbols, table)[:, 4] == 3.0).all()
+    assert (symbols[codes[:, 0] == 0, 0] == 0).all()  # the exact zeros are the zero bucket
+    # outside the range: clipped to the end levels
+    outside = np.array([[-5.0] * 5, [50.0] * 5], np.float32)
+    q = codec.quantise(outside, table)
+    assert (q[0] == 0).all() and (q[1, :4] == 2 ** bits - 1).all()
+
+
+@pytest.fixture(scope="module")
+def transform_fit(ckpt, trained):
+    """Training codes and the transform learned from them (once: it costs ~0.5 s)."""
+    model = load_checkpoint(ckpt).model
+    codes = encode(model, trained.data.train.images[:2000])
+    table = codec.fit_table(codes, 6, "transform", model=model)
+    return codes, (table.mean, table.matrix)
+
+
+@pytest.mark.parametrize("bits", [2, 6, 12])
+def test_transform_quantiser_error_is_at_most_half_a_step_per_component(transform_fit, bits):
+    codes, transform = transform_fit
+    table = codec.fit_table(codes, bits, "transform", transform=transform)
+    assert table.levels.max() <= 2 ** bits
+    step = float(table.step.max())
+    assert np.allclose(table.step[table.levels > 1], step)
+    symbols = codec.quantise(codes, table)
+    y = codec.components(codes, table)
+    back = codec.components(codec.dequantise(symbols, table), table)
+    assert (np.abs(back - y) <= step / 2 + 1e-4 * (1 + np.abs(y))).all()
+
+
+def test_tables_are_learned_once_and_cached(ckpt, tiny_npz):
+    from safetensors import safe_open
+    cache = ckpt / codec.CACHE_FILE
+    with safe_open(str(cache), framework="numpy") as f:
+        assert f.metadata()["fingerprint"] == codec.fingerprint(ckpt)
+        assert {"uniform.b6.freq", "transform.b6.freq", "transform.matrix"} <= set(f.keys())
+    table = codec.codec_table(ckpt, 6, "uniform")  # no data needed: read from the cache
+    assert table.digest == codec.codec_table(ckpt, 6, "uniform", data=tiny_npz, cache=False).digest  # deterministic
+    assert table.freq.min() >= 0 and (table.freq[:, :1].sum() > 0)
+
+
+def test_a_cache_of_another_model_is_rebuilt(ckpt, tiny_npz, tmp_path):
+    other = _other_model(ckpt, tmp_path / "other")
+    shutil.copy(ckpt / codec.CACHE_FILE, other / codec.CACHE_FILE)  # stale: the fingerprint differs
+    with pytest.raises(CheckpointError, match="--data"):
+        codec.codec_table(other, 6, "uniform")
+    codec.codec_table(other, 6, "uniform", data=tiny_npz)
+    from safetensors import safe_open
+    with safe_open(str(other / codec.CACHE_FILE), framework="numpy") as f:
+        assert f.metadata()["fingerprint"] == codec.fingerprint(other)
+
+
+def test_a_shipped_or_read_only_folder_caches_in_the_user_cache(ckpt, tiny_npz, tmp_path, monkeypatch):
+    folder = Path(shutil.copytree(ckpt, tmp_path / "shipped", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    monkeypatch.setattr(codec, "_is_shipped", lambda path: True)
+    codec.codec_table(folder, 4, "uniform", data=tiny_npz)
+    assert not (folder / codec.CACHE_FILE).exists()
+    user = codec._user_cache_file(codec.fingerprint(folder))
+    assert user.is_file() and str(user).startswith(str(tmp_path))
+
+
+def test_save_tables_packages_a_model(ckpt, images, blob, tiny_npz, tmp_path, monkeypatch):
+    folder = Path(shutil.copytree(ckpt, tmp_path / "package", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    monkeypatch.setattr(codec, "_is_shipped", lambda path: True)  # written even into a shipped model's folder
+    path = codec.save_tables(folder, bits=(4, 6), data=tiny_npz)
+    assert path == folder / codec.CACHE_FILE
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
+    assert np.array_equal(codec.decode_bytes(blob, folder), codec.decode_bytes(blob, ckpt))  # no data needed
+    with pytest.raises(CheckpointError, match="training data"):
+        codec.codec_table(folder, 3)
+
+
+# --- refusals ----------------------------------------------------------------------------------------------
+
+def test_another_models_file_is_refused(ckpt, images, blob, tmp_path):
+    other = _other_model(ckpt, tmp_path / "other")
+    with pytest.raises(CheckpointError, match="another model") as e:
+        codec.decode_bytes(blob, other)
+    assert e.value.hint and "checkpoint" in e.value.hint
+
+
+def test_a_newer_version_is_refused(ckpt, blob):
+    newer = blob[:4] + bytes([codec.VERSION + 1]) + blob[5:]
+    with pytest.raises(DataError, match="newer") as e:
+        codec.decode_bytes(newer, ckpt)
+    assert "upgrade" in e.value.hint
+
+
+@pytest.mark.parametrize("data", [b"", b"AEZ", b"PK\x03\x04" + b"\0" * 100, b"\x89PNG\r\n\x1a\n" + b"\0" * 100])
+def test_bad_magic_is_refused(ckpt, data):
+    with pytest.raises(DataError, match="not an aelab .aez file"):
+        codec.decode_bytes(data, ckpt)
+
+
+@pytest.mark.parametrize("cut", [6, 40, -1, -5])
+def test_a_truncated_file_is_refused(ckpt, blob, cut):
+    with pytest.raises(DataError, match="truncated"):
+        codec.decode_bytes(blob[:cut], ckpt)
+
+
+def test_damage_is_refused(ckpt, blob):
+    for position in (codec.HEADER.size + 1, len(blob) - 1, 7, 20):  # payload, header fields, fingerprint
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x10
+        with pytest.raises(DataError, match="checksum"):
+            codec.decode_bytes(bytes(damaged), ckpt)
+    with pytest.raises(DataError, match="unexpected bytes"):
+        codec.decode_bytes(blob + b"\0", ckpt)
+
+
+def test_a_payload_that_decodes_to_other_symbols_is_refused(ckpt, blob):
+    """Well-formed files (checksums recomputed) whose payload no longer gives the recorded symbols."""
+    header = codec.read_header(blob)
+    with pytest.raises(DataError, match="symbols fail their checksum"):
+        codec.decode_bytes(_rewrite(blob, symbols_crc=header.symbols_crc32 ^ 1), ckpt)
+    for position in (0, 5, header.payload_bytes // 2):
+        body = bytearray(blob[codec.HEADER.size:])
+        body[position] ^= 0xFF
+        with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
+            codec.decode_bytes(_rewrite(blob[:codec.HEADER.size] + bytes(body)), ckpt)
+
+
+def test_a_different_probability_table_is_refused(ckpt, images, blob, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+    folder = Path(shutil.copytree(ckpt, tmp_path / "copy"))
+    tensors = load_file(folder / codec.CACHE_FILE)
+    with safe_open(str(folder / codec.CACHE_FILE), framework="numpy") as f:
+        meta = f.metadata()
+    key = f"{codec.DEFAULT_QUANTISER}.b{codec.DEFAULT_BITS}.freq"
+    tensors[key] = tensors[key].copy()
+    tensors[key][0, 0] += 1
+    save_file(tensors, folder / codec.CACHE_FILE, metadata=meta)
+    with pytest.raises(CheckpointError, match="probability table") as e:
+        codec.decode_bytes(blob, folder)
+    assert codec.CACHE_FILE in e.value.hint
+
+
+def test_missing_training_data_is_explained(ckpt, images, tmp_path):
+    folder = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    with pytest.raises(CheckpointError, match="training data") as e:
+        codec.encode_bytes(images, folder)
+    assert "--data" in e.value.hint and "embedded" in e.value.hint
+    # the embedded table needs no training data
+    blob = codec.encode_bytes(images, folder, table="embedded")
+    assert codec.decode_bytes(blob, folder).shape == images.shape
+
+
+def test_other_training_data_is_refused(ckpt, images, tmp_path):
+    from helpers import synthetic
+    folder = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    with pytest.raises(DataError, match="not the data this model was trained on"):
+        codec.encode_bytes(images, folder, data=synthetic())
+
+
+@pytest.mark.parametrize("bits", [0, 1, 17, 64, -3, True, 2.5, "6", None])
+def test_bits_out_of_range_are_refused(ckpt, images, bits, tmp_path):
+    with pytest.raises(OptionError, match="bits"):
+        codec.encode_bytes(images, ckpt, bits)
+    with pytest.raises(OptionError, match="bits"):
+        codec.compress(images, ckpt, tmp_path / "x.aez", bits)
+    assert not (tmp_path / "x.aez").exists()
+
+
+@pytest.mark.parametrize("option", [{"quantiser": "vq"}, {"table": "file"}, {"coder": "ans"}])
+def test_unknown_options_are_refused(ckpt, images, option):
+    with pytest.raises(OptionError, match="unknown"):
+        codec.encode_bytes(images, ckpt, **option)
+
+
+@pytest.mark.parametrize("shape", [(5, 27, 28), (5, 28 * 27), (5, 2, 28, 28)])
+def test_images_of_the_wrong_size_are_refused(ckpt, shape):
+    with pytest.raises(DataError, match="do not fit this model"):
+        codec.encode_bytes(np.zeros(shape, np.uint8), ckpt)
+
+
+def test_out_of_range_pixels_are_refused(ckpt):
+    with pytest.raises(DataError, match="0..255"):
+        codec.encode_bytes(np.full((2, 28, 28), 300.0), ckpt)
+
+
+def test_a_header_that_does_not_fit_the_model_is_refused(ckpt, blob):
+    with pytest.raises(DataError, match="does not fit the model"):
+        codec.decode_bytes(_rewrite(blob, code_size=16), ckpt)
+    with pytest.raises(DataError, match="unknown coder"):
+        codec.decode_bytes(_rewrite(blob, coder=9), ckpt)
+
+
+# --- files and the CLI ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, fmt", [
+    ("out.npz", "npz"), ("OUT.NPZ", "npz"), ("t10k-images-idx3-ubyte", "idx"), ("x.idx3-ubyte", "idx"),
+    ("x.idx", "idx"), ("x.idx.gz", "idx.gz"), ("t10k-images-idx3-ubyte.gz", "idx.gz"), ("pngs", "png"),
+    ("out/digits", "png")])
+def test_output_format_rule(name, fmt):
+    assert codec.output_format(name) == fmt
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.npy", "x.gz", "x.aez", "codes.csv"])
+def test_output_names_that_look_like_other_files_are_refused(name):
+    with pytest.raises(OptionError, match="cannot tell"):
+        codec.output_format(name)
+
+
+def test_cli_compress_and_decompress_to_every_format(ckpt, tiny_npz, tmp_path, capsys):
+    aez = tmp_path / "digits.aez"
+    assert main(["compress", str(tiny_npz), "--checkpoint", str(ckpt), "-o", str(aez)]) == 0
+    assert "bytes/image" in capsys.readouterr().out
+    expected = codec.decode_bytes(aez.read_bytes(), ckpt)
+    assert len(expected) == 200  # tiny_npz's x_test
+    outputs = {"pngs": tmp_path / "pngs", "idx": tmp_path / "out-images-idx3-ubyte",
+               "idx.gz": tmp_path / "out.idx.gz", "npz": tmp_path / "out.npz"}
+    for fmt, out in outputs.items():
+        assert main(["decompress", str(aez), "--checkpoint", str(ckpt), "-o", str(out)]) == 0
+        assert "Decompressed 200 images" in capsys.readouterr().out
+        assert np.array_equal(load_images(out)[0], expected), fmt
+    assert len(list(outputs["pngs"].glob("img-*.png"))) == 200
+    assert (outputs["pngs"] / "img-00000.png").is_file()
+    with np.load(outputs["npz"]) as npz:
+        assert list(npz.keys()) == ["images"]
+    with open(outputs["idx.gz"], "rb") as f:
+        assert f.read(2) == b"\x1f\x8b"
+
+
+def test_cli_options(ckpt, tiny_npz, tmp_path, capsys):
+    aez = tmp_path / "d.aez"
+    assert main(["compress", str(tiny_npz), "--checkpoint", str(ckpt), "-o", str(aez), "--bits", "4",
+                 "--quantiser", "uniform", "--table", "embedded", "--coder", "zlib"]) == 0
+    header = codec.read_header(aez.read_bytes())
+    assert (header.bits, header.quantiser, header.table, header.coder) == (4, "uniform", "embedded", "zlib")
+    capsys.readouterr()
+    # a checkpoint folder without cached tables, trained on data that is not bundled: --data
+    bare = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    assert main(["compress", str(tiny_npz), "--checkpoint", str(bare), "-o", str(aez)]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["compress", str(tiny_npz), "--checkpoint", str(bare), "-o", str(aez), "--data", str(tiny_npz),
+                 "--quantiser", "uniform"]) == 0
+
+
+def test_cli_defaults_are_the_apis():
+    from aelab.cli import build_parser
+    args = build_parser().parse_args(["compress", "in", "--checkpoint", "c", "-o", "x.aez"])
+    assert (args.bits, args.quantiser, args.table) == (codec.DEFAULT_BITS, codec.DEFAULT_QUANTISER, "checkpoint")
+
+
+def test_cli_refusals_exit_2(ckpt, tiny_npz, tmp_path, capsys):
+    aez = tmp_path / "d.aez"
+    assert main(["compress", str(tiny_npz), "--checkpoint", str(ckpt), "-o", str(aez), "--bits", "17"]) == 2
+    assert "bits" in capsys.readouterr().err and not aez.exists()
+    assert main(["compress", str(tiny_npz), "--checkpoint", str(ckpt), "-o", str(aez)]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(aez), "--checkpoint", str(ckpt), "-o", str(tmp_path / "x.png")]) == 2
+    assert "cannot tell" in capsys.readouterr().err
+    other = _other_model(ckpt, tmp_path / "other")
+    assert main(["decompress", str(aez), "--checkpoint", str(other), "-o", str(tmp_path / "o.npz")]) == 2
+    assert "another model" in capsys.readouterr().err and not (tmp_path / "o.npz").exists()
+    assert main(["decompress", str(tmp_path / "missing.aez"), "--checkpoint", str(ckpt), "-o",
+                 str(tmp_path / "o.npz")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_compress_reads_image_files(ckpt, images, tmp_path):
+    from aelab.plots import save_pngs
+    folder = tmp_path / "in"
+    save_pngs(folder, images[:7])
+    result = codec.compress(folder, ckpt, tmp_path / "p.aez")
+    assert result["count"] == 7 and result["bytes"] == (tmp_path / "p.aez").stat().st_size
+    assert result["bytes_per_image"] == pytest.approx(result["bytes"] / 7)
+    assert (tmp_path / "p.aez").read_bytes() == codec.encode_bytes(images[:7], ckpt)
+
+
+# --- atomic output -----------------------------------------------------------------------------------------
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_failed_compress_leaves_no_file(ckpt, tmp_path):
+    out = tmp_path / "x.aez"
+    with pytest.raises(DataError):
+        codec.compress(np.zeros((3, 10, 10), np.uint8), ckpt, out)
+    assert not out.exists() and _leftovers(tmp_path) == []
+    out.write_bytes(b"old")
+    with pytest.raises(DataError):
+        codec.compress(np.zeros((3, 10, 10), np.uint8), ckpt, out)
+    assert out.read_bytes() == b"old"
+
+
+def test_a_failed_decompress_leaves_no_output(ckpt, blob, tmp_path, monkeypatch):
+    aez = tmp_path / "d.aez"
+    aez.write_bytes(blob)
+    damaged = tmp_path / "bad.aez"
+    damaged.write_bytes(blob[:-3])
+    for out in ("o.npz", "o-idx3-ubyte", "pngs"):
+        with pytest.raises(DataError):
+            codec.decompress(damaged, ckpt, tmp_path / out)
+        assert not (tmp_path / out).exists()
+    # PNG writing that fails half-way: no folder, no temporary folder
+    import aelab.plots
+    calls = {"n": 0}
+    real = aelab.plots.save_png
+
+    def flaky(path, image):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise OSError(28, "No space left on device")
+        return real(path, image)
+
+    monkeypatch.setattr(aelab.plots, "save_png", flaky)
+    with pytest.raises(OutputError, match="No space"):
+        codec.decompress(aez, ckpt, tmp_path / "pngs")
+    assert not (tmp_path / "pngs").exists() and _leftovers(tmp_path) == []
+
+
+def test_decompress_into_a_non_empty_folder_is_refused(ckpt, blob, tmp_path):
+    aez = tmp_path / "d.aez"
+    aez.write_bytes(blob)
+    out = tmp_path / "pngs"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(OutputError, match="not an empty folder"):
+        codec.decompress(aez, ckpt, out)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert codec.decompress(aez, ckpt, empty)["count"] == 60
+    assert len(list(empty.iterdir())) == 60

@@ -1,0 +1,104 @@
+"""benchmarks/rate_distortion.py on a very small subset with the tiny trained checkpoint."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rate_distortion.py"
+HEADLINE_KEYS = {"aelab_bytes_per_image", "aelab_psnr_db", "best_traditional_codec",
+                 "best_traditional_bytes_per_image", "ratio"}
+
+
+@pytest.fixture(scope="module")
+def rd():
+    spec = importlib.util.spec_from_file_location("rate_distortion", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
+    model = shutil.copytree(trained.folder, tmp_path / "model")  # the codec caches its tables there
+    out = tmp_path / "rd"
+    assert rd.main(["--limit", "30", "--checkpoint", str(model), "--train-data", str(tiny_npz), "--bits", "3,6",
+                    "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    final = json.loads(lines[-1])
+    head = final["headline"]
+    assert HEADLINE_KEYS <= set(head)
+    assert head["ratio"] == pytest.approx(head["best_traditional_bytes_per_image"] / head["aelab_bytes_per_image"],
+                                          rel=1e-3)
+    assert head["best_traditional_codec"].split()[0] in ("jpeg", "webp")
+    assert "within 0.5 dB" in head["rule"] or "none came within" in head["rule"]
+    assert final["n_images"] == 30
+    assert set(results_per_model := json.loads((out / "results.json").read_text())["headline_per_model"]) == \
+        {"model"}
+    assert HEADLINE_KEYS <= set(results_per_model["model"])
+    assert final["speed"]["compress_images_per_second"] > 0 and final["speed"]["same_bytes_twice"] is True
+    for name in ("table.md", "results.json", "rate_distortion.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert (out / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((out / "results.json").read_text())
+    kinds = {(r["codec"], r["variant"]) for r in results["rows"] if r["codec"] != "aelab"}
+    assert kinds == {(c, v) for c in ("png", "jpeg", "webp") for v in ("per-image", "tiled")}
+    aelab = [r for r in results["rows"] if r["codec"] == "aelab"]
+    assert {(r["quantiser"], r["bits"]) for r in aelab} == {(q, b) for q in ("transform", "uniform") for b in (3, 6)}
+    for r in aelab:
+        assert r["bytes_per_image"] > 0 and 0 < r["ssim"] <= 1 and r["self_contained_bytes_per_image"] > 0
+    png = [r for r in results["rows"] if r["codec"] == "png"]
+    assert all(r["psnr_db"] is None and r["ssim"] == pytest.approx(1.0) for r in png)  # lossless: inf -> null
+    table = (out / "table.md").read_text()
+    assert "| aelab |" in table and "| webp | tiled | q=0 |" in table
+
+
+def test_tiles_round_trip(rd):
+    images = np.random.default_rng(0).integers(0, 256, size=(7, 4, 3), dtype=np.uint8)
+    picture, cols = rd.tile(images)
+    assert cols == 3 and picture.shape == (3 * 4, 3 * 3)
+    assert np.array_equal(picture[:4, 3:6], images[1])
+    assert np.array_equal(rd.untile(picture, 7, cols, 4, 3), images)
+
+
+def test_metrics_follow_their_definitions(rd):
+    a = np.zeros((2, 8, 8), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert rd.psnr_db(b, a) == pytest.approx(10 * math.log10(128))  # MSE = 1/128 on [0, 1]
+    assert rd.psnr_db(a, a) == math.inf
+    from skimage.metrics import structural_similarity
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(3, 16, 16), dtype=np.uint8)
+    y = np.clip(x.astype(int) + rng.integers(-20, 20, size=x.shape), 0, 255).astype(np.uint8)
+    each = [structural_similarity(p / 255.0, q / 255.0, data_range=1.0) for p, q in zip(x, y)]
+    assert rd.ssim_mean(y, x) == pytest.approx(np.mean(each))
+
+
+def test_headline_rule(rd):
+    trad = [{"codec": "webp", "variant": "tiled", "setting": "q=0", "quality": 0, "bytes_per_image": 30.0,
+             "psnr_db": 22.0},
+            {"codec": "webp", "variant": "tiled", "setting": "q=5", "quality": 5, "bytes_per_image": 60.0,
+             "psnr_db": 27.0},
+            {"codec": "jpeg", "variant": "tiled", "setting": "q=1", "quality": 1, "bytes_per_image": 25.0,
+             "psnr_db": 18.0},
+            {"codec": "png", "variant": "tiled", "setting": "lossless", "quality": None, "bytes_per_image": 5.0,
+             "psnr_db": math.inf}]
+
+    def row(bits, size, psnr, loss):
+        return {"codec": "aelab", "model": "m", "variant": "m", "setting": f"{bits} bits", "bits": bits,
+                "bytes_per_image": size, "psnr_db": psnr, "psnr_loss_db": loss}
+    aelab = [row(2, 2.0, 14.0, 6.0), row(5, 9.0, 19.8, 0.7), row(6, 12.0, 20.3, 0.2), row(8, 18.0, 20.5, 0.0)]
+    rd.match(aelab, trad)
+    assert aelab[0]["matched"] == "jpeg tiled q=1" and aelab[2]["matched"] == "webp tiled q=0"
+    assert aelab[0]["ratio"] == pytest.approx(12.5)  # 25 / 2 at 14 dB: in the table, not the headline
+    head = rd.headline(aelab, trad)
+    assert head["aelab_bytes_per_image"] == 12.0 and head["ratio"] == pytest.approx(2.5)  # 30 / 12, within 0.5 dB
+    assert head["traditional_at_lowest_quality"] is True and head["psnr_margin_db"] == pytest.approx(1.7)
+    assert rd.best_traditional(trad, 22.5)["setting"] == "q=5"
+    assert rd.best_traditional(trad, 28.0) is None  # PNG is lossless, not a candidate
