@@ -548,8 +548,9 @@ def test_real_executable_user_error_and_debug(tmp_path: Path) -> None:
                           text=True, env=subprocess_env(), timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 2
     assert proc.stdout == ""
+    from aelab.models import MODEL_NAMES
     assert proc.stderr.strip().splitlines() == [
-        "aelab train: error: unknown model 'resnet' (choose one of: simple, deep)"]
+        f"aelab train: error: unknown model 'resnet' (choose one of: {', '.join(MODEL_NAMES)})"]
     proc = subprocess.run([exe, "--debug", "train", "--model", "resnet", "--out", str(tmp_path / "m")],
                           capture_output=True, text=True, env=subprocess_env(), timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode not in (0, 2)

@@ -85,11 +85,13 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
 
 
 def read_checkpoint_info(folder: str | os.PathLike) -> dict:
-    """Read and check ``config.json`` alone."""
-    folder = Path(folder)
+    """Read and check ``config.json`` alone (``folder`` may name a shipped model, as for load_checkpoint)."""
+    from .pretrained import resolve_checkpoint
+    folder = resolve_checkpoint(folder)
     if not folder.is_dir():
         raise CheckpointError("checkpoint folder not found", path=folder,
-                              hint="pass the folder that `aelab train --out` wrote")
+                              hint="pass the folder that `aelab train --out` wrote, or a shipped model's name "
+                                   "(`aelab models` lists them)")
     path = folder / CONFIG_FILE
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -111,13 +113,21 @@ def read_checkpoint_info(folder: str | os.PathLike) -> dict:
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load and validate a checkpoint folder; the model comes back in eval mode on ``device``."""
-    folder = Path(folder)
+    """Load and validate a checkpoint folder; the model comes back in eval mode on ``device``.
+
+    ``folder`` may also name a shipped model (``aelab models``); an existing
+    folder of that name wins.
+    """
+    from .pretrained import resolve_checkpoint
+    folder = resolve_checkpoint(folder)
     info = read_checkpoint_info(folder)
     try:
         raw = ModelConfig.from_dict(info["model"])
         # model_config validates the sizes (a negative one would crash inside torch)
-        mconfig = model_config(raw.kind, input_shape=raw.input_shape, code_size=raw.code_size, hidden=raw.hidden)
+        mconfig = model_config(raw.kind, input_shape=raw.input_shape, code_size=raw.code_size, hidden=raw.hidden,
+                               channels=raw.channels, conv_depth=raw.conv_depth, activation=raw.activation,
+                               sparsity=raw.sparsity,
+                               beta=raw.beta)
         model = build_model(mconfig)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e

@@ -14,44 +14,23 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(kind: type, minimum: float, inclusive: bool, what: str):
+    """An argparse type: ``kind`` (int or float) above ``minimum`` (or equal, if inclusive), finite."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (value >= minimum if inclusive else value > minimum) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+_positive_int = _number(int, 0, False, "a positive integer")
+_non_negative_int = _number(int, 0, True, "an integer >= 0")
+_positive_float = _number(float, 0, False, "a positive number")
+_non_negative_float = _number(float, 0, True, "a number >= 0")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -69,7 +48,21 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 def _add_checkpoint(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="a trained model: the folder `aelab train --out` wrote")
+                   help="a trained model: the folder `aelab train --out` wrote, or the name of a shipped model "
+                        "(`aelab models`; an existing folder of that name wins)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """'512,256' -> (512, 256); '' or 'none' -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
 
 
 def _add_sweeps(p: argparse.ArgumentParser) -> None:
@@ -120,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "lr 3e-5 per sample, minibatch 64)")
     p.add_argument("--minibatch-size", type=_positive_int, default=None, metavar="N",
                    help="override the recipe's minibatch size")
+    p.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2,...",
+                   help="dense hidden widths of the encoder, mirrored by the decoder ('none': no hidden layer; "
+                        "default: the model's)")
+    p.add_argument("--channels", type=_int_list, default=None, metavar="C1,C2,...",
+                   help="channels of the stride-2 convolution stages (conv; also sparse and vae; default: the "
+                        "model's, 32,64 for conv)")
+    p.add_argument("--conv-depth", type=_positive_int, default=None, metavar="N",
+                   help="3x3 convolutions per stage, the first with stride 2 (default: the model's)")
+    p.add_argument("--activation", choices=("relu", "silu"), default=None,
+                   help="nonlinearity of conv, sparse and vae models (default: relu)")
+    p.add_argument("--sparsity", type=_non_negative_float, default=None, metavar="W",
+                   help="sparse model: weight of the L1 penalty on the code, per image, in the units of the "
+                        "summed BCE (default: 0.01)")
+    p.add_argument("--beta", type=_positive_float, default=None, metavar="B",
+                   help="vae model: weight of the KL term (default: 1)")
+    p.add_argument("--noise", default=None, metavar="SPEC",
+                   help="train a denoiser: corrupt the inputs (targets stay clean) with gaussian:SIGMA, "
+                        "masking:P or salt-pepper:P, e.g. gaussian:0.5")
     _add_data(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
@@ -138,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_device(p)
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
+    p.add_argument("--knn", action="store_true",
+                   help="also the accuracy of a 5-nearest-neighbour classifier on the codes, fitted on the "
+                        "training split's codes (knn_acc, 0..1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("encode", help="images to codes (.npy or .csv)",
@@ -187,6 +201,111 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, default=2000, metavar="N", help="test images (default: 2000)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+
+    p = sub.add_parser("compress", help="images to one .aez file of quantised, entropy-coded codes",
+                       description="Encode images with a trained model, quantise the codes (--bits) and entropy code "
+                                   "them into one .aez file (format: docs/format.md). `aelab decompress` reverses it "
+                                   "with the same model.")
+    p.add_argument("input", help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs")
+    _add_checkpoint(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.aez", help="the compressed file to write")
+    p.add_argument("--bits", type=int, default=6, metavar="N",
+                   help="quantiser bit depth, 2 to 16: at most 2**N levels per component (default: 6)")
+    p.add_argument("--quantiser", choices=("transform", "uniform"), default="transform",
+                   help="transform: decorrelated components weighted by the decoder's sensitivity, one step for all "
+                        "(default; fewer bytes at equal PSNR); uniform: each code number on its own [min, max]")
+    p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
+                   help="where the probability model lives: learned from the model's training codes and cached in "
+                        "the checkpoint folder as codec.safetensors (default), or this set's own, stored in the file")
+    p.add_argument("--coder", choices=("range", "zlib"), default=None,
+                   help="entropy coder (default: range, with constriction; zlib without it)")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="the model's training data, to learn the probability model when the checkpoint folder has "
+                        "none cached (default: the bundled MNIST, if the model was trained on it)")
+
+    p = sub.add_parser("decompress", help="an .aez file back to images (PNG folder, IDX or .npz)",
+                       description="Decode an .aez file written by `aelab compress`, with the same model.")
+    p.add_argument("input", metavar="FILE.aez", help="the compressed file")
+    _add_checkpoint(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="FILE.npz (array 'images'); an IDX file, a name ending in -idx3-ubyte, .idx3-ubyte or .idx "
+                        "(add .gz to gzip it); anything else is a new or empty folder for PNGs")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="the model's training data, when the checkpoint folder has no cached probability model")
+
+    p = sub.add_parser("bench", help="training and inference throughput, side by side with a typical PyTorch loop",
+                       description="Measure, in one run on the bundled MNIST: a typical PyTorch training loop, "
+                                   "aelab's engine at minibatch 64 and 1024, the GEMM roof, and encoding and "
+                                   "decoding. Prints a table, then one JSON object.")
+    p.add_argument("--quick", action="store_true", help="fewer samples per measurement (about a minute)")
+    _add_device(p)
+
+    p = sub.add_parser("denoise", help="corrupt test images, denoise them, report PSNRs and draw triplets",
+                       description="Corrupt test images with seeded noise, run the model on them, print the PSNR "
+                                   "of the noisy and of the denoised images against the clean ones, and write "
+                                   "clean / noisy / denoised triplets as pictures.")
+    _add_checkpoint(p)
+    p.add_argument("--noise", default=None, metavar="SPEC",
+                   help="gaussian:SIGMA, masking:P or salt-pepper:P (default: the noise the model was trained with)")
+    _add_data(p)
+    _add_device(p)
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="only the first N test images (default: all)")
+    p.add_argument("--count", type=_non_negative_int, default=10, metavar="N",
+                   help="triplets to draw (default: 10)")
+    p.add_argument("-o", "--output", default="aelab-denoise", metavar="DIR",
+                   help="folder for triplets.png and triplet-NNNNN.png (default: ./aelab-denoise)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("sample", help="draw new digits from a VAE's prior",
+                       description="Decode codes drawn from a VAE's prior N(0, I) into a grid of new images.")
+    _add_checkpoint(p)
+    _add_device(p)
+    p.add_argument("-n", type=_positive_int, default=64, metavar="N", help="images to draw (default: 64)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: 8)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+
+    p = sub.add_parser("interpolate", help="walk the code space between two test images",
+                       description="Encode test images A and B, decode evenly spaced codes on the line between "
+                                   "their codes, and draw them between the two originals.")
+    _add_checkpoint(p)
+    p.add_argument("a", type=_non_negative_int, metavar="A", help="index of the first test image")
+    p.add_argument("b", type=_non_negative_int, metavar="B", help="index of the second test image")
+    p.add_argument("--steps", type=_positive_int, default=10, metavar="N",
+                   help="decoded codes, both ends included (default: 10)")
+    _add_data(p)
+    _add_device(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+
+    p = sub.add_parser("compare", help="train or load models and measure them all the same way",
+                       description="Train each model with a named recipe (or load checkpoints and shipped models) "
+                                   "and report on the test split: parameters, training seconds, BCE, MSE, PSNR, "
+                                   "SSIM, 5-NN accuracy on the codes, t-SNE trustworthiness and denoising PSNR, "
+                                   "with a PCA baseline. Writes DIR/quality.md, .json and .png.")
+    p.add_argument("--models", default=None,
+                   help="comma-separated: model kinds to train (KIND or KIND@NOISE for a denoiser), checkpoint "
+                        "folders or shipped names (default: simple,deep,dense,conv,sparse,vae,dense@gaussian:0.5)")
+    p.add_argument("--recipe", default="adam", help=f"training recipe: {', '.join(RECIPES)} (default: adam)")
+    p.add_argument("--sweeps", type=_positive_float, default=None, metavar="N",
+                   help="sweeps per model (default: 10; 1 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small subset (2000 training, 500 test images) for a check in under a minute")
+    p.add_argument("--no-pca", dest="pca", action="store_false", help="leave out the PCA baseline")
+    p.add_argument("--tsne-samples", type=_positive_int, default=None, metavar="N",
+                   help="test images in the t-SNE map (default: 1000; 200 with --quick)")
+    _add_data(p)
+    _add_device(p)
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("-o", "--output", default="aelab-compare", metavar="DIR",
+                   help="folder for quality.md, quality.json and quality.png (default: ./aelab-compare)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+
+    p = sub.add_parser("models", help="list the shipped pretrained models and their test metrics",
+                       description="The pretrained models that ship with aelab; pass a name to --checkpoint.")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of objects (name, kind, code_size, ..., and the test metrics)")
 
     p = sub.add_parser("data", help="dataset tools: info, convert, download",
                        description="Inspect, convert and download datasets.")
@@ -256,9 +375,10 @@ def cmd_train(args) -> int:
     say = _log(args) or (lambda _m: None)
     config = TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
                          sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
-                         device=args.device)
-    config.validate()
-    model_config(config.model, code_size=config.code_size)  # unknown model names fail before data loads
+                         device=args.device, hidden=args.hidden, channels=args.channels,
+                         conv_depth=args.conv_depth, activation=args.activation, sparsity=args.sparsity,
+                         beta=args.beta, noise=args.noise)
+    config.validate()  # unknown model names and unusable options fail before data loads
     out = ensure_dir(args.out)  # an unusable --out fails now, not after the training
     data = load_dataset(args.data)
     say(f"Training {config.model} on {data.name} ({data.train.n} images), "
@@ -285,6 +405,12 @@ def cmd_evaluate(args) -> int:
     data = load_dataset(args.data)
     split = data.test if args.split == "test" else data.train
     scores = evaluate(ckpt.model, split.images)
+    if args.knn:
+        from .inference import knn_accuracy
+        if data.train.labels is None or split.labels is None:
+            raise OptionError("--knn needs labelled training and test images")
+        scores["knn_acc"] = knn_accuracy(ckpt.model, data.train.images, data.train.labels, split.images,
+                                         split.labels)
     scores = {"checkpoint": str(ckpt.path), "data": data.name, "split": args.split, **scores}
     if args.json:
         print(json.dumps(scores))
@@ -293,6 +419,118 @@ def cmd_evaluate(args) -> int:
         print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
         print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
               f"PSNR: {scores['test_psnr_db']:.2f} dB")
+        if "knn_acc" in scores:
+            print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
+    return 0
+
+
+def cmd_denoise(args) -> int:
+    import numpy as np
+
+    from . import plots
+    from .data import load_dataset
+    from .fileio import ensure_dir
+    from .generate import denoise, save_image_rows
+    ckpt = _load_model(args)
+    noise = args.noise or ckpt.info.get("training", {}).get("noise")
+    if not noise:
+        raise OptionError("this model was not trained as a denoiser, so there is no noise to default to",
+                          hint="name one, e.g. --noise gaussian:0.5")
+    out = ensure_dir(args.output)
+    data = load_dataset(args.data)
+    images = data.test.images[: args.limit] if args.limit else data.test.images
+    result = denoise(ckpt.model, images, noise, seed=args.seed)
+    k = min(args.count, result["n"])
+    for i in range(k):
+        plots.save_png(out / f"triplet-{i:05d}.png",
+                       np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
+    if k:
+        save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
+                                               "denoised": result["denoised"][:k]},
+                        title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
+                              f"denoised {result['denoised_psnr_db']:.2f} dB")
+    summary = {"checkpoint": str(ckpt.path), "data": data.name, "noise": result["noise"], "seed": args.seed,
+               "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
+               "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": str(out)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{result['n']} test images of {data.name} with {result['noise']} noise (seed {args.seed}):")
+        print(f"PSNR of the noisy images: {result['noisy_psnr_db']:.2f} dB")
+        print(f"PSNR of the denoised images: {result['denoised_psnr_db']:.2f} dB")
+        print(f"Wrote {k} triplets (clean | noisy | denoised) and triplets.png to {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .generate import sample, save_grid
+    ckpt = _load_model(args)
+    images = sample(ckpt.model, args.n, seed=args.seed)
+    save_grid(args.output, images, ncols=min(args.columns, args.n))
+    print(f"Wrote {args.n} samples to {args.output}")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    import numpy as np
+
+    from .data import load_dataset
+    from .generate import interpolate, save_image_rows
+    ckpt = _load_model(args)
+    images = load_dataset(args.data).test.images
+    for i in (args.a, args.b):
+        if i >= len(images):
+            raise OptionError(f"test image index {i} is out of range", hint=f"use 0..{len(images) - 1}")
+    walk = interpolate(ckpt.model, images[args.a], images[args.b], steps=args.steps)
+    row = np.concatenate([images[args.a][None] / 255.0, walk["decoded"], images[args.b][None] / 255.0])
+    titles = [f"#{args.a}", *(f"{t:.2f}" for t in walk["t"]), f"#{args.b}"]
+    save_image_rows(args.output, {"": row}, col_titles=titles)
+    print(f"Wrote {args.output}: test images {args.a} and {args.b} with {args.steps} decoded codes between them")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
+    from .data import load_dataset
+    from .device import resolve_device
+    specs = DEFAULT_MODELS if args.models is None else tuple(args.models.split(","))
+    sweeps = args.sweeps or (1.0 if args.quick else 10.0)
+    device = str(resolve_device(args.device))
+    entries = entries_from(specs, recipe=args.recipe, sweeps=sweeps, seed=args.seed, device=device)
+    data = load_dataset(args.data)
+    if args.quick:
+        data = quick_subset(data)
+    tsne = args.tsne_samples or (200 if args.quick else 1000)
+    result = run_comparison(data, entries, pca=args.pca, seed=args.seed, tsne_samples=tsne,
+                            log=None if args.json else print)
+    paths = write_results(result, args.output)
+    if args.json:
+        print(json.dumps(result["rows"]))
+    else:
+        print(markdown_table(result))
+        print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .pretrained import list_pretrained
+    models = list_pretrained()
+    if args.json:
+        print(json.dumps(models))
+        return 0
+    if not models:
+        print("No pretrained models are installed.")
+        return 0
+    print(f"{'name':<16} {'kind':<7} {'code':>4} {'params':>8} {'KB':>5} {'PSNR dB':>8} {'5-NN':>7}  description")
+    for m in models:
+        knn = f"{100 * m['knn_acc']:.2f}%" if m.get("knn_acc") is not None else "-"
+        psnr = f"{m['test_psnr_db']:.2f}" if m.get("test_psnr_db") is not None else "-"
+        extra = (f" (denoises {m['noise']}: {m['noisy_psnr_db']:.1f} -> {m['denoised_psnr_db']:.1f} dB)"
+                 if m.get("noise") and m.get("noisy_psnr_db") is not None else "")
+        print(f"{m['name']:<16} {m['kind']:<7} {m['code_size']:>4} {m['params'] or 0:>8,} "
+              f"{m['weights_bytes'] / 1024:>5.0f} {psnr:>8} {knn:>7}  {m['description']}{extra}")
+    print("Use a name wherever --checkpoint is asked for, e.g. aelab evaluate --checkpoint "
+          f"{models[0]['name']}")
     return 0
 
 
@@ -439,6 +677,33 @@ def cmd_tsne(args) -> int:
     return 0
 
 
+def cmd_compress(args) -> int:
+    from .codec import compress
+    result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
+                      table=args.table, coder=args.coder, data=args.data)
+    print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
+          f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
+          f"{result['table']} table): {result['path']}")
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from .codec import decompress
+    result = decompress(args.input, args.checkpoint, args.output, data=args.data)
+    what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
+            "idx.gz": "a gzipped IDX file"}[result["format"]]
+    print(f"Decompressed {result['count']} images to {what}: {result['path']}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_table, run_benchmark
+    result = run_benchmark(args.quick, args.device)
+    print(format_table(result))
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import convert, describe, download_mnist, format_description
     if args.data_command == "info":
@@ -460,7 +725,9 @@ def cmd_data(args) -> int:
 
 COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evaluate, "encode": cmd_encode,
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
-            "tsne": cmd_tsne, "data": cmd_data}
+            "tsne": cmd_tsne, "bench": cmd_bench, "data": cmd_data,
+            "compress": cmd_compress, "decompress": cmd_decompress, "denoise": cmd_denoise, "sample": cmd_sample,
+            "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

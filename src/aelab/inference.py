@@ -135,4 +135,13 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-__all__ = ["encode", "decode", "reconstruct", "evaluate", "image_stats", "format_image_stats"]
+def knn_accuracy(model: torch.nn.Module, train_images, train_labels, test_images, test_labels,
+                 k: int = 5) -> float:
+    """Accuracy (0..1) on ``test_images`` of a k-nearest-neighbour classifier (Euclidean, scikit-learn)
+    fitted on the codes of ``train_images``: how well the codes keep the classes apart."""
+    from .compare import knn_accuracy as knn_on_codes
+    return knn_on_codes(encode(model, train_images), np.asarray(train_labels), encode(model, test_images),
+                        np.asarray(test_labels), k=k)
+
+
+__all__ = ["encode", "decode", "reconstruct", "evaluate", "knn_accuracy", "image_stats", "format_image_stats"]

@@ -3,6 +3,30 @@
 A model maps raw pixel values (0..255, flattened to ``input_dim``) to a code
 and back to pixel probabilities in [0, 1]. As in the tutorial, the 1/255
 scaling happens inside the model, so callers pass raw pixels.
+
+Every model follows one protocol: ``encode(pixels (n, h*w)) -> codes (n,
+code_size)``, ``decode_logits(codes) -> (n, h*w)``, ``decode`` (the sigmoid of
+that), ``forward`` (both) and the attribute ``config`` (a :class:`ModelConfig`).
+Models that train differently from how they encode also define
+``training_terms(pixels) -> (logits, extra_loss)``, which the training loop
+calls instead (``extra_loss`` is summed over the minibatch, like the BCE):
+
+``simple``, ``deep``, ``dense``
+    :class:`DenseAutoencoder`: dense layers, ReLU everywhere (the code too).
+``conv``
+    :class:`ConvAutoencoder`: stride-2 3x3 convolutions (``channels``), then
+    optional dense layers (``hidden``), then a linear code; the decoder mirrors
+    it with transposed convolutions. Any image size works whose sides survive
+    halving once per stage (at least ``2 ** len(channels)`` pixels).
+``sparse``
+    :class:`SparseAutoencoder`: ReLU code with an L1 penalty
+    ``sparsity * sum(|code|)`` per image, in the units of the per-image summed
+    BCE (so ``sparsity`` means the same under every recipe).
+``vae``
+    :class:`VariationalAutoencoder`: the code is the posterior mean; training
+    samples ``mu + sigma * eps`` and adds ``beta * KL(q(z|x) || N(0, I))``.
+
+Denoising is not a kind: any model trained with ``TrainConfig.noise`` is one.
 """
 from __future__ import annotations
 
@@ -19,53 +43,185 @@ from .errors import OptionError
 class ModelConfig:
     """Everything needed to rebuild a model: plain data, stored in checkpoints.
 
-    ``hidden`` lists the encoder's hidden widths; the decoder mirrors them.
+    ``hidden`` lists the encoder's dense hidden widths; the decoder mirrors them.
     ``simple`` is 784 -> 32 -> 784, ``deep`` 784 -> 128 -> 64 -> 32 -> 64 -> 128 -> 784.
+    ``channels`` lists the output channels of the stride-2 convolutions that
+    come first in ``conv`` (and optionally ``sparse``, ``vae``) encoders;
+    ``conv_depth`` is the number of 3x3 convolutions per stage (the first
+    strided, the others not). ``activation`` is the hidden layers'
+    nonlinearity in conv, sparse and vae models (``relu`` or ``silu``; the
+    dense models are ReLU throughout).
+    ``sparsity`` weighs the sparse model's L1 penalty; ``beta`` the VAE's KL term.
     """
 
     kind: str = "simple"
     input_shape: tuple[int, int] = (28, 28)
     code_size: int = 32
     hidden: tuple[int, ...] = ()
+    channels: tuple[int, ...] = ()
+    conv_depth: int = 1
+    activation: str = "relu"
+    sparsity: float = 0.0
+    beta: float = 1.0
 
     @property
     def input_dim(self) -> int:
         return self.input_shape[0] * self.input_shape[1]
 
     def to_dict(self) -> dict:
+        """Plain JSON data; fields added after the first release appear only when they differ from
+        their defaults, so the dense models' descriptions stay as they were (``from_dict`` reads both)."""
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["hidden"] = list(self.hidden)
+        d["channels"] = list(self.channels)
+        for name in OPTIONAL_FIELDS:
+            if d[name] == (list(_DEFAULTS[name]) if isinstance(_DEFAULTS[name], tuple) else _DEFAULTS[name]):
+                del d[name]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        # keys added after the first release default, so older checkpoints load
         return cls(kind=str(d["kind"]), input_shape=tuple(int(v) for v in d["input_shape"]),
-                   code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())))
+                   code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())),
+                   channels=tuple(int(v) for v in d.get("channels", ())), conv_depth=int(d.get("conv_depth", 1)),
+                   activation=str(d.get("activation", "relu")),
+                   sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)))
+
+
+OPTIONAL_FIELDS = ("channels", "conv_depth", "activation", "sparsity", "beta")
+_DEFAULTS = {name: getattr(ModelConfig, name) for name in OPTIONAL_FIELDS}
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A registered model: its defaults and a one-line description."""
+
+    name: str
+    description: str
+    hidden: tuple[int, ...] = ()
+    channels: tuple[int, ...] = ()
+    conv_depth: int = 1
+    activation: str = "relu"
+    sparsity: float = 0.0
+    beta: float = 1.0
+
+    @property
+    def dense(self) -> bool:
+        """Whether this is a plain DenseAutoencoder (trained by the explicit backward pass)."""
+        return self.name in DENSE_PRESETS
 
 
 # name -> default hidden widths of the encoder (the decoder mirrors them)
 DENSE_PRESETS: dict[str, tuple[int, ...]] = {
     "simple": (),
     "deep": (128, 64),
+    "dense": (512, 256),
 }
-MODEL_NAMES = tuple(DENSE_PRESETS)
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "simple": ModelKind("simple", "the tutorial's 784-32-784 dense autoencoder, ReLU code"),
+    "deep": ModelKind("deep", "the tutorial's 784-128-64-32-64-128-784 dense autoencoder, ReLU code",
+                      hidden=DENSE_PRESETS["deep"]),
+    "dense": ModelKind("dense", "a wider dense autoencoder, 784-512-256-32 and back, ReLU code",
+                       hidden=DENSE_PRESETS["dense"]),
+    "conv": ModelKind("conv", "convolutional: 2 stages (32, 64 channels) of 2 3x3 convolutions, SiLU, linear "
+                              "code, transposed convolutions back", channels=(32, 64), conv_depth=2,
+                      activation="silu"),
+    # sparse and vae default to the deep model's body, so that a comparison shows what the objective changes
+    "sparse": ModelKind("sparse", "the deep model's layers, ReLU code with an L1 penalty (sparsity 0.01)",
+                        hidden=DENSE_PRESETS["deep"], sparsity=0.01),
+    "vae": ModelKind("vae", "variational, the deep model's layers, Gaussian code (posterior mean), KL weight 1",
+                     hidden=DENSE_PRESETS["deep"], beta=1.0),
+}
+MODEL_NAMES = tuple(MODEL_KINDS)
+
+
+def _unknown_model(kind: object) -> OptionError:
+    return OptionError(f"unknown model {kind!r}", hint=f"choose one of: {', '.join(MODEL_NAMES)}")
+
+
+def _positive_ints(values: tuple, what: str) -> tuple[int, ...]:
+    values = tuple(values)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise OptionError(f"{what} must be positive integers, got {values!r}")
+    return values
+
+
+def _finite_number(value: object, what: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        raise OptionError(f"{what} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def conv_sizes(input_shape: tuple[int, int], stages: int) -> list[tuple[int, int]]:
+    """The feature-map sizes of a conv encoder: the input, then each stride-2 stage's ceil(size / 2)."""
+    sizes = [tuple(input_shape)]
+    for _ in range(stages):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
 
 
 def model_config(kind: str = "simple", *, input_shape: tuple[int, int] = (28, 28),
-                 code_size: int = 32, hidden: tuple[int, ...] | None = None) -> ModelConfig:
-    """Validate the options and return the configuration of a registered model."""
-    if kind not in DENSE_PRESETS:
-        raise OptionError(f"unknown model {kind!r}", hint=f"choose one of: {', '.join(MODEL_NAMES)}")
-    if not isinstance(code_size, int) or code_size < 1:
+                 code_size: int = 32, hidden: tuple[int, ...] | None = None,
+                 channels: tuple[int, ...] | None = None, conv_depth: int | None = None,
+                 activation: str | None = None, sparsity: float | None = None,
+                 beta: float | None = None) -> ModelConfig:
+    """Validate the options and return the configuration of a registered model.
+
+    Options left as None take the kind's defaults (``MODEL_KINDS``); an option
+    that a kind has no use for (``channels`` for a dense model, ``sparsity``
+    for anything but ``sparse``, ``beta`` for anything but ``vae``) is refused.
+    """
+    if kind not in MODEL_KINDS:
+        raise _unknown_model(kind)
+    preset = MODEL_KINDS[kind]
+    if isinstance(code_size, bool) or not isinstance(code_size, int) or code_size < 1:
         raise OptionError(f"code size must be a positive integer, got {code_size!r}",
                           hint="use e.g. --code-size 32")
     if len(input_shape) != 2 or min(input_shape) < 1:
         raise OptionError(f"input shape must be two positive sizes, got {input_shape!r}")
-    widths = DENSE_PRESETS[kind] if hidden is None else tuple(hidden)
-    if any((not isinstance(w, int)) or w < 1 for w in widths):
-        raise OptionError(f"hidden widths must be positive integers, got {widths!r}")
-    return ModelConfig(kind=kind, input_shape=tuple(input_shape), code_size=code_size, hidden=widths)
+    input_shape = (int(input_shape[0]), int(input_shape[1]))
+    widths = _positive_ints(preset.hidden if hidden is None else hidden, "hidden widths")
+    stages = _positive_ints(preset.channels if channels is None else channels, "conv channels")
+    if preset.dense and stages:
+        raise OptionError(f"the dense model {kind!r} has no convolutions, got channels {stages!r}",
+                          hint="use --model conv (or sparse, vae) for a convolutional encoder")
+    if kind == "conv" and not stages:
+        raise OptionError("the conv model needs at least one convolution stage", hint="use e.g. --channels 32,64")
+    if stages:
+        need = 2 ** len(stages)
+        if min(input_shape) < need:
+            h, w = input_shape
+            raise OptionError(f"{h}x{w} images are too small for {len(stages)} stride-2 convolution stages, "
+                              f"which need at least {need}x{need}",
+                              hint=f"use at most {max(int(math.log2(min(input_shape))), 1)} --channels "
+                                   "values" if min(input_shape) >= 2 else "use a dense model")
+    depth = preset.conv_depth if conv_depth is None else conv_depth
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise OptionError(f"conv depth must be a positive integer, got {depth!r}")
+    if depth != 1 and not stages:
+        raise OptionError(f"conv depth {depth} needs convolution stages", hint="add --channels, e.g. 32,64")
+    act = preset.activation if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise OptionError(f"unknown activation {act!r}", hint=f"choose one of: {', '.join(ACTIVATIONS)}")
+    if preset.dense and act != "relu":
+        raise OptionError(f"the dense model {kind!r} is ReLU throughout, got activation {act!r}",
+                          hint="use --model conv, sparse or vae for another activation")
+    if sparsity is not None and kind != "sparse" and sparsity != 0:
+        raise OptionError(f"--sparsity applies to the sparse model, not {kind!r}", hint="use --model sparse")
+    if beta is not None and kind != "vae" and beta != 1.0:
+        raise OptionError(f"--beta applies to the vae model, not {kind!r}", hint="use --model vae")
+    sparsity = _finite_number(preset.sparsity if sparsity is None else sparsity, "sparsity", positive=False)
+    beta = _finite_number(preset.beta if beta is None else beta, "beta", positive=True)
+    return ModelConfig(kind=kind, input_shape=input_shape, code_size=code_size, hidden=widths,
+                       channels=stages, conv_depth=depth, activation=act, sparsity=sparsity, beta=beta)
 
 
 class DenseAutoencoder(nn.Module):
@@ -93,9 +249,12 @@ class DenseAutoencoder(nn.Module):
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Raw pixels (n, input_dim), 0..255, to codes (n, code_size)."""
-        h = pixels.to(self.layers[0].weight.dtype) * (1.0 / 255.0)
-        for layer in self.layers[: self.n_encoder]:
-            h = torch.relu(layer(h))
+        first, *rest = self.layers[: self.n_encoder]
+        x = pixels.to(first.weight.dtype)
+        # the 1/255 scaling rides on the first product (addmm's alpha): no pass over the pixels
+        h = torch.addmm(first.bias, x, first.weight.t(), alpha=1.0 / 255.0).relu_()
+        for layer in rest:
+            h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
         return h
 
     def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
@@ -103,8 +262,91 @@ class DenseAutoencoder(nn.Module):
         h = codes
         decoder = self.layers[self.n_encoder:]
         for layer in decoder[:-1]:
-            h = torch.relu(layer(h))
-        return decoder[-1](h)
+            h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
+        return torch.addmm(decoder[-1].bias, h, decoder[-1].weight.t())
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes to pixel probabilities in [0, 1], shape (n, input_dim)."""
+        return self.decode_logits(codes).sigmoid_()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(pixels))
+
+
+class ConvAutoencoder(nn.Module):
+    """Convolutional autoencoder: stride-2 convolutions, dense layers, a linear code, and back.
+
+    Encoder: for each of ``config.channels`` a 3x3 convolution with stride 2
+    and padding 1 (halving each side, rounding up) and the activation, then
+    ``conv_depth - 1`` 3x3 convolutions with stride 1 and the activation; the
+    feature map flattened; a dense layer and the activation for each of
+    ``config.hidden``; a linear
+    layer to the code. Decoder: the mirror image, with 3x3 transposed
+    convolutions whose output padding restores each side exactly (so odd
+    sizes work), the activation (``config.activation``, ReLU by default)
+    between layers and none on the output logits.
+    With no channels it is a dense autoencoder with a linear code, trained by
+    autograd. Weights use PyTorch's default initialisation.
+    """
+
+    code_outputs = 1  # the code layer's width in codes (a VAE outputs mean and log-variance)
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        act = ACTIVATIONS[config.activation]
+        self.sizes = conv_sizes(config.input_shape, len(config.channels))
+        channels = [1, *config.channels]
+        encoder: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), act()]
+            for _ in range(config.conv_depth - 1):
+                encoder += [nn.Conv2d(c_out, c_out, 3, padding=1), act()]
+        encoder.append(nn.Flatten())
+        fh, fw = self.sizes[-1]
+        features = channels[-1] * fh * fw
+        dims = [features, *config.hidden]
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            encoder += [nn.Linear(d_in, d_out), act()]
+        self.encoder = nn.Sequential(*encoder)
+        self.code_layer = nn.Linear(dims[-1], config.code_size * self.code_outputs)
+
+        decoder: list[nn.Module] = []
+        back = [config.code_size, *reversed(dims)]
+        for i, (d_in, d_out) in enumerate(zip(back[:-1], back[1:])):
+            decoder.append(nn.Linear(d_in, d_out))
+            if config.channels or i < len(back) - 2:
+                decoder.append(act())
+        if config.channels:
+            decoder.append(nn.Unflatten(1, (channels[-1], fh, fw)))
+            for stage in range(len(config.channels), 0, -1):
+                (th, tw), (sh, sw) = self.sizes[stage - 1], self.sizes[stage]
+                padding = (th - (2 * sh - 1), tw - (2 * sw - 1))  # 0 or 1: hits the encoder's size exactly
+                for _ in range(config.conv_depth - 1):
+                    decoder += [nn.Conv2d(channels[stage], channels[stage], 3, padding=1), act()]
+                decoder.append(nn.ConvTranspose2d(channels[stage], channels[stage - 1], 3, stride=2, padding=1,
+                                                  output_padding=padding))
+                if stage > 1:
+                    decoder.append(act())
+            decoder.append(nn.Flatten())
+        self.decoder = nn.Sequential(*decoder)
+
+    def _dtype(self) -> torch.dtype:
+        return self.code_layer.weight.dtype
+
+    def _code_outputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self._dtype()) * (1.0 / 255.0)
+        if self.config.channels:
+            x = x.reshape(x.shape[0], 1, *self.config.input_shape)
+        return self.code_layer(self.encoder(x))
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw pixels (n, input_dim), 0..255, to codes (n, code_size)."""
+        return self._code_outputs(pixels)
+
+    def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes to pre-sigmoid outputs (n, input_dim)."""
+        return self.decoder(codes)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes to pixel probabilities in [0, 1], shape (n, input_dim)."""
@@ -114,15 +356,101 @@ class DenseAutoencoder(nn.Module):
         return self.decode(self.encode(pixels))
 
 
-def build_model(config: ModelConfig, *, seed: int | None = None) -> DenseAutoencoder:
-    """Instantiate the model a configuration describes (seeded init if ``seed`` is given)."""
-    if config.kind not in DENSE_PRESETS:
-        raise OptionError(f"unknown model {config.kind!r}", hint=f"choose one of: {', '.join(MODEL_NAMES)}")
+class SparseAutoencoder(ConvAutoencoder):
+    """A ReLU code trained with an L1 penalty: ``sparsity * sum(|code|)`` per image.
+
+    The penalty is added to the BCE summed over the pixels of each image, so
+    with ``sparsity`` 0.01 and codes of a few units it is a fraction of a nat
+    per image. ReLU makes the penalised units exactly zero, not just small.
+    """
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self._code_outputs(pixels))
+
+    def training_terms(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = self.encode(pixels)
+        return self.decode_logits(codes), self.config.sparsity * codes.abs().sum()
+
+
+LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in float32 early in training
+
+
+def sampling_seed(seed: int, step: int) -> int:
+    """The seed of the VAE's noise for training minibatch ``step`` of a run seeded ``seed``."""
+    return (int(seed) * 1_000_003 + int(step)) * 2 + 2  # even: never equal to the input-noise seeds (odd)
+
+
+class VariationalAutoencoder(ConvAutoencoder):
+    """A VAE: the code layer outputs the mean and log-variance of q(z | x).
+
+    ``encode`` returns the posterior mean (so codes, the codec and every
+    metric are deterministic). ``training_terms`` draws ``z = mu + sigma * eps``
+    (the reparameterisation trick) and adds ``beta * KL(q(z|x) || N(0, I))``
+    summed over the minibatch.
+
+    Randomness: ``eps`` for the k-th training minibatch comes from a fresh
+    ``torch.Generator`` seeded from (``sampling_seed``, k), where both numbers
+    are buffers of the model: ``build_model(config, seed=s)`` sets the seed to
+    s, and the step counter goes up by one per ``training_terms`` call. They
+    are saved with the weights (float64 scalars; exact up to 2**53), so a run
+    resumed from its resume file draws exactly the noise an uninterrupted run
+    would, and the global RNG is never touched.
+    """
+
+    code_outputs = 2
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.register_buffer("sampling_seed", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("sampling_step", torch.zeros((), dtype=torch.float64))
+
+    def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z | x), each (n, code_size)."""
+        mu, logvar = self._code_outputs(pixels).chunk(2, dim=1)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.posterior(pixels)[0]
+
+    def training_terms(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.posterior(pixels)
+        generator = torch.Generator(device=mu.device)
+        generator.manual_seed(sampling_seed(int(self.sampling_seed.item()), int(self.sampling_step.item())))
+        with torch.no_grad():
+            self.sampling_step += 1
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        kl = -0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum()
+        return self.decode_logits(z), self.config.beta * kl
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` new images (n, input_dim) in [0, 1], decoded from codes drawn from the prior N(0, I)."""
+        device = self.code_layer.weight.device
+        z = torch.randn((n, self.config.code_size), generator=generator, device=device, dtype=self._dtype())
+        return self.decode(z)
+
+
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"conv": ConvAutoencoder, "sparse": SparseAutoencoder,
+                                             "vae": VariationalAutoencoder}
+
+
+def build_model(config: ModelConfig, *, seed: int | None = None) -> nn.Module:
+    """Instantiate the model a configuration describes (seeded init if ``seed`` is given).
+
+    A VAE built with a seed also draws its training noise from that seed.
+    """
+    if config.kind not in MODEL_KINDS:
+        raise _unknown_model(config.kind)
+    cls = DenseAutoencoder if MODEL_KINDS[config.kind].dense else MODEL_CLASSES[config.kind]
     if seed is None:
-        return DenseAutoencoder(config)
+        return cls(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return DenseAutoencoder(config)
+        model = cls(config)
+    if isinstance(model, VariationalAutoencoder):
+        model.sampling_seed.fill_(float(seed))
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

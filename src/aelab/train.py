@@ -88,13 +88,17 @@ class TrainConfig:
     device: str = "auto"
     noise: str | None = None            # denoising: corrupt inputs, e.g. "gaussian:0.5"
     channels: tuple[int, ...] | None = None  # conv stages (conv, sparse, vae); None: the model's default
+    conv_depth: int | None = None       # 3x3 convolutions per conv stage; None: the model's default
+    activation: str | None = None       # conv, sparse, vae: "relu" or "silu"; None: the model's default
     sparsity: float | None = None       # the sparse model's L1 weight; None: its default
     beta: float | None = None           # the VAE's KL weight; None: its default
 
     def validate(self) -> None:
         parse_noise(self.noise)
         model_config(self.model, code_size=self.code_size, hidden=self.hidden, channels=self.channels,
-                     sparsity=self.sparsity, beta=self.beta, input_shape=(1 << 16, 1 << 16))  # image size: in train()
+                     conv_depth=self.conv_depth, activation=self.activation, sparsity=self.sparsity,
+                     beta=self.beta,
+                     input_shape=(1 << 16, 1 << 16))  # image size: in train()
         if not (isinstance(self.sweeps, (int, float)) and math.isfinite(self.sweeps) and self.sweeps > 0):
             raise OptionError(f"sweeps must be a positive number, got {self.sweeps!r}", hint="use e.g. --sweeps 5")
         if self.minibatch_size is not None and (not isinstance(self.minibatch_size, int) or self.minibatch_size < 1):
@@ -403,8 +407,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     minibatch = config.minibatch_size or recipe.minibatch_size
     device = resolve_device(config.device)
     mconfig = model_config(config.model, input_shape=data.image_shape, code_size=config.code_size,
-                           hidden=config.hidden, channels=config.channels, sparsity=config.sparsity,
-                           beta=config.beta)
+                           hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
+                           activation=config.activation, sparsity=config.sparsity, beta=config.beta)
     saved = None
     if resume:
         if resume_file is None:

@@ -1,0 +1,126 @@
+"""Train, measure and export the pretrained models that ship in src/aelab/pretrained/.
+
+    nice -n 10 python scripts/train_pretrained.py                 # all of them (about an hour on 2 CPU cores)
+    python scripts/train_pretrained.py --only mnist-deep,mnist-vae
+    python scripts/train_pretrained.py --list                     # the settings and equivalent commands only
+
+Each model is trained on the CPU with a fixed seed exactly as the printed
+`aelab train` command would train it (same TrainConfig, same code path),
+then its weights are rounded to float16 (how they ship), measured on the
+10,000 MNIST test images with aelab.compare.quality_metrics (the same
+numbers `aelab compare` reports; a denoiser also gets the PSNR of its noisy
+and denoised test images) and exported with those metrics into
+src/aelab/pretrained/<name>/ (model.safetensors + config.json).
+On the same machine and thread count a re-run reproduces the weights bit for
+bit; elsewhere, floating-point summation order may move the last digits.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Shipped:
+    name: str
+    description: str
+    options: dict  # TrainConfig fields
+
+
+SHIPPED = (
+    Shipped("mnist-conv", "the best 32-number model: convolutional, 2 stages (32, 64 channels) of 2 3x3 "
+                          "convolutions, SiLU, linear code",
+            dict(model="conv", channels=(32, 64), conv_depth=2, activation="silu", recipe="adam-long", sweeps=40,
+                 seed=0)),
+    Shipped("mnist-denoise", "a denoiser for gaussian noise of 0.5 (clipped to 0..1), the conv model's layers",
+            dict(model="conv", channels=(32, 64), conv_depth=2, activation="silu", noise="gaussian:0.5",
+                 recipe="adam-long", sweeps=20, seed=0)),
+    Shipped("mnist-vae", "a variational autoencoder (dense 784-128-64, Gaussian code; `aelab sample`)",
+            dict(model="vae", hidden=(128, 64), recipe="adam-long", sweeps=30, seed=0)),
+    Shipped("mnist-sparse", "a sparse autoencoder (dense 784-128-64, ReLU code with an L1 penalty of 0.01)",
+            dict(model="sparse", hidden=(128, 64), sparsity=0.01, recipe="adam-long", sweeps=30, seed=0)),
+    Shipped("mnist-simple", "the tutorial's simple 784-32-784 autoencoder, trained longer with Adam",
+            dict(model="simple", recipe="adam-long", sweeps=30, seed=0)),
+    Shipped("mnist-deep", "the tutorial's deep 784-128-64-32-64-128-784 autoencoder, trained longer with Adam",
+            dict(model="deep", recipe="adam-long", sweeps=30, seed=0)),
+)
+
+
+def command(spec: Shipped, out: str) -> str:
+    """The `aelab train` command line that trains ``spec`` the same way."""
+    flags = {"model": "--model", "hidden": "--hidden", "channels": "--channels", "conv_depth": "--conv-depth",
+             "activation": "--activation",
+             "sparsity": "--sparsity", "beta": "--beta", "noise": "--noise", "recipe": "--recipe",
+             "sweeps": "--sweeps", "seed": "--seed"}
+    args = ["aelab", "train"]
+    for key, value in spec.options.items():
+        text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+        args += [flags[key], text]
+    return shlex.join(args + ["--device", "cpu", "--out", out])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=None, help="comma-separated names (default: all)")
+    parser.add_argument("--out", default=str(REPO / "src" / "aelab" / "pretrained"),
+                        help="folder for the exported models (default: src/aelab/pretrained)")
+    parser.add_argument("--list", action="store_true", help="print the settings and commands, train nothing")
+    parser.add_argument("--sweeps-scale", type=float, default=1.0,
+                        help="multiply every run's sweeps (for a quick trial of the script; default 1)")
+    args = parser.parse_args(argv)
+    names = [s.name for s in SHIPPED]
+    wanted = names if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        parser.error(f"unknown names {unknown}; choose from {names}")
+    todo = [s for s in SHIPPED if s.name in wanted]
+    for spec in todo:
+        print(f"{spec.name}: {spec.description}\n  {command(spec, spec.name)}")
+    if args.list:
+        return 0
+
+    import torch
+
+    from aelab.compare import denoising_psnr, quality_metrics
+    from aelab.data import load_dataset
+    from aelab.pretrained import export_pretrained, rounded_to_shipped_dtype
+    from aelab.train import TrainConfig, train
+
+    data = load_dataset()
+    out = Path(args.out)
+    for spec in todo:
+        options = {**spec.options, "sweeps": spec.options["sweeps"] * args.sweeps_scale}
+        config = TrainConfig(device="cpu", **options)
+        config.validate()
+        print(f"\n== {spec.name}: training ({torch.get_num_threads()} threads)", flush=True)
+        started = time.perf_counter()
+        result = train(data, config, log=print, progress_bar=False)
+        model = rounded_to_shipped_dtype(result.model).eval()
+        print(f"== {spec.name}: trained in {result.seconds:.0f} s; measuring", flush=True)
+        metrics = quality_metrics(model, data, seed=0)
+        metrics.pop("denoised_psnr_db", None)  # the comparison's fixed-noise column; a denoiser's own is below
+        metrics.pop("code_size", None)
+        if config.noise:
+            metrics.update({k: v for k, v in denoising_psnr(model, data.test.images, config.noise, seed=0).items()
+                            if k != "noise"})
+        training = {**config.to_dict(), "samples_seen": result.samples_seen, "seconds": result.seconds,
+                    "train_error_pct": result.train_error_pct, "command": command(spec, spec.name),
+                    "threads": torch.get_num_threads()}
+        folder = export_pretrained(out / spec.name, model, training=training,
+                                   data={"name": data.name, "sha256": data.sha256},
+                                   metrics=metrics, description=spec.description)
+        size = (folder / "model.safetensors").stat().st_size
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"== {spec.name}: {size / 1024:.0f} KB in {folder} ({time.perf_counter() - started:.0f} s in all)\n"
+              f"   {shown}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Shipped pretrained models: checkpoints in the package, usable by name.
+
+Each lives in ``aelab/pretrained/<name>/`` as an ordinary checkpoint
+(``model.safetensors`` + ``config.json``) whose weights are stored as
+float16 to keep the package small; loading casts them back to float32, and
+every metric in its ``config.json`` was measured on exactly those rounded
+weights (``aelab evaluate --checkpoint NAME`` reproduces them).
+``scripts/train_pretrained.py`` trains and exports them all.
+
+Wherever aelab takes ``--checkpoint``, a shipped name works too; an existing
+folder of that name wins over the shipped model.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import os
+from pathlib import Path
+
+import torch
+
+from .models import count_parameters
+
+SHIPPED_DTYPE = torch.float16
+
+
+def pretrained_root() -> Path:
+    """The folder that holds the shipped checkpoints."""
+    return Path(str(importlib.resources.files("aelab") / "pretrained"))
+
+
+def pretrained_names() -> list[str]:
+    """The names of the shipped models, sorted."""
+    root = pretrained_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file())
+
+
+def pretrained_path(name: str) -> Path | None:
+    """The folder of the shipped model ``name``, or None."""
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name in (".", ".."):
+        return None
+    folder = pretrained_root() / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """A checkpoint folder from ``spec``: an existing path as is, else a shipped name's folder, else the path."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    shipped = pretrained_path(os.fspath(spec))
+    return shipped if shipped is not None else path
+
+
+def describe_pretrained(name: str) -> dict:
+    """What ``aelab models`` says about one shipped model: name, kind, sizes, training and test metrics."""
+    from .checkpoint import read_checkpoint_info
+    folder = pretrained_path(name)
+    if folder is None:
+        from .errors import OptionError
+        raise OptionError(f"no shipped model named {name!r}", hint=f"choose one of: {', '.join(pretrained_names())}")
+    info = read_checkpoint_info(folder)
+    model = info.get("model", {})
+    training = info.get("training", {})
+    shipped = info.get("shipped", {})
+    entry = {"name": name, "kind": model.get("kind"), "code_size": model.get("code_size"),
+             "input_shape": model.get("input_shape"), "description": shipped.get("description", ""),
+             "params": shipped.get("params"), "weights_bytes": (folder / "model.safetensors").stat().st_size,
+             "recipe": training.get("recipe"), "sweeps": training.get("sweeps"), "noise": training.get("noise"),
+             "seed": training.get("seed"), "train_seconds": training.get("seconds"),
+             "path": str(folder)}
+    entry.update(info.get("metrics", {}))
+    return entry
+
+
+def list_pretrained() -> list[dict]:
+    """:func:`describe_pretrained` of every shipped model."""
+    return [describe_pretrained(n) for n in pretrained_names()]
+
+
+def rounded_to_shipped_dtype(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of ``model`` whose parameters went through float16 (what loading a shipped model gives)."""
+    twin = copy.deepcopy(model).to("cpu")
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.data = p.data.to(SHIPPED_DTYPE).to(torch.float32).clone()
+    return twin
+
+
+def export_pretrained(folder: str | os.PathLike, model: torch.nn.Module, *, training: dict, data: dict,
+                      metrics: dict, description: str) -> Path:
+    """Write ``model`` as a shipped checkpoint: float16 parameters (buffers as they are) and ``metrics``.
+
+    ``model`` should already be :func:`rounded_to_shipped_dtype` and ``metrics``
+    measured on it, so that the stored figures are what loading gives.
+    """
+    from .checkpoint import save_checkpoint
+    half = copy.deepcopy(model).to("cpu")
+    with torch.no_grad():
+        for p in half.parameters():
+            p.data = p.data.to(SHIPPED_DTYPE).clone()
+    folder = save_checkpoint(folder, half, model.config, training=training, data=data, metrics=metrics)
+    # record how the weights are stored and what the model is, next to what save_checkpoint wrote
+    import json
+    path = Path(folder) / "config.json"
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info["shipped"] = {"description": description, "params": int(count_parameters(model)),
+                       "weights_dtype": str(SHIPPED_DTYPE).replace("torch.", "")}
+    info.pop("created", None)  # keeps re-exports of the same weights byte-identical
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return Path(folder)
