@@ -127,3 +127,14 @@ def test_training_leaves_the_callers_floating_point_mode_alone():
     train(synthetic(), TrainConfig(sweeps=1, minibatch_size=16, device="cpu"), log=None)
     assert not denormals_flushed()
     assert np.float32(1e-39) * np.float32(1.0) > 0  # numpy still sees subnormals
+
+
+def test_small_minibatches_train_on_one_thread_and_restore_the_setting(monkeypatch):
+    import aelab.train as engine
+    seen = []
+    real_step = engine.DenseBackprop.__call__
+    monkeypatch.setattr(engine.DenseBackprop, "__call__",
+                        lambda self, x, t: (seen.append(torch.get_num_threads()), real_step(self, x, t))[1])
+    before = torch.get_num_threads()
+    train(synthetic(), TrainConfig(sweeps=1, minibatch_size=16, device="cpu"), log=None)
+    assert set(seen) == {1} and torch.get_num_threads() == before
