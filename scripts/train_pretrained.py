@@ -20,7 +20,7 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.noise:
             metrics.update({k: v for k, v in denoising_psnr(model, data.test.images, config.noise, seed=0).items()
                             if k != "noise"})
-        training = {**config.to_dict(), "samples_seen": result.samples_seen, "seconds": result.seconds,
+        training = {**config.to_dict(), "recipe_settings": asdict(result.recipe),
+                    "samples_seen": result.samples_seen, "seconds": result.seconds,
                     "train_error_pct": result.train_error_pct, "command": command(spec, spec.name),
                     "threads": torch.get_num_threads()}
         folder = export_pretrained(out / spec.name, model, training=training,
