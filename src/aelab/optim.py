@@ -1,4 +1,4 @@
-"""CNTK's FSAdaGrad learner as a ``torch.optim.Optimizer``.
+"""CNTK's FSAdaGrad learner: a ``torch.optim.Optimizer``, and the training engine's flat variant.
 
 Written from CNTK 2.x's own source (``LearnerFSAdaGrad`` in Learner.cpp and
 ``CPUMatrix::FSAdagrad``), not from a paper: FSAdaGrad is "Frank Seide's
@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 from torch.optim import Optimizer
 
+from . import kernels
 from .errors import OptionError
 
 
@@ -25,6 +26,16 @@ def momentum_per_minibatch(time_constant: float, samples: int) -> float:
     if time_constant == 0:
         return 0.0
     return math.exp(-samples / time_constant)
+
+
+def _check_settings(lr: float, momentum_time_constant: float, variance_time_constant: float,
+                    minibatch_size: int) -> None:
+    if not lr > 0:
+        raise OptionError(f"learning rate must be positive, got {lr!r}")
+    if momentum_time_constant < 0 or variance_time_constant <= 0:
+        raise OptionError("momentum time constants must be >= 0 (variance: > 0)")
+    if minibatch_size < 1:
+        raise OptionError(f"minibatch size must be >= 1, got {minibatch_size!r}")
 
 
 class FSAdaGrad(Optimizer):
@@ -57,12 +68,7 @@ class FSAdaGrad(Optimizer):
                  variance_time_constant: float = 720_000.0,
                  unit_gain: bool = True, minibatch_size: int = 64,
                  max_scale: float = 10.0) -> None:
-        if not lr > 0:
-            raise OptionError(f"learning rate must be positive, got {lr!r}")
-        if momentum_time_constant < 0 or variance_time_constant <= 0:
-            raise OptionError("momentum time constants must be >= 0 (variance: > 0)")
-        if minibatch_size < 1:
-            raise OptionError(f"minibatch size must be >= 1, got {minibatch_size!r}")
+        _check_settings(lr, momentum_time_constant, variance_time_constant, minibatch_size)
         defaults = dict(lr=lr, momentum_time_constant=momentum_time_constant,
                         variance_time_constant=variance_time_constant, unit_gain=unit_gain,
                         minibatch_size=minibatch_size, max_scale=max_scale,
@@ -99,24 +105,109 @@ class FSAdaGrad(Optimizer):
         mu = momentum_per_minibatch(group["momentum_time_constant"], n)
         nu = momentum_per_minibatch(group["variance_time_constant"], n)
         group["smoothed_count"] = nu * group["smoothed_count"] + (1.0 - nu) * n
-        scale = math.sqrt(group["smoothed_count"])  # targetAdagradAvDenom (1.0) * sqrt(count)
-
-        gain = (1.0 - mu) if group["unit_gain"] else 1.0
         for p in params:
             state = self.state[p]
             if not state:
                 state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            # one tensor at a time: training hands this optimizer a single flat
-            # parameter, for which plain in-place ops beat the foreach variants
-            g, v, m = p.grad, state["variance"], state["momentum"]
-            v.mul_(nu).addcmul_(g, g, value=1.0 - nu)
-            # w = min(scale / sqrt(v), max_scale), as scale * min(rsqrt(v), max_scale / scale):
-            # rsqrt is a cheaper pass than sqrt + divide. Where v == 0 the gradient is 0
-            # too, so the clipped w leaves it at 0, as CNTK's "if v != 0" does.
-            weight = torch.rsqrt(v).clamp_max_(group["max_scale"] / scale)
-            if mu > 0:
-                m.mul_(mu).addcmul_(g, weight, value=gain * scale)
-                p.add_(m, alpha=-group["lr"])
-            else:
-                p.addcmul_(g, weight, value=-group["lr"] * scale)
+            fsadagrad_step_(p, p.grad, state["variance"], state["momentum"], lr=group["lr"], mu=mu, nu=nu,
+                            smoothed_count=group["smoothed_count"], unit_gain=group["unit_gain"],
+                            max_scale=group["max_scale"])
+
+
+def fsadagrad_step_(param: torch.Tensor, grad: torch.Tensor, variance: torch.Tensor, momentum: torch.Tensor, *,
+                    lr: float, mu: float, nu: float, smoothed_count: float, unit_gain: bool = True,
+                    max_scale: float = 10.0) -> None:
+    """One FSAdaGrad step on one tensor, in place (the smoothed count already updated).
+
+    Contiguous float32 CPU tensors take one fused pass (``aelab.kernels``);
+    anything else, CUDA included, takes ``fsadagrad_reference_``'s PyTorch ops.
+    """
+    scale = math.sqrt(smoothed_count)  # targetAdagradAvDenom (1.0) * sqrt(count)
+    gain = (1.0 - mu) if unit_gain else 1.0
+    if param.dtype == torch.float32 and kernels.applies_to(param, grad, variance, momentum):
+        kernels.fsadagrad_(kernels.as_numpy(param).reshape(-1), kernels.as_numpy(grad).reshape(-1),
+                           kernels.as_numpy(variance).reshape(-1), kernels.as_numpy(momentum).reshape(-1),
+                           nu=nu, mu=mu, gain_scale=gain * scale, cap=max_scale / scale, lr=lr)
+    else:
+        fsadagrad_reference_(param, grad, variance, momentum, lr=lr, mu=mu, nu=nu, scale=scale, gain=gain,
+                             max_scale=max_scale)
+
+
+def fsadagrad_reference_(param: torch.Tensor, grad: torch.Tensor, variance: torch.Tensor, momentum: torch.Tensor,
+                         *, lr: float, mu: float, nu: float, scale: float, gain: float, max_scale: float) -> None:
+    """The step as plain PyTorch ops: what CUDA runs, and what the fused CPU loop is tested against."""
+    g, v, m = grad, variance, momentum
+    v.mul_(nu).addcmul_(g, g, value=1.0 - nu)
+    # w = min(scale / sqrt(v), max_scale), as scale * min(rsqrt(v), max_scale / scale):
+    # rsqrt is a cheaper pass than sqrt + divide. Where v == 0 the gradient is 0
+    # too, so the clipped w leaves it at 0, as CNTK's "if v != 0" does.
+    weight = torch.rsqrt(v).clamp_max_(max_scale / scale)
+    if mu > 0:
+        m.mul_(mu).addcmul_(g, weight, value=gain * scale)
+        param.add_(m, alpha=-lr)
+    else:
+        param.addcmul_(g, weight, value=-lr * scale)
+
+
+class FlatFSAdaGrad:
+    """FSAdaGrad for the training engine's one flat parameter tensor.
+
+    The same steps as ``FSAdaGrad`` and the same ``state_dict`` layout (resume
+    files hold either), without ``torch.optim.Optimizer``: its constructor
+    imports torch._dynamo, about a second of every ``aelab`` run's start-up.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float = 3e-5, *, momentum_time_constant: float = 700.0,
+                 variance_time_constant: float = 720_000.0, unit_gain: bool = True, minibatch_size: int = 64,
+                 max_scale: float = 10.0) -> None:
+        _check_settings(lr, momentum_time_constant, variance_time_constant, minibatch_size)
+        if param.grad is None:
+            raise OptionError("FlatFSAdaGrad needs a parameter whose .grad is allocated")
+        self.param = param
+        self.settings = dict(lr=lr, momentum_time_constant=momentum_time_constant,
+                             variance_time_constant=variance_time_constant, unit_gain=unit_gain,
+                             minibatch_size=minibatch_size, max_scale=max_scale, smoothed_count=0.0)
+        self.variance = torch.zeros_like(param)
+        self.momentum = torch.zeros_like(param)
+        # numpy views of the four buffers, made once: at minibatch 64 making them
+        # every step costs half as much as the fused loop itself
+        fused = param.dtype == torch.float32 and kernels.applies_to(param, param.grad)
+        self._arrays = tuple(kernels.as_numpy(t).reshape(-1) for t in
+                             (param, param.grad, self.variance, self.momentum)) if fused else None
+
+    def update(self, num_samples: int | None = None) -> None:
+        s = self.settings
+        n = s["minibatch_size"] if num_samples is None else num_samples
+        mu = momentum_per_minibatch(s["momentum_time_constant"], n)
+        nu = momentum_per_minibatch(s["variance_time_constant"], n)
+        s["smoothed_count"] = nu * s["smoothed_count"] + (1.0 - nu) * n
+        if self._arrays is not None:
+            scale = math.sqrt(s["smoothed_count"])
+            gain = (1.0 - mu) if s["unit_gain"] else 1.0
+            kernels.fsadagrad_(*self._arrays, nu=nu, mu=mu, gain_scale=gain * scale, cap=s["max_scale"] / scale,
+                               lr=s["lr"])
+            return
+        with torch.no_grad():
+            fsadagrad_step_(self.param, self.param.grad, self.variance, self.momentum, lr=s["lr"], mu=mu, nu=nu,
+                            smoothed_count=s["smoothed_count"], unit_gain=s["unit_gain"], max_scale=s["max_scale"])
+
+    step = update
+
+    def state_dict(self) -> dict:
+        return {"state": {0: {"variance": self.variance.clone(), "momentum": self.momentum.clone()}},
+                "param_groups": [{**self.settings, "params": [0]}]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        (group,) = state_dict["param_groups"]
+        unknown = set(group) - set(self.settings) - {"params"}
+        if unknown:
+            raise ValueError(f"unknown optimizer settings {sorted(unknown)}")
+        tensors = state_dict["state"].get(0, {})
+        with torch.no_grad():
+            for name, mine in (("variance", self.variance), ("momentum", self.momentum)):
+                if name in tensors:
+                    mine.copy_(tensors[name])  # shape mismatches raise RuntimeError
+                else:
+                    mine.zero_()
+        self.settings.update({k: v for k, v in group.items() if k != "params"})

@@ -31,7 +31,8 @@ from .errors import AelabError, CheckpointError, OptionError
 from .metrics import cntk_classification_error
 from .noise import corrupt, parse_noise
 from .models import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
-from .optim import FSAdaGrad
+from . import kernels
+from .optim import FlatFSAdaGrad
 from .schedules import ScheduledAdam
 from .progress import ProgressBar, ProgressTable
 from .resume import TrainingState, load_training_state, save_training_state
@@ -146,6 +147,9 @@ class DenseBackprop:
     def __init__(self, model: DenseAutoencoder, grad_scale: float = 1.0) -> None:
         self.weights = [layer.weight for layer in model.layers]
         self.biases = [layer.bias for layer in model.layers]
+        # (in, out) views, contiguous after flatten_parameters, made once rather than every step
+        self.weights_t = [w.t() for w in self.weights]
+        self.grads_t = [w.grad.t() for w in self.weights]
         self.grad_scale = grad_scale
 
     @torch.no_grad()
@@ -158,10 +162,10 @@ class DenseBackprop:
         activations = [inputs]
         h = inputs
         # w.t() is contiguous (see flatten_parameters); mm + add_ beats addmm's bias broadcast
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = torch.mm(h, w.t()).add_(b).relu_()
+        for w_t, b in zip(self.weights_t[:-1], self.biases[:-1]):
+            h = torch.mm(h, w_t).add_(b).relu_()
             activations.append(h)
-        logits = torch.mm(h, self.weights[-1].t()).add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
+        logits = torch.mm(h, self.weights_t[-1]).add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
         output = torch.sigmoid(logits)
         loss = summed_bce(logits, target, output)
         metric = cntk_classification_error(output, target).sum()
@@ -170,7 +174,7 @@ class DenseBackprop:
         if self.grad_scale != 1.0:
             delta.mul_(self.grad_scale)
         for i in range(len(self.weights) - 1, -1, -1):
-            torch.mm(activations[i].t(), delta, out=self.weights[i].grad.t())
+            torch.mm(activations[i].t(), delta, out=self.grads_t[i])
             torch.sum(delta, dim=0, out=self.biases[i].grad)
             if i > 0:
                 delta = torch.ops.aten.threshold_backward(delta.mm(self.weights[i]), activations[i], 0)
@@ -258,9 +262,11 @@ def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
 
 
 def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: int,
-                   total_steps: int | None = None) -> torch.optim.Optimizer:
+                   total_steps: int | None = None) -> torch.optim.Optimizer | FlatFSAdaGrad:
+    """The recipe's optimizer over ``params``, the engine's one flat parameter."""
     if recipe.optimizer == "fsadagrad":
-        return FSAdaGrad(params, lr=recipe.lr, momentum_time_constant=recipe.momentum_time_constant,
+        (flat,) = params
+        return FlatFSAdaGrad(flat, lr=recipe.lr, momentum_time_constant=recipe.momentum_time_constant,
                          variance_time_constant=recipe.variance_time_constant, minibatch_size=minibatch_size)
     if recipe.optimizer == "adam" and recipe.schedule != "constant":
         if total_steps is None:
@@ -282,7 +288,9 @@ class SweepStream:
 
     Sweep ``s`` is shuffled by its own generator seeded from (seed, s), so any
     position in the stream can be reproduced without replaying the ones
-    before it (what resuming needs).
+    before it (what resuming needs). Each minibatch gathers its rows straight
+    from the uint8 images; on the CPU one fused loop gathers, converts and
+    scales them (``aelab.kernels``).
     """
 
     def __init__(self, images: torch.Tensor, seed: int, start_sample: int = 0) -> None:
@@ -291,25 +299,37 @@ class SweepStream:
         self.seed = seed
         self.position = start_sample
         self._sweep_index = -1
-        self._sweep: torch.Tensor | None = None
+        self._order: torch.Tensor | np.ndarray | None = None
+        self._fused = images.dtype == torch.uint8 and kernels.applies_to(images)
+        self._images_np = kernels.as_numpy(images) if self._fused else None
 
-    def _shuffled(self, sweep: int) -> torch.Tensor:
+    def _shuffled_order(self, sweep: int) -> torch.Tensor | np.ndarray:
         if sweep != self._sweep_index:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + sweep)
-            order = torch.randperm(self.n, generator=g).to(self.images.device)
-            self._sweep = self.images.index_select(0, order)
+            order = torch.randperm(self.n, generator=g)
+            self._order = order.numpy() if self._fused else order.to(self.images.device)
             self._sweep_index = sweep
-        return self._sweep
+        return self._order
 
     def next(self, size: int) -> torch.Tensor:
         """The next ``size`` images as float32 scaled to [0, 1]."""
-        parts, needed = [], size
-        while needed:
+        if self._fused:
+            out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
+        else:
+            parts = []
+        done = 0
+        while done < size:
             sweep, offset = divmod(self.position, self.n)
-            take = min(needed, self.n - offset)
-            parts.append(self._shuffled(sweep)[offset:offset + take])
+            take = min(size - done, self.n - offset)
+            order = self._shuffled_order(sweep)
+            if self._fused:
+                kernels.gather_scaled(self._images_np, order, offset, take, 1.0 / 255.0, out.numpy()[done:])
+            else:
+                parts.append(self.images.index_select(0, order[offset:offset + take]))
             self.position += take
-            needed -= take
+            done += take
+        if self._fused:
+            return out
         batch = parts[0] if len(parts) == 1 else torch.cat(parts)
         return batch.to(torch.float32).mul_(1.0 / 255.0)
 
@@ -499,6 +519,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             window={"loss": loss_window, "metric": metric_window},
             seconds=seconds_before + time.perf_counter() - started))
 
+    if device.type == "cpu" and kernels.available():
+        kernels.warm_up()  # numba's compilation or cache load stays out of the measured seconds
     started = time.perf_counter()
     last_save = started
     with stop_requests(resume_file is not None) as stop, flushing_denormals(), \
@@ -507,7 +529,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             target = stream.next(minibatch)
             inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
             loss, metric = step(inputs, target)
-            optimizer.update(minibatch) if isinstance(optimizer, FSAdaGrad) else optimizer.step()
+            optimizer.update(minibatch) if isinstance(optimizer, FlatFSAdaGrad) else optimizer.step()
             loss_window += loss
             metric_window += metric
             done = k + 1

@@ -1,0 +1,111 @@
+"""The fused CPU loops (aelab.kernels) give what their plain PyTorch twins give."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aelab import kernels
+from aelab.optim import FlatFSAdaGrad, FSAdaGrad, fsadagrad_reference_
+from aelab.train import SweepStream, TrainConfig, train
+
+from helpers import small_mnist
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+
+def plain_pytorch(monkeypatch):
+    """Make every caller take the PyTorch path, as CUDA does."""
+    monkeypatch.setattr(kernels, "applies_to", lambda *tensors: False)
+
+
+@pytest.mark.parametrize("mu", [math.exp(-64 / 700), 0.0])
+@pytest.mark.parametrize("unit_gain", [True, False])
+def test_fused_fsadagrad_step_equals_the_pytorch_ops(mu, unit_gain):
+    gain = 1.0 - mu if unit_gain else 1.0
+    g = torch.Generator().manual_seed(1)
+    n = 10_001  # not a multiple of any vector width
+    p = torch.randn(n, generator=g)
+    v, m = torch.zeros(n), torch.zeros(n)
+    p2, v2, m2 = p.clone(), v.clone(), m.clone()
+    nu = math.exp(-64 / 720_000)
+    count = 0.0
+    for step in range(6):
+        grad = torch.randn(n, generator=g) * 10.0 ** -(step % 3)
+        grad[::7] = 0.0  # zero gradients, where the variance can stay 0: the clip, not NaN
+        count = nu * count + (1 - nu) * 64
+        scale = math.sqrt(count)
+        kernels.fsadagrad_(p.numpy(), grad.numpy(), v.numpy(), m.numpy(), nu=nu, mu=mu, gain_scale=gain * scale,
+                           cap=10.0 / scale, lr=3e-5)
+        fsadagrad_reference_(p2, grad, v2, m2, lr=3e-5, mu=mu, nu=nu, scale=scale, gain=gain, max_scale=10.0)
+    assert torch.isfinite(p).all()
+    torch.testing.assert_close(v, v2, rtol=1e-6, atol=0)
+    if mu > 0:  # without momentum the PyTorch ops leave m unused
+        torch.testing.assert_close(m, m2, rtol=1e-5, atol=1e-6)  # where terms cancel: float32 rounding
+    torch.testing.assert_close(p, p2, rtol=1e-6, atol=1e-7)
+
+
+def test_flat_fsadagrad_steps_as_the_optimizer_and_shares_its_state_dict():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(3000, generator=g).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    b.grad = torch.zeros_like(b)
+    reference, flat = FSAdaGrad([a], lr=1e-3), FlatFSAdaGrad(b, lr=1e-3)
+    for n in (64, 64, 10, 64):
+        grad = torch.randn(3000, generator=g)
+        a.grad = grad.clone()
+        b.grad.copy_(grad)
+        reference.step(num_samples=n)
+        flat.update(n)
+    torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-9)
+    assert flat.state_dict()["param_groups"][0]["smoothed_count"] == pytest.approx(
+        reference.param_groups[0]["smoothed_count"], rel=1e-12)
+
+    # a resume file written by either loads into the other
+    c = b.detach().clone().requires_grad_()
+    c.grad = torch.zeros_like(c)
+    other = FlatFSAdaGrad(c, lr=1e-3)
+    other.load_state_dict(copy.deepcopy(reference.state_dict()))
+    grad = torch.randn(3000, generator=g)
+    b.grad.copy_(grad)
+    c.grad.copy_(grad)
+    flat.update(64)
+    other.update(64)
+    torch.testing.assert_close(b.detach(), c.detach(), rtol=1e-6, atol=1e-9)
+    FSAdaGrad([a], lr=1e-3).load_state_dict(flat.state_dict())
+
+
+def test_flat_fsadagrad_refuses_bad_settings_and_a_missing_gradient():
+    from aelab.errors import OptionError
+    with pytest.raises(OptionError):
+        FlatFSAdaGrad(torch.zeros(3, requires_grad=True))  # no .grad to update from
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.zeros(3)
+    with pytest.raises(OptionError):
+        FlatFSAdaGrad(p, lr=0)
+
+
+def test_fused_gather_gives_the_pytorch_minibatches(monkeypatch):
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (37, 11), dtype=np.uint8))
+    fused = SweepStream(images, seed=3)
+    fused_batches = [fused.next(10) for _ in range(9)]  # 90 samples: straddles two sweep boundaries
+    plain_pytorch(monkeypatch)
+    plain = SweepStream(images, seed=3)
+    assert not plain._fused and fused._fused
+    for a in fused_batches:
+        assert torch.equal(a, plain.next(10))
+
+
+@pytest.mark.parametrize("kind", ["simple", "deep"])
+def test_training_with_and_without_the_fused_loops_agrees(monkeypatch, kind):
+    data = small_mnist()
+    config = TrainConfig(model=kind, sweeps=0.5, seed=2, device="cpu")
+    fused = train(data, config, log=None)
+    plain_pytorch(monkeypatch)
+    plain = train(data, config, log=None)
+    for a, b in zip(fused.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert fused.train_error_pct == pytest.approx(plain.train_error_pct, abs=1e-3)
+    assert fused.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
+
