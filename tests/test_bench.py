@@ -16,3 +16,11 @@ def test_benchmark_reports_every_row_and_the_ratios():
         assert r["samples_per_second"] > 0
     assert set(result["ratios"]) == {"simple_b64_vs_typical", "deep_b64_vs_typical"}
     assert "aelab vs typical" in format_table(result)
+
+
+def test_inference_is_measured_against_the_half_of_the_network_it_runs():
+    from aelab.bench import macs_per_sample
+    assert macs_per_sample("simple", "encoder") == 784 * 32
+    assert macs_per_sample("deep", "decoder") == 32 * 64 + 64 * 128 + 128 * 784
+    for kind in ("simple", "deep"):
+        assert macs_per_sample(kind, "encoder") + macs_per_sample(kind, "decoder") == macs_per_sample(kind)
