@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweeps(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--tsne-samples", type=_non_negative_int, default=2000, metavar="N",
-                   help="test images in the t-SNE map; 0 skips it (default: 2000)")
+    p.add_argument("--tsne-samples", type=_non_negative_int, default=1000, metavar="N",
+                   help="test images in the t-SNE map; 0 skips it (default: 1000)")
     p.add_argument("--models", default="simple,deep", help="comma-separated models to run (default: simple,deep)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 

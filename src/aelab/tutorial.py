@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -22,12 +24,16 @@ from .metrics import cosine_similarity
 from .report import write_report
 from .train import TrainConfig, TrainResult, train
 
+if TYPE_CHECKING:
+    import torch
+
 FAST_SWEEPS = 5
 SLOW_SWEEPS = 100
 EVAL_IMAGES = 50        # the tutorial looks at the first 50 test images
 # The tutorial reads its comparison images from the same test reader right after
 # those 50 (reader_eval), so its digit pairs come from test images 50..99.
 PAIRS_OFFSET = 50
+TSNE_FILE = "tsne.png"
 SAME_DIGIT = 6          # two 6s ...
 DIFFERENT_DIGITS = (3, 8)  # ... and a 3 against an 8
 
@@ -70,32 +76,108 @@ def similarity_rows(model, images: np.ndarray, labels: np.ndarray | None) -> lis
     return rows
 
 
+@dataclass
+class TsneJob:
+    """A t-SNE map being computed in the background: the embedding, then the picture."""
+
+    name: str
+    path: Path
+    labels: np.ndarray
+    points: Future  # -> ((n, 2) array, seconds)
+
+
+class Background:
+    """One worker thread for the tutorial's side work: t-SNE embeddings and figures.
+
+    Training at minibatch 64 keeps one core busy; the worker uses the other.
+    Figures are drawn by one thread at a time, since matplotlib's style context
+    is process-wide: ``draw`` queues a figure on the worker or, with
+    ``here=True``, waits for the queued figures and draws on the calling
+    thread. Without a pool everything runs at once, on the calling thread.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
+        self.pool = pool
+        self.drawings: list[Future] = []
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(fn, *args, **kwargs)
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+    def draw(self, fn: Callable, *args, here: bool = False, **kwargs) -> None:
+        if self.pool is None or here:
+            self.wait_for_drawings()
+            fn(*args, **kwargs)
+        else:
+            self.drawings.append(self.pool.submit(fn, *args, **kwargs))
+
+    def wait_for_drawings(self) -> None:
+        """Wait for the queued figures; a failure in one is raised here."""
+        while self.drawings:
+            self.drawings.pop(0).result()
+
+
+def _timed_tsne(codes: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    return plots.tsne_2d(codes, seed=seed), time.perf_counter() - started
+
+
+def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background | None = None) -> None:
+    points, seconds = job.points.result()
+    (background or Background(None)).draw(plots.save_tsne_map, job.path, points, job.labels,
+                        title=f"t-SNE map of the {job.name} autoencoder's codes ({len(points)} test images)",
+                        here=True)
+    say(f"t-SNE map of the {job.name} model's codes for {len(points)} test images: {job.path} "
+        f"(embedded in {seconds:.1f} s, beside the other work)")
+
+
+def start_tsne(name: str, model: "torch.nn.Module", data: Dataset, folder: Path, samples: int, seed: int,
+               background: Background) -> TsneJob | None:
+    """Encode the first ``samples`` test images and start embedding their codes (None: no map to draw)."""
+    if samples <= 0 or data.test.labels is None:
+        return None
+    n = min(samples, data.test.n)
+    codes = encode(model, data.test.images[:n])
+    return TsneJob(name, folder / TSNE_FILE, data.test.labels[:n], background.submit(_timed_tsne, codes, seed))
+
+
 def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_samples: int,
-              log: Callable[[str], None] | None, progress_bar: bool) -> dict:
-    """Train one model and write all of its outputs; returns its summary entry."""
+              log: Callable[[str], None] | None, progress_bar: bool,
+              background: Background | None = None, last: bool = True) -> tuple[dict, TsneJob | None]:
+    """Train one model and write all of its outputs; returns its summary entry, and its t-SNE job.
+
+    The t-SNE embedding (scikit-learn, one thread) starts on ``background``
+    first; ``finish_tsne`` draws it. Unless this is the ``last`` model, the
+    figures are drawn there too, while the caller trains the next model.
+    """
+    background = background or Background(None)
     say = log or (lambda _msg: None)
     say(f"\n=== {name} autoencoder ===")
     result: TrainResult = train(data, config, log=log, progress_bar=progress_bar)
     model = result.model
+    folder = ensure_dir(out / name)
+    tsne_job = start_tsne(name, model, data, folder, tsne_samples, config.seed, background)  # first: it runs longest
     say(f"Average training error: {result.train_error_pct:.2f}%")
     scores = evaluate(model, data.test.images)
     say(f"Average test error: {scores['test_error_pct']:.2f}%")
     say(f"Test BCE per pixel: {scores['test_bce']:.4f}, MSE: {scores['test_mse']:.4f}, "
         f"PSNR: {scores['test_psnr_db']:.2f} dB")
 
-    folder = ensure_dir(out / name)
     idx = pick_tutorial_image()
     original = data.test.images[idx].astype(np.float64)
     decoded = reconstruct(model, data.test.images[idx:idx + 1])[0] * 255.0
     stats = {"index": idx, "original": image_stats(original), "decoded": image_stats(decoded)}
     say("Original image statistics:\n" + format_image_stats(stats["original"]))
     say("Decoded image statistics:\n" + format_image_stats(stats["decoded"]))
-    plots.save_image_pair(folder / "pair.png", original / 255.0, decoded / 255.0,
-                          suptitle=f"{name} autoencoder, test image {idx}")
+    background.draw(plots.save_image_pair, folder / "pair.png", original / 255.0, decoded / 255.0,
+                    suptitle=f"{name} autoencoder, test image {idx}", here=last)
     first = data.test.images[:10]
-    plots.save_reconstruction_grid(folder / "grid.png", first, reconstruct(model, first),
-                                   labels=None if data.test.labels is None else data.test.labels[:10],
-                                   title=f"{name} autoencoder: first 10 test images")
+    background.draw(plots.save_reconstruction_grid, folder / "grid.png", first, reconstruct(model, first),
+                    labels=None if data.test.labels is None else data.test.labels[:10],
+                    title=f"{name} autoencoder: first 10 test images", here=last)
 
     sims = similarity_rows(model, data.test.images, data.test.labels)
     code_index = sims[0]["index_a"] if sims else 0
@@ -106,17 +188,7 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
         say(f"Cosine similarity, {row['title']} (test images {row['index_a']} and {row['index_b']}): "
             f"originals {row['cos_original']:.3f}, decoded {row['cos_decoded']:.3f}, codes {row['cos_code']:.3f}")
     if sims:
-        plots.save_similarity_figure(folder / "similarity.png", sims)
-
-    tsne_file = None
-    if tsne_samples > 0 and data.test.labels is not None:
-        n = min(tsne_samples, data.test.n)
-        started = time.perf_counter()
-        points = plots.tsne_2d(encode(model, data.test.images[:n]), seed=config.seed)
-        plots.save_tsne_map(folder / "tsne.png", points, data.test.labels[:n],
-                            title=f"t-SNE map of the {name} autoencoder's codes ({n} test images)")
-        tsne_file = "tsne.png"
-        say(f"t-SNE map of {n} test codes written in {time.perf_counter() - started:.1f} s")
+        background.draw(plots.save_similarity_figure, folder / "similarity.png", sims, here=last)
 
     save_checkpoint(folder / "checkpoint", model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
@@ -141,8 +213,8 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
         "similarities": [{k: v for k, v in row.items() if k.startswith(("title", "index", "cos"))} for row in sims],
         "files": {"checkpoint": f"{name}/checkpoint", "pair": f"{name}/pair.png", "grid": f"{name}/grid.png",
                   "similarity": f"{name}/similarity.png" if sims else None,
-                  "tsne": f"{name}/{tsne_file}" if tsne_file else None},
-    }
+                  "tsne": f"{name}/{TSNE_FILE}" if tsne_job else None},
+    }, tsne_job
 
 
 def run_mode(sweeps: float) -> str:
@@ -152,7 +224,7 @@ def run_mode(sweeps: float) -> str:
 
 def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLike | Dataset | None = None,
                  slow: bool = False, sweeps: float | None = None, device: str = "auto", seed: int = 0,
-                 tsne_samples: int = 2000, models: tuple[str, ...] = ("simple", "deep"),
+                 tsne_samples: int = 1000, models: tuple[str, ...] = ("simple", "deep"),
                  log: Callable[[str], None] | None = print, progress_bar: bool = True) -> dict:
     """Run the tutorial and write its outputs into ``out``; returns the summary (also ``out/summary.json``)."""
     started = time.perf_counter()
@@ -169,10 +241,25 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
                               "sha256": dataset.sha256},
                      "device": device_name, "mode": run_mode(sweeps), "models": {}}
-    for name in models:
-        config = TrainConfig(model=name, sweeps=sweeps, seed=seed, device=device)
-        entry = run_model(name, dataset, out, config, tsne_samples, log, progress_bar)
-        summary["models"][name] = entry
+    # the t-SNE embeddings and all but the last model's figures are made on a second
+    # thread while the next model trains (on one core, at minibatch 64)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-outputs") as pool:
+        background, jobs = Background(pool), []
+        try:
+            for i, name in enumerate(models):
+                config = TrainConfig(model=name, sweeps=sweeps, seed=seed, device=device)
+                entry, job = run_model(name, dataset, out, config, tsne_samples, log, progress_bar, background,
+                                       last=i == len(models) - 1)
+                summary["models"][name] = entry
+                jobs += [job] if job else []
+            background.wait_for_drawings()
+            if jobs:
+                say("")
+            for job in jobs:
+                finish_tsne(job, say, background)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     curves = {name: ([r["examples"] for r in m["progress"]], [r["metric"] for r in m["progress"]])
               for name, m in summary["models"].items() if m["progress"]}
     if curves:
