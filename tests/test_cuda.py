@@ -55,3 +55,44 @@ def test_auto_picks_cuda_and_test_device_overrides(monkeypatch):
     assert resolve_device("auto").type == "cpu"
     monkeypatch.setenv("TEST_DEVICE", "gpu")
     assert resolve_device("auto").type == "cuda"
+
+
+@cuda
+def test_the_engines_cuda_paths_match_its_cpu_loops():
+    """CUDA takes the PyTorch twins of aelab.kernels' loops: the gather and the FSAdaGrad step."""
+    import numpy as np
+
+    from aelab.optim import FlatFSAdaGrad
+    from aelab.train import SweepStream
+
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (37, 11), dtype=np.uint8))
+    cpu, gpu = SweepStream(images, seed=3), SweepStream(images.cuda(), seed=3)
+    assert cpu._fused and not gpu._fused
+    for _ in range(9):
+        assert torch.equal(cpu.next(10), gpu.next(10).cpu())
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(5000, generator=g).requires_grad_()
+    a.grad = torch.zeros_like(a)
+    b = a.detach().cuda().requires_grad_()
+    b.grad = torch.zeros_like(b)
+    opt_a, opt_b = FlatFSAdaGrad(a), FlatFSAdaGrad(b)
+    assert opt_a._arrays is not None and opt_b._arrays is None
+    for _ in range(5):
+        grad = torch.randn(5000, generator=g)
+        grad[::9] = 0
+        a.grad.copy_(grad)
+        b.grad.copy_(grad)
+        opt_a.update(64)
+        opt_b.update(64)
+    torch.testing.assert_close(a.detach(), b.detach().cpu(), rtol=1e-5, atol=1e-7)
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["conv", "vae", "sparse"])
+def test_autograd_models_train_on_cuda_as_on_the_cpu(tiny_data, kind):
+    config = dict(model=kind, sweeps=0.05, seed=1, recipe="adam-long")
+    cpu = train(tiny_data, TrainConfig(**config, device="cpu"), log=None)
+    gpu = train(tiny_data, TrainConfig(**config, device="cuda"), log=None)
+    assert gpu.device.startswith("cuda")
+    assert gpu.train_loss == pytest.approx(cpu.train_loss, rel=0.02)
