@@ -109,3 +109,39 @@ def test_training_with_and_without_the_fused_loops_agrees(monkeypatch, kind):
     assert fused.train_error_pct == pytest.approx(plain.train_error_pct, abs=1e-3)
     assert fused.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
 
+
+
+def test_fused_classification_error_is_cntks_first_maximum_rule():
+    from aelab.metrics import cntk_classification_error
+    g = torch.Generator().manual_seed(4)
+    output = torch.sigmoid(torch.randn(40, 787, generator=g) * 4)  # 787: not a multiple of the 16 lanes
+    target = torch.rand(40, 787, generator=g)
+    output[1] = 1.0                                  # all tied: the first column wins
+    output[2, 700], output[2, 30] = 2.0, 2.0         # a tie between lanes
+    output[3, 786] = 3.0                             # the maximum in the columns after the last full lane group
+    output[4, 16], output[4, 32] = 5.0, 5.0          # a tie within one lane
+    expected = cntk_classification_error(output, target).double().sum().item()
+    assert kernels.classification_error_sum(output.numpy(), target.numpy()) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["simple", "deep"])
+@pytest.mark.parametrize("scale", [1.0, 1.0 / (64 * 784)])
+def test_fused_output_layer_gives_the_pytorch_loss_metric_and_gradients(monkeypatch, kind, scale):
+    from aelab.models import build_model, model_config
+    from aelab.train import DenseBackprop, flatten_parameters
+    g = torch.Generator().manual_seed(5)
+    target = torch.randint(0, 256, (64, 784), generator=g).float() / 255.0
+    inputs = (target + 0.1).clamp(0, 1)  # as a denoising run: inputs differ from the target
+    fused_model, plain_model = build_model(model_config(kind), seed=3), build_model(model_config(kind), seed=3)
+    flatten_parameters(fused_model)
+    flatten_parameters(plain_model)
+    fused_step = DenseBackprop(fused_model, scale)
+    plain_pytorch(monkeypatch)
+    plain_step = DenseBackprop(plain_model, scale)
+    assert fused_step.fused and not plain_step.fused
+    loss_f, metric_f = fused_step(inputs, target)
+    loss_p, metric_p = plain_step(inputs, target)
+    assert loss_f == pytest.approx(loss_p.item(), rel=1e-5)
+    assert metric_f == pytest.approx(metric_p.item(), rel=1e-5)
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6 * scale), name

@@ -2,7 +2,8 @@
 
 At minibatch 64 the engine's time goes to many small passes over memory,
 each a separate PyTorch call, rather than to arithmetic. These loops do in
-one pass what PyTorch does in several; each has a plain PyTorch twin that
+one pass what PyTorch does in several (the optimizer step, the minibatch
+gather, CNTK's classification error); each has a plain PyTorch twin that
 CUDA and other dtypes use, and the tests hold the two to the same results.
 Compiled code is cached beside this file (or in numba's user cache), so
 only the first run in a fresh install pays the compilation (about a second).
@@ -58,6 +59,90 @@ def fsadagrad_(param: np.ndarray, grad: np.ndarray, variance: np.ndarray, moment
     _fsadagrad_loop(param, grad, variance, momentum, settings)
 
 
+LANES = 16  # one AVX-512 register of float32; the compiler turns the lane loop into vector compares
+
+
+@_jit
+def _classification_error_loop(output, target):  # pragma: no cover - runs compiled
+    n, d = output.shape
+    full = d - d % LANES
+    best = np.empty(LANES, dtype=output.dtype)
+    where = np.empty(LANES, dtype=np.int64)
+    total = 0.0
+    for i in range(n):
+        # the first maximum of the row: per lane the first maximum among its columns (strictly
+        # greater replaces), then the largest of the lanes, the smallest column among equals
+        for lane in range(LANES):
+            best[lane] = -np.inf
+            where[lane] = 0
+        for j in range(0, full, LANES):
+            for lane in range(LANES):
+                v = output[i, j + lane]
+                if v > best[lane]:
+                    best[lane] = v
+                    where[lane] = j + lane
+        top, at = best[0], where[0]
+        for lane in range(1, LANES):
+            if best[lane] > top or (best[lane] == top and where[lane] < at):
+                top, at = best[lane], where[lane]
+        for j in range(full, d):
+            if output[i, j] > top:
+                top, at = output[i, j], j
+        total += 1.0 - target[i, at]
+    return total
+
+
+@_jit
+def _output_prologue_loop(z, bias, target, floor):  # pragma: no cover - runs compiled
+    total = 0.0
+    for i in range(z.shape[0]):
+        row = 0.0
+        for j in range(z.shape[1]):
+            v = z[i, j] + bias[j]
+            v = floor if v < floor else v  # NaN stays NaN, as in clamp_min
+            z[i, j] = v
+            row += (1.0 - target[i, j]) * v
+        total += row
+    return total
+
+
+def output_prologue_(logits: np.ndarray, bias: np.ndarray, target: np.ndarray, floor: float) -> float:
+    """Add the output bias to ``logits`` and clamp them at ``floor``, in place; return sum((1 - t) z).
+
+    The loss of the tutorial is that sum minus sum(log sigmoid(z)) (``aelab.train.summed_bce``).
+    """
+    return float(_output_prologue_loop(logits, bias, target, logits.dtype.type(floor)))
+
+
+@_jit
+def _output_epilogue_loop(p, target, bias_grad, scale):  # pragma: no cover - runs compiled
+    n, d = p.shape
+    for j in range(d):
+        bias_grad[j] = 0.0
+    error = _classification_error_loop(p, target)
+    for i in range(n):
+        for j in range(d):
+            delta = (p[i, j] - target[i, j]) * scale
+            p[i, j] = delta
+            bias_grad[j] += delta
+    return error
+
+
+def output_epilogue_(output: np.ndarray, target: np.ndarray, bias_grad: np.ndarray, scale: float) -> float:
+    """From the sigmoid ``output``: return CNTK's classification error summed over the rows, turn
+    ``output`` into the gradient of the summed BCE by the logits, ``(output - target) * scale``, in
+    place, and write its column sums (the output bias's gradient) into ``bias_grad``."""
+    return float(_output_epilogue_loop(output, target, bias_grad, output.dtype.type(scale)))
+
+
+def classification_error_sum(output: np.ndarray, target: np.ndarray) -> float:
+    """``aelab.metrics.cntk_classification_error(output, target).sum()`` in one pass (2-D arrays).
+
+    About three times faster than PyTorch's ``max(dim=1)`` and gather at minibatch 64.
+    """
+    return float(_classification_error_loop(output, target))
+
+
 @_jit
 def _gather_scaled_loop(images, rows, start, count, scale, out):  # pragma: no cover - runs compiled
     width = images.shape[1]
@@ -83,6 +168,10 @@ def warm_up() -> None:
     x = np.ones(4, dtype=np.float32)
     fsadagrad_(x, x.copy(), x.copy(), x.copy(), nu=0.5, mu=0.5, gain_scale=1.0, cap=1.0, lr=0.0)
     gather_scaled(np.zeros((2, 3), dtype=np.uint8), np.arange(2), 0, 1, 1.0, np.empty((1, 3), dtype=np.float32))
+    ones = np.ones((1, 3), dtype=np.float32)
+    classification_error_sum(ones, ones)
+    output_prologue_(ones.copy(), ones[0], ones, -1.0)
+    output_epilogue_(ones.copy(), ones, ones[0].copy(), 1.0)
 
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:

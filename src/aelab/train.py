@@ -151,13 +151,21 @@ class DenseBackprop:
         self.weights_t = [w.t() for w in self.weights]
         self.grads_t = [w.grad.t() for w in self.weights]
         self.grad_scale = grad_scale
+        # on the CPU in float32, the output layer's bias, clamp, loss terms, metric, delta and bias
+        # gradient take two fused passes (aelab.kernels) instead of about ten PyTorch calls
+        last = self.biases[-1]
+        self.fused = last.dtype == torch.float32 and kernels.applies_to(last, last.grad)
+        if self.fused:
+            self._last_bias = last.detach().numpy()
+            self._last_bias_grad = last.grad.numpy()
 
     @torch.no_grad()
-    def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """``inputs`` (possibly corrupted) and ``target``: images scaled to [0, 1], (n, pixels).
 
         Returns the summed loss and summed classification error of the
-        minibatch, and writes the gradients into the parameters' ``.grad``.
+        minibatch (tensors, or floats where the fused CPU loops computed
+        them), and writes the gradients into the parameters' ``.grad``.
         """
         activations = [inputs]
         h = inputs
@@ -165,17 +173,27 @@ class DenseBackprop:
         for w_t, b in zip(self.weights_t[:-1], self.biases[:-1]):
             h = torch.mm(h, w_t).add_(b).relu_()
             activations.append(h)
-        logits = torch.mm(h, self.weights_t[-1]).add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
-        output = torch.sigmoid(logits)
-        loss = summed_bce(logits, target, output)
-        metric = cntk_classification_error(output, target).sum()
-
-        delta = output.sub_(target)  # d loss / d logits for sigmoid + summed BCE
-        if self.grad_scale != 1.0:
-            delta.mul_(self.grad_scale)
+        logits = torch.mm(h, self.weights_t[-1])
+        # the fused loops run on one thread: where PyTorch may use more (large minibatches), it wins
+        if self.fused and target.dtype == torch.float32 and target.is_contiguous() and torch.get_num_threads() == 1:
+            t = target.numpy()
+            loss_part = kernels.output_prologue_(logits.numpy(), self._last_bias, t, LOGIT_FLOOR)
+            output = torch.sigmoid(logits)
+            loss = loss_part - output.log().sum().item()  # summed_bce, as a float
+            metric = kernels.output_epilogue_(output.numpy(), t, self._last_bias_grad, self.grad_scale)
+            delta, done = output, 1  # the output layer's bias gradient is written
+        else:
+            logits.add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
+            output = torch.sigmoid(logits)
+            loss = summed_bce(logits, target, output)
+            metric = cntk_classification_error(output, target).sum()
+            delta, done = output.sub_(target), 0  # d loss / d logits for sigmoid + summed BCE
+            if self.grad_scale != 1.0:
+                delta.mul_(self.grad_scale)
         for i in range(len(self.weights) - 1, -1, -1):
             torch.mm(activations[i].t(), delta, out=self.grads_t[i])
-            torch.sum(delta, dim=0, out=self.biases[i].grad)
+            if i < len(self.weights) - done:
+                torch.sum(delta, dim=0, out=self.biases[i].grad)
             if i > 0:
                 delta = torch.ops.aten.threshold_backward(delta.mm(self.weights[i]), activations[i], 0)
         return loss, metric
