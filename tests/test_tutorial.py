@@ -152,6 +152,29 @@ def test_negative_tsne_samples(tiny_data, tmp_path: Path) -> None:
         run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, tsne_samples=-1, log=None, progress_bar=False)
 
 
+def test_the_helper_changes_where_side_work_runs_not_what_is_written(run, tiny_data, tmp_path: Path) -> None:
+    """The `aelab` command's helper process, and no helper at all, write what the default thread does."""
+    thread_out, thread_summary = run
+    for helper in ("process", "none"):
+        out = tmp_path / helper
+        summary = run_tutorial(out, data=tiny_data, sweeps=0.05, tsne_samples=60, device="cpu", log=None,
+                               progress_bar=False, helper=helper)
+        for name, entry in summary["models"].items():
+            theirs = thread_summary["models"][name]
+            assert entry["test_error_pct"] == theirs["test_error_pct"]
+            assert entry["files"] == theirs["files"]
+            for file in entry["files"].values():
+                if file and file.endswith(".png"):
+                    _png(out / file)
+                    assert (thread_out / file).is_file()
+        _png(out / "training.png")
+
+
+def test_unknown_helper_is_refused_before_training(tiny_data, tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="helper"):
+        run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, log=None, progress_bar=False, helper="gpu")
+
+
 @pytest.mark.slow
 def test_real_fast_mode_tutorial_matches_cntk(tmp_path: Path) -> None:
     """`aelab tutorial` in fast mode (5 sweeps of all of MNIST): the tutorial's average test errors,

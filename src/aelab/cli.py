@@ -359,7 +359,7 @@ def cmd_tutorial(args) -> int:
         model_config(name)  # an unknown name fails now, not after the models before it have trained
     run_tutorial(args.out, data=args.data, sweeps=args.sweeps, slow=args.sweeps == 100.0, device=args.device,
                  seed=args.seed, tsne_samples=args.tsne_samples, models=models, log=_log(args),
-                 progress_bar=not args.quiet)
+                 progress_bar=not args.quiet, helper="process")  # this command's entry points are import-safe
     return 0
 
 

@@ -649,6 +649,21 @@ def tsne_2d(codes: Any, seed: int = 0, perplexity: float = 30.0, max_iter: int =
         return np.asarray(tsne.fit_transform(x.astype(np.float32)), dtype=np.float32)
 
 
+def tsne_2d_timed(codes: Any, seed: int = 0) -> tuple[np.ndarray, float]:
+    """``tsne_2d(codes, seed)`` and the seconds it took (for work done in a helper process)."""
+    import time
+    started = time.perf_counter()
+    points = tsne_2d(codes, seed=seed)
+    return points, time.perf_counter() - started
+
+
+def preload() -> None:
+    """Import what drawing and t-SNE need (matplotlib, scikit-learn): for a helper process to do early."""
+    from matplotlib.backends import backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+    from sklearn.manifold import TSNE  # noqa: F401
+
+
 def _one_thread() -> contextlib.AbstractContextManager[Any]:
     """One OpenMP thread for t-SNE.
 

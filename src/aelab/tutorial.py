@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -87,49 +88,69 @@ class TsneJob:
 
 
 class Background:
-    """One worker thread for the tutorial's side work: t-SNE embeddings and figures.
+    """Where the tutorial's side work runs: t-SNE embeddings and figures.
 
-    Training at minibatch 64 keeps one core busy; the worker uses the other.
-    Figures are drawn by one thread at a time, since matplotlib's style context
-    is process-wide: ``draw`` queues a figure on the worker or, with
-    ``here=True``, waits for the queued figures and draws on the calling
-    thread. Without a pool everything runs at once, on the calling thread.
+    Training at minibatch 64 keeps one core busy; a helper can use the
+    other. ``pool`` is that helper: a process pool takes the figures too; a
+    thread pool only the t-SNE embeddings (scikit-learn's loop releases the
+    interpreter lock; matplotlib's drawing is Python that would hold it
+    against the training loop, which takes it around every PyTorch call).
+    Without a pool, or if the helper cannot start, everything runs at once.
+    ``wait`` waits for all submitted work and raises the first failure.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
+    def __init__(self, pool: Executor | None = None) -> None:
         self.pool = pool
-        self.drawings: list[Future] = []
+        self.figures_too = isinstance(pool, ProcessPoolExecutor)
+        self.pending: list[Future] = []
 
-    def submit(self, fn: Callable, *args, **kwargs) -> Future:
-        if self.pool is not None:
-            return self.pool.submit(fn, *args, **kwargs)
+    def submit(self, fn: Callable, *args, figure: bool = False, here: bool = False, **kwargs) -> Future:
+        """Run ``fn`` on the helper (unless ``here``, or it is a ``figure`` and the helper is a thread)."""
+        if self.pool is not None and not here and (self.figures_too or not figure):
+            try:
+                future = self.pool.submit(fn, *args, **kwargs)
+                self.pending.append(future)
+                return future
+            except (BrokenExecutor, OSError, RuntimeError):
+                self.pool = None  # no helper here: do the work in this process
         done: Future = Future()
         done.set_result(fn(*args, **kwargs))
         return done
 
     def draw(self, fn: Callable, *args, here: bool = False, **kwargs) -> None:
-        if self.pool is None or here:
-            self.wait_for_drawings()
-            fn(*args, **kwargs)
-        else:
-            self.drawings.append(self.pool.submit(fn, *args, **kwargs))
+        self.submit(fn, *args, figure=True, here=here, **kwargs)
 
-    def wait_for_drawings(self) -> None:
-        """Wait for the queued figures; a failure in one is raised here."""
-        while self.drawings:
-            self.drawings.pop(0).result()
+    def wait(self) -> None:
+        while self.pending:
+            self.pending.pop(0).result()
 
 
-def _timed_tsne(codes: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    return plots.tsne_2d(codes, seed=seed), time.perf_counter() - started
+HELPERS = ("process", "thread", "none")
 
 
-def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background | None = None) -> None:
+def helper_pool(kind: str) -> Executor | None:
+    """The side-work helper of ``Background``: ``"process"``, one spawned worker process (it imports
+    the caller's main module, so that module must guard its work with ``if __name__ == "__main__"``,
+    as the ``aelab`` command does), ``"thread"``, one worker thread, or ``"none"``."""
+    if kind not in HELPERS:
+        raise OptionError(f"unknown helper {kind!r}", hint=f"choose one of: {', '.join(HELPERS)}")
+    if kind == "none":
+        return None
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
+    try:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        pool.submit(plots.preload)  # matplotlib and scikit-learn load while the first model trains
+        return pool
+    except (OSError, RuntimeError, ValueError):
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
+
+
+def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
+    """Wait for the embedding, then have the map drawn."""
     points, seconds = job.points.result()
-    (background or Background(None)).draw(plots.save_tsne_map, job.path, points, job.labels,
-                        title=f"t-SNE map of the {job.name} autoencoder's codes ({len(points)} test images)",
-                        here=True)
+    background.draw(plots.save_tsne_map, job.path, points, job.labels, here=True,
+                    title=f"t-SNE map of the {job.name} autoencoder's codes ({len(points)} test images)")
     say(f"t-SNE map of the {job.name} model's codes for {len(points)} test images: {job.path} "
         f"(embedded in {seconds:.1f} s, beside the other work)")
 
@@ -141,17 +162,17 @@ def start_tsne(name: str, model: "torch.nn.Module", data: Dataset, folder: Path,
         return None
     n = min(samples, data.test.n)
     codes = encode(model, data.test.images[:n])
-    return TsneJob(name, folder / TSNE_FILE, data.test.labels[:n], background.submit(_timed_tsne, codes, seed))
+    return TsneJob(name, folder / TSNE_FILE, data.test.labels[:n], background.submit(plots.tsne_2d_timed, codes, seed))
 
 
 def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_samples: int,
               log: Callable[[str], None] | None, progress_bar: bool,
-              background: Background | None = None, last: bool = True) -> tuple[dict, TsneJob | None]:
+              background: Background | None = None, draw_here: bool = True) -> tuple[dict, TsneJob | None]:
     """Train one model and write all of its outputs; returns its summary entry, and its t-SNE job.
 
-    The t-SNE embedding (scikit-learn, one thread) starts on ``background``
-    first; ``finish_tsne`` draws it. Unless this is the ``last`` model, the
-    figures are drawn there too, while the caller trains the next model.
+    The t-SNE embedding (scikit-learn) is handed to ``background``
+    (``finish_tsne`` draws the map once it is embedded), and the figures too
+    unless ``draw_here``; the caller waits for them with ``background.wait()``.
     """
     background = background or Background(None)
     say = log or (lambda _msg: None)
@@ -173,11 +194,11 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     say("Original image statistics:\n" + format_image_stats(stats["original"]))
     say("Decoded image statistics:\n" + format_image_stats(stats["decoded"]))
     background.draw(plots.save_image_pair, folder / "pair.png", original / 255.0, decoded / 255.0,
-                    suptitle=f"{name} autoencoder, test image {idx}", here=last)
+                    suptitle=f"{name} autoencoder, test image {idx}", here=draw_here)
     first = data.test.images[:10]
     background.draw(plots.save_reconstruction_grid, folder / "grid.png", first, reconstruct(model, first),
                     labels=None if data.test.labels is None else data.test.labels[:10],
-                    title=f"{name} autoencoder: first 10 test images", here=last)
+                    title=f"{name} autoencoder: first 10 test images", here=draw_here)
 
     sims = similarity_rows(model, data.test.images, data.test.labels)
     code_index = sims[0]["index_a"] if sims else 0
@@ -188,7 +209,7 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
         say(f"Cosine similarity, {row['title']} (test images {row['index_a']} and {row['index_b']}): "
             f"originals {row['cos_original']:.3f}, decoded {row['cos_decoded']:.3f}, codes {row['cos_code']:.3f}")
     if sims:
-        background.draw(plots.save_similarity_figure, folder / "similarity.png", sims, here=last)
+        background.draw(plots.save_similarity_figure, folder / "similarity.png", sims, here=draw_here)
 
     save_checkpoint(folder / "checkpoint", model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
@@ -225,8 +246,15 @@ def run_mode(sweeps: float) -> str:
 def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLike | Dataset | None = None,
                  slow: bool = False, sweeps: float | None = None, device: str = "auto", seed: int = 0,
                  tsne_samples: int = 1000, models: tuple[str, ...] = ("simple", "deep"),
-                 log: Callable[[str], None] | None = print, progress_bar: bool = True) -> dict:
-    """Run the tutorial and write its outputs into ``out``; returns the summary (also ``out/summary.json``)."""
+                 log: Callable[[str], None] | None = print, progress_bar: bool = True,
+                 helper: str = "thread") -> dict:
+    """Run the tutorial and write its outputs into ``out``; returns the summary (also ``out/summary.json``).
+
+    ``helper`` says where the side work (t-SNE, figures) runs while the next
+    model trains: ``"thread"`` (t-SNE only), ``"process"`` (everything; the
+    ``aelab`` command's choice, about 2 s faster; see ``helper_pool`` for
+    what it asks of the calling script) or ``"none"``.
+    """
     started = time.perf_counter()
     if tsne_samples < 0:
         raise OptionError(f"--tsne-samples must be >= 0, got {tsne_samples}")
@@ -241,30 +269,30 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
                               "sha256": dataset.sha256},
                      "device": device_name, "mode": run_mode(sweeps), "models": {}}
-    # the t-SNE embeddings and all but the last model's figures are made on a second
-    # thread while the next model trains (on one core, at minibatch 64)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-outputs") as pool:
-        background, jobs = Background(pool), []
-        try:
-            for i, name in enumerate(models):
-                config = TrainConfig(model=name, sweeps=sweeps, seed=seed, device=device)
-                entry, job = run_model(name, dataset, out, config, tsne_samples, log, progress_bar, background,
-                                       last=i == len(models) - 1)
-                summary["models"][name] = entry
-                jobs += [job] if job else []
-            background.wait_for_drawings()
-            if jobs:
-                say("")
-            for job in jobs:
-                finish_tsne(job, say, background)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    curves = {name: ([r["examples"] for r in m["progress"]], [r["metric"] for r in m["progress"]])
-              for name, m in summary["models"].items() if m["progress"]}
-    if curves:
-        plots.save_training_curve(out / "training.png", curves, ylabel="average classification error",
-                                  title="Training progress (CNTK's metric, average since start)")
+    pool = helper_pool(helper)
+    background, jobs = Background(pool), []
+    try:
+        for i, name in enumerate(models):
+            config = TrainConfig(model=name, sweeps=sweeps, seed=seed, device=device)
+            # the last model's figures are drawn here, beside its t-SNE on the helper
+            entry, job = run_model(name, dataset, out, config, tsne_samples, log, progress_bar, background,
+                                   draw_here=i == len(models) - 1)
+            summary["models"][name] = entry
+            jobs += [job] if job else []
+        if jobs:
+            say("")
+        for job in jobs:
+            finish_tsne(job, say, background)
+        curves = {name: ([r["examples"] for r in m["progress"]], [r["metric"] for r in m["progress"]])
+                  for name, m in summary["models"].items() if m["progress"]}
+        if curves:
+            background.draw(plots.save_training_curve, out / "training.png", curves,
+                            ylabel="average classification error",
+                            title="Training progress (CNTK's metric, average since start)", here=True)
+        background.wait()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     summary["total_seconds"] = time.perf_counter() - started
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(out, summary)
