@@ -298,23 +298,36 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
 def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, data: Any,
                   repeats: int = 3) -> dict:
     """Images per second of encode_bytes and decode_bytes (best of ``repeats``, tables cached,
-    model loaded once), on the CPU."""
+    model loaded once), on the CPU, in fp32 (the default; the top-level numbers) and in bf16
+    (``"bf16"``: its speeds, the PSNR of its round trip, and how far its pixels are from fp32's)."""
     import torch
     from aelab.checkpoint import load_checkpoint
+    from aelab.metrics import psnr_db
     ckpt = load_checkpoint(model["path"])
-    blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data)
-    enc, dec = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        again = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data)
-        enc.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        codec.decode_bytes(blob, ckpt, data=data)
-        dec.append(time.perf_counter() - start)
-    return {"images": len(images), "model": model["label"], "setting": f"{quantiser}, {bits} bits",
-            "compress_images_per_second": len(images) / min(enc),
-            "decompress_images_per_second": len(images) / min(dec),
-            "same_bytes_twice": again == blob, "torch_threads": torch.get_num_threads()}
+    result: dict = {"images": len(images), "model": model["label"], "setting": f"{quantiser}, {bits} bits",
+                    "torch_threads": torch.get_num_threads()}
+    decoded = {}
+    for precision in ("fp32", "bf16"):
+        blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data, precision=precision)
+        enc, dec = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            again = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data, precision=precision)
+            enc.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            decoded[precision] = codec.decode_bytes(blob, ckpt, data=data, precision=precision)
+            dec.append(time.perf_counter() - start)
+        mse = float(((decoded[precision].astype(np.float64) - images) ** 2).mean()) / 255.0 ** 2
+        numbers = {"compress_images_per_second": len(images) / min(enc),
+                   "decompress_images_per_second": len(images) / min(dec),
+                   "same_bytes_twice": again == blob, "psnr_db": psnr_db(mse)}
+        if precision == "fp32":
+            result.update(numbers)
+        else:
+            numbers["max_pixel_difference_vs_fp32"] = int(np.abs(decoded["bf16"].astype(np.int16)
+                                                                 - decoded["fp32"]).max())
+            result["bf16"] = numbers
+    return result
 
 
 # --- the headline ---------------------------------------------------------------------------------
@@ -506,7 +519,10 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         say(f"Speed ({speed['model']}, {speed['setting']}, {speed['images']:,} images, CPU, "
             f"{speed['torch_threads']} torch threads, tables cached): compress "
             f"{speed['compress_images_per_second']:,.0f} images/s, decompress "
-            f"{speed['decompress_images_per_second']:,.0f} images/s")
+            f"{speed['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {speed['psnr_db']:.3f} dB); "
+            f"with --precision bf16: {speed['bf16']['compress_images_per_second']:,.0f} and "
+            f"{speed['bf16']['decompress_images_per_second']:,.0f} images/s (PSNR {speed['bf16']['psnr_db']:.3f} "
+            f"dB, pixels at most {speed['bf16']['max_pixel_difference_vs_fp32']} grey levels from fp32's)")
     say(f"Headline rule: {head['rule']}.")
     for label, h in per_model.items():
         if h.get("ratio") is not None:

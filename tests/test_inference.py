@@ -231,3 +231,20 @@ def test_format_image_stats() -> None:
 def test_tutorial_image_44_statistics(mnist) -> None:
     stats = image_stats(mnist.test.images[44])
     assert format_image_stats(stats) == "Max: 255.00, Median: 0.00, Mean: 24.07, Min: 0.00"
+
+
+def test_bf16_inference_is_close_to_fp32_and_leaves_the_model_alone():
+    import torch
+    from aelab.inference import decode, encode
+    from aelab.models import build_model, model_config
+    model = build_model(model_config("conv", channels=(8, 16)), seed=0).eval()
+    before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    codes = encode(model, images)
+    fast = encode(model, images, precision="bf16")
+    assert fast.dtype == np.float32 and np.abs(fast - codes).max() <= 0.02 * np.abs(codes).max() + 1e-3
+    pixels = decode(model, codes)
+    assert np.abs(decode(model, codes, precision="bf16") - pixels).max() < 0.05
+    for k, v in model.state_dict().items():  # the fast copy is a copy: same values, same memory layout
+        assert torch.equal(v, before[k][0]) and v.stride() == before[k][1]
+    assert all(not getattr(m, "inplace", False) for m in model.modules())

@@ -6,6 +6,9 @@ trained on, with no NaN or infinity.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -14,6 +17,34 @@ from .errors import DataError, OptionError
 from .metrics import cntk_classification_error, psnr_db
 
 DEFAULT_BATCH = 8192
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise OptionError(f"unknown precision {precision!r}", hint=f"choose one of: {', '.join(PRECISIONS)}")
+    return precision
+
+
+@contextlib.contextmanager
+def computing_in(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torch.nn.Module]:
+    """The model to run under ``precision``, inside the context that precision needs.
+
+    ``"fp32"``: the model as it is. ``"bf16"``: a copy whose convolution
+    weights are channels-last, under bfloat16 autocast, so that CPUs with
+    bfloat16 matrix units (AMX, AVX512-BF16) run convolutions about twice as
+    fast; outputs differ from fp32 by up to a few grey levels (the rate-distortion
+    benchmark measures both). Results come back as float32 either way.
+    """
+    if check_precision(precision) == "fp32":
+        yield model
+        return
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    for module in fast.modules():
+        if isinstance(module, (torch.nn.SiLU, torch.nn.ReLU)):
+            module.inplace = True  # no autograd here: save a pass of memory per activation
+    with torch.autocast(_device_of(model).type, dtype=torch.bfloat16):
+        yield fast
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -54,17 +85,19 @@ def _batches(rows: torch.Tensor, batch_size: int):
 
 
 @torch.no_grad()
-def encode(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """Codes of ``images``: float32 array (n, code_size)."""
+def encode(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH, precision: str = "fp32") -> np.ndarray:
+    """Codes of ``images``: float32 array (n, code_size). ``precision``: see ``computing_in``."""
     rows = as_pixel_rows(model, images)
     device = _device_of(model)
-    out = [model.encode(b.to(device, torch.float32)).cpu() for b in _batches(rows, batch_size)]
+    with computing_in(model, precision) as m:
+        out = [m.encode(b.to(device, torch.float32)).float().cpu() for b in _batches(rows, batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.code_size), np.float32)
 
 
 @torch.no_grad()
-def decode(model: torch.nn.Module, codes, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """Images decoded from ``codes`` (n, code_size): float32 (n, h, w) in [0, 1]."""
+def decode(model: torch.nn.Module, codes, batch_size: int = DEFAULT_BATCH, precision: str = "fp32") -> np.ndarray:
+    """Images decoded from ``codes`` (n, code_size): float32 (n, h, w) in [0, 1]. ``precision``: see
+    ``computing_in``."""
     z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes, dtype=np.float32))
     size = model.config.code_size
     if z.ndim == 1 and z.shape[0] == size:
@@ -77,7 +110,8 @@ def decode(model: torch.nn.Module, codes, batch_size: int = DEFAULT_BATCH) -> np
         raise DataError("codes contain NaN or infinite values")
     h, w = _input_shape(model)
     device = _device_of(model)
-    out = [model.decode(b.to(device)).cpu() for b in _batches(z, batch_size)]
+    with computing_in(model, precision) as m:
+        out = [m.decode(b.to(device)).float().cpu() for b in _batches(z, batch_size)]
     return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
 
 
