@@ -96,3 +96,45 @@ def test_autograd_models_train_on_cuda_as_on_the_cpu(tiny_data, kind):
     gpu = train(tiny_data, TrainConfig(**config, device="cuda"), log=None)
     assert gpu.device.startswith("cuda")
     assert gpu.train_loss == pytest.approx(cpu.train_loss, rel=0.02)
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["simple", "deep"])
+def test_the_cuda_graph_trains_as_the_eager_step(tiny_data, monkeypatch, kind):
+    from aelab import cuda_graphs
+    config = TrainConfig(model=kind, sweeps=0.3, seed=2, device="cuda")  # 30 steps: warm-up, capture, replays
+    graphed = train(tiny_data, config, log=None)
+    monkeypatch.setenv("AELAB_CUDA_GRAPHS", "0")
+    eager = train(tiny_data, config, log=None)
+    assert cuda_graphs.WARMUP_STEPS < graphed.minibatches
+    for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert graphed.train_error_pct == pytest.approx(eager.train_error_pct, abs=1e-3)
+    assert graphed.train_loss == pytest.approx(eager.train_loss, rel=1e-5)
+
+
+@cuda
+def test_a_graphed_run_resumes_exactly(tiny_data, tmp_path, monkeypatch):
+    """Stopped by Ctrl-C after some replays and resumed, the graph gives the uninterrupted run's weights."""
+    import os
+    import signal
+
+    import aelab.train as engine
+    config = TrainConfig(model="simple", sweeps=0.3, seed=3, device="cuda")
+    whole = train(tiny_data, config, log=None)
+    resume = tmp_path / "resume.safetensors"
+    calls = {"n": 0}
+    real_due = engine.ProgressTable.due
+
+    def ctrl_c_at_step_ten(self, done):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_due(self, done)
+    monkeypatch.setattr(engine.ProgressTable, "due", ctrl_c_at_step_ten)
+    with pytest.raises(engine.TrainingInterrupted):
+        train(tiny_data, config, log=None, resume_file=resume, checkpoint_every=0)
+    monkeypatch.setattr(engine.ProgressTable, "due", real_due)
+    resumed = train(tiny_data, config, log=None, resume_file=resume, resume=True)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -145,3 +145,45 @@ def test_fused_output_layer_gives_the_pytorch_loss_metric_and_gradients(monkeypa
     assert metric_f == pytest.approx(metric_p.item(), rel=1e-5)
     for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6 * scale), name
+
+
+@pytest.mark.parametrize("momentum_time_constant", [700.0, 0.0])
+def test_the_graph_friendly_step_equals_the_optimizer_step(momentum_time_constant):
+    """FlatFSAdaGrad.device_step (the CUDA graph's update, the smoothed count on the device) against update."""
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(2000, generator=g).requires_grad_()
+    a.grad = torch.zeros_like(a)
+    b = a.detach().clone().requires_grad_()
+    b.grad = torch.zeros_like(b)
+    eager = FlatFSAdaGrad(a, lr=1e-3, momentum_time_constant=momentum_time_constant)
+    graphed = FlatFSAdaGrad(b, lr=1e-3, momentum_time_constant=momentum_time_constant)
+    graphed._arrays = None  # as on CUDA: the PyTorch ops
+    for _ in range(5):
+        grad = torch.randn(2000, generator=g)
+        grad[::11] = 0
+        a.grad.copy_(grad)
+        b.grad.copy_(grad)
+        eager.update(64)
+        graphed.device_step(64)
+        graphed.advance_count(64)
+    torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)
+    assert graphed.device_count.item() == pytest.approx(graphed.settings["smoothed_count"], rel=1e-12)
+    assert graphed.settings["smoothed_count"] == pytest.approx(eager.settings["smoothed_count"], rel=1e-12)
+
+
+def test_the_graphed_steps_bookkeeping_with_the_graph_api_faked(monkeypatch):
+    """aelab.cuda_graphs.GraphedStep on the CPU, its stream and capture calls made plain calls: the
+    row indices, warm-up, replays and smoothed count give the eager loop's training (CI has no GPU)."""
+    from aelab import cuda_graphs
+    data = small_mnist()
+    config = TrainConfig(model="simple", sweeps=2.0, seed=4, device="cpu")  # 16 steps: 3 eager, 13 replays
+    eager = train(data, config, log=None)
+    steps = []
+    monkeypatch.setattr(cuda_graphs, "applies", lambda *args: True)
+    monkeypatch.setattr(cuda_graphs.GraphedStep, "_eager", lambda self: (steps.append("eager"), self._body()))
+    monkeypatch.setattr(cuda_graphs.GraphedStep, "_capture", lambda self: (steps.append("capture"), self._body)[1])
+    graphed = train(data, config, log=None)
+    assert steps == ["eager"] * cuda_graphs.WARMUP_STEPS + ["capture"]
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert graphed.train_error_pct == pytest.approx(eager.train_error_pct, abs=1e-3)

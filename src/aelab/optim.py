@@ -170,6 +170,7 @@ class FlatFSAdaGrad:
                              minibatch_size=minibatch_size, max_scale=max_scale, smoothed_count=0.0)
         self.variance = torch.zeros_like(param)
         self.momentum = torch.zeros_like(param)
+        self._device_count: torch.Tensor | None = None  # for device_step
         # numpy views of the four buffers, made once: at minibatch 64 making them
         # every step costs half as much as the fused loop itself
         fused = param.dtype == torch.float32 and kernels.applies_to(param, param.grad)
@@ -194,6 +195,43 @@ class FlatFSAdaGrad:
 
     step = update
 
+    # --- for a CUDA graph (aelab.cuda_graphs): the step with no number that changes between steps
+
+    def device_step(self, num_samples: int) -> None:
+        """The update with the smoothed count kept on the device (``device_count``), so that the
+        same kernels with the same arguments can be replayed every step; pair it with
+        ``advance_count``, which keeps the host's copy of the count in step."""
+        s = self.settings
+        mu = momentum_per_minibatch(s["momentum_time_constant"], num_samples)
+        nu = momentum_per_minibatch(s["variance_time_constant"], num_samples)
+        gain = (1.0 - mu) if s["unit_gain"] else 1.0
+        count = self.device_count
+        count.mul_(nu).add_((1.0 - nu) * num_samples)
+        scale = count.sqrt().to(self.param.dtype)
+        g, v, m, p = self.param.grad, self.variance, self.momentum, self.param
+        with torch.no_grad():
+            v.mul_(nu).addcmul_(g, g, value=1.0 - nu)
+            weight = torch.minimum(torch.rsqrt(v), s["max_scale"] / scale)
+            if mu > 0:
+                m.mul_(mu).add_(g * weight * (gain * scale))
+                p.add_(m, alpha=-s["lr"])
+            else:
+                p.sub_(g * weight * (scale * s["lr"]))
+
+    @property
+    def device_count(self) -> torch.Tensor:
+        """The smoothed sample count as a float64 tensor on the parameter's device (made on first use)."""
+        if self._device_count is None:
+            self._device_count = torch.tensor(self.settings["smoothed_count"], dtype=torch.float64,
+                                              device=self.param.device)
+        return self._device_count
+
+    def advance_count(self, num_samples: int) -> None:
+        """The host's smoothed count, advanced as ``device_step`` advances the device's."""
+        s = self.settings
+        nu = momentum_per_minibatch(s["variance_time_constant"], num_samples)
+        s["smoothed_count"] = nu * s["smoothed_count"] + (1.0 - nu) * num_samples
+
     def state_dict(self) -> dict:
         return {"state": {0: {"variance": self.variance.clone(), "momentum": self.momentum.clone()}},
                 "param_groups": [{**self.settings, "params": [0]}]}
@@ -211,3 +249,5 @@ class FlatFSAdaGrad:
                 else:
                     mine.zero_()
         self.settings.update({k: v for k, v in group.items() if k != "params"})
+        if self._device_count is not None:
+            self._device_count.fill_(self.settings["smoothed_count"])

@@ -31,7 +31,7 @@ from .errors import AelabError, CheckpointError, OptionError
 from .metrics import cntk_classification_error
 from .noise import corrupt, parse_noise
 from .models import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
-from . import kernels
+from . import cuda_graphs, kernels
 from .optim import FlatFSAdaGrad
 from .schedules import ScheduledAdam
 from .progress import ProgressBar, ProgressTable
@@ -329,6 +329,19 @@ class SweepStream:
             self._sweep_index = sweep
         return self._order
 
+    def next_rows(self, size: int) -> list[torch.Tensor]:
+        """The rows of the next ``size`` images in ``images``: one index tensor, or two where the
+        minibatch straddles two sweeps (what a CUDA graph copies into its index buffer)."""
+        parts = []
+        while size:
+            sweep, offset = divmod(self.position, self.n)
+            take = min(size, self.n - offset)
+            order = self._shuffled_order(sweep)
+            parts.append(torch.as_tensor(order[offset:offset + take]))
+            self.position += take
+            size -= take
+        return parts
+
     def next(self, size: int) -> torch.Tensor:
         """The next ``size`` images as float32 scaled to [0, 1]."""
         if self._fused:
@@ -541,15 +554,21 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         kernels.warm_up()  # numba's compilation or cache load stays out of the measured seconds
     started = time.perf_counter()
     last_save = started
+    graphed = None
+    if cuda_graphs.applies(device, step, optimizer, noise):
+        graphed = cuda_graphs.GraphedStep(images, stream, step, optimizer, minibatch, loss_window, metric_window)
     with stop_requests(resume_file is not None) as stop, flushing_denormals(), \
             threads_for(device, minibatch, mconfig.input_dim):
         for k in range(first, total_minibatches):
-            target = stream.next(minibatch)
-            inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
-            loss, metric = step(inputs, target)
-            optimizer.update(minibatch) if isinstance(optimizer, FlatFSAdaGrad) else optimizer.step()
-            loss_window += loss
-            metric_window += metric
+            if graphed is not None:
+                graphed.run()  # what the lines below do, as one CUDA graph
+            else:
+                target = stream.next(minibatch)
+                inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
+                loss, metric = step(inputs, target)
+                optimizer.update(minibatch) if isinstance(optimizer, FlatFSAdaGrad) else optimizer.step()
+                loss_window += loss
+                metric_window += metric
             done = k + 1
             if table.due(done) or done == total_minibatches:
                 check_finite(done)
