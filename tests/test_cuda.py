@@ -103,6 +103,7 @@ def test_autograd_models_train_on_cuda_as_on_the_cpu(tiny_data, kind):
 def test_the_cuda_graph_trains_as_the_eager_step(tiny_data, monkeypatch, kind):
     from aelab import cuda_graphs
     config = TrainConfig(model=kind, sweeps=0.3, seed=2, device="cuda")  # 30 steps: warm-up, capture, replays
+    monkeypatch.setenv("AELAB_CUDA_GRAPHS", "1")
     graphed = train(tiny_data, config, log=None)
     monkeypatch.setenv("AELAB_CUDA_GRAPHS", "0")
     eager = train(tiny_data, config, log=None)
@@ -120,6 +121,7 @@ def test_a_graphed_run_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     import signal
 
     import aelab.train as engine
+    monkeypatch.setenv("AELAB_CUDA_GRAPHS", "1")
     config = TrainConfig(model="simple", sweeps=0.3, seed=3, device="cuda")
     whole = train(tiny_data, config, log=None)
     resume = tmp_path / "resume.safetensors"

@@ -9,8 +9,11 @@ metric to the progress windows. Everything a step reads lives in fixed
 buffers; per step the host only copies the minibatch's row indices in and
 advances its copy of the optimizer's smoothed count.
 
-Only CUDA takes this path (``AELAB_CUDA_GRAPHS=0`` turns it off);
-``tests/test_cuda.py`` holds it to the eager step's results.
+Only CUDA takes this path, and only with ``AELAB_CUDA_GRAPHS=1``: it is off
+by default until ``benchmarks/gpu_check.sh`` has run its CUDA tests
+(``tests/test_cuda.py``, which hold it to the eager step's results) on a GPU;
+so far only its bookkeeping has run, on the CPU with the graph calls faked
+(``tests/test_kernels.py``).
 """
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ WARMUP_STEPS = 3  # eager steps on a side stream before capture, as PyTorch asks
 
 
 def applies(device: torch.device, step, optimizer, noise) -> bool:
-    """Whether the step can be graphed: CUDA, the dense explicit backward pass, FSAdaGrad, no input noise."""
+    """Whether to graph the step: asked for (``AELAB_CUDA_GRAPHS=1``), and CUDA, the dense explicit
+    backward pass, FSAdaGrad, no input noise."""
     from .optim import FlatFSAdaGrad
     from .train import DenseBackprop
     return (device.type == "cuda" and type(step) is DenseBackprop and isinstance(optimizer, FlatFSAdaGrad)
-            and not noise and os.environ.get("AELAB_CUDA_GRAPHS", "1") != "0")
+            and not noise and os.environ.get("AELAB_CUDA_GRAPHS", "0") == "1")
 
 
 class GraphedStep:
