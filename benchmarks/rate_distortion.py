@@ -306,9 +306,10 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
     ckpt = load_checkpoint(model["path"])
     result: dict = {"images": len(images), "model": model["label"], "setting": f"{quantiser}, {bits} bits",
                     "torch_threads": torch.get_num_threads()}
-    decoded = {}
+    decoded, blobs = {}, {}
     for precision in ("fp32", "bf16"):
-        blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data, precision=precision)
+        blob = blobs[precision] = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data,
+                                                     precision=precision)
         enc, dec = [], []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -324,8 +325,16 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
         if precision == "fp32":
             result.update(numbers)
         else:
-            numbers["max_pixel_difference_vs_fp32"] = int(np.abs(decoded["bf16"].astype(np.int16)
+            # the decoder alone: the fp32 file decoded in bf16 against fp32
+            bf16_decoder = codec.decode_bytes(blobs["fp32"], ckpt, data=data, precision="bf16")
+            numbers["decoder_max_pixel_difference"] = int(np.abs(bf16_decoder.astype(np.int16)
                                                                  - decoded["fp32"]).max())
+            # the encoder alone: the share of quantised components (symbols) that differ from fp32's
+            from aelab.inference import encode
+            table = codec.codec_table(ckpt, bits, quantiser, data=data)
+            symbols = {prec: codec.quantise(encode(ckpt.model, images, precision=prec), table)
+                       for prec in ("fp32", "bf16")}
+            numbers["encoder_changed_symbols"] = float(np.mean(symbols["bf16"] != symbols["fp32"]))
             result["bf16"] = numbers
     return result
 
@@ -522,7 +531,9 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
             f"{speed['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {speed['psnr_db']:.3f} dB); "
             f"with --precision bf16: {speed['bf16']['compress_images_per_second']:,.0f} and "
             f"{speed['bf16']['decompress_images_per_second']:,.0f} images/s (PSNR {speed['bf16']['psnr_db']:.3f} "
-            f"dB, pixels at most {speed['bf16']['max_pixel_difference_vs_fp32']} grey levels from fp32's)")
+            f"dB; its decoder's pixels at most {speed['bf16']['decoder_max_pixel_difference']} grey levels from "
+            f"fp32's; its encoder quantises {100 * speed['bf16']['encoder_changed_symbols']:.2f}% of components "
+            f"into another bin)")
     say(f"Headline rule: {head['rule']}.")
     for label, h in per_model.items():
         if h.get("ratio") is not None:

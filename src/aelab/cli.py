@@ -223,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model's training data, to learn the probability model when the checkpoint folder has "
                         "none cached (default: the bundled MNIST, if the model was trained on it)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the model's arithmetic: fp32 (default) or bf16, about twice as fast for convolutional "
-                        "models on CPUs with bfloat16 units (AMX, AVX512-BF16); decoded pixels differ by a few "
-                        "grey levels at most")
+                   help="the encoder's arithmetic: fp32 (default) or bf16, three to four times faster for "
+                        "convolutional models on CPUs with bfloat16 units (AMX, AVX512-BF16); a few code numbers "
+                        "land in a neighbouring quantiser bin, the PSNR stays the same")
 
     p = sub.add_parser("decompress", help="an .aez file back to images (PNG folder, IDX or .npz)",
                        description="Decode an .aez file written by `aelab compress`, with the same model.")
@@ -237,9 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, when the checkpoint folder has no cached probability model")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the model's arithmetic: fp32 (default) or bf16, about twice as fast for convolutional "
-                        "models on CPUs with bfloat16 units (AMX, AVX512-BF16); decoded pixels differ by a few "
-                        "grey levels at most; either works for a file compressed with either")
+                   help="the decoder's arithmetic: fp32 (default) or bf16, three to four times faster for "
+                        "convolutional models on CPUs with bfloat16 units; pixels a few grey levels at most from "
+                        "fp32's; either decodes a file compressed with either")
 
     p = sub.add_parser("bench", help="training and inference throughput, side by side with a typical PyTorch loop",
                        description="Measure, in one run on the bundled MNIST: a typical PyTorch training loop, "

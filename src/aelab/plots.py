@@ -657,6 +657,12 @@ def tsne_2d_timed(codes: Any, seed: int = 0) -> tuple[np.ndarray, float]:
     return points, time.perf_counter() - started
 
 
+def ignore_interrupts() -> None:
+    """For a helper process: leave Ctrl-C to the main process, which stops the helper itself."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def preload() -> None:
     """Import what drawing and t-SNE need (matplotlib, scikit-learn): for a helper process to do early."""
     from matplotlib.backends import backend_agg  # noqa: F401

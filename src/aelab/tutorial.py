@@ -139,7 +139,8 @@ def helper_pool(kind: str) -> Executor | None:
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
     try:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=plots.ignore_interrupts)
         pool.submit(plots.preload)  # matplotlib and scikit-learn load while the first model trains
         return pool
     except (OSError, RuntimeError, ValueError):
@@ -290,9 +291,12 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
                             ylabel="average classification error",
                             title="Training progress (CNTK's metric, average since start)", here=True)
         background.wait()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        if pool is not None:  # Ctrl-C or an error: drop the queued work, do not wait for it
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown(wait=True)
     summary["total_seconds"] = time.perf_counter() - started
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(out, summary)
