@@ -344,25 +344,16 @@ class SweepStream:
 
     def next(self, size: int) -> torch.Tensor:
         """The next ``size`` images as float32 scaled to [0, 1]."""
+        parts = self.next_rows(size)
         if self._fused:
             out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
-        else:
-            parts = []
-        done = 0
-        while done < size:
-            sweep, offset = divmod(self.position, self.n)
-            take = min(size - done, self.n - offset)
-            order = self._shuffled_order(sweep)
-            if self._fused:
-                kernels.gather_scaled(self._images_np, order, offset, take, 1.0 / 255.0, out.numpy()[done:])
-            else:
-                parts.append(self.images.index_select(0, order[offset:offset + take]))
-            self.position += take
-            done += take
-        if self._fused:
+            done = 0
+            for rows in parts:
+                kernels.gather_scaled(self._images_np, rows.numpy(), 0, len(rows), 1.0 / 255.0, out.numpy()[done:])
+                done += len(rows)
             return out
-        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return batch.to(torch.float32).mul_(1.0 / 255.0)
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.images.index_select(0, rows).to(torch.float32).mul_(1.0 / 255.0)
 
 
 class TrainingInterrupted(AelabError):
