@@ -195,3 +195,13 @@ def test_real_fast_mode_tutorial_matches_cntk(tmp_path: Path) -> None:
         for key in ("pair", "grid", "similarity", "tsne"):
             _png(tmp_path / "out" / m["files"][key])
     assert np.isfinite([simple["test_psnr_db"], deep["test_psnr_db"]]).all()
+
+
+def test_work_of_a_helper_that_died_is_done_here() -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from aelab.tutorial import Task
+    broken: Future = Future()
+    broken.set_exception(BrokenProcessPool("the helper process was killed"))
+    assert Task(broken, max, (3, 7), {}).result() == 7

@@ -2,9 +2,11 @@
 
 At minibatch 64 the engine's time goes to many small passes over memory,
 each a separate PyTorch call, rather than to arithmetic. These loops do in
-one pass what PyTorch does in several (the optimizer step, the minibatch
-gather, CNTK's classification error); each has a plain PyTorch twin that
-CUDA and other dtypes use, and the tests hold the two to the same results.
+one pass what PyTorch does in several: the minibatch gather, the FSAdaGrad
+step, and the output layer's bias, clamp, loss terms, CNTK's classification
+error, delta and bias gradient. Each has a plain PyTorch twin that CUDA,
+other dtypes and multi-threaded runs use, and the tests
+(``tests/test_kernels.py``) hold the two to the same results.
 Compiled code is cached beside this file (or in numba's user cache), so
 only the first run in a fresh install pays the compilation (about a second).
 """

@@ -84,7 +84,7 @@ class TsneJob:
     name: str
     path: Path
     labels: np.ndarray
-    points: Future  # -> ((n, 2) array, seconds)
+    points: "Task"  # -> ((n, 2) array, seconds)
 
 
 class Background:
@@ -102,20 +102,20 @@ class Background:
     def __init__(self, pool: Executor | None = None) -> None:
         self.pool = pool
         self.figures_too = isinstance(pool, ProcessPoolExecutor)
-        self.pending: list[Future] = []
+        self.pending: list[Task] = []
 
-    def submit(self, fn: Callable, *args, figure: bool = False, here: bool = False, **kwargs) -> Future:
+    def submit(self, fn: Callable, *args, figure: bool = False, here: bool = False, **kwargs) -> "Task":
         """Run ``fn`` on the helper (unless ``here``, or it is a ``figure`` and the helper is a thread)."""
         if self.pool is not None and not here and (self.figures_too or not figure):
             try:
-                future = self.pool.submit(fn, *args, **kwargs)
-                self.pending.append(future)
-                return future
+                task = Task(self.pool.submit(fn, *args, **kwargs), fn, args, kwargs)
+                self.pending.append(task)
+                return task
             except (BrokenExecutor, OSError, RuntimeError):
                 self.pool = None  # no helper here: do the work in this process
         done: Future = Future()
         done.set_result(fn(*args, **kwargs))
-        return done
+        return Task(done, fn, args, kwargs)
 
     def draw(self, fn: Callable, *args, here: bool = False, **kwargs) -> None:
         self.submit(fn, *args, figure=True, here=here, **kwargs)
@@ -123,6 +123,22 @@ class Background:
     def wait(self) -> None:
         while self.pending:
             self.pending.pop(0).result()
+
+
+@dataclass
+class Task:
+    """Work handed to the helper; if the helper dies (killed, out of memory), ``result`` does it here."""
+
+    future: Future
+    fn: Callable
+    args: tuple
+    kwargs: dict
+
+    def result(self):
+        try:
+            return self.future.result()
+        except BrokenExecutor:
+            return self.fn(*self.args, **self.kwargs)
 
 
 HELPERS = ("process", "thread", "none")
