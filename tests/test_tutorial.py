@@ -175,6 +175,46 @@ def test_unknown_helper_is_refused_before_training(tiny_data, tmp_path: Path) ->
         run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, log=None, progress_bar=False, helper="gpu")
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_stops_the_command_and_its_helper_cleanly(tiny_npz: Path, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the helper ignores it, the command stops
+    with exit status 130 and one line, no traceback, and leaves no process behind."""
+    import signal
+    import time
+    out = tmp_path / "out"
+    env = dict(os.environ, MPLBACKEND="Agg", TEST_DEVICE="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "aelab", "tutorial", "--data", str(tiny_npz), "--sweeps", "60",
+                             "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "simple").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first model is trained and the helper is at work: the deep model trains
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    for _ in range(40):  # nothing of the group runs on: the helper was ended, not left to finish its task
+        if not _running_in_group(proc.pid):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("a process of the tutorial is still running 2 s after it stopped")
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that are not zombies (Linux /proc)."""
+    running = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                running.append(int(entry.name))
+    return running
+
+
 @pytest.mark.slow
 def test_real_fast_mode_tutorial_matches_cntk(tmp_path: Path) -> None:
     """`aelab tutorial` in fast mode (5 sweeps of all of MNIST): the tutorial's average test errors,

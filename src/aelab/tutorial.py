@@ -163,6 +163,16 @@ def helper_pool(kind: str) -> Executor | None:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
 
 
+def stop_helper(pool: Executor) -> None:
+    """Cancel the queued work and, for a process, end it now rather than after its current task."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    if hasattr(pool, "terminate_workers"):  # Python 3.14
+        pool.terminate_workers()
+    else:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+
+
 def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
     """Wait for the embedding, then have the map drawn."""
     points, seconds = job.points.result()
@@ -309,7 +319,7 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
         background.wait()
     except BaseException:
         if pool is not None:  # Ctrl-C or an error: drop the queued work, do not wait for it
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop_helper(pool)
         raise
     if pool is not None:
         pool.shutdown(wait=True)
