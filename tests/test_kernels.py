@@ -187,3 +187,21 @@ def test_the_graphed_steps_bookkeeping_with_the_graph_api_faked(monkeypatch):
     for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert graphed.train_error_pct == pytest.approx(eager.train_error_pct, abs=1e-3)
+
+
+def test_the_loops_compile_where_no_cache_folder_is_writable():
+    """A read-only install with no writable home: numba cannot cache, so the loops compile each run."""
+    import subprocess
+    import sys
+    code = ("import numba.core.caching as c\n"
+            "def refuse(self): raise OSError('read-only')\n"
+            "for name in dir(c):\n"
+            "    cls = getattr(c, name)\n"
+            "    if isinstance(cls, type) and issubclass(cls, c._CacheLocator) and 'ensure_cache_path' in vars(cls):\n"
+            "        cls.ensure_cache_path = refuse\n"
+            "c._CacheLocator.ensure_cache_path = refuse\n"
+            "from aelab import kernels\n"
+            "kernels.warm_up()\n"
+            "print('compiled')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr

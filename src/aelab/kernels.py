@@ -33,7 +33,11 @@ def available() -> bool:
 def _jit(fn):
     if numba is None:  # pragma: no cover
         return fn
-    return numba.njit(fastmath=FASTMATH, error_model="numpy", boundscheck=False, cache=True, nogil=True)(fn)
+    options = dict(fastmath=FASTMATH, error_model="numpy", boundscheck=False, nogil=True)
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # no writable cache folder (beside this file, nor numba's user cache): compile each run
+        return numba.njit(**options)(fn)
 
 
 @_jit

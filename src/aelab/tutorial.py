@@ -3,14 +3,17 @@ on MNIST and show everything the tutorial shows, as files in one folder.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import time
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -35,6 +38,7 @@ EVAL_IMAGES = 50        # the tutorial looks at the first 50 test images
 # those 50 (reader_eval), so its digit pairs come from test images 50..99.
 PAIRS_OFFSET = 50
 TSNE_FILE = "tsne.png"
+TSNE_PERPLEXITY = 30.0  # plots.tsne_2d's default; t-SNE needs more points than that
 SAME_DIGIT = 6          # two 6s ...
 DIFFERENT_DIGITS = (3, 8)  # ... and a 3 against an 8
 
@@ -138,7 +142,10 @@ class Task:
         try:
             return self.future.result()
         except BrokenExecutor:
-            return self.fn(*self.args, **self.kwargs)
+            done: Future = Future()
+            done.set_result(self.fn(*self.args, **self.kwargs))
+            self.future = done  # once: a second result() returns the same
+            return done.result()
 
 
 HELPERS = ("process", "thread", "none")
@@ -155,22 +162,39 @@ def helper_pool(kind: str) -> Executor | None:
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
     try:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=plots.ignore_interrupts)
-        pool.submit(plots.preload)  # matplotlib and scikit-learn load while the first model trains
+        with _interrupts_ignored():  # inherited by the worker from its first instruction on
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=plots.ignore_interrupts)
+            pool.submit(plots.preload)  # starts the worker; matplotlib and scikit-learn load meanwhile
         return pool
     except (OSError, RuntimeError, ValueError):
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
 
 
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C in this process for a moment (in the main thread only, where handlers live), so that
+    a process started meanwhile ignores it from the start: Ctrl-C is the main process's to handle."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def stop_helper(pool: Executor) -> None:
-    """Cancel the queued work and, for a process, end it now rather than after its current task."""
+    """Cancel the queued work and, for a process, end it now rather than after its current task.
+
+    A thread cannot be ended: the interpreter waits for its current t-SNE at exit.
+    """
+    # shutdown() forgets the worker processes, so take them first (CPython keeps them in _processes)
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for process in workers:
+        process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
-    if hasattr(pool, "terminate_workers"):  # Python 3.14
-        pool.terminate_workers()
-    else:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
 
 
 def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
@@ -287,6 +311,9 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
         raise OptionError(f"--tsne-samples must be >= 0, got {tsne_samples}")
     out = ensure_dir(out)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    if tsne_samples > 0 and dataset.test.labels is not None and min(tsne_samples, dataset.test.n) <= TSNE_PERPLEXITY:
+        raise OptionError(f"a t-SNE map needs more than {TSNE_PERPLEXITY:g} test images, got "
+                          f"{min(tsne_samples, dataset.test.n)}", hint="raise --tsne-samples, or 0 to skip the map")
     sweeps = sweeps if sweeps is not None else (SLOW_SWEEPS if slow else FAST_SWEEPS)
     say = log or (lambda _msg: None)
     device_name = describe_device(resolve_device(device))
