@@ -194,7 +194,9 @@ def stop_helper(pool: Executor) -> None:
     workers = list((getattr(pool, "_processes", None) or {}).values())
     for process in workers:
         process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
+    # with its workers ended, the pool's manager thread stops at once: wait for it, or its exit
+    # races the interpreter's own (CPython 3.11 then prints an OSError from a closed pipe)
+    pool.shutdown(wait=bool(workers), cancel_futures=True)
 
 
 def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
