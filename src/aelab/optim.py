@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch.optim import Optimizer
 
@@ -117,21 +118,29 @@ class FSAdaGrad(Optimizer):
 
 def fsadagrad_step_(param: torch.Tensor, grad: torch.Tensor, variance: torch.Tensor, momentum: torch.Tensor, *,
                     lr: float, mu: float, nu: float, smoothed_count: float, unit_gain: bool = True,
-                    max_scale: float = 10.0) -> None:
+                    max_scale: float = 10.0, arrays: tuple[np.ndarray, ...] | None = None) -> None:
     """One FSAdaGrad step on one tensor, in place (the smoothed count already updated).
 
-    Contiguous float32 CPU tensors take one fused pass (``aelab.kernels``);
-    anything else, CUDA included, takes ``fsadagrad_reference_``'s PyTorch ops.
+    Contiguous float32 CPU tensors take one fused pass (``aelab.kernels``) on
+    their flat numpy views (``arrays``, when the caller made them once, else
+    made here); anything else, CUDA included, takes ``fsadagrad_reference_``'s
+    PyTorch ops.
     """
     scale = math.sqrt(smoothed_count)  # targetAdagradAvDenom (1.0) * sqrt(count)
     gain = (1.0 - mu) if unit_gain else 1.0
-    if param.dtype == torch.float32 and kernels.applies_to(param, grad, variance, momentum):
-        kernels.fsadagrad_(kernels.as_numpy(param).reshape(-1), kernels.as_numpy(grad).reshape(-1),
-                           kernels.as_numpy(variance).reshape(-1), kernels.as_numpy(momentum).reshape(-1),
-                           nu=nu, mu=mu, gain_scale=gain * scale, cap=max_scale / scale, lr=lr)
+    if arrays is None and param.dtype == torch.float32 and kernels.applies_to(param, grad, variance, momentum):
+        arrays = flat_arrays(param, grad, variance, momentum)
+    if arrays is not None:
+        kernels.fsadagrad_(*arrays, nu=nu, mu=mu, gain_scale=gain * scale, cap=max_scale / scale, lr=lr)
     else:
-        fsadagrad_reference_(param, grad, variance, momentum, lr=lr, mu=mu, nu=nu, scale=scale, gain=gain,
-                             max_scale=max_scale)
+        with torch.no_grad():
+            fsadagrad_reference_(param, grad, variance, momentum, lr=lr, mu=mu, nu=nu, scale=scale, gain=gain,
+                                 max_scale=max_scale)
+
+
+def flat_arrays(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Flat numpy views of contiguous CPU tensors (they share memory)."""
+    return tuple(kernels.as_numpy(t).reshape(-1) for t in tensors)
 
 
 def fsadagrad_reference_(param: torch.Tensor, grad: torch.Tensor, variance: torch.Tensor, momentum: torch.Tensor,
@@ -174,8 +183,7 @@ class FlatFSAdaGrad:
         # numpy views of the four buffers, made once: at minibatch 64 making them
         # every step costs half as much as the fused loop itself
         fused = param.dtype == torch.float32 and kernels.applies_to(param, param.grad)
-        self._arrays = tuple(kernels.as_numpy(t).reshape(-1) for t in
-                             (param, param.grad, self.variance, self.momentum)) if fused else None
+        self._arrays = flat_arrays(param, param.grad, self.variance, self.momentum) if fused else None
 
     def update(self, num_samples: int | None = None) -> None:
         s = self.settings
@@ -183,15 +191,9 @@ class FlatFSAdaGrad:
         mu = momentum_per_minibatch(s["momentum_time_constant"], n)
         nu = momentum_per_minibatch(s["variance_time_constant"], n)
         s["smoothed_count"] = nu * s["smoothed_count"] + (1.0 - nu) * n
-        if self._arrays is not None:
-            scale = math.sqrt(s["smoothed_count"])
-            gain = (1.0 - mu) if s["unit_gain"] else 1.0
-            kernels.fsadagrad_(*self._arrays, nu=nu, mu=mu, gain_scale=gain * scale, cap=s["max_scale"] / scale,
-                               lr=s["lr"])
-            return
-        with torch.no_grad():
-            fsadagrad_step_(self.param, self.param.grad, self.variance, self.momentum, lr=s["lr"], mu=mu, nu=nu,
-                            smoothed_count=s["smoothed_count"], unit_gain=s["unit_gain"], max_scale=s["max_scale"])
+        fsadagrad_step_(self.param, self.param.grad, self.variance, self.momentum, lr=s["lr"], mu=mu, nu=nu,
+                        smoothed_count=s["smoothed_count"], unit_gain=s["unit_gain"], max_scale=s["max_scale"],
+                        arrays=self._arrays)
 
     step = update
 
