@@ -611,7 +611,10 @@ def _log_labels(axis: Any, data: Sequence[np.ndarray], counts: bool) -> None:
 # t-SNE
 
 
-def tsne_2d(codes: Any, seed: int = 0, perplexity: float = 30.0, max_iter: int = 500) -> np.ndarray:
+TSNE_PERPLEXITY = 30.0  # scikit-learn's default; a map needs more points than this
+
+
+def tsne_2d(codes: Any, seed: int = 0, perplexity: float = TSNE_PERPLEXITY, max_iter: int = 500) -> np.ndarray:
     """Embed (n, d) codes in 2-D with scikit-learn's t-SNE; returns (n, 2) float32.
 
     Deterministic for a fixed ``seed``. ``perplexity`` must be below n.

@@ -38,7 +38,6 @@ EVAL_IMAGES = 50        # the tutorial looks at the first 50 test images
 # those 50 (reader_eval), so its digit pairs come from test images 50..99.
 PAIRS_OFFSET = 50
 TSNE_FILE = "tsne.png"
-TSNE_PERPLEXITY = 30.0  # plots.tsne_2d's default; t-SNE needs more points than that
 SAME_DIGIT = 6          # two 6s ...
 DIFFERENT_DIGITS = (3, 8)  # ... and a 3 against an 8
 
@@ -313,8 +312,8 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
         raise OptionError(f"--tsne-samples must be >= 0, got {tsne_samples}")
     out = ensure_dir(out)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    if tsne_samples > 0 and dataset.test.labels is not None and min(tsne_samples, dataset.test.n) <= TSNE_PERPLEXITY:
-        raise OptionError(f"a t-SNE map needs more than {TSNE_PERPLEXITY:g} test images, got "
+    if tsne_samples > 0 and dataset.test.labels is not None and min(tsne_samples, dataset.test.n) <= plots.TSNE_PERPLEXITY:
+        raise OptionError(f"a t-SNE map needs more than {plots.TSNE_PERPLEXITY:g} test images, got "
                           f"{min(tsne_samples, dataset.test.n)}", hint="raise --tsne-samples, or 0 to skip the map")
     sweeps = sweeps if sweeps is not None else (SLOW_SWEEPS if slow else FAST_SWEEPS)
     say = log or (lambda _msg: None)
