@@ -100,12 +100,13 @@ class ModelKind:
 
     name: str
     description: str
-    hidden: tuple[int, ...] = ()
-    channels: tuple[int, ...] = ()
-    conv_depth: int = 1
-    activation: str = "relu"
-    sparsity: float = 0.0
-    beta: float = 1.0
+    # a kind's defaults start from ModelConfig's own
+    hidden: tuple[int, ...] = ModelConfig.hidden
+    channels: tuple[int, ...] = ModelConfig.channels
+    conv_depth: int = ModelConfig.conv_depth
+    activation: str = ModelConfig.activation
+    sparsity: float = ModelConfig.sparsity
+    beta: float = ModelConfig.beta
 
     @property
     def dense(self) -> bool:
