@@ -364,3 +364,13 @@ def test_failed_write_leaves_the_old_checkpoint(ckpt: Path, trained, monkeypatch
     assert "No space left on device" in str(exc.value)
     monkeypatch.setattr(os, "fsync", real_fsync)
     _old_checkpoint_intact(ckpt, old_state, old_info)
+
+
+@pytest.mark.parametrize("field, value", [("code_size", float("inf")), ("input_shape", [float("-inf"), 28]),
+                                          ("hidden", [float("nan")])])
+def test_infinite_or_nan_sizes_in_config_json_are_refused(ckpt: Path, field: str, value) -> None:
+    """json writes inf as Infinity, which Python reads back; int(inf) raises OverflowError, not ValueError."""
+    info = _info(ckpt)
+    info["model"][field] = value
+    _write_info(ckpt, info)
+    _refused(ckpt, str(ckpt / CONFIG_FILE), "no valid model description")

@@ -129,7 +129,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
                                sparsity=raw.sparsity,
                                beta=raw.beta)
         model = build_model(mconfig)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf)
         raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e
     weights_path = folder / WEIGHTS_FILE
     try:

@@ -78,6 +78,6 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
                              optimizer_tensors=part("optimizer/"), optimizer_groups=meta["optimizer_groups"],
                              table=meta["table"], window={k: v.reshape(()) for k, v in part("window/").items()},
                              seconds=float(meta["seconds"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf)
         raise CheckpointError(f"the resume file is incomplete ({e})", path=path,
                               hint="delete it to start the run over") from e
