@@ -120,8 +120,70 @@ def test_fused_classification_error_is_cntks_first_maximum_rule():
     output[2, 700], output[2, 30] = 2.0, 2.0         # a tie between lanes
     output[3, 786] = 3.0                             # the maximum in the columns after the last full lane group
     output[4, 16], output[4, 32] = 5.0, 5.0          # a tie within one lane
-    expected = cntk_classification_error(output, target).double().sum().item()
-    assert kernels.classification_error_sum(output.numpy(), target.numpy()) == pytest.approx(expected, rel=1e-6)
+    output[5] = -output[5]                           # negative numbers
+    output[6] = 0.0
+    output[6, 3] = -0.0                              # -0 ties with 0: the first column wins
+    output[7, 100] = float("nan")                    # NaN is the maximum, as in PyTorch's max
+    output[8] = -1.0
+    output[8, 300] = float("inf")
+    expected = cntk_classification_error(output, target).double()
+    for row in range(12):
+        one = kernels.classification_error_sum(output[row:row + 1].numpy(), target[row:row + 1].numpy())
+        assert one == pytest.approx(expected[row].item(), rel=1e-6), row
+    assert kernels.classification_error_sum(output.numpy(), target.numpy()) == pytest.approx(expected.sum().item(),
+                                                                                             rel=1e-6)
+
+
+def ulps(value: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|value - exact| in units of the float32 spacing at ``exact``."""
+    return np.abs(value - exact) / np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+
+
+def test_the_loops_exp_and_log_are_within_about_an_ulp():
+    x = np.linspace(-87.3, 88.3, 1_000_001, dtype=np.float32)
+    assert ulps(kernels.exp(x), np.exp(x.astype(np.float64))).max() < 1.5
+    y = np.exp(np.random.default_rng(0).uniform(-87, 88, 1_000_000)).astype(np.float32)
+    y = np.concatenate([y, np.float32([1.0, 2.0, 0.5, np.sqrt(0.5), 1e-37, 3e38])])
+    assert ulps(kernels.log(y), np.log(y.astype(np.float64))).max() < 2.0
+
+
+def test_fused_output_layer_against_float64_over_extreme_logits_and_many_rows():
+    """Loss, outputs' gradient, bias gradient and metric of aelab.kernels.output_layer_ against float64
+    formulas, with logits below the floor, saturating ones, and more rows than one product holds."""
+    rng = np.random.default_rng(7)
+    n = 2 * kernels.PRODUCT_ROWS + 37
+    logits = (rng.normal(0, 1, (n, 300)) * rng.choice([1, 10, 100], (n, 300))).astype(np.float32)
+    logits[0, :5] = [-1e4, -88.0, 90.0, 1e4, 0.0]
+    target = rng.random((n, 300)).astype(np.float32)
+    bias = rng.normal(0, 1, 300).astype(np.float32)
+    scale = 0.25
+    z = np.maximum(logits.astype(np.float64) + bias, -87.0)
+    p = 1.0 / (1.0 + np.exp(-z))
+    exact_loss = ((1.0 - target) * z + np.logaddexp(0.0, -z)).sum()  # -(t log p + (1 - t) log(1 - p))
+    exact_delta = (p - target) * scale
+
+    work, bias_grad = logits.copy(), np.empty(300, dtype=np.float32)
+    loss, error = kernels.output_layer_(work, bias, target, -87.0, scale, bias_grad)
+    assert loss == pytest.approx(exact_loss, rel=1e-6)
+    np.testing.assert_allclose(work, exact_delta, rtol=0, atol=4e-7 * scale)
+    np.testing.assert_allclose(bias_grad, exact_delta.sum(axis=0), rtol=1e-5, atol=1e-5)
+    from aelab.metrics import cntk_classification_error
+    p32 = torch.sigmoid(torch.from_numpy(np.maximum(logits + bias, np.float32(-87.0))))
+    assert error == pytest.approx(cntk_classification_error(p32, torch.from_numpy(target)).double().sum().item(),
+                                  rel=1e-6)  # the same first maxima, ties at 1.0 included
+
+
+def test_fused_hidden_layer_loops_equal_pytorch():
+    g = torch.Generator().manual_seed(8)
+    h, bias = torch.randn(64, 33, generator=g), torch.randn(33, generator=g)
+    fused = h.clone()
+    kernels.bias_relu_(fused.numpy(), bias.numpy())
+    assert torch.equal(fused, (h + bias).relu())
+    delta, bias_grad = torch.randn(64, 33, generator=g), torch.empty(33)
+    expected = torch.ops.aten.threshold_backward(delta, fused, 0)
+    kernels.relu_backward_(delta.numpy(), fused.numpy(), bias_grad.numpy())
+    assert torch.equal(delta, expected)
+    torch.testing.assert_close(bias_grad, expected.sum(0), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["simple", "deep"])

@@ -3,12 +3,13 @@
 At minibatch 64 the engine's time goes to many small passes over memory,
 each a separate PyTorch call, rather than to arithmetic. These loops do in
 one pass what PyTorch does in several: the minibatch gather, the FSAdaGrad
-step, and the output layer's bias, clamp, loss terms, CNTK's classification
-error, delta and bias gradient. Each has a plain PyTorch twin that CUDA,
-other dtypes and multi-threaded runs use, and the tests
-(``tests/test_kernels.py``) hold the two to the same results.
+step, a hidden layer's bias and ReLU (and their backward pass), and the
+whole output layer: bias, clamp, sigmoid, loss, CNTK's classification
+error, delta and bias gradient. Matrix products stay with PyTorch (MKL).
+Each loop has a plain PyTorch twin that CUDA, other dtypes and the tests
+use, and ``tests/test_kernels.py`` holds the two to the same results.
 Compiled code is cached beside this file (or in numba's user cache), so
-only the first run in a fresh install pays the compilation (about a second).
+only the first run in a fresh install pays the compilation (a few seconds).
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ except ImportError:  # pragma: no cover - numba is a dependency; the engine stil
 # fastmath without "afn", "nnan" or "ninf": the loops may reorder and fuse arithmetic, but sqrt
 # and division stay exact IEEE operations and no value is assumed finite
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+# without reassociation, for the loops that evaluate exp and log: reassociating "x - k c1 - k c2"
+# undoes the split of ln 2 that keeps exp within an ulp (it measured 4.5 ulps). Their sums go into
+# per-column arrays instead, which vectorize without it.
+EXACT_FASTMATH = {"nsz", "arcp", "contract"}
 
 
 def available() -> bool:
@@ -30,10 +35,12 @@ def available() -> bool:
     return numba is not None
 
 
-def _jit(fn):
+def _jit(fn=None, *, fastmath=FASTMATH):
+    if fn is None:
+        return lambda f: _jit(f, fastmath=fastmath)
     if numba is None:  # pragma: no cover
         return fn
-    options = dict(fastmath=FASTMATH, error_model="numpy", boundscheck=False, nogil=True)
+    options = dict(fastmath=fastmath, error_model="numpy", boundscheck=False, nogil=True)
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # no writable cache folder (beside this file, nor numba's user cache): compile each run
@@ -65,88 +72,247 @@ def fsadagrad_(param: np.ndarray, grad: np.ndarray, variance: np.ndarray, moment
     _fsadagrad_loop(param, grad, variance, momentum, settings)
 
 
-LANES = 16  # one AVX-512 register of float32; the compiler turns the lane loop into vector compares
+if numba is not None:
+    from llvmlite import ir
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _float_bits(typingctx, x):
+        """The bits of a float32 as an int32 (a register move that the compiler can vectorize)."""
+        return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+
+    @intrinsic
+    def _bits_float(typingctx, x):
+        """The float32 whose bits an int32 holds."""
+        return types.float32(types.int32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
+
+    def _inline_jit(fn):
+        return numba.njit(inline="always", fastmath=EXACT_FASTMATH, error_model="numpy")(fn)
+else:  # pragma: no cover
+    def _inline_jit(fn):
+        return fn
+
+# numba's exp and log are scalar calls into libm, which stop the compiler from vectorizing a loop
+# (without Intel's SVML, which pip's llvmlite lacks): these are Cephes' expf and logf, written
+# with the operations that vectorize. Both are within a few float32 ulps (tests/test_kernels.py).
 
 
-@_jit
-def _classification_error_loop(output, target):  # pragma: no cover - runs compiled
-    n, d = output.shape
-    full = d - d % LANES
-    best = np.empty(LANES, dtype=output.dtype)
-    where = np.empty(LANES, dtype=np.int64)
-    total = 0.0
-    for i in range(n):
-        # the first maximum of the row: per lane the first maximum among its columns (strictly
-        # greater replaces), then the largest of the lanes, the smallest column among equals
-        for lane in range(LANES):
-            best[lane] = -np.inf
-            where[lane] = 0
-        for j in range(0, full, LANES):
-            for lane in range(LANES):
-                v = output[i, j + lane]
-                if v > best[lane]:
-                    best[lane] = v
-                    where[lane] = j + lane
-        top, at = best[0], where[0]
-        for lane in range(1, LANES):
-            if best[lane] > top or (best[lane] == top and where[lane] < at):
-                top, at = best[lane], where[lane]
-        for j in range(full, d):
-            if output[i, j] > top:
-                top, at = output[i, j], j
-        total += 1.0 - target[i, at]
-    return total
+@_inline_jit
+def _exp(x):  # pragma: no cover - runs compiled
+    """e^x for float32 x, clamped to [-87.3, 88.3] so that the result is a normal float."""
+    x = min(max(x, np.float32(-87.3)), np.float32(88.3))
+    k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))  # x = k ln2 + r, |r| <= ln2 / 2
+    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)  # ln2 in two parts: r stays exact
+    y = np.float32(1.9875691500e-4)
+    y = y * r + np.float32(1.3981999507e-3)
+    y = y * r + np.float32(8.3334519073e-3)
+    y = y * r + np.float32(4.1665795894e-2)
+    y = y * r + np.float32(1.6666665459e-1)
+    y = y * r + np.float32(5.0000001201e-1)
+    y = y * r * r + r + np.float32(1.0)
+    return y * _bits_float((np.int32(k) + np.int32(127)) << np.int32(23))  # times 2^k
 
 
-@_jit
-def _output_prologue_loop(z, bias, target, floor):  # pragma: no cover - runs compiled
-    total = 0.0
-    for i in range(z.shape[0]):
-        row = 0.0
-        for j in range(z.shape[1]):
-            v = z[i, j] + bias[j]
-            v = floor if v < floor else v  # NaN stays NaN, as in clamp_min
-            z[i, j] = v
-            row += (1.0 - target[i, j]) * v
-        total += row
-    return total
+@_inline_jit
+def _log(x):  # pragma: no cover - runs compiled
+    """The natural log of a normal, positive float32."""
+    bits = _float_bits(x)
+    e = (bits >> np.int32(23)) - np.int32(126)
+    m = _bits_float((bits & np.int32(0x7FFFFF)) | np.int32(0x3F000000))  # x = m 2^e, m in [1/2, 1)
+    low = m < np.float32(0.707106781186547524)  # move m into [sqrt(1/2), sqrt(2))
+    e = e - np.int32(1) if low else e
+    f = (m + m if low else m) - np.float32(1.0)
+    f2 = f * f
+    y = np.float32(7.0376836292e-2)
+    y = y * f + np.float32(-1.1514610310e-1)
+    y = y * f + np.float32(1.1676998740e-1)
+    y = y * f + np.float32(-1.2420140846e-1)
+    y = y * f + np.float32(1.4249322787e-1)
+    y = y * f + np.float32(-1.6668057665e-1)
+    y = y * f + np.float32(2.0000714765e-1)
+    y = y * f + np.float32(-2.4999993993e-1)
+    y = y * f + np.float32(3.3333331174e-1)
+    ef = np.float32(e)
+    y = y * f * f2 + ef * np.float32(-2.12194440e-4) - np.float32(0.5) * f2
+    return f + y + ef * np.float32(0.693359375)
 
 
-def output_prologue_(logits: np.ndarray, bias: np.ndarray, target: np.ndarray, floor: float) -> float:
-    """Add the output bias to ``logits`` and clamp them at ``floor``, in place; return sum((1 - t) z).
-
-    The loss of the tutorial is that sum minus sum(log sigmoid(z)) (``aelab.train.summed_bce``).
-    """
-    return float(_output_prologue_loop(logits, bias, target, logits.dtype.type(floor)))
+@_jit(fastmath=EXACT_FASTMATH)
+def _exp_loop(x, out):  # pragma: no cover - runs compiled
+    for i in range(x.size):
+        out[i] = _exp(x[i])
 
 
-@_jit
-def _output_epilogue_loop(p, target, bias_grad, scale):  # pragma: no cover - runs compiled
-    n, d = p.shape
+@_jit(fastmath=EXACT_FASTMATH)
+def _log_loop(x, out):  # pragma: no cover - runs compiled
+    for i in range(x.size):
+        out[i] = _log(x[i])
+
+
+def exp(x: np.ndarray) -> np.ndarray:
+    """The loops' e^x on a 1-D float32 array (for tests)."""
+    out = np.empty_like(x)
+    _exp_loop(x, out)
+    return out
+
+
+def log(x: np.ndarray) -> np.ndarray:
+    """The loops' natural log on a 1-D float32 array of positive normal numbers (for tests)."""
+    out = np.empty_like(x)
+    _log_loop(x, out)
+    return out
+
+
+@_inline_jit
+def _order_key(x):  # pragma: no cover - runs compiled
+    """An int32 that orders float32s as their values do, with -0 equal to +0 and a NaN (positive
+    sign) above everything, as in PyTorch's max. Integer maxima vectorize; float ones (NaN-aware) do not."""
+    bits = _float_bits(x)
+    sign = bits >> np.int32(31)  # -1 for negative numbers, 0 otherwise
+    return (bits ^ (sign & np.int32(0x7FFFFFFF))) - sign
+
+
+LANES = 16  # one AVX-512 register of int32
+
+
+@_inline_jit
+def _first_max(keys):  # pragma: no cover - runs compiled
+    """The index of the first maximum of ``keys``: the maximum, then a search in blocks of LANES."""
+    d = keys.size
+    top = np.int32(-2147483648)
     for j in range(d):
-        bias_grad[j] = 0.0
-    error = _classification_error_loop(p, target)
-    for i in range(n):
-        for j in range(d):
-            delta = (p[i, j] - target[i, j]) * scale
-            p[i, j] = delta
-            bias_grad[j] += delta
-    return error
+        top = max(top, keys[j])
+    full = d - d % LANES
+    for j in range(0, full, LANES):
+        hit = False
+        for lane in range(LANES):
+            hit |= keys[j + lane] == top
+        if hit:
+            for lane in range(LANES):
+                if keys[j + lane] == top:
+                    return j + lane
+    for j in range(full, d):
+        if keys[j] == top:
+            return j
+    return 0
 
 
-def output_epilogue_(output: np.ndarray, target: np.ndarray, bias_grad: np.ndarray, scale: float) -> float:
-    """From the sigmoid ``output``: return CNTK's classification error summed over the rows, turn
-    ``output`` into the gradient of the summed BCE by the logits, ``(output - target) * scale``, in
-    place, and write its column sums (the output bias's gradient) into ``bias_grad``."""
-    return float(_output_epilogue_loop(output, target, bias_grad, output.dtype.type(scale)))
+@_jit
+def _classification_error_loop(output, target, keys):  # pragma: no cover - runs compiled
+    total = 0.0
+    for i in range(output.shape[0]):
+        for j in range(output.shape[1]):
+            keys[j] = _order_key(output[i, j])
+        total += 1.0 - target[i, _first_max(keys)]
+    return total
 
 
 def classification_error_sum(output: np.ndarray, target: np.ndarray) -> float:
-    """``aelab.metrics.cntk_classification_error(output, target).sum()`` in one pass (2-D arrays).
+    """``aelab.metrics.cntk_classification_error(output, target).sum()`` for 2-D float32 arrays.
 
-    About three times faster than PyTorch's ``max(dim=1)`` and gather at minibatch 64.
+    CNTK's rule: per row, ``1 - target`` at the first column where ``output`` is largest.
     """
-    return float(_classification_error_loop(output, target))
+    keys = np.empty(output.shape[1], dtype=np.int32)
+    return float(_classification_error_loop(output, target, keys))
+
+
+PRODUCT_ROWS = 64  # rows whose factors in [1, 2] one float32 product holds: at most 2^64, far from overflow
+
+
+@_jit(fastmath=EXACT_FASTMATH)
+def _column_losses_total(columns, products):  # pragma: no cover - runs compiled
+    total = 0.0
+    for j in range(columns.size):
+        columns[j] += _log(products[j])
+    for j in range(columns.size):
+        total += columns[j]
+    return total
+
+
+@_jit(fastmath=EXACT_FASTMATH)
+def _output_layer_loop(z, bias, target, floor, scale, bias_grad, columns, products, keys):  # pragma: no cover
+    n, d = z.shape
+    for j in range(d):
+        bias_grad[j] = 0.0
+    loss = 0.0
+    error = 0.0
+    for i in range(n):
+        if i % PRODUCT_ROWS == 0:
+            if i:
+                loss += _column_losses_total(columns, products)
+            for j in range(d):
+                columns[j] = 0.0
+                products[j] = 1.0
+        for j in range(d):
+            v = z[i, j] + bias[j]
+            v = floor if v < floor else v  # NaN stays NaN, as in clamp_min
+            # p = sigmoid(v) and its BCE from q = e^-|v| in (0, 1], which cannot overflow:
+            # -(t log p + (1 - t) log(1 - p)) = (1 - t) v + max(-v, 0) + log(1 + q), and the
+            # logs of the 1 + q are taken once per column and PRODUCT_ROWS rows, of their product
+            q = _exp(-abs(v))
+            u = np.float32(1.0) + q
+            r = np.float32(1.0) / u
+            z[i, j] = r if v >= 0 else q * r
+            columns[j] += (np.float32(1.0) - target[i, j]) * v + max(-v, np.float32(0.0))
+            products[j] *= u
+        for j in range(d):  # a second loop over the row, still in the L1 cache: fewer arrays per loop vectorize better
+            p = z[i, j]
+            keys[j] = _order_key(p)
+            delta = (p - target[i, j]) * scale
+            z[i, j] = delta
+            bias_grad[j] += delta
+        error += 1.0 - target[i, _first_max(keys)]
+    return loss + _column_losses_total(columns, products), error
+
+
+def output_layer_(logits: np.ndarray, bias: np.ndarray, target: np.ndarray, floor: float, scale: float,
+                  bias_grad: np.ndarray) -> tuple[float, float]:
+    """The sigmoid output layer, forward and backward, in one pass over ``logits`` (n, d).
+
+    With ``p = sigmoid(max(logits + bias, floor))``, returns the tutorial's
+    loss (the binary cross-entropy of p against ``target``, summed over the
+    pixels and rows: ``aelab.train.summed_bce``) and CNTK's classification
+    error summed over the rows; turns ``logits`` into the loss's gradient by
+    them, ``(p - target) * scale``, in place, and writes its column sums (the
+    bias's gradient) into ``bias_grad``. PyTorch takes about fifteen passes.
+    """
+    columns, products = np.empty((2, logits.shape[1]), dtype=logits.dtype)
+    keys = np.empty(logits.shape[1], dtype=np.int32)
+    dtype = logits.dtype.type
+    loss, error = _output_layer_loop(logits, bias, target, dtype(floor), dtype(scale), bias_grad, columns, products,
+                                     keys)
+    return float(loss), float(error)
+
+
+@_jit
+def _bias_relu_loop(h, bias):  # pragma: no cover - runs compiled
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            v = h[i, j] + bias[j]
+            h[i, j] = 0.0 if v < 0.0 else v  # NaN stays NaN, as in relu_
+
+
+def bias_relu_(h: np.ndarray, bias: np.ndarray) -> None:
+    """A hidden layer's ``h = relu(h + bias)``, in place, in one pass (PyTorch: two calls)."""
+    _bias_relu_loop(h, bias)
+
+
+@_jit
+def _relu_backward_loop(delta, h, bias_grad):  # pragma: no cover - runs compiled
+    for j in range(delta.shape[1]):
+        bias_grad[j] = 0.0
+    for i in range(delta.shape[0]):
+        for j in range(delta.shape[1]):
+            d = delta[i, j] if h[i, j] > 0.0 else np.float32(0.0)
+            delta[i, j] = d
+            bias_grad[j] += d
+
+
+def relu_backward_(delta: np.ndarray, h: np.ndarray, bias_grad: np.ndarray) -> None:
+    """Back through a hidden layer's ReLU: zero ``delta`` where its output ``h`` is not positive,
+    in place, and write the column sums (the layer's bias gradient) into ``bias_grad``."""
+    _relu_backward_loop(delta, h, bias_grad)
 
 
 @_jit
@@ -176,8 +342,11 @@ def warm_up() -> None:
     gather_scaled(np.zeros((2, 3), dtype=np.uint8), np.arange(2), 0, 1, 1.0, np.empty((1, 3), dtype=np.float32))
     ones = np.ones((1, 3), dtype=np.float32)
     classification_error_sum(ones, ones)
-    output_prologue_(ones.copy(), ones[0], ones, -1.0)
-    output_epilogue_(ones.copy(), ones, ones[0].copy(), 1.0)
+    output_layer_(ones.copy(), ones[0], ones, -1.0, 1.0, ones[0].copy())
+    exp(ones[0])
+    log(ones[0])
+    bias_relu_(ones.copy(), ones[0])
+    relu_backward_(ones.copy(), ones, ones[0].copy())
 
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:

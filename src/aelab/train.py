@@ -151,13 +151,12 @@ class DenseBackprop:
         self.weights_t = [w.t() for w in self.weights]
         self.grads_t = [w.grad.t() for w in self.weights]
         self.grad_scale = grad_scale
-        # on the CPU in float32, the output layer's bias, clamp, loss terms, metric, delta and bias
-        # gradient take two fused passes (aelab.kernels) instead of about ten PyTorch calls
-        last = self.biases[-1]
-        self.fused = last.dtype == torch.float32 and kernels.applies_to(last, last.grad)
+        # on the CPU in float32, fused loops (aelab.kernels) replace about four PyTorch calls per
+        # layer, fifteen at the output: what most of a small minibatch's time went to
+        self.fused = all(p.dtype == torch.float32 and kernels.applies_to(p, p.grad) for p in self.biases)
         if self.fused:
-            self._last_bias = last.detach().numpy()
-            self._last_bias_grad = last.grad.numpy()
+            self._biases_np = [b.detach().numpy() for b in self.biases]
+            self._bias_grads_np = [b.grad.numpy() for b in self.biases]
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
@@ -167,6 +166,8 @@ class DenseBackprop:
         minibatch (tensors, or floats where the fused CPU loops computed
         them), and writes the gradients into the parameters' ``.grad``.
         """
+        if self.fused and all(t.dtype == torch.float32 and kernels.applies_to(t) for t in (inputs, target)):
+            return self._fused(inputs, target)
         activations = [inputs]
         h = inputs
         # w.t() is contiguous (see flatten_parameters); mm + add_ beats addmm's bias broadcast
@@ -174,28 +175,36 @@ class DenseBackprop:
             h = torch.mm(h, w_t).add_(b).relu_()
             activations.append(h)
         logits = torch.mm(h, self.weights_t[-1])
-        # the fused loops run on one thread: where PyTorch may use more (large minibatches), it wins
-        if self.fused and target.dtype == torch.float32 and target.is_contiguous() and torch.get_num_threads() == 1:
-            t = target.numpy()
-            loss_part = kernels.output_prologue_(logits.numpy(), self._last_bias, t, LOGIT_FLOOR)
-            output = torch.sigmoid(logits)
-            loss = loss_part - output.log().sum().item()  # summed_bce, as a float
-            metric = kernels.output_epilogue_(output.numpy(), t, self._last_bias_grad, self.grad_scale)
-            delta, done = output, 1  # the output layer's bias gradient is written
-        else:
-            logits.add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
-            output = torch.sigmoid(logits)
-            loss = summed_bce(logits, target, output)
-            metric = cntk_classification_error(output, target).sum()
-            delta, done = output.sub_(target), 0  # d loss / d logits for sigmoid + summed BCE
-            if self.grad_scale != 1.0:
-                delta.mul_(self.grad_scale)
+        logits.add_(self.biases[-1]).clamp_min_(LOGIT_FLOOR)
+        output = torch.sigmoid(logits)
+        loss = summed_bce(logits, target, output)
+        metric = cntk_classification_error(output, target).sum()
+        delta = output.sub_(target)  # d loss / d logits for sigmoid + summed BCE
+        if self.grad_scale != 1.0:
+            delta.mul_(self.grad_scale)
         for i in range(len(self.weights) - 1, -1, -1):
             torch.mm(activations[i].t(), delta, out=self.grads_t[i])
-            if i < len(self.weights) - done:
-                torch.sum(delta, dim=0, out=self.biases[i].grad)
+            torch.sum(delta, dim=0, out=self.biases[i].grad)
             if i > 0:
                 delta = torch.ops.aten.threshold_backward(delta.mm(self.weights[i]), activations[i], 0)
+        return loss, metric
+
+    def _fused(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+        """``__call__``'s work with the matrix products in PyTorch and the rest in aelab.kernels."""
+        activations = [inputs]
+        h = inputs
+        for w_t, b in zip(self.weights_t[:-1], self._biases_np[:-1]):
+            h = torch.mm(h, w_t)
+            kernels.bias_relu_(h.numpy(), b)
+            activations.append(h)
+        delta = torch.mm(h, self.weights_t[-1])  # the logits, which the next call turns into d loss / d logits
+        loss, metric = kernels.output_layer_(delta.numpy(), self._biases_np[-1], target.numpy(), LOGIT_FLOOR,
+                                             self.grad_scale, self._bias_grads_np[-1])
+        for i in range(len(self.weights) - 1, -1, -1):
+            torch.mm(activations[i].t(), delta, out=self.grads_t[i])
+            if i > 0:
+                delta = delta.mm(self.weights[i])
+                kernels.relu_backward_(delta.numpy(), activations[i].numpy(), self._bias_grads_np[i - 1])
         return loss, metric
 
 
@@ -344,6 +353,12 @@ class SweepStream:
 
     def next(self, size: int) -> torch.Tensor:
         """The next ``size`` images as float32 scaled to [0, 1]."""
+        sweep, offset = divmod(self.position, self.n)
+        if self._fused and offset + size <= self.n:  # within one sweep: straight from its order
+            out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
+            kernels.gather_scaled(self._images_np, self._shuffled_order(sweep), offset, size, 1.0 / 255.0, out.numpy())
+            self.position += size
+            return out
         parts = self.next_rows(size)
         if self._fused:
             out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
@@ -505,6 +520,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                           learning_rate=recipe.lr if recipe.optimizer == "fsadagrad" else None)
     loss_window = torch.zeros((), dtype=torch.float64, device=device)
     metric_window = torch.zeros((), dtype=torch.float64, device=device)
+    windows_np = (loss_window.numpy(), metric_window.numpy()) if device.type == "cpu" else None
     first, seconds_before = 0, 0.0
     if saved is not None:
         try:
@@ -558,8 +574,12 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                 inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
                 loss, metric = step(inputs, target)
                 optimizer.update(minibatch) if isinstance(optimizer, FlatFSAdaGrad) else optimizer.step()
-                loss_window += loss
-                metric_window += metric
+                if type(loss) is float:  # from the fused CPU loops: added through numpy, not a PyTorch call
+                    windows_np[0][()] += loss
+                    windows_np[1][()] += metric
+                else:
+                    loss_window += loss
+                    metric_window += metric
             done = k + 1
             if table.due(done) or done == total_minibatches:
                 check_finite(done)
