@@ -74,7 +74,7 @@ def fsadagrad_(param: np.ndarray, grad: np.ndarray, variance: np.ndarray, moment
 
 if numba is not None:
     from llvmlite import ir
-    from numba.core import types
+    from numba.core import cgutils, types
     from numba.extending import intrinsic
 
     @intrinsic
@@ -86,6 +86,23 @@ if numba is not None:
     def _bits_float(typingctx, x):
         """The float32 whose bits an int32 holds."""
         return types.float32(types.int32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
+
+    @intrinsic
+    def _prefetch(typingctx, array, row, column):
+        """Ask the CPU to start loading the cache line of ``array[row, column]`` (2-D): llvm.prefetch."""
+        def codegen(context, builder, sig, args):
+            array_type = sig.args[0]
+            view = context.make_array(array_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1], args[2]],
+                                               wraparound=False)
+            byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0i8")
+            # read, keep in all cache levels, data cache
+            builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                    ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+        return types.void(array, types.intp, types.intp), codegen
 
     def _inline_jit(fn):
         return numba.njit(inline="always", fastmath=EXACT_FASTMATH, error_model="numpy")(fn)
@@ -315,10 +332,18 @@ def relu_backward_(delta: np.ndarray, h: np.ndarray, bias_grad: np.ndarray) -> N
     _relu_backward_loop(delta, h, bias_grad)
 
 
+PREFETCH_ROWS = 4  # how far ahead the gather asks for rows: a random row is a miss in every cache
+
+
 @_jit
 def _gather_scaled_loop(images, rows, start, count, scale, out):  # pragma: no cover - runs compiled
     width = images.shape[1]
     for i in range(count):
+        if i + PREFETCH_ROWS < count:
+            ahead = rows[start + i + PREFETCH_ROWS]
+            for j in range(0, width, 64):  # each 64-byte line of the row, and its last byte's
+                _prefetch(images, ahead, j)
+            _prefetch(images, ahead, width - 1)
         r = rows[start + i]
         for j in range(width):
             out[i, j] = images[r, j] * scale
