@@ -114,7 +114,7 @@ def test_training_with_and_without_the_fused_loops_agrees(monkeypatch, kind):
 def test_fused_classification_error_is_cntks_first_maximum_rule():
     from aelab.metrics import cntk_classification_error
     g = torch.Generator().manual_seed(4)
-    output = torch.sigmoid(torch.randn(40, 787, generator=g) * 4)  # 787: not a multiple of the 16 lanes
+    output = torch.sigmoid(torch.randn(40, 787, generator=g) * 4)  # 787: not a multiple of any vector width
     target = torch.rand(40, 787, generator=g)
     output[1] = 1.0                                  # all tied: the first column wins
     output[2, 700], output[2, 30] = 2.0, 2.0         # a tie between lanes

@@ -190,29 +190,18 @@ def _order_key(x):  # pragma: no cover - runs compiled
     return (bits ^ (sign & np.int32(0x7FFFFFFF))) - sign
 
 
-LANES = 16  # one AVX-512 register of int32
-
-
 @_inline_jit
 def _first_max(keys):  # pragma: no cover - runs compiled
-    """The index of the first maximum of ``keys``: the maximum, then a search in blocks of LANES."""
-    d = keys.size
+    """The index of the first maximum of the int32 ``keys``: the maximum, then the smallest index
+    holding it, each a branch-free pass that vectorizes (an early-exit search does not)."""
+    d = np.int32(keys.size)
     top = np.int32(-2147483648)
-    for j in range(d):
+    for j in range(keys.size):
         top = max(top, keys[j])
-    full = d - d % LANES
-    for j in range(0, full, LANES):
-        hit = False
-        for lane in range(LANES):
-            hit |= keys[j + lane] == top
-        if hit:
-            for lane in range(LANES):
-                if keys[j + lane] == top:
-                    return j + lane
-    for j in range(full, d):
-        if keys[j] == top:
-            return j
-    return 0
+    first = d
+    for j in range(keys.size):
+        first = min(first, np.int32(j) if keys[j] == top else d)
+    return first
 
 
 @_jit

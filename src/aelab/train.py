@@ -157,6 +157,7 @@ class DenseBackprop:
         if self.fused:
             self._biases_np = [b.detach().numpy() for b in self.biases]
             self._bias_grads_np = [b.grad.numpy() for b in self.biases]
+        self._buffer_rows = 0
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
@@ -191,21 +192,33 @@ class DenseBackprop:
 
     def _fused(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
         """``__call__``'s work with the matrix products in PyTorch and the rest in aelab.kernels."""
+        outputs, deltas = self._buffers(inputs.shape[0])
         activations = [inputs]
         h = inputs
-        for w_t, b in zip(self.weights_t[:-1], self._biases_np[:-1]):
-            h = torch.mm(h, w_t)
+        for w_t, b, out in zip(self.weights_t[:-1], self._biases_np[:-1], outputs):
+            h = torch.mm(h, w_t, out=out)
             kernels.bias_relu_(h.numpy(), b)
             activations.append(h)
-        delta = torch.mm(h, self.weights_t[-1])  # the logits, which the next call turns into d loss / d logits
+        # the logits, which output_layer_ turns into d loss / d logits
+        delta = torch.mm(h, self.weights_t[-1], out=outputs[-1])
         loss, metric = kernels.output_layer_(delta.numpy(), self._biases_np[-1], target.numpy(), LOGIT_FLOOR,
                                              self.grad_scale, self._bias_grads_np[-1])
         for i in range(len(self.weights) - 1, -1, -1):
             torch.mm(activations[i].t(), delta, out=self.grads_t[i])
             if i > 0:
-                delta = delta.mm(self.weights[i])
+                delta = torch.mm(delta, self.weights[i], out=deltas[i - 1])
                 kernels.relu_backward_(delta.numpy(), activations[i].numpy(), self._bias_grads_np[i - 1])
         return loss, metric
+
+    def _buffers(self, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each layer's output and each hidden layer's delta for ``rows`` samples, made once: new
+        tensors of a large minibatch cost hundreds of page faults per step."""
+        if self._buffer_rows != rows:
+            widths = [w.shape[0] for w in self.weights]
+            self._outputs = [torch.empty(rows, width) for width in widths]
+            self._deltas = [torch.empty(rows, width) for width in widths[:-1]]
+            self._buffer_rows = rows
+        return self._outputs, self._deltas
 
 
 # sigmoid(-87) ~ 1.6e-38 is still a normal float32, so log(sigmoid(z)) stays finite;
@@ -351,24 +364,26 @@ class SweepStream:
             size -= take
         return parts
 
-    def next(self, size: int) -> torch.Tensor:
-        """The next ``size`` images as float32 scaled to [0, 1]."""
-        sweep, offset = divmod(self.position, self.n)
-        if self._fused and offset + size <= self.n:  # within one sweep: straight from its order
+    def next(self, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The next ``size`` images as float32 scaled to [0, 1]; on the CPU they may be written into
+        ``out`` (float32, (size, pixels)), which the training loop reuses: a fresh tensor of a large
+        minibatch costs page faults on every step."""
+        if not self._fused:
+            parts = self.next_rows(size)
+            rows = parts[0] if len(parts) == 1 else torch.cat(parts)
+            return self.images.index_select(0, rows).to(torch.float32).mul_(1.0 / 255.0)
+        if out is None:
             out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
+        sweep, offset = divmod(self.position, self.n)
+        if offset + size <= self.n:  # within one sweep: straight from its order
             kernels.gather_scaled(self._images_np, self._shuffled_order(sweep), offset, size, 1.0 / 255.0, out.numpy())
             self.position += size
             return out
-        parts = self.next_rows(size)
-        if self._fused:
-            out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
-            done = 0
-            for rows in parts:
-                kernels.gather_scaled(self._images_np, rows.numpy(), 0, len(rows), 1.0 / 255.0, out.numpy()[done:])
-                done += len(rows)
-            return out
-        rows = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return self.images.index_select(0, rows).to(torch.float32).mul_(1.0 / 255.0)
+        done = 0
+        for rows in self.next_rows(size):
+            kernels.gather_scaled(self._images_np, rows.numpy(), 0, len(rows), 1.0 / 255.0, out.numpy()[done:])
+            done += len(rows)
+        return out
 
 
 class TrainingInterrupted(AelabError):
@@ -540,6 +555,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         if log:
             log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
     stream = SweepStream(images, config.seed, start_sample=first * minibatch)
+    batch = torch.empty(minibatch, images.shape[1]) if device.type == "cpu" else None  # reused by stream.next
 
     def check_finite(k: int) -> None:
         loss_sum = loss_window.item()
@@ -570,7 +586,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             if graphed is not None:
                 graphed.run()  # what the lines below do, as one CUDA graph
             else:
-                target = stream.next(minibatch)
+                target = stream.next(minibatch, out=batch)
                 inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
                 loss, metric = step(inputs, target)
                 optimizer.update(minibatch) if isinstance(optimizer, FlatFSAdaGrad) else optimizer.step()
