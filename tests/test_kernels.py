@@ -97,6 +97,19 @@ def test_fused_gather_gives_the_pytorch_minibatches(monkeypatch):
         assert torch.equal(a, plain.next(10))
 
 
+def test_the_gather_writes_into_a_given_buffer_and_refuses_one_that_does_not_fit():
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (37, 11), dtype=np.uint8))
+    reference, stream = SweepStream(images, seed=3), SweepStream(images, seed=3)
+    buffer = torch.empty(10, 11)
+    for _ in range(9):  # across two sweep boundaries
+        assert stream.next(10, out=buffer) is buffer
+        assert torch.equal(buffer, reference.next(10))
+    for bad in (torch.empty(9, 11), torch.empty(10, 12), torch.empty(10, 11, dtype=torch.float64),
+                torch.empty(11, 10).t()):
+        with pytest.raises(ValueError, match="out must be"):
+            stream.next(10, out=bad)
+
+
 @pytest.mark.parametrize("kind", ["simple", "deep"])
 def test_training_with_and_without_the_fused_loops_agrees(monkeypatch, kind):
     data = small_mnist()

@@ -215,8 +215,8 @@ class DenseBackprop:
         tensors of a large minibatch cost hundreds of page faults per step."""
         if self._buffer_rows != rows:
             widths = [w.shape[0] for w in self.weights]
-            self._outputs = [torch.empty(rows, width) for width in widths]
-            self._deltas = [torch.empty(rows, width) for width in widths[:-1]]
+            self._outputs = [torch.empty(rows, width, dtype=torch.float32) for width in widths]
+            self._deltas = [torch.empty(rows, width, dtype=torch.float32) for width in widths[:-1]]
             self._buffer_rows = rows
         return self._outputs, self._deltas
 
@@ -374,6 +374,9 @@ class SweepStream:
             return self.images.index_select(0, rows).to(torch.float32).mul_(1.0 / 255.0)
         if out is None:
             out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
+        elif out.shape != (size, self.images.shape[1]) or out.dtype != torch.float32 or not kernels.applies_to(out):
+            raise ValueError(f"out must be a contiguous float32 CPU tensor of shape {(size, self.images.shape[1])}, "
+                             f"got {out.dtype} {tuple(out.shape)}")  # the loop writes without bounds checks
         sweep, offset = divmod(self.position, self.n)
         if offset + size <= self.n:  # within one sweep: straight from its order
             kernels.gather_scaled(self._images_np, self._shuffled_order(sweep), offset, size, 1.0 / 255.0, out.numpy())
@@ -555,7 +558,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         if log:
             log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
     stream = SweepStream(images, config.seed, start_sample=first * minibatch)
-    batch = torch.empty(minibatch, images.shape[1]) if device.type == "cpu" else None  # reused by stream.next
+    # reused by stream.next on the CPU
+    batch = torch.empty(minibatch, images.shape[1], dtype=torch.float32) if device.type == "cpu" else None
 
     def check_finite(k: int) -> None:
         loss_sum = loss_window.item()
