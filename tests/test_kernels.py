@@ -186,6 +186,14 @@ def test_fused_output_layer_against_float64_over_extreme_logits_and_many_rows():
                                   rel=1e-6)  # the same first maxima, ties at 1.0 included
 
 
+def test_a_nan_logit_makes_the_fused_loss_nan_so_that_training_stops():
+    logits, target = np.zeros((3, 20), dtype=np.float32), np.zeros((3, 20), dtype=np.float32)
+    logits[1, 5] = np.nan
+    bias_grad = np.empty(20, dtype=np.float32)
+    loss, _ = kernels.output_layer_(logits, np.zeros(20, dtype=np.float32), target, -87.0, 1.0, bias_grad)
+    assert math.isnan(loss) and np.isnan(logits[1, 5]) and np.isnan(bias_grad[5])
+
+
 def test_fused_hidden_layer_loops_equal_pytorch():
     g = torch.Generator().manual_seed(8)
     h, bias = torch.randn(64, 33, generator=g), torch.randn(33, generator=g)

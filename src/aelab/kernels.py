@@ -330,7 +330,7 @@ def _gather_scaled_loop(images, rows, start, count, scale, out):  # pragma: no c
     for i in range(count):
         if i + PREFETCH_ROWS < count:
             ahead = rows[start + i + PREFETCH_ROWS]
-            for j in range(0, width, 64):  # each 64-byte line of the row, and its last byte's
+            for j in range(0, width, 64):  # each 64-byte line of the (uint8) row, and its last byte's
                 _prefetch(images, ahead, j)
             _prefetch(images, ahead, width - 1)
         r = rows[start + i]
