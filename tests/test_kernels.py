@@ -130,9 +130,9 @@ def test_fused_classification_error_is_cntks_first_maximum_rule():
     output = torch.sigmoid(torch.randn(40, 787, generator=g) * 4)  # 787: not a multiple of any vector width
     target = torch.rand(40, 787, generator=g)
     output[1] = 1.0                                  # all tied: the first column wins
-    output[2, 700], output[2, 30] = 2.0, 2.0         # a tie between lanes
-    output[3, 786] = 3.0                             # the maximum in the columns after the last full lane group
-    output[4, 16], output[4, 32] = 5.0, 5.0          # a tie within one lane
+    output[2, 700], output[2, 30] = 2.0, 2.0         # a tie far apart: the first wins
+    output[3, 786] = 3.0                             # the maximum in the last column
+    output[4, 16], output[4, 32] = 5.0, 5.0          # a tie a vector width apart
     output[5] = -output[5]                           # negative numbers
     output[6] = 0.0
     output[6, 3] = -0.0                              # -0 ties with 0: the first column wins
