@@ -248,3 +248,28 @@ def test_bf16_inference_is_close_to_fp32_and_leaves_the_model_alone():
     for k, v in model.state_dict().items():  # the fast copy is a copy: same values, same memory layout
         assert torch.equal(v, before[k][0]) and v.stride() == before[k][1]
     assert all(not getattr(m, "inplace", False) for m in model.modules())
+
+
+def test_fp32_conv_inference_runs_channels_last_with_the_models_own_results():
+    """On the CPU, fp32 encode/decode/reconstruct/evaluate of a conv model run a channels-last copy
+    (faster convolutions): the same numbers up to float32 rounding, and the model itself untouched."""
+    from aelab.inference import computing_in, decode, encode, evaluate, reconstruct
+    model = build_model(model_config("conv", channels=(8, 16)), seed=0).eval()
+    before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    images = np.random.default_rng(1).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    x = torch.from_numpy(images.reshape(20, -1)).float()
+    with computing_in(model) as fast:
+        assert fast is not model and fast.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        codes, logits = model.encode(x), model.decode_logits(model.encode(x))
+    np.testing.assert_allclose(encode(model, images), codes.numpy(), rtol=1e-4, atol=1e-5)
+    pixels = torch.sigmoid(logits).reshape(20, 28, 28).numpy()
+    np.testing.assert_allclose(decode(model, codes.numpy()), pixels, atol=1e-5)
+    np.testing.assert_allclose(reconstruct(model, images), pixels, atol=1e-5)
+    mse = float(((torch.sigmoid(logits) - x / 255.0).double() ** 2).mean())
+    assert evaluate(model, images)["test_mse"] == pytest.approx(mse, rel=1e-4)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k][0]) and v.stride() == before[k][1]
+    dense = build_model(model_config("simple"), seed=0)
+    with computing_in(dense) as same:  # no convolutions: nothing to gain from a copy
+        assert same is dense

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model's training data, to learn the probability model when the checkpoint folder has "
                         "none cached (default: the bundled MNIST, if the model was trained on it)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the encoder's arithmetic: fp32 (default) or bf16, three to four times faster for "
+                   help="the encoder's arithmetic: fp32 (default) or bf16, more than twice as fast for "
                         "convolutional models on CPUs with bfloat16 units (AMX, AVX512-BF16); a few code numbers "
                         "land in a neighbouring quantiser bin, the PSNR stays the same")
 
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, when the checkpoint folder has no cached probability model")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the decoder's arithmetic: fp32 (default) or bf16, three to four times faster for "
+                   help="the decoder's arithmetic: fp32 (default) or bf16, about twice as fast for "
                         "convolutional models on CPUs with bfloat16 units; pixels a few grey levels at most from "
                         "fp32's; either decodes a file compressed with either")
 

@@ -865,7 +865,7 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
     ``data``: the model's training data, needed for ``table="checkpoint"``
     when the model was not trained on the bundled MNIST and the checkpoint
     folder holds no cached table. ``precision``: the encoder's arithmetic,
-    ``"fp32"`` or ``"bf16"`` (three to four times faster for convolutional
+    ``"fp32"`` or ``"bf16"`` (more than twice as fast for convolutional
     models on CPUs with bfloat16 units, a few code numbers in a neighbouring
     bin; see :func:`aelab.inference.computing_in`).
     Deterministic: the same images give the same bytes (on one machine, for
