@@ -273,3 +273,14 @@ def test_fp32_conv_inference_runs_channels_last_with_the_models_own_results():
     dense = build_model(model_config("simple"), seed=0)
     with computing_in(dense) as same:  # no convolutions: nothing to gain from a copy
         assert same is dense
+
+
+def test_conv_models_run_in_smaller_batches_and_bad_batch_sizes_are_refused():
+    from aelab.errors import OptionError
+    from aelab.inference import CONV_BATCH, DEFAULT_BATCH, default_batch_size
+    conv, dense = build_model(model_config("conv", channels=(8, 16)), seed=0), build_model(model_config("deep"), seed=0)
+    assert default_batch_size(conv) == CONV_BATCH < DEFAULT_BATCH == default_batch_size(dense)
+    images = np.zeros((3, 28, 28), dtype=np.uint8)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(OptionError, match="batch size"):
+            encode(conv, images, batch_size=bad)

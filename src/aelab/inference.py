@@ -16,7 +16,10 @@ import torch
 from .errors import DataError, OptionError
 from .metrics import cntk_classification_error, psnr_db
 
-DEFAULT_BATCH = 8192
+DEFAULT_BATCH = 8192  # images per batch for dense models
+# for models with convolutions: their activations for 512 images stay in the caches, and encoding and
+# decoding ran about 1.5 times faster than in batches of 8192 on our 2-core machine, in fp32 and bf16
+CONV_BATCH = 512
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -41,7 +44,7 @@ def computing_in(model: torch.nn.Module, precision: str = "fp32") -> Iterator[to
     either way.
     """
     if check_precision(precision) == "fp32":
-        cpu_conv = _device_of(model).type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        cpu_conv = _device_of(model).type == "cpu" and _has_convolutions(model)
         yield _channels_last_copy(model) if cpu_conv else model
         return
     with torch.autocast(_device_of(model).type, dtype=torch.bfloat16):
@@ -88,23 +91,34 @@ def as_pixel_rows(model: torch.nn.Module, images) -> torch.Tensor:
     return rows
 
 
-def _batches(rows: torch.Tensor, batch_size: int):
-    for start in range(0, rows.shape[0], batch_size):
-        yield rows[start:start + batch_size]
+def default_batch_size(model: torch.nn.Module) -> int:
+    """Images per batch for ``model``'s inference: CONV_BATCH with convolutions, else DEFAULT_BATCH."""
+    return CONV_BATCH if _has_convolutions(model) else DEFAULT_BATCH
+
+
+def _has_convolutions(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def _batches(rows: torch.Tensor, batch_size: int | None, model: torch.nn.Module):
+    size = default_batch_size(model) if batch_size is None else check_batch_size(batch_size)
+    for start in range(0, rows.shape[0], size):
+        yield rows[start:start + size]
 
 
 @torch.no_grad()
-def encode(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH, precision: str = "fp32") -> np.ndarray:
-    """Codes of ``images``: float32 array (n, code_size). ``precision``: see ``computing_in``."""
+def encode(model: torch.nn.Module, images, batch_size: int | None = None, precision: str = "fp32") -> np.ndarray:
+    """Codes of ``images``: float32 array (n, code_size). ``precision``: see ``computing_in``;
+    ``batch_size``: images per batch (default: ``default_batch_size(model)``)."""
     rows = as_pixel_rows(model, images)
     device = _device_of(model)
     with computing_in(model, precision) as m:
-        out = [m.encode(b.to(device, torch.float32)).float().cpu() for b in _batches(rows, batch_size)]
+        out = [m.encode(b.to(device, torch.float32)).float().cpu() for b in _batches(rows, batch_size, model)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.code_size), np.float32)
 
 
 @torch.no_grad()
-def decode(model: torch.nn.Module, codes, batch_size: int = DEFAULT_BATCH, precision: str = "fp32") -> np.ndarray:
+def decode(model: torch.nn.Module, codes, batch_size: int | None = None, precision: str = "fp32") -> np.ndarray:
     """Images decoded from ``codes`` (n, code_size): float32 (n, h, w) in [0, 1]. ``precision``: see
     ``computing_in``."""
     z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes, dtype=np.float32))
@@ -120,23 +134,23 @@ def decode(model: torch.nn.Module, codes, batch_size: int = DEFAULT_BATCH, preci
     h, w = _input_shape(model)
     device = _device_of(model)
     with computing_in(model, precision) as m:
-        out = [m.decode(b.to(device)).float().cpu() for b in _batches(z, batch_size)]
+        out = [m.decode(b.to(device)).float().cpu() for b in _batches(z, batch_size, model)]
     return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
 
 
 @torch.no_grad()
-def reconstruct(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+def reconstruct(model: torch.nn.Module, images, batch_size: int | None = None) -> np.ndarray:
     """``images`` encoded and decoded: float32 (n, h, w) in [0, 1]."""
     rows = as_pixel_rows(model, images)
     h, w = _input_shape(model)
     device = _device_of(model)
     with computing_in(model) as m:
-        out = [m(b.to(device, torch.float32)).cpu() for b in _batches(rows, batch_size)]
+        out = [m(b.to(device, torch.float32)).cpu() for b in _batches(rows, batch_size, model)]
     return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) -> dict:
+def evaluate(model: torch.nn.Module, images, batch_size: int | None = None) -> dict:
     """Reconstruction quality on ``images``.
 
     Returns ``test_error_pct`` (CNTK's classification_error averaged over the
@@ -151,7 +165,7 @@ def evaluate(model: torch.nn.Module, images, batch_size: int = DEFAULT_BATCH) ->
     device = _device_of(model)
     error = bce = se = 0.0
     with computing_in(model) as m:
-        for b in _batches(rows, batch_size):
+        for b in _batches(rows, batch_size, model):
             target = b.to(device, torch.float32) * (1.0 / 255.0)
             logits = m.decode_logits(m.encode(b.to(device, torch.float32)))
             output = torch.sigmoid(logits)
@@ -189,4 +203,5 @@ def knn_accuracy(model: torch.nn.Module, train_images, train_labels, test_images
                         np.asarray(test_labels), k=k)
 
 
-__all__ = ["encode", "decode", "reconstruct", "evaluate", "knn_accuracy", "image_stats", "format_image_stats"]
+__all__ = ["encode", "decode", "reconstruct", "evaluate", "default_batch_size", "knn_accuracy", "image_stats",
+           "format_image_stats"]
