@@ -86,7 +86,9 @@ def test_valid_handmade_file(tmp_path):
     (_valid_bytes()[:-1], "truncated"),
     (_valid_bytes() + b"\x00\x01", "2 unexpected bytes"),
     (b"\x00\x00\x0d\x01" + (2).to_bytes(4, "big") + bytes(7), "truncated"),  # 2 floats need 8 bytes
-    (b"\x00\x00\x08\x03" + (2**32 - 1).to_bytes(4, "big") * 3, "truncated"),  # absurd sizes
+    (b"\x00\x00\x08\x03" + (2**32 - 1).to_bytes(4, "big") * 3, "too large"),  # absurd sizes
+    # empty, but numpy refuses the shape: the fuzzer found it
+    (b"\x00\x00\x08\x04" + bytes(4) + (2**32 - 1).to_bytes(4, "big") * 3, "too large"),
 ])
 def test_damaged_files_raise_data_error(tmp_path, data, message):
     with pytest.raises(DataError, match=message) as info:

@@ -106,6 +106,10 @@ def parse_idx(data: bytes, path: str | os.PathLike | None = None) -> np.ndarray:
     expected = _product(dims) * dtype.itemsize  # Python ints: no overflow for absurd headers
     actual = len(data) - header_size
     shape_text = " x ".join(map(str, dims))
+    if _product([d for d in dims if d]) * dtype.itemsize > np.iinfo(np.intp).max:
+        # numpy refuses such a shape even when a zero dimension makes it empty
+        raise DataError(f"shape {shape_text} is too large for any array", path=path,
+                        hint="the header is damaged")
     if actual < expected:
         raise DataError(f"truncated: shape {shape_text} of {dtype.newbyteorder('=').name} needs "
                         f"{expected} bytes of values, the file has {actual}", path=path,
