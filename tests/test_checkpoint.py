@@ -374,3 +374,12 @@ def test_infinite_or_nan_sizes_in_config_json_are_refused(ckpt: Path, field: str
     info["model"][field] = value
     _write_info(ckpt, info)
     _refused(ckpt, str(ckpt / CONFIG_FILE), "no valid model description")
+
+
+def test_a_config_json_describing_a_huge_model_is_refused_before_allocating_it(ckpt: Path) -> None:
+    """Sizes in config.json that the weights do not have are found from shapes alone: building that
+    model first (a terabyte here) would exhaust memory, which the fuzz test hit."""
+    info = _info(ckpt)
+    info["model"]["input_shape"], info["model"]["code_size"] = [1000, 1000], 1_000_000
+    _write_info(ckpt, info)
+    _refused(ckpt, str(ckpt / WEIGHTS_FILE), "disagree")

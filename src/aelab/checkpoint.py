@@ -128,7 +128,10 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
                                channels=raw.channels, conv_depth=raw.conv_depth, activation=raw.activation,
                                sparsity=raw.sparsity,
                                beta=raw.beta)
-        model = build_model(mconfig)
+        # shapes only, no memory: a damaged config.json may describe a model of terabytes, which the
+        # weights' shapes refuse below before anything is allocated
+        with torch.device("meta"):
+            skeleton = build_model(mconfig)
     except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf)
         raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e
     weights_path = folder / WEIGHTS_FILE
@@ -140,7 +143,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointError("the weights do not match config.json (checksum differs): damaged, or from "
                               "another checkpoint", path=weights_path, hint="re-train or restore both files together")
     tensors = _parse_weights(blob, weights_path)
-    _check_tensors_fit(model, tensors, weights_path)
+    _check_tensors_fit(skeleton, tensors, weights_path)
+    model = build_model(mconfig)
     model.load_state_dict(tensors)
     return Checkpoint(model=model.to(device).eval(), model_config=mconfig, info=info, path=folder)
 
