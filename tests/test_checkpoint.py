@@ -367,9 +367,11 @@ def test_failed_write_leaves_the_old_checkpoint(ckpt: Path, trained, monkeypatch
 
 
 @pytest.mark.parametrize("field, value", [("code_size", float("inf")), ("input_shape", [float("-inf"), 28]),
-                                          ("hidden", [float("nan")])])
+                                          ("hidden", [float("nan")]),
+                                          ("input_shape", [2**28, 2**28])])  # storage size overflows int64
 def test_infinite_or_nan_sizes_in_config_json_are_refused(ckpt: Path, field: str, value) -> None:
-    """json writes inf as Infinity, which Python reads back; int(inf) raises OverflowError, not ValueError."""
+    """json writes inf as Infinity, which Python reads back; int(inf) raises OverflowError, not ValueError;
+    a size whose tensor's byte count overflows makes torch raise RuntimeError."""
     info = _info(ckpt)
     info["model"][field] = value
     _write_info(ckpt, info)

@@ -132,7 +132,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         # weights' shapes refuse below before anything is allocated
         with torch.device("meta"):
             skeleton = build_model(mconfig)
-    except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf)
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:
+        # OverflowError: int(inf); RuntimeError: torch refusing sizes whose storage would overflow
         raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e
     weights_path = folder / WEIGHTS_FILE
     try:
