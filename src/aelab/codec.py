@@ -956,12 +956,10 @@ def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, dat
     arithmetic, ``"fp32"`` or ``"bf16"`` (see :func:`encode_bytes`); the
     codes are exact either way, the pixels differ by a few grey levels at most.
     """
-    from .inference import check_precision, decode
+    from .inference import check_precision, decode_to_pixels
     check_precision(precision)
     ckpt, codes = _decode(blob, checkpoint, data, path)
-    pixels = decode(ckpt.model, codes, precision=precision) if len(codes) else \
-        np.zeros((0, *ckpt.model_config.input_shape), np.float32)
-    return np.clip(np.rint(pixels * np.float32(255)), 0, 255).astype(np.uint8)
+    return decode_to_pixels(ckpt.model, codes, precision=precision)
 
 
 # --- files ------------------------------------------------------------------------------------------
