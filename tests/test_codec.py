@@ -500,3 +500,28 @@ def test_cli_takes_the_precision(ckpt, images, tmp_path, capsys):
                  "--precision", "bf16"]) == 0
     with np.load(tmp_path / "a.npz") as z:
         assert z["images"].shape == images.shape
+
+
+def test_a_count_the_payload_cannot_hold_is_refused_before_decoding(ckpt, blob, images):
+    """A crafted header (valid checksums) claiming 4 billion images: refused at once as damage, not
+    after trying to allocate memory for them."""
+    assert codec._least_bits_per_image(codec.codec_table(ckpt, codec.DEFAULT_BITS)) > 8
+    for count in (2 ** 32 - 1, 10 * len(images)):
+        with pytest.raises(DataError, match="cannot be coded in a payload"):
+            codec.decode_bytes(_rewrite(blob, count=count), ckpt)
+
+
+def test_the_count_bound_never_refuses_a_real_file(ckpt, images):
+    """Down to a single image, the smallest payload, at every bit depth and with an embedded table of
+    near-identical images (whose components are almost certain)."""
+    same = np.repeat(images[:1], 40, axis=0)
+    same[1:, 0, 0] = 255
+    for bits in BITS_USED:
+        for quantiser in codec.QUANTISERS:
+            for subset in (images[:1], images):
+                blob = codec.encode_bytes(subset, ckpt, bits, quantiser=quantiser)
+                assert codec.decode_bytes(blob, ckpt).shape == subset.shape
+    for bits in (2, 7, 12, 16):
+        for table_images in (same, images[:1]):
+            blob = codec.encode_bytes(table_images, ckpt, bits, table="embedded")
+            assert codec.decode_bytes(blob, ckpt).shape == table_images.shape

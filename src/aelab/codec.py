@@ -763,21 +763,43 @@ def _decode_payload(payload: bytes, n: int, table: CodecTable, coder: str, path:
         if (symbols >= table.levels[None, :]).any():
             raise DataError("damaged .aez file: a symbol is out of range", path=path)
         return symbols
-    symbols = np.zeros((n, d), np.int32)
     if n == 0:
         if payload:
             raise DataError("damaged .aez file: a payload for no images", path=path)
-        return symbols
+        return np.zeros((0, d), np.int32)
     if len(payload) % 4:
         raise DataError("damaged .aez file: the payload is not whole 32-bit words", path=path)
+    if n * _least_bits_per_image(table) > 2 * (8 * len(payload) + 128):
+        raise DataError(f"damaged .aez file: {n:,} images cannot be coded in a payload of {len(payload):,} bytes "
+                        "(the header's count is wrong)", path=path)
     constriction = _constriction()
     try:
+        symbols = np.zeros((n, d), np.int32)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         for k, model in _coded_components(table):
             symbols[:, k] = decoder.decode(model, n)
     except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
         raise DataError(f"damaged .aez file: the payload does not decode ({e})", path=path) from e
+    except MemoryError as e:
+        raise DataError(f"the file holds {n:,} images, too many to decode in this machine's memory", path=path,
+                        hint="decompress it on a machine with more memory") from e
     return symbols
+
+
+def _least_bits_per_image(table: CodecTable) -> float:
+    """A lower bound on the range coder's bits per image under ``table``: every symbol costs at least
+    -log2 of its component's largest probability (raised a little for the coder's own rounding of the
+    probabilities). A range coder cannot beat the information content by more than its state (64
+    bits), so a header's count that needs more bits than the payload holds is damage, caught before
+    any memory is allocated for it."""
+    bits = 0.0
+    for k in range(table.code_size):
+        levels = int(table.levels[k])
+        row = table.freq[k, :levels].astype(np.float64)
+        if levels > 1 and row.sum() > 0:
+            largest = min(1.0, row.max() / row.sum() * 1.001 + 1e-5)
+            bits -= float(np.log2(largest))
+    return bits
 
 
 # --- the file ------------------------------------------------------------------------------------
