@@ -525,3 +525,44 @@ def test_the_count_bound_never_refuses_a_real_file(ckpt, images):
         for table_images in (same, images[:1]):
             blob = codec.encode_bytes(table_images, ckpt, bits, table="embedded")
             assert codec.decode_bytes(blob, ckpt).shape == table_images.shape
+
+
+# --- the range-ar coder ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ar_blob(ckpt, images, tiny_npz) -> bytes:
+    codec.codec_table(ckpt, 6, "transform", data=tiny_npz, predictive=True)  # learned once, cached in the folder
+    return codec.encode_bytes(images, ckpt, 6, coder="range-ar")
+
+
+def test_range_ar_decodes_to_the_same_images_as_the_range_coder(ckpt, images, ar_blob):
+    header = codec.read_header(ar_blob)
+    assert header.coder == "range-ar" and header.table == "checkpoint"
+    plain = codec.encode_bytes(images, ckpt, 6)
+    np.testing.assert_array_equal(codec.decode_bytes(ar_blob, ckpt), codec.decode_bytes(plain, ckpt))
+    np.testing.assert_array_equal(codec.decode_codes(ar_blob, ckpt), codec.decode_codes(plain, ckpt))
+    assert codec.encode_bytes(images, ckpt, 6, coder="range-ar") == ar_blob  # deterministic
+    one = codec.encode_bytes(images[:1], ckpt, 6, coder="range-ar")
+    np.testing.assert_array_equal(codec.decode_bytes(one, ckpt), codec.decode_bytes(plain, ckpt)[:1])
+
+
+def test_range_ar_tables_are_cached_beside_the_plain_ones(ckpt, tiny_npz):
+    from safetensors import safe_open
+    with safe_open(str(Path(ckpt) / codec.CACHE_FILE), framework="numpy") as f:
+        keys = set(f.keys())
+    assert "transform.ar6.predictor.w1" in keys and "transform.b6.freq" in keys and "transform.b4.freq" in keys
+    ar, plain = (codec.codec_table(ckpt, 6, "transform", predictive=p) for p in (True, False))
+    assert ar.predictor is not None and plain.predictor is None and ar.digest != plain.digest
+    np.testing.assert_array_equal(ar.step, plain.step)  # the same quantiser
+
+
+def test_range_ar_needs_the_checkpoints_table(ckpt, images, ar_blob):
+    from aelab.errors import OptionError
+    with pytest.raises(OptionError, match="table 'checkpoint'"):
+        codec.encode_bytes(images, ckpt, 6, coder="range-ar", table="embedded")
+    with pytest.raises(DataError, match="range-ar coder with an embedded table|does not fit the table mode"):
+        codec.decode_bytes(_rewrite(ar_blob, table=codec.TABLES["embedded"]), ckpt)
+    body = bytearray(ar_blob[codec.HEADER.size:])
+    body[len(body) // 2] ^= 0xFF
+    with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
+        codec.decode_bytes(_rewrite(ar_blob[:codec.HEADER.size] + bytes(body)), ckpt)

@@ -217,8 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
                    help="where the probability model lives: learned from the model's training codes and cached in "
                         "the checkpoint folder as codec.safetensors (default), or this set's own, stored in the file")
-    p.add_argument("--coder", choices=("range", "zlib"), default=None,
-                   help="entropy coder (default: range, with constriction; zlib without it)")
+    p.add_argument("--coder", choices=("range", "range-ar", "zlib"), default=None,
+                   help="entropy coder (default: range, with constriction; zlib without it); range-ar: the range "
+                        "coder on what an autoregressive predictor of each component from the earlier ones leaves, "
+                        "about 10%% fewer bytes, --table checkpoint only; its table is learned once per bit depth "
+                        "(about 15 s on 2 cores) and cached")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, to learn the probability model when the checkpoint folder has "
                         "none cached (default: the bundled MNIST, if the model was trained on it)")
@@ -686,7 +689,11 @@ def cmd_tsne(args) -> int:
 
 
 def cmd_compress(args) -> int:
-    from .codec import compress
+    from .codec import compress, has_cached_table
+    if args.coder == "range-ar" and args.table == "checkpoint" and not has_cached_table(
+            args.checkpoint, args.bits, args.quantiser, predictive=True):
+        print(f"Learning the range-ar coder's predictor for {args.bits} bits from the model's training codes "
+              "(once; about 15 seconds on 2 cores) ...", file=sys.stderr, flush=True)
     result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
                       table=args.table, coder=args.coder, data=args.data, precision=args.precision)
     print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "

@@ -1,0 +1,66 @@
+"""Tests for aelab.predictor: the codec's autoregressive predictor, exact in integer arithmetic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aelab.predictor import CLAMP, MAX_INPUT, Predictor, fit_predictor
+
+
+def _components(rng, n):
+    """Four integer components: the third is a nonlinear function of the first two (uncorrelated)."""
+    a, b = rng.integers(-20, 21, n), rng.integers(-5, 6, n)
+    c = (a * a) // 8 - 25 + b * np.sign(a) + rng.integers(-1, 2, n)
+    return np.stack([a, b, c, rng.integers(-3, 4, n)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    q = _components(rng, 4000)
+    return fit_predictor(q, hidden=64, epochs=20), q, _components(rng, 1000)
+
+
+def test_predictions_depend_on_earlier_components_only(fitted):
+    predictor, _, test = fitted
+    base = predictor.predict(test)
+    for k in range(test.shape[1]):
+        changed = test.copy()
+        changed[:, k:] = np.random.default_rng(k).integers(-MAX_INPUT, MAX_INPUT + 1, changed[:, k:].shape)
+        np.testing.assert_array_equal(predictor.predict(changed)[:, :k + 1], base[:, :k + 1])
+
+
+def test_predictions_are_the_same_integers_however_the_work_is_grouped(fitted):
+    """One image at a time and all at once use different BLAS blockings: exact arithmetic gives the
+    same integers, even at the extreme inputs, where the clamps keep every sum below 2**53."""
+    predictor, _, test = fitted
+    extreme = np.array([[MAX_INPUT, -MAX_INPUT, MAX_INPUT, -MAX_INPUT], [-MAX_INPUT] * 4, [MAX_INPUT] * 4])
+    rows = np.concatenate([test[:50], extreme])
+    together = predictor.predict(rows)
+    assert together.dtype == np.int64
+    one_by_one = np.concatenate([predictor.predict(rows[i:i + 1]) for i in range(len(rows))])
+    np.testing.assert_array_equal(together, one_by_one)
+    with pytest.raises(ValueError, match="out of range"):
+        predictor.predict(np.full((1, 4), MAX_INPUT + 1))
+
+
+def test_the_predictor_learns_what_earlier_components_say(fitted):
+    predictor, _, test = fitted
+    error = test - predictor.predict(test)
+    assert np.abs(error[:, 2]).mean() < 0.25 * np.abs(test[:, 2] - np.median(test[:, 2])).mean()
+    assert len(np.unique(predictor.predict(test)[:, 0])) == 1  # nothing to look back at
+
+
+def test_a_predictor_that_looks_ahead_or_could_lose_exactness_is_refused(fitted):
+    predictor = fitted[0]
+    fields = predictor.tensors()
+    peeking = dict(fields, w3=fields["w3"].copy())
+    peeking["w3"][0, 0] = 1  # prediction 0 may see nothing
+    with pytest.raises(ValueError, match="must not"):
+        Predictor(**peeking)
+    huge = dict(fields, w2=fields["w2"] * (1 << 30))
+    with pytest.raises(ValueError, match="exact"):
+        Predictor(**huge)
+    with pytest.raises(ValueError, match="shapes"):
+        Predictor(**dict(fields, b1=fields["b1"][:-1]))
+    assert CLAMP < 2.0 ** 53
