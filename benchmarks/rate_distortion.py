@@ -1,13 +1,15 @@
 """Rate-distortion: aelab's learned codec against PNG, JPEG and WebP on the MNIST test digits.
 
 For every aelab model x quantiser x bit depth (``aelab.codec``, probability
-tables from the model's training codes), and for PNG (lossless), JPEG and
+tables from the model's training codes; also the range-ar coder with the
+transform quantiser at ``--ar-bits``), and for PNG (lossless), JPEG and
 WebP (Pillow) at several qualities, each both as one file per image and as
 one tiled image of the whole set (so that per-file headers do not decide),
 it measures:
 
 - bytes per image (whole files: an .aez file's header included; for aelab
-  also "self-contained" bytes, with the probability table stored in the file);
+  also "self-contained" bytes, with the probability table stored in the file,
+  which range-ar cannot do);
 - PSNR in dB on [0, 1]: 10 log10(1 / MSE), one MSE over all pixels of the set
   (the definition of ``aelab.inference.evaluate``), on the decoded 8-bit images;
 - SSIM: scikit-image's ``structural_similarity`` (data_range=1, default 7x7
@@ -61,6 +63,8 @@ HEADLINE_MAX_LOSS_DB = 0.5
 QUICK_IMAGES = 1000
 DEFAULT_SWEEPS = 10.0
 QUICK_SWEEPS = 1.0
+AR_BITS = (5, 6, 7, 8)  # where the headline lies for our models; range-ar's table is learned per bit depth
+QUICK_AR_BITS = (7,)
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -73,6 +77,10 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one value")
     return values
+
+
+def _int_list_or_none(text: str) -> tuple[int, ...]:
+    return () if text.strip() == "none" else _int_list(text)
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -101,6 +109,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="aelab bit depths (default: 2,...,8)")
     p.add_argument("--quantisers", type=_name_list, default=QUANTISERS, metavar="LIST",
                    help="aelab quantisers (default: transform,uniform)")
+    p.add_argument("--ar-bits", type=_int_list_or_none, default=None, metavar="LIST",
+                   help="bit depths also measured with the range-ar coder (transform quantiser; its table takes "
+                        f"about 15 s to learn per bit depth; default: {','.join(map(str, AR_BITS))}, "
+                        f"with --quick {','.join(map(str, QUICK_AR_BITS))}; 'none' for none)")
     p.add_argument("--jpeg-qualities", type=_int_list, default=JPEG_QUALITIES, metavar="LIST")
     p.add_argument("--webp-qualities", type=_int_list, default=WEBP_QUALITIES, metavar="LIST")
     p.add_argument("--sweeps", type=float, default=DEFAULT_SWEEPS,
@@ -108,9 +120,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the default model is trained and kept (default: ~/.cache/aelab/benchmarks)")
     args = p.parse_args(argv)
+    if args.ar_bits is None:
+        args.ar_bits = QUICK_AR_BITS if args.quick else AR_BITS
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
-    for b in args.bits:
+    for b in (*args.bits, *args.ar_bits):
         if not codec.MIN_BITS <= b <= codec.MAX_BITS:
             p.error(f"bits must lie in {codec.MIN_BITS}..{codec.MAX_BITS}, got {b}")
     return args
@@ -276,27 +290,32 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
     say(f"  {model['label']}: {facts['kind']}, code size {facts['code_size']}, unquantised PSNR "
         f"{facts['unquantised_psnr_db']:.2f} dB")
     rows = []
-    for quantiser in args.quantisers:
-        for bits in args.bits:
-            start = time.perf_counter()
-            codec.codec_table(ckpt, bits, quantiser, data=args.train_data)  # learned once, then cached
-            facts["table_fit_seconds"][f"{quantiser}/{bits}"] = time.perf_counter() - start
-            blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=args.train_data)
-            decoded = codec.decode_bytes(blob, ckpt, data=args.train_data)
-            embedded = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, table="embedded")
-            row = _row("aelab", model["label"], f"{quantiser}, {bits} bits", len(blob) / n, decoded, images,
-                       model=model["label"], quantiser=quantiser, bits=bits,
-                       self_contained_bytes_per_image=len(embedded) / n,
-                       psnr_loss_db=facts["unquantised_psnr_db"] - psnr_db(decoded, images))
-            rows.append(row)
-            say(f"    {quantiser:9s} {bits:2d} bits: {row['bytes_per_image']:6.2f} B/img "
-                f"(self-contained {row['self_contained_bytes_per_image']:.2f}), PSNR {row['psnr_db']:.2f} dB, "
-                f"SSIM {row['ssim']:.3f}")
+    settings = [(q, b, "range") for q in args.quantisers for b in args.bits]
+    settings += [("transform", b, "range-ar") for b in args.ar_bits]
+    for quantiser, bits, coder in settings:
+        predictive = coder == "range-ar"
+        start = time.perf_counter()
+        codec.codec_table(ckpt, bits, quantiser, data=args.train_data, predictive=predictive)  # learned once, cached
+        facts["table_fit_seconds"][f"{quantiser}/{bits}" + ("/range-ar" if predictive else "")] = \
+            time.perf_counter() - start
+        blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=args.train_data)
+        decoded = codec.decode_bytes(blob, ckpt, data=args.train_data)
+        embedded = None if predictive else codec.encode_bytes(images, ckpt, bits, quantiser=quantiser,
+                                                              table="embedded")
+        name = f"{quantiser} + range-ar" if predictive else quantiser
+        row = _row("aelab", model["label"], f"{name}, {bits} bits", len(blob) / n, decoded, images,
+                   model=model["label"], quantiser=quantiser, coder=coder, bits=bits,
+                   self_contained_bytes_per_image=None if embedded is None else len(embedded) / n,
+                   psnr_loss_db=facts["unquantised_psnr_db"] - psnr_db(decoded, images))
+        rows.append(row)
+        contained = "-" if embedded is None else f"{row['self_contained_bytes_per_image']:.2f}"
+        say(f"    {name:20s} {bits:2d} bits: {row['bytes_per_image']:6.2f} B/img (self-contained {contained}), "
+            f"PSNR {row['psnr_db']:.2f} dB, SSIM {row['ssim']:.3f}")
     return rows, facts
 
 
 def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, data: Any,
-                  repeats: int = 3) -> dict:
+                  repeats: int = 3, coder: str = "range") -> dict:
     """Images per second of encode_bytes and decode_bytes (best of ``repeats``, tables cached,
     model loaded once), on the CPU, in fp32 (the default; the top-level numbers) and in bf16
     (``"bf16"``: its speeds, the PSNR of its round trip, and how far its pixels are from fp32's)."""
@@ -304,16 +323,18 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
     from aelab.checkpoint import load_checkpoint
     from aelab.metrics import psnr_db
     ckpt = load_checkpoint(model["path"])
-    result: dict = {"images": len(images), "model": model["label"], "setting": f"{quantiser}, {bits} bits",
+    setting = f"{quantiser} + range-ar, {bits} bits" if coder == "range-ar" else f"{quantiser}, {bits} bits"
+    result: dict = {"images": len(images), "model": model["label"], "setting": setting,
                     "torch_threads": torch.get_num_threads()}
     decoded, blobs = {}, {}
     for precision in ("fp32", "bf16"):
-        blob = blobs[precision] = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data,
-                                                     precision=precision)
+        blob = blobs[precision] = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder,
+                                                     data=data, precision=precision)
         enc, dec = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            again = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, data=data, precision=precision)
+            again = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=data,
+                                       precision=precision)
             enc.append(time.perf_counter() - start)
             start = time.perf_counter()
             decoded[precision] = codec.decode_bytes(blob, ckpt, data=data, precision=precision)
@@ -447,13 +468,14 @@ def plot(path: Path, aelab: list[dict], traditional: list[dict], head: dict, n: 
                         xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color="#777777", ha="right",
                         va="top")
     greens = ["#2ca02c", "#17becf", "#8c564b", "#9467bd", "#bcbd22", "#7f7f7f", "#d62728", "#1f77b4"]
-    series = sorted({(r["model"], r["quantiser"]) for r in aelab})
-    for i, (model, quantiser) in enumerate(series):
+    series = sorted({(r["model"], r["quantiser"], r["coder"]) for r in aelab})
+    for i, (model, quantiser, coder) in enumerate(series):
         pts = sorted((r["bytes_per_image"], r["psnr_db"], r["bits"]) for r in aelab
-                     if r["model"] == model and r["quantiser"] == quantiser)
+                     if (r["model"], r["quantiser"], r["coder"]) == (model, quantiser, coder))
         color = greens[i % len(greens)]
+        name = f"{quantiser} + range-ar" if coder == "range-ar" else quantiser
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, markersize=4, linewidth=1.8,
-                linestyle="-" if quantiser == "transform" else "--", label=f"aelab {model}, {quantiser}")
+                linestyle="-" if quantiser == "transform" else "--", label=f"aelab {model}, {name}")
         for x, y, b in pts:
             ax.annotate(str(b), (x, y), textcoords="offset points", xytext=(0, 5), fontsize=6.5, color=color,
                         ha="center")
@@ -505,9 +527,10 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         pick = next(r for r in aelab if _label(r) == head["aelab_setting"])
         model = next(m for m in models if m["label"] == pick["model"])
         # always on all 10,000 test images: a subset's per-call overheads would understate the rate
-        speed = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data)
+        speed = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data,
+                              coder=pick.get("coder", "range"))
 
-    rows = sorted(aelab, key=lambda r: (r["model"], r["quantiser"], r["bits"])) + traditional
+    rows = sorted(aelab, key=lambda r: (r["model"], r["quantiser"], r["coder"], r["bits"])) + traditional
     table = markdown_table(rows)
     paths = {"table": out / "table.md", "json": out / "results.json", "plot": out / "rate_distortion.png"}
     model_lines = "\n".join(

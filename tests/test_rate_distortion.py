@@ -28,7 +28,7 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     model = shutil.copytree(trained.folder, tmp_path / "model")  # the codec caches its tables there
     out = tmp_path / "rd"
     assert rd.main(["--limit", "30", "--checkpoint", str(model), "--train-data", str(tiny_npz), "--bits", "3,6",
-                    "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--out", str(out)]) == 0
+                    "--ar-bits", "6", "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     final = json.loads(lines[-1])
     head = final["headline"]
@@ -50,9 +50,14 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     kinds = {(r["codec"], r["variant"]) for r in results["rows"] if r["codec"] != "aelab"}
     assert kinds == {(c, v) for c in ("png", "jpeg", "webp") for v in ("per-image", "tiled")}
     aelab = [r for r in results["rows"] if r["codec"] == "aelab"]
-    assert {(r["quantiser"], r["bits"]) for r in aelab} == {(q, b) for q in ("transform", "uniform") for b in (3, 6)}
+    assert {(r["quantiser"], r["coder"], r["bits"]) for r in aelab} == \
+        {(q, "range", b) for q in ("transform", "uniform") for b in (3, 6)} | {("transform", "range-ar", 6)}
     for r in aelab:
-        assert r["bytes_per_image"] > 0 and 0 < r["ssim"] <= 1 and r["self_contained_bytes_per_image"] > 0
+        assert r["bytes_per_image"] > 0 and 0 < r["ssim"] <= 1
+        assert (r["self_contained_bytes_per_image"] is None) == (r["coder"] == "range-ar")
+    ar, plain = ([r for r in aelab if (r["coder"], r["bits"]) == (c, 6) and r["quantiser"] == "transform"][0]
+                 for c in ("range-ar", "range"))
+    assert ar["psnr_db"] == plain["psnr_db"]  # the same symbols, other bytes
     png = [r for r in results["rows"] if r["codec"] == "png"]
     assert all(r["psnr_db"] is None and r["ssim"] == pytest.approx(1.0) for r in png)  # lossless: inf -> null
     table = (out / "table.md").read_text()
