@@ -23,7 +23,10 @@ default 7, transform quantiser), this measures the ideal code length
 It writes ``study.md`` and ``study.json`` into ``--out``, prints the table and, last, one JSON object with the bytes per image of each
 and the headline ratio each would give against the benchmark's best
 traditional codec (from ``benchmarks/results/rate_distortion/results.json``).
-None of these is in the codec: see the README's Compression section.
+The codec's ``range-ar`` coder is the last of these with 256 units, in exact
+integer arithmetic (``aelab.predictor``); the study's float version, 1024 units
+by default, shows what a wider one would give. The others are not in the
+codec: see the README's Compression section.
 
     python benchmarks/entropy_study.py [--bits 7] [--epochs 20] [--hidden 1024]   # about 3 minutes
 """
