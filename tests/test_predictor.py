@@ -64,3 +64,16 @@ def test_a_predictor_that_looks_ahead_or_could_lose_exactness_is_refused(fitted)
     with pytest.raises(ValueError, match="shapes"):
         Predictor(**dict(fields, b1=fields["b1"][:-1]))
     assert CLAMP < 2.0 ** 53
+
+
+def test_a_component_that_never_varies_does_not_swamp_the_others():
+    """A dead code unit (always the same symbol) once blew up its input weights when folded into the
+    integer net, so every other weight rounded to 0 and nothing was predicted."""
+    rng = np.random.default_rng(1)
+    q = _components(rng, 4000)
+    q = np.concatenate([q[:, :1], np.zeros((len(q), 1), np.int64), q[:, 1:]], axis=1)  # a dead unit second
+    test = _components(rng, 1000)
+    test = np.concatenate([test[:, :1], np.zeros((len(test), 1), np.int64), test[:, 1:]], axis=1)
+    predictor = fit_predictor(q, hidden=64, epochs=20)
+    error = test - predictor.predict(test)
+    assert np.abs(error[:, 3]).mean() < 0.25 * np.abs(test[:, 3] - np.median(test[:, 3])).mean()

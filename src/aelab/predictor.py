@@ -161,7 +161,9 @@ def fit_predictor(q: np.ndarray, *, hidden: int = HIDDEN, epochs: int = EPOCHS, 
         bound = 1.0 / shape[1] ** 0.5
         weights.append(torch.nn.Parameter((torch.rand(shape, generator=generator) * 2 - 1) * bound))
     biases = [torch.nn.Parameter(torch.zeros(shape[0])) for shape in shapes]
-    scale = torch.tensor(q.std(axis=0) + 1e-6, dtype=torch.float32)
+    # at least one symbol: a component that hardly varies (or never: a dead code unit) would otherwise
+    # blow up its weights once folded into the integer net, and with them the scale of all the others
+    scale = torch.tensor(np.maximum(q.std(axis=0), 1.0), dtype=torch.float32)
     x = torch.tensor(q, dtype=torch.float32) / scale
 
     def forward(inputs):
