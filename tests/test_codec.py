@@ -566,3 +566,22 @@ def test_range_ar_needs_the_checkpoints_table(ckpt, images, ar_blob):
     body[len(body) // 2] ^= 0xFF
     with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
         codec.decode_bytes(_rewrite(ar_blob[:codec.HEADER.size] + bytes(body)), ckpt)
+
+
+def test_range_ar_decodes_in_chunks_of_images_alike(ckpt, images, ar_blob, monkeypatch):
+    whole = codec.decode_bytes(ar_blob, ckpt)
+    import aelab.predictor
+    monkeypatch.setattr(codec, "PREDICTOR_CHUNK", 7)
+    monkeypatch.setattr(aelab.predictor, "CHUNK", 11)
+    np.testing.assert_array_equal(codec.decode_bytes(ar_blob, ckpt), whole)
+    assert codec.encode_bytes(images, ckpt, 6, coder="range-ar") == ar_blob
+
+
+def test_range_ar_needs_a_code_of_two_numbers_or_more(tmp_path):
+    from aelab.checkpoint import save_checkpoint
+    from aelab.errors import OptionError
+    from aelab.models import build_model, model_config
+    config = model_config("simple", code_size=1)
+    folder = save_checkpoint(tmp_path / "one", build_model(config, seed=0), config)
+    with pytest.raises(OptionError, match="only one"):
+        codec.encode_bytes(np.zeros((2, 28, 28), np.uint8), folder, 4, coder="range-ar")

@@ -77,3 +77,19 @@ def test_a_component_that_never_varies_does_not_swamp_the_others():
     predictor = fit_predictor(q, hidden=64, epochs=20)
     error = test - predictor.predict(test)
     assert np.abs(error[:, 3]).mean() < 0.25 * np.abs(test[:, 3] - np.median(test[:, 3])).mean()
+
+
+def test_weights_whose_int64_sums_would_wrap_around_are_refused(fitted):
+    fields = fitted[0].tensors()
+    for w1 in (np.full_like(fields["w1"], 0), fields["w1"].copy()):
+        w1[-1, 0] = -2 ** 63  # abs() of this stays negative in int64
+        with pytest.raises(ValueError, match="exact"):
+            Predictor(**dict(fields, w1=w1))
+
+
+def test_chunks_of_images_give_the_same_predictions(fitted, monkeypatch):
+    import aelab.predictor
+    predictor, _, test = fitted
+    whole = predictor.predict(test)
+    monkeypatch.setattr(aelab.predictor, "CHUNK", 7)
+    np.testing.assert_array_equal(predictor.predict(test), whole)

@@ -70,6 +70,7 @@ import numpy as np
 from .checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from .errors import CheckpointError, DataError, OptionError, OutputError
 from .fileio import atomic_write, ensure_dir, write_bytes
+from .predictor import CHUNK as PREDICTOR_CHUNK
 from .predictor import Predictor, PredictorRun, fit_predictor
 
 __all__ = ["compress", "decompress", "encode_bytes", "decode_bytes", "decode_codes", "read_header",
@@ -519,6 +520,8 @@ def fit_predictive_table(codes: np.ndarray, table: CodecTable, **predictor_optio
     symbols = quantise(codes, table)
     if len(symbols) < 2:
         raise DataError(f"need at least two training codes to learn the predictor, got {len(symbols)}")
+    if table.code_size < 2:
+        raise OptionError("a predictor needs codes of at least two numbers", hint="use the range coder")
     zero = table.zero_symbols()
     q = symbols - zero
     predictor = fit_predictor(q, **predictor_options)
@@ -871,31 +874,33 @@ def _decode_payload(payload: bytes, n: int, table: CodecTable, coder: str, path:
     try:
         symbols = np.zeros((n, d), np.int32)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-        if table.predictor is None:
-            for k, model in _coded_components(table):
-                symbols[:, k] = decoder.decode(model, n)
-        else:
-            _decode_predicted(decoder, table, symbols)
+        for k, model in _coded_components(table):
+            symbols[:, k] = decoder.decode(model, n)
     except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
         raise DataError(f"damaged .aez file: the payload does not decode ({e})", path=path) from e
     except MemoryError as e:
         raise DataError(f"the file holds {n:,} images, too many to decode in this machine's memory", path=path,
                         hint="decompress it on a machine with more memory") from e
+    if table.predictor is not None:  # range-ar: those were the residuals
+        symbols = _symbols_from_residuals(symbols, table)
     return symbols
 
 
-def _decode_predicted(decoder: Any, table: CodecTable, symbols: np.ndarray) -> None:
-    """range-ar: component by component, the prediction from the components decoded so far, then
-    the residual, then the symbol ``(residual + zero + prediction) mod levels``, into ``symbols``."""
-    models = dict(_coded_components(table))
+def _symbols_from_residuals(residuals: np.ndarray, table: CodecTable) -> np.ndarray:
+    """range-ar's decoding: component by component, the prediction from the symbols so far, then the
+    symbol ``(residual + zero + prediction) mod levels``; in chunks of images (a prediction only looks
+    at its own image, and the arithmetic is exact, so chunks change nothing but the memory needed)."""
     zero = table.zero_symbols()
-    run = PredictorRun(table.predictor, len(symbols))
-    for k in range(table.code_size):
-        prediction = run.prediction(k)
-        if k in models:
-            residual = decoder.decode(models[k], len(symbols)).astype(np.int64)
-            symbols[:, k] = np.mod(residual + zero[k] + prediction, table.levels[k])
-        run.feed(k, symbols[:, k].astype(np.int64) - zero[k])
+    levels = np.maximum(table.levels, 1)
+    symbols = np.zeros(residuals.shape, np.int32)
+    for start in range(0, len(residuals), PREDICTOR_CHUNK):
+        stop = min(start + PREDICTOR_CHUNK, len(residuals))
+        run = PredictorRun(table.predictor, stop - start)
+        for k in range(table.code_size):
+            s = np.mod(residuals[start:stop, k].astype(np.int64) + zero[k] + run.prediction(k), levels[k])
+            symbols[start:stop, k] = s
+            run.feed(k, s - zero[k])
+    return symbols
 
 
 def _least_bits_per_image(table: CodecTable) -> float:
@@ -1020,6 +1025,9 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
         raise OptionError("the range-ar coder needs table 'checkpoint': its predictor is too large to embed",
                           hint="use --table checkpoint, or --coder range with --table embedded")
     ckpt = _checkpoint(checkpoint)
+    if coder == "range-ar" and ckpt.model_config.code_size < 2:
+        raise OptionError("the range-ar coder predicts each code number from the earlier ones, and this model's "
+                          "code has only one", hint="use --coder range")
     rows = as_pixel_rows(ckpt.model, images)
     h, w = ckpt.model_config.input_shape
     if rows.shape[0] >= 1 << 32:

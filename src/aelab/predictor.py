@@ -34,6 +34,7 @@ WEIGHT_BITS = 15    # weights are integers of at most 15 bits (plus sign)
 ACTIVATION_BITS = 12  # hidden activations are scaled to about 12 bits on the training codes ...
 CLAMP = float(1 << 20)  # ... and clamped at 20, so no sum can reach 2**53: exactness holds for any input
 MAX_INPUT = 1 << 16  # components are symbols minus the zero level: |q| < 2**16 at 16 bits
+CHUNK = 4096  # images per pass: a pass holds CHUNK x (2 H + d) float64 numbers (about 18 MB at H = 256)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,12 +72,15 @@ class Predictor:
         return h.digest()
 
     def predict(self, q: np.ndarray) -> np.ndarray:
-        """Predictions (int64 (n, d)) for components ``q`` (integers (n, d)), as a decoder gets them."""
-        run = PredictorRun(self, len(q))
+        """Predictions (int64 (n, d)) for components ``q`` (integers (n, d)), as a decoder gets them,
+        in chunks of CHUNK images (the arithmetic is exact: chunks change only the memory needed)."""
         out = np.empty(q.shape, np.int64)
-        for k in range(self.size):
-            out[:, k] = run.prediction(k)
-            run.feed(k, q[:, k])
+        for start in range(0, len(q), CHUNK):
+            chunk = q[start:start + CHUNK]
+            run = PredictorRun(self, len(chunk))
+            for k in range(self.size):
+                out[start:start + len(chunk), k] = run.prediction(k)
+                run.feed(k, chunk[:, k])
         return out
 
 
@@ -95,9 +99,12 @@ def _problem(p: Predictor) -> str | None:
     if (p.shifts < 0).any() or (p.shifts > 62).any():
         return "predictor shifts out of range"
     # every sum must stay exact in float64 for any input: the largest possible |sum| below 2**52
-    largest = [MAX_INPUT * np.abs(p.w1).sum(axis=1).astype(np.float64) + np.abs(p.b1),
-               CLAMP * np.abs(p.w2).sum(axis=1).astype(np.float64) + np.abs(p.b2),
-               CLAMP * np.abs(p.w3).sum(axis=1).astype(np.float64) + np.abs(p.b3) + 2.0 ** p.shifts[2]]
+    # (in float64 from the start: int64's abs and sums can wrap around)
+    w1, b1, w2, b2, w3, b3 = (a.astype(np.float64) for a in arrays[1:7])
+    if any(np.abs(a).max() >= 2.0 ** 52 for a in (w1, b1, w2, b2, w3, b3)):
+        return "predictor weights too large for exact arithmetic"
+    largest = [MAX_INPUT * np.abs(w1).sum(axis=1) + np.abs(b1), CLAMP * np.abs(w2).sum(axis=1) + np.abs(b2),
+               CLAMP * np.abs(w3).sum(axis=1) + np.abs(b3) + 2.0 ** p.shifts[2]]
     if any(a.max() >= 2.0 ** 52 for a in largest):
         return "predictor weights too large for exact arithmetic"
     g = p.degrees
