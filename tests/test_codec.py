@@ -211,6 +211,17 @@ def test_save_tables_packages_a_model(ckpt, images, blob, tiny_npz, tmp_path, mo
         codec.codec_table(folder, 3)
 
 
+def test_save_tables_packages_the_range_ar_tables_too(ckpt, images, tiny_npz, tmp_path, monkeypatch):
+    folder = Path(shutil.copytree(ckpt, tmp_path / "package", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    codec.save_tables(folder, bits=(6,), quantisers=("transform",), data=tiny_npz, predictive=True)
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
+    assert codec.has_cached_table(folder, 6, "transform", predictive=True)
+    assert not codec.has_cached_table(folder, 4, "transform", predictive=True)
+    blob = codec.encode_bytes(images, folder, 6, coder="range-ar")  # no training data needed either way
+    np.testing.assert_array_equal(codec.decode_bytes(blob, folder), codec.decode_bytes(
+        codec.encode_bytes(images, folder, 6), folder))
+
+
 # --- refusals ----------------------------------------------------------------------------------------------
 
 def test_another_models_file_is_refused(ckpt, images, blob, tmp_path):
