@@ -93,3 +93,17 @@ def test_chunks_of_images_give_the_same_predictions(fitted, monkeypatch):
     whole = predictor.predict(test)
     monkeypatch.setattr(aelab.predictor, "CHUNK", 7)
     np.testing.assert_array_equal(predictor.predict(test), whole)
+
+
+def test_the_encoders_whole_pass_equals_the_decoders_component_by_component_loop(fitted):
+    """The encoder multiplies whole (masked) matrices, the decoder only the units it newly can; exact
+    arithmetic must make them the same integers, or files would not decode."""
+    from aelab.predictor import PredictorRun
+    predictor, _, test = fitted
+    extreme = np.random.default_rng(5).integers(-MAX_INPUT, MAX_INPUT + 1, (20, test.shape[1]))
+    for q in (test, extreme):
+        run, loop = PredictorRun(predictor, len(q)), np.empty(q.shape, np.int64)
+        for k in range(q.shape[1]):
+            loop[:, k] = run.prediction(k)
+            run.feed(k, q[:, k])
+        np.testing.assert_array_equal(predictor.predict(q), loop)

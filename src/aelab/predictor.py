@@ -15,13 +15,16 @@ depends on components ``< k`` only, and a decoder can compute it once those are 
 It is trained in float32 and stored as integers: every weight and bias an integer, every scale a
 power of two. It is evaluated in float64 on integer values whose sums stay below 2**53, so each
 product and sum is exact in whatever order a BLAS library adds, and ``floor(x / 2**s)`` is exact
-too: the same integers on every machine. The encoder runs the same component-by-component loop as
-the decoder (:class:`PredictorRun`), so even the grouping of the work is the same.
+too: the same integers on every machine. So the encoder may compute all predictions in one pass
+of whole matrix products (:meth:`Predictor.predict`), while the decoder must go component by
+component (:class:`PredictorRun`): masked weights add exact zeros, and both give the same integers
+(the tests hold them to it).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -71,16 +74,41 @@ class Predictor:
             h.update(name.encode() + b"\0" + str(value.shape).encode() + b"\0" + value.astype("<i8").tobytes())
         return h.digest()
 
+    @cached_property
+    def _float(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v.astype(np.float64)) for k, v in self.tensors().items()}
+
+    @cached_property
+    def _steps(self) -> list[tuple]:
+        """Per component k: the slice of hidden units of degree k - 1 and the contiguous weight blocks
+        that compute them and prediction k."""
+        t = self._float
+        end = np.searchsorted(self.degrees, np.arange(self.size), side="right")  # units of degree <= g
+        steps = [(0, 0, None, None, None, None, None, t["b3"][0])]
+        for k in range(1, self.size):
+            g = k - 1
+            lo, hi = (int(end[g - 1]) if g else 0), int(end[g])
+            steps.append((lo, hi, t["w1"][lo:hi, :g + 1].T.contiguous(), t["b1"][lo:hi].clone(),
+                          t["w2"][lo:hi, :hi].T.contiguous(), t["b2"][lo:hi].clone(),
+                          t["w3"][k, :hi].contiguous(), t["b3"][k]))
+        return steps
+
     def predict(self, q: np.ndarray) -> np.ndarray:
-        """Predictions (int64 (n, d)) for components ``q`` (integers (n, d)), as a decoder gets them,
-        in chunks of CHUNK images (the arithmetic is exact: chunks change only the memory needed)."""
-        out = np.empty(q.shape, np.int64)
-        for start in range(0, len(q), CHUNK):
-            chunk = q[start:start + CHUNK]
-            run = PredictorRun(self, len(chunk))
-            for k in range(self.size):
-                out[start:start + len(chunk), k] = run.prediction(k)
-                run.feed(k, chunk[:, k])
+        """Predictions (int64 (n, d)) for components ``q`` (integers (n, d)), the encoder's way: all
+        at once, in whole matrix products (chunks of CHUNK images bound the memory)."""
+        values = np.asarray(q, dtype=np.int64)
+        if values.size and np.abs(values).max() > MAX_INPUT:
+            raise ValueError("predictor input out of range")
+        t = self._float
+        out = np.empty(values.shape, np.int64)
+        for start in range(0, len(values), CHUNK):
+            x = torch.from_numpy(values[start:start + CHUNK].astype(np.float64))
+            h = torch.addmm(t["b1"], x, t["w1"].T).clamp_(min=0).mul_(2.0 ** -int(self.shifts[0]))
+            h = torch.floor_(h).clamp_(max=CLAMP)
+            h = torch.addmm(t["b2"], h, t["w2"].T).clamp_(min=0).mul_(2.0 ** -int(self.shifts[1]))
+            h = torch.floor_(h).clamp_(max=CLAMP)
+            mu = torch.addmm(t["b3"], h, t["w3"].T)
+            out[start:start + len(x)] = _rounded(mu, int(self.shifts[2])).numpy()
         return out
 
 
@@ -115,18 +143,20 @@ def _problem(p: Predictor) -> str | None:
     return None
 
 
+def _rounded(mu: torch.Tensor, shift: int) -> torch.Tensor:
+    """int64 round(mu / 2**shift), halves up: exact for integer-valued float64 below 2**52."""
+    half = 2.0 ** (shift - 1) if shift > 0 else 0.0
+    return torch.floor((mu + half) * 2.0 ** -shift).to(torch.int64)
+
+
 class PredictorRun:
-    """The predictions for ``n`` images, component by component: ``prediction(k)`` once components
-    ``< k`` have been fed with ``feed``. Encoder and decoder both use this, in the same order."""
+    """The predictions for ``n`` images, the decoder's way: ``prediction(k)`` once components
+    ``< k`` have been fed with ``feed`` (each prediction computes the hidden units it newly can)."""
 
     def __init__(self, predictor: Predictor, n: int) -> None:
         self.p = predictor
-        t = {k: torch.from_numpy(v.astype(np.float64)) for k, v in predictor.tensors().items()}
-        self.w1, self.b1, self.w2, self.b2, self.w3, self.b3 = (t[k] for k in ("w1", "b1", "w2", "b2", "w3", "b3"))
-        self.scale = [2.0 ** -int(s) for s in predictor.shifts]
-        self.half = 2.0 ** (int(predictor.shifts[2]) - 1) if predictor.shifts[2] > 0 else 0.0
-        # units of degree g are end[g - 1] .. end[g] (end[-1] = 0)
-        self.end = np.searchsorted(predictor.degrees, np.arange(predictor.size), side="right")
+        self.steps = predictor._steps
+        self.scale = [2.0 ** -int(s) for s in predictor.shifts[:2]]
         self.x = torch.zeros(n, predictor.size, dtype=torch.float64)
         self.h1 = torch.zeros(n, len(predictor.degrees), dtype=torch.float64)
         self.h2 = torch.zeros_like(self.h1)
@@ -139,18 +169,17 @@ class PredictorRun:
 
     def prediction(self, k: int) -> np.ndarray:
         """int64 (n,): the prediction of component k; computes the hidden units of degree k - 1."""
+        lo, hi, w1t, b1, w2t, b2, w3, b3 = self.steps[k]
         if k == 0:
-            mu = self.b3[0].expand(self.x.shape[0])
+            mu = b3.expand(self.x.shape[0])
         else:
-            g = k - 1
-            lo, hi = (int(self.end[g - 1]) if g else 0), int(self.end[g])
             if hi > lo:
-                a1 = self.x[:, :g + 1] @ self.w1[lo:hi, :g + 1].T + self.b1[lo:hi]
-                self.h1[:, lo:hi] = torch.floor(a1.clamp_(min=0) * self.scale[0]).clamp_(max=CLAMP)
-                a2 = self.h1[:, :hi] @ self.w2[lo:hi, :hi].T + self.b2[lo:hi]
-                self.h2[:, lo:hi] = torch.floor(a2.clamp_(min=0) * self.scale[1]).clamp_(max=CLAMP)
-            mu = self.h2[:, :hi] @ self.w3[k, :hi] + self.b3[k]
-        return torch.floor((mu + self.half) * self.scale[2]).numpy().astype(np.int64)
+                a1 = torch.addmm(b1, self.x[:, :k], w1t).clamp_(min=0).mul_(self.scale[0])
+                self.h1[:, lo:hi] = torch.floor_(a1).clamp_(max=CLAMP)
+                a2 = torch.addmm(b2, self.h1[:, :hi], w2t).clamp_(min=0).mul_(self.scale[1])
+                self.h2[:, lo:hi] = torch.floor_(a2).clamp_(max=CLAMP)
+            mu = torch.addmv(b3.expand(self.x.shape[0]), self.h2[:, :hi], w3) if hi else b3.expand(self.x.shape[0])
+        return _rounded(mu, int(self.p.shifts[2])).numpy()
 
 
 def fit_predictor(q: np.ndarray, *, hidden: int = HIDDEN, epochs: int = EPOCHS, seed: int = 0,
