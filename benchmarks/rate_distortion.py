@@ -17,7 +17,8 @@ it measures:
 
 It writes ``table.md``, ``results.json`` and ``rate_distortion.png`` (PSNR
 against bytes per image, log x) into ``--out``, prints the table, the
-codec's speed and, as its last line, one JSON object whose ``headline`` is
+codec's speed at the headline setting (and, when that uses range-ar, the
+plain range coder's at the same setting) and, as its last line, one JSON object whose ``headline`` is
 ``{aelab_bytes_per_image, aelab_psnr_db, best_traditional_codec,
 best_traditional_bytes_per_image, ratio}``: for an aelab setting, the best
 traditional codec is the JPEG or WebP variant (per image or tiled, any
@@ -529,6 +530,8 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         # always on all 10,000 test images: a subset's per-call overheads would understate the rate
         speed = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data,
                               coder=pick.get("coder", "range"))
+        if pick.get("coder") == "range-ar":  # and the plain coder's, at the same setting, for comparison
+            speed["range"] = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data)
 
     rows = sorted(aelab, key=lambda r: (r["model"], r["quantiser"], r["coder"], r["bits"])) + traditional
     table = markdown_table(rows)
@@ -547,16 +550,18 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
     say("")
     say(table)
     say("")
-    if speed:
-        say(f"Speed ({speed['model']}, {speed['setting']}, {speed['images']:,} images, CPU, "
-            f"{speed['torch_threads']} torch threads, tables cached): compress "
-            f"{speed['compress_images_per_second']:,.0f} images/s, decompress "
-            f"{speed['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {speed['psnr_db']:.3f} dB); "
-            f"with --precision bf16: {speed['bf16']['compress_images_per_second']:,.0f} and "
-            f"{speed['bf16']['decompress_images_per_second']:,.0f} images/s (PSNR {speed['bf16']['psnr_db']:.3f} "
-            f"dB; its decoder's pixels at most {speed['bf16']['decoder_max_pixel_difference']} grey levels from "
-            f"fp32's; its encoder quantises {100 * speed['bf16']['encoder_changed_symbols']:.2f}% of components "
-            f"into another bin)")
+    for measured in (speed, (speed or {}).get("range")):
+        if not measured:
+            continue
+        say(f"Speed ({measured['model']}, {measured['setting']}, {measured['images']:,} images, CPU, "
+            f"{measured['torch_threads']} torch threads, tables cached): compress "
+            f"{measured['compress_images_per_second']:,.0f} images/s, decompress "
+            f"{measured['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {measured['psnr_db']:.3f} dB); "
+            f"with --precision bf16: {measured['bf16']['compress_images_per_second']:,.0f} and "
+            f"{measured['bf16']['decompress_images_per_second']:,.0f} images/s (PSNR "
+            f"{measured['bf16']['psnr_db']:.3f} dB; its decoder's pixels at most "
+            f"{measured['bf16']['decoder_max_pixel_difference']} grey levels from fp32's; its encoder quantises "
+            f"{100 * measured['bf16']['encoder_changed_symbols']:.2f}% of components into another bin)")
     say(f"Headline rule: {head['rule']}.")
     for label, h in per_model.items():
         if h.get("ratio") is not None:

@@ -42,6 +42,9 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
         {"model"}
     assert HEADLINE_KEYS <= set(results_per_model["model"])
     assert final["speed"]["compress_images_per_second"] > 0 and final["speed"]["same_bytes_twice"] is True
+    assert ("range" in final["speed"]) == ("range-ar" in head["aelab_setting"])  # plain coder's speed beside
+    if "range" in final["speed"]:
+        assert final["speed"]["range"]["setting"] == final["speed"]["setting"].replace(" + range-ar", "")
     assert final["speed"]["bf16"]["decompress_images_per_second"] > 0 and final["speed"]["bf16"]["same_bytes_twice"]
     for name in ("table.md", "results.json", "rate_distortion.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
