@@ -15,18 +15,18 @@ default 7, transform quantiser), this measures the ideal code length
   included;
 - ``energy context``: component k's histogram chosen by a bucket (of 8) of
   the mean squared size of components < k;
-- ``ar mean``: a masked MLP (MADE, 2 hidden layers) predicts each component
-  from the earlier ones; the residual ``symbol - round(prediction)`` is coded
-  with per-component histograms. The decoder can run it, component by
-  component, since it only looks back.
+- ``ar mean``: the range-ar coder's predictor (``aelab.predictor``: a MADE
+  with 2 hidden layers, in exact integer arithmetic) at ``--hidden`` units
+  predicts each component from the earlier ones; the residual ``symbol -
+  prediction`` is coded with per-component histograms (not wrapped around,
+  as the coder does, which changes little).
 
 It writes ``study.md`` and ``study.json`` into ``--out``, prints the table and, last, one JSON object with the bytes per image of each
 and the headline ratio each would give against the benchmark's best
 traditional codec (from ``benchmarks/results/rate_distortion/results.json``).
-The codec's ``range-ar`` coder is the last of these with 256 units, in exact
-integer arithmetic (``aelab.predictor``); the study's float version, 1024 units
-by default, shows what a wider one would give. The others are not in the
-codec: see the README's Compression section.
+The codec's ``range-ar`` coder is the last of these with 256 units; the
+study's default of 1024 shows what a wider one would give. The others are not
+in the codec: see the README's Compression section.
 
     python benchmarks/entropy_study.py [--bits 7] [--epochs 20] [--hidden 1024]   # about 3 minutes
 """
@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rate_distortion" / "results.json"
 OUT = Path(__file__).resolve().parent / "results" / "entropy_study"
@@ -118,42 +117,13 @@ def energy_context_logp(train_q, test_q, train_s, test_s, table, buckets: int = 
 
 
 def ar_mean_logp(train_q, test_q, hidden: int, epochs: int, seed: int = 0) -> np.ndarray:
-    """MADE regression of each component on the earlier ones; residual histograms per component."""
-    torch.manual_seed(seed)
-    d = train_q.shape[1]
-    degrees = torch.arange(hidden) % (d - 1)
-    masks = [(degrees[:, None] >= torch.arange(d)[None, :]).float(), (degrees[:, None] >= degrees[None, :]).float(),
-             (torch.arange(d)[:, None] > degrees[None, :]).float()]
-    layers = torch.nn.ModuleList([torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, hidden),
-                                  torch.nn.Linear(hidden, d)])
-
-    def net(x):
-        for i, (layer, mask) in enumerate(zip(layers, masks)):
-            x = torch.nn.functional.linear(x, layer.weight * mask, layer.bias)
-            x = torch.relu(x) if i < len(layers) - 1 else x
-        return x
-
-    scale = torch.tensor(train_q.std(axis=0) + 1e-6, dtype=torch.float32)
-    x_train = torch.tensor(train_q, dtype=torch.float32) / scale
-    x_test = torch.tensor(test_q, dtype=torch.float32) / scale
-    batches = (len(x_train) + 255) // 256
-    optimizer = torch.optim.Adam(layers.parameters(), 2e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches)
-    for _ in range(epochs):
-        order = torch.randperm(len(x_train))
-        for i in range(batches):
-            b = order[i * 256:(i + 1) * 256]
-            loss = ((net(x_train[b]) - x_train[b]) ** 2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    with torch.no_grad():
-        pred_train = (net(x_train) * scale).round().long().numpy()
-        pred_test = (net(x_test) * scale).round().long().numpy()
-    pred_train[:, 0] = pred_test[:, 0] = 0  # the first component has nothing to look back at
+    """The range-ar coder's predictor (``aelab.predictor``, exact integers) at width ``hidden``;
+    residual histograms per component."""
+    from aelab.predictor import fit_predictor
+    predictor = fit_predictor(train_q, hidden=hidden, epochs=epochs, seed=seed)
+    pred_train, pred_test = predictor.predict(train_q), predictor.predict(test_q)
     out = np.empty(test_q.shape)
-    for k in range(d):
+    for k in range(train_q.shape[1]):
         r_train, r_test = train_q[:, k] - pred_train[:, k], test_q[:, k] - pred_test[:, k]
         lo, hi = min(r_train.min(), r_test.min()), max(r_train.max(), r_test.max())
         counts = np.bincount(r_train - lo, minlength=hi - lo + 1).astype(np.float64) + 0.05

@@ -29,7 +29,7 @@ def test_the_ar_predictor_finds_what_earlier_components_say_and_histograms_canno
     rng = np.random.default_rng(0)
     train, test = _symbols(rng, 6000), _symbols(rng, 2000)
     assert abs(np.corrcoef(train.T)[0, 1]) < 0.05  # decorrelated, as the codec's components are
-    ar_bits = -study.ar_mean_logp(train, test, hidden=64, epochs=15).mean(axis=0)
+    ar_bits = -study.ar_mean_logp(train, test, hidden=64, epochs=30).mean(axis=0)
     lo = train.min(axis=0)
     histogram_bits = []  # per-component histograms of the same symbols, as the codec codes them now
     for k in range(2):
