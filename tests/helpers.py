@@ -1,4 +1,7 @@
-"""Small datasets for fast tests."""
+"""Small datasets for fast tests, and loading the benchmark scripts."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 from aelab.data import Dataset, Split, load_dataset
@@ -26,3 +29,12 @@ def synthetic(h: int = 8, w: int = 6, n_train: int = 200, n_test: int = 40, clas
         return Split(rng.integers(0, 256, size=(n, h, w), dtype=np.uint8), rng.integers(0, classes, size=n))
     return Dataset(name="synthetic", train=split(n_train), test=split(n_test), sha256="0" * 64, files={},
                    num_classes=classes)
+
+
+def benchmark_script(name: str):
+    """benchmarks/NAME.py loaded as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

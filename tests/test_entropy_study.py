@@ -1,21 +1,14 @@
 """benchmarks/entropy_study.py: its probability models measure what they claim, on synthetic symbols."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "entropy_study.py"
+from helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("entropy_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("entropy_study")
 
 
 def _symbols(rng, n):

@@ -1,26 +1,21 @@
 """benchmarks/rate_distortion.py on a very small subset with the tiny trained checkpoint."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import benchmark_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rate_distortion.py"
 HEADLINE_KEYS = {"aelab_bytes_per_image", "aelab_psnr_db", "best_traditional_codec",
                  "best_traditional_bytes_per_image", "ratio"}
 
 
 @pytest.fixture(scope="module")
 def rd():
-    spec = importlib.util.spec_from_file_location("rate_distortion", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("rate_distortion")
 
 
 def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
