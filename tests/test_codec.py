@@ -596,3 +596,21 @@ def test_range_ar_needs_a_code_of_two_numbers_or_more(tmp_path):
     folder = save_checkpoint(tmp_path / "one", build_model(config, seed=0), config)
     with pytest.raises(OptionError, match="only one"):
         codec.encode_bytes(np.zeros((2, 28, 28), np.uint8), folder, 4, coder="range-ar")
+
+
+def test_cli_range_ar_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path, capsys):
+    folder = Path(shutil.copytree(ckpt, tmp_path / "model", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    aez = tmp_path / "d.aez"
+    args = ["compress", str(tiny_npz), "--checkpoint", str(folder), "-o", str(aez), "--bits", "5",
+            "--coder", "range-ar", "--data", str(tiny_npz)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "Learning the range-ar coder's predictor for 5 bits" in out.err and "range-ar coder" in out.out
+    assert main(args) == 0  # cached now: nothing to say
+    assert "Learning" not in capsys.readouterr().err
+    assert main(["decompress", str(aez), "--checkpoint", str(folder), "-o", str(tmp_path / "o.npz")]) == 0
+    assert "Learning" not in capsys.readouterr().err
+    other = Path(shutil.copytree(ckpt, tmp_path / "other", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    assert main(["decompress", str(aez), "--checkpoint", str(other), "-o", str(tmp_path / "p.npz"),
+                 "--data", str(tiny_npz)]) in (0, 2)  # learned again: the same predictor or a clear refusal
+    assert "Learning the range-ar coder's predictor for 5 bits" in capsys.readouterr().err

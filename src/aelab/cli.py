@@ -688,12 +688,17 @@ def cmd_tsne(args) -> int:
     return 0
 
 
-def cmd_compress(args) -> int:
-    from .codec import compress, has_cached_table
-    if args.coder == "range-ar" and args.table == "checkpoint" and not has_cached_table(
-            args.checkpoint, args.bits, args.quantiser, predictive=True):
-        print(f"Learning the range-ar coder's predictor for {args.bits} bits from the model's training codes "
+def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str) -> None:
+    from .codec import has_cached_table
+    if not has_cached_table(checkpoint, bits, quantiser, predictive=True):
+        print(f"Learning the range-ar coder's predictor for {bits} bits from the model's training codes "
               "(once; about 15 seconds on 2 cores) ...", file=sys.stderr, flush=True)
+
+
+def cmd_compress(args) -> int:
+    from .codec import compress
+    if args.coder == "range-ar" and args.table == "checkpoint":
+        _say_if_learning_the_predictor(args.checkpoint, args.bits, args.quantiser)
     result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
                       table=args.table, coder=args.coder, data=args.data, precision=args.precision)
     print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
@@ -703,12 +708,24 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .codec import decompress
+    from .codec import decompress, read_header
+    header = _header_or_none(args.input, read_header)
+    if header is not None and header.coder == "range-ar":
+        _say_if_learning_the_predictor(args.checkpoint, header.bits, header.quantiser)
     result = decompress(args.input, args.checkpoint, args.output, data=args.data, precision=args.precision)
     what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
             "idx.gz": "a gzipped IDX file"}[result["format"]]
     print(f"Decompressed {result['count']} images to {what}: {result['path']}")
     return 0
+
+
+def _header_or_none(path, read_header):
+    """The file's header, or None when it cannot be read: decompress then says what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            return read_header(f.read(), path)
+    except Exception:  # noqa: BLE001 - only to decide on a message; the real error comes from decompress
+        return None
 
 
 def cmd_bench(args) -> int:

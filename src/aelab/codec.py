@@ -1076,7 +1076,10 @@ def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any) -> tuple[Checkpo
             raise CheckpointError(
                 f"the checkpoint's {header.quantiser} {header.bits}-bit probability table ({tab.digest.hex()}) is "
                 f"not the one the file was made with ({header.table_digest})", path=ckpt.path,
-                hint=f"use the checkpoint folder that compressed the file, with its {CACHE_FILE}")
+                hint=f"use the checkpoint folder that compressed the file, with its {CACHE_FILE} (for a shipped "
+                     f"model: the compressing machine's {_user_cache_file(fp)}); a table learned again "
+                     "elsewhere can differ" + (", and a range-ar predictor almost surely does" if header.coder == "range-ar"
+                                               else ""))
     symbols = _decode_payload(body[header.table_bytes:], header.count, tab, header.coder, path)
     if _symbols_crc(symbols) != header.symbols_crc32:
         raise DataError("the decoded symbols fail their checksum: the file's entropy coder does not match this "
