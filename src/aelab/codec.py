@@ -103,7 +103,7 @@ _TABLE_NAMES = {v: k for k, v in TABLES.items()}
 # the probability tables of table="checkpoint" hold integer frequencies of this total (about)
 _FREQ_SCALE = 1 << 24
 _CACHE_FORMAT = "aelab-codec-tables"
-_CACHE_VERSION = "2"   # bump when the fitting algorithm changes: older caches are then rebuilt (2: range-ar)
+_CACHE_VERSION = "1"   # bump when the fitting algorithm changes: older caches are then rebuilt
 
 _training_codes_memo: dict[tuple[str, str], np.ndarray] = {}
 _table_memo: dict[tuple, "CodecTable"] = {}
