@@ -59,6 +59,10 @@ class Predictor:
         problem = _problem(self)
         if problem:
             raise ValueError(problem)
+        for name in ("degrees", "w1", "b1", "w2", "b2", "w3", "b3", "shifts"):  # frozen, as the table's digest
+            value = np.array(getattr(self, name), dtype=np.int64, copy=True)
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
 
     @property
     def size(self) -> int:
