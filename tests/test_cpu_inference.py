@@ -72,3 +72,15 @@ def test_decode_to_pixels_rounds_the_decoded_probabilities_to_grey_levels():
         assert pixels.dtype == np.uint8 and pixels.shape == (7, 28, 28)
         np.testing.assert_array_equal(pixels, np.clip(np.rint(decode(model, codes) * np.float32(255)), 0, 255))
         assert decode_to_pixels(model, np.zeros((0, 32), np.float32)).shape == (0, 28, 28)
+
+
+def test_grey_transposed_conv_keeps_float64_and_adds_bf16_taps_in_float32():
+    torch.manual_seed(1)
+    conv = torch.nn.ConvTranspose2d(4, 1, 3, stride=2, padding=1, output_padding=1).double()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        got = GreyTransposedConv(conv)(x)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, conv(x), rtol=0, atol=1e-12)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert GreyTransposedConv(conv.float())(x.float()).dtype == torch.float32

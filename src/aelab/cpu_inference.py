@@ -105,7 +105,10 @@ class GreyTransposedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        t = (self.taps @ x.permute(0, 2, 3, 1).reshape(-1, c).T).float().view(3, 3, n, h, w)  # t[ky, kx]
+        t = self.taps @ x.permute(0, 2, 3, 1).reshape(-1, c).T
+        if t.dtype in (torch.bfloat16, torch.float16):  # autocast: add the taps in float32
+            t = t.float()
+        t = t.view(3, 3, n, h, w)  # t[ky, kx]
         out = t.new_empty(n, h, 2, w, 2)  # (image, row, row phase, column, column phase)
         out[:, :, 0, :, 0] = t[1, 1]
         even_odd = out[:, :, 0, :, 1]
@@ -123,7 +126,7 @@ class GreyTransposedConv(nn.Module):
         ph, pw = self.output_padding  # 0: the last row/column lies beyond the output
         if ph == 0 or pw == 0:
             out = out[:, :, :2 * h - 1 + ph, :2 * w - 1 + pw]
-        return out + self.bias.float()
+        return out + self.bias.to(out.dtype)
 
 
 def _is_grey_transposed_conv(module: nn.Module) -> bool:
