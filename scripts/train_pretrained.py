@@ -13,6 +13,9 @@ and denoised test images) and exported with those metrics into
 src/aelab/pretrained/<name>/ (model.safetensors + config.json).
 On the same machine and thread count a re-run reproduces the weights bit for
 bit; elsewhere, floating-point summation order may move the last digits.
+New weights make mnist-conv's packaged codec tables stale (they name the
+model's fingerprint, and a stale file is ignored): run
+scripts/package_codec_tables.py afterwards.
 """
 from __future__ import annotations
 

@@ -614,3 +614,22 @@ def test_cli_range_ar_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path
     assert main(["decompress", str(aez), "--checkpoint", str(other), "-o", str(tmp_path / "p.npz"),
                  "--data", str(tiny_npz)]) in (0, 2)  # learned again: the same predictor or a clear refusal
     assert "Learning the range-ar coder's predictor for 5 bits" in capsys.readouterr().err
+
+
+def test_the_shipped_mnist_conv_carries_its_tables(monkeypatch, tmp_path):
+    """Packaged by scripts/package_codec_tables.py: nothing to learn on the user's machine, and files
+    made with the shipped model decode anywhere (a table learned again could differ)."""
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
+    from aelab.pretrained import pretrained_path
+    folder = pretrained_path("mnist-conv")
+    assert (folder / codec.CACHE_FILE).is_file()
+    for bits in range(2, 9):
+        for quantiser in codec.QUANTISERS:
+            assert codec.has_cached_table(folder, bits, quantiser)
+    for bits in (6, 7):
+        assert codec.has_cached_table(folder, bits, "transform", predictive=True)
+    monkeypatch.setattr(codec, "_training_codes", lambda *a, **k: pytest.fail("learned a table"))
+    images = load_images(str(Path(codec.__file__).parent / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"))[0][:50]
+    blob = codec.encode_bytes(images, folder, 7, coder="range-ar")
+    assert codec.decode_bytes(blob, folder).shape == (50, 28, 28)
+    assert not (tmp_path / "empty-cache").exists()  # nothing written either

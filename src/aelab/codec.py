@@ -732,24 +732,31 @@ def _table_tensors(table: CodecTable) -> dict[str, np.ndarray]:
     prefix = _cache_prefix(table.quantiser, table.bits, table.predictor is not None)
     tensors = {prefix + "offset": table.offset, prefix + "step": table.step,
                prefix + "levels": table.levels.astype(np.int32), prefix + "freq": table.freq.astype(np.int32)}
-    if table.predictor is not None:
-        tensors.update({prefix + "predictor." + k: v for k, v in table.predictor.tensors().items()})
+    if table.predictor is not None:  # int32 where the values fit (they do, as fitted): half the bytes
+        tensors.update({prefix + "predictor." + k: v.astype(np.int32) if np.abs(v).max(initial=0) < 2 ** 31 else v
+                        for k, v in table.predictor.tensors().items()})
     if table.matrix is not None:
         tensors.update({"transform.mean": table.mean, "transform.matrix": table.matrix})
     return tensors
 
 
 def save_tables(checkpoint: Checkpoint | str | os.PathLike, bits: Any = range(MIN_BITS, 9),
-                quantisers: Any = tuple(QUANTISERS), *, data: Any = None, predictive: bool = False) -> Path:
-    """Learn the checkpoint's tables for every bit depth in ``bits`` and quantiser (with
-    ``predictive``, the range-ar coder's too), and write them all (one transform) into the checkpoint
-    folder's ``codec.safetensors``, replacing it, even for a shipped model's folder: for packaging a
-    model so that compressing and decompressing with it never need its training data. Returns the
+                quantisers: Any = tuple(QUANTISERS), *, data: Any = None, predictive: Any = False) -> Path:
+    """Learn the checkpoint's tables for every bit depth in ``bits`` and quantiser (and the range-ar
+    coder's: ``predictive=True`` for every one of those bit depths, or a list of bit depths), and
+    write them all (one transform) into the checkpoint folder's ``codec.safetensors``, replacing it,
+    even for a shipped model's folder: for packaging a model so that compressing and decompressing
+    with it never need its training data, and files made with it decode on any machine. Returns the
     file's path."""
     from safetensors.numpy import save
     ckpt = _checkpoint(checkpoint)
     fp = _fingerprint_bytes(ckpt).hex()
     bits = [check_bits(b) for b in bits]
+    predictive_bits = set(bits if predictive is True else () if predictive is False else
+                          [check_bits(b) for b in predictive])
+    if not predictive_bits <= set(bits):
+        raise OptionError(f"range-ar tables for bit depths {sorted(predictive_bits - set(bits))} need their "
+                          "plain tables too", hint="list them in bits as well")
     for q in quantisers:
         _check_choice(q, QUANTISERS, "quantiser")
     codes = _training_codes(ckpt, data)
@@ -762,7 +769,7 @@ def save_tables(checkpoint: Checkpoint | str | os.PathLike, bits: Any = range(MI
             if quantiser == "transform":
                 transform = (table.mean, table.matrix)
             tensors.update(_table_tensors(table))
-            if predictive:
+            if b in predictive_bits:
                 tensors.update(_table_tensors(fit_predictive_table(codes, table)))
     record = ckpt.info.get("data") or {}
     meta = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "fingerprint": fp,
