@@ -278,6 +278,11 @@ def _default_model(args: argparse.Namespace, say=print) -> dict:
             "how": f"deep/adam model trained now for {sweeps:g} sweeps ({result.seconds:.0f} s)"}
 
 
+def _quantiser_and_coder(quantiser: str, coder: str) -> str:
+    """How settings are named: "transform", or "transform + range-ar"."""
+    return f"{quantiser} + range-ar" if coder == "range-ar" else quantiser
+
+
 def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=print) -> tuple[list[dict], dict]:
     """Rows for every quantiser x bits of one model, and the model's facts (float PSNR, fit times)."""
     from aelab.checkpoint import load_checkpoint
@@ -303,7 +308,7 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
         decoded = codec.decode_bytes(blob, ckpt, data=args.train_data)
         embedded = None if predictive else codec.encode_bytes(images, ckpt, bits, quantiser=quantiser,
                                                               table="embedded")
-        name = f"{quantiser} + range-ar" if predictive else quantiser
+        name = _quantiser_and_coder(quantiser, coder)
         row = _row("aelab", model["label"], f"{name}, {bits} bits", len(blob) / n, decoded, images,
                    model=model["label"], quantiser=quantiser, coder=coder, bits=bits,
                    self_contained_bytes_per_image=None if embedded is None else len(embedded) / n,
@@ -324,8 +329,8 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
     from aelab.checkpoint import load_checkpoint
     from aelab.metrics import psnr_db
     ckpt = load_checkpoint(model["path"])
-    setting = f"{quantiser} + range-ar, {bits} bits" if coder == "range-ar" else f"{quantiser}, {bits} bits"
-    result: dict = {"images": len(images), "model": model["label"], "setting": setting,
+    result: dict = {"images": len(images), "model": model["label"],
+                    "setting": f"{_quantiser_and_coder(quantiser, coder)}, {bits} bits",
                     "torch_threads": torch.get_num_threads()}
     decoded, blobs = {}, {}
     for precision in ("fp32", "bf16"):
@@ -474,7 +479,7 @@ def plot(path: Path, aelab: list[dict], traditional: list[dict], head: dict, n: 
         pts = sorted((r["bytes_per_image"], r["psnr_db"], r["bits"]) for r in aelab
                      if (r["model"], r["quantiser"], r["coder"]) == (model, quantiser, coder))
         color = greens[i % len(greens)]
-        name = f"{quantiser} + range-ar" if coder == "range-ar" else quantiser
+        name = _quantiser_and_coder(quantiser, coder)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, markersize=4, linewidth=1.8,
                 linestyle="-" if quantiser == "transform" else "--", label=f"aelab {model}, {name}")
         for x, y, b in pts:

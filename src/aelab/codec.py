@@ -533,8 +533,7 @@ def fit_predictive_table(codes: np.ndarray, table: CodecTable, **predictor_optio
 
 def _residuals(symbols: np.ndarray, predictions: np.ndarray, table: CodecTable) -> np.ndarray:
     """What the range-ar coder codes: ``(symbol - zero - prediction) mod levels``, int32 (n, d)."""
-    levels = np.maximum(table.levels, 1)
-    return np.mod(symbols.astype(np.int64) - table.zero_symbols() - predictions, levels).astype(np.int32)
+    return np.mod(symbols.astype(np.int64) - table.zero_symbols() - predictions, table.levels).astype(np.int32)
 
 
 # --- the checkpoint's tables: learned from the training codes, cached in codec.safetensors ----
@@ -656,16 +655,13 @@ def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_
     _check_choice(quantiser, QUANTISERS, "quantiser")
     ckpt = _checkpoint(checkpoint)
     fp = _fingerprint_bytes(ckpt).hex()
-    files = (Path(ckpt.path) / CACHE_FILE, _user_cache_file(fp))
+    files = _cache_files(ckpt, fp)
     key = (fp, quantiser, bits, predictive, os.fspath(files[0].absolute()), tuple(_file_stamp(f) for f in files))
     if cache and key in _table_memo:
         return _table_memo[key]
     contents = [_read_cache(f, fp) for f in files] if cache else [{}, {}]
-    for tensors in contents:
-        table = _table_from_cache(tensors, quantiser, bits, predictive)
-        if table is not None:
-            break
-    else:
+    table = _first_cached_table(contents, quantiser, bits, predictive)
+    if table is None:
         if predictive:
             plain = codec_table(ckpt, bits, quantiser, data=data, cache=cache)
             table = fit_predictive_table(_training_codes(ckpt, data), plain)
@@ -691,11 +687,25 @@ def has_cached_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEF
     try:
         ckpt = _checkpoint(checkpoint)
         fp = _fingerprint_bytes(ckpt).hex()
-        files = (Path(ckpt.path) / CACHE_FILE, _user_cache_file(fp))
-        return any(_table_from_cache(_read_cache(f, fp), quantiser, check_bits(bits), predictive) is not None
-                   for f in files)
+        contents = [_read_cache(f, fp) for f in _cache_files(ckpt, fp)]
+        return _first_cached_table(contents, quantiser, check_bits(bits), predictive) is not None
     except Exception:  # noqa: BLE001 - a question, not an operation: compress reports the real error
         return False
+
+
+def _cache_files(ckpt: Checkpoint, fp: str) -> tuple[Path, Path]:
+    """Where a checkpoint's tables are looked up, in order: its folder, then the user cache."""
+    return Path(ckpt.path) / CACHE_FILE, _user_cache_file(fp)
+
+
+def _first_cached_table(contents: list[dict[str, np.ndarray]], quantiser: str, bits: int,
+                        predictive: bool) -> CodecTable | None:
+    """The table in the first of the cache files' ``contents`` that holds it, or None."""
+    for tensors in contents:
+        table = _table_from_cache(tensors, quantiser, bits, predictive)
+        if table is not None:
+            return table
+    return None
 
 
 def _file_stamp(path: Path) -> tuple | None:
@@ -897,8 +907,7 @@ def _symbols_from_residuals(residuals: np.ndarray, table: CodecTable) -> np.ndar
     """range-ar's decoding: component by component, the prediction from the symbols so far, then the
     symbol ``(residual + zero + prediction) mod levels``; in chunks of images (a prediction only looks
     at its own image, and the arithmetic is exact, so chunks change nothing but the memory needed)."""
-    zero = table.zero_symbols()
-    levels = np.maximum(table.levels, 1)
+    zero, levels = table.zero_symbols(), table.levels
     symbols = np.zeros(residuals.shape, np.int32)
     for start in range(0, len(residuals), PREDICTOR_CHUNK):
         stop = min(start + PREDICTOR_CHUNK, len(residuals))

@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .cpu_inference import cached_fast_copy
 from .errors import DataError, OptionError
 from .metrics import cntk_classification_error, psnr_db
 
@@ -45,15 +46,10 @@ def computing_in(model: torch.nn.Module, precision: str = "fp32") -> Iterator[to
     """
     if check_precision(precision) == "fp32":
         cpu_conv = _device_of(model).type == "cpu" and _has_convolutions(model)
-        yield _channels_last_copy(model) if cpu_conv else model
+        yield cached_fast_copy(model) if cpu_conv else model
         return
     with torch.autocast(_device_of(model).type, dtype=torch.bfloat16):
-        yield _channels_last_copy(model)
-
-
-def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
-    from .cpu_inference import cached_fast_copy
-    return cached_fast_copy(model)
+        yield cached_fast_copy(model)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
