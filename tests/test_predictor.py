@@ -107,3 +107,21 @@ def test_the_encoders_whole_pass_equals_the_decoders_component_by_component_loop
             loop[:, k] = run.prediction(k)
             run.feed(k, q[:, k])
         np.testing.assert_array_equal(predictor.predict(q), loop)
+
+
+def test_undo_residuals_recovers_the_symbols_the_encoder_coded(fitted):
+    """The decoder's loop inverts ``(symbol - zero - prediction) mod levels`` (the encoder's whole
+    pass), also with symbols at both ends of 16-bit levels, where the inputs reach MAX_INPUT."""
+    from aelab.predictor import PredictorRun
+    predictor, _, test = fitted
+    rng = np.random.default_rng(7)
+    levels = np.array([41, 11, 80, 65536])
+    zero = np.array([20, 5, 30, 32768])
+    symbols = np.clip(test + zero, 0, levels - 1)
+    ends = np.array([[0, 0, 0, 0], [40, 10, 79, 65535], [0, 10, 0, 65535]])
+    symbols = np.concatenate([symbols, ends, rng.integers(0, levels, (50, 4))])
+    residuals = np.mod(symbols - zero - predictor.predict(symbols - zero), levels)
+    run = PredictorRun(predictor, len(symbols))
+    undone = run.undo_residuals(residuals, zero, levels)
+    assert undone.dtype == np.int32
+    np.testing.assert_array_equal(undone, symbols)

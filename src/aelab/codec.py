@@ -904,18 +904,14 @@ def _decode_payload(payload: bytes, n: int, table: CodecTable, coder: str, path:
 
 
 def _symbols_from_residuals(residuals: np.ndarray, table: CodecTable) -> np.ndarray:
-    """range-ar's decoding: component by component, the prediction from the symbols so far, then the
-    symbol ``(residual + zero + prediction) mod levels``; in chunks of images (a prediction only looks
-    at its own image, and the arithmetic is exact, so chunks change nothing but the memory needed)."""
-    zero, levels = table.zero_symbols(), table.levels
+    """range-ar's decoding (:meth:`PredictorRun.undo_residuals`), in chunks of images: a prediction
+    only looks at its own image and the arithmetic is exact, so chunks change nothing but the memory
+    needed."""
     symbols = np.zeros(residuals.shape, np.int32)
     for start in range(0, len(residuals), PREDICTOR_CHUNK):
         stop = min(start + PREDICTOR_CHUNK, len(residuals))
         run = PredictorRun(table.predictor, stop - start)
-        for k in range(table.code_size):
-            s = np.mod(residuals[start:stop, k].astype(np.int64) + zero[k] + run.prediction(k), levels[k])
-            symbols[start:stop, k] = s
-            run.feed(k, s - zero[k])
+        symbols[start:stop] = run.undo_residuals(residuals[start:stop], table.zero_symbols(), table.levels)
     return symbols
 
 

@@ -85,16 +85,17 @@ class Predictor:
     @cached_property
     def _steps(self) -> list[tuple]:
         """Per component k: the slice of hidden units of degree k - 1 and the contiguous weight blocks
-        that compute them and prediction k."""
+        that compute them (as column vectors of biases, for the decoder's units-by-images layout)
+        and prediction k."""
         t = self._float
         end = np.searchsorted(self.degrees, np.arange(self.size), side="right")  # units of degree <= g
-        steps = [(0, 0, None, None, None, None, None, t["b3"][0])]
+        steps = [(0, 0, None, None, None, None, None, float(t["b3"][0]))]
         for k in range(1, self.size):
             g = k - 1
             lo, hi = (int(end[g - 1]) if g else 0), int(end[g])
-            steps.append((lo, hi, t["w1"][lo:hi, :g + 1].T.contiguous(), t["b1"][lo:hi].clone(),
-                          t["w2"][lo:hi, :hi].T.contiguous(), t["b2"][lo:hi].clone(),
-                          t["w3"][k, :hi].contiguous(), t["b3"][k]))
+            steps.append((lo, hi, t["w1"][lo:hi, :g + 1].contiguous(), t["b1"][lo:hi, None].clone(),
+                          t["w2"][lo:hi, :hi].contiguous(), t["b2"][lo:hi, None].clone(),
+                          t["w3"][k, :hi].contiguous(), float(t["b3"][k])))
         return steps
 
     def predict(self, q: np.ndarray) -> np.ndarray:
@@ -155,35 +156,62 @@ def _rounded(mu: torch.Tensor, shift: int) -> torch.Tensor:
 
 class PredictorRun:
     """The predictions for ``n`` images, the decoder's way: ``prediction(k)`` once components
-    ``< k`` have been fed with ``feed`` (each prediction computes the hidden units it newly can)."""
+    ``< k`` have been fed with ``feed`` (each prediction computes the hidden units it newly can).
+
+    It keeps units by images (each unit's values contiguous), so that a step writes its new units
+    in place and reads the earlier ones as one block, with no copies."""
 
     def __init__(self, predictor: Predictor, n: int) -> None:
         self.p = predictor
         self.steps = predictor._steps
         self.scale = [2.0 ** -int(s) for s in predictor.shifts[:2]]
-        self.x = torch.zeros(n, predictor.size, dtype=torch.float64)
-        self.h1 = torch.zeros(n, len(predictor.degrees), dtype=torch.float64)
-        self.h2 = torch.zeros_like(self.h1)
+        shift = int(predictor.shifts[2])
+        self.half, self.unscale = (2.0 ** (shift - 1) if shift > 0 else 0.0), 2.0 ** -shift
+        # every entry is written before it is read: units of degree < k and components < k by step k
+        self.x = torch.empty(predictor.size, n, dtype=torch.float64)
+        self.h1 = torch.empty(len(predictor.degrees), n, dtype=torch.float64)
+        self.h2 = torch.empty_like(self.h1)
+        self.mu = torch.empty(n, dtype=torch.float64)
 
     def feed(self, k: int, q: np.ndarray) -> None:
         values = np.asarray(q, dtype=np.int64)
         if values.size and np.abs(values).max() > MAX_INPUT:
             raise ValueError("predictor input out of range")
-        self.x[:, k] = torch.from_numpy(values.astype(np.float64))
+        self.x[k] = torch.from_numpy(values.astype(np.float64))
 
     def prediction(self, k: int) -> np.ndarray:
         """int64 (n,): the prediction of component k; computes the hidden units of degree k - 1."""
-        lo, hi, w1t, b1, w2t, b2, w3, b3 = self.steps[k]
-        if k == 0:
-            mu = b3.expand(self.x.shape[0])
+        return self._prediction(k).to(torch.int64).numpy()
+
+    def _prediction(self, k: int) -> torch.Tensor:
+        """float64 (n,), integer-valued: the prediction of component k (a buffer the next call reuses)."""
+        lo, hi, w1, b1, w2, b2, w3, b3 = self.steps[k]
+        if hi > lo:
+            for h, w, b, inputs, scale in ((self.h1, w1, b1, self.x[:k], self.scale[0]),
+                                           (self.h2, w2, b2, self.h1[:hi], self.scale[1])):
+                units = h[lo:hi]
+                torch.addmm(b, w, inputs, out=units)
+                units.clamp_(min=0).mul_(scale).floor_().clamp_(max=CLAMP)
+        if hi:
+            torch.mv(self.h2[:hi].T, w3, out=self.mu)
+            self.mu.add_(b3 + self.half)
         else:
-            if hi > lo:
-                a1 = torch.addmm(b1, self.x[:, :k], w1t).clamp_(min=0).mul_(self.scale[0])
-                self.h1[:, lo:hi] = torch.floor_(a1).clamp_(max=CLAMP)
-                a2 = torch.addmm(b2, self.h1[:, :hi], w2t).clamp_(min=0).mul_(self.scale[1])
-                self.h2[:, lo:hi] = torch.floor_(a2).clamp_(max=CLAMP)
-            mu = torch.addmv(b3.expand(self.x.shape[0]), self.h2[:, :hi], w3) if hi else b3.expand(self.x.shape[0])
-        return _rounded(mu, int(self.p.shifts[2])).numpy()
+            self.mu.fill_(b3 + self.half)
+        return self.mu.mul_(self.unscale).floor_()  # round(mu / 2**shift), halves up, as _rounded
+
+    def undo_residuals(self, residuals: np.ndarray, zero: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """The decoder's whole loop: symbols (int32 (n, d)) from ``residuals`` (n, d), the range-ar
+        coder's ``(symbol - zero - prediction) mod levels``. Component by component: the prediction
+        from the symbols so far, the symbol, which is fed back (as ``symbol - zero``, below
+        ``levels <= MAX_INPUT`` in size, so it needs no check)."""
+        zero = np.asarray(zero, dtype=np.float64)
+        shifted = torch.from_numpy(np.asarray(residuals, dtype=np.float64).T + zero[:, None])
+        for k in range(self.p.size):
+            x = self.x[k]
+            torch.add(shifted[k], self._prediction(k), out=x)
+            torch.remainder(x, float(levels[k]), out=x)
+            x.sub_(zero[k])
+        return (self.x.T.numpy() + zero).astype(np.int32)
 
 
 def fit_predictor(q: np.ndarray, *, hidden: int = HIDDEN, epochs: int = EPOCHS, seed: int = 0,
