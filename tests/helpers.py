@@ -1,5 +1,6 @@
 """Small datasets for fast tests, and loading the benchmark scripts."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,5 +37,6 @@ def benchmark_script(name: str):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
