@@ -77,7 +77,7 @@ def test_a_quick_run_writes_its_table_plot_and_json(study, tmp_path, capsys):
     assert study.main(["--sweeps", "0.02", "--train-images", "1000", "--test-images", "200", "--grid", "1",
                        "--out", str(tmp_path)]) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["model"] for r in final["rows"]] == ["shipped", "mse", "rate", "code64"]
+    assert [r["model"] for r in final["rows"]] == ["shipped", "mse", "quantised", "rate", "code64"]
     assert final["rows"][0]["saving"] == pytest.approx(0.0, abs=1e-12)
     assert {p.name for p in tmp_path.iterdir()} == {"study.md", "study.json", "study.png"}
     assert "| rate |" in (tmp_path / "study.md").read_text()

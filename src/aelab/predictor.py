@@ -157,6 +157,7 @@ def _rounded(mu: torch.Tensor, shift: int) -> torch.Tensor:
 class PredictorRun:
     """The predictions for ``n`` images, the decoder's way: ``prediction(k)`` once components
     ``< k`` have been fed with ``feed`` (each prediction computes the hidden units it newly can).
+    Calls must go in order, k = 0, 1, ...: each step reads what the earlier ones wrote.
 
     It keeps units by images (each unit's values contiguous), so that a step writes its new units
     in place and reads the earlier ones as one block, with no copies."""
