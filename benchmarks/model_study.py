@@ -274,10 +274,14 @@ def run(argv=None, say: Callable = print) -> dict:
     from aelab import codec
     from aelab.checkpoint import load_checkpoint
     from aelab.data import load_dataset
+    from aelab.errors import OptionError
     from aelab.inference import encode
     from aelab.pretrained import pretrained_path
     args = parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint or pretrained_path("mnist-conv"))
+    if ckpt.model_config.kind != "conv":
+        raise OptionError(f"the study fine-tunes a conv model, and {ckpt.path} holds a {ckpt.model_config.kind!r} "
+                          "model", hint="pass a checkpoint trained with --model conv, or leave --checkpoint out")
     data = load_dataset(None)
     train = data.train.images.reshape(len(data.train.images), -1)[:args.train_images]
     test = data.test.images.reshape(len(data.test.images), -1)[:args.test_images]
@@ -380,4 +384,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aelab.errors import run_script
+    sys.exit(run_script(main, "model_study.py"))

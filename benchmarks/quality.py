@@ -60,4 +60,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aelab.errors import run_script
+    sys.exit(run_script(main, "quality.py"))

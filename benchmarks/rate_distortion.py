@@ -594,4 +594,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aelab.errors import run_script
+    sys.exit(run_script(main, "rate_distortion.py"))

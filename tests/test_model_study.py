@@ -81,3 +81,19 @@ def test_a_quick_run_writes_its_table_plot_and_json(study, tmp_path, capsys):
     assert final["rows"][0]["saving"] == pytest.approx(0.0, abs=1e-12)
     assert {p.name for p in tmp_path.iterdir()} == {"study.md", "study.json", "study.png"}
     assert "| rate |" in (tmp_path / "study.md").read_text()
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("model_study", ["--checkpoint", "mnist-deep"], "fine-tunes a conv model"),
+    ("rate_distortion", ["--checkpoint", "no-such-model", "--quick"], "checkpoint folder not found"),
+])
+def test_the_scripts_report_bad_input_in_one_line_not_a_traceback(script, args, says, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
+    out = ["--out", str(tmp_path)]  # should the check ever fail, the run must not touch the committed results
+    done = subprocess.run([sys.executable, str(path), *args, *out], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{script}.py: error: ")
+    assert says in done.stderr and "Traceback" not in done.stderr

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import AelabError, OptionError
+from .errors import EXIT_USER_ERROR, AelabError, OptionError
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
 
 

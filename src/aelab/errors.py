@@ -2,12 +2,17 @@
 
 Everything that goes wrong because of the user's input or environment (a bad
 file, a bad option, an unwritable folder) raises :class:`AelabError` or one of
-its subclasses. The CLI prints such an error as one line and exits with
-status 2; anything else is a bug in aelab and keeps its traceback.
+its subclasses. The CLI (and the benchmark scripts, through :func:`run_script`)
+prints such an error as one line and exits with status 2; anything else is a
+bug in aelab and keeps its traceback.
 """
 from __future__ import annotations
 
 import os
+import sys
+from typing import Callable
+
+EXIT_USER_ERROR = 2  # the exit status of an AelabError, in the CLI and the scripts
 
 
 class AelabError(Exception):
@@ -41,3 +46,13 @@ class OptionError(AelabError, ValueError):
 
 class OutputError(AelabError):
     """An output path that cannot be written."""
+
+
+def run_script(main: Callable[[], int | None], name: str) -> int:
+    """Run a script's ``main`` as the CLI runs a command: an :class:`AelabError` becomes one line on
+    stderr (``NAME: error: ...``) and exit status 2, not a traceback. For ``benchmarks/*.py``."""
+    try:
+        return int(main() or 0)
+    except AelabError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
