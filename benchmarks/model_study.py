@@ -257,15 +257,30 @@ def traditional_rows(path: Path = RESULTS) -> list[dict]:
 
 # --- the study --------------------------------------------------------------------------------------
 
+def _at_least(kind: type, least: float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= least:
+            raise argparse.ArgumentTypeError(f"must be at least {least:g}, got {text}")
+        return value
+    return parse
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="the conv model to start from (default: shipped mnist-conv)")
-    p.add_argument("--sweeps", type=float, default=3.0, help="sweeps of fine-tuning per variant (default 3)")
-    p.add_argument("--lam", type=float, default=0.02, help="the rate variant's weight of bits against squared "
-                                                            "error per image (default 0.02)")
-    p.add_argument("--train-images", type=int, default=None, help="use the first N training images (for a quick run)")
-    p.add_argument("--test-images", type=int, default=None, help="use the first N test images (for a quick run)")
-    p.add_argument("--grid", type=int, default=4, help="steps x 2**(j/4) for j in -N..N (default 4)")
+    p.add_argument("--sweeps", type=_at_least(float, 1e-3), default=3.0,
+                   help="sweeps of fine-tuning per variant (default 3)")
+    p.add_argument("--lam", type=_at_least(float, 0.0), default=0.02,
+                   help="the rate variant's weight of bits against squared error per image (default 0.02)")
+    p.add_argument("--train-images", type=_at_least(int, 100), default=None,
+                   help="use the first N training images (for a quick run)")
+    p.add_argument("--test-images", type=_at_least(int, 10), default=None,
+                   help="use the first N test images (for a quick run)")
+    p.add_argument("--grid", type=_at_least(int, 1), default=4, help="steps x 2**(j/4) for j in -N..N (default 4)")
     p.add_argument("--out", default=str(OUT), help=f"folder for study.md, study.json, study.png (default {OUT})")
     return p.parse_args(argv)
 
