@@ -523,17 +523,11 @@ def fit_predictive_table(codes: np.ndarray, table: CodecTable, **predictor_optio
     if table.code_size < 2:
         raise OptionError("a predictor needs codes of at least two numbers", hint="use the range coder")
     zero = table.zero_symbols()
-    q = symbols - zero
-    predictor = fit_predictor(q, **predictor_options)
-    residuals = _residuals(symbols, predictor.predict(q), table)
+    predictor = fit_predictor(symbols - zero, **predictor_options)
+    residuals = predictor.residuals(symbols, zero, table.levels)
     return CodecTable(quantiser=table.quantiser, bits=table.bits, offset=table.offset, step=table.step,
                       levels=table.levels, freq=_frequencies(residuals, table.levels, table.max_levels, False),
                       mean=table.mean, matrix=table.matrix, predictor=predictor)
-
-
-def _residuals(symbols: np.ndarray, predictions: np.ndarray, table: CodecTable) -> np.ndarray:
-    """What the range-ar coder codes: ``(symbol - zero - prediction) mod levels``, int32 (n, d)."""
-    return np.mod(symbols.astype(np.int64) - table.zero_symbols() - predictions, table.levels).astype(np.int32)
 
 
 # --- the checkpoint's tables: learned from the training codes, cached in codec.safetensors ----
@@ -850,7 +844,7 @@ def _coded_components(table: CodecTable) -> list[tuple[int, Any]]:
 def _encode_payload(symbols: np.ndarray, table: CodecTable, coder: str) -> bytes:
     n, d = symbols.shape
     if table.predictor is not None:  # range-ar: the residuals of the predictions
-        symbols = _residuals(symbols, table.predictor.predict(symbols - table.zero_symbols()), table)
+        symbols = table.predictor.residuals(symbols, table.zero_symbols(), table.levels)
     if coder == "zlib":
         dtype = "<u1" if table.bits <= 8 else "<u2"
         return zlib.compress(np.ascontiguousarray(symbols.T, dtype=dtype).tobytes(), 9)
@@ -908,10 +902,11 @@ def _symbols_from_residuals(residuals: np.ndarray, table: CodecTable) -> np.ndar
     only looks at its own image and the arithmetic is exact, so chunks change nothing but the memory
     needed."""
     symbols = np.zeros(residuals.shape, np.int32)
+    zero = table.zero_symbols()
     for start in range(0, len(residuals), PREDICTOR_CHUNK):
         stop = min(start + PREDICTOR_CHUNK, len(residuals))
         run = PredictorRun(table.predictor, stop - start)
-        symbols[start:stop] = run.undo_residuals(residuals[start:stop], table.zero_symbols(), table.levels)
+        symbols[start:stop] = run.undo_residuals(residuals[start:stop], zero, table.levels)
     return symbols
 
 

@@ -117,6 +117,14 @@ class Predictor:
         return out
 
 
+    def residuals(self, symbols: np.ndarray, zero: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """What the range-ar coder codes, the encoder's way (all predictions in one pass): int32 (n, d)
+        ``(symbol - zero - prediction) mod levels``, the prediction made from ``symbols - zero``.
+        :meth:`PredictorRun.undo_residuals` is its inverse."""
+        q = np.asarray(symbols, dtype=np.int64) - np.asarray(zero, dtype=np.int64)
+        return np.mod(q - self.predict(q), levels).astype(np.int32)
+
+
 def _problem(p: Predictor) -> str | None:
     arrays = [p.degrees, p.w1, p.b1, p.w2, p.b2, p.w3, p.b3, p.shifts]
     if not all(isinstance(a, np.ndarray) and a.dtype.kind == "i" for a in arrays):
@@ -202,7 +210,7 @@ class PredictorRun:
 
     def undo_residuals(self, residuals: np.ndarray, zero: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """The decoder's whole loop: symbols (int32 (n, d)) from ``residuals`` (n, d), the range-ar
-        coder's ``(symbol - zero - prediction) mod levels``. Component by component: the prediction
+        coder's ``(symbol - zero - prediction) mod levels`` (:meth:`Predictor.residuals`). Component by component: the prediction
         from the symbols so far, the symbol, which is fed back (as ``symbol - zero``, below
         ``levels <= MAX_INPUT`` in size, so it needs no check)."""
         zero = np.asarray(zero, dtype=np.float64)
