@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     train_codes, test_codes = encode(ckpt.model, data.train.images), encode(ckpt.model, data.test.images)
     table = codec.codec_table(ckpt, args.bits, "transform")
     train_s, test_s = codec.quantise(train_codes, table), codec.quantise(test_codes, table)
-    zero = np.rint(-table.offset / np.where(table.step > 0, table.step, 1)).astype(np.int64)
+    zero = table.zero_symbols()
     train_q, test_q = train_s - zero, test_s - zero  # signed: 0 is the component's mean
     pixels = data.test.images.astype(np.float64) / 255.0
 

@@ -200,9 +200,9 @@ def ideal_bytes(symbols: np.ndarray, table) -> float:
 
 def psnr_of(model: torch.nn.Module, codes: np.ndarray, images: np.ndarray) -> float:
     """PSNR (dB) of the decoded images, rounded to 8 bits as files hold them."""
-    from aelab.inference import decode
+    from aelab.inference import decode_to_pixels
     from aelab.metrics import psnr_db
-    decoded = np.rint(decode(model, codes).reshape(len(codes), -1) * 255)
+    decoded = decode_to_pixels(model, codes).reshape(len(codes), -1).astype(np.float64)
     return psnr_db(float(((decoded - images.reshape(len(images), -1)) ** 2).mean() / 255 ** 2))
 
 

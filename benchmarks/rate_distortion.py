@@ -286,10 +286,10 @@ def _quantiser_and_coder(quantiser: str, coder: str) -> str:
 def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=print) -> tuple[list[dict], dict]:
     """Rows for every quantiser x bits of one model, and the model's facts (float PSNR, fit times)."""
     from aelab.checkpoint import load_checkpoint
-    from aelab.inference import decode, encode
+    from aelab.inference import decode_to_pixels, encode
     ckpt = load_checkpoint(model["path"])
     n = len(images)
-    floats = np.clip(np.rint(decode(ckpt.model, encode(ckpt.model, images)) * 255), 0, 255).astype(np.uint8)
+    floats = decode_to_pixels(ckpt.model, encode(ckpt.model, images))
     facts = {**model, "kind": ckpt.model_config.kind, "code_size": ckpt.model_config.code_size,
              "fingerprint": codec.fingerprint(ckpt), "unquantised_psnr_db": psnr_db(floats, images),
              "unquantised_ssim": ssim_mean(floats, images), "table_fit_seconds": {}}
