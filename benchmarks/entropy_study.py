@@ -28,7 +28,7 @@ The codec's ``range-ar`` coder is the last of these with 256 units; the
 study's default of 1024 shows what a wider one would give. The others are not
 in the codec: see the README's Compression section.
 
-    python benchmarks/entropy_study.py [--bits 7] [--epochs 20] [--hidden 1024]   # about 3 minutes
+    python benchmarks/entropy_study.py [--bits 7] [--epochs 20] [--hidden 1024]   # about a minute and a half on 2 cores
 """
 from __future__ import annotations
 
