@@ -288,3 +288,27 @@ def test_the_loops_compile_where_no_cache_folder_is_writable():
             "print('compiled')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr
+
+
+def _numba_cpu_features_after_importing_aelab(env: dict) -> str:
+    import os
+    import subprocess
+    import sys
+    code = "from aelab import kernels\nimport numba\nprint(numba.config.CPU_FEATURES)\n"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**clean, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_loops_use_512_bit_vectors_on_avx512_and_keep_the_users_own_numba_cpu_setting():
+    llvm = pytest.importorskip("llvmlite.binding")
+    host = llvm.get_host_cpu_features()
+    chosen = _numba_cpu_features_after_importing_aelab({})
+    if host.get("avx512f"):
+        assert chosen == host.flatten() + ",-prefer-256-bit"
+    else:
+        assert chosen == "None"
+    assert _numba_cpu_features_after_importing_aelab({"NUMBA_CPU_FEATURES": "+sse2"}) == "+sse2"
+    assert _numba_cpu_features_after_importing_aelab({"NUMBA_CPU_NAME": "generic"}) == ""  # numba's own choice

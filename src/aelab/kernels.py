@@ -13,8 +13,36 @@ only the first run in a fresh install pays the compilation (a few seconds).
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import torch
+
+
+def _prefer_512_bit_vectors() -> None:
+    """Let numba's compiler use the full 512-bit vectors of a CPU with AVX-512.
+
+    LLVM's tuning for AVX-512 CPUs prefers 256-bit vectors (older parts lowered
+    their clock for 512-bit work). On the development machine 512 bits run the
+    output layer's loop about 20% faster, and the engine at minibatch 1024 about
+    5%. numba reads the setting once, when it is imported: so this runs before
+    that, and only where numba is not imported yet and the user has not set
+    NUMBA_CPU_NAME or NUMBA_CPU_FEATURES. It sets NUMBA_CPU_FEATURES to the
+    host's own features with the tuning flag turned off.
+    """
+    if "numba" in sys.modules or "NUMBA_CPU_FEATURES" in os.environ or "NUMBA_CPU_NAME" in os.environ:
+        return
+    try:
+        import llvmlite.binding as llvm
+        features = llvm.get_host_cpu_features()
+    except Exception:  # pragma: no cover - no llvmlite (so no numba), or a host it cannot describe
+        return
+    if features.get("avx512f"):
+        os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
+
+
+_prefer_512_bit_vectors()
 
 try:
     import numba
