@@ -1,12 +1,19 @@
 import json
 
+import pytest
+
 from aelab.bench import format_table, run_benchmark
 
 
 def test_benchmark_reports_every_row_and_the_ratios():
     result = run_benchmark(device_name="cpu", typical_samples=640, sweeps=0.02)
     json.dumps(result)
-    assert set(result) == {"device", "threads", "roof_gflops", "rows", "ratios"}
+    assert set(result) == {"device", "threads", "roof_gflops", "roof_gflops_each", "rows", "ratios"}
+    # the roof is the median of three measurements: start, between the models, end
+    each = result["roof_gflops_each"]
+    assert len(each) == 3 and result["roof_gflops"] == sorted(each)[1]
+    deep_roof = next(r for r in result["rows"] if r["model"] == "deep" and r["engine"] == "roof")
+    assert deep_roof["samples_per_second"] * 6 * 221184 == pytest.approx(result["roof_gflops"] * 1e9)
     engines = {(r["model"], r["engine"], r["batch"]) for r in result["rows"]}
     for model in ("simple", "deep"):
         assert {(model, "typical", 64), (model, "aelab", 64), (model, "aelab", 1024), (model, "encode", 8192),
