@@ -616,12 +616,13 @@ def test_cli_range_ar_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path
     assert "Learning the range-ar coder's predictor for 5 bits" in capsys.readouterr().err
 
 
-def test_the_shipped_mnist_conv_carries_its_tables(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", ["mnist-conv", "mnist-codec"])
+def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name):
     """Packaged by scripts/package_codec_tables.py: nothing to learn on the user's machine, and files
     made with the shipped model decode anywhere (a table learned again could differ)."""
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
     from aelab.pretrained import pretrained_path
-    folder = pretrained_path("mnist-conv")
+    folder = pretrained_path(name)
     assert (folder / codec.CACHE_FILE).is_file()
     for bits in range(2, 9):
         for quantiser in codec.QUANTISERS:

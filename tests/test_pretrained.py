@@ -8,7 +8,7 @@ from aelab.checkpoint import load_checkpoint
 from aelab.cli import main
 from aelab.pretrained import list_pretrained, pretrained_names, pretrained_path, resolve_checkpoint
 
-SHIPPED = {"mnist-conv", "mnist-denoise", "mnist-vae", "mnist-sparse", "mnist-simple", "mnist-deep"}
+SHIPPED = {"mnist-conv", "mnist-codec", "mnist-denoise", "mnist-vae", "mnist-sparse", "mnist-simple", "mnist-deep"}
 BEST = "mnist-conv"
 
 
@@ -43,6 +43,10 @@ def test_targets_of_the_shipped_models():
     best = models[BEST]
     assert best["test_psnr_db"] >= 26.0 and best["knn_acc"] >= 0.98
     assert models["mnist-denoise"]["denoised_psnr_db"] >= 20.0
+    # the codec's model: the same network fine-tuned for squared error, so a better PSNR than the model it starts from
+    codec_model = models["mnist-codec"]
+    assert codec_model["params"] == best["params"]
+    assert codec_model["test_psnr_db"] >= best["test_psnr_db"] + 0.3
 
 
 def test_names_resolve_and_real_folders_win(trained, tmp_path, monkeypatch):
