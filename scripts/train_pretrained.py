@@ -99,6 +99,11 @@ def shifted(images, probability: float):
     return out
 
 
+def fine_tune_steps(sweeps: float, n: int, minibatch_size: int) -> int:
+    """The fine-tune's optimizer steps: ``sweeps`` over ``n`` images, whole minibatches, at least one."""
+    return max(1, int(sweeps * n / minibatch_size))
+
+
 def fine_tune_squared_error(model, images, spec: FineTuned, say=print) -> float:
     """Fine-tune the conv ``model`` in place on ``images`` (uint8 (n, h, w)) for the squared error of its decoded
     images (sigmoid of the logits) summed over the pixels; returns the seconds it took."""
@@ -108,7 +113,7 @@ def fine_tune_squared_error(model, images, spec: FineTuned, say=print) -> float:
     pixels = torch.from_numpy(np.ascontiguousarray(images))
     n, batch = len(pixels), spec.minibatch_size
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    steps = max(1, int(spec.sweeps * n / batch))
+    steps = fine_tune_steps(spec.sweeps, n, batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / spec.warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     model.train()
@@ -143,7 +148,7 @@ def fine_tune_record(spec: FineTuned, sweeps: float, seconds: float, n: int, bas
     """The ``training`` block of a fine-tuned model's config.json: the fine-tune's own settings and time at the
     top (what ``aelab models`` and ``aelab compare`` show), the model it started from under ``base``."""
     base = base_info["training"]
-    steps = max(1, int(sweeps * n / spec.minibatch_size))
+    steps = fine_tune_steps(sweeps, n, spec.minibatch_size)
     return {**{k: base[k] for k in ("model", "code_size", "hidden", "channels", "conv_depth", "activation", "noise",
                                     "sparsity", "beta") if k in base},
             "recipe": "fine-tune: squared error, shifts", "sweeps": sweeps, "minibatch_size": spec.minibatch_size,
@@ -151,6 +156,23 @@ def fine_tune_record(spec: FineTuned, sweeps: float, seconds: float, n: int, bas
             "command": fine_tune_command(spec), "threads": threads,
             "fine_tune": {**asdict(spec), "sweeps": sweeps},
             "base": {"name": spec.base, "weights_sha256": base_info["weights_sha256"], "training": base}}
+
+
+def shipped_metrics(model, data, noise: str | None = None) -> dict:
+    """What a shipped model's config.json records: ``aelab compare``'s quality metrics on the test images and,
+    for a denoiser, the PSNR of its noisy and denoised test images."""
+    from aelab.compare import denoising_psnr, quality_metrics
+    metrics = quality_metrics(model, data, seed=0)
+    metrics.pop("denoised_psnr_db", None)  # the comparison's fixed-noise column; a denoiser's own is below
+    metrics.pop("code_size", None)
+    if noise:
+        metrics.update({k: v for k, v in denoising_psnr(model, data.test.images, noise, seed=0).items()
+                        if k != "noise"})
+    return metrics
+
+
+def shown(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
 
 
 def command(spec: Shipped, out: str) -> str:
@@ -192,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from aelab.compare import denoising_psnr, quality_metrics
     from aelab.data import load_dataset
     from aelab.pretrained import export_pretrained, rounded_to_shipped_dtype
     from aelab.train import TrainConfig, train
@@ -208,12 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(data, config, log=print, progress_bar=False)
         model = rounded_to_shipped_dtype(result.model).eval()
         print(f"== {spec.name}: trained in {result.seconds:.0f} s; measuring", flush=True)
-        metrics = quality_metrics(model, data, seed=0)
-        metrics.pop("denoised_psnr_db", None)  # the comparison's fixed-noise column; a denoiser's own is below
-        metrics.pop("code_size", None)
-        if config.noise:
-            metrics.update({k: v for k, v in denoising_psnr(model, data.test.images, config.noise, seed=0).items()
-                            if k != "noise"})
+        metrics = shipped_metrics(model, data, config.noise)
         training = {**config.to_dict(), "recipe_settings": asdict(result.recipe),
                     "samples_seen": result.samples_seen, "seconds": result.seconds,
                     "train_error_pct": result.train_error_pct, "command": command(spec, spec.name),
@@ -222,9 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                                    data={"name": data.name, "sha256": data.sha256},
                                    metrics=metrics, description=spec.description)
         size = (folder / "model.safetensors").stat().st_size
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         print(f"== {spec.name}: {size / 1024:.0f} KB in {folder} ({time.perf_counter() - started:.0f} s in all)\n"
-              f"   {shown}", flush=True)
+              f"   {shown(metrics)}", flush=True)
     for spec in tunes:  # after the models they start from
         from aelab.checkpoint import load_checkpoint
         from aelab.pretrained import pretrained_path
@@ -235,16 +250,13 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         seconds = fine_tune_squared_error(model, data.train.images, FineTuned(**{**asdict(spec), "sweeps": sweeps}))
         model = rounded_to_shipped_dtype(model).eval()
-        metrics = quality_metrics(model, data, seed=0)
-        metrics.pop("denoised_psnr_db", None)
-        metrics.pop("code_size", None)
+        metrics = shipped_metrics(model, data)
         training = fine_tune_record(spec, sweeps, seconds, len(data.train.images), base.info,
                                     threads=torch.get_num_threads())
         folder = export_pretrained(out / spec.name, model, training=training,
                                    data={"name": data.name, "sha256": data.sha256},
                                    metrics=metrics, description=spec.description)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"== {spec.name}: fine-tuned in {seconds:.0f} s, in {folder}\n   {shown}", flush=True)
+        print(f"== {spec.name}: fine-tuned in {seconds:.0f} s, in {folder}\n   {shown(metrics)}", flush=True)
     return 0
 
 

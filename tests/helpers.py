@@ -32,11 +32,16 @@ def synthetic(h: int = 8, w: int = 6, n_train: int = 200, n_test: int = 40, clas
                    num_classes=classes)
 
 
-def benchmark_script(name: str):
-    """benchmarks/NAME.py loaded as a module (the scripts are not a package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+def repo_script(folder: str, name: str):
+    """FOLDER/NAME.py of the repository loaded as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def benchmark_script(name: str):
+    """benchmarks/NAME.py loaded as a module."""
+    return repo_script("benchmarks", name)

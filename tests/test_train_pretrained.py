@@ -1,22 +1,16 @@
 """scripts/train_pretrained.py's fine-tune, which makes the shipped mnist-codec from mnist-conv."""
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from aelab.models import build_model, model_config
 
+from helpers import repo_script
+
 
 def _script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_pretrained.py"
-    spec = importlib.util.spec_from_file_location("train_pretrained", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return repo_script("scripts", "train_pretrained")
 
 
 def test_shifted_images_move_by_at_most_a_pixel_as_often_as_the_spec_says():
