@@ -616,6 +616,96 @@ def test_cli_range_ar_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path
     assert "Learning the range-ar coder's predictor for 5 bits" in capsys.readouterr().err
 
 
+# --- the range-ctx coder ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ctx_blob(ckpt, images, tiny_npz) -> bytes:
+    with pytest.MonkeyPatch.context() as patch:  # a small predictor: the format, not the bytes, is under test
+        patch.setattr(codec, "CTX_PREDICTOR", {"hidden": 64, "epochs": 10})
+        codec.codec_table(ckpt, 6, "transform", data=tiny_npz, predictive=True, spread=True)  # cached in the folder
+    return codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
+
+
+def test_range_ctx_decodes_to_the_same_images_as_the_range_coder(ckpt, images, ctx_blob):
+    header = codec.read_header(ctx_blob)
+    assert header.coder == "range-ctx" and header.table == "checkpoint"
+    plain = codec.encode_bytes(images, ckpt, 6)
+    np.testing.assert_array_equal(codec.decode_bytes(ctx_blob, ckpt), codec.decode_bytes(plain, ckpt))
+    assert codec.encode_bytes(images, ckpt, 6, coder="range-ctx") == ctx_blob  # deterministic
+    one = codec.encode_bytes(images[:1], ckpt, 6, coder="range-ctx")
+    np.testing.assert_array_equal(codec.decode_bytes(one, ckpt), codec.decode_bytes(plain, ckpt)[:1])
+
+
+def test_range_ctx_tables_are_cached_beside_the_others(ckpt, ctx_blob, ar_blob):
+    from safetensors import safe_open
+    with safe_open(str(Path(ckpt) / codec.CACHE_FILE), framework="numpy") as f:
+        keys = set(f.keys())
+    assert {"transform.ctx6.predictor.w4", "transform.ctx6.predictor.edges", "transform.ctx6.freq"} <= keys
+    ctx = codec.codec_table(ckpt, 6, "transform", predictive=True, spread=True)
+    ar = codec.codec_table(ckpt, 6, "transform", predictive=True)
+    assert ctx.predictor.has_spread and not ar.predictor.has_spread and ctx.digest != ar.digest
+    assert ctx.freq.shape == (ctx.code_size * ctx.classes, 64) and ctx.classes == 8
+    np.testing.assert_array_equal(ctx.step, ar.step)  # the same quantiser
+
+
+def test_range_ctx_codes_chunk_by_chunk(ckpt, images, ctx_blob, monkeypatch):
+    """The chunk is part of the format (each class's residuals are coded per chunk): a file coded in
+    other chunks is another file, which must still decode, with a last chunk shorter than the rest."""
+    codes = codec.decode_codes(ctx_blob, ckpt)
+    monkeypatch.setattr(codec, "PREDICTOR_CHUNK", 7)
+    chunked = codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
+    assert chunked != ctx_blob
+    np.testing.assert_array_equal(codec.decode_codes(chunked, ckpt), codes)
+    with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
+        codec.decode_codes(ctx_blob, ckpt)  # read in other chunks than it was written in
+
+
+def test_range_ctx_refusals(ckpt, images, ctx_blob, ar_blob):
+    with pytest.raises(OptionError, match="range-ctx coder needs table 'checkpoint'"):
+        codec.encode_bytes(images, ckpt, 6, coder="range-ctx", table="embedded")
+    with pytest.raises(DataError, match="range-ctx coder with an embedded table|does not fit the table mode"):
+        codec.decode_bytes(_rewrite(ctx_blob, table=codec.TABLES["embedded"]), ckpt)
+    body = bytearray(ctx_blob[codec.HEADER.size:])
+    body[len(body) // 2] ^= 0xFF
+    with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
+        codec.decode_bytes(_rewrite(ctx_blob[:codec.HEADER.size] + bytes(body)), ckpt)
+    ar = codec.codec_table(ckpt, 6, "transform", predictive=True)  # a range-ar file read as range-ctx
+    with pytest.raises(CheckpointError, match="not the one the file was made with"):
+        codec.decode_bytes(_rewrite(ctx_blob, digest=ar.digest), ckpt)
+
+
+def test_save_tables_can_keep_the_tables_a_folder_has(ckpt, images, ctx_blob, ar_blob, tiny_npz, tmp_path,
+                                                      monkeypatch):
+    """Packaging the range-ctx tables into a folder must not learn its other tables again: files made
+    with those would no longer decode."""
+    folder = Path(shutil.copytree(ckpt, tmp_path / "model"))
+    before = {bits: codec.codec_table(folder, bits, "transform").digest for bits in (4, 6)}
+    ar_file = codec.encode_bytes(images, folder, 6, coder="range-ar")
+    ctx_file = codec.encode_bytes(images, folder, 6, coder="range-ctx")
+    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})
+    codec.save_tables(folder, bits=(4, 6), quantisers=("transform",), data=tiny_npz, predictive=(6,),
+                      spread=(4, 6), keep=True)
+    assert {bits: codec.codec_table(folder, bits, "transform").digest for bits in (4, 6)} == before
+    assert codec.has_cached_table(folder, 4, "transform", predictive=True, spread=True)
+    for blob in (ar_file, ctx_file):
+        assert codec.decode_bytes(blob, folder).shape == images.shape
+    with pytest.raises(OptionError, match="range-ctx tables for bit depths \\[5\\]"):
+        codec.save_tables(folder, bits=(4,), data=tiny_npz, spread=(5,))
+
+
+def test_cli_range_ctx_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})
+    folder = Path(shutil.copytree(ckpt, tmp_path / "model", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    aez = tmp_path / "d.aez"
+    args = ["compress", str(tiny_npz), "--checkpoint", str(folder), "-o", str(aez), "--bits", "5",
+            "--coder", "range-ctx", "--data", str(tiny_npz)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "Learning the range-ctx coder's predictor for 5 bits" in out.err and "range-ctx coder" in out.out
+    assert main(["decompress", str(aez), "--checkpoint", str(folder), "-o", str(tmp_path / "o.npz")]) == 0
+    assert "Learning" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["mnist-conv", "mnist-codec"])
 def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name):
     """Packaged by scripts/package_codec_tables.py: nothing to learn on the user's machine, and files
@@ -629,8 +719,10 @@ def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name)
             assert codec.has_cached_table(folder, bits, quantiser)
     for bits in (6, 7):
         assert codec.has_cached_table(folder, bits, "transform", predictive=True)
+        assert codec.has_cached_table(folder, bits, "transform", predictive=True, spread=True)
     monkeypatch.setattr(codec, "_training_codes", lambda *a, **k: pytest.fail("learned a table"))
     images = load_images(str(Path(codec.__file__).parent / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"))[0][:50]
-    blob = codec.encode_bytes(images, folder, 7, coder="range-ar")
-    assert codec.decode_bytes(blob, folder).shape == (50, 28, 28)
+    for coder in ("range-ar", "range-ctx"):
+        blob = codec.encode_bytes(images, folder, 7, coder=coder)
+        assert codec.decode_bytes(blob, folder).shape == (50, 28, 28)
     assert not (tmp_path / "empty-cache").exists()  # nothing written either

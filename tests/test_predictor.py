@@ -125,3 +125,95 @@ def test_undo_residuals_recovers_the_symbols_the_encoder_coded(fitted):
     undone = run.undo_residuals(residuals, zero, levels)
     assert undone.dtype == np.int32
     np.testing.assert_array_equal(undone, symbols)
+
+
+# --- the spread head (the range-ctx coder) -----------------------------------------------------------
+
+def _uneven(rng, n):
+    """Three components: the third is the first plus noise whose size the second decides."""
+    a, loud = rng.integers(-20, 21, n), rng.integers(0, 2, n)
+    noise = np.where(loud == 1, rng.integers(-12, 13, n), rng.integers(-1, 2, n))
+    return np.stack([a, loud, a + noise], axis=1)
+
+
+LEVELS = np.array([64, 4, 128])
+
+
+@pytest.fixture(scope="module")
+def spread():
+    from aelab.predictor import fit_spread_head
+    rng = np.random.default_rng(2)
+    q = _uneven(rng, 4000)
+    mean_only = fit_predictor(q, hidden=48, epochs=20)
+    return fit_spread_head(mean_only, q, LEVELS, classes=4, epochs=20), mean_only, q, _uneven(rng, 1000)
+
+
+def test_the_spread_classes_sort_residuals_by_size(spread):
+    predictor, mean_only, q, test = spread
+    assert predictor.has_spread and predictor.classes == 4 and not mean_only.has_spread
+    np.testing.assert_array_equal(predictor.predict(test), mean_only.predict(test))  # the same predictions
+    _, classes, _ = predictor.predict_with_classes(test)
+    miss = np.abs(test[:, 2] - predictor.predict(test)[:, 2])
+    assert miss[classes[:, 2] == 0].mean() < 0.2 * miss[classes[:, 2] == 3].mean()
+    _, trained, _ = predictor.predict_with_classes(q)
+    shares = np.bincount(trained[:, 2], minlength=4) / len(q)
+    assert shares.min() > 0.15  # quantile edges: about equal shares on the training codes
+
+
+def test_mirrored_residuals_lean_one_way_and_undo_exactly(spread):
+    """A residual whose prediction was rounded up is mirrored; the decoder's loop, given each
+    component's classes before its residuals, recovers the symbols, at the extremes too."""
+    import torch
+    from aelab.predictor import PredictorRun
+    predictor, _, _, test = spread
+    zero = np.array([32, 0, 64])
+    rng = np.random.default_rng(3)
+    symbols = np.concatenate([np.clip(test + zero, 0, LEVELS - 1), [[0, 0, 0], [63, 3, 127]],
+                              rng.integers(0, LEVELS, (50, 3))])
+    residuals, classes = predictor.residuals_and_classes(symbols, zero, LEVELS)
+    plain = np.mod(symbols - zero - predictor.predict(symbols - zero), LEVELS)
+    _, _, up = predictor.predict_with_classes(symbols - zero)
+    np.testing.assert_array_equal(residuals, np.where(up, np.mod(-plain, LEVELS), plain))
+    seen = []
+
+    def residual_of(k, decoder_classes):
+        seen.append(decoder_classes.numpy().copy())
+        return torch.from_numpy((residuals[:, k] + zero[k]).astype(np.float64))
+
+    undone = PredictorRun(predictor, len(symbols)).undo(residual_of, zero, LEVELS)
+    np.testing.assert_array_equal(undone, symbols)
+    np.testing.assert_array_equal(np.stack(seen, axis=1), classes)
+
+
+def test_a_spread_head_that_looks_ahead_or_is_incomplete_is_refused(spread):
+    predictor = spread[0]
+    fields = predictor.tensors()
+    peeking = dict(fields, w4=fields["w4"].copy())
+    peeking["w4"][1, -1] = 1  # component 1 may only see units of degree 0
+    with pytest.raises(ValueError, match="must not"):
+        Predictor(**peeking)
+    with pytest.raises(ValueError, match="spread head needs"):
+        Predictor(**{k: v for k, v in fields.items() if k != "edges"})
+    backwards = dict(fields, edges=fields["edges"][:, ::-1].copy())
+    backwards["edges"][:, 0] += 1
+    with pytest.raises(ValueError, match="out of order"):
+        Predictor(**backwards)
+    with pytest.raises(ValueError, match="exact"):
+        Predictor(**dict(fields, w4=fields["w4"] * (1 << 40)))
+
+
+def test_a_run_over_one_image_leaves_the_predictor_as_it_was(spread):
+    """A run sums into buffers that start from the heads' biases; with one image they once were the
+    predictor's own biases, so the next run predicted from corrupted ones."""
+    from aelab.predictor import PredictorRun
+    predictor, _, _, test = spread
+
+    def loop(q):
+        run, out = PredictorRun(predictor, len(q)), np.empty(q.shape, np.int64)
+        for k in range(q.shape[1]):
+            out[:, k] = run.prediction(k)
+            run.feed(k, q[:, k])
+        return out
+
+    for q in (test[:1], test[:1], test):
+        np.testing.assert_array_equal(loop(q), predictor.predict(q))
