@@ -2,14 +2,15 @@
 
 For every aelab model x quantiser x bit depth (``aelab.codec``, probability
 tables from the model's training codes; also the range-ar coder with the
-transform quantiser at ``--ar-bits``), and for PNG (lossless), JPEG and
+transform quantiser at ``--ar-bits`` and the range-ctx coder at
+``--ctx-bits``), and for PNG (lossless), JPEG and
 WebP (Pillow) at several qualities, each both as one file per image and as
 one tiled image of the whole set (so that per-file headers do not decide),
 it measures:
 
 - bytes per image (whole files: an .aez file's header included; for aelab
   also "self-contained" bytes, with the probability table stored in the file,
-  which range-ar cannot do);
+  which range-ar and range-ctx cannot do);
 - PSNR in dB on [0, 1]: 10 log10(1 / MSE), one MSE over all pixels of the set
   (the definition of ``aelab.inference.evaluate``), on the decoded 8-bit images;
 - SSIM: scikit-image's ``structural_similarity`` (data_range=1, default 7x7
@@ -17,8 +18,8 @@ it measures:
 
 It writes ``table.md``, ``results.json`` and ``rate_distortion.png`` (PSNR
 against bytes per image, log x) into ``--out``, prints the table, the
-codec's speed at the headline setting (and, when that uses range-ar, the
-plain range coder's at the same setting) and, as its last line, one JSON object whose ``headline`` is
+codec's speed at the headline setting (and, when that uses range-ar or
+range-ctx, the simpler coders' at the same setting) and, as its last line, one JSON object whose ``headline`` is
 ``{aelab_bytes_per_image, aelab_psnr_db, best_traditional_codec,
 best_traditional_bytes_per_image, ratio}``: for an aelab setting, the best
 traditional codec is the JPEG or WebP variant (per image or tiled, any
@@ -66,6 +67,8 @@ DEFAULT_SWEEPS = 10.0
 QUICK_SWEEPS = 1.0
 AR_BITS = (5, 6, 7, 8)  # where the headline lies for our models; range-ar's table is learned per bit depth
 QUICK_AR_BITS = (7,)
+CTX_BITS = (6, 7)  # range-ctx's tables take about 70 s each to learn: the ones shipped with mnist-codec and mnist-conv
+QUICK_CTX_BITS = (7,)
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -114,6 +117,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="bit depths also measured with the range-ar coder (transform quantiser; its table takes "
                         f"about 15 s to learn per bit depth; default: {','.join(map(str, AR_BITS))}, "
                         f"with --quick {','.join(map(str, QUICK_AR_BITS))}; 'none' for none)")
+    p.add_argument("--ctx-bits", type=_int_list_or_none, default=None, metavar="LIST",
+                   help="bit depths also measured with the range-ctx coder (transform quantiser; its table takes "
+                        f"about 70 s to learn per bit depth, unless shipped; default: {','.join(map(str, CTX_BITS))}, "
+                        f"with --quick {','.join(map(str, QUICK_CTX_BITS))}; 'none' for none)")
     p.add_argument("--jpeg-qualities", type=_int_list, default=JPEG_QUALITIES, metavar="LIST")
     p.add_argument("--webp-qualities", type=_int_list, default=WEBP_QUALITIES, metavar="LIST")
     p.add_argument("--sweeps", type=float, default=DEFAULT_SWEEPS,
@@ -123,9 +130,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.ar_bits is None:
         args.ar_bits = QUICK_AR_BITS if args.quick else AR_BITS
+    if args.ctx_bits is None:
+        args.ctx_bits = QUICK_CTX_BITS if args.quick else CTX_BITS
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
-    for b in (*args.bits, *args.ar_bits):
+    for b in (*args.bits, *args.ar_bits, *args.ctx_bits):
         if not codec.MIN_BITS <= b <= codec.MAX_BITS:
             p.error(f"bits must lie in {codec.MIN_BITS}..{codec.MAX_BITS}, got {b}")
     return args
@@ -279,8 +288,8 @@ def _default_model(args: argparse.Namespace, say=print) -> dict:
 
 
 def _quantiser_and_coder(quantiser: str, coder: str) -> str:
-    """How settings are named: "transform", or "transform + range-ar"."""
-    return f"{quantiser} + range-ar" if coder == "range-ar" else quantiser
+    """How settings are named: "transform", or "transform + range-ar" (or range-ctx)."""
+    return f"{quantiser} + {coder}" if coder in codec.PREDICTIVE_CODERS else quantiser
 
 
 def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=print) -> tuple[list[dict], dict]:
@@ -298,11 +307,13 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
     rows = []
     settings = [(q, b, "range") for q in args.quantisers for b in args.bits]
     settings += [("transform", b, "range-ar") for b in args.ar_bits]
+    settings += [("transform", b, "range-ctx") for b in args.ctx_bits]
     for quantiser, bits, coder in settings:
-        predictive = coder == "range-ar"
+        predictive = coder in codec.PREDICTIVE_CODERS
         start = time.perf_counter()
-        codec.codec_table(ckpt, bits, quantiser, data=args.train_data, predictive=predictive)  # learned once, cached
-        facts["table_fit_seconds"][f"{quantiser}/{bits}" + ("/range-ar" if predictive else "")] = \
+        codec.codec_table(ckpt, bits, quantiser, data=args.train_data, predictive=predictive,
+                          spread=coder == "range-ctx")  # learned once, cached
+        facts["table_fit_seconds"][f"{quantiser}/{bits}" + (f"/{coder}" if predictive else "")] = \
             time.perf_counter() - start
         blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=args.train_data)
         decoded = codec.decode_bytes(blob, ckpt, data=args.train_data)
@@ -535,8 +546,10 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         # always on all 10,000 test images: a subset's per-call overheads would understate the rate
         speed = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data,
                               coder=pick.get("coder", "range"))
-        if pick.get("coder") == "range-ar":  # and the plain coder's, at the same setting, for comparison
-            speed["range"] = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data)
+        # and the simpler coders', at the same setting, for comparison
+        simpler = {"range-ar": ("range",), "range-ctx": ("range-ar", "range")}.get(pick.get("coder"), ())
+        for coder in simpler:
+            speed[coder] = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data, coder=coder)
 
     rows = sorted(aelab, key=lambda r: (r["model"], r["quantiser"], r["coder"], r["bits"])) + traditional
     table = markdown_table(rows)
@@ -555,7 +568,7 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
     say("")
     say(table)
     say("")
-    for measured in (speed, (speed or {}).get("range")):
+    for measured in (speed, (speed or {}).get("range-ar"), (speed or {}).get("range")):
         if not measured:
             continue
         say(f"Speed ({measured['model']}, {measured['setting']}, {measured['images']:,} images, CPU, "

@@ -20,10 +20,12 @@ def rd():
 
 def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
+    from aelab import codec
+    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})  # a small range-ctx predictor
     model = shutil.copytree(trained.folder, tmp_path / "model")  # the codec caches its tables there
     out = tmp_path / "rd"
     assert rd.main(["--limit", "30", "--checkpoint", str(model), "--train-data", str(tiny_npz), "--bits", "3,6",
-                    "--ar-bits", "6", "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--out", str(out)]) == 0
+                    "--ar-bits", "6", "--ctx-bits", "6", "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     final = json.loads(lines[-1])
     head = final["headline"]
@@ -37,9 +39,12 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
         {"model"}
     assert HEADLINE_KEYS <= set(results_per_model["model"])
     assert final["speed"]["compress_images_per_second"] > 0 and final["speed"]["same_bytes_twice"] is True
-    assert ("range" in final["speed"]) == ("range-ar" in head["aelab_setting"])  # plain coder's speed beside
+    predictive = "range-ar" in head["aelab_setting"] or "range-ctx" in head["aelab_setting"]
+    assert ("range" in final["speed"]) == predictive  # the simpler coders' speeds beside
+    assert ("range-ar" in final["speed"]) == ("range-ctx" in head["aelab_setting"])
     if "range" in final["speed"]:
-        assert final["speed"]["range"]["setting"] == final["speed"]["setting"].replace(" + range-ar", "")
+        plain = final["speed"]["setting"].replace(" + range-ar", "").replace(" + range-ctx", "")
+        assert final["speed"]["range"]["setting"] == plain
     assert final["speed"]["bf16"]["decompress_images_per_second"] > 0 and final["speed"]["bf16"]["same_bytes_twice"]
     for name in ("table.md", "results.json", "rate_distortion.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
@@ -49,13 +54,14 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     assert kinds == {(c, v) for c in ("png", "jpeg", "webp") for v in ("per-image", "tiled")}
     aelab = [r for r in results["rows"] if r["codec"] == "aelab"]
     assert {(r["quantiser"], r["coder"], r["bits"]) for r in aelab} == \
-        {(q, "range", b) for q in ("transform", "uniform") for b in (3, 6)} | {("transform", "range-ar", 6)}
+        {(q, "range", b) for q in ("transform", "uniform") for b in (3, 6)} | \
+        {("transform", c, 6) for c in ("range-ar", "range-ctx")}
     for r in aelab:
         assert r["bytes_per_image"] > 0 and 0 < r["ssim"] <= 1
-        assert (r["self_contained_bytes_per_image"] is None) == (r["coder"] == "range-ar")
-    ar, plain = ([r for r in aelab if (r["coder"], r["bits"]) == (c, 6) and r["quantiser"] == "transform"][0]
-                 for c in ("range-ar", "range"))
-    assert ar["psnr_db"] == plain["psnr_db"]  # the same symbols, other bytes
+        assert (r["self_contained_bytes_per_image"] is None) == (r["coder"] in ("range-ar", "range-ctx"))
+    ar, ctx, plain = ([r for r in aelab if (r["coder"], r["bits"]) == (c, 6) and r["quantiser"] == "transform"][0]
+                      for c in ("range-ar", "range-ctx", "range"))
+    assert ar["psnr_db"] == plain["psnr_db"] == ctx["psnr_db"]  # the same symbols, other bytes
     png = [r for r in results["rows"] if r["codec"] == "png"]
     assert all(r["psnr_db"] is None and r["ssim"] == pytest.approx(1.0) for r in png)  # lossless: inf -> null
     table = (out / "table.md").read_text()
