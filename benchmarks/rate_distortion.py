@@ -116,11 +116,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ar-bits", type=_int_list_or_none, default=None, metavar="LIST",
                    help="bit depths also measured with the range-ar coder (transform quantiser; its table takes "
                         f"about 15 s to learn per bit depth; default: {','.join(map(str, AR_BITS))}, "
-                        f"with --quick {','.join(map(str, QUICK_AR_BITS))}; 'none' for none)")
+                        f"with --quick {','.join(map(str, QUICK_AR_BITS))} and only where the table is cached; "
+                        "'none' for none)")
     p.add_argument("--ctx-bits", type=_int_list_or_none, default=None, metavar="LIST",
                    help="bit depths also measured with the range-ctx coder (transform quantiser; its table takes "
                         f"about 70 s to learn per bit depth, unless shipped; default: {','.join(map(str, CTX_BITS))}, "
-                        f"with --quick {','.join(map(str, QUICK_CTX_BITS))}; 'none' for none)")
+                        f"with --quick {','.join(map(str, QUICK_CTX_BITS))} and only where the table is cached, "
+                        "as for the shipped mnist-codec and mnist-conv; 'none' for none)")
     p.add_argument("--jpeg-qualities", type=_int_list, default=JPEG_QUALITIES, metavar="LIST")
     p.add_argument("--webp-qualities", type=_int_list, default=WEBP_QUALITIES, metavar="LIST")
     p.add_argument("--sweeps", type=float, default=DEFAULT_SWEEPS,
@@ -128,6 +130,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the default model is trained and kept (default: ~/.cache/aelab/benchmarks)")
     args = p.parse_args(argv)
+    # --quick learns no predictor (15 s for range-ar, 70 s for range-ctx) unless told to with the option
+    args.learn = {"range-ar": args.ar_bits is not None or not args.quick,
+                  "range-ctx": args.ctx_bits is not None or not args.quick}
     if args.ar_bits is None:
         args.ar_bits = QUICK_AR_BITS if args.quick else AR_BITS
     if args.ctx_bits is None:
@@ -310,6 +315,11 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
     settings += [("transform", b, "range-ctx") for b in args.ctx_bits]
     for quantiser, bits, coder in settings:
         predictive = coder in codec.PREDICTIVE_CODERS
+        if predictive and not args.learn[coder] and not codec.has_cached_table(
+                ckpt, bits, quantiser, predictive=True, spread=coder == "range-ctx"):
+            say(f"    {_quantiser_and_coder(quantiser, coder):20s} {bits:2d} bits: skipped (--quick learns no "
+                f"{coder} table; --{coder[6:]}-bits to learn it)")
+            continue
         start = time.perf_counter()
         codec.codec_table(ckpt, bits, quantiser, data=args.train_data, predictive=predictive,
                           spread=coder == "range-ctx")  # learned once, cached

@@ -112,3 +112,21 @@ def test_headline_rule(rd):
     assert head["traditional_at_lowest_quality"] is True and head["psnr_margin_db"] == pytest.approx(1.7)
     assert rd.best_traditional(trad, 22.5)["setting"] == "q=5"
     assert rd.best_traditional(trad, 28.0) is None  # PNG is lossless, not a candidate
+
+
+def test_quick_learns_no_predictor_unless_asked(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
+    """--quick stays quick: a range-ar or range-ctx table it would have to learn first (15 and 70
+    seconds) is skipped, unless its bit depths are given."""
+    assert rd.parse_args(["--quick"]).learn == {"range-ar": False, "range-ctx": False}
+    assert rd.parse_args(["--quick", "--ctx-bits", "7"]).learn == {"range-ar": False, "range-ctx": True}
+    assert rd.parse_args([]).learn == {"range-ar": True, "range-ctx": True}
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
+    model = shutil.copytree(trained.folder, tmp_path / "model")
+    out = tmp_path / "rd"
+    assert rd.main(["--quick", "--limit", "20", "--checkpoint", str(model), "--train-data", str(tiny_npz),
+                    "--bits", "6", "--quantisers", "transform", "--jpeg-qualities", "1", "--webp-qualities", "0",
+                    "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("skipped (--quick learns no") == 2  # range-ar's and range-ctx's 7-bit tables
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["coder"] for r in rows if r["codec"] == "aelab"} == {"range"}
