@@ -69,6 +69,7 @@ AR_BITS = (5, 6, 7, 8)  # where the headline lies for our models; range-ar's tab
 QUICK_AR_BITS = (7,)
 CTX_BITS = (6, 7)  # range-ctx's tables take about 70 s each to learn: the ones shipped with mnist-codec and mnist-conv
 QUICK_CTX_BITS = (7,)
+LEARN_OPTION = {"range-ar": "--ar-bits", "range-ctx": "--ctx-bits"}
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
         if predictive and not args.learn[coder] and not codec.has_cached_table(
                 ckpt, bits, quantiser, predictive=True, spread=coder == "range-ctx"):
             say(f"    {_quantiser_and_coder(quantiser, coder):20s} {bits:2d} bits: skipped (--quick learns no "
-                f"{coder} table; --{coder[6:]}-bits to learn it)")
+                f"{coder} table; {LEARN_OPTION[coder]} to learn it)")
             continue
         start = time.perf_counter()
         codec.codec_table(ckpt, bits, quantiser, data=args.train_data, predictive=predictive,
@@ -367,7 +368,8 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
             decoded[precision] = codec.decode_bytes(blob, ckpt, data=data, precision=precision)
             dec.append(time.perf_counter() - start)
         mse = float(((decoded[precision].astype(np.float64) - images) ** 2).mean()) / 255.0 ** 2
-        numbers = {"compress_images_per_second": len(images) / min(enc),
+        numbers = {"bytes_per_image": len(blob) / len(images),
+                   "compress_images_per_second": len(images) / min(enc),
                    "decompress_images_per_second": len(images) / min(dec),
                    "same_bytes_twice": again == blob, "psnr_db": psnr_db(mse)}
         if precision == "fp32":
@@ -586,7 +588,8 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
             f"{measured['compress_images_per_second']:,.0f} images/s, decompress "
             f"{measured['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {measured['psnr_db']:.3f} dB); "
             f"with --precision bf16: {measured['bf16']['compress_images_per_second']:,.0f} and "
-            f"{measured['bf16']['decompress_images_per_second']:,.0f} images/s (PSNR "
+            f"{measured['bf16']['decompress_images_per_second']:,.0f} images/s "
+            f"({measured['bf16']['bytes_per_image']:.2f} bytes/image against fp32's {measured['bytes_per_image']:.2f}, PSNR "
             f"{measured['bf16']['psnr_db']:.3f} dB; its decoder's pixels at most "
             f"{measured['bf16']['decoder_max_pixel_difference']} grey levels from fp32's; its encoder quantises "
             f"{100 * measured['bf16']['encoder_changed_symbols']:.2f}% of components into another bin)")

@@ -652,7 +652,7 @@ def test_range_ctx_codes_chunk_by_chunk(ckpt, images, ctx_blob, monkeypatch):
     """The chunk is part of the format (each class's residuals are coded per chunk): a file coded in
     other chunks is another file, which must still decode, with a last chunk shorter than the rest."""
     codes = codec.decode_codes(ctx_blob, ckpt)
-    monkeypatch.setattr(codec, "PREDICTOR_CHUNK", 7)
+    monkeypatch.setattr(codec, "CTX_CHUNK", 7)
     chunked = codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
     assert chunked != ctx_blob
     np.testing.assert_array_equal(codec.decode_codes(chunked, ckpt), codes)
@@ -669,24 +669,32 @@ def test_range_ctx_refusals(ckpt, images, ctx_blob, ar_blob):
     body[len(body) // 2] ^= 0xFF
     with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
         codec.decode_bytes(_rewrite(ctx_blob[:codec.HEADER.size] + bytes(body)), ckpt)
-    ar = codec.codec_table(ckpt, 6, "transform", predictive=True)  # a range-ar file read as range-ctx
-    with pytest.raises(CheckpointError, match="not the one the file was made with"):
-        codec.decode_bytes(_rewrite(ctx_blob, digest=ar.digest), ckpt)
+    with pytest.raises(CheckpointError, match="not the one the file was made with"):  # range-ar read as range-ctx
+        codec.decode_bytes(_rewrite(ar_blob, coder=codec.CODERS["range-ctx"]), ckpt)
 
 
 def test_save_tables_can_keep_the_tables_a_folder_has(ckpt, images, ctx_blob, ar_blob, tiny_npz, tmp_path,
                                                       monkeypatch):
     """Packaging the range-ctx tables into a folder must not learn its other tables again: files made
     with those would no longer decode."""
+    from safetensors.numpy import load_file
     folder = Path(shutil.copytree(ckpt, tmp_path / "model"))
-    before = {bits: codec.codec_table(folder, bits, "transform").digest for bits in (4, 6)}
     ar_file = codec.encode_bytes(images, folder, 6, coder="range-ar")
     ctx_file = codec.encode_bytes(images, folder, 6, coder="range-ctx")
+    before = load_file(str(folder / codec.CACHE_FILE))
+    learned = []
+    fit_table, fit_predictive_table = codec.fit_table, codec.fit_predictive_table
+    monkeypatch.setattr(codec, "fit_table", lambda codes, bits, *a, **k: learned.append(("plain", bits))
+                        or fit_table(codes, bits, *a, **k))
+    monkeypatch.setattr(codec, "fit_predictive_table", lambda codes, table, **k: learned.append(
+        ("ctx" if k.get("spread") else "ar", table.bits)) or fit_predictive_table(codes, table, **k))
     monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})
     codec.save_tables(folder, bits=(4, 6), quantisers=("transform",), data=tiny_npz, predictive=(6,),
                       spread=(4, 6), keep=True)
-    assert {bits: codec.codec_table(folder, bits, "transform").digest for bits in (4, 6)} == before
-    assert codec.has_cached_table(folder, 4, "transform", predictive=True, spread=True)
+    assert learned == [("ctx", 4)]  # the only table the folder lacked
+    after = load_file(str(folder / codec.CACHE_FILE))
+    assert all(np.array_equal(after[key], value) for key, value in before.items())
+    assert codec.has_cached_table(folder, 4, "transform", spread=True)
     for blob in (ar_file, ctx_file):
         assert codec.decode_bytes(blob, folder).shape == images.shape
     with pytest.raises(OptionError, match="range-ctx tables for bit depths \\[5\\]"):

@@ -130,10 +130,11 @@ def test_undo_residuals_recovers_the_symbols_the_encoder_coded(fitted):
 # --- the spread head (the range-ctx coder) -----------------------------------------------------------
 
 def _uneven(rng, n):
-    """Three components: the third is the first plus noise whose size the second decides."""
+    """Three components: the third is 0.3 x the first (so the prediction often lies between two
+    integers) plus noise whose size the second decides."""
     a, loud = rng.integers(-20, 21, n), rng.integers(0, 2, n)
-    noise = np.where(loud == 1, rng.integers(-12, 13, n), rng.integers(-1, 2, n))
-    return np.stack([a, loud, a + noise], axis=1)
+    noise = rng.normal(0.0, 1.0, n) * np.where(loud == 1, 5.0, 0.4)
+    return np.stack([a, loud, np.rint(0.3 * a + noise).astype(np.int64)], axis=1)
 
 
 LEVELS = np.array([64, 4, 128])
@@ -174,11 +175,16 @@ def test_mirrored_residuals_lean_one_way_and_undo_exactly(spread):
     plain = np.mod(symbols - zero - predictor.predict(symbols - zero), LEVELS)
     _, _, up = predictor.predict_with_classes(symbols - zero)
     np.testing.assert_array_equal(residuals, np.where(up, np.mod(-plain, LEVELS), plain))
+
+    def lean(r):  # of the residuals of +-1 in the noisy component, the share of +1
+        signed = np.where(r > LEVELS // 2, r - LEVELS, r)[:len(test), 2]
+        return np.mean(signed[np.abs(signed) == 1] == 1)
+    assert abs(lean(residuals) - 0.5) > abs(lean(plain) - 0.5) + 0.05
     seen = []
 
     def residual_of(k, decoder_classes):
         seen.append(decoder_classes.numpy().copy())
-        return torch.from_numpy((residuals[:, k] + zero[k]).astype(np.float64))
+        return torch.from_numpy(residuals[:, k].astype(np.float64))
 
     undone = PredictorRun(predictor, len(symbols)).undo(residual_of, zero, LEVELS)
     np.testing.assert_array_equal(undone, symbols)
@@ -217,3 +223,25 @@ def test_a_run_over_one_image_leaves_the_predictor_as_it_was(spread):
 
     for q in (test[:1], test[:1], test):
         np.testing.assert_array_equal(loop(q), predictor.predict(q))
+
+
+def test_a_predictor_with_fewer_units_than_components_decodes():
+    """Degrees without units (fewer hidden units than components - 1) once made the decoder fail
+    while the encoder worked: files that compressed but did not decompress."""
+    from aelab.predictor import PredictorRun, fit_spread_head
+    rng = np.random.default_rng(4)
+    q = np.concatenate([_components(rng, 500), _components(rng, 500)], axis=1)  # 8 components, 3 units
+    for predictor in (fit_predictor(q, hidden=3, epochs=2),):
+        for p in (predictor, fit_spread_head(predictor, q, np.full(8, 1 << 12), classes=2, epochs=1)):
+            run, loop = PredictorRun(p, 40), np.empty((40, 8), np.int64)
+            for k in range(8):
+                loop[:, k] = run.prediction(k)
+                run.feed(k, q[:40, k])
+            np.testing.assert_array_equal(loop, p.predict(q[:40]))
+
+
+def test_an_output_without_a_fractional_bit_is_refused(fitted):
+    """Rounding, and range-ctx's mirroring, need the output's fractional bit (shifts[2] >= 1)."""
+    fields = fitted[0].tensors()
+    with pytest.raises(ValueError, match="shifts"):
+        Predictor(**dict(fields, shifts=np.array([*fields["shifts"][:2], 0])))

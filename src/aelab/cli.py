@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "10%% fewer bytes for mnist-conv, --table checkpoint only; its table is learned once per bit depth "
                         "(about 15 s on 2 cores) and cached; range-ctx: as range-ar with a wider predictor that also "
                         "picks one of 8 probability tables per component by how far off it expects to be, 4.5%% fewer "
-                        "bytes than range-ar for mnist-codec at 7 bits, about 10%% slower each way (table: about "
+                        "bytes than range-ar for mnist-codec at 7 bits, about 10%% slower in fp32 (table: about "
                         "70 s to learn, shipped for mnist-codec and mnist-conv at 6 and 7 bits)")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, to learn the probability model when the checkpoint folder has "

@@ -104,10 +104,9 @@ DEFAULT_QUANTISER = "transform"
 _CODER_NAMES = {v: k for k, v in CODERS.items()}
 _TABLE_NAMES = {v: k for k, v in TABLES.items()}
 
-# the range-ctx coder's predictor: wider than range-ar's and trained longer (at 7 bits for mnist-codec,
-# 256 units for 20 epochs left 14.81 bytes/image, 384 for 80 left 14.49, its spread classes and mirrored
-# residuals then 14.15; 160 epochs gave no more)
+# the range-ctx coder's predictor: wider than range-ar's (256 units) and trained longer (20 epochs)
 CTX_PREDICTOR = {"hidden": 384, "epochs": 80}
+CTX_CHUNK = 4096  # range-ctx codes its images in chunks of this many (docs/format.md): part of the format
 # the probability tables of table="checkpoint" hold integer frequencies of this total (about)
 _FREQ_SCALE = 1 << 24
 _CACHE_FORMAT = "aelab-codec-tables"
@@ -271,13 +270,6 @@ class CodecTable:
         if self.predictor is not None:
             h.update(b"predictor\0" + self.predictor.digest_bytes())
         return h.digest()[:16]
-
-    def expected_bits(self) -> float:
-        """Bits per image that an ideal coder would spend on symbols drawn from the model itself
-        (with spread classes: each class taken as equally likely, as the fitting makes them)."""
-        p = self.freq / np.maximum(self.freq.sum(axis=1, keepdims=True), 1)
-        logs = np.log2(p, out=np.zeros_like(p), where=p > 0)
-        return float(-(p * logs).sum()) / self.classes
 
 
 def _table_problem(t: CodecTable) -> str | None:
@@ -561,7 +553,7 @@ def fit_predictive_table(codes: np.ndarray, table: CodecTable, *, spread: bool =
 def _class_frequencies(residuals: np.ndarray, classes: np.ndarray, count: int, levels: np.ndarray,
                        max_levels: int) -> np.ndarray:
     """Row ``k * count + j``: the probability model (:func:`_frequencies`) of component k's residuals
-    in spread class j; uniform for a class with no training residuals."""
+    in spread class j; uniform for a class with fewer than two training residuals."""
     d = residuals.shape[1]
     freq = np.zeros((d * count, max_levels), np.int64)
     for k in range(d):
@@ -679,7 +671,7 @@ def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_
     """The checkpoint's quantiser and probability model for ``bits``; with ``predictive``, the
     ``"range-ar"`` coder's: the same quantiser, an autoregressive predictor and the residuals'
     probability model (:func:`fit_predictive_table`; learning it takes about 15 seconds on 2 cores);
-    with ``spread`` as well, the ``"range-ctx"`` coder's (about 70 seconds).
+    with ``spread`` (which implies ``predictive``), the ``"range-ctx"`` coder's (about 70 seconds).
 
     Read from ``codec.safetensors`` in the checkpoint folder when it holds one
     for this model (same fingerprint), quantiser and bit depth, else from the
@@ -696,7 +688,8 @@ def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_
     ckpt = _checkpoint(checkpoint)
     fp = _fingerprint_bytes(ckpt).hex()
     files = _cache_files(ckpt, fp)
-    spread = bool(predictive and spread)
+    spread = bool(spread)
+    predictive = bool(predictive or spread)
     key = (fp, quantiser, bits, predictive, spread, os.fspath(files[0].absolute()),
            tuple(_file_stamp(f) for f in files))
     if cache and key in _table_memo:
@@ -725,13 +718,13 @@ def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_
 def has_cached_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS,
                      quantiser: str = DEFAULT_QUANTISER, *, predictive: bool = False, spread: bool = False) -> bool:
     """Whether :func:`codec_table` would find this table cached (else it learns it: seconds, about
-    15 seconds with ``predictive``, about 70 with ``spread`` too). False for anything it cannot read."""
+    15 seconds with ``predictive``, about 70 with ``spread``). False for anything it cannot read."""
     try:
         ckpt = _checkpoint(checkpoint)
         fp = _fingerprint_bytes(ckpt).hex()
         contents = [_read_cache(f, fp) for f in _cache_files(ckpt, fp)]
-        return _first_cached_table(contents, quantiser, check_bits(bits), predictive,
-                                   bool(predictive and spread)) is not None
+        return _first_cached_table(contents, quantiser, check_bits(bits), bool(predictive or spread),
+                                   bool(spread)) is not None
     except Exception:  # noqa: BLE001 - a question, not an operation: compress reports the real error
         return False
 
@@ -921,13 +914,13 @@ def _encode_payload(symbols: np.ndarray, table: CodecTable, coder: str) -> bytes
 
 
 def _encode_with_classes(symbols: np.ndarray, table: CodecTable) -> bytes:
-    """range-ctx: in chunks of PREDICTOR_CHUNK images (the decoder's), component by component, the
+    """range-ctx: in chunks of CTX_CHUNK images (the decoder's), component by component, the
     residuals of each spread class in turn (images in order within a class) under that class's model."""
     residuals, classes = table.predictor.residuals_and_classes(symbols, table.zero_symbols(), table.levels)
     encoder = _constriction().stream.queue.RangeEncoder()
     components = _coded_components(table)
-    for start in range(0, len(symbols), PREDICTOR_CHUNK):
-        chunk = slice(start, start + PREDICTOR_CHUNK)
+    for start in range(0, len(symbols), CTX_CHUNK):
+        chunk = slice(start, start + CTX_CHUNK)
         for k, models in components:
             order, counts = _by_class(classes[chunk, k], len(models))
             values = np.ascontiguousarray(residuals[chunk, k][order], dtype=np.int32)
@@ -973,16 +966,17 @@ def _decode_payload(payload: bytes, n: int, table: CodecTable, coder: str, path:
     constriction = _constriction()
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-        if table.predictor is not None and table.predictor.has_spread:
-            return _decode_with_classes(decoder, n, table)
-        symbols = np.zeros((n, d), np.int32)
-        for k, (model,) in _coded_components(table):
-            symbols[:, k] = decoder.decode(model, n)
     except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
         raise DataError(f"damaged .aez file: the payload does not decode ({e})", path=path) from e
+    try:
+        symbols = np.zeros((n, d), np.int32)
     except MemoryError as e:
         raise DataError(f"the file holds {n:,} images, too many to decode in this machine's memory", path=path,
                         hint="decompress it on a machine with more memory") from e
+    if table.predictor is not None and table.predictor.has_spread:
+        return _decode_with_classes(decoder, symbols, table, path)
+    for k, (model,) in _coded_components(table):
+        symbols[:, k] = _decoded(decoder, model, n, path)
     if table.predictor is not None:  # range-ar: those were the residuals
         symbols = _symbols_from_residuals(symbols, table)
     return symbols
@@ -1001,29 +995,34 @@ def _symbols_from_residuals(residuals: np.ndarray, table: CodecTable) -> np.ndar
     return symbols
 
 
-def _decode_with_classes(decoder: Any, n: int, table: CodecTable) -> np.ndarray:
-    """range-ctx's decoding, :func:`_encode_with_classes` in reverse: per chunk, component by
-    component, the spread classes from the symbols so far, then each class's residuals."""
+def _decoded(decoder: Any, model: Any, count: int, path: Any) -> np.ndarray:
+    """``count`` symbols from the range decoder; a payload that cannot hold them is a DataError."""
+    try:
+        return decoder.decode(model, count)
+    except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
+        raise DataError(f"damaged .aez file: the payload does not decode ({e})", path=path) from e
+
+
+def _decode_with_classes(decoder: Any, symbols: np.ndarray, table: CodecTable, path: Any) -> np.ndarray:
+    """range-ctx's decoding into ``symbols`` (n, d), :func:`_encode_with_classes` in reverse: per
+    chunk, component by component, the spread classes from the symbols so far, then each class's
+    residuals."""
     import torch
-    zero = table.zero_symbols().astype(np.float64)
     models = dict(_coded_components(table))
-    symbols = np.zeros((n, table.code_size), np.int32)
-    for start in range(0, n, PREDICTOR_CHUNK):
-        size = min(PREDICTOR_CHUNK, n - start)
-        shifted = np.empty(size, np.float64)
+    zero = table.zero_symbols()
+    for start in range(0, len(symbols), CTX_CHUNK):
+        size = min(CTX_CHUNK, len(symbols) - start)
+        residuals = np.zeros(size, np.float64)
 
         def residual_of(k: int, classes: torch.Tensor) -> torch.Tensor:
-            if k not in models:  # one level: always residual 0
-                shifted.fill(zero[k])
-            else:
+            if k in models:  # else one level: always residual 0
                 order, counts = _by_class(classes.numpy(), len(models[k]))
                 values = np.empty(size, np.int32)
                 for model, lo, hi in zip(models[k], counts[:-1], counts[1:]):
                     if hi > lo:
-                        values[lo:hi] = decoder.decode(model, int(hi - lo))
-                shifted[order] = values
-                np.add(shifted, zero[k], out=shifted)
-            return torch.from_numpy(shifted)
+                        values[lo:hi] = _decoded(decoder, model, int(hi - lo), path)
+                residuals[order] = values
+            return torch.from_numpy(residuals)
 
         symbols[start:start + size] = PredictorRun(table.predictor, size).undo(residual_of, zero, table.levels)
     return symbols

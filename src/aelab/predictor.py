@@ -43,10 +43,8 @@ WEIGHT_BITS = 15    # weights are integers of at most 15 bits (plus sign)
 ACTIVATION_BITS = 12  # hidden activations are scaled to about 12 bits on the training codes ...
 CLAMP = float(1 << 20)  # ... and clamped at 20, so no sum can reach 2**53: exactness holds for any input
 MAX_INPUT = 1 << 16  # components are symbols minus the zero level: |q| < 2**16 at 16 bits
-SPREAD_CLASSES = 8  # the range-ctx coder's: 8 saved 2.4% at 7 bits for mnist-codec, 16 only 0.1% more
-# images per pass: a pass holds CHUNK x (2 H + d) float64 numbers (about 18 MB at H = 256). Part of the
-# range-ctx format (docs/format.md: it codes chunk by chunk): changing it breaks those files
-CHUNK = 4096
+SPREAD_CLASSES = 8  # the range-ctx coder's tables per component
+CHUNK = 4096  # images per pass: a pass holds CHUNK x (2 H + d) float64 numbers (about 18 MB at H = 256)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +128,7 @@ class Predictor:
             lo, hi = (int(end[g - 1]) if g else 0), int(end[g])
             steps.append((lo, hi, t["w1"][lo:hi, :g + 1].contiguous(), t["b1"][lo:hi, None].clone(),
                           t["w2"][lo:hi, :hi].contiguous(), t["b2"][lo:hi, None].clone(),
-                          heads_w[k:, :, lo:hi].reshape(-1, hi - lo).contiguous()))
+                          heads_w[k:, :, lo:hi].reshape((self.size - k) * heads_w.shape[1], hi - lo).contiguous()))
         return steps
 
     @cached_property
@@ -181,10 +179,10 @@ class Predictor:
         h = torch.addmm(t["b2"], h, t["w2"].T).clamp_(min=0).mul_(2.0 ** -int(self.shifts[1]))
         return torch.floor_(h).clamp_(max=CLAMP)
 
-
     def residuals(self, symbols: np.ndarray, zero: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """What the range-ar coder codes, the encoder's way (all predictions in one pass): int32 (n, d)
-        ``(symbol - zero - prediction) mod levels``, the prediction made from ``symbols - zero``.
+        ``(symbol - zero - prediction) mod levels``, the prediction made from ``symbols - zero``
+        (mirrored where it was rounded up, with the spread head: :meth:`residuals_and_classes`).
         :meth:`PredictorRun.undo_residuals` is its inverse."""
         return self.residuals_and_classes(symbols, zero, levels)[0]
 
@@ -219,8 +217,8 @@ def _problem(p: Predictor) -> str | None:
         return "predictor arrays have inconsistent shapes"
     if (np.diff(p.degrees) < 0).any() or p.degrees.min() < 0 or p.degrees.max() > d - 2:
         return "predictor degrees out of order or range"
-    if (p.shifts < 0).any() or (p.shifts > 62).any():
-        return "predictor shifts out of range"
+    if (p.shifts < 0).any() or (p.shifts > 62).any() or p.shifts[2] < 1:
+        return "predictor shifts out of range"  # the output keeps a fractional bit: rounding (and mirroring) need it
     # every sum must stay exact in float64 for any input: the largest possible |sum| below 2**52
     # (in float64 from the start: int64's abs and sums can wrap around)
     w1, b1, w2, b2, w3, b3 = (a.astype(np.float64) for a in arrays[1:7])
@@ -306,8 +304,9 @@ class PredictorRun:
         return self._prediction(k).to(torch.int64).numpy()
 
     def _prediction(self, k: int) -> torch.Tensor:
-        """float64 (n,), integer-valued: the prediction of component k (a buffer the next call reuses),
-        and with the spread head, the spread score, for :meth:`_spread_class`."""
+        """float64 (n,), integer-valued: the prediction of component k (a view into the run's heads,
+        which this call scales in place: call it once per k, in order); with the spread head it also
+        finishes component k's spread score (for :meth:`_spread_class`) and ``up``."""
         lo, hi, w1, b1, w2, b2, heads_w = self.steps[k]
         if hi > lo:
             for h, w, b, inputs, scale in ((self.h1, w1, b1, self.x[:k], self.scale[0]),
@@ -330,19 +329,18 @@ class PredictorRun:
         return torch.bucketize(self.heads[k, 1], self.p._edges[k], right=True)  # edges at or below: as _classes
 
     def undo_residuals(self, residuals: np.ndarray, zero: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """The decoder's whole loop: symbols (int32 (n, d)) from ``residuals`` (n, d), the range-ar
-        coder's ``(symbol - zero - prediction) mod levels`` (:meth:`Predictor.residuals`)."""
-        zero = np.asarray(zero, dtype=np.float64)
-        shifted = torch.from_numpy(np.asarray(residuals, dtype=np.float64).T + zero[:, None])
-        return self.undo(lambda k, classes: shifted[k], zero, levels)
+        """The decoder's whole loop: symbols (int32 (n, d)) from ``residuals`` (n, d), what
+        :meth:`Predictor.residuals` gives."""
+        by_component = torch.from_numpy(np.ascontiguousarray(np.asarray(residuals, dtype=np.float64).T))
+        return self.undo(lambda k, classes: by_component[k], zero, levels)
 
     def undo(self, residual_of: Callable[[int, torch.Tensor | None], torch.Tensor], zero: np.ndarray,
              levels: np.ndarray) -> np.ndarray:
         """Symbols (int32 (n, d)), component by component: the prediction from the symbols so far
         (and with the spread head, the spread classes), then ``residual_of(k, classes)``, component
-        k's residuals plus ``zero[k]`` (float64 (n,)), which give the symbols (unmirrored with the spread
-        head: see :meth:`Predictor.residuals_and_classes`); those are fed back (as ``symbol - zero``,
-        below ``levels <= MAX_INPUT`` in size, so they need no check)."""
+        k's residuals as :meth:`Predictor.residuals_and_classes` gives them (float64 (n,); with the
+        spread head mirrored back here), which give the symbols; those are fed back (as ``symbol -
+        zero``, below ``levels <= MAX_INPUT`` in size, so they need no check)."""
         zero = np.asarray(zero, dtype=np.float64)
         for k in range(self.p.size):
             mu = self._prediction(k)
@@ -350,8 +348,9 @@ class PredictorRun:
             if self.up is None:
                 torch.add(residual_of(k, None), mu, out=x)
             else:
-                residual = residual_of(k, self._spread_class(k)) - zero[k]
-                torch.add(torch.where(self.up, -residual, residual), mu, out=x).add_(zero[k])
+                residual = residual_of(k, self._spread_class(k))
+                torch.add(torch.where(self.up, -residual, residual), mu, out=x)
+            x.add_(zero[k])
             torch.remainder(x, float(levels[k]), out=x)
             x.sub_(zero[k])
         return (self.x.T.numpy() + zero).astype(np.int32)
