@@ -546,18 +546,7 @@ def ar_blob(ckpt, images, tiny_npz) -> bytes:
     return codec.encode_bytes(images, ckpt, 6, coder="range-ar")
 
 
-def test_range_ar_decodes_to_the_same_images_as_the_range_coder(ckpt, images, ar_blob):
-    header = codec.read_header(ar_blob)
-    assert header.coder == "range-ar" and header.table == "checkpoint"
-    plain = codec.encode_bytes(images, ckpt, 6)
-    np.testing.assert_array_equal(codec.decode_bytes(ar_blob, ckpt), codec.decode_bytes(plain, ckpt))
-    np.testing.assert_array_equal(codec.decode_codes(ar_blob, ckpt), codec.decode_codes(plain, ckpt))
-    assert codec.encode_bytes(images, ckpt, 6, coder="range-ar") == ar_blob  # deterministic
-    one = codec.encode_bytes(images[:1], ckpt, 6, coder="range-ar")
-    np.testing.assert_array_equal(codec.decode_bytes(one, ckpt), codec.decode_bytes(plain, ckpt)[:1])
-
-
-def test_range_ar_tables_are_cached_beside_the_plain_ones(ckpt, tiny_npz):
+def test_range_ar_tables_are_cached_beside_the_plain_ones(ckpt, ar_blob):
     from safetensors import safe_open
     with safe_open(str(Path(ckpt) / codec.CACHE_FILE), framework="numpy") as f:
         keys = set(f.keys())
@@ -565,18 +554,6 @@ def test_range_ar_tables_are_cached_beside_the_plain_ones(ckpt, tiny_npz):
     ar, plain = (codec.codec_table(ckpt, 6, "transform", predictive=p) for p in (True, False))
     assert ar.predictor is not None and plain.predictor is None and ar.digest != plain.digest
     np.testing.assert_array_equal(ar.step, plain.step)  # the same quantiser
-
-
-def test_range_ar_needs_the_checkpoints_table(ckpt, images, ar_blob):
-    from aelab.errors import OptionError
-    with pytest.raises(OptionError, match="table 'checkpoint'"):
-        codec.encode_bytes(images, ckpt, 6, coder="range-ar", table="embedded")
-    with pytest.raises(DataError, match="range-ar coder with an embedded table|does not fit the table mode"):
-        codec.decode_bytes(_rewrite(ar_blob, table=codec.TABLES["embedded"]), ckpt)
-    body = bytearray(ar_blob[codec.HEADER.size:])
-    body[len(body) // 2] ^= 0xFF
-    with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
-        codec.decode_bytes(_rewrite(ar_blob[:codec.HEADER.size] + bytes(body)), ckpt)
 
 
 def test_range_ar_decodes_in_chunks_of_images_alike(ckpt, images, ar_blob, monkeypatch):
@@ -598,14 +575,16 @@ def test_range_ar_needs_a_code_of_two_numbers_or_more(tmp_path):
         codec.encode_bytes(np.zeros((2, 28, 28), np.uint8), folder, 4, coder="range-ar")
 
 
-def test_cli_range_ar_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path, capsys):
+@pytest.mark.parametrize("coder", ["range-ar", "range-ctx"])
+def test_cli_says_when_it_learns_a_predictor(coder, ckpt, tiny_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})  # range-ctx's, small
     folder = Path(shutil.copytree(ckpt, tmp_path / "model", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
     aez = tmp_path / "d.aez"
     args = ["compress", str(tiny_npz), "--checkpoint", str(folder), "-o", str(aez), "--bits", "5",
-            "--coder", "range-ar", "--data", str(tiny_npz)]
+            "--coder", coder, "--data", str(tiny_npz)]
     assert main(args) == 0
     out = capsys.readouterr()
-    assert "Learning the range-ar coder's predictor for 5 bits" in out.err and "range-ar coder" in out.out
+    assert f"Learning the {coder} coder's predictor for 5 bits" in out.err and f"{coder} coder" in out.out
     assert main(args) == 0  # cached now: nothing to say
     assert "Learning" not in capsys.readouterr().err
     assert main(["decompress", str(aez), "--checkpoint", str(folder), "-o", str(tmp_path / "o.npz")]) == 0
@@ -613,7 +592,7 @@ def test_cli_range_ar_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path
     other = Path(shutil.copytree(ckpt, tmp_path / "other", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
     assert main(["decompress", str(aez), "--checkpoint", str(other), "-o", str(tmp_path / "p.npz"),
                  "--data", str(tiny_npz)]) in (0, 2)  # learned again: the same predictor or a clear refusal
-    assert "Learning the range-ar coder's predictor for 5 bits" in capsys.readouterr().err
+    assert f"Learning the {coder} coder's predictor for 5 bits" in capsys.readouterr().err
 
 
 # --- the range-ctx coder ---------------------------------------------------------------------------
@@ -626,13 +605,16 @@ def ctx_blob(ckpt, images, tiny_npz) -> bytes:
     return codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
 
 
-def test_range_ctx_decodes_to_the_same_images_as_the_range_coder(ckpt, images, ctx_blob):
-    header = codec.read_header(ctx_blob)
-    assert header.coder == "range-ctx" and header.table == "checkpoint"
+@pytest.mark.parametrize("coder", ["range-ar", "range-ctx"])
+def test_predictive_coders_decode_to_the_same_images_as_the_range_coder(coder, ckpt, images, request):
+    blob = request.getfixturevalue("ar_blob" if coder == "range-ar" else "ctx_blob")
+    header = codec.read_header(blob)
+    assert header.coder == coder and header.table == "checkpoint"
     plain = codec.encode_bytes(images, ckpt, 6)
-    np.testing.assert_array_equal(codec.decode_bytes(ctx_blob, ckpt), codec.decode_bytes(plain, ckpt))
-    assert codec.encode_bytes(images, ckpt, 6, coder="range-ctx") == ctx_blob  # deterministic
-    one = codec.encode_bytes(images[:1], ckpt, 6, coder="range-ctx")
+    np.testing.assert_array_equal(codec.decode_bytes(blob, ckpt), codec.decode_bytes(plain, ckpt))
+    np.testing.assert_array_equal(codec.decode_codes(blob, ckpt), codec.decode_codes(plain, ckpt))
+    assert codec.encode_bytes(images, ckpt, 6, coder=coder) == blob  # deterministic
+    one = codec.encode_bytes(images[:1], ckpt, 6, coder=coder)
     np.testing.assert_array_equal(codec.decode_bytes(one, ckpt), codec.decode_bytes(plain, ckpt)[:1])
 
 
@@ -660,17 +642,20 @@ def test_range_ctx_codes_chunk_by_chunk(ckpt, images, ctx_blob, monkeypatch):
         codec.decode_codes(ctx_blob, ckpt)  # read in other chunks than it was written in
 
 
-def test_range_ctx_refusals(ckpt, images, ctx_blob, ar_blob):
-    with pytest.raises(OptionError, match="range-ctx coder needs table 'checkpoint'"):
-        codec.encode_bytes(images, ckpt, 6, coder="range-ctx", table="embedded")
-    with pytest.raises(DataError, match="range-ctx coder with an embedded table|does not fit the table mode"):
-        codec.decode_bytes(_rewrite(ctx_blob, table=codec.TABLES["embedded"]), ckpt)
-    body = bytearray(ctx_blob[codec.HEADER.size:])
+@pytest.mark.parametrize("coder", ["range-ar", "range-ctx"])
+def test_predictive_coders_need_the_checkpoints_table_and_refuse_damage(coder, ckpt, images, ctx_blob, ar_blob):
+    blob = ar_blob if coder == "range-ar" else ctx_blob
+    with pytest.raises(OptionError, match=f"{coder} coder needs table 'checkpoint'"):
+        codec.encode_bytes(images, ckpt, 6, coder=coder, table="embedded")
+    with pytest.raises(DataError, match=f"{coder} coder with an embedded table|does not fit the table mode"):
+        codec.decode_bytes(_rewrite(blob, table=codec.TABLES["embedded"]), ckpt)
+    body = bytearray(blob[codec.HEADER.size:])
     body[len(body) // 2] ^= 0xFF
     with pytest.raises(DataError, match="does not decode|symbols fail their checksum"):
-        codec.decode_bytes(_rewrite(ctx_blob[:codec.HEADER.size] + bytes(body)), ckpt)
-    with pytest.raises(CheckpointError, match="not the one the file was made with"):  # range-ar read as range-ctx
-        codec.decode_bytes(_rewrite(ar_blob, coder=codec.CODERS["range-ctx"]), ckpt)
+        codec.decode_bytes(_rewrite(blob[:codec.HEADER.size] + bytes(body)), ckpt)
+    other = ctx_blob if coder == "range-ar" else ar_blob  # read with the other coder's table
+    with pytest.raises(CheckpointError, match="not the one the file was made with"):
+        codec.decode_bytes(_rewrite(other, coder=codec.CODERS[coder]), ckpt)
 
 
 def test_save_tables_can_keep_the_tables_a_folder_has(ckpt, images, ctx_blob, ar_blob, tiny_npz, tmp_path,
@@ -699,19 +684,6 @@ def test_save_tables_can_keep_the_tables_a_folder_has(ckpt, images, ctx_blob, ar
         assert codec.decode_bytes(blob, folder).shape == images.shape
     with pytest.raises(OptionError, match="range-ctx tables for bit depths \\[5\\]"):
         codec.save_tables(folder, bits=(4,), data=tiny_npz, spread=(5,))
-
-
-def test_cli_range_ctx_says_when_it_learns_its_predictor(ckpt, tiny_npz, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})
-    folder = Path(shutil.copytree(ckpt, tmp_path / "model", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
-    aez = tmp_path / "d.aez"
-    args = ["compress", str(tiny_npz), "--checkpoint", str(folder), "-o", str(aez), "--bits", "5",
-            "--coder", "range-ctx", "--data", str(tiny_npz)]
-    assert main(args) == 0
-    out = capsys.readouterr()
-    assert "Learning the range-ctx coder's predictor for 5 bits" in out.err and "range-ctx coder" in out.out
-    assert main(["decompress", str(aez), "--checkpoint", str(folder), "-o", str(tmp_path / "o.npz")]) == 0
-    assert "Learning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["mnist-conv", "mnist-codec"])

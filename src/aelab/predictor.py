@@ -383,18 +383,8 @@ def fit_predictor(q: np.ndarray, *, hidden: int = HIDDEN, epochs: int = EPOCHS, 
             h = torch.relu(h) if i < 2 else h
         return h
 
-    optimizer = torch.optim.Adam([*weights, *biases], 2e-3)
-    steps = (n + batch - 1) // batch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps))
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        for i in range(steps):
-            rows = order[i * batch:(i + 1) * batch]
-            loss = ((forward(x[rows]) - x[rows]) ** 2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    _train([*weights, *biases], lambda rows: ((forward(x[rows]) - x[rows]) ** 2).mean(), n,
+           epochs=epochs, batch=batch, generator=generator)
     with torch.no_grad():
         w = [(wi * m).double() for wi, m in zip(weights, masks)]
         b = [bi.double() for bi in biases]
@@ -402,6 +392,23 @@ def fit_predictor(q: np.ndarray, *, hidden: int = HIDDEN, epochs: int = EPOCHS, 
     w[0] = w[0] / s[None, :]                             # the net read q / scale: read q
     w[2], b[2] = w[2] * s[:, None], b[2] * s             # ... and predicted q / scale: predict q
     return _as_integers(degrees.numpy(), w, b, torch.tensor(q, dtype=torch.float64))
+
+
+def _train(parameters: list[torch.Tensor], batch_loss: Callable[[torch.Tensor], torch.Tensor], n: int, *,
+           epochs: int, batch: int, generator: torch.Generator) -> None:
+    """Adam (2e-3) with a cosine schedule over ``epochs`` shuffled passes of ``n`` rows in minibatches
+    of ``batch``; ``batch_loss(rows)`` is the loss of the rows with those indices."""
+    optimizer = torch.optim.Adam(parameters, 2e-3)
+    steps = (n + batch - 1) // batch
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps))
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for i in range(steps):
+            loss = batch_loss(order[i * batch:(i + 1) * batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
 
 
 def _power_of_two_scale(w: torch.Tensor) -> int:
@@ -459,20 +466,13 @@ def fit_spread_head(predictor: Predictor, q: np.ndarray, levels: np.ndarray, *,
     generator = torch.Generator().manual_seed(seed)
     weight = torch.nn.Parameter(torch.zeros(d, len(predictor.degrees)))
     bias = torch.nn.Parameter(torch.log(miss.mean(dim=0) + 0.5))
-    optimizer = torch.optim.Adam([weight, bias], 2e-3)
-    steps = (n + batch - 1) // batch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps))
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        for i in range(steps):
-            rows = order[i * batch:(i + 1) * batch]
-            log_scale = torch.nn.functional.linear(features[rows], weight * mask, bias)
-            # Laplace negative log-likelihood; |r| + 0.3 keeps a residual of 0 from driving the scale to 0
-            loss = ((miss[rows] + 0.3) * torch.exp(-log_scale) + log_scale).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+
+    def laplace_loss(rows: torch.Tensor) -> torch.Tensor:
+        # Laplace negative log-likelihood; |r| + 0.3 keeps a residual of 0 from driving the scale to 0
+        log_scale = torch.nn.functional.linear(features[rows], weight * mask, bias)
+        return ((miss[rows] + 0.3) * torch.exp(-log_scale) + log_scale).mean()
+
+    _train([weight, bias], laplace_loss, n, epochs=epochs, batch=batch, generator=generator)
     with torch.no_grad():
         w = (weight * mask).double()
         e = _power_of_two_scale(w)
