@@ -15,7 +15,7 @@ default 7, transform quantiser), this measures the ideal code length
   included;
 - ``energy context``: component k's histogram chosen by a bucket (of 8) of
   the mean squared size of components < k;
-- ``ar mean``: the range-ar coder's predictor (``aelab.predictor``: a MADE
+- ``ar mean``: the range-ar coder's predictor (``aelab.codec.predictor``: a MADE
   with 2 hidden layers, in exact integer arithmetic) at ``--hidden`` units
   predicts each component from the earlier ones; the residual ``symbol -
   prediction`` is coded with per-component histograms (not wrapped around,
@@ -56,7 +56,7 @@ def histogram_logp(symbols: np.ndarray, table) -> np.ndarray:
 
 def rdoq(codes: np.ndarray, table, lam: float) -> np.ndarray:
     """Symbols rounded to the cheaper of the two nearest levels under squared error + lam * bits."""
-    from aelab import codec
+    from aelab.codec import api as codec
     y = codec.components(codes, table)
     step, offset = table.step.astype(np.float64), table.offset.astype(np.float64)
     v = np.divide(y - offset, step, out=np.zeros_like(y), where=step > 0)
@@ -76,7 +76,7 @@ def smoothed(counts: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray
 def mixture_logp(train_s, test_s, train_y, table, sets: int = 64, rounds: int = 6) -> np.ndarray:
     """Per-image cheapest of ``sets`` histogram sets, plus the set index's cost (as log2p over d)."""
     from sklearn.cluster import KMeans
-    from aelab import codec
+    from aelab.codec import api as codec
     d, levels = train_s.shape[1], 1 << table.bits
     prior = table.freq / table.freq.sum(axis=1, keepdims=True)
     assign = KMeans(sets, n_init=2, random_state=0).fit_predict(train_y[:, :8])
@@ -118,9 +118,9 @@ def energy_context_logp(train_q, test_q, train_s, test_s, table, buckets: int = 
 
 
 def ar_mean_logp(train_q, test_q, hidden: int, epochs: int, seed: int = 0) -> np.ndarray:
-    """The range-ar coder's predictor (``aelab.predictor``, exact integers) at width ``hidden``;
+    """The range-ar coder's predictor (``aelab.codec.predictor``, exact integers) at width ``hidden``;
     residual histograms per component."""
-    from aelab.predictor import fit_predictor
+    from aelab.codec.predictor import fit_predictor
     predictor = fit_predictor(train_q, hidden=hidden, epochs=epochs, seed=seed)
     pred_train, pred_test = predictor.predict(train_q), predictor.predict(test_q)
     out = np.empty(test_q.shape)
@@ -133,11 +133,11 @@ def ar_mean_logp(train_q, test_q, hidden: int, epochs: int, seed: int = 0) -> np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aelab import codec
-    from aelab.checkpoint import load_checkpoint
+    from aelab.codec import api as codec
+    from aelab.models.checkpoint import load_checkpoint
     from aelab.data import load_dataset
-    from aelab.inference import decode, encode
-    from aelab.metrics import psnr_db
+    from aelab.models.inference import decode, encode
+    from aelab.evaluation.metrics import psnr_db
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="mnist-conv", help="model (default: mnist-conv)")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    from aelab.pretrained import resolve_checkpoint
+    from aelab.models.zoo import resolve_checkpoint
     ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     data = load_dataset()
     train_codes, test_codes = encode(ckpt.model, data.train.images), encode(ckpt.model, data.test.images)

@@ -65,7 +65,7 @@ REFERENCE_BITS = 7
 def widened(model: torch.nn.Module, code_size: int, seed: int = 0) -> torch.nn.Module:
     """A copy of the conv ``model`` with a code of ``code_size`` numbers that computes the same images:
     the new code numbers come from small random encoder rows, and the decoder ignores them (zero columns)."""
-    from aelab.models import build_model
+    from aelab.models.networks import build_model
     generator = torch.Generator().manual_seed(seed)
     wide = build_model(dataclasses.replace(model.config, code_size=code_size)).float()
     old = {k: v.float() for k, v in model.state_dict().items()}
@@ -177,7 +177,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, sweeps: float, *, lr: 
 def table_at_step(train_codes: np.ndarray, transform: tuple[np.ndarray, np.ndarray], delta: float):
     """The codec's transform-quantiser table with step ``delta`` (instead of the one ``--bits`` implies):
     the same grid anchored at 0, levels spanning the training codes, the same smoothed histograms."""
-    from aelab import codec
+    from aelab.codec import api as codec
     mean, matrix = (np.asarray(a, dtype=np.float32) for a in transform)
     y = (train_codes.astype(np.float64) - mean.astype(np.float64)) @ matrix.astype(np.float64)
     step32 = np.float32(delta)
@@ -200,16 +200,16 @@ def ideal_bytes(symbols: np.ndarray, table) -> float:
 
 def psnr_of(model: torch.nn.Module, codes: np.ndarray, images: np.ndarray) -> float:
     """PSNR (dB) of the decoded images, rounded to 8 bits as files hold them."""
-    from aelab.inference import decode_to_pixels
-    from aelab.metrics import psnr_db
+    from aelab.models.inference import decode_to_pixels
+    from aelab.evaluation.metrics import psnr_db
     decoded = decode_to_pixels(model, codes).reshape(len(codes), -1).astype(np.float64)
     return psnr_db(float(((decoded - images.reshape(len(images), -1)) ** 2).mean() / 255 ** 2))
 
 
 def rd_grid(model: torch.nn.Module, train: np.ndarray, test: np.ndarray, deltas: list[float]) -> dict:
     """Unquantised PSNR and, per step, PSNR and ideal bytes per image with the model's own transform."""
-    from aelab import codec
-    from aelab.inference import encode
+    from aelab.codec import api as codec
+    from aelab.models.inference import encode
     train_codes, test_codes = encode(model, train), encode(model, test)
     transform = codec._fit_transform(train_codes.astype(np.float64), model)  # as fit_table: in float64
     points = []
@@ -286,12 +286,12 @@ def parse_args(argv):
 
 
 def run(argv=None, say: Callable = print) -> dict:
-    from aelab import codec
-    from aelab.checkpoint import load_checkpoint
+    from aelab.codec import api as codec
+    from aelab.models.checkpoint import load_checkpoint
     from aelab.data import load_dataset
     from aelab.errors import OptionError
-    from aelab.inference import encode
-    from aelab.pretrained import pretrained_path
+    from aelab.models.inference import encode
+    from aelab.models.zoo import pretrained_path
     args = parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint or pretrained_path("mnist-conv"))
     if ckpt.model_config.kind != "conv":

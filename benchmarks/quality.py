@@ -6,13 +6,13 @@
     python benchmarks/quality.py --models conv,vae --recipe adam-long --sweeps 20
     python benchmarks/quality.py --no-train --models mnist-conv,mnist-deep --name shipped  # shipped, as they are
 
-Reports parameters, training seconds, BCE, MSE, PSNR (as aelab.inference.evaluate), SSIM
+Reports parameters, training seconds, BCE, MSE, PSNR (as aelab.models.inference.evaluate), SSIM
 (scikit-image, data_range=1), 5-NN accuracy on the codes (fitted on the training codes),
 t-SNE trustworthiness (n_neighbors=5) of 1000 test codes against the codes and against the
 pixels, and the PSNR of each model's output for gaussian:0.5 noisy test images. Writes
 NAME.md, NAME.json and NAME.png (one row of reconstructions per model; NAME: --name, default
 quality) into --out.
-Same as `aelab compare`; both call aelab.compare.
+Same as `aelab compare`; both call aelab.evaluation.compare.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ OUT = Path(__file__).resolve().parent / "results" / "quality"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aelab.compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
+    from aelab.evaluation.compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
     from aelab.data import load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,6 +1,6 @@
 """Rate-distortion: aelab's learned codec against PNG, JPEG and WebP on the MNIST test digits.
 
-For every aelab model x quantiser x bit depth (``aelab.codec``, probability
+For every aelab model x quantiser x bit depth (``aelab.codec.api``, probability
 tables from the model's training codes; also the range-ar coder with the
 transform quantiser at ``--ar-bits`` and the range-ctx coder at
 ``--ctx-bits``), and for PNG (lossless), JPEG and
@@ -12,7 +12,7 @@ it measures:
   also "self-contained" bytes, with the probability table stored in the file,
   which range-ar and range-ctx cannot do);
 - PSNR in dB on [0, 1]: 10 log10(1 / MSE), one MSE over all pixels of the set
-  (the definition of ``aelab.inference.evaluate``), on the decoded 8-bit images;
+  (the definition of ``aelab.models.inference.evaluate``), on the decoded 8-bit images;
 - SSIM: scikit-image's ``structural_similarity`` (data_range=1, default 7x7
   window), the mean over images.
 
@@ -52,7 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aelab import codec
+from aelab.codec import api as codec
 from aelab.data import load_dataset
 from aelab.fileio import atomic_write, ensure_dir, write_text
 
@@ -254,7 +254,7 @@ def choose_models(args: argparse.Namespace, say=print) -> list[dict]:
             models.append({"label": label, "path": str(c), "how": "--checkpoint"})
         return models
     try:
-        from aelab.pretrained import pretrained_names, pretrained_path
+        from aelab.models.zoo import pretrained_names, pretrained_path
         names = pretrained_names()
     except ImportError:
         names = []
@@ -265,10 +265,10 @@ def choose_models(args: argparse.Namespace, say=print) -> list[dict]:
 
 
 def _default_model(args: argparse.Namespace, say=print) -> dict:
-    from aelab.checkpoint import load_checkpoint, save_checkpoint
+    from aelab.models.checkpoint import load_checkpoint, save_checkpoint
     from aelab.errors import AelabError
-    from aelab.inference import evaluate
-    from aelab.train import TrainConfig, train
+    from aelab.models.inference import evaluate
+    from aelab.training.loop import TrainConfig, train
     root = _cache_root(args)
     full = root / f"deep-adam-{args.sweeps:g}sweeps"
     candidates = [full] + ([root / f"deep-adam-{QUICK_SWEEPS:g}sweeps"] if args.quick else [])
@@ -300,8 +300,8 @@ def _quantiser_and_coder(quantiser: str, coder: str) -> str:
 
 def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=print) -> tuple[list[dict], dict]:
     """Rows for every quantiser x bits of one model, and the model's facts (float PSNR, fit times)."""
-    from aelab.checkpoint import load_checkpoint
-    from aelab.inference import decode_to_pixels, encode
+    from aelab.models.checkpoint import load_checkpoint
+    from aelab.models.inference import decode_to_pixels, encode
     ckpt = load_checkpoint(model["path"])
     n = len(images)
     floats = decode_to_pixels(ckpt.model, encode(ckpt.model, images))
@@ -348,8 +348,8 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
     model loaded once), on the CPU, in fp32 (the default; the top-level numbers) and in bf16
     (``"bf16"``: its speeds, the PSNR of its round trip, and how far its pixels are from fp32's)."""
     import torch
-    from aelab.checkpoint import load_checkpoint
-    from aelab.metrics import psnr_db
+    from aelab.models.checkpoint import load_checkpoint
+    from aelab.evaluation.metrics import psnr_db
     ckpt = load_checkpoint(model["path"])
     result: dict = {"images": len(images), "model": model["label"],
                     "setting": f"{_quantiser_and_coder(quantiser, coder)}, {bits} bits",
@@ -380,7 +380,7 @@ def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, da
             numbers["decoder_max_pixel_difference"] = int(np.abs(bf16_decoder.astype(np.int16)
                                                                  - decoded["fp32"]).max())
             # the encoder alone: the share of quantised components (symbols) that differ from fp32's
-            from aelab.inference import encode
+            from aelab.models.inference import encode
             table = codec.codec_table(ckpt, bits, quantiser, data=data)
             symbols = {prec: codec.quantise(encode(ckpt.model, images, precision=prec), table)
                        for prec in ("fp32", "bf16")}

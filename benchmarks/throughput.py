@@ -3,7 +3,7 @@ engine, the GEMM roof and inference. Same as `aelab bench`; prints JSON last.
 
     python benchmarks/throughput.py [--quick] [--device cpu|cuda]
 """
-from aelab.bench import main
+from aelab.evaluation.bench import main
 
 if __name__ == "__main__":
     main()

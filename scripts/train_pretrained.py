@@ -7,7 +7,7 @@
 Each model is trained on the CPU with a fixed seed exactly as the printed
 `aelab train` command would train it (same TrainConfig, same code path),
 then its weights are rounded to float16 (how they ship), measured on the
-10,000 MNIST test images with aelab.compare.quality_metrics (the same
+10,000 MNIST test images with aelab.evaluation.compare.quality_metrics (the same
 numbers `aelab compare` reports; a denoiser also gets the PSNR of its noisy
 and denoised test images) and exported with those metrics into
 src/aelab/pretrained/<name>/ (model.safetensors + config.json).
@@ -161,7 +161,7 @@ def fine_tune_record(spec: FineTuned, sweeps: float, seconds: float, n: int, bas
 def shipped_metrics(model, data, noise: str | None = None) -> dict:
     """What a shipped model's config.json records: ``aelab compare``'s quality metrics on the test images and,
     for a denoiser, the PSNR of its noisy and denoised test images."""
-    from aelab.compare import denoising_psnr, quality_metrics
+    from aelab.evaluation.compare import denoising_psnr, quality_metrics
     metrics = quality_metrics(model, data, seed=0)
     metrics.pop("denoised_psnr_db", None)  # the comparison's fixed-noise column; a denoiser's own is below
     metrics.pop("code_size", None)
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from aelab.data import load_dataset
-    from aelab.pretrained import export_pretrained, rounded_to_shipped_dtype
-    from aelab.train import TrainConfig, train
+    from aelab.models.zoo import export_pretrained, rounded_to_shipped_dtype
+    from aelab.training.loop import TrainConfig, train
 
     data = load_dataset()
     out = Path(args.out)
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {spec.name}: {size / 1024:.0f} KB in {folder} ({time.perf_counter() - started:.0f} s in all)\n"
               f"   {shown(metrics)}", flush=True)
     for spec in tunes:  # after the models they start from
-        from aelab.checkpoint import load_checkpoint
-        from aelab.pretrained import pretrained_path
+        from aelab.models.checkpoint import load_checkpoint
+        from aelab.models.zoo import pretrained_path
         base = load_checkpoint(out / spec.base if (out / spec.base).is_dir() else pretrained_path(spec.base))
         model = base.model.float().eval()
         sweeps = spec.sweeps * args.sweeps_scale

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from aelab.bench import format_table, run_benchmark
+from aelab.evaluation.bench import format_table, run_benchmark
 
 
 def test_benchmark_reports_every_row_and_the_ratios():
@@ -26,7 +26,7 @@ def test_benchmark_reports_every_row_and_the_ratios():
 
 
 def test_inference_is_measured_against_the_half_of_the_network_it_runs():
-    from aelab.bench import macs_per_sample
+    from aelab.evaluation.bench import macs_per_sample
     assert macs_per_sample("simple", "encoder") == 784 * 32
     assert macs_per_sample("deep", "decoder") == 32 * 64 + 64 * 128 + 128 * 784
     for kind in ("simple", "deep"):

@@ -1,4 +1,4 @@
-"""Tests for aelab.checkpoint: safetensors + config.json folders that load safely or not at all."""
+"""Tests for aelab.models.checkpoint: safetensors + config.json folders that load safely or not at all."""
 from __future__ import annotations
 
 import hashlib
@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 import aelab
-from aelab.checkpoint import (CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, load_checkpoint,
+from aelab.models.checkpoint import (CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, load_checkpoint,
                               package_versions, read_checkpoint_info, save_checkpoint)
 from aelab.errors import CheckpointError, OutputError
-from aelab.inference import reconstruct
-from aelab.models import build_model, model_config
+from aelab.models.inference import reconstruct
+from aelab.models.networks import build_model, model_config
 
 
 # ------------------------------------------------------------------ helpers

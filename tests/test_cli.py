@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from aelab.checkpoint import load_checkpoint
+from aelab.models.checkpoint import load_checkpoint
 from aelab.cli import main
 from aelab.data import Dataset, Split, load_dataset, save_dataset
 from aelab.errors import AelabError, OptionError
-from aelab.inference import encode, evaluate, reconstruct
-from aelab.metrics import cosine_similarity
+from aelab.models.inference import encode, evaluate, reconstruct
+from aelab.evaluation.metrics import cosine_similarity
 
 SUBPROCESS_TIMEOUT = 120
 
@@ -488,7 +488,7 @@ def test_unwritable_out_fails_before_training(capsys, monkeypatch, tiny_npz: Pat
     def no_training(*_args, **_kwargs):
         raise AssertionError("an unusable --out must be refused before training starts")
 
-    monkeypatch.setattr("aelab.train.train", no_training)
+    monkeypatch.setattr("aelab.training.loop.train", no_training)
     message = user_error(capsys, "train", "--sweeps", "0.01", "--data", tiny_npz, "--out", tmp_path / "file" / "m",
                          "--device", "cpu", "--quiet")
     assert str(tmp_path / "file" / "m") in message and "--out" in message
@@ -518,7 +518,7 @@ def test_tutorial_model_names_are_checked_before_any_work(capsys, monkeypatch, t
     def no_training(*_args, **_kwargs):
         raise AssertionError("an unknown model must be refused before the first model trains")
 
-    monkeypatch.setattr("aelab.tutorial.run_model", no_training)
+    monkeypatch.setattr("aelab.tutorial.run.run_model", no_training)
     message = user_error(capsys, "tutorial", "--models", "simple,resnet", "--data", tiny_npz,
                          "--out", tmp_path / "t", "--quiet")
     assert "'resnet'" in message and "simple, deep" in message
@@ -548,7 +548,7 @@ def test_real_executable_user_error_and_debug(tmp_path: Path) -> None:
                           text=True, env=subprocess_env(), timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    from aelab.models import MODEL_NAMES
+    from aelab.models.networks import MODEL_NAMES
     assert proc.stderr.strip().splitlines() == [
         f"aelab train: error: unknown model 'resnet' (choose one of: {', '.join(MODEL_NAMES)})"]
     proc = subprocess.run([exe, "--debug", "train", "--model", "resnet", "--out", str(tmp_path / "m")],

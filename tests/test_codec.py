@@ -1,4 +1,4 @@
-"""The learned codec (aelab.codec, `aelab compress` / `aelab decompress`): round trips, the quantiser's
+"""The learned codec (aelab.codec.api, `aelab compress` / `aelab decompress`): round trips, the quantiser's
 error bound, every refusal, the CLI's output formats and atomic output.
 
 The checkpoint is a copy of the session's tiny trained model (so the codec's cached tables never touch
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from aelab import codec
-from aelab.checkpoint import load_checkpoint, save_checkpoint
+from aelab.codec import api as codec
+from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.cli import main
 from aelab.data import load_images
 from aelab.errors import CheckpointError, DataError, OptionError, OutputError
-from aelab.inference import encode
+from aelab.models.inference import encode
 
 BITS_USED = (2, 4, 6)
 
@@ -98,7 +98,7 @@ def test_symbols_survive_exactly(ckpt, images, blob):
 
 
 def test_more_bits_cost_more_and_decode_closer(ckpt, images):
-    from aelab.inference import reconstruct
+    from aelab.models.inference import reconstruct
     target = np.rint(reconstruct(load_checkpoint(ckpt).model, images) * 255)
     sizes, errors = [], []
     for bits in BITS_USED:
@@ -412,7 +412,7 @@ def test_cli_refusals_exit_2(ckpt, tiny_npz, tmp_path, capsys):
 
 
 def test_compress_reads_image_files(ckpt, images, tmp_path):
-    from aelab.plots import save_pngs
+    from aelab.evaluation.plots import save_pngs
     folder = tmp_path / "in"
     save_pngs(folder, images[:7])
     result = codec.compress(folder, ckpt, tmp_path / "p.aez")
@@ -448,9 +448,9 @@ def test_a_failed_decompress_leaves_no_output(ckpt, blob, tmp_path, monkeypatch)
             codec.decompress(damaged, ckpt, tmp_path / out)
         assert not (tmp_path / out).exists()
     # PNG writing that fails half-way: no folder, no temporary folder
-    import aelab.plots
+    import aelab.evaluation.plots
     calls = {"n": 0}
-    real = aelab.plots.save_png
+    real = aelab.evaluation.plots.save_png
 
     def flaky(path, image):
         calls["n"] += 1
@@ -458,7 +458,7 @@ def test_a_failed_decompress_leaves_no_output(ckpt, blob, tmp_path, monkeypatch)
             raise OSError(28, "No space left on device")
         return real(path, image)
 
-    monkeypatch.setattr(aelab.plots, "save_png", flaky)
+    monkeypatch.setattr(aelab.evaluation.plots, "save_png", flaky)
     with pytest.raises(OutputError, match="No space"):
         codec.decompress(aez, ckpt, tmp_path / "pngs")
     assert not (tmp_path / "pngs").exists() and _leftovers(tmp_path) == []
@@ -558,17 +558,17 @@ def test_range_ar_tables_are_cached_beside_the_plain_ones(ckpt, ar_blob):
 
 def test_range_ar_decodes_in_chunks_of_images_alike(ckpt, images, ar_blob, monkeypatch):
     whole = codec.decode_bytes(ar_blob, ckpt)
-    import aelab.predictor
+    import aelab.codec.predictor
     monkeypatch.setattr(codec, "PREDICTOR_CHUNK", 7)
-    monkeypatch.setattr(aelab.predictor, "CHUNK", 11)
+    monkeypatch.setattr(aelab.codec.predictor, "CHUNK", 11)
     np.testing.assert_array_equal(codec.decode_bytes(ar_blob, ckpt), whole)
     assert codec.encode_bytes(images, ckpt, 6, coder="range-ar") == ar_blob
 
 
 def test_range_ar_needs_a_code_of_two_numbers_or_more(tmp_path):
-    from aelab.checkpoint import save_checkpoint
+    from aelab.models.checkpoint import save_checkpoint
     from aelab.errors import OptionError
-    from aelab.models import build_model, model_config
+    from aelab.models.networks import build_model, model_config
     config = model_config("simple", code_size=1)
     folder = save_checkpoint(tmp_path / "one", build_model(config, seed=0), config)
     with pytest.raises(OptionError, match="only one"):
@@ -691,7 +691,7 @@ def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name)
     """Packaged by scripts/package_codec_tables.py: nothing to learn on the user's machine, and files
     made with the shipped model decode anywhere (a table learned again could differ)."""
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
-    from aelab.pretrained import pretrained_path
+    from aelab.models.zoo import pretrained_path
     folder = pretrained_path(name)
     assert (folder / codec.CACHE_FILE).is_file()
     for bits in range(2, 9):
@@ -701,7 +701,7 @@ def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name)
         assert codec.has_cached_table(folder, bits, "transform", predictive=True)
         assert codec.has_cached_table(folder, bits, "transform", predictive=True, spread=True)
     monkeypatch.setattr(codec, "_training_codes", lambda *a, **k: pytest.fail("learned a table"))
-    images = load_images(str(Path(codec.__file__).parent / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"))[0][:50]
+    images = load_images(str(Path(codec.__file__).parents[1] / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"))[0][:50]
     for coder in ("range-ar", "range-ctx"):
         blob = codec.encode_bytes(images, folder, 7, coder=coder)
         assert codec.decode_bytes(blob, folder).shape == (50, 28, 28)

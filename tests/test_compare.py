@@ -1,4 +1,4 @@
-"""aelab.compare and `aelab compare`: every model measured one way, with a PCA baseline (tiny data)."""
+"""aelab.evaluation.compare and `aelab compare`: every model measured one way, with a PCA baseline (tiny data)."""
 import json
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from aelab.cli import main
-from aelab.compare import (COLUMNS, PCAModel, entries_from, fit_pca, knn_accuracy, markdown_table, mean_ssim,
+from aelab.evaluation.compare import (COLUMNS, PCAModel, entries_from, fit_pca, knn_accuracy, markdown_table, mean_ssim,
                            quick_subset, run_comparison, write_results)
 from aelab.errors import OptionError
-from aelab.inference import evaluate
+from aelab.models.inference import evaluate
 
 METRICS = ("params", "train_seconds", "test_bce", "test_mse", "test_psnr_db", "test_ssim", "knn_acc",
            "tsne_trust", "tsne_trust_pixels", "code_zeros", "denoised_psnr_db")

@@ -1,13 +1,13 @@
-"""Tests for aelab.cpu_inference: the rewritten copy computes what the model computes."""
+"""Tests for aelab.models.cpu_inference: the rewritten copy computes what the model computes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from aelab.cpu_inference import GreyTransposedConv, cached_fast_copy, fast_copy
-from aelab.inference import computing_in, decode, decode_to_pixels
-from aelab.models import build_model, model_config
+from aelab.models.cpu_inference import GreyTransposedConv, cached_fast_copy, fast_copy
+from aelab.models.inference import computing_in, decode, decode_to_pixels
+from aelab.models.networks import build_model, model_config
 
 
 @pytest.mark.parametrize("output_padding", [(0, 0), (1, 1), (0, 1), (1, 0)])

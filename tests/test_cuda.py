@@ -5,10 +5,10 @@
 import pytest
 import torch
 
-from aelab.checkpoint import load_checkpoint, save_checkpoint
+from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.device import resolve_device
-from aelab.inference import decode, encode, evaluate
-from aelab.train import TrainConfig, train
+from aelab.models.inference import decode, encode, evaluate
+from aelab.training.loop import TrainConfig, train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -59,11 +59,11 @@ def test_auto_picks_cuda_and_test_device_overrides(monkeypatch):
 
 @cuda
 def test_the_engines_cuda_paths_match_its_cpu_loops():
-    """CUDA takes the PyTorch twins of aelab.kernels' loops: the gather and the FSAdaGrad step."""
+    """CUDA takes the PyTorch twins of aelab.training.kernels' loops: the gather and the FSAdaGrad step."""
     import numpy as np
 
-    from aelab.optim import FlatFSAdaGrad
-    from aelab.train import SweepStream
+    from aelab.training.optim import FlatFSAdaGrad
+    from aelab.training.loop import SweepStream
 
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (37, 11), dtype=np.uint8))
     cpu, gpu = SweepStream(images, seed=3), SweepStream(images.cuda(), seed=3)
@@ -101,7 +101,7 @@ def test_autograd_models_train_on_cuda_as_on_the_cpu(tiny_data, kind):
 @cuda
 @pytest.mark.parametrize("kind", ["simple", "deep"])
 def test_the_cuda_graph_trains_as_the_eager_step(tiny_data, monkeypatch, kind):
-    from aelab import cuda_graphs
+    from aelab.training import cuda_graphs
     config = TrainConfig(model=kind, sweeps=0.3, seed=2, device="cuda")  # 30 steps: warm-up, capture, replays
     monkeypatch.setenv("AELAB_CUDA_GRAPHS", "1")
     graphed = train(tiny_data, config, log=None)
@@ -120,7 +120,7 @@ def test_a_graphed_run_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     import os
     import signal
 
-    import aelab.train as engine
+    import aelab.training.loop as engine
     monkeypatch.setenv("AELAB_CUDA_GRAPHS", "1")
     config = TrainConfig(model="simple", sweeps=0.3, seed=3, device="cuda")
     whole = train(tiny_data, config, log=None)

@@ -12,10 +12,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aelab.checkpoint import load_checkpoint
+from aelab.models.checkpoint import load_checkpoint
 from aelab.errors import CheckpointError
-from aelab.resume import load_training_state
-from aelab.train import TrainConfig, train
+from aelab.training.resume import load_training_state
+from aelab.training.loop import TrainConfig, train
 
 from test_fuzz_readers import _mutate, mutation
 
@@ -99,7 +99,7 @@ def test_fuzz_checkpoint_bytes(trained, tmp_path, fuzz_examples):
 def resume_bytes(tmp_path_factory):
     from helpers import synthetic
     path = tmp_path_factory.mktemp("resume") / "resume.safetensors"
-    from aelab.resume import TrainingState, save_training_state
+    from aelab.training.resume import TrainingState, save_training_state
     state = TrainingState(config=TrainConfig().to_dict(), data_sha256="0" * 64, minibatches_done=3,
                           model={"w": torch.ones(4, 3)}, optimizer_tensors={"variance": torch.zeros(12)},
                           optimizer_groups=[{"lr": 3e-5, "smoothed_count": 1.5}], table={"rows": []},

@@ -1,4 +1,4 @@
-"""Tests for aelab.inference: shapes, dtypes, metrics and input validation at the boundary."""
+"""Tests for aelab.models.inference: shapes, dtypes, metrics and input validation at the boundary."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from aelab.errors import DataError
-from aelab.inference import (as_pixel_rows, decode, encode, evaluate, format_image_stats, image_stats,
+from aelab.models.inference import (as_pixel_rows, decode, encode, evaluate, format_image_stats, image_stats,
                              reconstruct)
-from aelab.models import build_model, model_config
+from aelab.models.networks import build_model, model_config
 
 
 @pytest.fixture(scope="module")
@@ -235,8 +235,8 @@ def test_tutorial_image_44_statistics(mnist) -> None:
 
 def test_bf16_inference_is_close_to_fp32_and_leaves_the_model_alone():
     import torch
-    from aelab.inference import decode, encode
-    from aelab.models import build_model, model_config
+    from aelab.models.inference import decode, encode
+    from aelab.models.networks import build_model, model_config
     model = build_model(model_config("conv", channels=(8, 16)), seed=0).eval()
     before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
     images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
@@ -253,7 +253,7 @@ def test_bf16_inference_is_close_to_fp32_and_leaves_the_model_alone():
 def test_fp32_conv_inference_runs_channels_last_with_the_models_own_results():
     """On the CPU, fp32 encode/decode/reconstruct/evaluate of a conv model run a channels-last copy
     (faster convolutions): the same numbers up to float32 rounding, and the model itself untouched."""
-    from aelab.inference import computing_in, decode, encode, evaluate, reconstruct
+    from aelab.models.inference import computing_in, decode, encode, evaluate, reconstruct
     model = build_model(model_config("conv", channels=(8, 16)), seed=0).eval()
     before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
     images = np.random.default_rng(1).integers(0, 256, (20, 28, 28), dtype=np.uint8)
@@ -277,7 +277,7 @@ def test_fp32_conv_inference_runs_channels_last_with_the_models_own_results():
 
 def test_conv_models_run_in_smaller_batches_and_bad_batch_sizes_are_refused():
     from aelab.errors import OptionError
-    from aelab.inference import CONV_BATCH, DEFAULT_BATCH, default_batch_size
+    from aelab.models.inference import CONV_BATCH, DEFAULT_BATCH, default_batch_size
     conv, dense = build_model(model_config("conv", channels=(8, 16)), seed=0), build_model(model_config("deep"), seed=0)
     assert default_batch_size(conv) == CONV_BATCH < DEFAULT_BATCH == default_batch_size(dense)
     images = np.zeros((3, 28, 28), dtype=np.uint8)

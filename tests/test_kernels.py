@@ -1,4 +1,4 @@
-"""The fused CPU loops (aelab.kernels) give what their plain PyTorch twins give."""
+"""The fused CPU loops (aelab.training.kernels) give what their plain PyTorch twins give."""
 import copy
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from aelab import kernels
-from aelab.optim import FlatFSAdaGrad, FSAdaGrad, fsadagrad_reference_
-from aelab.train import SweepStream, TrainConfig, train
+from aelab.training import kernels
+from aelab.training.optim import FlatFSAdaGrad, FSAdaGrad, fsadagrad_reference_
+from aelab.training.loop import SweepStream, TrainConfig, train
 
 from helpers import small_mnist
 
@@ -125,7 +125,7 @@ def test_training_with_and_without_the_fused_loops_agrees(monkeypatch, kind):
 
 
 def test_fused_classification_error_is_cntks_first_maximum_rule():
-    from aelab.metrics import cntk_classification_error
+    from aelab.evaluation.metrics import cntk_classification_error
     g = torch.Generator().manual_seed(4)
     output = torch.sigmoid(torch.randn(40, 787, generator=g) * 4)  # 787: not a multiple of any vector width
     target = torch.rand(40, 787, generator=g)
@@ -161,7 +161,7 @@ def test_the_loops_exp_and_log_are_within_about_an_ulp():
 
 
 def test_fused_output_layer_against_float64_over_extreme_logits_and_many_rows():
-    """Loss, outputs' gradient, bias gradient and metric of aelab.kernels.output_layer_ against float64
+    """Loss, outputs' gradient, bias gradient and metric of aelab.training.kernels.output_layer_ against float64
     formulas, with logits below the floor, saturating ones, and more rows than one product holds."""
     rng = np.random.default_rng(7)
     n = 2 * kernels.PRODUCT_ROWS + 37
@@ -180,7 +180,7 @@ def test_fused_output_layer_against_float64_over_extreme_logits_and_many_rows():
     assert loss == pytest.approx(exact_loss, rel=1e-6)
     np.testing.assert_allclose(work, exact_delta, rtol=0, atol=4e-7 * scale)
     np.testing.assert_allclose(bias_grad, exact_delta.sum(axis=0), rtol=1e-5, atol=1e-5)
-    from aelab.metrics import cntk_classification_error
+    from aelab.evaluation.metrics import cntk_classification_error
     p32 = torch.sigmoid(torch.from_numpy(np.maximum(logits + bias, np.float32(-87.0))))
     assert error == pytest.approx(cntk_classification_error(p32, torch.from_numpy(target)).double().sum().item(),
                                   rel=1e-6)  # the same first maxima, ties at 1.0 included
@@ -210,8 +210,8 @@ def test_fused_hidden_layer_loops_equal_pytorch():
 @pytest.mark.parametrize("kind", ["simple", "deep"])
 @pytest.mark.parametrize("scale", [1.0, 1.0 / (64 * 784)])
 def test_fused_output_layer_gives_the_pytorch_loss_metric_and_gradients(monkeypatch, kind, scale):
-    from aelab.models import build_model, model_config
-    from aelab.train import DenseBackprop, flatten_parameters
+    from aelab.models.networks import build_model, model_config
+    from aelab.training.loop import DenseBackprop, flatten_parameters
     g = torch.Generator().manual_seed(5)
     target = torch.randint(0, 256, (64, 784), generator=g).float() / 255.0
     inputs = (target + 0.1).clamp(0, 1)  # as a denoising run: inputs differ from the target
@@ -255,9 +255,9 @@ def test_the_graph_friendly_step_equals_the_optimizer_step(momentum_time_constan
 
 
 def test_the_graphed_steps_bookkeeping_with_the_graph_api_faked(monkeypatch):
-    """aelab.cuda_graphs.GraphedStep on the CPU, its stream and capture calls made plain calls: the
+    """aelab.training.cuda_graphs.GraphedStep on the CPU, its stream and capture calls made plain calls: the
     row indices, warm-up, replays and smoothed count give the eager loop's training (CI has no GPU)."""
-    from aelab import cuda_graphs
+    from aelab.training import cuda_graphs
     data = small_mnist()
     config = TrainConfig(model="simple", sweeps=2.0, seed=4, device="cpu")  # 16 steps: 3 eager, 13 replays
     eager = train(data, config, log=None)
@@ -283,7 +283,7 @@ def test_the_loops_compile_where_no_cache_folder_is_writable():
             "    if isinstance(cls, type) and issubclass(cls, c._CacheLocator) and 'ensure_cache_path' in vars(cls):\n"
             "        cls.ensure_cache_path = refuse\n"
             "c._CacheLocator.ensure_cache_path = refuse\n"
-            "from aelab import kernels\n"
+            "from aelab.training import kernels\n"
             "kernels.warm_up()\n"
             "print('compiled')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -294,7 +294,7 @@ def _numba_cpu_features_after_importing_aelab(env: dict) -> str:
     import os
     import subprocess
     import sys
-    code = "from aelab import kernels\nimport numba\nprint(numba.config.CPU_FEATURES)\n"
+    code = "from aelab.training import kernels\nimport numba\nprint(numba.config.CPU_FEATURES)\n"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**clean, **env})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelab.metrics import cntk_classification_error, cosine_similarity, mse, psnr_db
+from aelab.evaluation.metrics import cntk_classification_error, cosine_similarity, mse, psnr_db
 
 
 def test_classification_error_is_one_minus_target_at_the_brightest_output():

@@ -15,8 +15,8 @@ def study():
 
 @pytest.fixture(scope="module")
 def shipped():
-    from aelab.checkpoint import load_checkpoint
-    from aelab.pretrained import pretrained_path
+    from aelab.models.checkpoint import load_checkpoint
+    from aelab.models.zoo import pretrained_path
     return load_checkpoint(pretrained_path("mnist-conv")).model.float().eval()
 
 
@@ -28,7 +28,7 @@ def images():
 
 
 def test_the_widened_model_starts_from_the_shipped_models_images(study, shipped, images):
-    from aelab.inference import encode, reconstruct
+    from aelab.models.inference import encode, reconstruct
     wide = study.widened(shipped, 64)
     test = images[1][:64]
     assert encode(wide, test).shape == (64, 64)
@@ -39,8 +39,8 @@ def test_the_widened_model_starts_from_the_shipped_models_images(study, shipped,
 def test_the_table_at_the_7_bit_step_is_the_codecs_own_7_bit_table(study, shipped, images):
     """The study's grid steps through the quantiser the codec uses: at the step ``--bits 7`` implies it
     must give the very table (same digest) that ``aelab compress --bits 7`` learns."""
-    from aelab import codec
-    from aelab.inference import encode
+    from aelab.codec import api as codec
+    from aelab.models.inference import encode
     codes = encode(shipped, images[0])
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 32)))[0]  # any transform will do
     table = codec.fit_table(codes, 7, "transform", transform=(codes.mean(axis=0), rotation))
@@ -58,8 +58,8 @@ def test_bytes_are_interpolated_between_the_grid_points_around_a_psnr(study):
 
 def test_the_rate_term_lowers_the_bits_it_measures(study, shipped, images):
     """The same steps with a heavy weight on bits end with fewer bits in the codes' density than with a light one."""
-    from aelab import codec
-    from aelab.inference import encode
+    from aelab.codec import api as codec
+    from aelab.models.inference import encode
     codes = encode(shipped, images[0])
     table = codec.fit_table(codes, 7, "transform", transform=(codes.mean(axis=0), np.eye(32)))
     delta = float(table.step.max())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from aelab.errors import OptionError
-from aelab.models import ModelConfig, build_model, count_parameters, model_config
+from aelab.models.networks import ModelConfig, build_model, count_parameters, model_config
 
 
 def test_simple_is_784_32_784():

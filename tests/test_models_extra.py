@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from aelab.checkpoint import load_checkpoint, save_checkpoint
+from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.cli import main
 from aelab.errors import OptionError
-from aelab.models import (MODEL_KINDS, MODEL_NAMES, ConvAutoencoder, DenseAutoencoder, ModelConfig,
+from aelab.models.networks import (MODEL_KINDS, MODEL_NAMES, ConvAutoencoder, DenseAutoencoder, ModelConfig,
                           SparseAutoencoder, VariationalAutoencoder, build_model, model_config)
-from aelab.train import TrainConfig, get_recipe, train
+from aelab.training.loop import TrainConfig, get_recipe, train
 
 NEW_KINDS = ("dense", "conv", "sparse", "vae")
 
@@ -123,8 +123,8 @@ def test_vae_resume_draws_the_same_noise(tiny_data, tmp_path, monkeypatch):
     """A VAE run stopped after 3 minibatches and resumed ends with the same weights as an uninterrupted one."""
     import contextlib
 
-    import aelab.train as train_module
-    from aelab.train import TrainingInterrupted
+    import aelab.training.loop as train_module
+    from aelab.training.loop import TrainingInterrupted
 
     class StopAfter(dict):
         def __init__(self, reads):
@@ -150,7 +150,7 @@ def test_vae_resume_draws_the_same_noise(tiny_data, tmp_path, monkeypatch):
 
 
 def test_vae_sampling_is_reproducible_with_a_seed(tiny_runs):
-    from aelab.generate import sample
+    from aelab.evaluation.generate import sample
     model = tiny_runs["vae"][0].model
     a, b, c = sample(model, 6, seed=4), sample(model, 6, seed=4), sample(model, 6, seed=5)
     assert a.shape == (6, 28, 28) and np.array_equal(a, b) and not np.array_equal(a, c)
@@ -178,7 +178,7 @@ def test_sparse_penalty_sparsifies_the_codes(tiny_data):
 
 
 def test_adam_long_follows_a_cosine_schedule():
-    from aelab.schedules import ScheduledAdam, scheduled_lr
+    from aelab.training.schedules import ScheduledAdam, scheduled_lr
     recipe = get_recipe("adam-long")
     assert recipe.schedule == "cosine" and recipe.optimizer == "adam"
     assert scheduled_lr(1.0, 0, 100, "cosine", warmup_steps=10) == pytest.approx(0.1)
@@ -249,8 +249,8 @@ def test_sample_and_interpolate_write_pictures(tiny_runs, tiny_npz, tmp_path, ca
 
 
 def test_interpolation_ends_at_the_two_codes(tiny_runs, tiny_data):
-    from aelab.generate import interpolate
-    from aelab.inference import encode
+    from aelab.evaluation.generate import interpolate
+    from aelab.models.inference import encode
     model = tiny_runs["conv"][0].model
     a, b = tiny_data.test.images[0], tiny_data.test.images[1]
     walk = interpolate(model, a, b, steps=4)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from aelab.errors import OptionError
-from aelab.noise import Noise, corrupt, parse_noise
-from aelab.train import TrainConfig, train
+from aelab.data.noise import Noise, corrupt, parse_noise
+from aelab.training.loop import TrainConfig, train
 
 from helpers import synthetic
 

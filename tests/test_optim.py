@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aelab.errors import OptionError
-from aelab.optim import FSAdaGrad, momentum_per_minibatch
+from aelab.training.optim import FSAdaGrad, momentum_per_minibatch
 
 LR = 3e-5
 MU = math.exp(-64 / 700)        # momentum per minibatch of 64, time constant 700

@@ -1,4 +1,4 @@
-"""Tests for aelab.plots: every picture is a valid PNG, written atomically."""
+"""Tests for aelab.evaluation.plots: every picture is a valid PNG, written atomically."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aelab import plots
+from aelab.evaluation import plots
 from aelab.errors import OptionError, OutputError
 
 

@@ -1,10 +1,10 @@
-"""Tests for aelab.predictor: the codec's autoregressive predictor, exact in integer arithmetic."""
+"""Tests for aelab.codec.predictor: the codec's autoregressive predictor, exact in integer arithmetic."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from aelab.predictor import CLAMP, MAX_INPUT, Predictor, fit_predictor
+from aelab.codec.predictor import CLAMP, MAX_INPUT, Predictor, fit_predictor
 
 
 def _components(rng, n):
@@ -88,17 +88,17 @@ def test_weights_whose_int64_sums_would_wrap_around_are_refused(fitted):
 
 
 def test_chunks_of_images_give_the_same_predictions(fitted, monkeypatch):
-    import aelab.predictor
+    import aelab.codec.predictor
     predictor, _, test = fitted
     whole = predictor.predict(test)
-    monkeypatch.setattr(aelab.predictor, "CHUNK", 7)
+    monkeypatch.setattr(aelab.codec.predictor, "CHUNK", 7)
     np.testing.assert_array_equal(predictor.predict(test), whole)
 
 
 def test_the_encoders_whole_pass_equals_the_decoders_component_by_component_loop(fitted):
     """The encoder multiplies whole (masked) matrices, the decoder only the units it newly can; exact
     arithmetic must make them the same integers, or files would not decode."""
-    from aelab.predictor import PredictorRun
+    from aelab.codec.predictor import PredictorRun
     predictor, _, test = fitted
     extreme = np.random.default_rng(5).integers(-MAX_INPUT, MAX_INPUT + 1, (20, test.shape[1]))
     for q in (test, extreme):
@@ -112,7 +112,7 @@ def test_the_encoders_whole_pass_equals_the_decoders_component_by_component_loop
 def test_undo_residuals_recovers_the_symbols_the_encoder_coded(fitted):
     """The decoder's loop inverts ``(symbol - zero - prediction) mod levels`` (the encoder's whole
     pass), also with symbols at both ends of 16-bit levels, where the inputs reach MAX_INPUT."""
-    from aelab.predictor import PredictorRun
+    from aelab.codec.predictor import PredictorRun
     predictor, _, test = fitted
     rng = np.random.default_rng(7)
     levels = np.array([41, 11, 80, 65536])
@@ -142,7 +142,7 @@ LEVELS = np.array([64, 4, 128])
 
 @pytest.fixture(scope="module")
 def spread():
-    from aelab.predictor import fit_spread_head
+    from aelab.codec.predictor import fit_spread_head
     rng = np.random.default_rng(2)
     q = _uneven(rng, 4000)
     mean_only = fit_predictor(q, hidden=48, epochs=20)
@@ -165,7 +165,7 @@ def test_mirrored_residuals_lean_one_way_and_undo_exactly(spread):
     """A residual whose prediction was rounded up is mirrored; the decoder's loop, given each
     component's classes before its residuals, recovers the symbols, at the extremes too."""
     import torch
-    from aelab.predictor import PredictorRun
+    from aelab.codec.predictor import PredictorRun
     predictor, _, _, test = spread
     zero = np.array([32, 0, 64])
     rng = np.random.default_rng(3)
@@ -211,7 +211,7 @@ def test_a_spread_head_that_looks_ahead_or_is_incomplete_is_refused(spread):
 def test_a_run_over_one_image_leaves_the_predictor_as_it_was(spread):
     """A run sums into buffers that start from the heads' biases; with one image they once were the
     predictor's own biases, so the next run predicted from corrupted ones."""
-    from aelab.predictor import PredictorRun
+    from aelab.codec.predictor import PredictorRun
     predictor, _, _, test = spread
 
     def loop(q):
@@ -228,7 +228,7 @@ def test_a_run_over_one_image_leaves_the_predictor_as_it_was(spread):
 def test_a_predictor_with_fewer_units_than_components_decodes():
     """Degrees without units (fewer hidden units than components - 1) once made the decoder fail
     while the encoder worked: files that compressed but did not decompress."""
-    from aelab.predictor import PredictorRun, fit_spread_head
+    from aelab.codec.predictor import PredictorRun, fit_spread_head
     rng = np.random.default_rng(4)
     q = np.concatenate([_components(rng, 500), _components(rng, 500)], axis=1)  # 8 components, 3 units
     for predictor in (fit_predictor(q, hidden=3, epochs=2),):

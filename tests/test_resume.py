@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aelab.resume import RESUME_FILE, load_training_state
-from aelab.train import DenseBackprop, TrainConfig, TrainingDiverged, train
+from aelab.training.resume import RESUME_FILE, load_training_state
+from aelab.training.loop import DenseBackprop, TrainConfig, TrainingDiverged, train
 
 TRAIN = ["--model", "deep", "--sweeps", "12", "--seed", "2", "--device", "cpu", "--quiet"]
 
@@ -118,7 +118,7 @@ def test_a_diverging_loss_stops_with_a_message_and_keeps_the_last_good_state(tin
 
 def test_a_resume_file_that_does_not_fit_the_run_is_refused(tiny_data, tmp_path):
     from aelab.errors import CheckpointError
-    from aelab.resume import TrainingState, save_training_state
+    from aelab.training.resume import TrainingState, save_training_state
     config = TrainConfig(model="simple", sweeps=1, device="cpu")
     model = train(tiny_data, TrainConfig(model="simple", sweeps=0.05, device="cpu"), log=None).model
     wrong_optimizer = TrainingState(config=config.to_dict(), data_sha256=tiny_data.sha256, minibatches_done=2,

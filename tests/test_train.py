@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from aelab.errors import OptionError
-from aelab.models import build_model, model_config
-from aelab.progress import ProgressTable
-from aelab.train import (AutogradStep, DenseBackprop, SweepStream, TrainConfig, flatten_parameters,
+from aelab.models.networks import build_model, model_config
+from aelab.training.progress import ProgressTable
+from aelab.training.loop import (AutogradStep, DenseBackprop, SweepStream, TrainConfig, flatten_parameters,
                          summed_bce, train)
 
 from helpers import small_mnist, synthetic
@@ -122,7 +122,7 @@ def test_too_little_data_for_one_minibatch():
 
 
 def test_training_leaves_the_callers_floating_point_mode_alone():
-    from aelab.train import denormals_flushed
+    from aelab.training.loop import denormals_flushed
     assert not denormals_flushed()
     train(synthetic(), TrainConfig(sweeps=1, minibatch_size=16, device="cpu"), log=None)
     assert not denormals_flushed()
@@ -130,7 +130,7 @@ def test_training_leaves_the_callers_floating_point_mode_alone():
 
 
 def test_small_minibatches_train_on_one_thread_and_restore_the_setting(monkeypatch):
-    import aelab.train as engine
+    import aelab.training.loop as engine
     seen = []
     real_step = engine.DenseBackprop.__call__
     monkeypatch.setattr(engine.DenseBackprop, "__call__",

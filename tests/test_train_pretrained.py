@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from aelab.models import build_model, model_config
+from aelab.models.networks import build_model, model_config
 
 from helpers import repo_script
 

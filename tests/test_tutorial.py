@@ -1,4 +1,4 @@
-"""End-to-end tests of the CNTK 105 tutorial run (aelab.tutorial.run_tutorial and `aelab tutorial`)."""
+"""End-to-end tests of the CNTK 105 tutorial run (aelab.tutorial.run.run_tutorial and `aelab tutorial`)."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aelab.checkpoint import load_checkpoint
+from aelab.models.checkpoint import load_checkpoint
 from aelab.errors import OptionError
-from aelab.inference import evaluate
-from aelab.tutorial import pick_tutorial_image, run_tutorial
+from aelab.models.inference import evaluate
+from aelab.tutorial.run import pick_tutorial_image, run_tutorial
 
 MODEL_KEYS = {"train_error_pct", "test_error_pct", "test_bce", "test_mse", "test_psnr_db", "train_seconds",
               "samples_per_second", "sweeps", "parameters"}
@@ -153,7 +153,7 @@ def test_negative_tsne_samples(tiny_data, tmp_path: Path) -> None:
 
 
 def test_too_few_tsne_samples_are_refused_before_training(tiny_data, tmp_path: Path, monkeypatch) -> None:
-    import aelab.tutorial as tutorial
+    import aelab.tutorial.run as tutorial
     monkeypatch.setattr(tutorial, "train", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(OptionError, match="more than 30"):
         run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, tsne_samples=20, log=None, progress_bar=False)
@@ -253,7 +253,7 @@ def test_work_of_a_helper_that_died_is_done_here() -> None:
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    from aelab.tutorial import Task
+    from aelab.tutorial.run import Task
     broken: Future = Future()
     broken.set_exception(BrokenProcessPool("the helper process was killed"))
     calls = []

@@ -76,8 +76,8 @@ def _add_sweeps(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import MODEL_NAMES
-    from .train import RECIPES
+    from .models.networks import MODEL_NAMES
+    from .training.loop import RECIPES
 
     parser = argparse.ArgumentParser(
         prog="aelab",
@@ -348,7 +348,7 @@ def _log(args) -> object:
 
 
 def _load_model(args):
-    from .checkpoint import load_checkpoint
+    from .models.checkpoint import load_checkpoint
     from .device import resolve_device
     return load_checkpoint(args.checkpoint, device=resolve_device(args.device))
 
@@ -363,11 +363,11 @@ def _images_from(args):
 
 
 def cmd_tutorial(args) -> int:
-    from .tutorial import run_tutorial
+    from .tutorial.run import run_tutorial
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
         raise OptionError("--models names no model", hint="e.g. --models simple,deep")
-    from .models import model_config
+    from .models.networks import model_config
     for name in models:
         model_config(name)  # an unknown name fails now, not after the models before it have trained
     run_tutorial(args.out, data=args.data, sweeps=args.sweeps, slow=args.sweeps == 100.0, device=args.device,
@@ -377,14 +377,14 @@ def cmd_tutorial(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import save_checkpoint
+    from .models.checkpoint import save_checkpoint
     from .data import load_dataset
     from .device import describe_device, resolve_device
     from .fileio import ensure_dir
-    from .inference import evaluate
-    from .models import model_config
-    from .resume import RESUME_FILE
-    from .train import TrainConfig, train
+    from .models.inference import evaluate
+    from .models.networks import model_config
+    from .training.resume import RESUME_FILE
+    from .training.loop import TrainConfig, train
     say = _log(args) or (lambda _m: None)
     config = TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
                          sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
@@ -413,13 +413,13 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data import load_dataset
-    from .inference import evaluate
+    from .models.inference import evaluate
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     split = data.test if args.split == "test" else data.train
     scores = evaluate(ckpt.model, split.images)
     if args.knn:
-        from .inference import knn_accuracy
+        from .models.inference import knn_accuracy
         if data.train.labels is None or split.labels is None:
             raise OptionError("--knn needs labelled training and test images")
         scores["knn_acc"] = knn_accuracy(ckpt.model, data.train.images, data.train.labels, split.images,
@@ -440,10 +440,10 @@ def cmd_evaluate(args) -> int:
 def cmd_denoise(args) -> int:
     import numpy as np
 
-    from . import plots
+    from .evaluation import plots
     from .data import load_dataset
     from .fileio import ensure_dir
-    from .generate import denoise, save_image_rows
+    from .evaluation.generate import denoise, save_image_rows
     ckpt = _load_model(args)
     noise = args.noise or ckpt.info.get("training", {}).get("noise")
     if not noise:
@@ -476,7 +476,7 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .generate import sample, save_grid
+    from .evaluation.generate import sample, save_grid
     ckpt = _load_model(args)
     images = sample(ckpt.model, args.n, seed=args.seed)
     save_grid(args.output, images, ncols=min(args.columns, args.n))
@@ -488,7 +488,7 @@ def cmd_interpolate(args) -> int:
     import numpy as np
 
     from .data import load_dataset
-    from .generate import interpolate, save_image_rows
+    from .evaluation.generate import interpolate, save_image_rows
     ckpt = _load_model(args)
     images = load_dataset(args.data).test.images
     for i in (args.a, args.b):
@@ -503,7 +503,7 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
+    from .evaluation.compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
     from .data import load_dataset
     from .device import resolve_device
     specs = DEFAULT_MODELS if args.models is None else tuple(args.models.split(","))
@@ -526,7 +526,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .pretrained import list_pretrained
+    from .models.zoo import list_pretrained
     models = list_pretrained()
     if args.json:
         print(json.dumps(models))
@@ -551,7 +551,7 @@ def cmd_encode(args) -> int:
     import numpy as np
 
     from .fileio import atomic_write, write_text
-    from .inference import encode
+    from .models.inference import encode
     ckpt = _load_model(args)
     images, labels = _images_from(args)
     codes = encode(ckpt.model, images)
@@ -607,8 +607,8 @@ def _is_number(text: str) -> bool:
 
 
 def cmd_decode(args) -> int:
-    from . import plots
-    from .inference import decode
+    from .evaluation import plots
+    from .models.inference import decode
     ckpt = _load_model(args)
     images = decode(ckpt.model, _read_codes(args.codes))
     paths = plots.save_pngs(args.output, images, prefix="decoded")
@@ -619,8 +619,8 @@ def cmd_decode(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from . import plots
-    from .inference import reconstruct
+    from .evaluation import plots
+    from .models.inference import reconstruct
     ckpt = _load_model(args)
     images, labels = _images_from(args)
     if args.limit:
@@ -637,11 +637,11 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_similarity(args) -> int:
-    from . import plots
+    from .evaluation import plots
     from .data import load_dataset
-    from .inference import encode, reconstruct
-    from .metrics import cosine_similarity
-    from .tutorial import similarity_rows
+    from .models.inference import encode, reconstruct
+    from .evaluation.metrics import cosine_similarity
+    from .tutorial.run import similarity_rows
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     images = data.test.images
@@ -675,9 +675,9 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_tsne(args) -> int:
-    from . import plots
+    from .evaluation import plots
     from .data import load_dataset
-    from .inference import encode
+    from .models.inference import encode
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     if data.test.labels is None:
@@ -691,7 +691,7 @@ def cmd_tsne(args) -> int:
 
 
 def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder: str) -> None:
-    from .codec import PREDICTIVE_CODERS, has_cached_table
+    from .codec.api import PREDICTIVE_CODERS, has_cached_table
     if coder not in PREDICTIVE_CODERS:
         return
     spread = coder == "range-ctx"
@@ -701,7 +701,7 @@ def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder:
 
 
 def cmd_compress(args) -> int:
-    from .codec import compress
+    from .codec.api import compress
     if args.table == "checkpoint":
         _say_if_learning_the_predictor(args.checkpoint, args.bits, args.quantiser, args.coder)
     result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
@@ -713,7 +713,7 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .codec import decompress, read_header
+    from .codec.api import decompress, read_header
     header = _header_or_none(args.input, read_header)
     if header is not None:
         _say_if_learning_the_predictor(args.checkpoint, header.bits, header.quantiser, header.coder)
@@ -734,7 +734,7 @@ def _header_or_none(path, read_header):
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_table, run_benchmark
+    from .evaluation.bench import format_table, run_benchmark
     result = run_benchmark(args.quick, args.device)
     print(format_table(result))
     print(json.dumps(result))
@@ -770,7 +770,7 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .train import TrainingInterrupted
+    from .training.loop import TrainingInterrupted
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:

@@ -26,10 +26,10 @@ import time
 import torch
 from torch import nn
 
-from .data import load_dataset
-from .device import describe_device, resolve_device
-from .models import build_model, model_config
-from .train import TrainConfig, train
+from ..data import load_dataset
+from ..device import describe_device, resolve_device
+from ..models.networks import build_model, model_config
+from ..training.loop import TrainConfig, train
 
 LAYERS = {"simple": [784, 32, 784], "deep": [784, 128, 64, 32, 64, 128, 784]}
 

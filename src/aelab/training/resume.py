@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
-from .errors import CheckpointError
-from .fileio import write_bytes
+from ..errors import CheckpointError
+from ..fileio import write_bytes
 
 RESUME_FILE = "resume.safetensors"
 FORMAT = "aelab-resume"

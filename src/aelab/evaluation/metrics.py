@@ -57,7 +57,7 @@ def cosine_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        from .errors import OptionError
+        from ..errors import OptionError
         raise OptionError(f"cannot compare vectors of {x.size} and {y.size} values")
     nx, ny = np.linalg.norm(x), np.linalg.norm(y)
     if nx == 0 or ny == 0:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from .cpu_inference import cached_fast_copy
-from .errors import DataError, OptionError
-from .metrics import cntk_classification_error, psnr_db
+from ..errors import DataError, OptionError
+from ..evaluation.metrics import cntk_classification_error, psnr_db
 
 DEFAULT_BATCH = 8192  # images per batch for dense models
 # for models with convolutions: their activations for a few hundred images stay in the caches; on our
@@ -36,7 +36,7 @@ def computing_in(model: torch.nn.Module, precision: str = "fp32") -> Iterator[to
     ``"fp32"``: the model as it is, except that on the CPU a model with
     convolutions runs as a copy laid out for oneDNN (channels-last, activations
     in place, the one-channel output layer as taps; see
-    :mod:`aelab.cpu_inference`): about twice as fast, with numbers that differ
+    :mod:`aelab.models.cpu_inference`): about twice as fast, with numbers that differ
     from the model's own by float32 rounding only.
     ``"bf16"``: that copy under bfloat16 autocast, so that CPUs with bfloat16
     matrix units (AMX, AVX512-BF16) run the conv model about twice as fast
@@ -207,7 +207,7 @@ def knn_accuracy(model: torch.nn.Module, train_images, train_labels, test_images
                  k: int = 5) -> float:
     """Accuracy (0..1) on ``test_images`` of a k-nearest-neighbour classifier (Euclidean, scikit-learn)
     fitted on the codes of ``train_images``: how well the codes keep the classes apart."""
-    from .compare import knn_accuracy as knn_on_codes
+    from ..evaluation.compare import knn_accuracy as knn_on_codes
     return knn_on_codes(encode(model, train_images), np.asarray(train_labels), encode(model, test_images),
                         np.asarray(test_labels), k=k)
 

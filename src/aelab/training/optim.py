@@ -14,7 +14,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import kernels
-from .errors import OptionError
+from ..errors import OptionError
 
 
 def momentum_per_minibatch(time_constant: float, samples: int) -> float:
@@ -121,7 +121,7 @@ def fsadagrad_step_(param: torch.Tensor, grad: torch.Tensor, variance: torch.Ten
                     max_scale: float = 10.0, arrays: tuple[np.ndarray, ...] | None = None) -> None:
     """One FSAdaGrad step on one tensor, in place (the smoothed count already updated).
 
-    Contiguous float32 CPU tensors take one fused pass (``aelab.kernels``) on
+    Contiguous float32 CPU tensors take one fused pass (``aelab.training.kernels``) on
     their flat numpy views (``arrays``, when the caller made them once, else
     made here); anything else, CUDA included, takes ``fsadagrad_reference_``'s
     PyTorch ops.
@@ -197,7 +197,7 @@ class FlatFSAdaGrad:
 
     step = update
 
-    # --- for a CUDA graph (aelab.cuda_graphs): the step with no number that changes between steps
+    # --- for a CUDA graph (aelab.training.cuda_graphs): the step with no number that changes between steps
 
     def device_step(self, num_samples: int) -> None:
         """The update with the smoothed count kept on the device (``device_count``), so that the

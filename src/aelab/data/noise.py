@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import OptionError
+from ..errors import OptionError
 
 KINDS = ("gaussian", "masking", "salt-pepper")
 

@@ -94,7 +94,7 @@ def _fsadagrad_loop(p, g, v, m, settings):  # pragma: no cover - runs compiled
 
 def fsadagrad_(param: np.ndarray, grad: np.ndarray, variance: np.ndarray, momentum: np.ndarray, *,
                nu: float, mu: float, gain_scale: float, cap: float, lr: float) -> None:
-    """One FSAdaGrad step in place on flat float32 arrays (see ``aelab.optim.fsadagrad_step_``)."""
+    """One FSAdaGrad step in place on flat float32 arrays (see ``aelab.training.optim.fsadagrad_step_``)."""
     # the numbers travel as one float32 array: numba checks each argument's type on every
     # call, which for ten arguments cost about as much as the loop at minibatch 64. 1 - nu is
     # worked out here in float64: in float32, 1 - 0.99991 keeps only three digits.
@@ -245,7 +245,7 @@ def _classification_error_loop(output, target, keys):  # pragma: no cover - runs
 
 
 def classification_error_sum(output: np.ndarray, target: np.ndarray) -> float:
-    """``aelab.metrics.cntk_classification_error(output, target).sum()`` for 2-D float32 arrays.
+    """``aelab.evaluation.metrics.cntk_classification_error(output, target).sum()`` for 2-D float32 arrays.
 
     CNTK's rule: per row, ``1 - target`` at the first column where ``output`` is largest. The
     engine applies it inside ``output_layer_``; this form lets the tests reach any output values.
@@ -309,7 +309,7 @@ def output_layer_(logits: np.ndarray, bias: np.ndarray, target: np.ndarray, floo
 
     With ``p = sigmoid(max(logits + bias, floor))``, returns the tutorial's
     loss (the binary cross-entropy of p against ``target``, summed over the
-    pixels and rows: ``aelab.train.summed_bce``) and CNTK's classification
+    pixels and rows: ``aelab.training.loop.summed_bce``) and CNTK's classification
     error summed over the rows; turns ``logits`` into the loss's gradient by
     them, ``(p - target) * scale``, in place, and writes its column sums (the
     bias's gradient) into ``bias_grad``. PyTorch takes about fifteen passes.

@@ -7,7 +7,7 @@ split:
 ``params``                 trainable parameters (PCA: its components and mean)
 ``train_seconds``          training time (PCA: the fit)
 ``test_bce``, ``test_mse``, ``test_psnr_db``, ``test_error_pct``
-                           as :func:`aelab.inference.evaluate` (BCE and MSE per pixel)
+                           as :func:`aelab.models.inference.evaluate` (BCE and MSE per pixel)
 ``test_ssim``              mean SSIM of decoded vs original images
                            (``skimage.metrics.structural_similarity``, data_range=1)
 ``knn_acc``                accuracy (0..1) of a 5-nearest-neighbour classifier on the
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import OptionError
-from .models import ModelConfig, count_parameters
+from ..errors import OptionError
+from ..models.networks import ModelConfig, count_parameters
 
 DENOISE_NOISE = "gaussian:0.5"
 KNN_NEIGHBOURS = 5
@@ -68,7 +68,7 @@ class PCAModel(nn.Module):
 
     ``encode`` projects pixels/255 on the components; ``decode`` maps back and
     clips to [``EPS``, 1 - ``EPS``] (so BCE stays finite); ``decode_logits`` is
-    the logit of that, so :func:`aelab.inference.evaluate` scores it like any model.
+    the logit of that, so :func:`aelab.models.inference.evaluate` scores it like any model.
     """
 
     EPS = 1e-4
@@ -139,7 +139,7 @@ def denoising_psnr(model: nn.Module, images: np.ndarray, noise: str = DENOISE_NO
                    batch_size: int = 4096) -> dict:
     """PSNR against ``images`` (0..255) of their seeded corruption and of the model's output for it."""
     from .metrics import psnr_db
-    from .noise import corrupt, parse_noise
+    from ..data.noise import corrupt, parse_noise
     spec = parse_noise(noise)
     generator = torch.Generator().manual_seed(seed)
     clean = torch.as_tensor(np.asarray(images).reshape(len(images), -1)).to(torch.float32) / 255.0
@@ -160,7 +160,7 @@ def denoising_psnr(model: nn.Module, images: np.ndarray, noise: str = DENOISE_NO
 def quality_metrics(model: nn.Module, data, *, tsne_samples: int = 1000, seed: int = 0,
                     denoise_noise: str | None = DENOISE_NOISE) -> dict:
     """Every metric of the module docstring (but ``train_seconds``) for ``model`` on ``data``'s test split."""
-    from .inference import encode, evaluate, reconstruct
+    from ..models.inference import encode, evaluate, reconstruct
     model.eval()
     test = data.test
     row = {"params": int(count_parameters(model)), "code_size": int(model.config.code_size)}
@@ -192,7 +192,7 @@ class Entry:
 
 def parse_model_spec(spec: str, recipe: str, sweeps: float, seed: int, device: str):
     """``KIND`` or ``KIND@NOISE`` (a denoiser, e.g. ``dense@gaussian:0.5``) as a TrainConfig."""
-    from .train import TrainConfig
+    from ..training.loop import TrainConfig
     kind, _, noise = spec.partition("@")
     config = TrainConfig(model=kind.strip(), recipe=recipe, sweeps=sweeps, seed=seed, device=device,
                          noise=noise.strip() or None)
@@ -203,9 +203,9 @@ def parse_model_spec(spec: str, recipe: str, sweeps: float, seed: int, device: s
 def entries_from(specs: Sequence[str], *, recipe: str, sweeps: float, seed: int = 0,
                  device: str = "cpu") -> list[Entry]:
     """Entries for ``specs``: model kinds (``KIND[@NOISE]``) to train, or checkpoints (folders or shipped names)."""
-    from .checkpoint import load_checkpoint
-    from .models import MODEL_KINDS
-    from .pretrained import pretrained_names
+    from ..models.checkpoint import load_checkpoint
+    from ..models.networks import MODEL_KINDS
+    from ..models.zoo import pretrained_names
     entries = []
     shipped = set(pretrained_names())
     for spec in specs:
@@ -235,8 +235,8 @@ def run_comparison(data, entries: Sequence[Entry], *, pca: bool = True, code_siz
     ``reconstructions`` maps each row's name to the decodings of the first
     ``reconstruct_count`` test images (``"original"`` holds those images).
     """
-    from .inference import reconstruct
-    from .train import train
+    from ..models.inference import reconstruct
+    from ..training.loop import train
     say = log or (lambda _m: None)
     shown = data.test.images[:reconstruct_count]
     rows, pictures = [], {"original": shown.astype(np.float32) / 255.0}
@@ -279,7 +279,7 @@ def run_comparison(data, entries: Sequence[Entry], *, pca: bool = True, code_siz
 
 def _noisy_psnr(images: np.ndarray, noise: str, seed: int) -> float:
     from .metrics import psnr_db
-    from .noise import corrupt, parse_noise
+    from ..data.noise import corrupt, parse_noise
     clean = torch.as_tensor(images.reshape(len(images), -1)).to(torch.float32) / 255.0
     noisy = corrupt(clean, parse_noise(noise), torch.Generator().manual_seed(seed))
     return psnr_db(float(((noisy - clean).double() ** 2).mean()))
@@ -330,7 +330,7 @@ def save_reconstructions(path: str | Path, pictures: dict[str, np.ndarray]) -> P
 
 def write_results(result: dict, out: str | Path, stem: str = "quality") -> dict[str, Path]:
     """Write ``stem.md``, ``stem.json`` and ``stem.png`` (reconstructions) into ``out``."""
-    from .fileio import ensure_dir, write_text
+    from ..fileio import ensure_dir, write_text
     folder = ensure_dir(out)
     paths = {"markdown": folder / f"{stem}.md", "json": folder / f"{stem}.json", "picture": folder / f"{stem}.png"}
     write_text(paths["markdown"], f"# Autoencoder quality\n\n{markdown_table(result)}")
@@ -348,7 +348,7 @@ def _json_default(value):
 
 def quick_subset(data, train: int = 2000, test: int = 500):
     """The first ``train`` training and ``test`` test images of ``data``, for --quick runs."""
-    from .data import Dataset, Split
+    from ..data import Dataset, Split
     return Dataset(name=f"{data.name} (first {min(train, data.train.n)} + {min(test, data.test.n)})",
                    train=Split(data.train.images[:train], None if data.train.labels is None
                                else data.train.labels[:train]),

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import OptionError
+from ..errors import OptionError
 
 
 def denoise(model: torch.nn.Module, images: np.ndarray, noise: str, seed: int = 0, batch_size: int = 4096) -> dict:
@@ -20,9 +20,9 @@ def denoise(model: torch.nn.Module, images: np.ndarray, noise: str, seed: int = 
     [0, 1], the PSNR (dB) of ``noisy`` and of ``denoised`` against ``clean``
     over all images, the noise and the seed.
     """
-    from .inference import as_pixel_rows
+    from ..models.inference import as_pixel_rows
     from .metrics import psnr_db
-    from .noise import corrupt, parse_noise
+    from ..data.noise import corrupt, parse_noise
     spec = parse_noise(noise)
     if spec is None:
         raise OptionError("denoising needs a noise", hint="e.g. --noise gaussian:0.5")
@@ -55,7 +55,7 @@ def sample(model: torch.nn.Module, n: int, seed: int = 0) -> np.ndarray:
 
 def interpolate(model: torch.nn.Module, image_a: np.ndarray, image_b: np.ndarray, steps: int = 10) -> dict:
     """Decodings of ``steps`` codes evenly spaced on the line from image A's code to image B's (ends included)."""
-    from .inference import decode, encode
+    from ..models.inference import decode, encode
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise OptionError(f"interpolation needs at least 2 steps, got {steps!r}")
     codes = encode(model, np.stack([image_a, image_b]))

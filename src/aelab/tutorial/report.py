@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import write_text
+from ..fileio import write_text
 
 # what the CNTK 105 tutorial printed in fast mode (5 sweeps)
 TUTORIAL_FAST = {"simple": {"train_error_pct": 11.33, "test_error_pct": 3.12},

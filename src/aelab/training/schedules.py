@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .errors import OptionError
+from ..errors import OptionError
 
 SCHEDULES = ("constant", "cosine")
 

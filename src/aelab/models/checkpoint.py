@@ -22,10 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import __version__
-from .errors import CheckpointError, OutputError
-from .fileio import ensure_dir, write_files_together
-from .models import ModelConfig, build_model, model_config
+from .. import __version__
+from ..errors import CheckpointError, OutputError
+from ..fileio import ensure_dir, write_files_together
+from .networks import ModelConfig, build_model, model_config
 
 FORMAT = "aelab-checkpoint"
 FORMAT_VERSION = 1
@@ -86,7 +86,7 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
 
 def read_checkpoint_info(folder: str | os.PathLike) -> dict:
     """Read and check ``config.json`` alone (``folder`` may name a shipped model, as for load_checkpoint)."""
-    from .pretrained import resolve_checkpoint
+    from .zoo import resolve_checkpoint
     folder = resolve_checkpoint(folder)
     if not folder.is_dir():
         raise CheckpointError("checkpoint folder not found", path=folder,
@@ -118,7 +118,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     ``folder`` may also name a shipped model (``aelab models``); an existing
     folder of that name wins.
     """
-    from .pretrained import resolve_checkpoint
+    from .zoo import resolve_checkpoint
     folder = resolve_checkpoint(folder)
     info = read_checkpoint_info(folder)
     try:

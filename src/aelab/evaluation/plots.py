@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import OptionError
-from .fileio import atomic_write, ensure_dir
+from ..errors import OptionError
+from ..fileio import atomic_write, ensure_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

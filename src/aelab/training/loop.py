@@ -25,13 +25,14 @@ import torch.nn.functional as F
 
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
-    from .data.datasets import Dataset
-from .device import describe_device, resolve_device
-from .errors import AelabError, CheckpointError, OptionError
-from .metrics import cntk_classification_error
-from .noise import corrupt, parse_noise
-from .models import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
-from . import cuda_graphs, kernels
+    from ..data.datasets import Dataset
+from ..device import describe_device, resolve_device
+from ..errors import AelabError, CheckpointError, OptionError
+from ..evaluation.metrics import cntk_classification_error
+from ..data.noise import corrupt, parse_noise
+from ..models.networks import DenseAutoencoder, ModelConfig, build_model, count_parameters, model_config
+from . import cuda_graphs
+from . import kernels
 from .optim import FlatFSAdaGrad
 from .schedules import ScheduledAdam
 from .progress import ProgressBar, ProgressTable
@@ -151,7 +152,7 @@ class DenseBackprop:
         self.weights_t = [w.t() for w in self.weights]
         self.grads_t = [w.grad.t() for w in self.weights]
         self.grad_scale = grad_scale
-        # on the CPU in float32, fused loops (aelab.kernels) replace about four PyTorch calls per
+        # on the CPU in float32, fused loops (aelab.training.kernels) replace about four PyTorch calls per
         # layer, fifteen at the output: what most of a small minibatch's time went to
         self.fused = all(p.dtype == torch.float32 and kernels.applies_to(p, p.grad) for p in self.biases)
         if self.fused:
@@ -191,7 +192,7 @@ class DenseBackprop:
         return loss, metric
 
     def _fused(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        """``__call__``'s work with the matrix products in PyTorch and the rest in aelab.kernels."""
+        """``__call__``'s work with the matrix products in PyTorch and the rest in aelab.training.kernels."""
         outputs, deltas = self._buffers(inputs.shape[0])
         activations = [inputs]
         h = inputs
@@ -330,7 +331,7 @@ class SweepStream:
     position in the stream can be reproduced without replaying the ones
     before it (what resuming needs). Each minibatch gathers its rows straight
     from the uint8 images; on the CPU one fused loop gathers, converts and
-    scales them (``aelab.kernels``).
+    scales them (``aelab.training.kernels``).
     """
 
     def __init__(self, images: torch.Tensor, seed: int, start_sample: int = 0) -> None:

@@ -21,7 +21,7 @@ Quantisers (``quantiser=``):
 
 Coders (``coder=``): ``"range"`` (the default) codes each component's
 symbols under its histogram; ``"range-ar"`` codes what an autoregressive
-predictor (:mod:`aelab.predictor`, exact integer arithmetic) leaves of each
+predictor (:mod:`aelab.codec.predictor`, exact integer arithmetic) leaves of each
 component given the earlier ones, 10% fewer bytes for mnist-conv (``table="checkpoint"``
 only); ``"range-ctx"`` does the same with a wider predictor that also scores
 how far off it may be, and codes each residual under one of 8 tables chosen
@@ -70,9 +70,9 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
-from .errors import CheckpointError, DataError, OptionError, OutputError
-from .fileio import atomic_write, ensure_dir, write_bytes
+from ..models.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
+from ..errors import CheckpointError, DataError, OptionError, OutputError
+from ..fileio import atomic_write, ensure_dir, write_bytes
 from .predictor import CHUNK as PREDICTOR_CHUNK
 from .predictor import Predictor, PredictorRun, fit_predictor, fit_spread_head
 
@@ -414,7 +414,7 @@ def _fit_smoothing(symbols: np.ndarray, levels: np.ndarray, max_levels: int) -> 
 def _decoder_metric(model: Any, codes: np.ndarray, samples: int = 500, chunk: int = 64) -> np.ndarray:
     """G = E[J^T J] (d, d), J the decoder's Jacobian (pixels in [0, 1] per code number), by central
     differences at up to ``samples`` evenly spaced codes: how much each code direction moves pixels."""
-    from .inference import decode
+    from ..models.inference import decode
     n, d = codes.shape
     picked = codes[np.linspace(0, n - 1, min(n, samples)).astype(np.int64)].astype(np.float32)
     std = codes.std(axis=0)
@@ -523,13 +523,13 @@ def _frequencies(symbols: np.ndarray, levels: np.ndarray, max_levels: int, exact
 
 def fit_predictive_table(codes: np.ndarray, table: CodecTable, *, spread: bool = False,
                          **predictor_options: Any) -> CodecTable:
-    """``table``'s quantiser with an autoregressive predictor (:mod:`aelab.predictor`) learned from
+    """``table``'s quantiser with an autoregressive predictor (:mod:`aelab.codec.predictor`) learned from
     ``codes`` (the training codes), and the probability model of the residuals
     ``(symbol - zero - prediction) mod levels`` that the ``"range-ar"`` coder codes.
 
     With ``spread``, the ``"range-ctx"`` coder's: a wider predictor trained longer
     (``CTX_PREDICTOR``), with a spread head, and one probability model per component and spread
-    class (residuals mirrored where the prediction was rounded up; see :mod:`aelab.predictor`)."""
+    class (residuals mirrored where the prediction was rounded up; see :mod:`aelab.codec.predictor`)."""
     symbols = quantise(codes, table)
     if len(symbols) < 2:
         raise DataError(f"need at least two training codes to learn the predictor, got {len(symbols)}")
@@ -570,9 +570,9 @@ def _class_frequencies(residuals: np.ndarray, classes: np.ndarray, count: int, l
 
 def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
     """Codes of the images the model was trained on (the training split of its data)."""
-    from .data import Dataset, load_dataset
-    from .data.datasets import BUNDLED_NAME
-    from .inference import encode
+    from ..data import Dataset, load_dataset
+    from ..data.datasets import BUNDLED_NAME
+    from ..models.inference import encode
     record = ckpt.info.get("data") or {}
     name, want = record.get("name"), record.get("sha256")
     fp = _fingerprint_bytes(ckpt).hex()
@@ -614,7 +614,7 @@ def _user_cache_file(fp: str) -> Path:
 def _is_shipped(folder: Path) -> bool:
     """Whether ``folder`` is one of the package's shipped pretrained models (never written to)."""
     try:
-        from .pretrained import pretrained_root
+        from ..models.zoo import pretrained_root
         root = pretrained_root().resolve()
         return root == folder.resolve() or root in folder.resolve().parents
     except Exception:  # noqa: BLE001 - no registry: nothing is shipped
@@ -1140,11 +1140,11 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
     folder holds no cached table. ``precision``: the encoder's arithmetic,
     ``"fp32"`` or ``"bf16"`` (more than twice as fast for convolutional
     models on CPUs with bfloat16 units, a few code numbers in a neighbouring
-    bin; see :func:`aelab.inference.computing_in`).
+    bin; see :func:`aelab.models.inference.computing_in`).
     Deterministic: the same images give the same bytes (on one machine, for
     one precision).
     """
-    from .inference import as_pixel_rows, check_precision, encode
+    from ..models.inference import as_pixel_rows, check_precision, encode
     check_precision(precision)
     bits = check_bits(bits)
     _check_choice(quantiser, QUANTISERS, "quantiser")
@@ -1245,7 +1245,7 @@ def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, dat
     arithmetic, ``"fp32"`` or ``"bf16"`` (see :func:`encode_bytes`); the
     codes are exact either way, the pixels differ by a few grey levels at most.
     """
-    from .inference import check_precision, decode_to_pixels
+    from ..models.inference import check_precision, decode_to_pixels
     check_precision(precision)
     ckpt, codes = _decode(blob, checkpoint, data, path)
     return decode_to_pixels(ckpt.model, codes, precision=precision)
@@ -1283,7 +1283,7 @@ def output_format(output: str | os.PathLike) -> str:
 
 def _load_input(images: Any) -> np.ndarray:
     if isinstance(images, (str, os.PathLike)):
-        from .data import load_images
+        from ..data import load_images
         return load_images(images)[0]
     return images
 
@@ -1316,7 +1316,7 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
     and a PNG folder is filled under a temporary name and then renamed. An
     existing PNG folder must be empty. Returns ``{"path", "format", "count"}``.
     """
-    from .data.idx import read_file_bytes
+    from ..data.idx import read_file_bytes
     fmt = output_format(output)
     out = Path(output)
     if fmt == "png" and out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -1328,7 +1328,7 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
         with atomic_write(out, "wb") as f:
             np.savez_compressed(f, images=images)
     elif fmt in ("idx", "idx.gz"):
-        from .data.idx import write_idx
+        from ..data.idx import write_idx
         write_idx(out, images, compress=fmt == "idx.gz")
     else:
         _write_png_folder(out, images)
@@ -1337,7 +1337,7 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
 
 def _write_png_folder(out: Path, images: np.ndarray) -> None:
     """``img-00000.png``, ... in a temporary folder beside ``out``, renamed to ``out`` when complete."""
-    from .plots import save_png
+    from ..evaluation.plots import save_png
     parent = ensure_dir(out.parent if str(out.parent) else ".")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))

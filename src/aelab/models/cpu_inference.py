@@ -41,7 +41,7 @@ def fast_copy(model: nn.Module) -> nn.Module:
     for module in fast.modules():
         if isinstance(module, (nn.SiLU, nn.ReLU)):
             module.inplace = True
-    from .models import ConvAutoencoder
+    from .networks import ConvAutoencoder
     if isinstance(fast, ConvAutoencoder) and fast.config.channels:
         with torch.no_grad():
             _read_features_channels_last(fast)

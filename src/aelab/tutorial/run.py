@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from . import plots
-from .checkpoint import save_checkpoint
-from .data import Dataset, load_dataset
-from .device import describe_device, resolve_device
-from .errors import OptionError
-from .fileio import ensure_dir, write_text
-from .inference import encode, evaluate, format_image_stats, image_stats, reconstruct
-from .metrics import cosine_similarity
+from ..evaluation import plots
+from ..models.checkpoint import save_checkpoint
+from ..data import Dataset, load_dataset
+from ..device import describe_device, resolve_device
+from ..errors import OptionError
+from ..fileio import ensure_dir, write_text
+from ..models.inference import encode, evaluate, format_image_stats, image_stats, reconstruct
+from ..evaluation.metrics import cosine_similarity
 from .report import write_report
-from .train import TrainConfig, TrainResult, train
+from ..training.loop import TrainConfig, TrainResult, train
 
 if TYPE_CHECKING:
     import torch

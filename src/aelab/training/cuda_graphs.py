@@ -28,7 +28,7 @@ def applies(device: torch.device, step, optimizer, noise) -> bool:
     """Whether to graph the step: asked for (``AELAB_CUDA_GRAPHS=1``), and CUDA, the dense explicit
     backward pass, FSAdaGrad, no input noise."""
     from .optim import FlatFSAdaGrad
-    from .train import DenseBackprop
+    from .loop import DenseBackprop
     return (device.type == "cuda" and type(step) is DenseBackprop and isinstance(optimizer, FlatFSAdaGrad)
             and not noise and os.environ.get("AELAB_CUDA_GRAPHS", "0") == "1")
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from .models import count_parameters
+from .networks import count_parameters
 
 SHIPPED_DTYPE = torch.float16
 
 
 def pretrained_root() -> Path:
     """The folder that holds the shipped checkpoints."""
-    return Path(str(importlib.resources.files("aelab") / "pretrained"))
+    return Path(str(importlib.resources.files("aelab.models") / "pretrained"))
 
 
 def pretrained_names() -> list[str]:
@@ -59,7 +59,7 @@ def describe_pretrained(name: str) -> dict:
     from .checkpoint import read_checkpoint_info
     folder = pretrained_path(name)
     if folder is None:
-        from .errors import OptionError
+        from ..errors import OptionError
         raise OptionError(f"no shipped model named {name!r}", hint=f"choose one of: {', '.join(pretrained_names())}")
     info = read_checkpoint_info(folder)
     model = info.get("model", {})

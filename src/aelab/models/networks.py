@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .errors import OptionError
+from ..errors import OptionError
 
 
 @dataclass(frozen=True)
