@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    from aelab.models.zoo import resolve_checkpoint
+    from aelab.models.checkpoint import resolve_checkpoint
     ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     data = load_dataset()
     train_codes, test_codes = encode(ckpt.model, data.train.images), encode(ckpt.model, data.test.images)

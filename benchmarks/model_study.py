@@ -291,7 +291,7 @@ def run(argv=None, say: Callable = print) -> dict:
     from aelab.data import load_dataset
     from aelab.errors import OptionError
     from aelab.models.inference import encode
-    from aelab.models.zoo import pretrained_path
+    from aelab.models.checkpoint import pretrained_path
     args = parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint or pretrained_path("mnist-conv"))
     if ckpt.model_config.kind != "conv":

@@ -254,7 +254,7 @@ def choose_models(args: argparse.Namespace, say=print) -> list[dict]:
             models.append({"label": label, "path": str(c), "how": "--checkpoint"})
         return models
     try:
-        from aelab.models.zoo import pretrained_names, pretrained_path
+        from aelab.models.checkpoint import pretrained_names, pretrained_path
         names = pretrained_names()
     except ImportError:
         names = []
@@ -267,7 +267,7 @@ def choose_models(args: argparse.Namespace, say=print) -> list[dict]:
 def _default_model(args: argparse.Namespace, say=print) -> dict:
     from aelab.models.checkpoint import load_checkpoint, save_checkpoint
     from aelab.errors import AelabError
-    from aelab.models.inference import evaluate
+    from aelab.evaluation.evaluate import evaluate
     from aelab.training.loop import TrainConfig, train
     root = _cache_root(args)
     full = root / f"deep-adam-{args.sweeps:g}sweeps"

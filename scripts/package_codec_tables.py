@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--again", action="store_true", help="learn every table again instead of adding the missing")
     args = parser.parse_args(argv)
     from aelab.codec import api as codec
-    from aelab.models.zoo import pretrained_path
+    from aelab.models.checkpoint import pretrained_path
     for name in NAMES:
         start = time.perf_counter()
         path = codec.save_tables(pretrained_path(name), bits=BITS, predictive=RANGE_AR_BITS, spread=RANGE_CTX_BITS,

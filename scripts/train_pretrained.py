@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
               f"   {shown(metrics)}", flush=True)
     for spec in tunes:  # after the models they start from
         from aelab.models.checkpoint import load_checkpoint
-        from aelab.models.zoo import pretrained_path
+        from aelab.models.checkpoint import pretrained_path
         base = load_checkpoint(out / spec.base if (out / spec.base).is_dir() else pretrained_path(spec.base))
         model = base.model.float().eval()
         sweeps = spec.sweeps * args.sweeps_scale

@@ -64,7 +64,7 @@ def trained(tiny_data, tmp_path_factory):
     from types import SimpleNamespace
 
     from aelab.models.checkpoint import save_checkpoint
-    from aelab.models.inference import evaluate
+    from aelab.evaluation.evaluate import evaluate
     from aelab.training.loop import TrainConfig, train
     config = TrainConfig(model="simple", sweeps=0.05, seed=0, device="cpu")
     result = train(tiny_data, config, log=None, progress_bar=False)

@@ -19,7 +19,8 @@ from aelab.models.checkpoint import load_checkpoint
 from aelab.cli import main
 from aelab.data import Dataset, Split, load_dataset, save_dataset
 from aelab.errors import AelabError, OptionError
-from aelab.models.inference import encode, evaluate, reconstruct
+from aelab.evaluation.evaluate import evaluate
+from aelab.models.inference import encode, reconstruct
 from aelab.evaluation.metrics import cosine_similarity
 
 SUBPROCESS_TIMEOUT = 120

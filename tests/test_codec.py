@@ -412,7 +412,7 @@ def test_cli_refusals_exit_2(ckpt, tiny_npz, tmp_path, capsys):
 
 
 def test_compress_reads_image_files(ckpt, images, tmp_path):
-    from aelab.evaluation.plots import save_pngs
+    from aelab.data.images import save_pngs
     folder = tmp_path / "in"
     save_pngs(folder, images[:7])
     result = codec.compress(folder, ckpt, tmp_path / "p.aez")
@@ -448,9 +448,9 @@ def test_a_failed_decompress_leaves_no_output(ckpt, blob, tmp_path, monkeypatch)
             codec.decompress(damaged, ckpt, tmp_path / out)
         assert not (tmp_path / out).exists()
     # PNG writing that fails half-way: no folder, no temporary folder
-    import aelab.evaluation.plots
+    import aelab.data.images
     calls = {"n": 0}
-    real = aelab.evaluation.plots.save_png
+    real = aelab.data.images.save_png
 
     def flaky(path, image):
         calls["n"] += 1
@@ -458,7 +458,7 @@ def test_a_failed_decompress_leaves_no_output(ckpt, blob, tmp_path, monkeypatch)
             raise OSError(28, "No space left on device")
         return real(path, image)
 
-    monkeypatch.setattr(aelab.evaluation.plots, "save_png", flaky)
+    monkeypatch.setattr(aelab.data.images, "save_png", flaky)
     with pytest.raises(OutputError, match="No space"):
         codec.decompress(aez, ckpt, tmp_path / "pngs")
     assert not (tmp_path / "pngs").exists() and _leftovers(tmp_path) == []
@@ -691,7 +691,7 @@ def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name)
     """Packaged by scripts/package_codec_tables.py: nothing to learn on the user's machine, and files
     made with the shipped model decode anywhere (a table learned again could differ)."""
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
-    from aelab.models.zoo import pretrained_path
+    from aelab.models.checkpoint import pretrained_path
     folder = pretrained_path(name)
     assert (folder / codec.CACHE_FILE).is_file()
     for bits in range(2, 9):

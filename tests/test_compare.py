@@ -9,7 +9,7 @@ from aelab.cli import main
 from aelab.evaluation.compare import (COLUMNS, PCAModel, entries_from, fit_pca, knn_accuracy, markdown_table, mean_ssim,
                            quick_subset, run_comparison, write_results)
 from aelab.errors import OptionError
-from aelab.models.inference import evaluate
+from aelab.evaluation.evaluate import evaluate
 
 METRICS = ("params", "train_seconds", "test_bce", "test_mse", "test_psnr_db", "test_ssim", "knn_acc",
            "tsne_trust", "tsne_trust_pixels", "code_zeros", "denoised_psnr_db")

@@ -7,7 +7,8 @@ import torch
 
 from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.device import resolve_device
-from aelab.models.inference import decode, encode, evaluate
+from aelab.evaluation.evaluate import evaluate
+from aelab.models.inference import decode, encode
 from aelab.training.loop import TrainConfig, train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from aelab.errors import DataError
-from aelab.models.inference import (as_pixel_rows, decode, encode, evaluate, format_image_stats, image_stats,
-                             reconstruct)
+from aelab.evaluation.evaluate import evaluate, format_image_stats, image_stats
+from aelab.models.inference import as_pixel_rows, decode, encode, reconstruct
 from aelab.models.networks import build_model, model_config
 
 
@@ -253,7 +253,7 @@ def test_bf16_inference_is_close_to_fp32_and_leaves_the_model_alone():
 def test_fp32_conv_inference_runs_channels_last_with_the_models_own_results():
     """On the CPU, fp32 encode/decode/reconstruct/evaluate of a conv model run a channels-last copy
     (faster convolutions): the same numbers up to float32 rounding, and the model itself untouched."""
-    from aelab.models.inference import computing_in, decode, encode, evaluate, reconstruct
+    from aelab.models.inference import computing_in, decode, encode, reconstruct
     model = build_model(model_config("conv", channels=(8, 16)), seed=0).eval()
     before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
     images = np.random.default_rng(1).integers(0, 256, (20, 28, 28), dtype=np.uint8)

@@ -125,7 +125,7 @@ def test_training_with_and_without_the_fused_loops_agrees(monkeypatch, kind):
 
 
 def test_fused_classification_error_is_cntks_first_maximum_rule():
-    from aelab.evaluation.metrics import cntk_classification_error
+    from aelab.models.losses import cntk_classification_error
     g = torch.Generator().manual_seed(4)
     output = torch.sigmoid(torch.randn(40, 787, generator=g) * 4)  # 787: not a multiple of any vector width
     target = torch.rand(40, 787, generator=g)
@@ -180,7 +180,7 @@ def test_fused_output_layer_against_float64_over_extreme_logits_and_many_rows():
     assert loss == pytest.approx(exact_loss, rel=1e-6)
     np.testing.assert_allclose(work, exact_delta, rtol=0, atol=4e-7 * scale)
     np.testing.assert_allclose(bias_grad, exact_delta.sum(axis=0), rtol=1e-5, atol=1e-5)
-    from aelab.evaluation.metrics import cntk_classification_error
+    from aelab.models.losses import cntk_classification_error
     p32 = torch.sigmoid(torch.from_numpy(np.maximum(logits + bias, np.float32(-87.0))))
     assert error == pytest.approx(cntk_classification_error(p32, torch.from_numpy(target)).double().sum().item(),
                                   rel=1e-6)  # the same first maxima, ties at 1.0 included
@@ -211,7 +211,7 @@ def test_fused_hidden_layer_loops_equal_pytorch():
 @pytest.mark.parametrize("scale", [1.0, 1.0 / (64 * 784)])
 def test_fused_output_layer_gives_the_pytorch_loss_metric_and_gradients(monkeypatch, kind, scale):
     from aelab.models.networks import build_model, model_config
-    from aelab.training.loop import DenseBackprop, flatten_parameters
+    from aelab.training.steps import DenseBackprop, flatten_parameters
     g = torch.Generator().manual_seed(5)
     target = torch.randint(0, 256, (64, 784), generator=g).float() / 255.0
     inputs = (target + 0.1).clamp(0, 1)  # as a denoising run: inputs differ from the target

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from aelab.evaluation.metrics import cntk_classification_error, cosine_similarity, mse, psnr_db
+from aelab.evaluation.metrics import cosine_similarity, mse, psnr_db
+from aelab.models.losses import cntk_classification_error
 
 
 def test_classification_error_is_one_minus_target_at_the_brightest_output():

@@ -16,7 +16,7 @@ def study():
 @pytest.fixture(scope="module")
 def shipped():
     from aelab.models.checkpoint import load_checkpoint
-    from aelab.models.zoo import pretrained_path
+    from aelab.models.checkpoint import pretrained_path
     return load_checkpoint(pretrained_path("mnist-conv")).model.float().eval()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aelab.data import images
 from aelab.evaluation import plots
 from aelab.errors import OptionError, OutputError
 
@@ -51,7 +52,7 @@ def _similarity_rows(n: int = 2) -> list[dict]:
 
 def test_save_png_round_trips_uint8_exactly(tmp_path: Path) -> None:
     img = np.arange(5 * 7, dtype=np.uint8).reshape(5, 7) * 7  # not square: checks orientation
-    out = plots.save_png(tmp_path / "x.png", img)
+    out = images.save_png(tmp_path / "x.png", img)
     assert out == tmp_path / "x.png"
     im = _png(out)
     assert im.mode == "L" and im.size == (7, 5)
@@ -60,14 +61,14 @@ def test_save_png_round_trips_uint8_exactly(tmp_path: Path) -> None:
 
 def test_save_png_maps_floats_to_0_255(tmp_path: Path) -> None:
     img = np.array([[0.0, 0.5, 1.0], [0.2, 1.0001, -0.0001]], dtype=np.float32)
-    im = _png(plots.save_png(tmp_path / "f.png", img))
+    im = _png(images.save_png(tmp_path / "f.png", img))
     assert im.mode == "L"
     np.testing.assert_array_equal(np.asarray(im), [[0, 128, 255], [51, 255, 0]])
 
 
 def test_save_png_float_round_trip_of_uint8_values(tmp_path: Path) -> None:
     img = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    im = _png(plots.save_png(tmp_path / "f.png", img.astype(np.float64) / 255))
+    im = _png(images.save_png(tmp_path / "f.png", img.astype(np.float64) / 255))
     np.testing.assert_array_equal(np.asarray(im), img)
 
 
@@ -81,22 +82,22 @@ def test_save_png_float_round_trip_of_uint8_values(tmp_path: Path) -> None:
 ])
 def test_save_png_rejects_bad_images(tmp_path: Path, bad: np.ndarray) -> None:
     with pytest.raises(OptionError, match="image"):
-        plots.save_png(tmp_path / "bad.png", bad)
+        images.save_png(tmp_path / "bad.png", bad)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_save_pngs_names_and_pixels(tmp_path: Path) -> None:
     imgs = _digits(3, 6, 5)
-    paths = plots.save_pngs(tmp_path / "dec", imgs, prefix="dec", start=10)
+    paths = images.save_pngs(tmp_path / "dec", imgs, prefix="dec", start=10)
     assert [p.name for p in paths] == ["dec-00010.png", "dec-00011.png", "dec-00012.png"]
     for p, img in zip(paths, imgs):
         np.testing.assert_array_equal(np.asarray(_png(p)), img)
     with pytest.raises(OptionError, match="images"):
-        plots.save_pngs(tmp_path, imgs[0])
+        images.save_pngs(tmp_path, imgs[0])
     with pytest.raises(OptionError, match="prefix"):
-        plots.save_pngs(tmp_path, imgs, prefix="a/b")
+        images.save_pngs(tmp_path, imgs, prefix="a/b")
     with pytest.raises(OptionError, match="start"):
-        plots.save_pngs(tmp_path, imgs, start=-1)
+        images.save_pngs(tmp_path, imgs, start=-1)
 
 
 # ---------------------------------------------------------------- figures
@@ -206,9 +207,9 @@ def test_output_folder_is_a_file(tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         plots.save_image_pair(blocker / "pair.png", *_digits(2))
     with pytest.raises(OutputError):
-        plots.save_png(blocker / "x.png", _digits(1)[0])
+        images.save_png(blocker / "x.png", _digits(1)[0])
     with pytest.raises(OutputError):
-        plots.save_pngs(blocker, _digits(2))
+        images.save_pngs(blocker, _digits(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert blocker.read_text() == "not a folder"
 
@@ -246,7 +247,7 @@ def test_write_error_is_output_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OutputError, match="No space left"):
-        plots.save_png(tmp_path / "x.png", _digits(1)[0])
+        images.save_png(tmp_path / "x.png", _digits(1)[0])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from aelab.models.checkpoint import load_checkpoint
 from aelab.cli import main
-from aelab.models.zoo import list_pretrained, pretrained_names, pretrained_path, resolve_checkpoint
+from aelab.models.checkpoint import pretrained_names, pretrained_path, resolve_checkpoint
+from aelab.models.zoo import list_pretrained
 
 SHIPPED = {"mnist-conv", "mnist-codec", "mnist-denoise", "mnist-vae", "mnist-sparse", "mnist-simple", "mnist-deep"}
 BEST = "mnist-conv"  # the best trained from scratch; mnist-codec is it fine-tuned

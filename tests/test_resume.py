@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from aelab.training.resume import RESUME_FILE, load_training_state
-from aelab.training.loop import DenseBackprop, TrainConfig, TrainingDiverged, train
+from aelab.training.loop import TrainConfig, TrainingDiverged, train
+from aelab.training.steps import DenseBackprop
 
 TRAIN = ["--model", "deep", "--sweeps", "12", "--seed", "2", "--device", "cpu", "--quiet"]
 

@@ -6,8 +6,8 @@ import torch
 from aelab.errors import OptionError
 from aelab.models.networks import build_model, model_config
 from aelab.training.progress import ProgressTable
-from aelab.training.loop import (AutogradStep, DenseBackprop, SweepStream, TrainConfig, flatten_parameters,
-                         summed_bce, train)
+from aelab.training.loop import SweepStream, TrainConfig, train
+from aelab.training.steps import AutogradStep, DenseBackprop, flatten_parameters, summed_bce
 
 from helpers import small_mnist, synthetic
 
@@ -130,7 +130,7 @@ def test_training_leaves_the_callers_floating_point_mode_alone():
 
 
 def test_small_minibatches_train_on_one_thread_and_restore_the_setting(monkeypatch):
-    import aelab.training.loop as engine
+    import aelab.training.steps as engine
     seen = []
     real_step = engine.DenseBackprop.__call__
     monkeypatch.setattr(engine.DenseBackprop, "__call__",

@@ -15,7 +15,7 @@ from PIL import Image
 
 from aelab.models.checkpoint import load_checkpoint
 from aelab.errors import OptionError
-from aelab.models.inference import evaluate
+from aelab.evaluation.evaluate import evaluate
 from aelab.tutorial.run import pick_tutorial_image, run_tutorial
 
 MODEL_KEYS = {"train_error_pct", "test_error_pct", "test_bce", "test_mse", "test_psnr_db", "train_seconds",

@@ -1,2 +1,4 @@
-"""aelab: autoencoders for MNIST-style images."""
-__version__ = "0.1.0"
+"""aelab: autoencoders for images and feature tables."""
+from .version import __version__
+
+__all__ = ["__version__"]

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from .data import images as image_files
+from .version import __version__
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 
 EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
@@ -381,8 +382,7 @@ def cmd_train(args) -> int:
     from .data import load_dataset
     from .device import describe_device, resolve_device
     from .fileio import ensure_dir
-    from .models.inference import evaluate
-    from .models.networks import model_config
+    from .evaluation.evaluate import evaluate
     from .training.resume import RESUME_FILE
     from .training.loop import TrainConfig, train
     say = _log(args) or (lambda _m: None)
@@ -413,13 +413,13 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data import load_dataset
-    from .models.inference import evaluate
+    from .evaluation.evaluate import evaluate
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     split = data.test if args.split == "test" else data.train
     scores = evaluate(ckpt.model, split.images)
     if args.knn:
-        from .models.inference import knn_accuracy
+        from .evaluation.evaluate import knn_accuracy
         if data.train.labels is None or split.labels is None:
             raise OptionError("--knn needs labelled training and test images")
         scores["knn_acc"] = knn_accuracy(ckpt.model, data.train.images, data.train.labels, split.images,
@@ -440,7 +440,6 @@ def cmd_evaluate(args) -> int:
 def cmd_denoise(args) -> int:
     import numpy as np
 
-    from .evaluation import plots
     from .data import load_dataset
     from .fileio import ensure_dir
     from .evaluation.generate import denoise, save_image_rows
@@ -455,7 +454,7 @@ def cmd_denoise(args) -> int:
     result = denoise(ckpt.model, images, noise, seed=args.seed)
     k = min(args.count, result["n"])
     for i in range(k):
-        plots.save_png(out / f"triplet-{i:05d}.png",
+        image_files.save_png(out / f"triplet-{i:05d}.png",
                        np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
     if k:
         save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
@@ -611,7 +610,7 @@ def cmd_decode(args) -> int:
     from .models.inference import decode
     ckpt = _load_model(args)
     images = decode(ckpt.model, _read_codes(args.codes))
-    paths = plots.save_pngs(args.output, images, prefix="decoded")
+    paths = image_files.save_pngs(args.output, images, prefix="decoded")
     if len(images):
         plots.save_image_grid(Path(args.output) / "grid.png", images[:50], title="decoded images")
     print(f"Wrote {len(paths)} PNGs and grid.png to {args.output}")
@@ -627,7 +626,7 @@ def cmd_reconstruct(args) -> int:
         images = images[: args.limit]
         labels = None if labels is None else labels[: args.limit]
     decoded = reconstruct(ckpt.model, images)
-    paths = plots.save_pngs(args.output, decoded, prefix="decoded")
+    paths = image_files.save_pngs(args.output, decoded, prefix="decoded")
     n = min(len(images), 20)
     if n:
         plots.save_reconstruction_grid(Path(args.output) / "comparison.png", images[:n], decoded[:n],

@@ -614,7 +614,7 @@ def _user_cache_file(fp: str) -> Path:
 def _is_shipped(folder: Path) -> bool:
     """Whether ``folder`` is one of the package's shipped pretrained models (never written to)."""
     try:
-        from ..models.zoo import pretrained_root
+        from ..models.checkpoint import pretrained_root
         root = pretrained_root().resolve()
         return root == folder.resolve() or root in folder.resolve().parents
     except Exception:  # noqa: BLE001 - no registry: nothing is shipped
@@ -1337,7 +1337,7 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
 
 def _write_png_folder(out: Path, images: np.ndarray) -> None:
     """``img-00000.png``, ... in a temporary folder beside ``out``, renamed to ``out`` when complete."""
-    from ..evaluation.plots import save_png
+    from ..data.images import save_png
     parent = ensure_dir(out.parent if str(out.parent) else ".")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))

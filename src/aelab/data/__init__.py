@@ -1,6 +1,11 @@
-"""Data formats and datasets: IDX, CNTK text format (CTF), npz, PNG/JPEG, and MNIST.
+"""Data: reading and writing data sets, and everything done to data before a model sees it.
 
-The bundled MNIST copy lives in ``aelab/data/mnist`` (package data).
+Owns the file formats (IDX, the CNTK text format CTF, npz, image files), the
+``Dataset`` and ``Split`` types, the bundled MNIST (``aelab/data/mnist``,
+package data) and its checked download, image arrays and PNG writing
+(``images``) and input noise for denoising (``noise``). May import only the
+core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
+``aelab.version``.
 """
 from .ctf import iter_ctf, read_ctf, write_ctf
 from .datasets import (Dataset, Split, convert, describe, format_description, load_dataset,

@@ -40,9 +40,10 @@ from torch import nn
 
 from ..errors import OptionError
 from ..models.networks import ModelConfig, count_parameters
+from .metrics import KNN_NEIGHBOURS, knn_accuracy
 
 DENOISE_NOISE = "gaussian:0.5"
-KNN_NEIGHBOURS = 5
+
 TSNE_NEIGHBOURS = 5
 DEFAULT_MODELS = ("simple", "deep", "dense", "conv", "sparse", "vae", "dense@gaussian:0.5")
 
@@ -110,16 +111,6 @@ def mean_ssim(decoded: np.ndarray, originals: np.ndarray) -> float:
     return float(np.mean([structural_similarity(a, b, data_range=1.0, win_size=win) for a, b in zip(out, ref)]))
 
 
-def knn_accuracy(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
-                 test_labels: np.ndarray, k: int = KNN_NEIGHBOURS) -> float:
-    """Accuracy (0..1) on the test codes of a k-NN classifier fitted on the training codes."""
-    from sklearn.neighbors import KNeighborsClassifier
-    if len(train_codes) < k:
-        raise OptionError(f"a {k}-NN classifier needs at least {k} training codes, got {len(train_codes)}")
-    clf = KNeighborsClassifier(n_neighbors=k).fit(np.asarray(train_codes, np.float32), np.asarray(train_labels))
-    return float(np.mean(clf.predict(np.asarray(test_codes, np.float32)) == np.asarray(test_labels)))
-
-
 def tsne_trustworthiness(codes: np.ndarray, images: np.ndarray, seed: int = 0,
                          n_neighbors: int = TSNE_NEIGHBOURS) -> tuple[float, float]:
     """Trustworthiness of a t-SNE map of ``codes``: against the codes, and against the images' pixels."""
@@ -160,7 +151,8 @@ def denoising_psnr(model: nn.Module, images: np.ndarray, noise: str = DENOISE_NO
 def quality_metrics(model: nn.Module, data, *, tsne_samples: int = 1000, seed: int = 0,
                     denoise_noise: str | None = DENOISE_NOISE) -> dict:
     """Every metric of the module docstring (but ``train_seconds``) for ``model`` on ``data``'s test split."""
-    from ..models.inference import encode, evaluate, reconstruct
+    from ..models.inference import encode, reconstruct
+    from .evaluate import evaluate
     model.eval()
     test = data.test
     row = {"params": int(count_parameters(model)), "code_size": int(model.config.code_size)}
@@ -205,7 +197,7 @@ def entries_from(specs: Sequence[str], *, recipe: str, sweeps: float, seed: int 
     """Entries for ``specs``: model kinds (``KIND[@NOISE]``) to train, or checkpoints (folders or shipped names)."""
     from ..models.checkpoint import load_checkpoint
     from ..models.networks import MODEL_KINDS
-    from ..models.zoo import pretrained_names
+    from ..models.checkpoint import pretrained_names
     entries = []
     shipped = set(pretrained_names())
     for spec in specs:

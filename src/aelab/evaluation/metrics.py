@@ -1,4 +1,6 @@
-"""Reconstruction metrics, including CNTK's ``classification_error`` as the tutorial used it.
+"""Reconstruction metrics: MSE, PSNR, cosine similarity, k-NN accuracy of the codes.
+
+CNTK's ``classification_error``, which training reports too, is in :mod:`aelab.models.losses`.
 
 All functions take ``target`` as pixel values in [0, 1] and the model's
 output in [0, 1] (or its logits where named), both of shape (n, pixels).
@@ -9,29 +11,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..errors import OptionError
 
-def bce_sum_per_sample_from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The tutorial's loss: -(t log p + (1 - t) log(1 - p)) summed over pixels, per sample.
-
-    Computed from the logits z (p = sigmoid(z)) as softplus(z) - t * z, which is
-    the same quantity without the log(0) of a saturated sigmoid.
-    """
-    return (F.softplus(logits) - target * logits).sum(dim=1)
-
-
-def cntk_classification_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """CNTK 2.x ``classification_error(output, target)`` per sample.
-
-    CNTK computes ``1 - TransposeTimes(target, Hardmax(output))``: one minus the
-    target's value at the position where the output is largest (the first such
-    position on ties). With a 0..1 image as the target this is 1 minus the
-    brightness, in the original, of the brightest decoded pixel; it is *not* an
-    argmax-vs-argmax comparison.
-    """
-    winner = output.max(dim=1, keepdim=True).indices  # first maximum, as argmax; faster on CPU
-    return 1.0 - target.gather(1, winner).squeeze(1)
+KNN_NEIGHBOURS = 5  # the k of the k-NN accuracy on the codes
 
 
 def mse(decoded: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
@@ -57,9 +40,18 @@ def cosine_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        from ..errors import OptionError
         raise OptionError(f"cannot compare vectors of {x.size} and {y.size} values")
     nx, ny = np.linalg.norm(x), np.linalg.norm(y)
     if nx == 0 or ny == 0:
         return 0.0
     return float(np.dot(x, y) / (nx * ny))
+
+
+def knn_accuracy(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
+                 test_labels: np.ndarray, k: int = KNN_NEIGHBOURS) -> float:
+    """Accuracy (0..1) on the test codes of a k-NN classifier fitted on the training codes."""
+    from sklearn.neighbors import KNeighborsClassifier
+    if len(train_codes) < k:
+        raise OptionError(f"a {k}-NN classifier needs at least {k} training codes, got {len(train_codes)}")
+    clf = KNeighborsClassifier(n_neighbors=k).fit(np.asarray(train_codes, np.float32), np.asarray(train_labels))
+    return float(np.mean(clf.predict(np.asarray(test_codes, np.float32)) == np.asarray(test_labels)))

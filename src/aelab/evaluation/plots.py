@@ -1,4 +1,4 @@
-"""Pictures: digit PNGs, image pairs and grids, cosine-similarity figures,
+"""Pictures: image pairs and grids, cosine-similarity figures,
 t-SNE maps of the codes and training curves.
 
 Images are numpy arrays (torch tensors are accepted too), either ``uint8``
@@ -22,16 +22,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..data.images import _array, to_unit
 from ..errors import OptionError
-from ..fileio import atomic_write, ensure_dir
+from ..fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
-    "save_png",
-    "save_pngs",
     "save_image_pair",
     "save_reconstruction_grid",
     "save_similarity_figure",
@@ -97,68 +96,6 @@ _COLOR_OF_COS = {
 
 # --------------------------------------------------------------------------
 # argument checking
-
-
-def _array(x: Any, name: str) -> np.ndarray:
-    """``x`` as a numpy array (torch tensors are detached and moved to the CPU)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise OptionError(f"{name} is not an array: {e}") from e
-
-
-def _shape_text(ndims: Sequence[int]) -> str:
-    return " or ".join({2: "(h, w)", 3: "(n, h, w)"}[d] for d in ndims)
-
-
-def _checked_pixels(x: Any, name: str, ndims: Sequence[int]) -> np.ndarray:
-    """Check an image array's type, shape and range; return it unchanged (as an array)."""
-    a = _array(x, name)
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise OptionError(f"{name} must hold uint8 or float pixels, got dtype {a.dtype}")
-    if a.ndim not in ndims:
-        raise OptionError(f"{name} must have shape {_shape_text(ndims)}, got {a.shape}")
-    if a.size == 0:
-        raise OptionError(f"{name} is empty (shape {a.shape})")
-    if np.issubdtype(a.dtype, np.integer):
-        if a.dtype != np.uint8 and (a.min() < 0 or a.max() > 255):
-            raise OptionError(f"{name} has integer pixels outside 0..255 "
-                              f"([{a.min()}, {a.max()}])")
-        return a
-    if not np.isfinite(a).all():
-        raise OptionError(f"{name} contains NaN or infinite pixels")
-    lo, hi = float(a.min()), float(a.max())
-    if lo < -0.5 or hi > 1.5:
-        raise OptionError(f"{name} has float pixels in [{lo:.4g}, {hi:.4g}]; float images "
-                          "must lie in [0, 1] (divide 0..255 pixels by 255, or pass uint8)")
-    return a
-
-
-def to_unit(x: Any, name: str = "image", ndims: Sequence[int] = (2, 3)) -> np.ndarray:
-    """Normalise an image array to float32 in [0, 1].
-
-    ``uint8`` (and other integer) pixels are divided by 255; float pixels are
-    clipped into [0, 1] (a decoder without a final sigmoid may overshoot a
-    little). Raises OptionError for a bad dtype, shape or range.
-    """
-    a = _checked_pixels(x, name, ndims)
-    if np.issubdtype(a.dtype, np.integer):
-        return a.astype(np.float32) / np.float32(255)
-    return np.clip(a.astype(np.float32), 0.0, 1.0)
-
-
-def to_uint8(x: Any, name: str = "image", ndims: Sequence[int] = (2, 3)) -> np.ndarray:
-    """An image array as uint8 0..255 (uint8 passes unchanged; floats are rounded)."""
-    a = _checked_pixels(x, name, ndims)
-    if a.dtype == np.uint8:
-        return a
-    if np.issubdtype(a.dtype, np.integer):
-        return a.astype(np.uint8)
-    return np.rint(np.clip(a.astype(np.float64), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
@@ -237,34 +174,6 @@ def _blank(ax: Axes) -> None:
 def _cell_inches(ncols: int) -> float:
     """Side of one image cell: 0.62 in, smaller for very wide grids."""
     return min(0.62, max(0.3, 10.0 / max(ncols, 1)))
-
-
-# --------------------------------------------------------------------------
-# plain PNGs (Pillow only)
-
-
-def save_png(path: str | os.PathLike[str], image: Any) -> Path:
-    """Write one (h, w) image as an 8-bit grayscale PNG at its native size."""
-    from PIL import Image
-
-    pixels = np.ascontiguousarray(to_uint8(image, "image", ndims=(2,)))
-    target = Path(path)
-    with atomic_write(target, "wb") as f:
-        Image.fromarray(pixels).save(f, format="PNG")
-    return target
-
-
-def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
-              start: int = 0) -> list[Path]:
-    """Write each of (n, h, w) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``."""
-    pixels = to_uint8(images, "images", ndims=(3,))
-    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\\0"):
-        raise OptionError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise OptionError(f"start must be a non-negative integer, got {start!r}")
-    out = ensure_dir(folder)
-    return [save_png(out / f"{prefix}-{int(start) + i:05d}.png", img)
-            for i, img in enumerate(pixels)]
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ are refused.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import platform
@@ -22,8 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .. import __version__
-from ..errors import CheckpointError, OutputError
+from ..version import __version__
+from ..errors import CheckpointError
 from ..fileio import ensure_dir, write_files_together
 from .networks import ModelConfig, build_model, model_config
 
@@ -84,9 +85,38 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
     return folder
 
 
+def pretrained_root() -> Path:
+    """The folder that holds the shipped checkpoints."""
+    return Path(str(importlib.resources.files("aelab.models") / "pretrained"))
+
+
+def pretrained_names() -> list[str]:
+    """The names of the shipped models, sorted."""
+    root = pretrained_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file())
+
+
+def pretrained_path(name: str) -> Path | None:
+    """The folder of the shipped model ``name``, or None."""
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name in (".", ".."):
+        return None
+    folder = pretrained_root() / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """A checkpoint folder from ``spec``: an existing path as is, else a shipped name's folder, else the path."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    shipped = pretrained_path(os.fspath(spec))
+    return shipped if shipped is not None else path
+
+
 def read_checkpoint_info(folder: str | os.PathLike) -> dict:
     """Read and check ``config.json`` alone (``folder`` may name a shipped model, as for load_checkpoint)."""
-    from .zoo import resolve_checkpoint
     folder = resolve_checkpoint(folder)
     if not folder.is_dir():
         raise CheckpointError("checkpoint folder not found", path=folder,
@@ -118,7 +148,6 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     ``folder`` may also name a shipped model (``aelab models``); an existing
     folder of that name wins.
     """
-    from .zoo import resolve_checkpoint
     folder = resolve_checkpoint(folder)
     info = read_checkpoint_info(folder)
     try:

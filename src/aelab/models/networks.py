@@ -31,7 +31,7 @@ Denoising is not a kind: any model trained with ``TrainConfig.noise`` is one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

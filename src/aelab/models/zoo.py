@@ -1,6 +1,6 @@
 """Shipped pretrained models: checkpoints in the package, usable by name.
 
-Each lives in ``aelab/pretrained/<name>/`` as an ordinary checkpoint
+Each lives in ``aelab/models/pretrained/<name>/`` as an ordinary checkpoint
 (``model.safetensors`` + ``config.json``) whose weights are stored as
 float16 to keep the package small; loading casts them back to float32, and
 every metric in its ``config.json`` was measured on exactly those rounded
@@ -13,53 +13,23 @@ folder of that name wins over the shipped model.
 from __future__ import annotations
 
 import copy
-import importlib.resources
+import json
 import os
 from pathlib import Path
 
 import torch
 
+from ..errors import OptionError
+from .checkpoint import pretrained_names, pretrained_path, read_checkpoint_info, save_checkpoint
 from .networks import count_parameters
 
 SHIPPED_DTYPE = torch.float16
 
 
-def pretrained_root() -> Path:
-    """The folder that holds the shipped checkpoints."""
-    return Path(str(importlib.resources.files("aelab.models") / "pretrained"))
-
-
-def pretrained_names() -> list[str]:
-    """The names of the shipped models, sorted."""
-    root = pretrained_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file())
-
-
-def pretrained_path(name: str) -> Path | None:
-    """The folder of the shipped model ``name``, or None."""
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name in (".", ".."):
-        return None
-    folder = pretrained_root() / name
-    return folder if (folder / "config.json").is_file() else None
-
-
-def resolve_checkpoint(spec: str | os.PathLike) -> Path:
-    """A checkpoint folder from ``spec``: an existing path as is, else a shipped name's folder, else the path."""
-    path = Path(spec)
-    if path.exists():
-        return path
-    shipped = pretrained_path(os.fspath(spec))
-    return shipped if shipped is not None else path
-
-
 def describe_pretrained(name: str) -> dict:
     """What ``aelab models`` says about one shipped model: name, kind, sizes, training and test metrics."""
-    from .checkpoint import read_checkpoint_info
     folder = pretrained_path(name)
     if folder is None:
-        from ..errors import OptionError
         raise OptionError(f"no shipped model named {name!r}", hint=f"choose one of: {', '.join(pretrained_names())}")
     info = read_checkpoint_info(folder)
     model = info.get("model", {})
@@ -96,14 +66,12 @@ def export_pretrained(folder: str | os.PathLike, model: torch.nn.Module, *, trai
     ``model`` should already be :func:`rounded_to_shipped_dtype` and ``metrics``
     measured on it, so that the stored figures are what loading gives.
     """
-    from .checkpoint import save_checkpoint
     half = copy.deepcopy(model).to("cpu")
     with torch.no_grad():
         for p in half.parameters():
             p.data = p.data.to(SHIPPED_DTYPE).clone()
     folder = save_checkpoint(folder, half, model.config, training=training, data=data, metrics=metrics)
     # record how the weights are stored and what the model is, next to what save_checkpoint wrote
-    import json
     path = Path(folder) / "config.json"
     info = json.loads(path.read_text(encoding="utf-8"))
     info["shipped"] = {"description": description, "params": int(count_parameters(model)),

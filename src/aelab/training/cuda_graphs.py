@@ -21,14 +21,15 @@ import os
 
 import torch
 
+from .optim import FlatFSAdaGrad
+from .steps import DenseBackprop
+
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as PyTorch asks
 
 
 def applies(device: torch.device, step, optimizer, noise) -> bool:
     """Whether to graph the step: asked for (``AELAB_CUDA_GRAPHS=1``), and CUDA, the dense explicit
     backward pass, FSAdaGrad, no input noise."""
-    from .optim import FlatFSAdaGrad
-    from .loop import DenseBackprop
     return (device.type == "cuda" and type(step) is DenseBackprop and isinstance(optimizer, FlatFSAdaGrad)
             and not noise and os.environ.get("AELAB_CUDA_GRAPHS", "0") == "1")
 

@@ -23,7 +23,8 @@ from ..data import Dataset, load_dataset
 from ..device import describe_device, resolve_device
 from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
-from ..models.inference import encode, evaluate, format_image_stats, image_stats, reconstruct
+from ..evaluation.evaluate import evaluate, format_image_stats, image_stats
+from ..models.inference import encode, reconstruct
 from ..evaluation.metrics import cosine_similarity
 from .report import write_report
 from ..training.loop import TrainConfig, TrainResult, train

@@ -1,0 +1,57 @@
+"""Measuring a trained model: reconstruction quality on images and how well its codes keep classes apart."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..models.inference import _batches, _device_of, as_pixel_rows, computing_in, encode
+from ..models.losses import cntk_classification_error
+from .metrics import knn_accuracy as knn_on_codes, psnr_db
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images, batch_size: int | None = None) -> dict:
+    """Reconstruction quality on ``images``.
+
+    Returns ``test_error_pct`` (CNTK's classification_error averaged over the
+    images, in percent: the tutorial's "Average test error"), ``test_bce``
+    (binary cross-entropy per pixel), ``test_mse`` (per pixel, [0, 1] scale),
+    ``test_psnr_db`` (PSNR of that MSE) and ``n``.
+    """
+    rows = as_pixel_rows(model, images)
+    n = rows.shape[0]
+    if n == 0:
+        raise DataError("no images to evaluate")
+    device = _device_of(model)
+    error = bce = se = 0.0
+    with computing_in(model) as m:
+        for b in _batches(rows, batch_size, model):
+            target = b.to(device, torch.float32) * (1.0 / 255.0)
+            logits = m.decode_logits(m.encode(b.to(device, torch.float32)))
+            output = torch.sigmoid(logits)
+            error += float(cntk_classification_error(output, target).double().sum())
+            bce += float(torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum").double())
+            se += float(((output - target).double() ** 2).sum())
+    pixels = n * rows.shape[1]
+    mse_value = se / pixels
+    return {"test_error_pct": 100.0 * error / n, "test_bce": bce / pixels, "test_mse": mse_value,
+            "test_psnr_db": psnr_db(mse_value), "n": n}
+
+
+def image_stats(image) -> dict:
+    """The tutorial's "Max, Median, Mean, Min" of an image on the 0..255 scale."""
+    a = np.asarray(image, dtype=np.float64)
+    return {"max": float(a.max()), "median": float(np.median(a)), "mean": float(a.mean()), "min": float(a.min())}
+
+
+def format_image_stats(stats: dict) -> str:
+    return "Max: {max:.2f}, Median: {median:.2f}, Mean: {mean:.2f}, Min: {min:.2f}".format(**stats)
+
+
+def knn_accuracy(model: torch.nn.Module, train_images, train_labels, test_images, test_labels,
+                 k: int = 5) -> float:
+    """Accuracy (0..1) on ``test_images`` of a k-nearest-neighbour classifier (Euclidean, scikit-learn)
+    fitted on the codes of ``train_images``: how well the codes keep the classes apart."""
+    return knn_on_codes(encode(model, train_images), np.asarray(train_labels), encode(model, test_images),
+                        np.asarray(test_labels), k=k)
