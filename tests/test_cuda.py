@@ -64,7 +64,7 @@ def test_the_engines_cuda_paths_match_its_cpu_loops():
     import numpy as np
 
     from aelab.training.optim import FlatFSAdaGrad
-    from aelab.training.loop import SweepStream
+    from aelab.training.stream import SweepStream
 
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (37, 11), dtype=np.uint8))
     cpu, gpu = SweepStream(images, seed=3), SweepStream(images.cuda(), seed=3)

@@ -8,7 +8,8 @@ import torch
 
 from aelab.training import kernels
 from aelab.training.optim import FlatFSAdaGrad, FSAdaGrad, fsadagrad_reference_
-from aelab.training.loop import SweepStream, TrainConfig, train
+from aelab.training.loop import TrainConfig, train
+from aelab.training.stream import SweepStream
 
 from helpers import small_mnist
 

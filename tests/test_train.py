@@ -6,7 +6,8 @@ import torch
 from aelab.errors import OptionError
 from aelab.models.networks import build_model, model_config
 from aelab.training.progress import ProgressTable
-from aelab.training.loop import SweepStream, TrainConfig, train
+from aelab.training.loop import TrainConfig, train
+from aelab.training.stream import SweepStream
 from aelab.training.steps import AutogradStep, DenseBackprop, flatten_parameters, summed_bce
 
 from helpers import small_mnist, synthetic

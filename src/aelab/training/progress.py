@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
+import torch
+
 HEADER = (" average      since    average      since      examples\n"
           "    loss       last     metric       last              \n"
           " ------------------------------------------------------")
@@ -138,3 +140,30 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(self._pending)
             self._bar.close()
+
+
+class Windows:
+    """The loss and metric summed since the progress table's last row, as float64 0-d tensors on the device
+    (adding a step's 0-d tensors there needs no device-to-host copy per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.metric = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, loss: torch.Tensor, metric: torch.Tensor) -> None:
+        self.loss += loss
+        self.metric += metric
+
+    def take(self) -> tuple[float, float]:
+        """The sums so far, and start again from zero."""
+        sums = self.loss.item(), self.metric.item()
+        self.loss.zero_()
+        self.metric.zero_()
+        return sums
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss, "metric": self.metric}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.copy_(state["loss"])
+        self.metric.copy_(state["metric"])

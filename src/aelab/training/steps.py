@@ -36,15 +36,18 @@ class DenseBackprop:
         if self.fused:
             self._biases_np = [b.detach().numpy() for b in self.biases]
             self._bias_grads_np = [b.grad.numpy() for b in self.biases]
+            # the fused loops' loss and metric land here (float64, so exactly), and go out as tensors
+            self._loss, self._metric = torch.zeros(2, dtype=torch.float64).unbind()
+            self._loss_np, self._metric_np = self._loss.numpy(), self._metric.numpy()
         self._buffer_rows = 0
 
     @torch.no_grad()
-    def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``inputs`` (possibly corrupted) and ``target``: images scaled to [0, 1], (n, pixels).
 
         Returns the summed loss and summed classification error of the
-        minibatch (tensors, or floats where the fused CPU loops computed
-        them), and writes the gradients into the parameters' ``.grad``.
+        minibatch as 0-d tensors, and writes the gradients into the
+        parameters' ``.grad``.
         """
         if self.fused and all(t.dtype == torch.float32 and kernels.applies_to(t) for t in (inputs, target)):
             return self._fused(inputs, target)
@@ -69,7 +72,7 @@ class DenseBackprop:
                 delta = torch.ops.aten.threshold_backward(delta.mm(self.weights[i]), activations[i], 0)
         return loss, metric
 
-    def _fused(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    def _fused(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``__call__``'s work with the matrix products in PyTorch and the rest in aelab.training.kernels."""
         outputs, deltas = self._buffers(inputs.shape[0])
         activations = [inputs]
@@ -87,7 +90,8 @@ class DenseBackprop:
             if i > 0:
                 delta = torch.mm(delta, self.weights[i], out=deltas[i - 1])
                 kernels.relu_backward_(delta.numpy(), activations[i].numpy(), self._bias_grads_np[i - 1])
-        return loss, metric
+        self._loss_np[()], self._metric_np[()] = loss, metric
+        return self._loss, self._metric
 
     def _buffers(self, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each layer's output and each hidden layer's delta for ``rows`` samples, made once: new

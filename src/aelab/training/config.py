@@ -1,0 +1,128 @@
+"""What decides a training run: recipes (optimiser and loss), ``TrainConfig`` and ``TrainResult``."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..data.noise import parse_noise
+from ..errors import OptionError
+from ..models.networks import ModelConfig, model_config
+from .optim import FlatFSAdaGrad
+from .schedules import ScheduledAdam
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: the optimizer, its settings and how the loss is reduced.
+
+    ``loss_reduction="sum"`` is the tutorial's: per-sample BCE summed over the
+    pixels and over the minibatch (learning rates per sample);
+    ``"mean"`` averages over every pixel of the minibatch, as PyTorch's BCELoss.
+    """
+
+    name: str
+    optimizer: str
+    lr: float
+    minibatch_size: int = 64
+    loss_reduction: str = "sum"
+    momentum_time_constant: float = 700.0
+    variance_time_constant: float = 720_000.0
+    schedule: str = "constant"          # "cosine": warm-up, then cosine decay to 0 over the run (Adam only)
+    warmup: float = 0.0                 # fraction of the run's minibatches spent warming up
+
+
+RECIPES: dict[str, Recipe] = {
+    # the tutorial: CNTK's FSAdaGrad, lr 3e-5 per sample, momentum time constant 700
+    "tutorial": Recipe("tutorial", "fsadagrad", lr=3e-5),
+    # a modern default for comparison: Adam on the mean BCE
+    "adam": Recipe("adam", "adam", lr=1e-3, loss_reduction="mean"),
+    # for long runs (the shipped models): Adam at a higher rate, 2% warm-up, cosine decay to 0
+    "adam-long": Recipe("adam-long", "adam", lr=2e-3, minibatch_size=128, loss_reduction="mean",
+                        schedule="cosine", warmup=0.02),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise OptionError(f"unknown recipe {name!r}", hint=f"choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run: plain data, stored in checkpoints."""
+
+    model: str = "simple"
+    code_size: int = 32
+    hidden: tuple[int, ...] | None = None
+    recipe: str = "tutorial"
+    sweeps: float = 5
+    minibatch_size: int | None = None   # None: the recipe's
+    seed: int = 0
+    device: str = "auto"
+    noise: str | None = None            # denoising: corrupt inputs, e.g. "gaussian:0.5"
+    channels: tuple[int, ...] | None = None  # conv stages (conv, sparse, vae); None: the model's default
+    conv_depth: int | None = None       # 3x3 convolutions per conv stage; None: the model's default
+    activation: str | None = None       # conv, sparse, vae: "relu" or "silu"; None: the model's default
+    sparsity: float | None = None       # the sparse model's L1 weight; None: its default
+    beta: float | None = None           # the VAE's KL weight; None: its default
+
+    def validate(self) -> None:
+        parse_noise(self.noise)
+        model_config(self.model, code_size=self.code_size, hidden=self.hidden, channels=self.channels,
+                     conv_depth=self.conv_depth, activation=self.activation, sparsity=self.sparsity,
+                     beta=self.beta,
+                     input_shape=(1 << 16, 1 << 16))  # image size: in train()
+        if not (isinstance(self.sweeps, (int, float)) and math.isfinite(self.sweeps) and self.sweeps > 0):
+            raise OptionError(f"sweeps must be a positive number, got {self.sweeps!r}", hint="use e.g. --sweeps 5")
+        if self.minibatch_size is not None and (not isinstance(self.minibatch_size, int) or self.minibatch_size < 1):
+            raise OptionError(f"minibatch size must be a positive integer, got {self.minibatch_size!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise OptionError(f"seed must be a non-negative integer, got {self.seed!r}")
+        get_recipe(self.recipe)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = None if self.hidden is None else list(self.hidden)
+        d["channels"] = None if self.channels is None else list(self.channels)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What a training run gives back; ``model`` is trained and in eval mode."""
+
+    model: torch.nn.Module
+    model_config: ModelConfig
+    config: TrainConfig
+    recipe: Recipe
+    device: str
+    train_error_pct: float
+    train_loss: float
+    samples_seen: int
+    minibatches: int
+    seconds: float
+    progress: list[dict] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples_seen / self.seconds if self.seconds > 0 else math.inf
+
+
+def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: int,
+                   total_steps: int | None = None) -> torch.optim.Optimizer | FlatFSAdaGrad:
+    """The recipe's optimizer over ``params``, the engine's one flat parameter."""
+    if recipe.optimizer == "fsadagrad":
+        (flat,) = params
+        return FlatFSAdaGrad(flat, lr=recipe.lr, momentum_time_constant=recipe.momentum_time_constant,
+                         variance_time_constant=recipe.variance_time_constant, minibatch_size=minibatch_size)
+    if recipe.optimizer == "adam" and recipe.schedule != "constant":
+        if total_steps is None:
+            raise OptionError(f"recipe {recipe.name!r} has a learning-rate schedule and needs the run's length")
+        return ScheduledAdam(params, lr=recipe.lr, total_steps=total_steps, schedule=recipe.schedule,
+                             warmup_steps=int(recipe.warmup * total_steps), foreach=True)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, foreach=True)
+    raise OptionError(f"unknown optimizer {recipe.optimizer!r}")
