@@ -2,7 +2,9 @@
 
 A model maps raw pixel values (0..255, flattened to ``input_dim``) to a code
 and back to pixel probabilities in [0, 1]. As in the tutorial, the 1/255
-scaling happens inside the model, so callers pass raw pixels.
+scaling happens inside the model, so callers pass raw pixels (inference,
+evaluation, the codec). Training's targets are the [0, 1] scaled images;
+``aelab.training`` describes how its steps meet this convention.
 
 Every model follows one protocol: ``encode(pixels (n, h*w)) -> codes (n,
 code_size)``, ``decode_logits(codes) -> (n, h*w)``, ``decode`` (the sigmoid of

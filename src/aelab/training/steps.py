@@ -137,6 +137,7 @@ class AutogradStep:
         with torch.no_grad():
             for p in self.model.parameters():
                 p.grad.zero_()
+        # models take raw pixels 0..255 (see aelab.training's docstring on why the round trip stays)
         if hasattr(self.model, "training_terms"):
             logits, extra = self.model.training_terms(inputs * 255.0)
         else:
