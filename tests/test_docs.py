@@ -1,0 +1,34 @@
+"""Fast checks of the user docs: length, links, set-up commands, no commit hashes."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_readme_length():
+    assert len(README.read_text()) <= 12000
+
+
+def test_relative_links_exist():
+    for md in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in LINK.findall(md.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (md.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{md.name}: {target}"
+
+
+def test_setup_commands():
+    text = README.read_text()
+    assert "pip install torch==2.13.0 -e . && aelab tutorial" in text
+    ci = (ROOT / ".ci" / "run").read_text()
+    m = re.search(r"pip install -q (torch\S+ -e '\.\[test\]') && python3 -m pytest", ci)
+    assert m
+    assert f"pip install {m.group(1)} && python -m pytest" in text
+
+
+def test_no_commit_hashes():
+    for line in README.read_text().splitlines():
+        assert not re.search(r"\b[0-9a-f]{7,40}\b", line), line
