@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import images as image_files
+from .data.codes import read_codes, write_codes
 from .version import __version__
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 
@@ -547,69 +548,20 @@ def cmd_models(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    import numpy as np
-
-    from .fileio import atomic_write, write_text
     from .models.inference import encode
     ckpt = _load_model(args)
     images, labels = _images_from(args)
     codes = encode(ckpt.model, images)
-    out = Path(args.output)
-    if out.suffix == ".csv":
-        size = codes.shape[1]
-        header = ("label," if labels is not None else "") + ",".join(f"c{i}" for i in range(size))
-        rows = [(f"{int(labels[i])}," if labels is not None else "") + ",".join(f"{v:.6g}" for v in code)
-                for i, code in enumerate(codes)]
-        write_text(out, header + "\n" + "\n".join(rows) + "\n")
-    elif out.suffix == ".npy":
-        with atomic_write(out) as f:
-            np.save(f, codes)
-        if labels is not None:
-            with atomic_write(out.with_suffix(".labels.npy")) as f:
-                np.save(f, np.asarray(labels))
-    else:
-        raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
+    out = write_codes(args.output, codes, labels)
     print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {out}")
     return 0
-
-
-def _read_codes(path: str):
-    import numpy as np
-
-    from .errors import DataError
-    p = Path(path)
-    try:
-        if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if p.suffix == ".csv":
-            lines = p.read_text(encoding="utf-8").splitlines()
-            if not lines:
-                raise DataError("empty codes file", path=p)
-            header = lines[0].split(",")
-            skip = 1 if header and header[0] == "label" else 0
-            start = 1 if not _is_number(header[0]) else 0
-            return np.array([[float(v) for v in line.split(",")[skip:]] for line in lines[start:] if line.strip()],
-                            dtype=np.float32)
-    except FileNotFoundError:
-        raise DataError("codes file not found", path=p) from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read codes: {e}", path=p, hint="pass a file written by `aelab encode`") from e
-    raise OptionError(f"cannot tell the format of {p}", hint="pass a .npy or .csv file")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def cmd_decode(args) -> int:
     from .evaluation import plots
     from .models.inference import decode
     ckpt = _load_model(args)
-    images = decode(ckpt.model, _read_codes(args.codes))
+    images = decode(ckpt.model, read_codes(args.codes))
     paths = image_files.save_pngs(args.output, images, prefix="decoded")
     if len(images):
         plots.save_image_grid(Path(args.output) / "grid.png", images[:50], title="decoded images")
