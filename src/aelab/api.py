@@ -1,0 +1,145 @@
+"""The API the CLI and notebooks share: one function per ``aelab`` command that does the work and
+returns what it made; the CLI only parses arguments, calls one of these and prints.
+
+Choices and defaults for options (model kinds, recipes, coders, quantisers, bit depths) come from
+here too, so the CLI's ``--help`` and errors never keep their own copies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import Dataset, load_dataset, load_images
+from .data import images as image_files
+from .data.codes import read_codes, write_codes
+from .errors import OptionError
+from .evaluation import plots
+from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
+from .evaluation.evaluate import evaluate
+from .fileio import ensure_dir
+from .models import inference
+from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .models.networks import MODEL_NAMES
+from .device import resolve_device
+from .training.loop import RECIPES, TrainConfig, TrainResult, train
+
+# --- codec registries: the one place that names today's aelab.codec.api; repoint at merge to
+# `from .codec import CODERS, QUANTISERS, DEFAULT_BITS, MIN_BITS, MAX_BITS` once aelab.codec exports them.
+from .codec.api import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS  # noqa: E402
+# ---
+
+GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
+PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
+GRID_IMAGES = 50
+
+__all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
+           "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "GRID_NAME", "PNG_PREFIX",
+           "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
+           "reconstruct_images"]
+
+Log = Callable[[str], None] | None
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`train_model` made: the training result, its test scores and the checkpoint folder."""
+    result: TrainResult
+    scores: dict
+    folder: Path
+
+
+def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
+                progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
+                **train_options) -> TrainedModel:
+    """Train, evaluate on the test split, and save the checkpoint into ``out``.
+
+    ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
+    t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
+    """
+    say = log or (lambda _msg: None)
+    folder = ensure_dir(out)
+    result = train(data, config, log=log, progress_bar=progress_bar, **train_options)
+    if on_trained is not None:
+        on_trained(result)
+    say(f"Average training error: {result.train_error_pct:.2f}%")
+    scores = evaluate(result.model, data.test.images)
+    save_checkpoint(folder, result.model, result.model_config,
+                    training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
+                              "samples_seen": result.samples_seen, "seconds": result.seconds,
+                              "train_error_pct": result.train_error_pct},
+                    data={"name": data.name, "sha256": data.sha256},
+                    metrics={k: v for k, v in scores.items() if k != "n"})
+    return TrainedModel(result, scores, folder)
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
+    """A trained model: a checkpoint folder or the name of a shipped model."""
+    return load_checkpoint(checkpoint, device=resolve_device(device))
+
+
+def input_images(source: str | Path | None = None, data: str | Path | None = None,
+                 limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (and labels) from ``source`` (a file or folder), else the test split of ``data``."""
+    if source:
+        images, labels = load_images(source)
+    else:
+        test = load_dataset(data).test
+        images, labels = test.images, test.labels
+    if limit:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    return images, labels
+
+
+def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
+                  output: str | Path | None = None) -> np.ndarray:
+    """Codes of ``images``; also written to ``output`` (.npy or .csv) when given."""
+    codes = inference.encode(checkpoint.model, images)
+    if output is not None:
+        write_codes(output, codes, labels)
+    return codes
+
+
+def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output: str | Path | None = None,
+                 limit: int | None = None) -> np.ndarray:
+    """Images decoded from ``codes`` (an array or a codes file); PNGs and grid.png in ``output`` when given."""
+    if not isinstance(codes, np.ndarray):
+        codes = read_codes(codes)
+    if limit:
+        codes = codes[:limit]
+    images = inference.decode(checkpoint.model, codes)
+    if output is not None:
+        write_pngs(output, images, title="decoded images")
+    return images
+
+
+def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
+                       output: str | Path | None = None) -> np.ndarray:
+    """Encode and decode ``images``; PNGs and a comparison grid.png in ``output`` when given."""
+    decoded = inference.reconstruct(checkpoint.model, images)
+    if output is not None:
+        image_files.save_pngs(output, decoded, prefix=PNG_PREFIX)
+        n = min(len(images), 20)
+        if n:
+            plots.save_reconstruction_grid(Path(output) / GRID_NAME, images[:n], decoded[:n],
+                                           labels=None if labels is None else labels[:n])
+    return decoded
+
+
+def write_pngs(folder: str | Path, images: np.ndarray, title: str) -> list[Path]:
+    """One PNG per image (``img-NNNNN.png``) and grid.png of the first ones: the layout of every image folder."""
+    paths = image_files.save_pngs(folder, images, prefix=PNG_PREFIX)
+    if len(images):
+        plots.save_image_grid(Path(folder) / GRID_NAME, images[:GRID_IMAGES], title=title)
+    return paths
+
+
+def check_models(names: tuple[str, ...]) -> None:
+    """Fail now on an unknown model name, not after the models before it have trained."""
+    from .models.networks import model_config
+    if not names:
+        raise OptionError("--models names no model", hint="e.g. --models simple,deep")
+    for name in names:
+        model_config(name)
