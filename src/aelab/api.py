@@ -17,8 +17,10 @@ from .data import images as image_files
 from .data.codes import read_codes, write_codes
 from .errors import OptionError
 from .evaluation import plots
+from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
-from .evaluation.evaluate import evaluate
+from .evaluation.evaluate import evaluate, knn_accuracy
+from .evaluation.generate import denoise, save_image_rows
 from .fileio import ensure_dir
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -38,7 +40,8 @@ GRID_IMAGES = 50
 __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "GRID_NAME", "PNG_PREFIX",
            "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
-           "reconstruct_images"]
+           "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
+           "check_models", "load_dataset"]
 
 Log = Callable[[str], None] | None
 
@@ -143,3 +146,56 @@ def check_models(names: tuple[str, ...]) -> None:
         raise OptionError("--models names no model", hint="e.g. --models simple,deep")
     for name in names:
         model_config(name)
+
+
+def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", knn: bool = False) -> dict:
+    """Test scores of a model on one split; with ``knn``, the 5-NN accuracy on its codes too."""
+    part = data.test if split == "test" else data.train
+    scores = evaluate(checkpoint.model, part.images)
+    if knn:
+        if data.train.labels is None or part.labels is None:
+            raise OptionError("--knn needs labelled training and test images")
+        scores["knn_acc"] = knn_accuracy(checkpoint.model, data.train.images, data.train.labels, part.images,
+                                         part.labels)
+    return {"checkpoint": str(checkpoint.path), "data": data.name, "split": split, **scores}
+
+
+def compare_models(specs: tuple[str, ...] | None = None, *, data: str | Path | None = None,
+                   recipe: str = COMPARE_RECIPE, sweeps: float | None = None, quick: bool = False,
+                   pca: bool = True, tsne_limit: int | None = None, seed: int = 0, device: str = "auto",
+                   output: str | Path | None = None, log: Log = None) -> dict:
+    """Train or load models and measure them all the same way; writes quality.md/.json/.png to ``output``."""
+    entries = entries_from(DEFAULT_MODELS if specs is None else specs, recipe=recipe,
+                           sweeps=sweeps or (1.0 if quick else 10.0), seed=seed, device=str(resolve_device(device)))
+    dataset = load_dataset(data)
+    if quick:
+        dataset = quick_subset(dataset)
+    result = run_comparison(dataset, entries, pca=pca, seed=seed,
+                            tsne_samples=tsne_limit or (200 if quick else 1000), log=log)
+    if output is not None:
+        result["paths"] = write_results(result, output)
+    return result
+
+
+def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = None, *, seed: int = 0,
+                   limit: int | None = None, draw: int = 10, output: str | Path | None = None) -> dict:
+    """Corrupt test images, denoise them and score both; ``draw`` triplet pictures go to ``output``."""
+    noise = noise or checkpoint.info.get("training", {}).get("noise")
+    if not noise:
+        raise OptionError("this model was not trained as a denoiser, so there is no noise to default to",
+                          hint="name one, e.g. --noise gaussian:0.5")
+    out = None if output is None else ensure_dir(output)
+    images = data.test.images[:limit] if limit else data.test.images
+    result = denoise(checkpoint.model, images, noise, seed=seed)
+    k = min(draw, result["n"]) if out is not None else 0
+    for i in range(k):
+        image_files.save_png(out / f"triplet-{i:05d}.png",
+                             np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
+    if k:
+        save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
+                                               "denoised": result["denoised"][:k]},
+                        title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
+                              f"denoised {result['denoised_psnr_db']:.2f} dB")
+    return {"checkpoint": str(checkpoint.path), "data": data.name, "noise": result["noise"], "seed": seed,
+            "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
+            "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": None if out is None else str(out)}

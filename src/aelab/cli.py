@@ -7,8 +7,8 @@ import sys
 from typing import Sequence
 
 from . import api
-from .data import images as image_files
 from .data.codes import read_codes
+from .evaluation.compare import markdown_table
 from .device import describe_device, resolve_device
 from .fileio import ensure_dir
 from .training.resume import RESUME_FILE
@@ -420,65 +420,30 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_dataset
-    from .evaluation.evaluate import evaluate
-    ckpt = _load_model(args)
-    data = load_dataset(args.data)
-    split = data.test if args.split == "test" else data.train
-    scores = evaluate(ckpt.model, split.images)
-    if args.knn:
-        from .evaluation.evaluate import knn_accuracy
-        if data.train.labels is None or split.labels is None:
-            raise OptionError("--knn needs labelled training and test images")
-        scores["knn_acc"] = knn_accuracy(ckpt.model, data.train.images, data.train.labels, split.images,
-                                         split.labels)
-    scores = {"checkpoint": str(ckpt.path), "data": data.name, "split": args.split, **scores}
+    scores = api.evaluate_model(_load_model(args), api.load_dataset(args.data), args.split, knn=args.knn)
     if args.json:
         print(json.dumps(scores))
-    else:
-        print(f"{args.split} split of {data.name}: {scores['n']} images")
-        print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
-        print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
-              f"PSNR: {scores['test_psnr_db']:.2f} dB")
-        if "knn_acc" in scores:
-            print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
+        return 0
+    print(f"{args.split} split of {scores['data']}: {scores['n']} images")
+    print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
+    print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
+          f"PSNR: {scores['test_psnr_db']:.2f} dB")
+    if "knn_acc" in scores:
+        print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
     return 0
 
 
 def cmd_denoise(args) -> int:
-    import numpy as np
-
-    from .data import load_dataset
-    from .fileio import ensure_dir
-    from .evaluation.generate import denoise, save_image_rows
     ckpt = _load_model(args)
-    noise = args.noise or ckpt.info.get("training", {}).get("noise")
-    if not noise:
-        raise OptionError("this model was not trained as a denoiser, so there is no noise to default to",
-                          hint="name one, e.g. --noise gaussian:0.5")
-    out = ensure_dir(args.output)
-    data = load_dataset(args.data)
-    images = data.test.images[: args.limit] if args.limit else data.test.images
-    result = denoise(ckpt.model, images, noise, seed=args.seed)
-    k = min(args.draw, result["n"])
-    for i in range(k):
-        image_files.save_png(out / f"triplet-{i:05d}.png",
-                       np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
-    if k:
-        save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
-                                               "denoised": result["denoised"][:k]},
-                        title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
-                              f"denoised {result['denoised_psnr_db']:.2f} dB")
-    summary = {"checkpoint": str(ckpt.path), "data": data.name, "noise": result["noise"], "seed": args.seed,
-               "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
-               "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": str(out)}
+    summary = api.denoise_images(ckpt, api.load_dataset(args.data), args.noise, seed=args.seed, limit=args.limit,
+                                 draw=args.draw, output=args.output)
     if args.json:
         print(json.dumps(summary))
-    else:
-        print(f"{result['n']} test images of {data.name} with {result['noise']} noise (seed {args.seed}):")
-        print(f"PSNR of the noisy images: {result['noisy_psnr_db']:.2f} dB")
-        print(f"PSNR of the denoised images: {result['denoised_psnr_db']:.2f} dB")
-        print(f"Wrote {k} triplets (clean | noisy | denoised) and triplets.png to {out}")
+        return 0
+    print(f"{summary['n']} test images of {summary['data']} with {summary['noise']} noise (seed {args.seed}):")
+    print(f"PSNR of the noisy images: {summary['noisy_psnr_db']:.2f} dB")
+    print(f"PSNR of the denoised images: {summary['denoised_psnr_db']:.2f} dB")
+    print(f"Wrote {summary['triplets']} triplets (clean | noisy | denoised) and triplets.png to {args.output}")
     return 0
 
 
@@ -510,25 +475,16 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .evaluation.compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
-    from .data import load_dataset
-    from .device import resolve_device
-    specs = DEFAULT_MODELS if args.models is None else tuple(args.models.split(","))
-    sweeps = args.sweeps or (1.0 if args.quick else 10.0)
-    device = str(resolve_device(args.device))
-    entries = entries_from(specs, recipe=args.recipe, sweeps=sweeps, seed=args.seed, device=device)
-    data = load_dataset(args.data)
-    if args.quick:
-        data = quick_subset(data)
-    tsne = args.tsne_limit or (200 if args.quick else 1000)
-    result = run_comparison(data, entries, pca=args.pca, seed=args.seed, tsne_samples=tsne,
-                            log=None if args.json else print)
-    paths = write_results(result, args.output)
+    result = api.compare_models(None if args.models is None else tuple(args.models.split(",")), data=args.data,
+                                recipe=args.recipe, sweeps=args.sweeps, quick=args.quick, pca=args.pca,
+                                tsne_limit=args.tsne_limit, seed=args.seed, device=args.device,
+                                output=args.output, log=None if args.json else print)
     if args.json:
         print(json.dumps(result["rows"]))
-    else:
-        print(markdown_table(result))
-        print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
+        return 0
+    paths = result["paths"]
+    print(markdown_table(result))
+    print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
     return 0
 
 
