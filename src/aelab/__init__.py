@@ -7,11 +7,11 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
   ``download_mnist``, ``read_codes``, ``write_codes``
 - train: ``TrainConfig``, ``RECIPES``, ``MODEL_NAMES``, ``train``, ``train_model`` (train, evaluate, save)
 - models: ``load_model``, ``list_pretrained``
-- evaluate: ``evaluate``, ``knn_accuracy``
+- evaluate: ``evaluate_model``, ``evaluate``, ``knn_accuracy``
 - codes and images: ``input_images``, ``encode_images``, ``decode_codes``, ``reconstruct_images``
 - codec: ``compress``, ``decompress``, ``CODERS``, ``QUANTISERS``, ``DEFAULT_BITS``
 - compare: ``compare_models``
-- generate: ``denoise``, ``sample``, ``interpolate``
+- generate: ``denoise_images``, ``denoise``, ``sample``, ``interpolate``
 - tutorial: ``run_tutorial``
 - benchmark: ``run_benchmark``
 """
@@ -33,7 +33,7 @@ _WHERE = {
     "reconstruct_images": "aelab.api",
     "compress": "aelab.codec.api", "decompress": "aelab.codec.api",
     "CODERS": "aelab.api", "QUANTISERS": "aelab.api", "DEFAULT_BITS": "aelab.api",
-    "compare_models": "aelab.api",
+    "compare_models": "aelab.api", "evaluate_model": "aelab.api", "denoise_images": "aelab.api",
     "denoise": "aelab.evaluation.generate", "sample": "aelab.evaluation.generate",
     "interpolate": "aelab.evaluation.generate",
     "run_tutorial": "aelab.tutorial.run", "run_benchmark": "aelab.evaluation.bench",
