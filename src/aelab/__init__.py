@@ -31,7 +31,7 @@ _WHERE = {
     "evaluate": "aelab.evaluation.evaluate", "knn_accuracy": "aelab.evaluation.evaluate",
     "input_images": "aelab.api", "encode_images": "aelab.api", "decode_codes": "aelab.api",
     "reconstruct_images": "aelab.api",
-    "compress": "aelab.codec.api", "decompress": "aelab.codec.api",
+    "compress": "aelab.api", "decompress": "aelab.api",
     "CODERS": "aelab.api", "QUANTISERS": "aelab.api", "DEFAULT_BITS": "aelab.api",
     "compare_models": "aelab.api", "evaluate_model": "aelab.api", "denoise_images": "aelab.api",
     "denoise": "aelab.evaluation.generate", "sample": "aelab.evaluation.generate",

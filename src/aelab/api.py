@@ -24,13 +24,14 @@ from .evaluation.generate import denoise, save_image_rows
 from .fileio import ensure_dir
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .models.networks import MODEL_NAMES
+from .models.networks import MODEL_NAMES, model_config
 from .device import resolve_device
 from .training.loop import RECIPES, TrainConfig, TrainResult, train
 
 # --- codec registries: the one place that names today's aelab.codec.api; repoint at merge to
 # `from .codec import CODERS, QUANTISERS, DEFAULT_BITS, MIN_BITS, MAX_BITS` once aelab.codec exports them.
 from .codec.api import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS  # noqa: E402
+from .codec.api import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header  # noqa: E402
 # ---
 
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
@@ -41,7 +42,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER"
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "GRID_NAME", "PNG_PREFIX",
            "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
-           "check_models", "load_dataset"]
+           "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
+           "has_cached_table", "read_header"]
 
 Log = Callable[[str], None] | None
 
@@ -141,7 +143,6 @@ def write_pngs(folder: str | Path, images: np.ndarray, title: str) -> list[Path]
 
 def check_models(names: tuple[str, ...]) -> None:
     """Fail now on an unknown model name, not after the models before it have trained."""
-    from .models.networks import model_config
     if not names:
         raise OptionError("--models names no model", hint="e.g. --models simple,deep")
     for name in names:

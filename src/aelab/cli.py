@@ -6,7 +6,19 @@ import json
 import sys
 from typing import Sequence
 
+import numpy as np
+
 from . import api
+from .api import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header
+from .data import convert, describe, download_mnist, format_description, load_dataset
+from .evaluation import plots
+from .evaluation.bench import format_table, run_benchmark
+from .evaluation.generate import interpolate, sample, save_grid, save_image_rows
+from .evaluation.metrics import cosine_similarity
+from .models.inference import encode, reconstruct
+from .models.zoo import list_pretrained
+from .training.loop import TrainingInterrupted
+from .tutorial.run import run_tutorial, similarity_rows
 from .data.codes import read_codes
 from .evaluation.compare import markdown_table
 from .device import describe_device, resolve_device
@@ -388,7 +400,6 @@ def _progress(message: str) -> None:
 
 
 def cmd_tutorial(args) -> int:
-    from .tutorial.run import run_tutorial  # lazy: the tutorial room sits above the CLI's API layer imports
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     api.check_models(models)
     run_tutorial(args.out, data=args.data, sweeps=args.sweeps, slow=args.sweeps == 100.0, device=args.device,
@@ -448,7 +459,6 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .evaluation.generate import sample, save_grid
     ckpt = _load_model(args)
     images = sample(ckpt.model, args.draw, seed=args.seed)
     save_grid(args.output, images, ncols=min(args.columns, args.draw))
@@ -457,10 +467,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    import numpy as np
 
-    from .data import load_dataset
-    from .evaluation.generate import interpolate, save_image_rows
     ckpt = _load_model(args)
     images = load_dataset(args.data).test.images
     for i in (args.a, args.b):
@@ -489,7 +496,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models.zoo import list_pretrained
     models = list_pretrained()
     if args.json:
         print(json.dumps(models))
@@ -538,11 +544,6 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_similarity(args) -> int:
-    from .evaluation import plots
-    from .data import load_dataset
-    from .models.inference import encode, reconstruct
-    from .evaluation.metrics import cosine_similarity
-    from .tutorial.run import similarity_rows
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     images = data.test.images
@@ -576,9 +577,6 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_tsne(args) -> int:
-    from .evaluation import plots
-    from .data import load_dataset
-    from .models.inference import encode
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     if data.test.labels is None:
@@ -592,7 +590,6 @@ def cmd_tsne(args) -> int:
 
 
 def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder: str) -> None:
-    from .codec.api import PREDICTIVE_CODERS, has_cached_table
     if coder not in PREDICTIVE_CODERS:
         return
     spread = coder == "range-ctx"
@@ -602,7 +599,6 @@ def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder:
 
 
 def cmd_compress(args) -> int:
-    from .codec.api import compress
     if args.table == "checkpoint":
         _say_if_learning_the_predictor(args.checkpoint, args.bits, args.quantiser, args.coder)
     result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
@@ -614,7 +610,6 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .codec.api import decompress, read_header
     header = _header_or_none(args.input, read_header)
     if header is not None:
         _say_if_learning_the_predictor(args.checkpoint, header.bits, header.quantiser, header.coder)
@@ -635,7 +630,6 @@ def _header_or_none(path, read_header):
 
 
 def cmd_bench(args) -> int:
-    from .evaluation.bench import format_table, run_benchmark
     result = run_benchmark(args.quick, args.device)
     print(format_table(result))
     print(json.dumps(result))
@@ -643,7 +637,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data import convert, describe, download_mnist, format_description
     if args.data_command == "info":
         d = describe(args.path)
         print(json.dumps(d, indent=2) if args.json else format_description(d))
@@ -671,7 +664,6 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training.loop import TrainingInterrupted
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
