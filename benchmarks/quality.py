@@ -24,15 +24,15 @@ OUT = Path(__file__).resolve().parent / "results" / "quality"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aelab.evaluation.compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
+    from aelab.evaluation.compare import DEFAULT_MODELS, DEFAULT_RECIPE, entries_from, markdown_table, quick_subset, run_comparison, write_results
     from aelab.data import load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated kinds (KIND or KIND@NOISE), checkpoint folders or shipped names "
                              f"(default: {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--recipe", default="adam-long", help="the named recipe every model trains with "
-                                                              "(default: adam-long)")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="the named recipe every model trains with "
+                                                                 "(default: %(default)s)")
     parser.add_argument("--sweeps", type=float, default=None, help="sweeps per model (default: 10; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="2000 training and 500 test images, 1 sweep")
     parser.add_argument("--no-train", action="store_true",

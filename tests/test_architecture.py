@@ -23,8 +23,8 @@ LAYERS = [
     {"aelab.training"},
     {"aelab.codec"},
     {"aelab.evaluation"},
-    {"aelab.tutorial"},
     {"aelab.api"},
+    {"aelab.tutorial"},  # above the api: the tutorial trains through api.train_model, as `aelab train` does
     {"aelab.cli", "aelab.__main__", "aelab"},
 ]
 

@@ -88,7 +88,7 @@ def small_npz(mnist, tmp_path_factory) -> Path:
 # ------------------------------------------------------------------ help and version
 
 SUBCOMMAND_OPTIONS = {
-    ("tutorial",): ["--out", "--data", "--fast", "--slow", "--sweeps", "--device", "--seed", "--tsne-samples",
+    ("tutorial",): ["--out", "--data", "--fast", "--slow", "--sweeps", "--device", "--seed", "--tsne-limit",
                     "--models", "--quiet", "TEST_DEVICE"],
     ("train",): ["--model", "simple, deep", "--sweeps", "--code-size", "--recipe", "tutorial, adam",
                  "--minibatch-size", "--data", "--device", "--seed", "--out", "--quiet"],
@@ -97,7 +97,7 @@ SUBCOMMAND_OPTIONS = {
     ("decode",): ["--checkpoint", "codes", "--output"],
     ("reconstruct",): ["--checkpoint", "input", "--limit", "--output"],
     ("similarity",): ["--checkpoint", "--pair", "--output", "--json"],
-    ("tsne",): ["--checkpoint", "--samples", "--seed", "--output"],
+    ("tsne",): ["--checkpoint", "--limit", "--seed", "--output"],
     ("data",): ["info", "convert", "download"],
     ("data", "info"): ["path", "--json"],
     ("data", "convert"): ["source", "dest", "--to", "idx", "ctf", "npz"],
@@ -272,10 +272,10 @@ def test_decode_codes_to_pngs(capsys, cli_ckpt: Path, tmp_path: Path, fmt: str, 
     assert rc == 0, err
     assert "Wrote 6 PNGs" in out
     names = sorted(p.name for p in (tmp_path / "dec").iterdir())
-    assert names == [f"decoded-{i:05d}.png" for i in range(6)] + ["grid.png"]
+    assert names == ["grid.png"] + [f"img-{i:05d}.png" for i in range(6)]
     expected = np.round(reconstruct(model, images) * 255)
     for i in range(6):
-        pixels = np.asarray(png(tmp_path / "dec" / f"decoded-{i:05d}.png", (28, 28)), dtype=np.float64)
+        pixels = np.asarray(png(tmp_path / "dec" / f"img-{i:05d}.png", (28, 28)), dtype=np.float64)
         assert np.abs(pixels - expected[i]).max() <= 1.0
     png(tmp_path / "dec" / "grid.png")
 
@@ -303,10 +303,10 @@ def test_reconstruct_limit(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Pat
     assert rc == 0, err
     assert "Wrote 5 decoded PNGs" in out
     names = sorted(p.name for p in (tmp_path / "rec").iterdir())
-    assert names == ["comparison.png"] + [f"decoded-{i:05d}.png" for i in range(5)]
+    assert names == ["grid.png"] + [f"img-{i:05d}.png" for i in range(5)]
     for i in range(5):
-        png(tmp_path / "rec" / f"decoded-{i:05d}.png", (28, 28))
-    png(tmp_path / "rec" / "comparison.png")
+        png(tmp_path / "rec" / f"img-{i:05d}.png", (28, 28))
+    png(tmp_path / "rec" / "grid.png")
 
 
 # ------------------------------------------------------------------ similarity and t-SNE
@@ -348,7 +348,7 @@ def test_similarity_index_out_of_range(capsys, cli_ckpt: Path, tiny_npz: Path) -
 
 
 def test_tsne(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Path) -> None:
-    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--samples", "40",
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "40",
                        "-o", tmp_path / "tsne.png")
     assert rc == 0, err
     assert str(tmp_path / "tsne.png") in out
@@ -505,7 +505,7 @@ def test_unwritable_outputs(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Pa
     args = {"encode": ["--checkpoint", cli_ckpt, "--data", tiny_npz, "-o", target / "c.npy"],
             "decode": ["--checkpoint", cli_ckpt, codes, "-o", target],
             "reconstruct": ["--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "2", "-o", target],
-            "tsne": ["--checkpoint", cli_ckpt, "--data", tiny_npz, "--samples", "40", "-o", target / "t.png"],
+            "tsne": ["--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "40", "-o", target / "t.png"],
             "similarity": ["--checkpoint", cli_ckpt, "--data", tiny_npz, "--pair", "0", "1", "-o",
                            target / "s.png"],
             "tutorial": ["--data", tiny_npz, "--out", target, "--quiet"]}[command]

@@ -86,7 +86,7 @@ def test_bad_model_specs_are_clear_errors():
 def test_compare_cli_quick_on_tiny_data(tiny_npz, trained, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--quick", "--models", f"deep,{trained.folder}", "--sweeps", "0.2", "--data",
-                 str(tiny_npz), "--tsne-samples", "50", "--device", "cpu", "-o", str(out), "--json"]) == 0
+                 str(tiny_npz), "--tsne-limit", "50", "--device", "cpu", "-o", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["pca-32", "deep", str(trained.folder)]
     assert rows[2]["params"] == 784 * 32 * 2 + 32 + 784  # a checkpoint is measured as it is

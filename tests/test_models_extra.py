@@ -209,7 +209,7 @@ def test_train_cli_takes_the_new_model_options(tiny_npz, tmp_path):
 def test_denoise_cli_writes_triplets_and_reports_psnrs(tiny_runs, tiny_npz, tmp_path, capsys):
     _, folder = tiny_runs["denoiser"]
     out = tmp_path / "dn"
-    assert main(["denoise", "--checkpoint", str(folder), "--data", str(tiny_npz), "--limit", "40", "--count", "3",
+    assert main(["denoise", "--checkpoint", str(folder), "--data", str(tiny_npz), "--limit", "40", "--draw", "3",
                  "-o", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["noise"] == "masking:0.3" and report["n"] == 40  # the checkpoint's noise
@@ -220,7 +220,7 @@ def test_denoise_cli_writes_triplets_and_reports_psnrs(tiny_runs, tiny_npz, tmp_
     assert Image.open(out / "triplet-00000.png").size == (84, 28)
     # an explicit noise wins; the same seed gives the same figures
     args = ["denoise", "--checkpoint", str(folder), "--data", str(tiny_npz), "--limit", "40", "--noise",
-            "gaussian:0.5", "-o", str(out), "--json", "--count", "0"]
+            "gaussian:0.5", "-o", str(out), "--json", "--draw", "0"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert main(args) == 0
@@ -236,7 +236,7 @@ def test_denoise_without_any_noise_is_a_clear_error(trained, tiny_npz, tmp_path,
 def test_sample_and_interpolate_write_pictures(tiny_runs, tiny_npz, tmp_path, capsys):
     from PIL import Image
     _, vae = tiny_runs["vae"]
-    assert main(["sample", "--checkpoint", str(vae), "-n", "12", "-o", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", "--checkpoint", str(vae), "--draw", "12", "-o", str(tmp_path / "s.png")]) == 0
     assert Image.open(tmp_path / "s.png").size[0] > 100
     _, conv = tiny_runs["conv"]
     assert main(["interpolate", "--checkpoint", str(conv), "3", "7", "--steps", "5", "--data", str(tiny_npz),

@@ -63,7 +63,7 @@ def test_reconstruct_and_evaluate_take_a_name(tiny_npz, tmp_path, capsys):
     out = tmp_path / "rec"
     assert main(["reconstruct", "--checkpoint", "mnist-simple", "--data", str(tiny_npz), "--limit", "3",
                  "-o", str(out)]) == 0
-    assert (out / "comparison.png").is_file() and len(list(out.glob("decoded-*.png"))) == 3
+    assert (out / "grid.png").is_file() and len(list(out.glob("img-*.png"))) == 3
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "mnist-simple", "--data", str(tiny_npz), "--json", "--knn"]) == 0
     scores = json.loads(capsys.readouterr().out)
@@ -101,7 +101,7 @@ def test_evaluate_reproduces_the_stored_metrics(full_evaluations, name):
 
 def test_denoise_reproduces_the_stored_denoising_psnr(tmp_path, capsys):
     stored = load_checkpoint("mnist-denoise").info["metrics"]
-    assert main(["denoise", "--checkpoint", "mnist-denoise", "--count", "2", "-o", str(tmp_path), "--json"]) == 0
+    assert main(["denoise", "--checkpoint", "mnist-denoise", "--draw", "2", "-o", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["noise"] == "gaussian:0.5" and report["n"] == 10_000
     assert report["noisy_psnr_db"] == pytest.approx(stored["noisy_psnr_db"], abs=1e-6)

@@ -154,7 +154,7 @@ def test_negative_tsne_samples(tiny_data, tmp_path: Path) -> None:
 
 def test_too_few_tsne_samples_are_refused_before_training(tiny_data, tmp_path: Path, monkeypatch) -> None:
     import aelab.tutorial.run as tutorial
-    monkeypatch.setattr(tutorial, "train", lambda *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(tutorial, "train_model", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(OptionError, match="more than 30"):
         run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, tsne_samples=20, log=None, progress_bar=False)
 

@@ -1,4 +1,56 @@
-"""aelab: autoencoders for images and feature tables."""
+"""aelab: autoencoders for images and feature tables.
+
+Everything the ``aelab`` command line does, for notebooks (names load on first use, so
+``import aelab`` stays light):
+
+- data: ``load_dataset``, ``load_images``, ``save_dataset``, ``convert``, ``describe``,
+  ``download_mnist``, ``read_codes``, ``write_codes``
+- train: ``TrainConfig``, ``RECIPES``, ``MODEL_NAMES``, ``train``, ``train_model`` (train, evaluate, save)
+- models: ``load_model``, ``list_pretrained``
+- evaluate: ``evaluate_model``, ``evaluate``, ``knn_accuracy``
+- codes and images: ``input_images``, ``encode_images``, ``decode_codes``, ``reconstruct_images``
+- codec: ``compress``, ``decompress``, ``CODERS``, ``QUANTISERS``, ``DEFAULT_BITS``
+- compare: ``compare_models``
+- generate: ``denoise_images``, ``denoise``, ``sample``, ``interpolate``
+- tutorial: ``run_tutorial``
+- benchmark: ``run_benchmark``
+"""
+from __future__ import annotations
+
+import importlib
+
 from .version import __version__
 
-__all__ = ["__version__"]
+_WHERE = {
+    "load_dataset": "aelab.data", "load_images": "aelab.data", "save_dataset": "aelab.data",
+    "convert": "aelab.data", "describe": "aelab.data", "download_mnist": "aelab.data",
+    "Dataset": "aelab.data", "read_codes": "aelab.data.codes", "write_codes": "aelab.data.codes",
+    "TrainConfig": "aelab.training.loop", "RECIPES": "aelab.training.loop", "train": "aelab.training.loop",
+    "MODEL_NAMES": "aelab.api", "train_model": "aelab.api", "TrainedModel": "aelab.api",
+    "load_model": "aelab.api", "list_pretrained": "aelab.models.zoo",
+    "evaluate": "aelab.evaluation.evaluate", "knn_accuracy": "aelab.evaluation.evaluate",
+    "input_images": "aelab.api", "encode_images": "aelab.api", "decode_codes": "aelab.api",
+    "reconstruct_images": "aelab.api",
+    "compress": "aelab.api", "decompress": "aelab.api",
+    "CODERS": "aelab.api", "QUANTISERS": "aelab.api", "DEFAULT_BITS": "aelab.api",
+    "compare_models": "aelab.api", "evaluate_model": "aelab.api", "denoise_images": "aelab.api",
+    "denoise": "aelab.evaluation.generate", "sample": "aelab.evaluation.generate",
+    "interpolate": "aelab.evaluation.generate",
+    "run_tutorial": "aelab.tutorial.run", "run_benchmark": "aelab.evaluation.bench",
+    "AelabError": "aelab.errors",
+}
+
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    """PEP 562: import the module that holds ``name`` only when it is first asked for."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'aelab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -4,10 +4,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from .data import images as image_files
+import numpy as np
+
+from . import api
+from .api import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header
+from .data import convert, describe, download_mnist, format_description, load_dataset
+from .evaluation import plots
+from .evaluation.bench import format_table, run_benchmark
+from .evaluation.generate import interpolate, sample, save_grid, save_image_rows
+from .evaluation.metrics import cosine_similarity
+from .models.inference import encode, reconstruct
+from .models.zoo import list_pretrained
+from .training.loop import TrainingInterrupted
+from .tutorial.run import run_tutorial, similarity_rows
+from .data.codes import read_codes
+from .evaluation.compare import markdown_table
+from .device import describe_device, resolve_device
+from .fileio import ensure_dir
+from .training.resume import RESUME_FILE
 from .version import __version__
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 
@@ -31,6 +47,26 @@ _positive_int = _number(int, 0, False, "a positive integer")
 _non_negative_int = _number(int, 0, True, "an integer >= 0")
 _positive_float = _number(float, 0, False, "a positive number")
 _non_negative_float = _number(float, 0, True, "a number >= 0")
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: still works, hidden from --help, with a one-line note on stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"aelab: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, type) -> None:
+    p.add_argument(old, dest=dest, type=type, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS)
+
+
+def _add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help=f"only the first N {what}")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -68,18 +104,15 @@ def _int_list(text: str) -> tuple[int, ...]:
 def _add_sweeps(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fast", dest="sweeps", action="store_const", const=5.0,
-                   help="5 sweeps of the training data, the tutorial's fast mode (default)")
+                   help="the tutorial's fast mode (default)")
     g.add_argument("--slow", dest="sweeps", action="store_const", const=100.0,
-                   help="100 sweeps, the tutorial's slow mode")
+                   help="the tutorial's slow mode")
     g.add_argument("--sweeps", dest="sweeps", type=_positive_float, metavar="N",
                    help="number of sweeps (epochs) over the training data")
     p.set_defaults(sweeps=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models.networks import MODEL_NAMES
-    from .training.loop import RECIPES
-
     parser = argparse.ArgumentParser(
         prog="aelab",
         description="Autoencoders for MNIST-style images: compress 28x28 digits into small codes and back. "
@@ -98,18 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweeps(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--tsne-samples", type=_non_negative_int, default=1000, metavar="N",
-                   help="test images in the t-SNE map; 0 skips it (default: 1000)")
+    p.add_argument("--tsne-limit", dest="tsne_limit", type=_non_negative_int, default=1000, metavar="N",
+                   help="test images in the t-SNE map; 0 skips it (default: %(default)s)")
+    _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _non_negative_int)
     p.add_argument("--models", default="simple,deep", help="comma-separated models to run (default: simple,deep)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     p = sub.add_parser("train", help="train one model and save it as a checkpoint folder",
                        description="Train an autoencoder and write DIR/model.safetensors and DIR/config.json.")
-    p.add_argument("--model", default="simple", help=f"model: {', '.join(MODEL_NAMES)} (default: simple)")
+    p.add_argument("--model", default="simple", help=f"model: {', '.join(api.MODEL_NAMES)} (default: simple)")
     _add_sweeps(p)
     p.add_argument("--code-size", type=_positive_int, default=32, metavar="N", help="code length (default: 32)")
     p.add_argument("--recipe", default="tutorial",
-                   help=f"training recipe: {', '.join(RECIPES)} (default: tutorial = CNTK's FSAdaGrad, "
+                   help=f"training recipe: {', '.join(api.RECIPES)} (default: tutorial = CNTK's FSAdaGrad, "
                         "lr 3e-5 per sample, minibatch 64)")
     p.add_argument("--minibatch-size", type=_positive_int, default=None, metavar="N",
                    help="override the recipe's minibatch size")
@@ -162,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the test split of --data)")
     _add_data(p)
     _add_device(p)
+    _add_limit(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.npy (codes; labels go to FILE.labels.npy) or FILE.csv (label, then the code)")
 
@@ -170,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(p)
     p.add_argument("codes", help="a .npy array (n, code size) or a .csv written by `aelab encode`")
     _add_device(p)
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the PNGs")
+    _add_limit(p, "codes")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for img-NNNNN.png and grid.png")
 
     p = sub.add_parser("reconstruct", help="images to decoded PNG images",
                        description="Encode and decode images; writes each decoded image and a comparison grid.")
@@ -180,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the test split of --data)")
     _add_data(p)
     _add_device(p)
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the PNGs")
+    _add_limit(p)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for img-NNNNN.png and grid.png")
 
     p = sub.add_parser("similarity", help="cosine similarities of images, their decodings and codes",
                        description="Cosine similarity of two test images, of their decodings and of their codes. "
@@ -198,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_data(p)
     _add_device(p)
-    p.add_argument("--samples", type=_positive_int, default=2000, metavar="N", help="test images (default: 2000)")
+    p.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
+                   help="test images in the map (default: %(default)s)")
+    _add_alias(p, "--samples", "--limit", "limit", _positive_int)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
 
@@ -209,22 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs")
     _add_checkpoint(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.aez", help="the compressed file to write")
-    p.add_argument("--bits", type=int, default=6, metavar="N",
-                   help="quantiser bit depth, 2 to 16: at most 2**N levels per component (default: 6)")
-    p.add_argument("--quantiser", choices=("transform", "uniform"), default="transform",
+    p.add_argument("--bits", type=int, default=api.DEFAULT_BITS, metavar="N",
+                   help=f"quantiser bit depth, {api.MIN_BITS} to {api.MAX_BITS}: at most 2**N levels per component "
+                        "(default: %(default)s)")
+    p.add_argument("--quantiser", choices=tuple(api.QUANTISERS), default=api.DEFAULT_QUANTISER,
                    help="transform: decorrelated components weighted by the decoder's sensitivity, one step for all "
                         "(default; fewer bytes at equal PSNR); uniform: each code number on its own [min, max]")
     p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
                    help="where the probability model lives: learned from the model's training codes and cached in "
                         "the checkpoint folder as codec.safetensors (default), or this set's own, stored in the file")
-    p.add_argument("--coder", choices=("range", "range-ar", "range-ctx", "zlib"), default=None,
+    p.add_argument("--coder", choices=tuple(api.CODERS), default=None,
                    help="entropy coder (default: range, with constriction; zlib without it); range-ar: the range "
-                        "coder on what an autoregressive predictor of each component from the earlier ones leaves, "
-                        "10%% fewer bytes for mnist-conv, --table checkpoint only; its table is learned once per bit depth "
-                        "(about 15 s on 2 cores) and cached; range-ctx: as range-ar with a wider predictor that also "
-                        "picks one of 8 probability tables per component by how far off it expects to be, 4.5%% fewer "
-                        "bytes than range-ar for mnist-codec at 7 bits, about 10%% slower in fp32 (table: about "
-                        "70 s to learn, shipped for mnist-codec and mnist-conv at 6 and 7 bits)")
+                        "coder on what an autoregressive predictor of each component from the earlier ones leaves "
+                        "(--table checkpoint only; its table is learned once per bit depth and cached); range-ctx: "
+                        "as range-ar with a wider predictor that also picks a probability table per component "
+                        "(fewest bytes, slower; README has the measurements)")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, to learn the probability model when the checkpoint folder has "
                         "none cached (default: the bundled MNIST, if the model was trained on it)")
@@ -251,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure, in one run on the bundled MNIST: a typical PyTorch training loop, "
                                    "aelab's engine at minibatch 64 and 1024, the GEMM roof, and encoding and "
                                    "decoding. Prints a table, then one JSON object.")
-    p.add_argument("--quick", action="store_true", help="fewer samples per measurement (about a minute)")
+    p.add_argument("--quick", action="store_true", help="fewer samples per measurement")
     _add_device(p)
 
     p = sub.add_parser("denoise", help="corrupt test images, denoise them, report PSNRs and draw triplets",
@@ -266,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="only the first N test images (default: all)")
-    p.add_argument("--count", type=_non_negative_int, default=10, metavar="N",
-                   help="triplets to draw (default: 10)")
+    p.add_argument("--draw", type=_non_negative_int, default=10, metavar="N",
+                   help="triplets to draw (default: %(default)s)")
+    _add_alias(p, "--count", "--draw", "draw", _non_negative_int)
     p.add_argument("-o", "--output", default="aelab-denoise", metavar="DIR",
                    help="folder for triplets.png and triplet-NNNNN.png (default: ./aelab-denoise)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -276,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decode codes drawn from a VAE's prior N(0, I) into a grid of new images.")
     _add_checkpoint(p)
     _add_device(p)
-    p.add_argument("-n", type=_positive_int, default=64, metavar="N", help="images to draw (default: 64)")
+    p.add_argument("--draw", type=_positive_int, default=64, metavar="N", help="images to draw (default: %(default)s)")
+    _add_alias(p, "-n", "--draw", "draw", _positive_int)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: 8)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
@@ -301,14 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None,
                    help="comma-separated: model kinds to train (KIND or KIND@NOISE for a denoiser), checkpoint "
                         "folders or shipped names (default: simple,deep,dense,conv,sparse,vae,dense@gaussian:0.5)")
-    p.add_argument("--recipe", default="adam", help=f"training recipe: {', '.join(RECIPES)} (default: adam)")
+    p.add_argument("--recipe", default=api.COMPARE_RECIPE,
+                   help=f"training recipe: {', '.join(api.RECIPES)} (default: %(default)s)")
     p.add_argument("--sweeps", type=_positive_float, default=None, metavar="N",
                    help="sweeps per model (default: 10; 1 with --quick)")
     p.add_argument("--quick", action="store_true",
-                   help="a small subset (2000 training, 500 test images) for a check in under a minute")
+                   help="a small subset of the data, for a quick check")
     p.add_argument("--no-pca", dest="pca", action="store_false", help="leave out the PCA baseline")
-    p.add_argument("--tsne-samples", type=_positive_int, default=None, metavar="N",
-                   help="test images in the t-SNE map (default: 1000; 200 with --quick)")
+    p.add_argument("--tsne-limit", dest="tsne_limit", type=_positive_int, default=None, metavar="N",
+                   help="test images in the t-SNE map (default: fewer with --quick)")
+    _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _positive_int)
     _add_data(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
@@ -349,145 +390,84 @@ def _log(args) -> object:
 
 
 def _load_model(args):
-    from .models.checkpoint import load_checkpoint
-    from .device import resolve_device
-    return load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    return api.load_model(args.checkpoint, args.device)
 
 
-def _images_from(args):
-    """Images (and labels) named by the positional input, else the test split of --data."""
-    from .data import load_dataset, load_images
-    if getattr(args, "input", None):
-        return load_images(args.input)
-    data = load_dataset(args.data)
-    return data.test.images, data.test.labels
+def _progress(message: str) -> None:
+    """A progress line for a person watching; not when stderr is a file, which keeps errors one line there."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
 
 
 def cmd_tutorial(args) -> int:
-    from .tutorial.run import run_tutorial
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if not models:
-        raise OptionError("--models names no model", hint="e.g. --models simple,deep")
-    from .models.networks import model_config
-    for name in models:
-        model_config(name)  # an unknown name fails now, not after the models before it have trained
+    api.check_models(models)
     run_tutorial(args.out, data=args.data, sweeps=args.sweeps, slow=args.sweeps == 100.0, device=args.device,
-                 seed=args.seed, tsne_samples=args.tsne_samples, models=models, log=_log(args),
+                 seed=args.seed, tsne_samples=args.tsne_limit, models=models, log=_log(args),
                  progress_bar=not args.quiet, helper="process")  # this command's entry points are import-safe
     return 0
 
 
 def cmd_train(args) -> int:
-    from .models.checkpoint import save_checkpoint
-    from .data import load_dataset
-    from .device import describe_device, resolve_device
-    from .fileio import ensure_dir
-    from .evaluation.evaluate import evaluate
-    from .training.resume import RESUME_FILE
-    from .training.loop import TrainConfig, train
     say = _log(args) or (lambda _m: None)
-    config = TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
-                         sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
-                         device=args.device, hidden=args.hidden, channels=args.channels,
-                         conv_depth=args.conv_depth, activation=args.activation, sparsity=args.sparsity,
-                         beta=args.beta, noise=args.noise)
+    config = api.TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
+                             sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
+                             device=args.device, hidden=args.hidden, channels=args.channels,
+                             conv_depth=args.conv_depth, activation=args.activation, sparsity=args.sparsity,
+                             beta=args.beta, noise=args.noise)
     config.validate()  # unknown model names and unusable options fail before data loads
     out = ensure_dir(args.out)  # an unusable --out fails now, not after the training
-    data = load_dataset(args.data)
+    data = api.load_dataset(args.data)
     say(f"Training {config.model} on {data.name} ({data.train.n} images), "
         f"device {describe_device(resolve_device(config.device))}")
-    result = train(data, config, log=_log(args), progress_bar=not args.quiet, resume_file=out / RESUME_FILE,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume)
-    say(f"Average training error: {result.train_error_pct:.2f}%")
-    scores = evaluate(result.model, data.test.images)
+    trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
+                              resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
+                              resume=args.resume)
+    scores, result = trained.scores, trained.result
     say(f"Average test error: {scores['test_error_pct']:.2f}%  (PSNR {scores['test_psnr_db']:.2f} dB)")
-    folder = save_checkpoint(out, result.model, result.model_config,
-                             training={**config.to_dict(), "samples_seen": result.samples_seen,
-                                       "seconds": result.seconds, "train_error_pct": result.train_error_pct},
-                             data={"name": data.name, "sha256": data.sha256},
-                             metrics={k: v for k, v in scores.items() if k != "n"})
-    say(f"Saved {folder / 'model.safetensors'} and {folder / 'config.json'} "
+    say(f"Saved {trained.folder / 'model.safetensors'} and {trained.folder / 'config.json'} "
         f"({result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_dataset
-    from .evaluation.evaluate import evaluate
-    ckpt = _load_model(args)
-    data = load_dataset(args.data)
-    split = data.test if args.split == "test" else data.train
-    scores = evaluate(ckpt.model, split.images)
-    if args.knn:
-        from .evaluation.evaluate import knn_accuracy
-        if data.train.labels is None or split.labels is None:
-            raise OptionError("--knn needs labelled training and test images")
-        scores["knn_acc"] = knn_accuracy(ckpt.model, data.train.images, data.train.labels, split.images,
-                                         split.labels)
-    scores = {"checkpoint": str(ckpt.path), "data": data.name, "split": args.split, **scores}
+    scores = api.evaluate_model(_load_model(args), api.load_dataset(args.data), args.split, knn=args.knn)
     if args.json:
         print(json.dumps(scores))
-    else:
-        print(f"{args.split} split of {data.name}: {scores['n']} images")
-        print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
-        print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
-              f"PSNR: {scores['test_psnr_db']:.2f} dB")
-        if "knn_acc" in scores:
-            print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
+        return 0
+    print(f"{args.split} split of {scores['data']}: {scores['n']} images")
+    print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
+    print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
+          f"PSNR: {scores['test_psnr_db']:.2f} dB")
+    if "knn_acc" in scores:
+        print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
     return 0
 
 
 def cmd_denoise(args) -> int:
-    import numpy as np
-
-    from .data import load_dataset
-    from .fileio import ensure_dir
-    from .evaluation.generate import denoise, save_image_rows
     ckpt = _load_model(args)
-    noise = args.noise or ckpt.info.get("training", {}).get("noise")
-    if not noise:
-        raise OptionError("this model was not trained as a denoiser, so there is no noise to default to",
-                          hint="name one, e.g. --noise gaussian:0.5")
-    out = ensure_dir(args.output)
-    data = load_dataset(args.data)
-    images = data.test.images[: args.limit] if args.limit else data.test.images
-    result = denoise(ckpt.model, images, noise, seed=args.seed)
-    k = min(args.count, result["n"])
-    for i in range(k):
-        image_files.save_png(out / f"triplet-{i:05d}.png",
-                       np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
-    if k:
-        save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
-                                               "denoised": result["denoised"][:k]},
-                        title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
-                              f"denoised {result['denoised_psnr_db']:.2f} dB")
-    summary = {"checkpoint": str(ckpt.path), "data": data.name, "noise": result["noise"], "seed": args.seed,
-               "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
-               "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": str(out)}
+    summary = api.denoise_images(ckpt, api.load_dataset(args.data), args.noise, seed=args.seed, limit=args.limit,
+                                 draw=args.draw, output=args.output)
     if args.json:
         print(json.dumps(summary))
-    else:
-        print(f"{result['n']} test images of {data.name} with {result['noise']} noise (seed {args.seed}):")
-        print(f"PSNR of the noisy images: {result['noisy_psnr_db']:.2f} dB")
-        print(f"PSNR of the denoised images: {result['denoised_psnr_db']:.2f} dB")
-        print(f"Wrote {k} triplets (clean | noisy | denoised) and triplets.png to {out}")
+        return 0
+    print(f"{summary['n']} test images of {summary['data']} with {summary['noise']} noise (seed {args.seed}):")
+    print(f"PSNR of the noisy images: {summary['noisy_psnr_db']:.2f} dB")
+    print(f"PSNR of the denoised images: {summary['denoised_psnr_db']:.2f} dB")
+    print(f"Wrote {summary['triplets']} triplets (clean | noisy | denoised) and triplets.png to {args.output}")
     return 0
 
 
 def cmd_sample(args) -> int:
-    from .evaluation.generate import sample, save_grid
     ckpt = _load_model(args)
-    images = sample(ckpt.model, args.n, seed=args.seed)
-    save_grid(args.output, images, ncols=min(args.columns, args.n))
-    print(f"Wrote {args.n} samples to {args.output}")
+    images = sample(ckpt.model, args.draw, seed=args.seed)
+    save_grid(args.output, images, ncols=min(args.columns, args.draw))
+    print(f"Wrote {args.draw} samples to {args.output}")
     return 0
 
 
 def cmd_interpolate(args) -> int:
-    import numpy as np
 
-    from .data import load_dataset
-    from .evaluation.generate import interpolate, save_image_rows
     ckpt = _load_model(args)
     images = load_dataset(args.data).test.images
     for i in (args.a, args.b):
@@ -502,30 +482,20 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .evaluation.compare import DEFAULT_MODELS, entries_from, markdown_table, quick_subset, run_comparison, write_results
-    from .data import load_dataset
-    from .device import resolve_device
-    specs = DEFAULT_MODELS if args.models is None else tuple(args.models.split(","))
-    sweeps = args.sweeps or (1.0 if args.quick else 10.0)
-    device = str(resolve_device(args.device))
-    entries = entries_from(specs, recipe=args.recipe, sweeps=sweeps, seed=args.seed, device=device)
-    data = load_dataset(args.data)
-    if args.quick:
-        data = quick_subset(data)
-    tsne = args.tsne_samples or (200 if args.quick else 1000)
-    result = run_comparison(data, entries, pca=args.pca, seed=args.seed, tsne_samples=tsne,
-                            log=None if args.json else print)
-    paths = write_results(result, args.output)
+    result = api.compare_models(None if args.models is None else tuple(args.models.split(",")), data=args.data,
+                                recipe=args.recipe, sweeps=args.sweeps, quick=args.quick, pca=args.pca,
+                                tsne_limit=args.tsne_limit, seed=args.seed, device=args.device,
+                                output=args.output, log=None if args.json else print)
     if args.json:
         print(json.dumps(result["rows"]))
-    else:
-        print(markdown_table(result))
-        print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
+        return 0
+    paths = result["paths"]
+    print(markdown_table(result))
+    print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
     return 0
 
 
 def cmd_models(args) -> int:
-    from .models.zoo import list_pretrained
     models = list_pretrained()
     if args.json:
         print(json.dumps(models))
@@ -547,100 +517,33 @@ def cmd_models(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    import numpy as np
-
-    from .fileio import atomic_write, write_text
-    from .models.inference import encode
     ckpt = _load_model(args)
-    images, labels = _images_from(args)
-    codes = encode(ckpt.model, images)
-    out = Path(args.output)
-    if out.suffix == ".csv":
-        size = codes.shape[1]
-        header = ("label," if labels is not None else "") + ",".join(f"c{i}" for i in range(size))
-        rows = [(f"{int(labels[i])}," if labels is not None else "") + ",".join(f"{v:.6g}" for v in code)
-                for i, code in enumerate(codes)]
-        write_text(out, header + "\n" + "\n".join(rows) + "\n")
-    elif out.suffix == ".npy":
-        with atomic_write(out) as f:
-            np.save(f, codes)
-        if labels is not None:
-            with atomic_write(out.with_suffix(".labels.npy")) as f:
-                np.save(f, np.asarray(labels))
-    else:
-        raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
-    print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {out}")
+    images, labels = api.input_images(args.input, args.data, args.limit)
+    _progress(f"Encoding {len(images)} images ...")
+    codes = api.encode_images(ckpt, images, labels, output=args.output)
+    print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {args.output}")
     return 0
 
 
-def _read_codes(path: str):
-    import numpy as np
-
-    from .errors import DataError
-    p = Path(path)
-    try:
-        if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if p.suffix == ".csv":
-            lines = p.read_text(encoding="utf-8").splitlines()
-            if not lines:
-                raise DataError("empty codes file", path=p)
-            header = lines[0].split(",")
-            skip = 1 if header and header[0] == "label" else 0
-            start = 1 if not _is_number(header[0]) else 0
-            return np.array([[float(v) for v in line.split(",")[skip:]] for line in lines[start:] if line.strip()],
-                            dtype=np.float32)
-    except FileNotFoundError:
-        raise DataError("codes file not found", path=p) from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read codes: {e}", path=p, hint="pass a file written by `aelab encode`") from e
-    raise OptionError(f"cannot tell the format of {p}", hint="pass a .npy or .csv file")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def cmd_decode(args) -> int:
-    from .evaluation import plots
-    from .models.inference import decode
     ckpt = _load_model(args)
-    images = decode(ckpt.model, _read_codes(args.codes))
-    paths = image_files.save_pngs(args.output, images, prefix="decoded")
-    if len(images):
-        plots.save_image_grid(Path(args.output) / "grid.png", images[:50], title="decoded images")
-    print(f"Wrote {len(paths)} PNGs and grid.png to {args.output}")
+    codes = read_codes(args.codes)
+    codes = codes[: args.limit] if args.limit else codes
+    _progress(f"Decoding {len(codes)} codes into PNGs ...")
+    images = api.decode_codes(ckpt, codes, output=args.output)
+    print(f"Wrote {len(images)} PNGs and {api.GRID_NAME} to {args.output}")
     return 0
 
 
 def cmd_reconstruct(args) -> int:
-    from .evaluation import plots
-    from .models.inference import reconstruct
     ckpt = _load_model(args)
-    images, labels = _images_from(args)
-    if args.limit:
-        images = images[: args.limit]
-        labels = None if labels is None else labels[: args.limit]
-    decoded = reconstruct(ckpt.model, images)
-    paths = image_files.save_pngs(args.output, decoded, prefix="decoded")
-    n = min(len(images), 20)
-    if n:
-        plots.save_reconstruction_grid(Path(args.output) / "comparison.png", images[:n], decoded[:n],
-                                       labels=None if labels is None else labels[:n])
-    print(f"Wrote {len(paths)} decoded PNGs and comparison.png to {args.output}")
+    images, labels = api.input_images(args.input, args.data, args.limit)
+    decoded = api.reconstruct_images(ckpt, images, labels, output=args.output)
+    print(f"Wrote {len(decoded)} decoded PNGs and {api.GRID_NAME} to {args.output}")
     return 0
 
 
 def cmd_similarity(args) -> int:
-    from .evaluation import plots
-    from .data import load_dataset
-    from .models.inference import encode, reconstruct
-    from .evaluation.metrics import cosine_similarity
-    from .tutorial.run import similarity_rows
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     images = data.test.images
@@ -674,14 +577,11 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_tsne(args) -> int:
-    from .evaluation import plots
-    from .data import load_dataset
-    from .models.inference import encode
     ckpt = _load_model(args)
     data = load_dataset(args.data)
     if data.test.labels is None:
         raise OptionError("the t-SNE map is coloured by label, and this test split has none")
-    n = min(args.samples, data.test.n)
+    n = min(args.limit, data.test.n)
     points = plots.tsne_2d(encode(ckpt.model, data.test.images[:n]), seed=args.seed)
     plots.save_tsne_map(args.output, points, data.test.labels[:n],
                         title=f"t-SNE map of the codes of {n} test images")
@@ -690,7 +590,6 @@ def cmd_tsne(args) -> int:
 
 
 def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder: str) -> None:
-    from .codec.api import PREDICTIVE_CODERS, has_cached_table
     if coder not in PREDICTIVE_CODERS:
         return
     spread = coder == "range-ctx"
@@ -700,7 +599,6 @@ def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder:
 
 
 def cmd_compress(args) -> int:
-    from .codec.api import compress
     if args.table == "checkpoint":
         _say_if_learning_the_predictor(args.checkpoint, args.bits, args.quantiser, args.coder)
     result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
@@ -712,7 +610,6 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .codec.api import decompress, read_header
     header = _header_or_none(args.input, read_header)
     if header is not None:
         _say_if_learning_the_predictor(args.checkpoint, header.bits, header.quantiser, header.coder)
@@ -733,7 +630,6 @@ def _header_or_none(path, read_header):
 
 
 def cmd_bench(args) -> int:
-    from .evaluation.bench import format_table, run_benchmark
     result = run_benchmark(args.quick, args.device)
     print(format_table(result))
     print(json.dumps(result))
@@ -741,7 +637,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data import convert, describe, download_mnist, format_description
     if args.data_command == "info":
         d = describe(args.path)
         print(json.dumps(d, indent=2) if args.json else format_description(d))
@@ -769,7 +664,6 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training.loop import TrainingInterrupted
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:

@@ -45,6 +45,7 @@ from .metrics import KNN_NEIGHBOURS, knn_accuracy
 DENOISE_NOISE = "gaussian:0.5"
 
 TSNE_NEIGHBOURS = 5
+DEFAULT_RECIPE = "adam-long"  # the recipe `aelab compare` and benchmarks/quality.py both train with
 DEFAULT_MODELS = ("simple", "deep", "dense", "conv", "sparse", "vae", "dense@gaussian:0.5")
 
 # the columns of the Markdown table: key, header, format

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from ..evaluation import plots
-from ..models.checkpoint import save_checkpoint
+from ..api import train_model
 from ..data import Dataset, load_dataset
 from ..device import describe_device, resolve_device
 from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
-from ..evaluation.evaluate import evaluate, format_image_stats, image_stats
+from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
 from ..evaluation.metrics import cosine_similarity
 from .report import write_report
-from ..training.loop import TrainConfig, TrainResult, train
+from ..training.loop import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     import torch
@@ -230,12 +230,17 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     background = background or Background(None)
     say = log or (lambda _msg: None)
     say(f"\n=== {name} autoencoder ===")
-    result: TrainResult = train(data, config, log=log, progress_bar=progress_bar)
-    model = result.model
-    folder = ensure_dir(out / name)
-    tsne_job = start_tsne(name, model, data, folder, tsne_samples, config.seed, background)  # first: it runs longest
-    say(f"Average training error: {result.train_error_pct:.2f}%")
-    scores = evaluate(model, data.test.images)
+    folder = out / name
+    tsne_jobs: list[TsneJob | None] = []
+
+    def start_tsne_first(result: TrainResult) -> None:  # before the evaluation: the t-SNE runs longest
+        ensure_dir(folder)
+        tsne_jobs.append(start_tsne(name, result.model, data, folder, tsne_samples, config.seed, background))
+
+    trained = train_model(data, config, folder / "checkpoint", log=log, progress_bar=progress_bar,
+                          on_trained=start_tsne_first)
+    result, scores, model = trained.result, trained.scores, trained.result.model
+    tsne_job = tsne_jobs[0]
     say(f"Average test error: {scores['test_error_pct']:.2f}%")
     say(f"Test BCE per pixel: {scores['test_bce']:.4f}, MSE: {scores['test_mse']:.4f}, "
         f"PSNR: {scores['test_psnr_db']:.2f} dB")
@@ -264,12 +269,6 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     if sims:
         background.draw(plots.save_similarity_figure, folder / "similarity.png", sims, here=draw_here)
 
-    save_checkpoint(folder / "checkpoint", model, result.model_config,
-                    training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
-                              "samples_seen": result.samples_seen, "seconds": result.seconds,
-                              "train_error_pct": result.train_error_pct},
-                    data={"name": data.name, "sha256": data.sha256},
-                    metrics={k: v for k, v in scores.items() if k != "n"})
     return {
         "train_error_pct": result.train_error_pct,
         "test_error_pct": scores["test_error_pct"],

@@ -1,0 +1,202 @@
+"""The API the CLI and notebooks share: one function per ``aelab`` command that does the work and
+returns what it made; the CLI only parses arguments, calls one of these and prints.
+
+Choices and defaults for options (model kinds, recipes, coders, quantisers, bit depths) come from
+here too, so the CLI's ``--help`` and errors never keep their own copies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import Dataset, load_dataset, load_images
+from .data import images as image_files
+from .data.codes import read_codes, write_codes
+from .errors import OptionError
+from .evaluation import plots
+from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
+from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
+from .evaluation.evaluate import evaluate, knn_accuracy
+from .evaluation.generate import denoise, save_image_rows
+from .fileio import ensure_dir
+from .models import inference
+from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .models.networks import MODEL_NAMES, model_config
+from .device import resolve_device
+from .training.loop import RECIPES, TrainConfig, TrainResult, train
+
+# --- codec registries: the one place that names today's aelab.codec.api; repoint at merge to
+# `from .codec import CODERS, QUANTISERS, DEFAULT_BITS, MIN_BITS, MAX_BITS` once aelab.codec exports them.
+from .codec.api import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS  # noqa: E402
+from .codec.api import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header  # noqa: E402
+# ---
+
+GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
+PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
+GRID_IMAGES = 50
+
+__all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
+           "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "GRID_NAME", "PNG_PREFIX",
+           "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
+           "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
+           "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
+           "has_cached_table", "read_header"]
+
+Log = Callable[[str], None] | None
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`train_model` made: the training result, its test scores and the checkpoint folder."""
+    result: TrainResult
+    scores: dict
+    folder: Path
+
+
+def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
+                progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
+                **train_options) -> TrainedModel:
+    """Train, evaluate on the test split, and save the checkpoint into ``out``.
+
+    ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
+    t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
+    """
+    say = log or (lambda _msg: None)
+    folder = ensure_dir(out)
+    result = train(data, config, log=log, progress_bar=progress_bar, **train_options)
+    if on_trained is not None:
+        on_trained(result)
+    say(f"Average training error: {result.train_error_pct:.2f}%")
+    scores = evaluate(result.model, data.test.images)
+    save_checkpoint(folder, result.model, result.model_config,
+                    training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
+                              "samples_seen": result.samples_seen, "seconds": result.seconds,
+                              "train_error_pct": result.train_error_pct},
+                    data={"name": data.name, "sha256": data.sha256},
+                    metrics={k: v for k, v in scores.items() if k != "n"})
+    return TrainedModel(result, scores, folder)
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
+    """A trained model: a checkpoint folder or the name of a shipped model."""
+    return load_checkpoint(checkpoint, device=resolve_device(device))
+
+
+def input_images(source: str | Path | None = None, data: str | Path | None = None,
+                 limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (and labels) from ``source`` (a file or folder), else the test split of ``data``."""
+    if source:
+        images, labels = load_images(source)
+    else:
+        test = load_dataset(data).test
+        images, labels = test.images, test.labels
+    if limit:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    return images, labels
+
+
+def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
+                  output: str | Path | None = None) -> np.ndarray:
+    """Codes of ``images``; also written to ``output`` (.npy or .csv) when given."""
+    codes = inference.encode(checkpoint.model, images)
+    if output is not None:
+        write_codes(output, codes, labels)
+    return codes
+
+
+def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output: str | Path | None = None,
+                 limit: int | None = None) -> np.ndarray:
+    """Images decoded from ``codes`` (an array or a codes file); PNGs and grid.png in ``output`` when given."""
+    if not isinstance(codes, np.ndarray):
+        codes = read_codes(codes)
+    if limit:
+        codes = codes[:limit]
+    images = inference.decode(checkpoint.model, codes)
+    if output is not None:
+        write_pngs(output, images, title="decoded images")
+    return images
+
+
+def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
+                       output: str | Path | None = None) -> np.ndarray:
+    """Encode and decode ``images``; PNGs and a comparison grid.png in ``output`` when given."""
+    decoded = inference.reconstruct(checkpoint.model, images)
+    if output is not None:
+        image_files.save_pngs(output, decoded, prefix=PNG_PREFIX)
+        n = min(len(images), 20)
+        if n:
+            plots.save_reconstruction_grid(Path(output) / GRID_NAME, images[:n], decoded[:n],
+                                           labels=None if labels is None else labels[:n])
+    return decoded
+
+
+def write_pngs(folder: str | Path, images: np.ndarray, title: str) -> list[Path]:
+    """One PNG per image (``img-NNNNN.png``) and grid.png of the first ones: the layout of every image folder."""
+    paths = image_files.save_pngs(folder, images, prefix=PNG_PREFIX)
+    if len(images):
+        plots.save_image_grid(Path(folder) / GRID_NAME, images[:GRID_IMAGES], title=title)
+    return paths
+
+
+def check_models(names: tuple[str, ...]) -> None:
+    """Fail now on an unknown model name, not after the models before it have trained."""
+    if not names:
+        raise OptionError("--models names no model", hint="e.g. --models simple,deep")
+    for name in names:
+        model_config(name)
+
+
+def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", knn: bool = False) -> dict:
+    """Test scores of a model on one split; with ``knn``, the 5-NN accuracy on its codes too."""
+    part = data.test if split == "test" else data.train
+    scores = evaluate(checkpoint.model, part.images)
+    if knn:
+        if data.train.labels is None or part.labels is None:
+            raise OptionError("--knn needs labelled training and test images")
+        scores["knn_acc"] = knn_accuracy(checkpoint.model, data.train.images, data.train.labels, part.images,
+                                         part.labels)
+    return {"checkpoint": str(checkpoint.path), "data": data.name, "split": split, **scores}
+
+
+def compare_models(specs: tuple[str, ...] | None = None, *, data: str | Path | None = None,
+                   recipe: str = COMPARE_RECIPE, sweeps: float | None = None, quick: bool = False,
+                   pca: bool = True, tsne_limit: int | None = None, seed: int = 0, device: str = "auto",
+                   output: str | Path | None = None, log: Log = None) -> dict:
+    """Train or load models and measure them all the same way; writes quality.md/.json/.png to ``output``."""
+    entries = entries_from(DEFAULT_MODELS if specs is None else specs, recipe=recipe,
+                           sweeps=sweeps or (1.0 if quick else 10.0), seed=seed, device=str(resolve_device(device)))
+    dataset = load_dataset(data)
+    if quick:
+        dataset = quick_subset(dataset)
+    result = run_comparison(dataset, entries, pca=pca, seed=seed,
+                            tsne_samples=tsne_limit or (200 if quick else 1000), log=log)
+    if output is not None:
+        result["paths"] = write_results(result, output)
+    return result
+
+
+def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = None, *, seed: int = 0,
+                   limit: int | None = None, draw: int = 10, output: str | Path | None = None) -> dict:
+    """Corrupt test images, denoise them and score both; ``draw`` triplet pictures go to ``output``."""
+    noise = noise or checkpoint.info.get("training", {}).get("noise")
+    if not noise:
+        raise OptionError("this model was not trained as a denoiser, so there is no noise to default to",
+                          hint="name one, e.g. --noise gaussian:0.5")
+    out = None if output is None else ensure_dir(output)
+    images = data.test.images[:limit] if limit else data.test.images
+    result = denoise(checkpoint.model, images, noise, seed=seed)
+    k = min(draw, result["n"]) if out is not None else 0
+    for i in range(k):
+        image_files.save_png(out / f"triplet-{i:05d}.png",
+                             np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
+    if k:
+        save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
+                                               "denoised": result["denoised"][:k]},
+                        title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
+                              f"denoised {result['denoised_psnr_db']:.2f} dB")
+    return {"checkpoint": str(checkpoint.path), "data": data.name, "noise": result["noise"], "seed": seed,
+            "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
+            "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": None if out is None else str(out)}

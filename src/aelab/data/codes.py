@@ -1,0 +1,65 @@
+"""Codes files: the arrays ``aelab encode`` writes and ``aelab decode`` reads (.npy or .csv)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, OptionError
+from ..fileio import atomic_write, write_text
+
+
+def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    """Write codes to FILE.npy (labels to FILE.labels.npy) or FILE.csv (label, then the code)."""
+    out = Path(path)
+    if out.suffix == ".csv":
+        write_text(out, _codes_csv(codes, labels))
+    elif out.suffix == ".npy":
+        with atomic_write(out) as f:
+            np.save(f, codes)
+        if labels is not None:
+            with atomic_write(out.with_suffix(".labels.npy")) as f:
+                np.save(f, np.asarray(labels))
+    else:
+        raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
+    return out
+
+
+def _codes_csv(codes: np.ndarray, labels: np.ndarray | None) -> str:
+    header = ("label," if labels is not None else "") + ",".join(f"c{i}" for i in range(codes.shape[1]))
+    rows = [(f"{int(labels[i])}," if labels is not None else "") + ",".join(f"{v:.6g}" for v in code)
+            for i, code in enumerate(codes)]
+    return header + "\n" + "\n".join(rows) + "\n"
+
+
+def read_codes(path: str | Path) -> np.ndarray:
+    """Codes from a .npy array (n, code size) or a .csv written by :func:`write_codes`."""
+    p = Path(path)
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix == ".csv":
+            return _parse_codes_csv(p.read_text(encoding="utf-8").splitlines(), p)
+    except FileNotFoundError:
+        raise DataError("codes file not found", path=p) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read codes: {e}", path=p, hint="pass a file written by `aelab encode`") from e
+    raise OptionError(f"cannot tell the format of {p}", hint="pass a .npy or .csv file")
+
+
+def _parse_codes_csv(lines: list[str], path: Path) -> np.ndarray:
+    if not lines:
+        raise DataError("empty codes file", path=path)
+    header = lines[0].split(",")
+    skip = 1 if header and header[0] == "label" else 0
+    start = 0 if _is_number(header[0]) else 1
+    return np.array([[float(v) for v in line.split(",")[skip:]] for line in lines[start:] if line.strip()],
+                    dtype=np.float32)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
