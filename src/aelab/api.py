@@ -20,13 +20,14 @@ from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
-from .evaluation.generate import denoise, save_image_rows
+from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
+from .evaluation.similarity import pair_similarity, similarity_rows
 from .fileio import ensure_dir
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .models.networks import MODEL_NAMES, model_config
 from .device import resolve_device
-from .training.loop import RECIPES, TrainConfig, TrainResult, train
+from .training import RECIPES, TrainConfig, TrainResult, train
 
 # --- codec registries: the one place that names today's aelab.codec.api; repoint at merge to
 # `from .codec import CODERS, QUANTISERS, DEFAULT_BITS, MIN_BITS, MAX_BITS` once aelab.codec exports them.
@@ -43,7 +44,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER"
            "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
-           "has_cached_table", "read_header"]
+           "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
+           "sample_images", "compress_notice", "decompress_notice"]
 
 Log = Callable[[str], None] | None
 
@@ -200,3 +202,98 @@ def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = No
     return {"checkpoint": str(checkpoint.path), "data": data.name, "noise": result["noise"], "seed": seed,
             "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
             "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": None if out is None else str(out)}
+
+
+def _check_test_index(images: np.ndarray, *indices: int) -> None:
+    for i in indices:
+        if not 0 <= i < len(images):
+            raise OptionError(f"test image index {i} is out of range", hint=f"use 0..{len(images) - 1}")
+
+
+def similarity_pairs(checkpoint: Checkpoint, data: Dataset, pair: tuple[int, int] | None = None,
+                     output: str | Path | None = None) -> list[dict]:
+    """Cosine similarities of two test images, their decodings and their codes, one row per pair.
+
+    Without ``pair``, the tutorial's pairs (two 6s, a 3 and an 8); the figure goes to ``output``.
+    """
+    images = data.test.images
+    if pair is not None:
+        a, b = pair
+        _check_test_index(images, a, b)
+        rows = [pair_similarity(checkpoint.model, images, f"test images {a} and {b}", a, b)]
+    else:
+        rows = similarity_rows(checkpoint.model, images, data.test.labels)
+        if not rows:
+            raise OptionError("the tutorial's pairs need labelled test images with 6s, 3s and 8s",
+                              hint="name two test images with --pair A B")
+    if output is not None:
+        plots.save_similarity_figure(output, rows)
+    return rows
+
+
+def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, steps: int = 10,
+                       output: str | Path | None = None) -> dict:
+    """Test images ``a`` and ``b`` with ``steps`` decodings of the codes between them, as one row in [0, 1].
+
+    Returns ``row`` (images) and ``titles`` (one per image); the row is drawn to ``output`` when given.
+    """
+    images = data.test.images
+    _check_test_index(images, a, b)
+    walk = interpolate(checkpoint.model, images[a], images[b], steps=steps)
+    row = np.concatenate([images[a][None] / 255.0, walk["decoded"], images[b][None] / 255.0])
+    titles = [f"#{a}", *(f"{t:.2f}" for t in walk["t"]), f"#{b}"]
+    if output is not None:
+        save_image_rows(output, {"": row}, col_titles=titles)
+    return {"row": row, "titles": titles, "t": walk["t"], "codes": walk["codes"]}
+
+
+def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int = 0,
+             output: str | Path | None = None) -> np.ndarray:
+    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``."""
+    if data.test.labels is None:
+        raise OptionError("the t-SNE map is coloured by label, and this test split has none")
+    n = min(limit, data.test.n)
+    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed)
+    if output is not None:
+        plots.save_tsne_map(output, points, data.test.labels[:n], title=f"t-SNE map of the codes of {n} test images")
+    return points
+
+
+def sample_images(checkpoint: Checkpoint, draw: int = 64, seed: int = 0, columns: int = 8,
+                  output: str | Path | None = None) -> np.ndarray:
+    """``draw`` new images in [0, 1] from a VAE's prior; a grid of ``columns`` per row to ``output``."""
+    images = sample(checkpoint.model, draw, seed=seed)
+    if output is not None:
+        save_grid(output, images, ncols=min(columns, draw))
+    return images
+
+
+def _predictor_notice(checkpoint: Checkpoint | str | Path, bits: int, quantiser: str, coder: str | None) -> str | None:
+    if coder not in PREDICTIVE_CODERS:
+        return None
+    spread = coder == "range-ctx"
+    if has_cached_table(checkpoint, bits, quantiser, predictive=True, spread=spread):
+        return None
+    # the seconds are what the first run takes on the 2-core machines the README measures on
+    return (f"Learning the {coder} coder's predictor for {bits} bits from the model's training codes "
+            f"(once; about {70 if spread else 15} seconds on 2 cores) ...")
+
+
+def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BITS, quantiser: str = DEFAULT_QUANTISER,
+                    coder: str | None = None, table: str = "checkpoint") -> str | None:
+    """A line to show before :func:`compress` when it will first learn a predictor (slow, once); else None."""
+    if table != "checkpoint":
+        return None
+    return _predictor_notice(checkpoint, bits, quantiser, coder)
+
+
+def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> str | None:
+    """A line to show before :func:`decompress` when it will first learn a predictor (slow, once); else None.
+
+    None too when the file's header cannot be read: :func:`decompress` then says what is wrong.
+    """
+    try:
+        header = read_header(Path(path).read_bytes(), path)
+    except Exception:  # noqa: BLE001 - only to decide on a notice; the real error comes from decompress
+        return None
+    return _predictor_notice(checkpoint, header.bits, header.quantiser, header.coder)

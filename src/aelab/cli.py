@@ -6,19 +6,12 @@ import json
 import sys
 from typing import Sequence
 
-import numpy as np
-
 from . import api
-from .api import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header
-from .data import convert, describe, download_mnist, format_description, load_dataset
-from .evaluation import plots
+from .data import convert, describe, download_mnist, format_description
 from .evaluation.bench import format_table, run_benchmark
-from .evaluation.generate import interpolate, sample, save_grid, save_image_rows
-from .evaluation.metrics import cosine_similarity
-from .models.inference import encode, reconstruct
 from .models.zoo import list_pretrained
 from .training.loop import TrainingInterrupted
-from .tutorial.run import run_tutorial, similarity_rows
+from .tutorial.run import run_tutorial
 from .data.codes import read_codes
 from .evaluation.compare import markdown_table
 from .device import describe_device, resolve_device
@@ -459,24 +452,14 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    ckpt = _load_model(args)
-    images = sample(ckpt.model, args.draw, seed=args.seed)
-    save_grid(args.output, images, ncols=min(args.columns, args.draw))
+    api.sample_images(_load_model(args), args.draw, seed=args.seed, columns=args.columns, output=args.output)
     print(f"Wrote {args.draw} samples to {args.output}")
     return 0
 
 
 def cmd_interpolate(args) -> int:
-
-    ckpt = _load_model(args)
-    images = load_dataset(args.data).test.images
-    for i in (args.a, args.b):
-        if i >= len(images):
-            raise OptionError(f"test image index {i} is out of range", hint=f"use 0..{len(images) - 1}")
-    walk = interpolate(ckpt.model, images[args.a], images[args.b], steps=args.steps)
-    row = np.concatenate([images[args.a][None] / 255.0, walk["decoded"], images[args.b][None] / 255.0])
-    titles = [f"#{args.a}", *(f"{t:.2f}" for t in walk["t"]), f"#{args.b}"]
-    save_image_rows(args.output, {"": row}, col_titles=titles)
+    api.interpolate_images(_load_model(args), api.load_dataset(args.data), args.a, args.b, steps=args.steps,
+                           output=args.output)
     print(f"Wrote {args.output}: test images {args.a} and {args.b} with {args.steps} decoded codes between them")
     return 0
 
@@ -544,64 +527,32 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_similarity(args) -> int:
-    ckpt = _load_model(args)
-    data = load_dataset(args.data)
-    images = data.test.images
-    if args.pair:
-        a, b = args.pair
-        for i in (a, b):
-            if i >= len(images):
-                raise OptionError(f"test image index {i} is out of range", hint=f"use 0..{len(images) - 1}")
-        decoded = reconstruct(ckpt.model, images[[a, b]])
-        codes = encode(ckpt.model, images[[a, b]])
-        rows = [{"title": f"test images {a} and {b}", "index_a": a, "index_b": b, "a": images[a], "b": images[b],
-                 "a_decoded": decoded[0], "b_decoded": decoded[1],
-                 "cos_original": cosine_similarity(images[a], images[b]),
-                 "cos_decoded": cosine_similarity(decoded[0], decoded[1]),
-                 "cos_code": cosine_similarity(codes[0], codes[1])}]
-    else:
-        rows = similarity_rows(ckpt.model, images, data.test.labels)
-        if not rows:
-            raise OptionError("the tutorial's pairs need labelled test images with 6s, 3s and 8s",
-                              hint="name two test images with --pair A B")
+    rows = api.similarity_pairs(_load_model(args), api.load_dataset(args.data),
+                                None if args.pair is None else tuple(args.pair), output=args.output)
     plain = [{k: v for k, v in r.items() if k.startswith(("title", "index", "cos"))} for r in rows]
     if args.json:
         print(json.dumps(plain))
-    else:
-        for r in plain:
-            print(f"{r['title']} (test images {r['index_a']}, {r['index_b']}): cosine similarity of originals "
-                  f"{r['cos_original']:.3f}, of decodings {r['cos_decoded']:.3f}, of codes {r['cos_code']:.3f}")
-    if args.output:
-        plots.save_similarity_figure(args.output, rows)
+        return 0
+    for r in plain:
+        print(f"{r['title']} (test images {r['index_a']}, {r['index_b']}): cosine similarity of originals "
+              f"{r['cos_original']:.3f}, of decodings {r['cos_decoded']:.3f}, of codes {r['cos_code']:.3f}")
     return 0
 
 
 def cmd_tsne(args) -> int:
-    ckpt = _load_model(args)
-    data = load_dataset(args.data)
-    if data.test.labels is None:
-        raise OptionError("the t-SNE map is coloured by label, and this test split has none")
-    n = min(args.limit, data.test.n)
-    points = plots.tsne_2d(encode(ckpt.model, data.test.images[:n]), seed=args.seed)
-    plots.save_tsne_map(args.output, points, data.test.labels[:n],
-                        title=f"t-SNE map of the codes of {n} test images")
+    api.tsne_map(_load_model(args), api.load_dataset(args.data), args.limit, seed=args.seed, output=args.output)
     print(f"Wrote {args.output}")
     return 0
 
 
-def _say_if_learning_the_predictor(checkpoint, bits: int, quantiser: str, coder: str) -> None:
-    if coder not in PREDICTIVE_CODERS:
-        return
-    spread = coder == "range-ctx"
-    if not has_cached_table(checkpoint, bits, quantiser, predictive=True, spread=spread):
-        print(f"Learning the {coder} coder's predictor for {bits} bits from the model's training codes "
-              f"(once; about {70 if spread else 15} seconds on 2 cores) ...", file=sys.stderr, flush=True)
+def _notice(line: str | None) -> None:
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def cmd_compress(args) -> int:
-    if args.table == "checkpoint":
-        _say_if_learning_the_predictor(args.checkpoint, args.bits, args.quantiser, args.coder)
-    result = compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
+    _notice(api.compress_notice(args.checkpoint, args.bits, args.quantiser, args.coder, args.table))
+    result = api.compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
                       table=args.table, coder=args.coder, data=args.data, precision=args.precision)
     print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
           f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
@@ -610,23 +561,12 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    header = _header_or_none(args.input, read_header)
-    if header is not None:
-        _say_if_learning_the_predictor(args.checkpoint, header.bits, header.quantiser, header.coder)
-    result = decompress(args.input, args.checkpoint, args.output, data=args.data, precision=args.precision)
+    _notice(api.decompress_notice(args.input, args.checkpoint))
+    result = api.decompress(args.input, args.checkpoint, args.output, data=args.data, precision=args.precision)
     what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
             "idx.gz": "a gzipped IDX file"}[result["format"]]
     print(f"Decompressed {result['count']} images to {what}: {result['path']}")
     return 0
-
-
-def _header_or_none(path, read_header):
-    """The file's header, or None when it cannot be read: decompress then says what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            return read_header(f.read(), path)
-    except Exception:  # noqa: BLE001 - only to decide on a message; the real error comes from decompress
-        return None
 
 
 def cmd_bench(args) -> int:

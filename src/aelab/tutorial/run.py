@@ -25,7 +25,7 @@ from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
 from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
-from ..evaluation.metrics import cosine_similarity
+from ..evaluation.similarity import similarity_rows
 from .report import write_report
 from ..training.loop import TrainConfig, TrainResult
 
@@ -35,50 +35,12 @@ if TYPE_CHECKING:
 FAST_SWEEPS = 5
 SLOW_SWEEPS = 100
 EVAL_IMAGES = 50        # the tutorial looks at the first 50 test images
-# The tutorial reads its comparison images from the same test reader right after
-# those 50 (reader_eval), so its digit pairs come from test images 50..99.
-PAIRS_OFFSET = 50
 TSNE_FILE = "tsne.png"
-SAME_DIGIT = 6          # two 6s ...
-DIFFERENT_DIGITS = (3, 8)  # ... and a 3 against an 8
 
 
 def pick_tutorial_image() -> int:
     """The tutorial's ``np.random.seed(0); np.random.choice(50)``: test image 44."""
     return int(np.random.RandomState(0).choice(EVAL_IMAGES))
-
-
-def first_indices_by_label(labels: np.ndarray, start: int = PAIRS_OFFSET,
-                           count: int = EVAL_IMAGES) -> dict[int, list[int]]:
-    """Indices of the images ``start .. start+count-1``, grouped by label (the tutorial's label_dict)."""
-    found: dict[int, list[int]] = {}
-    for i in range(start, min(start + count, len(labels))):
-        found.setdefault(int(labels[i]), []).append(i)
-    return found
-
-
-def similarity_rows(model, images: np.ndarray, labels: np.ndarray | None) -> list[dict]:
-    """The tutorial's comparisons: two images of the same digit, then two different digits."""
-    if labels is None:
-        return []
-    by_label = first_indices_by_label(labels)
-    pairs = []
-    if len(by_label.get(SAME_DIGIT, [])) >= 2:
-        a, b = by_label[SAME_DIGIT][:2]
-        pairs.append((f"two {SAME_DIGIT}s", a, b))
-    da, db = DIFFERENT_DIGITS
-    if by_label.get(da) and by_label.get(db):
-        pairs.append((f"a {da} and an {db}", by_label[da][0], by_label[db][0]))
-    rows = []
-    for title, a, b in pairs:
-        decoded = reconstruct(model, images[[a, b]])
-        codes = encode(model, images[[a, b]])
-        rows.append({"title": title, "index_a": a, "index_b": b,
-                     "a": images[a], "b": images[b], "a_decoded": decoded[0], "b_decoded": decoded[1],
-                     "cos_original": cosine_similarity(images[a], images[b]),
-                     "cos_decoded": cosine_similarity(decoded[0], decoded[1]),
-                     "cos_code": cosine_similarity(codes[0], codes[1])})
-    return rows
 
 
 @dataclass
