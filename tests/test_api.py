@@ -12,9 +12,10 @@ from aelab.cli import COMMANDS, main
 
 COMMAND_FUNCTIONS = {
     "tutorial": "run_tutorial", "train": "train_model", "evaluate": "evaluate_model", "encode": "encode_images",
-    "decode": "decode_codes", "reconstruct": "reconstruct_images", "similarity": "load_model",
-    "tsne": "encode_images", "bench": "run_benchmark", "data": "load_dataset", "compress": "compress",
-    "decompress": "decompress", "denoise": "denoise_images", "sample": "sample", "interpolate": "interpolate",
+    "decode": "decode_codes", "reconstruct": "reconstruct_images", "similarity": "similarity_pairs",
+    "tsne": "tsne_map", "bench": "run_benchmark", "data": "load_dataset", "compress": "compress",
+    "decompress": "decompress", "denoise": "denoise_images", "sample": "sample_images",
+    "interpolate": "interpolate_images",
     "compare": "compare_models", "models": "list_pretrained",
 }
 
@@ -89,3 +90,97 @@ def test_codes_round_trip_through_csv(tmp_path) -> None:
     codes = np.arange(6, dtype=np.float32).reshape(2, 3)
     write_codes(tmp_path / "c.csv", codes, np.array([1, 2]))
     np.testing.assert_allclose(read_codes(tmp_path / "c.csv"), codes)
+
+
+def test_every_public_callable_has_a_docstring() -> None:
+    for name in aelab.__all__:
+        value = getattr(aelab, name)
+        if callable(value):
+            assert (value.__doc__ or "").strip(), name
+
+
+def test_training_names_come_from_the_training_package() -> None:
+    import aelab.training
+    for name in ("TrainConfig", "RECIPES", "train"):
+        assert aelab._WHERE[name] == "aelab.training"
+        assert getattr(aelab, name) is getattr(aelab.training, name)
+
+
+@pytest.fixture(scope="module")
+def simple():
+    return aelab.load_model("mnist-simple", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return aelab.load_dataset()
+
+
+def test_similarity_pairs_default_to_the_tutorial_pairs(simple, mnist, tmp_path) -> None:
+    rows = aelab.similarity_pairs(simple, mnist, output=tmp_path / "sim.png")
+    assert [r["title"] for r in rows] == ["two 6s", "a 3 and an 8"]
+    assert all(-1 <= r["cos_code"] <= 1 for r in rows)
+    assert (tmp_path / "sim.png").stat().st_size > 0
+
+
+def test_similarity_pairs_of_a_named_pair(simple, mnist) -> None:
+    (row,) = aelab.similarity_pairs(simple, mnist, pair=(3, 3))
+    assert (row["index_a"], row["index_b"]) == (3, 3)
+    assert row["cos_original"] == pytest.approx(1.0) and row["cos_code"] == pytest.approx(1.0)
+    with pytest.raises(aelab.AelabError, match="out of range"):
+        aelab.similarity_pairs(simple, mnist, pair=(0, mnist.test.n))
+
+
+def test_interpolate_images_puts_the_originals_at_the_ends(simple, mnist, tmp_path) -> None:
+    walk = aelab.interpolate_images(simple, mnist, 0, 1, steps=4, output=tmp_path / "walk.png")
+    assert walk["row"].shape == (6, 28, 28)
+    np.testing.assert_allclose(walk["row"][0], mnist.test.images[0] / 255.0)
+    np.testing.assert_allclose(walk["row"][-1], mnist.test.images[1] / 255.0)
+    assert walk["titles"] == ["#0", "0.00", "0.33", "0.67", "1.00", "#1"]
+    assert (tmp_path / "walk.png").stat().st_size > 0
+    with pytest.raises(aelab.AelabError, match="out of range"):
+        aelab.interpolate_images(simple, mnist, 0, mnist.test.n)
+
+
+def test_tsne_map_takes_the_first_limit_test_images(simple, mnist, tmp_path) -> None:
+    points = aelab.tsne_map(simple, mnist, limit=100, output=tmp_path / "map.png")
+    assert points.shape == (100, 2)
+    assert (tmp_path / "map.png").stat().st_size > 0
+
+
+def test_sample_images_draws_from_a_vae(tmp_path) -> None:
+    vae = aelab.load_model("mnist-vae", device="cpu")
+    images = aelab.sample_images(vae, draw=5, seed=1, columns=3, output=tmp_path / "s.png")
+    assert images.shape == (5, 28, 28) and 0 <= images.min() and images.max() <= 1
+    np.testing.assert_array_equal(images, aelab.sample_images(vae, draw=5, seed=1))
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_sample_images_refuses_a_model_without_a_prior(simple) -> None:
+    with pytest.raises(aelab.AelabError, match="no prior"):
+        aelab.sample_images(simple, draw=2)
+
+
+@pytest.mark.parametrize("cached, coder, table, expected", [
+    (False, "range-ar", "checkpoint", "Learning the range-ar coder's predictor for 6 bits"),
+    (False, "range-ctx", "checkpoint", "Learning the range-ctx coder's predictor for 6 bits"),
+    (True, "range-ar", "checkpoint", None),
+    (False, "range-ar", "embedded", None),
+    (False, "range", "checkpoint", None),
+])
+def test_compress_notice_only_when_a_predictor_will_be_learned(monkeypatch, cached, coder, table, expected) -> None:
+    import aelab.api
+    monkeypatch.setattr(aelab.api, "has_cached_table", lambda *a, **k: cached)
+    notice = aelab.compress_notice("mnist-simple", bits=6, coder=coder, table=table)
+    assert notice == expected if expected is None else notice.startswith(expected)
+
+
+def test_decompress_notice_reads_the_files_header(monkeypatch, tmp_path) -> None:
+    import aelab.api
+    aez = tmp_path / "x.aez"
+    aelab.compress(aelab.load_dataset().test.images[:3], "mnist-codec", aez, 7, coder="range-ar")  # table shipped
+    assert aelab.decompress_notice(aez, "mnist-codec") is None
+    monkeypatch.setattr(aelab.api, "has_cached_table", lambda *a, **k: False)
+    assert aelab.decompress_notice(aez, "mnist-codec").startswith("Learning the range-ar coder's predictor for 7 bits")
+    (tmp_path / "junk.aez").write_bytes(b"not an aez file")
+    assert aelab.decompress_notice(tmp_path / "junk.aez", "mnist-codec") is None

@@ -3,17 +3,21 @@
 Everything the ``aelab`` command line does, for notebooks (names load on first use, so
 ``import aelab`` stays light):
 
-- data: ``load_dataset``, ``load_images``, ``save_dataset``, ``convert``, ``describe``,
+- data: ``load_dataset``, ``Dataset``, ``load_images``, ``save_dataset``, ``convert``, ``describe``,
   ``download_mnist``, ``read_codes``, ``write_codes``
 - train: ``TrainConfig``, ``RECIPES``, ``MODEL_NAMES``, ``train``, ``train_model`` (train, evaluate, save)
-- models: ``load_model``, ``list_pretrained``
+- models: ``load_model``, ``list_pretrained``, ``TrainedModel``
 - evaluate: ``evaluate_model``, ``evaluate``, ``knn_accuracy``
-- codes and images: ``input_images``, ``encode_images``, ``decode_codes``, ``reconstruct_images``
-- codec: ``compress``, ``decompress``, ``CODERS``, ``QUANTISERS``, ``DEFAULT_BITS``
+- codes and images: ``input_images``, ``encode_images``, ``decode_codes``, ``reconstruct_images``,
+  ``similarity_pairs``, ``tsne_map``
+- codec: ``compress``, ``decompress``, ``compress_notice``, ``decompress_notice``, ``CODERS``,
+  ``QUANTISERS``, ``DEFAULT_BITS``
 - compare: ``compare_models``
-- generate: ``denoise_images``, ``denoise``, ``sample``, ``interpolate``
+- generate: ``denoise_images``, ``sample_images``, ``interpolate_images``, and on a bare model
+  ``denoise``, ``sample``, ``interpolate``
 - tutorial: ``run_tutorial``
 - benchmark: ``run_benchmark``
+- errors: ``AelabError``, the base of every error aelab raises for bad input or options
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ _WHERE = {
     "load_dataset": "aelab.data", "load_images": "aelab.data", "save_dataset": "aelab.data",
     "convert": "aelab.data", "describe": "aelab.data", "download_mnist": "aelab.data",
     "Dataset": "aelab.data", "read_codes": "aelab.data.codes", "write_codes": "aelab.data.codes",
-    "TrainConfig": "aelab.training.loop", "RECIPES": "aelab.training.loop", "train": "aelab.training.loop",
+    "TrainConfig": "aelab.training", "RECIPES": "aelab.training", "train": "aelab.training",
     "MODEL_NAMES": "aelab.api", "train_model": "aelab.api", "TrainedModel": "aelab.api",
     "load_model": "aelab.api", "list_pretrained": "aelab.models.zoo",
     "evaluate": "aelab.evaluation.evaluate", "knn_accuracy": "aelab.evaluation.evaluate",
@@ -33,7 +37,10 @@ _WHERE = {
     "reconstruct_images": "aelab.api",
     "compress": "aelab.api", "decompress": "aelab.api",
     "CODERS": "aelab.api", "QUANTISERS": "aelab.api", "DEFAULT_BITS": "aelab.api",
+    "compress_notice": "aelab.api", "decompress_notice": "aelab.api",
     "compare_models": "aelab.api", "evaluate_model": "aelab.api", "denoise_images": "aelab.api",
+    "similarity_pairs": "aelab.api", "tsne_map": "aelab.api",
+    "sample_images": "aelab.api", "interpolate_images": "aelab.api",
     "denoise": "aelab.evaluation.generate", "sample": "aelab.evaluation.generate",
     "interpolate": "aelab.evaluation.generate",
     "run_tutorial": "aelab.tutorial.run", "run_benchmark": "aelab.evaluation.bench",
