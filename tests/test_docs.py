@@ -1,4 +1,4 @@
-"""Fast checks of the user docs: length, links, set-up commands, no commit hashes."""
+"""Fast checks of the user docs: length, links, set-up commands, no commit hashes, the Python example runs."""
 import re
 from pathlib import Path
 
@@ -32,3 +32,14 @@ def test_setup_commands():
 def test_no_commit_hashes():
     for line in README.read_text().splitlines():
         assert not re.search(r"\b[0-9a-f]{7,40}\b", line), line
+
+
+def test_readme_python_api_block_runs(tmp_path, monkeypatch):
+    """The README's Python example, with a tiny training run and without the full tutorial."""
+    block = re.search(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
+    assert "sweeps=5" in block and "run_tutorial(" in block
+    tiny = block.replace("sweeps=5", "sweeps=0.02")
+    tiny = "\n".join(line for line in tiny.splitlines() if "run_tutorial(" not in line)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(tiny, "README.md", "exec"), {})
+    assert (tmp_path / "my-model" / "model.safetensors").is_file() and (tmp_path / "digits.aez").is_file()
