@@ -38,9 +38,13 @@ from .codec.api import PREDICTIVE_CODERS, compress, decompress, has_cached_table
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
 GRID_IMAGES = 50
+COMPARE_MODELS = DEFAULT_MODELS
+COMPARE_SWEEPS, QUICK_SWEEPS = 10.0, 1.0         # sweeps per model in `aelab compare`, without and with --quick
+COMPARE_TSNE_LIMIT, QUICK_TSNE_LIMIT = 1000, 200  # test images in its t-SNE maps
 
 __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
-           "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "GRID_NAME", "PNG_PREFIX",
+           "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "COMPARE_MODELS", "COMPARE_SWEEPS", "QUICK_SWEEPS",
+           "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT", "GRID_NAME", "PNG_PREFIX",
            "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
@@ -168,13 +172,14 @@ def compare_models(specs: tuple[str, ...] | None = None, *, data: str | Path | N
                    pca: bool = True, tsne_limit: int | None = None, seed: int = 0, device: str = "auto",
                    output: str | Path | None = None, log: Log = None) -> dict:
     """Train or load models and measure them all the same way; writes quality.md/.json/.png to ``output``."""
-    entries = entries_from(DEFAULT_MODELS if specs is None else specs, recipe=recipe,
-                           sweeps=sweeps or (1.0 if quick else 10.0), seed=seed, device=str(resolve_device(device)))
+    entries = entries_from(COMPARE_MODELS if specs is None else specs, recipe=recipe,
+                           sweeps=sweeps or (QUICK_SWEEPS if quick else COMPARE_SWEEPS), seed=seed,
+                           device=str(resolve_device(device)))
     dataset = load_dataset(data)
     if quick:
         dataset = quick_subset(dataset)
     result = run_comparison(dataset, entries, pca=pca, seed=seed,
-                            tsne_samples=tsne_limit or (200 if quick else 1000), log=log)
+                            tsne_samples=tsne_limit or (QUICK_TSNE_LIMIT if quick else COMPARE_TSNE_LIMIT), log=log)
     if output is not None:
         result["paths"] = write_results(result, output)
     return result

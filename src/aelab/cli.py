@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_sweeps(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--tsne-limit", dest="tsne_limit", type=_non_negative_int, default=1000, metavar="N",
                    help="test images in the t-SNE map; 0 skips it (default: %(default)s)")
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _non_negative_int)
@@ -134,37 +134,37 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an autoencoder and write DIR/model.safetensors and DIR/config.json.")
     p.add_argument("--model", default="simple", help=f"model: {', '.join(api.MODEL_NAMES)} (default: simple)")
     _add_sweeps(p)
-    p.add_argument("--code-size", type=_positive_int, default=32, metavar="N", help="code length (default: 32)")
-    p.add_argument("--recipe", default="tutorial",
-                   help=f"training recipe: {', '.join(api.RECIPES)} (default: tutorial = CNTK's FSAdaGrad, "
-                        "lr 3e-5 per sample, minibatch 64)")
+    p.add_argument("--code-size", type=_positive_int, default=32, metavar="N", help="code length (default: %(default)s)")
+    tutorial = api.RECIPES["tutorial"]
+    p.add_argument("--recipe", default=tutorial.name,
+                   help=f"training recipe: {', '.join(api.RECIPES)} (default: %(default)s, CNTK's FSAdaGrad at "
+                        f"lr {tutorial.lr:g} per sample, minibatch {tutorial.minibatch_size})")
     p.add_argument("--minibatch-size", type=_positive_int, default=None, metavar="N",
                    help="override the recipe's minibatch size")
     p.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2,...",
                    help="dense hidden widths of the encoder, mirrored by the decoder ('none': no hidden layer; "
                         "default: the model's)")
     p.add_argument("--channels", type=_int_list, default=None, metavar="C1,C2,...",
-                   help="channels of the stride-2 convolution stages (conv; also sparse and vae; default: the "
-                        "model's, 32,64 for conv)")
+                   help="channels of the stride-2 convolution stages (conv; also sparse and vae; default: the model's)")
     p.add_argument("--conv-depth", type=_positive_int, default=None, metavar="N",
                    help="3x3 convolutions per stage, the first with stride 2 (default: the model's)")
     p.add_argument("--activation", choices=("relu", "silu"), default=None,
-                   help="nonlinearity of conv, sparse and vae models (default: relu)")
+                   help="nonlinearity of conv, sparse and vae models (default: the model's)")
     p.add_argument("--sparsity", type=_non_negative_float, default=None, metavar="W",
                    help="sparse model: weight of the L1 penalty on the code, per image, in the units of the "
-                        "summed BCE (default: 0.01)")
+                        "summed BCE (default: the model's)")
     p.add_argument("--beta", type=_positive_float, default=None, metavar="B",
-                   help="vae model: weight of the KL term (default: 1)")
+                   help="vae model: weight of the KL term (default: the model's)")
     p.add_argument("--noise", default=None, metavar="SPEC",
                    help="train a denoiser: corrupt the inputs (targets stay clean) with gaussian:SIGMA, "
                         "masking:P or salt-pepper:P, e.g. gaussian:0.5")
     _add_data(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--out", default="aelab-model", metavar="DIR", help="checkpoint folder (default: ./aelab-model)")
     p.add_argument("--checkpoint-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
                    help="save the run's state to DIR/resume.safetensors this often, so that a crash loses "
-                        "at most this much work; 0: only on Ctrl-C (default: 30)")
+                        "at most this much work; 0: only on Ctrl-C (default: %(default)g)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
                    help="test images in the map (default: %(default)s)")
     _add_alias(p, "--samples", "--limit", "limit", _positive_int)
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
 
     p = sub.add_parser("compress", help="images to one .aez file of quantised, entropy-coded codes",
@@ -254,14 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "coder on what an autoregressive predictor of each component from the earlier ones leaves "
                         "(--table checkpoint only; its table is learned once per bit depth and cached); range-ctx: "
                         "as range-ar with a wider predictor that also picks a probability table per component "
-                        "(fewest bytes, slower; README has the measurements)")
+                        "(fewest bytes, slower; docs/codec.md has the measurements)")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, to learn the probability model when the checkpoint folder has "
                         "none cached (default: the bundled MNIST, if the model was trained on it)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the encoder's arithmetic: fp32 (default) or bf16, more than twice as fast for "
-                        "convolutional models on CPUs with bfloat16 units (AMX, AVX512-BF16); a few code numbers "
-                        "land in a neighbouring quantiser bin, the PSNR stays the same")
+                   help="the encoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
+                        "with bfloat16 units (AMX, AVX512-BF16); a few code numbers land in a neighbouring "
+                        "quantiser bin, the PSNR stays the same")
 
     p = sub.add_parser("decompress", help="an .aez file back to images (PNG folder, IDX or .npz)",
                        description="Decode an .aez file written by `aelab compress`, with the same model.")
@@ -273,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, when the checkpoint folder has no cached probability model")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the decoder's arithmetic: fp32 (default) or bf16, about twice as fast for "
-                        "convolutional models on CPUs with bfloat16 units; pixels a few grey levels at most from "
-                        "fp32's; either decodes a file compressed with either")
+                   help="the decoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
+                        "with bfloat16 units; pixels a few grey levels at most from fp32's; either decodes a "
+                        "file compressed with either")
 
     p = sub.add_parser("bench", help="training and inference throughput, side by side with a typical PyTorch loop",
                        description="Measure, in one run on the bundled MNIST: a typical PyTorch training loop, "
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gaussian:SIGMA, masking:P or salt-pepper:P (default: the noise the model was trained with)")
     _add_data(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="seed of the noise (default: 0)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="only the first N test images (default: all)")
     p.add_argument("--draw", type=_non_negative_int, default=10, metavar="N",
@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--draw", type=_positive_int, default=64, metavar="N", help="images to draw (default: %(default)s)")
     _add_alias(p, "-n", "--draw", "draw", _positive_int)
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: 8)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
 
     p = sub.add_parser("interpolate", help="walk the code space between two test images",
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", type=_non_negative_int, metavar="A", help="index of the first test image")
     p.add_argument("b", type=_non_negative_int, metavar="B", help="index of the second test image")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N",
-                   help="decoded codes, both ends included (default: 10)")
+                   help="decoded codes, both ends included (default: %(default)s)")
     _add_data(p)
     _add_device(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
@@ -332,20 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with a PCA baseline. Writes DIR/quality.md, .json and .png.")
     p.add_argument("--models", default=None,
                    help="comma-separated: model kinds to train (KIND or KIND@NOISE for a denoiser), checkpoint "
-                        "folders or shipped names (default: simple,deep,dense,conv,sparse,vae,dense@gaussian:0.5)")
+                        f"folders or shipped names (default: {','.join(api.COMPARE_MODELS)})")
     p.add_argument("--recipe", default=api.COMPARE_RECIPE,
                    help=f"training recipe: {', '.join(api.RECIPES)} (default: %(default)s)")
     p.add_argument("--sweeps", type=_positive_float, default=None, metavar="N",
-                   help="sweeps per model (default: 10; 1 with --quick)")
+                   help=f"sweeps per model (default: {api.COMPARE_SWEEPS:g}; {api.QUICK_SWEEPS:g} with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a small subset of the data, for a quick check")
     p.add_argument("--no-pca", dest="pca", action="store_false", help="leave out the PCA baseline")
     p.add_argument("--tsne-limit", dest="tsne_limit", type=_positive_int, default=None, metavar="N",
-                   help="test images in the t-SNE map (default: fewer with --quick)")
+                   help=f"test images in the t-SNE map (default: {api.COMPARE_TSNE_LIMIT}; {api.QUICK_TSNE_LIMIT} with --quick)")
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _positive_int)
     _add_data(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", default="aelab-compare", metavar="DIR",
                    help="folder for quality.md, quality.json and quality.png (default: ./aelab-compare)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
