@@ -8,8 +8,10 @@ core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
 ``aelab.version``.
 """
 from .ctf import iter_ctf, read_ctf, write_ctf
-from .datasets import (Dataset, Split, convert, describe, format_description, load_dataset,
-                       load_images, save_dataset)
+from .dataset_types import Dataset, Split
+from .datasets import load_dataset, load_images
+from .describe import describe, format_description
+from .saving import convert, save_dataset
 from .download import DEFAULT_MIRRORS, download_mnist
 from .idx import read_idx, write_idx
 
