@@ -25,9 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
+from .folders import list_images
+from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset
+from .tables import TABLE_SUFFIXES
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
 
 __all__ = ["Split", "Dataset", "load_dataset", "load_images", "BUNDLED_NAME"]
@@ -44,30 +47,52 @@ IDX_FILES = {
 }
 _ACCEPTED_SOURCES = ("a folder with the four MNIST IDX files (train-images-idx3-ubyte, ...; .gz or not), "
                      "a folder with Train-*_cntk_text.txt and Test-*_cntk_text.txt, "
-                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files")
+                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files, "
+                     "a folder of images (PNG, JPEG, WebP, BMP, TIFF) or a table (.npy, .csv, .tsv, .parquet)")
 
 
 # --- load_dataset ---------------------------------------------------------------
 
-def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float = 0.1, seed: int = 0,
+                 label_column: str | int | None = None, channels: str | None = None,
+                 resize: str | tuple[int, int] | None = None, crop: bool = False, skip_bad: bool = False,
+                 scale: str | None = None) -> Dataset:
     """Load a train/test dataset.
 
     ``path`` may be ``None`` (or ``"mnist"`` when no such file exists) for the
     bundled MNIST, checked against its SHA256SUMS; a folder holding the four
     MNIST IDX files (each optionally ``.gz``); a folder holding the tutorial's
     ``Train-HxW_cntk_text.txt`` and ``Test-HxW_cntk_text.txt``; a ``.npz`` with
-    ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test``; or a string
-    ``"TRAIN,TEST"`` naming two CTF files. Raises :class:`DataError` for
-    anything missing, damaged or inconsistent.
+    ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test`` (uint8 grey
+    or colour images, or any numbers as a table), or with one array; a string
+    ``"TRAIN,TEST"`` naming two CTF files; a folder of images (see
+    :mod:`aelab.data.folders`: ``train/``+``test/``, class folders or flat); or
+    a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``).
+
+    A source without a test split gets one: ``test_fraction`` of the samples,
+    drawn with ``seed``, stratified by label when possible; ``Dataset.source``
+    records how. ``label_column`` (name or index) picks a table's labels;
+    ``channels`` ('grayscale'/'rgb'), ``resize`` ("HxW"), ``crop`` and
+    ``skip_bad`` apply to image folders; ``scale`` ('standard', 'minmax',
+    'none'; default: 'none' for data in [0, 1], else 'standard') to tables.
+    Raises :class:`DataError` for anything missing, damaged or inconsistent.
     """
+    channels, size = checked_options(channels, resize, scale)
+    if label_column is not None and (path is None or not Path(path).is_file()
+                                     or Path(path).suffix.lower() not in TABLE_SUFFIXES):
+        raise OptionError("label_column applies to tables only (.npy, .csv, .tsv, .parquet)",
+                          hint="image folders take their labels from class folders")
     if path is None:
         return _load_bundled()
     p = Path(path)
+    split = {"test_fraction": test_fraction, "seed": seed}
     if p.is_dir():
-        return _load_folder(p)
+        return _load_folder(p, dict(split, channels=channels, resize=size, crop=crop, skip_bad=skip_bad))
     if p.is_file():
+        if p.suffix.lower() in TABLE_SUFFIXES:
+            return load_table_dataset(p, label_column=label_column, scale=scale, **split)
         if _is_npz(p):
-            return _load_npz_dataset(p)
+            return _load_npz_dataset(p, dict(split, scale=scale))
         raise DataError("a single file is not a train/test dataset", path=p,
                         hint=f"pass {_ACCEPTED_SOURCES}")
     text = os.fspath(path)
@@ -124,7 +149,7 @@ def _read_sha256sums(folder: Any) -> dict[str, str]:
     return sums
 
 
-def _load_folder(folder: Path) -> Dataset:
+def _load_folder(folder: Path, options: dict) -> Dataset:
     idx_paths = {role: _find_idx_file(folder, stem) for role, stem in IDX_FILES.items()}
     if any(idx_paths.values()):
         missing = [stem for role, stem in IDX_FILES.items() if idx_paths[role] is None]
@@ -136,6 +161,8 @@ def _load_folder(folder: Path) -> Dataset:
     train_ctf, test_ctf = _find_ctf_file(folder, "Train"), _find_ctf_file(folder, "Test")
     if train_ctf and test_ctf:
         return _load_ctf_splits(_folder_name(folder), train_ctf, test_ctf)
+    if list_images(folder):
+        return load_folder_dataset(folder, **options)
     raise DataError(f"no dataset files found; the folder holds: {_listing(folder)}", path=folder,
                     hint=f"pass {_ACCEPTED_SOURCES}")
 
@@ -265,8 +292,10 @@ def _npz_keys(path: Path) -> list[str]:
                         hint="save it with numpy.savez or numpy.savez_compressed") from e
 
 
-def _load_npz_dataset(path: Path) -> Dataset:
+def _load_npz_dataset(path: Path, options: dict) -> Dataset:
     arrays, digest = _read_npz(path)
+    if not _is_grey_npz(arrays):
+        return load_array_dataset(path, digest, arrays, **options)
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
         raise DataError(f"missing array(s) {', '.join(missing)}; the file has: "
@@ -278,6 +307,14 @@ def _load_npz_dataset(path: Path) -> Dataset:
         labels = _checked_npz_labels(arrays.get(f"y_{split}"), len(images), path, f"y_{split}", f"x_{split}")
         splits[split] = Split(images, labels)
     return _make_dataset(path.stem, splits["train"], splits["test"], {path.name: digest}, str(path))
+
+
+def _is_grey_npz(arrays: dict[str, np.ndarray]) -> bool:
+    """Today's layout: x_train (and x_test, when present) uint8 (n, h, w); or no x_train at all
+    with several arrays, which keeps today's error about what is missing."""
+    if "x_train" not in arrays:
+        return len(arrays) != 1
+    return all(arrays[k].dtype == np.uint8 and arrays[k].ndim == 3 for k in ("x_train", "x_test") if k in arrays)
 
 
 def _checked_npz_images(images: np.ndarray, path: Path, key: str) -> np.ndarray:

@@ -1,0 +1,205 @@
+"""Folders of images: the three layouts, parallel decoding, one size, one channel count.
+
+Layouts: ``train/`` and ``test/`` subfolders (each flat or with class folders);
+class folders ``DIR/<class>/...`` (labels are the sorted folder names); or a
+flat folder (no labels). Files are found recursively and read in sorted order
+of their relative paths; hidden files and other extensions are ignored.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .folder_cache import cache_key, load_cached, save_cached
+from .pictures import IMAGE_FILE_SUFFIXES, decode
+
+__all__ = ["FolderImages", "read_image_folder", "list_images", "decode_all"]
+
+PARALLEL_FROM = 64  # fewer files than this decode in the calling thread: a pool would cost more
+CHUNK = 256
+
+
+@dataclass
+class FolderImages:
+    images: np.ndarray                  # uint8 (n, h, w) or (n, h, w, 3)
+    labels: np.ndarray | None
+    class_names: list[str] | None
+    in_test: np.ndarray | None          # bool (n,) for the train/test layout, else None
+    sha256: str
+    skipped: list[str] = field(default_factory=list)
+    conversions: dict[str, int] = field(default_factory=dict)
+    cached: bool = False
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under ``folder``, recursively, sorted by relative path; hidden ones skipped."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root, f) for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_FILE_SUFFIXES]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _labels_of(paths: list[Path], base: Path) -> list[str] | None:
+    """The class folder of each file, or None when any file lies at the top of ``base``."""
+    parts = [p.relative_to(base).parts for p in paths]
+    if not parts or any(len(q) < 2 for q in parts):
+        return None
+    return [q[0] for q in parts]
+
+
+def _layout(folder: Path) -> tuple[list[Path], list[str] | None, np.ndarray | None]:
+    """All files, their class names (or None) and which are test files (or None)."""
+    train_dir, test_dir = folder / "train", folder / "test"
+    if train_dir.is_dir() and test_dir.is_dir():
+        train, test = list_images(train_dir), list_images(test_dir)
+        if not train or not test:
+            empty = train_dir if not train else test_dir
+            raise DataError("holds no images", path=empty,
+                            hint="both train/ and test/ need images (PNG, JPEG, WebP, BMP, TIFF)")
+        train_classes, test_classes = _labels_of(train, train_dir), _labels_of(test, test_dir)
+        classes = train_classes + test_classes if train_classes and test_classes else None
+        in_test = np.r_[np.zeros(len(train), bool), np.ones(len(test), bool)]
+        return train + test, classes, in_test
+    paths = list_images(folder)
+    return paths, _labels_of(paths, folder), None
+
+
+def read_image_folder(folder: Path, *, channels: str | None = None, resize: tuple[int, int] | None = None,
+                      crop: bool = False, skip_bad: bool = False, use_cache: bool = True,
+                      executor: str = "thread", workers: int | None = None) -> FolderImages:
+    """Decode every image of ``folder`` (cached; see :mod:`aelab.data.folder_cache`)."""
+    paths, classes, in_test = _layout(folder)
+    if not paths:
+        raise DataError(f"holds no images; found: {_some_names(folder)}", path=folder,
+                        hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
+    options = {"channels": channels, "resize": list(resize) if resize else None, "crop": bool(crop),
+               "skip_bad": bool(skip_bad)}
+    key = cache_key(folder, paths, options) if use_cache else None
+    if key is not None:
+        hit = load_cached(key)
+        if hit is not None:
+            images, meta = hit
+            return _assemble(images, meta, classes, in_test, cached=True)
+    crop_to = _crop_size(paths, resize) if crop else None
+    decoded = decode_all(paths, channels, resize, crop_to, skip_bad, executor, workers)
+    images, meta = _stack(decoded, paths, folder, channels)
+    if key is not None:
+        save_cached(key, images, meta)
+    return _assemble(images, meta, classes, in_test, cached=False)
+
+
+def _some_names(folder: Path, limit: int = 8) -> str:
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError as e:
+        return f"(cannot list: {e.strerror or e})"
+    if not names:
+        return "nothing (the folder is empty)"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _crop_size(paths: list[Path], resize: tuple[int, int] | None) -> tuple[int, int]:
+    if resize is not None:
+        return resize
+    from PIL import Image
+
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as picture:
+                sizes.append(picture.size[::-1])
+        except Exception:  # unreadable files are reported by the decode pass
+            continue
+    if not sizes:
+        raise DataError("no readable image to crop", path=paths[0].parent)
+    return min(h for h, _ in sizes), min(w for _, w in sizes)
+
+
+Decoded = tuple[np.ndarray | None, str, str, str | None]  # pixels, rule, sha256, error
+
+
+def _decode_chunk(paths: list[Path], channels, resize, crop_to, max_pixels) -> list[Decoded]:
+    out: list[Decoded] = []
+    for path in paths:
+        try:
+            out.append((*decode(path, channels, resize, crop_to, max_pixels), None))
+        except DataError as e:
+            out.append((None, "", "", str(e)))
+    return out
+
+
+def decode_all(paths: list[Path], channels: str | None, resize: tuple[int, int] | None,
+               crop_to: tuple[int, int] | None, skip_bad: bool, executor: str = "thread",
+               workers: int | None = None) -> list[Decoded]:
+    """Decode ``paths`` in order, with a pool of ``executor`` ('thread', 'process' or 'serial')."""
+    from PIL import Image
+
+    max_pixels = Image.MAX_IMAGE_PIXELS  # passed on: a process pool does not share the setting
+    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    if executor == "serial" or len(paths) < PARALLEL_FROM:
+        results = [_decode_chunk(c, channels, resize, crop_to, max_pixels) for c in chunks]
+    else:
+        pool_type = (concurrent.futures.ProcessPoolExecutor if executor == "process"
+                     else concurrent.futures.ThreadPoolExecutor)
+        with pool_type(max_workers=workers or os.cpu_count() or 1) as pool:
+            results = list(pool.map(_decode_chunk, chunks, *([x] * len(chunks) for x in
+                                                             (channels, resize, crop_to, max_pixels))))
+    decoded = [d for chunk in results for d in chunk]
+    if not skip_bad:
+        for item in decoded:
+            if item[3] is not None:
+                raise DataError(item[3])
+    return decoded
+
+
+def _stack(decoded: list[Decoded], paths: list[Path], folder: Path,
+           channels: str | None) -> tuple[np.ndarray, dict]:
+    keep = [i for i, d in enumerate(decoded) if d[0] is not None]
+    skipped = [paths[i].relative_to(folder).as_posix() for i, d in enumerate(decoded) if d[0] is None]
+    if not keep:
+        raise DataError(f"none of the {len(paths)} images is readable", path=folder,
+                        hint="the files are corrupt or not images")
+    pixels = [decoded[i][0] for i in keep]
+    conversions = Counter(rule for _, rule, _, _ in (decoded[i] for i in keep) if rule)
+    if channels is None and len({p.ndim for p in pixels}) > 1:
+        grey = sum(p.ndim == 2 for p in pixels)
+        pixels = [np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in pixels]
+        conversions["mixed grey and colour: grey repeated to RGB"] += grey
+    _check_one_size(pixels, [paths[i] for i in keep], folder)
+    images = np.stack(pixels)
+    digest = hashlib.sha256("".join(decoded[i][2] for i in keep).encode("ascii")).hexdigest()
+    meta = {"kept": keep, "skipped": skipped, "sha256": digest, "conversions": dict(conversions),
+            "shape": list(images.shape)}
+    return images, meta
+
+
+def _check_one_size(pixels: list[np.ndarray], paths: list[Path], folder: Path) -> None:
+    sizes = Counter(p.shape[:2] for p in pixels)
+    if len(sizes) == 1:
+        return
+    listed = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common(8))
+    odd = next(path for p, path in zip(pixels, paths) if p.shape[:2] != sizes.most_common(1)[0][0])
+    raise DataError(f"images differ in size: {listed} (h x w, count); e.g. {odd.relative_to(folder)}",
+                    path=folder, hint="pass --resize HxW (antialiased) or --crop (centre crop to the "
+                                      "smallest size, or to --resize)")
+
+
+def _assemble(images: np.ndarray, meta: dict, classes: list[str] | None, in_test: np.ndarray | None,
+              cached: bool) -> FolderImages:
+    keep = np.asarray(meta["kept"], dtype=np.int64)
+    labels = class_names = None
+    if classes is not None:
+        class_names = sorted(set(classes))
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = np.asarray([index[classes[i]] for i in keep], dtype=np.int64)
+    return FolderImages(images, labels, class_names, None if in_test is None else in_test[keep],
+                        meta["sha256"], list(meta["skipped"]), dict(meta["conversions"]), cached)
