@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from .dataset_types import Dataset, Split, combined_digest
-from .datasets import (IDX_FILES, _find_ctf_file, _find_idx_file, _folder_name, _idx_format, _idx_images,
+from .datasets import (_folder_name, _idx_format, _idx_images,
                        _is_npz, _load_single, _npz_keys, _sniff, load_dataset)
 from .idx import read_idx_with_digest
+from .tables import TABLE_SUFFIXES
 
 __all__ = ["describe", "format_description", "pixel_mean_std"]
 
@@ -30,13 +31,11 @@ def describe(path: str | os.PathLike | None) -> dict:
 
 
 def _is_single_source(path: Path) -> bool:
-    if path.is_dir():
-        return not (any(_find_idx_file(path, s) for s in IDX_FILES.values())
-                    or (_find_ctf_file(path, "Train") and _find_ctf_file(path, "Test")))
-    if not path.is_file():
-        return False  # None, 'mnist' or 'TRAIN,TEST': let load_dataset decide
+    if path.is_dir() or not path.is_file() or path.suffix.lower() in TABLE_SUFFIXES:
+        return False  # None, 'mnist', 'TRAIN,TEST', folders and tables: let load_dataset decide
     if _is_npz(path):
-        return "x_train" not in _npz_keys(path)
+        keys = _npz_keys(path)
+        return "x_train" not in keys and ("images" in keys or "x_test" in keys)
     return True
 
 
@@ -44,12 +43,19 @@ def _describe_dataset(path: str | os.PathLike | None) -> dict:
     dataset = load_dataset(path)
     source = "bundled MNIST" if path is None else os.fspath(path)
     splits = {"train": dataset.train, "test": dataset.test}
-    return _description(dataset.name, source, _dataset_format(path, dataset), splits,
-                        dataset.num_classes, dataset.files, dataset.sha256)
+    d = _description(dataset.name, source, _dataset_format(path, dataset), splits,
+                     dataset.num_classes, dataset.files, dataset.sha256)
+    d.update(kind=dataset.kind, input_shape=list(dataset.input_shape), channels=dataset.channels,
+             classes=dataset.class_names, split=dataset.source.get("split"),
+             skipped=dataset.source.get("skipped_count", 0), conversions=dataset.source.get("conversions"),
+             scaling=(dataset.source.get("scaler") or {}).get("method"), loss=dataset.source.get("loss"))
+    return d
 
 
 def _dataset_format(path: str | os.PathLike | None, dataset: Dataset) -> str:
     names = list(dataset.files)
+    if dataset.source.get("format"):
+        return dataset.source["format"]
     if path is None:
         return "idx.gz (bundled)"
     if any(n.endswith(".npz") for n in names):
@@ -88,13 +94,15 @@ def _describe_idx_array(path: Path, array: np.ndarray, digest: str) -> dict:
 def _description(name: str, source: str, fmt: str, splits: dict[str, Split], num_classes: int,
                  files: dict[str, str], sha256: str) -> dict:
     first = next(iter(splits.values()))
-    mean, std = pixel_mean_std(first.images)
+    is_table = first.images.ndim == 2
+    mean, std = (None, None) if is_table else pixel_mean_std(first.images)
     return {
         "name": name,
         "source": source,
         "format": fmt,
+        "kind": "table" if is_table else "images",
         "splits": {key: _split_facts(split, num_classes) for key, split in splits.items()},
-        "image_shape": list(first.images.shape[1:]),
+        "image_shape": None if is_table else list(first.images.shape[1:3]),
         "input_dim": int(np.prod(first.images.shape[1:])),
         "dtype": str(first.images.dtype),
         "num_classes": num_classes,
@@ -137,10 +145,18 @@ def format_description(d: dict) -> str:
     ]
     if d.get("image_shape"):
         h, w = d["image_shape"]
-        rows.append(("images", f"{h} x {w} {d['dtype']} ({d['input_dim']} inputs)"))
+        colour = ", 3 channels (RGB)" if d.get("channels") == 3 else ""
+        rows.append(("images", f"{h} x {w} {d['dtype']}{colour} ({d['input_dim']} inputs)"))
+    elif d.get("kind") == "table":
+        rows.append(("table", f"{d['input_dim']} columns, float32; scaling {d.get('scaling')}, "
+                              f"suggested loss {d.get('loss')}"))
     else:
         rows.append(("dtype", d["dtype"]))
-    rows.append(("classes", str(d["num_classes"]) if d["num_classes"] else "none (unlabeled)"))
+    classes = str(d["num_classes"]) if d["num_classes"] else "none (unlabeled)"
+    if d.get("classes"):
+        classes += ": " + ", ".join(d["classes"][:16]) + (" ..." if len(d["classes"]) > 16 else "")
+    rows.append(("classes", classes))
+    rows += _source_rows(d)
     for key, split in d["splits"].items():
         text = f"{split['count']} samples"
         if split["label_counts"] is not None:
@@ -154,6 +170,22 @@ def format_description(d: dict) -> str:
         rows.append(("", f"{digest} {name} (content)"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+
+
+def _source_rows(d: dict) -> list[tuple[str, str]]:
+    rows = []
+    split = d.get("split")
+    if split and split.get("method") == "fraction":
+        rows.append(("split", f"test = {split['test_fraction']:g} of the samples, seed {split['seed']}, "
+                              f"{'stratified' if split['stratified'] else 'not stratified'} "
+                              f"(test rows sha256 {split['test_indices_sha256'][:16]})"))
+    elif split:
+        rows.append(("split", "train and test given by the source"))
+    if d.get("skipped"):
+        rows.append(("skipped", f"{d['skipped']} unreadable file(s)"))
+    for rule, count in (d.get("conversions") or {}).items():
+        rows.append(("converted", f"{count} image(s): {rule}"))
+    return rows
 
 
 def _short_list(values: list[int], limit: int = 16) -> str:

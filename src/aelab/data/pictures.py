@@ -63,7 +63,10 @@ def decode(path: Path, channels: str | None, resize: tuple[int, int] | None,
             picture.load()
             pixels, rule = _to_channels(picture, channels)
             pixels = _fit(pixels, resize, crop, path)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise DataError(f"is past Pillow's decompression-bomb limit ({_first_line(e)})", path=path,
+                        hint="shrink it first, or drop it (skip_bad)") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({_first_line(e)})", path=path,
                         hint="the file is corrupt or truncated; replace it, or pass skip_bad") from e
     return pixels, rule, hashlib.sha256(data).hexdigest()
