@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
-from .folders import list_images
+from .folders import has_images
 from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset
 from .tables import TABLE_SUFFIXES
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
@@ -161,7 +161,7 @@ def _load_folder(folder: Path, options: dict) -> Dataset:
     train_ctf, test_ctf = _find_ctf_file(folder, "Train"), _find_ctf_file(folder, "Test")
     if train_ctf and test_ctf:
         return _load_ctf_splits(_folder_name(folder), train_ctf, test_ctf)
-    if list_images(folder):
+    if has_images(folder):
         return load_folder_dataset(folder, **options)
     raise DataError(f"no dataset files found; the folder holds: {_listing(folder)}", path=folder,
                     hint=f"pass {_ACCEPTED_SOURCES}")

@@ -28,13 +28,13 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "aelab" / "folders"
 
 
-def cache_key(folder: Path, paths: list[Path], options: dict) -> str | None:
+def cache_key(folder: Path, names: list[str], options: dict) -> str | None:
     """The entry's name, or None when a file cannot be listed (then nothing is cached)."""
     h = hashlib.sha256(json.dumps({"version": VERSION, "options": options}, sort_keys=True).encode())
     try:
-        for path in paths:
-            st = path.stat()
-            h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for name in names:
+            st = os.stat(os.path.join(folder, name))
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     except OSError:
         return None
     return h.hexdigest()

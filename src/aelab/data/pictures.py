@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def decode(path: Path, channels: str | None, resize: tuple[int, int] | None,
+def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | None,
            crop: tuple[int, int] | None, max_pixels: int | None) -> tuple[np.ndarray, str, str]:
     """``(pixels uint8 (h, w) or (h, w, 3), the rule applied or '', SHA-256 of the file)``.
 
@@ -47,14 +48,16 @@ def decode(path: Path, channels: str | None, resize: tuple[int, int] | None,
     from PIL import Image, UnidentifiedImageError
 
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror or e})", path=path) from e
-    expected = IMAGE_FILE_SUFFIXES.get(path.suffix.lower())
+    suffix = os.path.splitext(path)[1]
+    expected = IMAGE_FILE_SUFFIXES.get(suffix.lower())
     try:
         with Image.open(io.BytesIO(data)) as picture:
             if expected and picture.format != expected:
-                raise DataError(f"is named {path.suffix} but holds {picture.format or 'unknown'} data",
+                raise DataError(f"is named {suffix} but holds {picture.format or 'unknown'} data",
                                 path=path, hint="rename it to its real type, or convert it")
             w, h = picture.size
             if max_pixels and w * h > max_pixels:
@@ -100,7 +103,7 @@ def _to_channels(picture, channels: str | None) -> tuple[np.ndarray, str]:
 
 
 def _fit(pixels: np.ndarray, resize: tuple[int, int] | None, crop: tuple[int, int] | None,
-         path: Path) -> np.ndarray:
+         path: str | Path) -> np.ndarray:
     from PIL import Image
 
     if resize is not None and pixels.shape[:2] != resize:
