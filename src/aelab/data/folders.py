@@ -97,7 +97,7 @@ def read_image_folder(folder: Path, *, channels: str | None = None, resize: tupl
     names, classes, in_test = _layout(folder)
     paths = [os.path.join(folder, name) for name in names]
     if not paths:
-        raise DataError(f"holds no images; found: {_some_names(folder)}", path=folder,
+        raise DataError("holds no images", path=folder,
                         hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
     options = {"channels": channels, "resize": list(resize) if resize else None, "crop": bool(crop),
                "skip_bad": bool(skip_bad)}
@@ -113,16 +113,6 @@ def read_image_folder(folder: Path, *, channels: str | None = None, resize: tupl
     if key is not None:
         save_cached(key, images, meta)
     return _assemble(images, meta, classes, in_test, cached=False)
-
-
-def _some_names(folder: Path, limit: int = 8) -> str:
-    try:
-        names = sorted(p.name for p in folder.iterdir())
-    except OSError as e:
-        return f"(cannot list: {e.strerror or e})"
-    if not names:
-        return "nothing (the folder is empty)"
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _crop_size(paths: list[str], resize: tuple[int, int] | None) -> tuple[int, int]:
