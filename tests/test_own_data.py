@@ -269,6 +269,9 @@ def test_options_are_checked(tmp_path):
         load_dataset(tmp_path / "o", channels="cmyk")
     with pytest.raises(OptionError, match="label_column applies to tables"):
         load_dataset(tmp_path / "o", label_column=0)
+    with pytest.raises(OptionError, match="resize, crop apply to folders of images only"):
+        load_dataset(None, resize="8x8", crop=True)
+    assert load_dataset(None).source["split"] == {"method": "given"}
 
 
 def test_describe_reports_the_new_sources(tmp_path):

@@ -82,12 +82,15 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
                                      or Path(path).suffix.lower() not in TABLE_SUFFIXES):
         raise OptionError("label_column applies to tables only (.npy, .csv, .tsv, .parquet)",
                           hint="image folders take their labels from class folders")
-    if path is None:
+    image_options = dict(channels=channels, resize=size, crop=crop, skip_bad=skip_bad)
+    p = None if path is None else Path(path)
+    if p is None or not p.is_dir():
+        _refuse_image_options(image_options)
+    if p is None:
         return _load_bundled()
-    p = Path(path)
     split = {"test_fraction": test_fraction, "seed": seed}
     if p.is_dir():
-        return _load_folder(p, dict(split, channels=channels, resize=size, crop=crop, skip_bad=skip_bad))
+        return _load_folder(p, dict(split, **image_options))
     if p.is_file():
         if p.suffix.lower() in TABLE_SUFFIXES:
             return load_table_dataset(p, label_column=label_column, scale=scale, **split)
@@ -101,6 +104,13 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     if text == BUNDLED_NAME:
         return _load_bundled()
     raise DataError("no such file or folder", path=p, hint=f"pass {_ACCEPTED_SOURCES}")
+
+
+def _refuse_image_options(options: dict) -> None:
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise OptionError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to folders of images only",
+                          hint="convert the other sources' images yourself, or leave the option out")
 
 
 def _bundled_mnist_dir() -> Any:
@@ -255,7 +265,7 @@ def _make_dataset(name: str, train: Split, test: Split, files: dict[str, str], w
         present = [s.labels for s in (train, test) if s.labels is not None and len(s.labels)]
         num_classes = max(int(labels.max()) for labels in present) + 1 if present else 0
     return Dataset(name=name, train=train, test=test, sha256=combined_digest(list(files.values())),
-                   files=dict(files), num_classes=num_classes)
+                   files=dict(files), num_classes=num_classes, source={"kind": "images", "split": {"method": "given"}})
 
 
 # --- npz ---------------------------------------------------------------------------
