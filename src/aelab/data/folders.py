@@ -8,6 +8,7 @@ of their relative paths; hidden files and other extensions are ignored.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import hashlib
 import os
 from collections import Counter
@@ -92,7 +93,7 @@ def _layout(folder: Path) -> tuple[list[str], list[str] | None, np.ndarray | Non
 
 def read_image_folder(folder: Path, *, channels: str | None = None, resize: tuple[int, int] | None = None,
                       crop: bool = False, skip_bad: bool = False, use_cache: bool = True,
-                      executor: str = "thread", workers: int | None = None) -> FolderImages:
+                      executor: str = "process", workers: int | None = None) -> FolderImages:
     """Decode every image of ``folder`` (cached; see :mod:`aelab.data.folder_cache`)."""
     names, classes, in_test = _layout(folder)
     paths = [os.path.join(folder, name) for name in names]
@@ -146,9 +147,14 @@ def _decode_chunk(paths: list[str], channels, resize, crop_to, max_pixels) -> li
 
 
 def decode_all(paths: list[str] | list[Path], channels: str | None, resize: tuple[int, int] | None,
-               crop_to: tuple[int, int] | None, skip_bad: bool, executor: str = "thread",
+               crop_to: tuple[int, int] | None, skip_bad: bool, executor: str = "process",
                workers: int | None = None) -> list[Decoded]:
-    """Decode ``paths`` in order, with a pool of ``executor`` ('thread', 'process' or 'serial')."""
+    """Decode ``paths`` in order, with a pool of ``executor`` ('process', 'thread' or 'serial').
+
+    Processes are the default: benchmarks/data_loading.py measured a thread pool slower
+    than a plain loop on small images (opening a PNG is mostly Python, under the GIL).
+    A process pool that cannot start falls back to threads.
+    """
     from PIL import Image
 
     max_pixels = Image.MAX_IMAGE_PIXELS  # passed on: a process pool does not share the setting
@@ -156,17 +162,24 @@ def decode_all(paths: list[str] | list[Path], channels: str | None, resize: tupl
     if executor == "serial" or len(paths) < PARALLEL_FROM:
         results = [_decode_chunk(c, channels, resize, crop_to, max_pixels) for c in chunks]
     else:
-        pool_type = (concurrent.futures.ProcessPoolExecutor if executor == "process"
-                     else concurrent.futures.ThreadPoolExecutor)
-        with pool_type(max_workers=workers or os.cpu_count() or 1) as pool:
-            results = list(pool.map(_decode_chunk, chunks, *([x] * len(chunks) for x in
-                                                             (channels, resize, crop_to, max_pixels))))
+        arguments = (chunks, *([x] * len(chunks) for x in (channels, resize, crop_to, max_pixels)))
+        try:
+            results = _pooled(executor, workers, arguments)
+        except (OSError, concurrent.futures.process.BrokenProcessPool):
+            results = _pooled("thread", workers, arguments)
     decoded = [d for chunk in results for d in chunk]
     if not skip_bad:
         for item in decoded:
             if item[3] is not None:
                 raise DataError(item[3])
     return decoded
+
+
+def _pooled(executor: str, workers: int | None, arguments: tuple) -> list[list[Decoded]]:
+    pool_type = (concurrent.futures.ProcessPoolExecutor if executor == "process"
+                 else concurrent.futures.ThreadPoolExecutor)
+    with pool_type(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(_decode_chunk, *arguments))
 
 
 def _stack(decoded: list[Decoded], names: list[str], channels: str | None,
