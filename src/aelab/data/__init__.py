@@ -1,21 +1,28 @@
 """Data: reading and writing data sets, and everything done to data before a model sees it.
 
-Owns the file formats (IDX, the CNTK text format CTF, npz, image files), the
-``Dataset`` and ``Split`` types, the bundled MNIST (``aelab/data/mnist``,
+Owns the file formats (IDX, the CNTK text format CTF, npz, image files and
+folders, feature tables), the ``Dataset`` and ``Split`` types (``dataset_types``;
+the array layout is documented there), the seeded test split (``splitting``),
+the table ``Scaler`` (``scaling``), image-folder decoding and its cache
+(``folders``, ``pictures``, ``folder_cache``), the bundled MNIST (``aelab/data/mnist``,
 package data) and its checked download, image arrays and PNG writing
 (``images``) and input noise for denoising (``noise``). May import only the
 core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
 ``aelab.version``.
 """
 from .ctf import iter_ctf, read_ctf, write_ctf
-from .datasets import (Dataset, Split, convert, describe, format_description, load_dataset,
-                       load_images, save_dataset)
+from .dataset_types import Dataset, Split
+from .datasets import load_dataset, load_images
+from .describe import describe, format_description
+from .saving import convert, save_dataset
 from .download import DEFAULT_MIRRORS, download_mnist
+from .pictures import parse_size
+from .scaling import Scaler, default_scaling, suggest_loss
 from .idx import read_idx, write_idx
 
 __all__ = [
     "Dataset", "Split", "load_dataset", "load_images", "save_dataset", "convert",
-    "describe", "format_description",
+    "describe", "format_description", "parse_size", "Scaler", "default_scaling", "suggest_loss",
     "read_idx", "write_idx",
     "iter_ctf", "read_ctf", "write_ctf",
     "download_mnist", "DEFAULT_MIRRORS",

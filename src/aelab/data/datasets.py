@@ -20,22 +20,22 @@ import os
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, OptionError, OutputError
-from ..fileio import atomic_write, ensure_dir
-from .ctf import read_ctf_with_digest, write_ctf
-from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest, write_idx
+from ..errors import DataError, OptionError
+from .ctf import read_ctf_with_digest
+from .dataset_types import Dataset, Split, _shape_text, combined_digest
+from .folders import has_images
+from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset
+from .tables import TABLE_SUFFIXES
+from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
 
-__all__ = ["Split", "Dataset", "load_dataset", "load_images", "save_dataset", "convert",
-           "describe", "format_description", "FORMATS", "BUNDLED_NAME"]
+__all__ = ["Split", "Dataset", "load_dataset", "load_images", "BUNDLED_NAME"]
 
 BUNDLED_NAME = "mnist"
-FORMATS = ("idx", "idx.gz", "ctf", "npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # (split, IDX file stem) in the fixed order used for the dataset digest.
@@ -47,101 +47,55 @@ IDX_FILES = {
 }
 _ACCEPTED_SOURCES = ("a folder with the four MNIST IDX files (train-images-idx3-ubyte, ...; .gz or not), "
                      "a folder with Train-*_cntk_text.txt and Test-*_cntk_text.txt, "
-                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files")
-
-
-# --- the data classes ----------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no single truth value
-class Split:
-    """The images of one split, uint8 ``(n, h, w)``, and their labels, int64 ``(n,)`` or None."""
-
-    images: np.ndarray
-    labels: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        images = self.images
-        if not isinstance(images, np.ndarray) or images.ndim != 3 or images.dtype != np.uint8:
-            raise DataError(f"images must be a uint8 array of shape (n, h, w), got "
-                            f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
-        if self.labels is not None:
-            labels = np.asarray(self.labels)
-            if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-                raise DataError(f"labels must be integers of shape ({len(images)},), got "
-                                f"{labels.dtype} {labels.shape}")
-            object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
-
-    @property
-    def n(self) -> int:
-        """The number of images."""
-        return len(self.images)
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A train and a test split of same-sized images, with where they came from.
-
-    ``sha256`` identifies the data: the SHA-256 of the per-file content digests
-    in a fixed order. ``files`` maps each file name to the SHA-256 of its
-    content (after gunzip). ``num_classes`` is 0 when there are no labels.
-    """
-
-    name: str
-    train: Split
-    test: Split
-    sha256: str
-    files: dict[str, str] = field(default_factory=dict)
-    num_classes: int = 0
-
-    def __post_init__(self) -> None:
-        if self.train.images.shape[1:] != self.test.images.shape[1:]:
-            raise DataError(f"train images are {_shape_text(self.train.images.shape[1:])} but test "
-                            f"images are {_shape_text(self.test.images.shape[1:])}",
-                            hint="both splits must have the same image size")
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """``(h, w)`` of every image."""
-        h, w = self.train.images.shape[1:]
-        return int(h), int(w)
-
-    @property
-    def input_dim(self) -> int:
-        """The number of pixels per image, ``h * w``."""
-        h, w = self.image_shape
-        return h * w
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
-def combined_digest(digests: Sequence[str]) -> str:
-    """The SHA-256 over per-file hex digests, in the order given."""
-    return hashlib.sha256("".join(digests).encode("ascii")).hexdigest()
+                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files, "
+                     "a folder of images (PNG, JPEG, WebP, BMP, TIFF) or a table (.npy, .csv, .tsv, .parquet)")
 
 
 # --- load_dataset ---------------------------------------------------------------
 
-def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float = 0.1, seed: int = 0,
+                 label_column: str | int | None = None, channels: str | None = None,
+                 resize: str | tuple[int, int] | None = None, crop: bool = False, skip_bad: bool = False,
+                 scale: str | None = None) -> Dataset:
     """Load a train/test dataset.
 
     ``path`` may be ``None`` (or ``"mnist"`` when no such file exists) for the
     bundled MNIST, checked against its SHA256SUMS; a folder holding the four
     MNIST IDX files (each optionally ``.gz``); a folder holding the tutorial's
     ``Train-HxW_cntk_text.txt`` and ``Test-HxW_cntk_text.txt``; a ``.npz`` with
-    ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test``; or a string
-    ``"TRAIN,TEST"`` naming two CTF files. Raises :class:`DataError` for
-    anything missing, damaged or inconsistent.
+    ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test`` (uint8 grey
+    or colour images, or any numbers as a table), or with one array; a string
+    ``"TRAIN,TEST"`` naming two CTF files; a folder of images (see
+    :mod:`aelab.data.folders`: ``train/``+``test/``, class folders or flat); or
+    a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``).
+
+    A source without a test split gets one: ``test_fraction`` of the samples,
+    drawn with ``seed``, stratified by label when possible; ``Dataset.source``
+    records how. ``label_column`` (name or index) picks a table's labels;
+    ``channels`` ('grayscale'/'rgb'), ``resize`` ("HxW"), ``crop`` and
+    ``skip_bad`` apply to image folders; ``scale`` ('standard', 'minmax',
+    'none'; default: 'none' for data in [0, 1], else 'standard') to tables.
+    Raises :class:`DataError` for anything missing, damaged or inconsistent.
     """
-    if path is None:
+    channels, size = checked_options(channels, resize, scale)
+    if label_column is not None and (path is None or not Path(path).is_file()
+                                     or Path(path).suffix.lower() not in TABLE_SUFFIXES):
+        raise OptionError("label_column applies to tables only (.npy, .csv, .tsv, .parquet)",
+                          hint="image folders take their labels from class folders")
+    image_options = dict(channels=channels, resize=size, crop=crop, skip_bad=skip_bad)
+    p = None if path is None else Path(path)
+    if p is None or not p.is_dir():
+        _refuse_image_options(image_options)
+    if p is None:
         return _load_bundled()
-    p = Path(path)
+    split = {"test_fraction": test_fraction, "seed": seed}
     if p.is_dir():
-        return _load_folder(p)
+        return _load_folder(p, dict(split, **image_options))
     if p.is_file():
+        if p.suffix.lower() in TABLE_SUFFIXES:
+            return load_table_dataset(p, label_column=label_column, scale=scale, **split)
         if _is_npz(p):
-            return _load_npz_dataset(p)
+            return _load_npz_dataset(p, dict(split, scale=scale))
         raise DataError("a single file is not a train/test dataset", path=p,
                         hint=f"pass {_ACCEPTED_SOURCES}")
     text = os.fspath(path)
@@ -150,6 +104,13 @@ def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
     if text == BUNDLED_NAME:
         return _load_bundled()
     raise DataError("no such file or folder", path=p, hint=f"pass {_ACCEPTED_SOURCES}")
+
+
+def _refuse_image_options(options: dict) -> None:
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise OptionError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to folders of images only",
+                          hint="convert the other sources' images yourself, or leave the option out")
 
 
 def _bundled_mnist_dir() -> Any:
@@ -198,7 +159,7 @@ def _read_sha256sums(folder: Any) -> dict[str, str]:
     return sums
 
 
-def _load_folder(folder: Path) -> Dataset:
+def _load_folder(folder: Path, options: dict) -> Dataset:
     idx_paths = {role: _find_idx_file(folder, stem) for role, stem in IDX_FILES.items()}
     if any(idx_paths.values()):
         missing = [stem for role, stem in IDX_FILES.items() if idx_paths[role] is None]
@@ -210,6 +171,8 @@ def _load_folder(folder: Path) -> Dataset:
     train_ctf, test_ctf = _find_ctf_file(folder, "Train"), _find_ctf_file(folder, "Test")
     if train_ctf and test_ctf:
         return _load_ctf_splits(_folder_name(folder), train_ctf, test_ctf)
+    if has_images(folder):
+        return load_folder_dataset(folder, **options)
     raise DataError(f"no dataset files found; the folder holds: {_listing(folder)}", path=folder,
                     hint=f"pass {_ACCEPTED_SOURCES}")
 
@@ -302,7 +265,7 @@ def _make_dataset(name: str, train: Split, test: Split, files: dict[str, str], w
         present = [s.labels for s in (train, test) if s.labels is not None and len(s.labels)]
         num_classes = max(int(labels.max()) for labels in present) + 1 if present else 0
     return Dataset(name=name, train=train, test=test, sha256=combined_digest(list(files.values())),
-                   files=dict(files), num_classes=num_classes)
+                   files=dict(files), num_classes=num_classes, source={"kind": "images", "split": {"method": "given"}})
 
 
 # --- npz ---------------------------------------------------------------------------
@@ -339,8 +302,10 @@ def _npz_keys(path: Path) -> list[str]:
                         hint="save it with numpy.savez or numpy.savez_compressed") from e
 
 
-def _load_npz_dataset(path: Path) -> Dataset:
+def _load_npz_dataset(path: Path, options: dict) -> Dataset:
     arrays, digest = _read_npz(path)
+    if not _is_grey_npz(arrays):
+        return load_array_dataset(path, digest, arrays, **options)
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
         raise DataError(f"missing array(s) {', '.join(missing)}; the file has: "
@@ -352,6 +317,14 @@ def _load_npz_dataset(path: Path) -> Dataset:
         labels = _checked_npz_labels(arrays.get(f"y_{split}"), len(images), path, f"y_{split}", f"x_{split}")
         splits[split] = Split(images, labels)
     return _make_dataset(path.stem, splits["train"], splits["test"], {path.name: digest}, str(path))
+
+
+def _is_grey_npz(arrays: dict[str, np.ndarray]) -> bool:
+    """Today's layout: x_train (and x_test, when present) uint8 (n, h, w); or no x_train at all
+    with several arrays, which keeps today's error about what is missing."""
+    if "x_train" not in arrays:
+        return len(arrays) != 1
+    return all(arrays[k].dtype == np.uint8 and arrays[k].ndim == 3 for k in ("x_train", "x_test") if k in arrays)
 
 
 def _checked_npz_images(images: np.ndarray, path: Path, key: str) -> np.ndarray:
@@ -552,237 +525,3 @@ def _load_image_folder(folder: Path) -> tuple[np.ndarray, dict[str, str]]:
                             hint="all images in the folder must have the same size")
         pictures.append(picture)
     return np.stack(pictures), files
-
-
-# --- saving ----------------------------------------------------------------------
-
-def save_dataset(dataset: Dataset, dest: str | os.PathLike, fmt: str) -> Path:
-    """Write ``dataset`` to ``dest`` in format ``fmt``; return ``dest``.
-
-    ``fmt`` is ``"idx"`` or ``"idx.gz"`` (the four MNIST-named files in folder
-    ``dest``), ``"ctf"`` (``Train-HxW_cntk_text.txt`` and
-    ``Test-HxW_cntk_text.txt`` in folder ``dest``) or ``"npz"`` (one file
-    ``dest`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``). Every
-    file is written atomically.
-    """
-    fmt = _checked_format(fmt)
-    if fmt in ("idx", "idx.gz"):
-        return _save_idx(dataset, Path(dest), compress=fmt == "idx.gz")
-    if fmt == "ctf":
-        return _save_ctf(dataset, Path(dest))
-    return _save_npz(dataset, Path(dest))
-
-
-def _checked_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise OptionError(f"format {fmt!r} is not supported", hint=f"use one of {', '.join(FORMATS)}")
-    return fmt
-
-
-def _label_dtype(dataset: Dataset) -> np.dtype:
-    return np.dtype(np.uint8) if dataset.num_classes <= 256 else np.dtype(np.int32)
-
-
-def _save_idx(dataset: Dataset, folder: Path, compress: bool) -> Path:
-    unlabeled = [s for s in ("train", "test") if getattr(dataset, s).labels is None]
-    if unlabeled:
-        raise OptionError(f"the {' and '.join(unlabeled)} split of {dataset.name!r} has no labels; "
-                          "the MNIST IDX layout needs them", hint="save it as npz or ctf instead")
-    ensure_dir(folder)
-    suffix, other = (".gz", "") if compress else ("", ".gz")
-    for stem in IDX_FILES.values():
-        if (folder / (stem + other)).exists():
-            raise OutputError(f"the folder already holds {stem + other}, which would be read instead of "
-                              f"(or beside) the new {stem + suffix}", path=folder,
-                              hint="write to an empty folder or remove the old files")
-    for (split, role), stem in IDX_FILES.items():
-        s = getattr(dataset, split)
-        array = s.images if role == "images" else s.labels.astype(_label_dtype(dataset))
-        write_idx(folder / (stem + suffix), array, compress=compress)
-    return folder
-
-
-def ctf_file_names(image_shape: tuple[int, int]) -> tuple[str, str]:
-    """The tutorial's train and test CTF file names for images of ``(h, w)``."""
-    h, w = image_shape
-    return f"Train-{h}x{w}_cntk_text.txt", f"Test-{h}x{w}_cntk_text.txt"
-
-
-def _save_ctf(dataset: Dataset, folder: Path) -> Path:
-    ensure_dir(folder)
-    for split, name in zip(("train", "test"), ctf_file_names(dataset.image_shape)):
-        s = getattr(dataset, split)
-        write_ctf(folder / name, s.images, s.labels, dataset.num_classes if s.labels is not None else None)
-    return folder
-
-
-def _save_npz(dataset: Dataset, path: Path) -> Path:
-    arrays = {"x_train": dataset.train.images, "x_test": dataset.test.images}
-    for split in ("train", "test"):
-        labels = getattr(dataset, split).labels
-        if labels is not None:
-            arrays[f"y_{split}"] = labels.astype(_label_dtype(dataset))
-    with atomic_write(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    return path
-
-
-def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Load ``src`` with :func:`load_dataset` and save it to ``dest`` in ``fmt``.
-
-    ``fmt`` may be left out when ``dest`` ends with ``.npz``. Returns ``dest``.
-    """
-    if fmt is None:
-        if not os.fspath(dest).lower().endswith(".npz"):
-            raise OptionError(f"cannot tell the output format from {os.fspath(dest)!r}",
-                              hint=f"pass fmt, one of {', '.join(FORMATS)} (only .npz is inferred)")
-        fmt = "npz"
-    _checked_format(fmt)
-    return save_dataset(load_dataset(src), dest, fmt)
-
-
-# --- describe ----------------------------------------------------------------------
-
-def describe(path: str | os.PathLike | None) -> dict:
-    """Facts about a dataset or a single IDX/CTF/npz/image file, for ``aelab data info``.
-
-    Returns a dict with ``name``, ``source``, ``format``, ``splits`` (per split:
-    ``count``, ``shape``, ``dtype``, ``label_counts`` or None), ``image_shape``,
-    ``input_dim``, ``num_classes``, ``pixel_mean``/``pixel_std`` on [0, 1] of
-    the first split, ``files`` (name -> content SHA-256) and ``sha256``.
-    """
-    if path is None or not _is_single_source(Path(path)):
-        return _describe_dataset(path)
-    return _describe_single(Path(path))
-
-
-def _is_single_source(path: Path) -> bool:
-    if path.is_dir():
-        return not (any(_find_idx_file(path, s) for s in IDX_FILES.values())
-                    or (_find_ctf_file(path, "Train") and _find_ctf_file(path, "Test")))
-    if not path.is_file():
-        return False  # None, 'mnist' or 'TRAIN,TEST': let load_dataset decide
-    if _is_npz(path):
-        return "x_train" not in _npz_keys(path)
-    return True
-
-
-def _describe_dataset(path: str | os.PathLike | None) -> dict:
-    dataset = load_dataset(path)
-    source = "bundled MNIST" if path is None else os.fspath(path)
-    splits = {"train": dataset.train, "test": dataset.test}
-    return _description(dataset.name, source, _dataset_format(path, dataset), splits,
-                        dataset.num_classes, dataset.files, dataset.sha256)
-
-
-def _dataset_format(path: str | os.PathLike | None, dataset: Dataset) -> str:
-    names = list(dataset.files)
-    if path is None:
-        return "idx.gz (bundled)"
-    if any(n.endswith(".npz") for n in names):
-        return "npz"
-    if any("_cntk_text" in n or n.endswith((".txt", ".txt.gz")) for n in names):
-        return "ctf"
-    return "idx.gz" if all(n.endswith(".gz") for n in names) else "idx"
-
-
-def _describe_single(path: Path) -> dict:
-    if not path.is_dir() and _sniff(path) == "idx":
-        array, digest = read_idx_with_digest(path)
-        if array.ndim != 3:
-            return _describe_idx_array(path, array, digest)
-        images, labels, files, fmt = _idx_images(path, array, digest)
-    else:
-        images, labels, files, fmt = _load_single(path)
-    split = Split(images, labels)
-    num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
-    return _description(path.stem if path.is_file() else _folder_name(path), str(path), fmt,
-                        {"all": split}, num_classes, files, combined_digest(list(files.values())))
-
-
-def _describe_idx_array(path: Path, array: np.ndarray, digest: str) -> dict:
-    """A single IDX file that is not images (e.g. a labels file)."""
-    is_labels = array.ndim == 1 and array.dtype.kind in "iu" and (len(array) == 0 or array.min() >= 0)
-    num_classes = int(array.max()) + 1 if is_labels and len(array) else 0
-    split = {"count": int(array.shape[0]), "shape": list(array.shape), "dtype": str(array.dtype),
-             "label_counts": np.bincount(array, minlength=num_classes).tolist() if is_labels else None}
-    return {"name": path.name.split(".")[0], "source": str(path), "format": _idx_format(path),
-            "splits": {"all": split}, "image_shape": None, "input_dim": None, "dtype": str(array.dtype),
-            "num_classes": num_classes, "pixel_mean": None, "pixel_std": None,
-            "files": {path.name: digest}, "sha256": combined_digest([digest])}
-
-
-def _description(name: str, source: str, fmt: str, splits: dict[str, Split], num_classes: int,
-                 files: dict[str, str], sha256: str) -> dict:
-    first = next(iter(splits.values()))
-    mean, std = pixel_mean_std(first.images)
-    return {
-        "name": name,
-        "source": source,
-        "format": fmt,
-        "splits": {key: _split_facts(split, num_classes) for key, split in splits.items()},
-        "image_shape": list(first.images.shape[1:]),
-        "input_dim": int(np.prod(first.images.shape[1:])),
-        "dtype": str(first.images.dtype),
-        "num_classes": num_classes,
-        "pixel_mean": mean,
-        "pixel_std": std,
-        "files": dict(files),
-        "sha256": sha256,
-    }
-
-
-def _split_facts(split: Split, num_classes: int) -> dict:
-    counts = None
-    if split.labels is not None:
-        counts = np.bincount(split.labels, minlength=num_classes).tolist()
-    return {"count": split.n, "shape": list(split.images.shape), "dtype": str(split.images.dtype),
-            "label_counts": counts}
-
-
-def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of uint8 ``images`` scaled to [0, 1].
-
-    Computed from the 256-bin histogram: exact, and no float copy of the images.
-    """
-    counts = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
-    total = counts.sum()
-    if total == 0:
-        return float("nan"), float("nan")
-    levels = np.arange(256) / 255.0
-    mean = float(counts @ levels / total)
-    std = float(np.sqrt(counts @ (levels - mean) ** 2 / total))
-    return mean, std
-
-
-def format_description(d: dict) -> str:
-    """Render a :func:`describe` dict as a few aligned lines of text."""
-    rows: list[tuple[str, str]] = [
-        ("name", d["name"]),
-        ("source", d["source"]),
-        ("format", d["format"]),
-    ]
-    if d.get("image_shape"):
-        h, w = d["image_shape"]
-        rows.append(("images", f"{h} x {w} {d['dtype']} ({d['input_dim']} inputs)"))
-    else:
-        rows.append(("dtype", d["dtype"]))
-    rows.append(("classes", str(d["num_classes"]) if d["num_classes"] else "none (unlabeled)"))
-    for key, split in d["splits"].items():
-        text = f"{split['count']} samples"
-        if split["label_counts"] is not None:
-            text += "; per class: " + _short_list(split["label_counts"])
-        rows.append((key, text))
-    if d.get("pixel_mean") is not None:
-        first = next(iter(d["splits"]))
-        rows.append(("pixels", f"mean {d['pixel_mean']:.4f}, std {d['pixel_std']:.4f} on [0, 1] ({first})"))
-    rows.append(("sha256", f"{d['sha256']} (overall)"))
-    for name, digest in d["files"].items():
-        rows.append(("", f"{digest} {name} (content)"))
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
-
-
-def _short_list(values: list[int], limit: int = 16) -> str:
-    shown = " ".join(str(v) for v in values[:limit])
-    return shown + (f" ... ({len(values)} classes)" if len(values) > limit else "")

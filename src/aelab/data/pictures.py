@@ -1,0 +1,119 @@
+"""Decoding one image file by the stated channel rules, and fitting it to a size.
+
+Rules (never silent: :func:`decode` says which applied): grey (``1``, ``L``)
+stays one channel; ``LA`` drops alpha to grey; ``RGBA`` drops alpha;
+palette (``P``) and other colour modes convert to RGB; 16-bit grey is scaled
+to 8 bits; ``channels`` ``'grayscale'``/``'rgb'`` forces one or the other.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, OptionError
+
+__all__ = ["IMAGE_FILE_SUFFIXES", "decode", "parse_size", "CHANNEL_CHOICES"]
+
+IMAGE_FILE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                       ".tif": "TIFF", ".tiff": "TIFF"}
+CHANNEL_CHOICES = ("grayscale", "rgb")
+
+
+def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
+    """``"32x32"`` (height x width) or ``(h, w)`` as ``(h, w)`` of positive integers."""
+    if isinstance(text, (tuple, list)) and len(text) == 2 and all(isinstance(v, int) for v in text):
+        h, w = text
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+        if not match:
+            raise OptionError(f"size {text!r} is not HxW", hint="e.g. 32x32 (height x width)")
+        h, w = int(match[1]), int(match[2])
+    if h <= 0 or w <= 0:
+        raise OptionError(f"size {text!r} must be positive", hint="e.g. 32x32")
+    return int(h), int(w)
+
+
+def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | None,
+           crop: tuple[int, int] | None, max_pixels: int | None) -> tuple[np.ndarray, str, str]:
+    """``(pixels uint8 (h, w) or (h, w, 3), the rule applied or '', SHA-256 of the file)``.
+
+    ``crop`` is the centre crop ``(h, w)``, done after ``resize`` (antialiased).
+    Raises DataError naming the file for anything unreadable.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read ({e.strerror or e})", path=path) from e
+    suffix = os.path.splitext(path)[1]
+    expected = IMAGE_FILE_SUFFIXES.get(suffix.lower())
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            if expected and picture.format != expected:
+                raise DataError(f"is named {suffix} but holds {picture.format or 'unknown'} data",
+                                path=path, hint="rename it to its real type, or convert it")
+            w, h = picture.size
+            if max_pixels and w * h > max_pixels:
+                raise DataError(f"is {w}x{h} = {w * h} pixels, past the decompression-bomb limit of "
+                                f"{max_pixels}", path=path, hint="shrink it first, or drop it (skip_bad)")
+            picture.load()
+            pixels, rule = _to_channels(picture, channels)
+            pixels = _fit(pixels, resize, crop, path)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"is past Pillow's decompression-bomb limit ({_first_line(e)})", path=path,
+                        hint="shrink it first, or drop it (skip_bad)") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"not a readable image ({_first_line(e)})", path=path,
+                        hint="the file is corrupt or truncated; replace it, or pass skip_bad") from e
+    return pixels, rule, hashlib.sha256(data).hexdigest()
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _to_channels(picture, channels: str | None) -> tuple[np.ndarray, str]:
+    mode = picture.mode
+    rule = ""
+    if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        wide = np.asarray(picture).astype(np.int64)
+        pixels = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        rule = "16-bit scaled to 8 bits"
+        if channels == "rgb":
+            return np.repeat(pixels[..., None], 3, axis=2), rule + "; grey repeated to RGB"
+        return pixels, rule
+    if mode == "F":
+        raise ValueError("32-bit float pixels are not supported")
+    if mode in ("1", "L", "LA"):
+        rule = "alpha dropped" if mode == "LA" else ""
+        target = "RGB" if channels == "rgb" else "L"
+    else:
+        rule = {"RGBA": "alpha dropped", "P": "palette converted", "RGB": ""}.get(mode, f"{mode} converted")
+        target = "L" if channels == "grayscale" else "RGB"
+    if channels and target != ("L" if mode in ("1", "L", "LA") else "RGB"):
+        rule = (rule + "; " if rule else "") + f"forced to {channels}"
+    return np.asarray(picture.convert(target), dtype=np.uint8), rule
+
+
+def _fit(pixels: np.ndarray, resize: tuple[int, int] | None, crop: tuple[int, int] | None,
+         path: str | Path) -> np.ndarray:
+    from PIL import Image
+
+    if resize is not None and pixels.shape[:2] != resize:
+        h, w = resize
+        pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.LANCZOS))
+    if crop is not None and pixels.shape[:2] != crop:
+        h, w = crop
+        if pixels.shape[0] < h or pixels.shape[1] < w:
+            raise DataError(f"is {pixels.shape[0]}x{pixels.shape[1]}, smaller than the crop {h}x{w}",
+                            path=path, hint="crop to a smaller size, or resize")
+        top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
+        pixels = pixels[top:top + h, left:left + w]
+    return np.ascontiguousarray(pixels)

@@ -1,0 +1,105 @@
+"""Writing a dataset as IDX, CTF or npz, and converting between them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError, OutputError
+from ..fileio import atomic_write, ensure_dir
+from .ctf import write_ctf
+from .dataset_types import Dataset
+from .datasets import IDX_FILES, load_dataset
+from .idx import write_idx
+
+__all__ = ["save_dataset", "convert", "FORMATS", "ctf_file_names"]
+
+FORMATS = ("idx", "idx.gz", "ctf", "npz")
+
+
+# --- saving ----------------------------------------------------------------------
+
+def save_dataset(dataset: Dataset, dest: str | os.PathLike, fmt: str) -> Path:
+    """Write ``dataset`` to ``dest`` in format ``fmt``; return ``dest``.
+
+    ``fmt`` is ``"idx"`` or ``"idx.gz"`` (the four MNIST-named files in folder
+    ``dest``), ``"ctf"`` (``Train-HxW_cntk_text.txt`` and
+    ``Test-HxW_cntk_text.txt`` in folder ``dest``) or ``"npz"`` (one file
+    ``dest`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``). Every
+    file is written atomically.
+    """
+    fmt = _checked_format(fmt)
+    if fmt in ("idx", "idx.gz"):
+        return _save_idx(dataset, Path(dest), compress=fmt == "idx.gz")
+    if fmt == "ctf":
+        return _save_ctf(dataset, Path(dest))
+    return _save_npz(dataset, Path(dest))
+
+
+def _checked_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise OptionError(f"format {fmt!r} is not supported", hint=f"use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _label_dtype(dataset: Dataset) -> np.dtype:
+    return np.dtype(np.uint8) if dataset.num_classes <= 256 else np.dtype(np.int32)
+
+
+def _save_idx(dataset: Dataset, folder: Path, compress: bool) -> Path:
+    unlabeled = [s for s in ("train", "test") if getattr(dataset, s).labels is None]
+    if unlabeled:
+        raise OptionError(f"the {' and '.join(unlabeled)} split of {dataset.name!r} has no labels; "
+                          "the MNIST IDX layout needs them", hint="save it as npz or ctf instead")
+    ensure_dir(folder)
+    suffix, other = (".gz", "") if compress else ("", ".gz")
+    for stem in IDX_FILES.values():
+        if (folder / (stem + other)).exists():
+            raise OutputError(f"the folder already holds {stem + other}, which would be read instead of "
+                              f"(or beside) the new {stem + suffix}", path=folder,
+                              hint="write to an empty folder or remove the old files")
+    for (split, role), stem in IDX_FILES.items():
+        s = getattr(dataset, split)
+        array = s.images if role == "images" else s.labels.astype(_label_dtype(dataset))
+        write_idx(folder / (stem + suffix), array, compress=compress)
+    return folder
+
+
+def ctf_file_names(image_shape: tuple[int, int]) -> tuple[str, str]:
+    """The tutorial's train and test CTF file names for images of ``(h, w)``."""
+    h, w = image_shape
+    return f"Train-{h}x{w}_cntk_text.txt", f"Test-{h}x{w}_cntk_text.txt"
+
+
+def _save_ctf(dataset: Dataset, folder: Path) -> Path:
+    ensure_dir(folder)
+    for split, name in zip(("train", "test"), ctf_file_names(dataset.image_shape)):
+        s = getattr(dataset, split)
+        write_ctf(folder / name, s.images, s.labels, dataset.num_classes if s.labels is not None else None)
+    return folder
+
+
+def _save_npz(dataset: Dataset, path: Path) -> Path:
+    arrays = {"x_train": dataset.train.images, "x_test": dataset.test.images}
+    for split in ("train", "test"):
+        labels = getattr(dataset, split).labels
+        if labels is not None:
+            arrays[f"y_{split}"] = labels.astype(_label_dtype(dataset))
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Load ``src`` with :func:`load_dataset` and save it to ``dest`` in ``fmt``.
+
+    ``fmt`` may be left out when ``dest`` ends with ``.npz``. Returns ``dest``.
+    """
+    if fmt is None:
+        if not os.fspath(dest).lower().endswith(".npz"):
+            raise OptionError(f"cannot tell the output format from {os.fspath(dest)!r}",
+                              hint=f"pass fmt, one of {', '.join(FORMATS)} (only .npz is inferred)")
+        fmt = "npz"
+    _checked_format(fmt)
+    return save_dataset(load_dataset(src), dest, fmt)
