@@ -1144,6 +1144,13 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
     Deterministic: the same images give the same bytes (on one machine, for
     one precision).
     """
+    return _encode(images, checkpoint, bits, quantiser=quantiser, table=table, coder=coder, data=data,
+                   precision=precision)[0]
+
+
+def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: str, coder: str | None,
+            data: Any, precision: str) -> tuple[bytes, int, str]:
+    """:func:`encode_bytes`, also returning the image count and the coder used (compress reports them)."""
     from ..models.inference import as_pixel_rows, check_precision, encode
     check_precision(precision)
     bits = check_bits(bits)
@@ -1178,7 +1185,7 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
                        ckpt.model_config.code_size, QUANTISERS[quantiser], 0, _fingerprint_bytes(ckpt),
                        tab.digest, len(table_blob), len(payload), _symbols_crc(symbols), 0)
     crc = zlib.crc32(payload, zlib.crc32(table_blob, zlib.crc32(head[:_CRC_OFFSET])))
-    return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload
+    return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload, int(rows.shape[0]), coder
 
 
 def _table_kind(coder: str) -> dict[str, bool]:
@@ -1299,12 +1306,12 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
     """
     bits = check_bits(bits)
     pixels = _load_input(images)
-    blob = encode_bytes(pixels, checkpoint, bits, quantiser=quantiser, table=table, coder=coder, data=data,
-                        precision=precision)
-    header = read_header(blob)
+    # the count and coder come from encoding: re-parsing the header just written would be a second pass
+    blob, count, coder = _encode(pixels, checkpoint, bits, quantiser=quantiser, table=table, coder=coder,
+                                 data=data, precision=precision)
     out = write_bytes(output, blob)
-    return {"path": out, "count": header.count, "bytes": len(blob), "bytes_per_image": header.bytes_per_image,
-            "bits": bits, "quantiser": header.quantiser, "table": header.table, "coder": header.coder}
+    return {"path": out, "count": count, "bytes": len(blob), "bytes_per_image": len(blob) / count if count else
+            float("nan"), "bits": bits, "quantiser": quantiser, "table": table, "coder": coder}
 
 
 def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike, *,
