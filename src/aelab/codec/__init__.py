@@ -5,3 +5,20 @@ that some of them use, the tables the coders learn and their cache, and the
 compress/decompress API. May import the core modules, ``aelab.data``,
 ``aelab.models`` and ``aelab.training``; never evaluation, the tutorial or the CLI.
 """
+
+from importlib import import_module
+from typing import Any
+
+# the public API, loaded on first use: the codec's modules import torch, and `import aelab.codec`
+# (the CLI's argument parser, for one) must stay light
+_PUBLIC = ("compress", "decompress", "encode_bytes", "decode_bytes", "read_header", "codec_table", "save_tables",
+           "has_cached_table", "default_coder", "CODERS", "PREDICTIVE_CODERS", "QUANTISERS", "DEFAULT_QUANTISER",
+           "DEFAULT_BITS", "MIN_BITS", "MAX_BITS")
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(import_module(".api", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
