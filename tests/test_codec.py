@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from aelab.codec import api as codec
+from aelab.codec import quantiser as codec_quantiser
+from aelab.codec import tables as codec_tables
 from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.cli import main
 from aelab.data import load_images
@@ -193,7 +195,7 @@ def test_a_cache_of_another_model_is_rebuilt(ckpt, tiny_npz, tmp_path):
 
 def test_a_shipped_or_read_only_folder_caches_in_the_user_cache(ckpt, tiny_npz, tmp_path, monkeypatch):
     folder = Path(shutil.copytree(ckpt, tmp_path / "shipped", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
-    monkeypatch.setattr(codec, "_is_shipped", lambda path: True)
+    monkeypatch.setattr(codec_tables, "_is_shipped", lambda path: True)
     codec.codec_table(folder, 4, "uniform", data=tiny_npz)
     assert not (folder / codec.CACHE_FILE).exists()
     user = codec._user_cache_file(codec.fingerprint(folder))
@@ -202,7 +204,7 @@ def test_a_shipped_or_read_only_folder_caches_in_the_user_cache(ckpt, tiny_npz, 
 
 def test_save_tables_packages_a_model(ckpt, images, blob, tiny_npz, tmp_path, monkeypatch):
     folder = Path(shutil.copytree(ckpt, tmp_path / "package", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
-    monkeypatch.setattr(codec, "_is_shipped", lambda path: True)  # written even into a shipped model's folder
+    monkeypatch.setattr(codec_tables, "_is_shipped", lambda path: True)  # written even into a shipped model's folder
     path = codec.save_tables(folder, bits=(4, 6), data=tiny_npz)
     assert path == folder / codec.CACHE_FILE
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
@@ -577,7 +579,7 @@ def test_range_ar_needs_a_code_of_two_numbers_or_more(tmp_path):
 
 @pytest.mark.parametrize("coder", ["range-ar", "range-ctx"])
 def test_cli_says_when_it_learns_a_predictor(coder, ckpt, tiny_npz, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})  # range-ctx's, small
+    monkeypatch.setattr(codec_quantiser, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})  # range-ctx's, small
     folder = Path(shutil.copytree(ckpt, tmp_path / "model", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
     aez = tmp_path / "d.aez"
     args = ["compress", str(tiny_npz), "--checkpoint", str(folder), "-o", str(aez), "--bits", "5",
@@ -669,11 +671,11 @@ def test_save_tables_can_keep_the_tables_a_folder_has(ckpt, images, ctx_blob, ar
     before = load_file(str(folder / codec.CACHE_FILE))
     learned = []
     fit_table, fit_predictive_table = codec.fit_table, codec.fit_predictive_table
-    monkeypatch.setattr(codec, "fit_table", lambda codes, bits, *a, **k: learned.append(("plain", bits))
+    monkeypatch.setattr(codec_tables, "fit_table", lambda codes, bits, *a, **k: learned.append(("plain", bits))
                         or fit_table(codes, bits, *a, **k))
-    monkeypatch.setattr(codec, "fit_predictive_table", lambda codes, table, **k: learned.append(
+    monkeypatch.setattr(codec_tables, "fit_predictive_table", lambda codes, table, **k: learned.append(
         ("ctx" if k.get("spread") else "ar", table.bits)) or fit_predictive_table(codes, table, **k))
-    monkeypatch.setattr(codec, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})
+    monkeypatch.setattr(codec_quantiser, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})
     codec.save_tables(folder, bits=(4, 6), quantisers=("transform",), data=tiny_npz, predictive=(6,),
                       spread=(4, 6), keep=True)
     assert learned == [("ctx", 4)]  # the only table the folder lacked
@@ -700,7 +702,7 @@ def test_the_shipped_conv_models_carry_their_tables(monkeypatch, tmp_path, name)
     for bits in (6, 7):
         assert codec.has_cached_table(folder, bits, "transform", predictive=True)
         assert codec.has_cached_table(folder, bits, "transform", predictive=True, spread=True)
-    monkeypatch.setattr(codec, "_training_codes", lambda *a, **k: pytest.fail("learned a table"))
+    monkeypatch.setattr(codec_tables, "_training_codes", lambda *a, **k: pytest.fail("learned a table"))
     images = load_images(str(Path(codec.__file__).parents[1] / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"))[0][:50]
     for coder in ("range-ar", "range-ctx"):
         blob = codec.encode_bytes(images, folder, 7, coder=coder)
