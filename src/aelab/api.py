@@ -29,10 +29,9 @@ from .models.networks import MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 
-# --- codec registries: the one place that names today's aelab.codec.api; repoint at merge to
-# `from .codec import CODERS, QUANTISERS, DEFAULT_BITS, MIN_BITS, MAX_BITS` once aelab.codec exports them.
-from .codec.api import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS  # noqa: E402
-from .codec.api import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header  # noqa: E402
+# --- codec registries: the codec's choices and defaults, from the codec itself
+from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS  # noqa: E402
+from .codec import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header  # noqa: E402
 # ---
 
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs

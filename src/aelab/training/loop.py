@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..data.datasets import Dataset
 from ..device import describe_device, resolve_device
-from ..errors import AelabError, CheckpointError, OptionError
+from ..errors import AelabError, CheckpointError, DataError, OptionError
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
@@ -146,6 +146,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     # --- set up: settings, model, data, step and optimiser
     config = config or TrainConfig()
     config.validate()
+    _check_trainable(data)
     if not (checkpoint_every >= 0):
         raise OptionError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every!r}")
     recipe = get_recipe(config.recipe)
@@ -248,6 +249,16 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                        train_loss=table.average_loss, samples_seen=total_minibatches * minibatch,
                        minibatches=total_minibatches, seconds=seconds, progress=table.rows)
 
+
+def _check_trainable(data: Dataset) -> None:
+    """The models take grey images for now: colour images and feature tables load and describe,
+    but training on them would fail deep inside a model."""
+    if data.kind == "table":
+        raise DataError(f"{data.name!r} is a feature table; aelab's models train on grey images for now",
+                        hint="`aelab data info` describes it; training on tables is not supported yet")
+    if (data.channels or 1) != 1:
+        raise DataError(f"{data.name!r} holds colour images ({data.channels} channels); aelab's models train on "
+                        "grey images for now", hint="convert the images to greyscale first")
 
 def _load_resumable(resume_file: str | os.PathLike | None, config: TrainConfig, data: Dataset) -> TrainingState:
     if resume_file is None:
