@@ -602,7 +602,7 @@ def test_cli_says_when_it_learns_a_predictor(coder, ckpt, tiny_npz, tmp_path, ca
 @pytest.fixture(scope="module")
 def ctx_blob(ckpt, images, tiny_npz) -> bytes:
     with pytest.MonkeyPatch.context() as patch:  # a small predictor: the format, not the bytes, is under test
-        patch.setattr(codec, "CTX_PREDICTOR", {"hidden": 64, "epochs": 10})
+        patch.setattr(codec_quantiser, "CTX_PREDICTOR", {"hidden": 64, "epochs": 10})
         codec.codec_table(ckpt, 6, "transform", data=tiny_npz, predictive=True, spread=True)  # cached in the folder
     return codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
 

@@ -28,11 +28,8 @@ from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .models.networks import MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
-
-# --- codec registries: the codec's choices and defaults, from the codec itself
-from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS  # noqa: E402
-from .codec import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header  # noqa: E402
-# ---
+from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
+from .codec import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header
 
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them

@@ -68,14 +68,14 @@ import numpy as np
 from ..models.checkpoint import Checkpoint
 from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import atomic_write, ensure_dir, write_bytes
-from .format import (  # noqa: F401  (re-exported: callers import these from here)
+from .format import (
     MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, CACHE_FILE, HEADER, _CRC_OFFSET, CODERS, PREDICTIVE_CODERS, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
 from .predictor import CHUNK as PREDICTOR_CHUNK
 from .predictor import PredictorRun
 from .quantiser import (  # noqa: F401  (re-exported: callers import these from here)
-    CTX_CHUNK, CTX_PREDICTOR, CodecTable, _CACHE_FORMAT, _CACHE_VERSION, _FREQ_SCALE, _box, _check_choice, _checkpoint, _class_frequencies, _constriction, _decoder_metric, _fingerprint_bytes, _fit_smoothing, _fit_transform, _frequencies, _has_constriction, _histograms, _product, _smoothed, _table_problem, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise)
-from .tables import (  # noqa: F401  (re-exported)
-    _cache_files, _cache_prefix, _cached_transform, _file_stamp, _first_cached_table, _is_shipped, _read_cache, _table_bytes, _table_from_bytes, _table_from_cache, _table_prefix, _table_tensors, _training_codes, _user_cache_file, _write_cache, codec_table, has_cached_table, save_tables)
+    CTX_CHUNK, CodecTable, _check_choice, _checkpoint, _constriction, _fingerprint_bytes, _fit_transform, _frequencies, _histograms, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise)
+from .tables import (
+    _table_bytes, _table_from_bytes, _user_cache_file, codec_table, has_cached_table, save_tables)
 
 __all__ = ["compress", "decompress", "encode_bytes", "decode_bytes", "decode_codes", "read_header",
            "codec_table", "has_cached_table", "fit_table", "fit_predictive_table", "save_tables", "fingerprint",

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..models.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from ..errors import CheckpointError, DataError, OptionError
-from .format import (  # noqa: F401
-    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, CACHE_FILE, HEADER, _CRC_OFFSET, CODERS, PREDICTIVE_CODERS, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
+from .format import (
+    MIN_BITS, MAX_BITS, QUANTISERS)
 from .predictor import Predictor, fit_predictor, fit_spread_head
 
 # the range-ctx coder's predictor: wider than range-ar's (256 units) and trained longer (20 epochs)

@@ -13,11 +13,11 @@ import numpy as np
 from ..models.checkpoint import Checkpoint
 from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import write_bytes
-from .format import (  # noqa: F401  (re-exported: callers import these from here)
-    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, CACHE_FILE, HEADER, _CRC_OFFSET, CODERS, PREDICTIVE_CODERS, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
+from .format import (
+    MIN_BITS, DEFAULT_BITS, CACHE_FILE, QUANTISERS, DEFAULT_QUANTISER)
 from .predictor import Predictor
-from .quantiser import (  # noqa: F401
-    CTX_CHUNK, CTX_PREDICTOR, CodecTable, _CACHE_FORMAT, _CACHE_VERSION, _FREQ_SCALE, _box, _check_choice, _checkpoint, _class_frequencies, _constriction, _decoder_metric, _fingerprint_bytes, _fit_smoothing, _fit_transform, _frequencies, _has_constriction, _histograms, _product, _smoothed, _table_problem, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise)
+from .quantiser import (
+    CodecTable, _CACHE_FORMAT, _CACHE_VERSION, _check_choice, _checkpoint, _fingerprint_bytes, check_bits, fit_predictive_table, fit_table)
 # fitted tables and training codes, kept for the life of the process
 _training_codes_memo: dict[tuple[str, str], np.ndarray] = {}
 _table_memo: dict[tuple, "CodecTable"] = {}
