@@ -1,8 +1,10 @@
 """Using a trained model: encode, decode, reconstruct and evaluate.
 
-Inputs are validated here, at the boundary: images are (n, h, w) or
-(n, h*w) pixel values 0..255 (uint8 or float), of the size the model was
-trained on, with no NaN or infinity.
+Inputs are validated here, at the boundary: images are (n, h, w) grey or
+(n, h, w, c) colour pixel values 0..255 (uint8 or float; floats that look
+scaled to 0..1 are refused), or flat (n, input_dim) rows; table rows are
+(n, d) scaled features. Each must have the shape the model was trained on,
+with no NaN or infinity.
 """
 from __future__ import annotations
 
@@ -55,32 +57,81 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _input_shape(model: torch.nn.Module) -> tuple[int, int]:
-    return tuple(model.config.input_shape)
+def _config(model: torch.nn.Module):
+    return model.config
+
+
+def sample_shape(config) -> tuple[int, ...]:
+    """One sample as callers hold it: ``(h, w)`` grey, ``(h, w, c)`` colour (channels last, as images are
+    stored), ``(d,)`` a table row."""
+    shape = tuple(config.input_shape)
+    return (*shape[1:], shape[0]) if len(shape) == 3 else shape
+
+
+def to_model_rows(config, samples) -> torch.Tensor:
+    """Samples in the caller's layout (see :func:`sample_shape`; a single one, or already flat rows in
+    the model's channels-first order) as (n, input_dim) rows; a shape that does not fit names both."""
+    arr = samples if isinstance(samples, torch.Tensor) else torch.as_tensor(np.asarray(samples))
+    one, dim = sample_shape(config), config.input_dim
+    if tuple(arr.shape[1:]) == one:
+        rows = arr
+    elif tuple(arr.shape) == one:
+        rows = arr.unsqueeze(0)
+    elif arr.ndim == 2 and arr.shape[1] == dim:
+        return arr
+    else:
+        raise DataError(f"input of shape {tuple(arr.shape)} does not fit this model, which was trained on "
+                        f"{_describe(config)}", hint=f"pass (n, {', '.join(map(str, one))}) or (n, {dim}) values")
+    if len(one) == 3:  # channels last as stored -> channels first, as the model's rows
+        rows = rows.permute(0, 3, 1, 2)
+    return rows.reshape(rows.shape[0], dim)
+
+
+def from_model_rows(config, rows: torch.Tensor) -> torch.Tensor:
+    """(n, input_dim) rows back to the caller's layout (:func:`sample_shape`)."""
+    shape = tuple(config.input_shape)
+    if len(shape) == 3:
+        return rows.reshape(-1, *shape).permute(0, 2, 3, 1).contiguous()
+    return rows.reshape(-1, *shape)
+
+
+def _describe(config) -> str:
+    shape = tuple(config.input_shape)
+    if len(shape) == 1:
+        return f"table rows of {shape[0]} columns"
+    if len(shape) == 2:
+        return f"{shape[0]}x{shape[1]} grey images"
+    return f"{shape[1]}x{shape[2]} images of {shape[0]} channels"
 
 
 def as_pixel_rows(model: torch.nn.Module, images) -> torch.Tensor:
-    """Validate ``images`` for ``model`` and return them as (n, pixels) on the CPU."""
-    arr = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
-    h, w = _input_shape(model)
-    if arr.ndim == 2 and arr.shape[1] == h * w:
-        rows = arr
-    elif arr.ndim == 3 and tuple(arr.shape[1:]) == (h, w):
-        rows = arr.reshape(arr.shape[0], h * w)
-    elif arr.ndim == 2 and tuple(arr.shape) == (h, w):
-        rows = arr.reshape(1, h * w)
-    else:
-        raise DataError(f"images of shape {tuple(arr.shape)} do not fit this model, which was trained on "
-                        f"{h}x{w} images", hint=f"pass (n, {h}, {w}) or (n, {h * w}) pixel values")
+    """Validate ``images`` (or table rows) for ``model`` and return them as (n, input_dim) on the CPU.
+
+    Images are raw pixel values 0..255; values that look already scaled to
+    [0, 1] (floats no larger than 1) are refused. Table rows are the scaled
+    features the model was trained on, any finite values.
+    """
+    config = _config(model)
+    rows = to_model_rows(config, images)
     if rows.dtype == torch.bool or rows.dtype.is_complex:
-        raise DataError(f"images must be numbers 0..255, got dtype {rows.dtype}")
+        raise DataError(f"inputs must be real numbers, got dtype {rows.dtype}")
     if rows.is_floating_point() and not torch.isfinite(rows).all():
-        raise DataError("images contain NaN or infinite values", hint="clean the data first")
-    if rows.dtype != torch.uint8 and rows.numel():  # integer images can be out of range too
-        if rows.min() < 0 or rows.max() > 255:
-            raise DataError(f"pixel values must lie in 0..255, found {float(rows.min()):g}..{float(rows.max()):g}",
-                            hint="pass raw pixel values, not values already scaled to 0..1" if rows.max() <= 1 else None)
+        raise DataError("inputs contain NaN or infinite values", hint="clean the data first")
+    if config.is_image:
+        _check_pixel_range(rows, config.input_max)
     return rows
+
+
+def _check_pixel_range(rows: torch.Tensor, top: float) -> None:
+    if rows.dtype == torch.uint8 or not rows.numel():
+        return
+    low, high = float(rows.min()), float(rows.max())
+    if low < 0 or high > top:
+        raise DataError(f"pixel values must lie in 0..{top:g}, found {low:g}..{high:g}",
+                        hint="pass raw pixel values, not values already scaled to 0..1" if high <= 1 else None)
+    if rows.is_floating_point() and 0 < high <= 1 < top:
+        raise DataError(f"pixel values lie in {low:g}..{high:g}: they look scaled to 0..1 already, but models "
+                        f"take raw pixels 0..{top:g}", hint="pass the raw 8-bit values (multiply by 255)")
 
 
 def default_batch_size(model: torch.nn.Module) -> int:
@@ -111,21 +162,24 @@ def encode(model: torch.nn.Module, images, batch_size: int | None = None, precis
 
 @torch.no_grad()
 def decode(model: torch.nn.Module, codes, batch_size: int | None = None, precision: str = "fp32") -> np.ndarray:
-    """Images decoded from ``codes`` (n, code_size): float32 (n, h, w) in [0, 1]. ``precision``: see
-    ``computing_in``."""
-    h, w = _input_shape(model)
+    """Samples decoded from ``codes`` (n, code_size), float32 in the layout of :func:`sample_shape`:
+    images (n, h, w) or (n, h, w, c) in [0, 1], or table rows (n, d) in the model's scaled units.
+    ``precision``: see ``computing_in``."""
     out = list(_decoded_batches(model, codes, batch_size, precision))
-    return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
+    return from_model_rows(model.config, torch.cat(out) if out else torch.zeros(0, model.config.input_dim)).numpy()
 
 
 @torch.no_grad()
 def decode_to_pixels(model: torch.nn.Module, codes, batch_size: int | None = None,
                      precision: str = "fp32") -> np.ndarray:
-    """Images decoded from ``codes`` as grey levels: uint8 (n, h, w), each ``round(255 * p)`` of
-    :func:`decode`'s p (halves to even), converted batch by batch while the batch is in the caches."""
-    h, w = _input_shape(model)
+    """Images decoded from ``codes`` as 8-bit levels: uint8 (n, h, w) or (n, h, w, c), each
+    ``round(255 * p)`` of :func:`decode`'s p (halves to even), converted batch by batch while the batch
+    is in the caches."""
+    if not model.config.is_image or model.config.loss != "bce":
+        raise OptionError("only image models decode to pixels", hint="use decode() for a table's rows")
     out = [p.mul_(255.0).round_().to(torch.uint8) for p in _decoded_batches(model, codes, batch_size, precision)]
-    return (torch.cat(out) if out else torch.zeros(0, h * w, dtype=torch.uint8)).reshape(-1, h, w).numpy()
+    empty = torch.zeros(0, model.config.input_dim, dtype=torch.uint8)
+    return from_model_rows(model.config, torch.cat(out) if out else empty).numpy()
 
 
 def _decoded_batches(model: torch.nn.Module, codes, batch_size: int | None, precision: str) -> Iterator[torch.Tensor]:
@@ -148,13 +202,12 @@ def _decoded_batches(model: torch.nn.Module, codes, batch_size: int | None, prec
 
 @torch.no_grad()
 def reconstruct(model: torch.nn.Module, images, batch_size: int | None = None) -> np.ndarray:
-    """``images`` encoded and decoded: float32 (n, h, w) in [0, 1]."""
+    """``images`` encoded and decoded, float32 in the layout of :func:`decode`."""
     rows = as_pixel_rows(model, images)
-    h, w = _input_shape(model)
     device = _device_of(model)
     with computing_in(model) as m:
         out = [m(b.to(device, torch.float32)).cpu() for b in _batches(rows, batch_size, model)]
-    return (torch.cat(out) if out else torch.zeros(0, h * w)).reshape(-1, h, w).numpy()
+    return from_model_rows(model.config, torch.cat(out) if out else torch.zeros(0, model.config.input_dim)).numpy()
 
 
 def check_batch_size(batch_size: int) -> int:

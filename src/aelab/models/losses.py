@@ -29,3 +29,12 @@ def cntk_classification_error(output: torch.Tensor, target: torch.Tensor) -> tor
     """
     winner = output.max(dim=1, keepdim=True).indices  # first maximum, as argmax; faster on CPU
     return 1.0 - target.gather(1, winner).squeeze(1)
+
+
+def mean_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The squared error averaged over each sample's values, per sample."""
+    return (output - target).square().mean(dim=1)
+
+
+# the training metric of a model's loss, per sample: the tutorial's for bce (pixels), the MSE otherwise
+SAMPLE_METRICS = {"bce": cntk_classification_error, "mse": mean_squared_error}

@@ -1,14 +1,21 @@
 """The autoencoders, and a registry from names to model configurations.
 
-A model maps raw pixel values (0..255, flattened to ``input_dim``) to a code
-and back to pixel probabilities in [0, 1]. As in the tutorial, the 1/255
-scaling happens inside the model, so callers pass raw pixels (inference,
-evaluation, the codec). Training's targets are the [0, 1] scaled images;
-``aelab.training`` describes how its steps meet this convention.
+A model maps raw inputs, flattened to ``input_dim``, to a code and back.
+Its input is one of three shapes (``ModelConfig.input_shape``): grey images
+``(h, w)``, colour images ``(c, h, w)`` (flattened channels first) or table
+rows ``(d,)``. Raw inputs are divided by ``input_max`` inside the model: 255
+for 8-bit pixels (as in the tutorial, so callers pass raw pixels: inference,
+evaluation, the codec), 1 for table features (already scaled by the data's
+``Scaler``). The output follows ``loss``: ``bce`` models end in a sigmoid
+(values in [0, 1], what pixels and min-max scaled features need), ``mse``
+models are linear (any real value). Training's targets are the inputs divided
+by ``input_max``; ``aelab.training`` describes how its steps meet this
+convention.
 
-Every model follows one protocol: ``encode(pixels (n, h*w)) -> codes (n,
-code_size)``, ``decode_logits(codes) -> (n, h*w)``, ``decode`` (the sigmoid of
-that), ``forward`` (both) and the attribute ``config`` (a :class:`ModelConfig`).
+Every model follows one protocol: ``encode(inputs (n, input_dim)) -> codes (n,
+code_size)``, ``decode_logits(codes) -> (n, input_dim)``, ``decode`` (the
+output of that: a sigmoid or nothing), ``forward`` (both) and the attribute
+``config`` (a :class:`ModelConfig`).
 Models that train differently from how they encode also define
 ``training_terms(pixels) -> (logits, extra_loss)``, which the training loop
 calls instead (``extra_loss`` is summed over the minibatch, like the BCE):
@@ -35,6 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,10 +62,12 @@ class ModelConfig:
     nonlinearity in conv, sparse and vae models (``relu`` or ``silu``; the
     dense models are ReLU throughout).
     ``sparsity`` weighs the sparse model's L1 penalty; ``beta`` the VAE's KL term.
+    ``input_shape`` is ``(h, w)`` for grey images, ``(c, h, w)`` for colour, ``(d,)`` for a table;
+    ``loss`` (``bce`` or ``mse``) decides the output layer, ``input_max`` the raw input that means 1.
     """
 
     kind: str = "simple"
-    input_shape: tuple[int, int] = (28, 28)
+    input_shape: tuple[int, ...] = (28, 28)
     code_size: int = 32
     hidden: tuple[int, ...] = ()
     channels: tuple[int, ...] = ()
@@ -65,10 +75,29 @@ class ModelConfig:
     activation: str = "relu"
     sparsity: float = 0.0
     beta: float = 1.0
+    loss: str = "bce"
+    input_max: float = 255.0
 
     @property
     def input_dim(self) -> int:
-        return self.input_shape[0] * self.input_shape[1]
+        return math.prod(self.input_shape)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the model takes images (grey or colour), not table rows."""
+        return len(self.input_shape) >= 2
+
+    @property
+    def image_channels(self) -> int:
+        """1 for grey images, ``c`` for colour ones, 0 for a table."""
+        if not self.is_image:
+            return 0
+        return self.input_shape[0] if len(self.input_shape) == 3 else 1
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the images (a table's rows have none: ``(1, d)``)."""
+        return tuple(self.input_shape[-2:]) if self.is_image else (1, self.input_shape[0])
 
     def to_dict(self) -> dict:
         """Plain JSON data; fields added after the first release appear only when they differ from
@@ -89,10 +118,12 @@ class ModelConfig:
                    code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())),
                    channels=tuple(int(v) for v in d.get("channels", ())), conv_depth=int(d.get("conv_depth", 1)),
                    activation=str(d.get("activation", "relu")),
-                   sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)))
+                   sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)),
+                   loss=str(d.get("loss", "bce")), input_max=float(d.get("input_max", 255.0)))
 
 
-OPTIONAL_FIELDS = ("channels", "conv_depth", "activation", "sparsity", "beta")
+OPTIONAL_FIELDS = ("channels", "conv_depth", "activation", "sparsity", "beta", "loss", "input_max")
+LOSSES = ("bce", "mse")
 _DEFAULTS = {name: getattr(ModelConfig, name) for name in OPTIONAL_FIELDS}
 
 
@@ -171,16 +202,18 @@ def conv_sizes(input_shape: tuple[int, int], stages: int) -> list[tuple[int, int
     return sizes
 
 
-def model_config(kind: str = "simple", *, input_shape: tuple[int, int] = (28, 28),
+def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28),
                  code_size: int = 32, hidden: tuple[int, ...] | None = None,
                  channels: tuple[int, ...] | None = None, conv_depth: int | None = None,
                  activation: str | None = None, sparsity: float | None = None,
-                 beta: float | None = None) -> ModelConfig:
+                 beta: float | None = None, loss: str = "bce", input_max: float = 255.0) -> ModelConfig:
     """Validate the options and return the configuration of a registered model.
 
     Options left as None take the kind's defaults (``MODEL_KINDS``); an option
     that a kind has no use for (``channels`` for a dense model, ``sparsity``
     for anything but ``sparse``, ``beta`` for anything but ``vae``) is refused.
+    ``input_shape`` is ``(h, w)``, ``(c, h, w)`` (``(1, h, w)`` becomes
+    ``(h, w)``) or ``(d,)``; convolutions need images.
     """
     if kind not in MODEL_KINDS:
         raise _unknown_model(kind)
@@ -188,9 +221,7 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, int] = (28, 28
     if isinstance(code_size, bool) or not isinstance(code_size, int) or code_size < 1:
         raise OptionError(f"code size must be a positive integer, got {code_size!r}",
                           hint="use e.g. --code-size 32")
-    if len(input_shape) != 2 or min(input_shape) < 1:
-        raise OptionError(f"input shape must be two positive sizes, got {input_shape!r}")
-    input_shape = (int(input_shape[0]), int(input_shape[1]))
+    input_shape = _checked_input_shape(input_shape)
     widths = _positive_ints(preset.hidden if hidden is None else hidden, "hidden widths")
     stages = _positive_ints(preset.channels if channels is None else channels, "conv channels")
     if preset.dense and stages:
@@ -198,14 +229,17 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, int] = (28, 28
                           hint="use --model conv (or sparse, vae) for a convolutional encoder")
     if kind == "conv" and not stages:
         raise OptionError("the conv model needs at least one convolution stage", hint="use e.g. --channels 32,64")
+    if stages and len(input_shape) == 1:
+        raise OptionError(f"the {kind} model's convolutions need images, not table rows of {input_shape[0]} "
+                          "columns", hint="use --model dense (or simple, deep, sparse, vae without --channels)")
     if stages:
         need = 2 ** len(stages)
-        if min(input_shape) < need:
-            h, w = input_shape
+        if min(input_shape[-2:]) < need:
+            h, w = input_shape[-2:]
             raise OptionError(f"{h}x{w} images are too small for {len(stages)} stride-2 convolution stages, "
                               f"which need at least {need}x{need}",
-                              hint=f"use at most {max(int(math.log2(min(input_shape))), 1)} --channels "
-                                   "values" if min(input_shape) >= 2 else "use a dense model")
+                              hint=f"use at most {max(int(math.log2(min(h, w))), 1)} --channels "
+                                   "values" if min(h, w) >= 2 else "use a dense model")
     depth = preset.conv_depth if conv_depth is None else conv_depth
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise OptionError(f"conv depth must be a positive integer, got {depth!r}")
@@ -223,8 +257,26 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, int] = (28, 28
         raise OptionError(f"--beta applies to the vae model, not {kind!r}", hint="use --model vae")
     sparsity = _finite_number(preset.sparsity if sparsity is None else sparsity, "sparsity", positive=False)
     beta = _finite_number(preset.beta if beta is None else beta, "beta", positive=True)
+    if loss not in LOSSES:
+        raise OptionError(f"unknown loss {loss!r}", hint=f"choose one of: {', '.join(LOSSES)}")
+    input_max = _finite_number(input_max, "input_max", positive=True)
     return ModelConfig(kind=kind, input_shape=input_shape, code_size=code_size, hidden=widths,
-                       channels=stages, conv_depth=depth, activation=act, sparsity=sparsity, beta=beta)
+                       channels=stages, conv_depth=depth, activation=act, sparsity=sparsity, beta=beta,
+                       loss=loss, input_max=input_max)
+
+
+def _checked_input_shape(shape: tuple) -> tuple[int, ...]:
+    """``shape`` as ints: (d,), (h, w) or (c, h, w) with c > 1, every size positive."""
+    try:
+        sizes = tuple(shape)
+    except TypeError:
+        sizes = ()
+    if not 1 <= len(sizes) <= 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                       for v in sizes):
+        raise OptionError(f"input shape must be (columns,), (height, width) or (channels, height, width) of "
+                          f"positive integers, got {shape!r}")
+    sizes = tuple(int(v) for v in sizes)
+    return sizes[1:] if len(sizes) == 3 and sizes[0] == 1 else sizes
 
 
 class DenseAutoencoder(nn.Module):
@@ -251,17 +303,17 @@ class DenseAutoencoder(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Raw pixels (n, input_dim), 0..255, to codes (n, code_size)."""
+        """Raw inputs (n, input_dim), pixels 0..255 or scaled features, to codes (n, code_size)."""
         first, *rest = self.layers[: self.n_encoder]
         x = pixels.to(first.weight.dtype)
-        # the 1/255 scaling rides on the first product (addmm's alpha): no pass over the pixels
-        h = torch.addmm(first.bias, x, first.weight.t(), alpha=1.0 / 255.0).relu_()
+        # the 1/input_max scaling rides on the first product (addmm's alpha): no pass over the pixels
+        h = torch.addmm(first.bias, x, first.weight.t(), alpha=1.0 / self.config.input_max).relu_()
         for layer in rest:
             h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
         return h
 
     def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes to pre-sigmoid outputs (n, input_dim); the loss uses these for stability."""
+        """Codes to pre-sigmoid outputs (n, input_dim) (the outputs themselves for an ``mse`` model)."""
         h = codes
         decoder = self.layers[self.n_encoder:]
         for layer in decoder[:-1]:
@@ -269,11 +321,16 @@ class DenseAutoencoder(nn.Module):
         return torch.addmm(decoder[-1].bias, h, decoder[-1].weight.t())
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes to pixel probabilities in [0, 1], shape (n, input_dim)."""
-        return self.decode_logits(codes).sigmoid_()
+        """Codes to outputs (n, input_dim): in [0, 1] for a ``bce`` model (pixels / 255)."""
+        return output_of(self.decode_logits(codes), self.config.loss)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))
+
+
+def output_of(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """A model's outputs from its last layer: the sigmoid for ``bce`` (in place), the values for ``mse``."""
+    return logits.sigmoid_() if loss == "bce" else logits
 
 
 class ConvAutoencoder(nn.Module):
@@ -298,8 +355,8 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         self.config = config
         act = ACTIVATIONS[config.activation]
-        self.sizes = conv_sizes(config.input_shape, len(config.channels))
-        channels = [1, *config.channels]
+        self.sizes = conv_sizes(config.image_size, len(config.channels))
+        channels = [config.image_channels, *config.channels]
         encoder: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
             encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), act()]
@@ -307,7 +364,7 @@ class ConvAutoencoder(nn.Module):
                 encoder += [nn.Conv2d(c_out, c_out, 3, padding=1), act()]
         encoder.append(nn.Flatten())
         fh, fw = self.sizes[-1]
-        features = channels[-1] * fh * fw
+        features = channels[-1] * fh * fw if config.channels else config.input_dim
         dims = [features, *config.hidden]
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             encoder += [nn.Linear(d_in, d_out), act()]
@@ -338,22 +395,22 @@ class ConvAutoencoder(nn.Module):
         return self.code_layer.weight.dtype
 
     def _code_outputs(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(self._dtype()) * (1.0 / 255.0)
+        x = pixels.to(self._dtype()) * (1.0 / self.config.input_max)
         if self.config.channels:
-            x = x.reshape(x.shape[0], 1, *self.config.input_shape)
+            x = x.reshape(x.shape[0], self.config.image_channels, *self.config.image_size)
         return self.code_layer(self.encoder(x))
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Raw pixels (n, input_dim), 0..255, to codes (n, code_size)."""
+        """Raw inputs (n, input_dim), pixels 0..255 or scaled features, to codes (n, code_size)."""
         return self._code_outputs(pixels)
 
     def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes to pre-sigmoid outputs (n, input_dim)."""
+        """Codes to pre-sigmoid outputs (n, input_dim) (the outputs themselves for an ``mse`` model)."""
         return self.decoder(codes)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes to pixel probabilities in [0, 1], shape (n, input_dim)."""
-        return torch.sigmoid(self.decode_logits(codes))
+        """Codes to outputs (n, input_dim): in [0, 1] for a ``bce`` model (pixels / 255)."""
+        return output_of(self.decode_logits(codes), self.config.loss)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))

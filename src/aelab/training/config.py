@@ -8,7 +8,7 @@ import torch
 
 from ..data.noise import parse_noise
 from ..errors import OptionError
-from ..models.networks import ModelConfig, model_config
+from ..models.networks import LOSSES, ModelConfig, model_config
 from .optim import FlatFSAdaGrad
 from .schedules import ScheduledAdam
 
@@ -20,6 +20,9 @@ class Recipe:
     ``loss_reduction="sum"`` is the tutorial's: per-sample BCE summed over the
     pixels and over the minibatch (learning rates per sample);
     ``"mean"`` averages over every pixel of the minibatch, as PyTorch's BCELoss.
+    The loss itself follows the data (``TrainConfig.loss``): BCE for pixels
+    and data in [0, 1], the squared error for anything else; every recipe
+    sums or averages it the same way.
     """
 
     name: str
@@ -68,6 +71,7 @@ class TrainConfig:
     activation: str | None = None       # conv, sparse, vae: "relu" or "silu"; None: the model's default
     sparsity: float | None = None       # the sparse model's L1 weight; None: its default
     beta: float | None = None           # the VAE's KL weight; None: its default
+    loss: str | None = None             # "bce" or "mse"; None: what the data suits (bce for data in [0, 1])
 
     def validate(self) -> None:
         parse_noise(self.noise)
@@ -82,6 +86,8 @@ class TrainConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise OptionError(f"seed must be a non-negative integer, got {self.seed!r}")
         get_recipe(self.recipe)
+        if self.loss is not None and self.loss not in LOSSES:
+            raise OptionError(f"unknown loss {self.loss!r}", hint=f"choose one of: {', '.join(LOSSES)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

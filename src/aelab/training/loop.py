@@ -1,6 +1,7 @@
 """The training loop: one readable loop for every model and recipe.
 
-The data set lives on the device as one uint8 tensor; each sweep is one
+The data set lives on the device as one tensor (uint8 pixels, channels first,
+or a table's float32 rows); each sweep is one
 shuffled copy of it, and minibatches are consecutive slices of the sweeps laid
 end to end (as CNTK's randomising reader does, a minibatch may straddle two
 sweeps). For the dense models the gradient comes from an explicit backward
@@ -18,15 +19,16 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..data.datasets import Dataset
 from ..device import describe_device, resolve_device
-from ..errors import AelabError, CheckpointError, DataError, OptionError
+from ..errors import AelabError, CheckpointError, OptionError
+from ..data.scaling import in_unit_range
 from ..data.noise import corrupt, parse_noise
+from ..models.inference import to_model_rows
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
@@ -146,18 +148,18 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     # --- set up: settings, model, data, step and optimiser
     config = config or TrainConfig()
     config.validate()
-    _check_trainable(data)
     if not (checkpoint_every >= 0):
         raise OptionError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every!r}")
     recipe = get_recipe(config.recipe)
     minibatch = config.minibatch_size or recipe.minibatch_size
     device = resolve_device(config.device)
-    mconfig = model_config(config.model, input_shape=data.image_shape, code_size=config.code_size,
+    mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
-                           activation=config.activation, sparsity=config.sparsity, beta=config.beta)
+                           activation=config.activation, sparsity=config.sparsity, beta=config.beta,
+                           loss=loss_for(data, config.loss), input_max=255.0 if data.kind == "images" else 1.0)
     saved = _load_resumable(resume_file, config, data) if resume else None
     model = _prepare_model(model or build_model(mconfig, seed=config.seed), saved, resume_file, device)
-    images = torch.from_numpy(np.ascontiguousarray(data.train.images.reshape(data.train.n, -1))).to(device)
+    images = to_model_rows(mconfig, torch.from_numpy(data.train.images)).contiguous().to(device)
     total_minibatches = _count_minibatches(config, data.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
     noise = parse_noise(config.noise)
@@ -177,7 +179,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         bar.update(first * minibatch)
         if log:
             log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
-    stream = SweepStream(images, config.seed, start_sample=first * minibatch)
+    stream = SweepStream(images, config.seed, start_sample=first * minibatch, scale=1.0 / mconfig.input_max)
     # the CPU stream writes each minibatch into this one buffer: a fresh large tensor costs page faults per step
     batch = torch.empty(minibatch, images.shape[1], dtype=torch.float32) if device.type == "cpu" else None
 
@@ -203,7 +205,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         optimizer.step()
 
     train_step = eager_step
-    if cuda_graphs.applies(device, step, optimizer, noise):
+    if cuda_graphs.applies(device, step, optimizer, noise) and images.dtype == torch.uint8:
         graphed = cuda_graphs.GraphedStep(images, stream, step, optimizer, minibatch, windows.loss, windows.metric)
         train_step = lambda k: graphed.run()  # noqa: E731 - eager_step's work as one CUDA graph
 
@@ -250,15 +252,24 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                        minibatches=total_minibatches, seconds=seconds, progress=table.rows)
 
 
-def _check_trainable(data: Dataset) -> None:
-    """The models take grey images for now: colour images and feature tables load and describe,
-    but training on them would fail deep inside a model."""
-    if data.kind == "table":
-        raise DataError(f"{data.name!r} is a feature table; aelab's models train on grey images for now",
-                        hint="`aelab data info` describes it; training on tables is not supported yet")
-    if (data.channels or 1) != 1:
-        raise DataError(f"{data.name!r} holds colour images ({data.channels} channels); aelab's models train on "
-                        "grey images for now", hint="convert the images to greyscale first")
+def loss_for(data: Dataset, asked: str | None) -> str:
+    """The loss a run on ``data`` uses: ``asked``, else BCE for images and tables in [0, 1], else MSE.
+
+    BCE needs targets in [0, 1] and images are trained on their pixels in [0, 1] with a sigmoid
+    output, so other pairings are refused with what to do instead.
+    """
+    if data.kind == "images":
+        if asked not in (None, "bce"):
+            raise OptionError(f"images train with the bce loss, not {asked!r}",
+                              hint="drop --loss (pixels lie in [0, 1], which bce suits)")
+        return "bce"
+    in_unit = in_unit_range(data.train.images)
+    if asked == "bce" and not in_unit:
+        raise OptionError(f"the bce loss needs data in [0, 1], but {data.name!r} is scaled "
+                          f"{data.source.get('scaler', {}).get('method', 'otherwise')}",
+                          hint="load it with --scale minmax, or use --loss mse")
+    return asked or ("bce" if in_unit else "mse")
+
 
 def _load_resumable(resume_file: str | os.PathLike | None, config: TrainConfig, data: Dataset) -> TrainingState:
     if resume_file is None:

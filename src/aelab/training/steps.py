@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models.losses import cntk_classification_error
-from ..models.networks import DenseAutoencoder
+from ..models.losses import SAMPLE_METRICS, cntk_classification_error
+from ..models.networks import DenseAutoencoder, output_of
 from . import kernels
 
 
@@ -123,6 +123,8 @@ def summed_bce(logits: torch.Tensor, target: torch.Tensor, output: torch.Tensor 
 class AutogradStep:
     """Loss, metric and gradients of any autoencoder through autograd.
 
+    The loss is the model's (``config.loss``): BCE on the logits, or the
+    squared error of the linear outputs, summed over values and samples.
     A model may define ``training_terms(pixels) -> (logits, extra_loss)`` to
     train differently from how it encodes (a VAE samples its code and adds a
     KL term; a sparse autoencoder adds its penalty); ``extra_loss`` is summed
@@ -137,21 +139,32 @@ class AutogradStep:
         with torch.no_grad():
             for p in self.model.parameters():
                 p.grad.zero_()
-        # models take raw pixels 0..255 (see aelab.training's docstring on why the round trip stays)
+        # models take raw inputs, pixels 0..255 (see aelab.training's docstring on why the round trip stays)
+        raw = inputs * self.model.config.input_max
         if hasattr(self.model, "training_terms"):
-            logits, extra = self.model.training_terms(inputs * 255.0)
+            logits, extra = self.model.training_terms(raw)
         else:
-            logits, extra = self.model.decode_logits(self.model.encode(inputs * 255.0)), None
-        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+            logits, extra = self.model.decode_logits(self.model.encode(raw)), None
+        loss = SUMMED_LOSSES[self.model.config.loss](logits, target)
         total = loss if extra is None else loss + extra
         (total * self.grad_scale).backward()  # accumulates into the flat gradient's views
         with torch.no_grad():
-            metric = cntk_classification_error(torch.sigmoid(logits), target).sum()
+            loss_name = self.model.config.loss
+            metric = SAMPLE_METRICS[loss_name](output_of(logits.detach().clone(), loss_name), target).sum()
         return loss.detach(), metric
 
 
+# a model's loss from its last layer's values, summed over the minibatch's values
+SUMMED_LOSSES = {
+    "bce": lambda logits, target: F.binary_cross_entropy_with_logits(logits, target, reduction="sum"),
+    "mse": lambda outputs, target: F.mse_loss(outputs, target, reduction="sum"),
+}
+
+
 def make_step(model: torch.nn.Module, grad_scale: float, use_autograd: bool = False):
-    if type(model) is DenseAutoencoder and not use_autograd:  # subclasses may add training terms
+    """The explicit backward pass for a plain dense ``bce`` model, autograd for any other."""
+    dense_bce = type(model) is DenseAutoencoder and model.config.loss == "bce"  # subclasses may add terms
+    if dense_bce and not use_autograd:
         return DenseBackprop(model, grad_scale)
     return AutogradStep(model, grad_scale)
 

@@ -22,8 +22,9 @@ class SweepStream:
     scales them (``aelab.training.kernels``).
     """
 
-    def __init__(self, images: torch.Tensor, seed: int, start_sample: int = 0) -> None:
-        self.images = images  # (n, pixels) uint8 on the device
+    def __init__(self, images: torch.Tensor, seed: int, start_sample: int = 0, scale: float = 1.0 / 255.0) -> None:
+        self.images = images  # (n, pixels) uint8, or (n, d) float32 table rows, on the device
+        self.scale = scale    # what a raw value is multiplied by: 1/255 for pixels, 1 for scaled features
         self.n = images.shape[0]
         self.seed = seed
         self.position = start_sample
@@ -54,13 +55,13 @@ class SweepStream:
         return parts
 
     def next(self, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The next ``size`` images as float32 scaled to [0, 1]; on the CPU they may be written into
+        """The next ``size`` samples as float32 times ``scale`` (pixels to [0, 1]); on the CPU they may be written into
         ``out`` (float32, (size, pixels)), which the training loop reuses: a fresh tensor of a large
         minibatch costs page faults on every step."""
         if not self._fused:
             parts = self.next_rows(size)
             rows = parts[0] if len(parts) == 1 else torch.cat(parts)
-            return self.images.index_select(0, rows).to(torch.float32).mul_(1.0 / 255.0)
+            return self.images.index_select(0, rows).to(torch.float32).mul_(self.scale)
         if out is None:
             out = torch.empty(size, self.images.shape[1], dtype=torch.float32)
         elif out.shape != (size, self.images.shape[1]) or out.dtype != torch.float32 or not kernels.applies_to(out):
@@ -68,11 +69,11 @@ class SweepStream:
                              f"got {out.dtype} {tuple(out.shape)}")  # the loop writes without bounds checks
         sweep, offset = divmod(self.position, self.n)
         if offset + size <= self.n:  # within one sweep: straight from its order
-            kernels.gather_scaled(self._images_np, self._shuffled_order(sweep), offset, size, 1.0 / 255.0, out.numpy())
+            kernels.gather_scaled(self._images_np, self._shuffled_order(sweep), offset, size, self.scale, out.numpy())
             self.position += size
             return out
         done = 0
         for rows in self.next_rows(size):
-            kernels.gather_scaled(self._images_np, rows.numpy(), 0, len(rows), 1.0 / 255.0, out.numpy()[done:])
+            kernels.gather_scaled(self._images_np, rows.numpy(), 0, len(rows), self.scale, out.numpy()[done:])
             done += len(rows)
         return out
