@@ -12,10 +12,13 @@ from typing import Callable
 
 import numpy as np
 
-from .data import Dataset, load_dataset, load_images
+from .data import Dataset, Scaler, load_dataset, load_images
+from .data.scaling import SCALE_METHODS
+from .data.sources import reading_options
+from .data.tables import TABLE_SUFFIXES, read_table
 from .data import images as image_files
 from .data.codes import read_codes, write_codes
-from .errors import OptionError
+from .errors import DataError, OptionError
 from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
@@ -25,7 +28,7 @@ from .evaluation.similarity import pair_similarity, similarity_rows
 from .fileio import ensure_dir
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .models.networks import MODEL_NAMES, model_config
+from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
@@ -45,7 +48,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER"
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
-           "sample_images", "compress_notice", "decompress_notice"]
+           "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
+           "LOSSES", "data_record", "check_fits"]
 
 Log = Callable[[str], None] | None
 
@@ -77,9 +81,95 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
                               "samples_seen": result.samples_seen, "seconds": result.seconds,
                               "train_error_pct": result.train_error_pct},
-                    data={"name": data.name, "sha256": data.sha256},
+                    data=data_record(data),
                     metrics={k: v for k, v in scores.items() if k != "n"})
     return TrainedModel(result, scores, folder)
+
+
+# load_dataset's options that the CLI exposes on every command with --data
+DATA_OPTIONS = ("test_fraction", "seed", "label_column", "channels", "resize", "crop", "skip_bad", "scale")
+
+
+def data_record(data: Dataset) -> dict:
+    """What a checkpoint keeps about its training data: which data, what one sample looks like, how
+    it was read (so other commands read it the same way) and a table's scaler."""
+    record = {"name": data.name, "sha256": data.sha256}
+    if data.source:  # the sources beyond MNIST's fixed files
+        record.update(kind=data.kind, input_shape=list(data.input_shape), channels=data.channels,
+                      class_names=data.class_names, options=reading_options(data.source))
+        if data.source.get("scaler"):
+            record["scaler"] = data.source["scaler"]
+        if data.source.get("columns"):
+            record["columns"] = data.source["columns"]
+    return record
+
+
+def saved_scaler(checkpoint: Checkpoint) -> Scaler | None:
+    """The scaler a table model was trained with (None for images)."""
+    recorded = checkpoint.info.get("data", {}).get("scaler")
+    return Scaler.from_dict(recorded) if recorded else None
+
+
+def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = None, **options) -> Dataset:
+    """The data set at ``path`` (None: the bundled MNIST), read as ``options`` (:data:`DATA_OPTIONS`) say.
+
+    With a ``checkpoint``, options not given are those it was trained with (the same test split,
+    size and channels), a table is scaled with its scaler, and data of another shape than the
+    model's is refused with an error that names both.
+    """
+    unknown = sorted(set(options) - set(DATA_OPTIONS))
+    if unknown:
+        raise OptionError(f"unknown data option(s) {', '.join(unknown)}", hint=f"use {', '.join(DATA_OPTIONS)}")
+    chosen = {k: v for k, v in options.items() if v is not None and v is not False}
+    scaler = None
+    if checkpoint is not None:
+        chosen = {**_recorded_options(checkpoint, path), **chosen}
+        scaler = saved_scaler(checkpoint)
+    data = load_dataset(path, scaler=scaler, **chosen)
+    if checkpoint is not None:
+        check_fits(checkpoint, data.input_shape, data.name)
+    return data
+
+
+def _recorded_options(checkpoint: Checkpoint, path: str | Path | None) -> dict:
+    """The checkpoint's reading options that apply to ``path``: image options to folders, a label
+    column to tables, the split to both."""
+    recorded = dict(checkpoint.info.get("data", {}).get("options") or {})
+    p = None if path is None else Path(path)
+    if p is None or not p.is_dir():
+        for name in ("channels", "resize", "crop"):
+            recorded.pop(name, None)
+    if p is None or p.suffix.lower() not in TABLE_SUFFIXES:
+        recorded.pop("label_column", None)
+    return recorded
+
+
+def check_fits(checkpoint: Checkpoint, input_shape: tuple[int, ...], name: str) -> None:
+    """Refuse samples of ``input_shape`` (channels first, or (d,)) that the model was not trained on."""
+    mine = tuple(checkpoint.model_config.input_shape)
+    theirs = tuple(input_shape[1:]) if len(input_shape) == 3 and input_shape[0] == 1 else tuple(input_shape)
+    if mine != theirs:
+        raise DataError(f"{name!r} holds {_describe_shape(theirs)}, but the model was trained on "
+                        f"{_describe_shape(mine)}", hint=_fit_hint(mine, theirs))
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) == 1:
+        return f"table rows of {shape[0]} columns"
+    if len(shape) == 2:
+        return f"{shape[0]}x{shape[1]} grey images"
+    return f"{shape[1]}x{shape[2]} colour images ({shape[0]} channels)"
+
+
+def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
+    if len(mine) == 1 or len(theirs) == 1:
+        return "pass data of the kind the model was trained on"
+    steps = []
+    if mine[-2:] != theirs[-2:]:
+        steps.append(f"--resize {mine[-2]}x{mine[-1]}")
+    if len(mine) != len(theirs):
+        steps.append("--grayscale" if len(mine) == 2 else "--rgb")
+    return "read it with " + " ".join(steps)
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
@@ -88,16 +178,45 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
 
 
 def input_images(source: str | Path | None = None, data: str | Path | None = None,
-                 limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images (and labels) from ``source`` (a file or folder), else the test split of ``data``."""
-    if source:
+                 limit: int | None = None, checkpoint: Checkpoint | None = None,
+                 **options) -> tuple[np.ndarray, np.ndarray | None]:
+    """Samples (and labels) from ``source`` (a file or folder), else the test split of ``data``.
+
+    With a ``checkpoint``, ``data`` is read as :func:`load_data` reads it, and a table ``source``
+    (.npy, .csv, .tsv, .parquet) is scaled with the model's scaler; both must fit the model.
+    """
+    if source and checkpoint is not None and Path(source).suffix.lower() in TABLE_SUFFIXES:
+        images, labels = _table_rows(source, checkpoint, options.get("label_column"))
+    elif source:
         images, labels = load_images(source)
     else:
-        test = load_dataset(data).test
+        test = load_data(data, checkpoint, **options).test if checkpoint else load_dataset(data, **options).test
         images, labels = test.images, test.labels
     if limit:
         images, labels = images[:limit], None if labels is None else labels[:limit]
     return images, labels
+
+
+def _table_rows(path: str | Path, checkpoint: Checkpoint, label_column) -> tuple[np.ndarray, np.ndarray | None]:
+    scaler = saved_scaler(checkpoint)
+    if scaler is None:
+        raise DataError("this model was trained on images, not a table", path=path,
+                        hint="pass images of the kind it was trained on")
+    label_column = label_column if label_column is not None else \
+        checkpoint.info.get("data", {}).get("options", {}).get("label_column")
+    table = read_table(Path(path), label_column)
+    check_fits(checkpoint, (table.rows.shape[1],), Path(path).name)
+    return scaler.transform(table.rows), table.labels
+
+
+def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | None) -> np.ndarray:
+    """A table model's decoded rows in the data's own units (the scaler undone); written to
+    ``output`` (.csv or .npy) when given."""
+    scaler = saved_scaler(checkpoint)
+    values = scaler.inverse_transform(rows) if scaler is not None else rows
+    if output is not None:
+        write_codes(output, values, columns=checkpoint.info.get("data", {}).get("columns"))
+    return values
 
 
 def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
@@ -117,6 +236,8 @@ def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output:
     if limit:
         codes = codes[:limit]
     images = inference.decode(checkpoint.model, codes)
+    if not checkpoint.model_config.is_image:
+        return table_output(checkpoint, images, output)
     if output is not None:
         write_pngs(output, images, title="decoded images")
     return images
@@ -126,6 +247,8 @@ def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.nd
                        output: str | Path | None = None) -> np.ndarray:
     """Encode and decode ``images``; PNGs and a comparison grid.png in ``output`` when given."""
     decoded = inference.reconstruct(checkpoint.model, images)
+    if not checkpoint.model_config.is_image:
+        return table_output(checkpoint, decoded, output)
     if output is not None:
         image_files.save_pngs(output, decoded, prefix=PNG_PREFIX)
         n = min(len(images), 20)

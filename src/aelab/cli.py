@@ -42,6 +42,13 @@ _positive_float = _number(float, 0, False, "a positive number")
 _non_negative_float = _number(float, 0, True, "a number >= 0")
 
 
+def _unit_fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 class _DeprecatedAlias(argparse.Action):
     """An old spelling of an option: still works, hidden from --help, with a one-line note on stderr."""
 
@@ -62,11 +69,40 @@ def _add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help=f"only the first N {what}")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
+def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="dataset: a folder of MNIST-format IDX files, a folder with the tutorial's "
-                        "Train-28x28_cntk_text.txt/Test-28x28_cntk_text.txt, a .npz (x_train, y_train, "
-                        "x_test, y_test) or TRAIN.txt,TEST.txt CTF files (default: the bundled MNIST)")
+                   help="dataset: a folder of images (PNG, JPEG, WebP, BMP, TIFF; train/ and test/ subfolders, "
+                        "class folders or flat), a table (.npy, .csv, .tsv, .parquet), a .npz, a folder of "
+                        "MNIST-format IDX files or of the tutorial's CTF files, or TRAIN.txt,TEST.txt "
+                        "(default: the bundled MNIST)")
+    if not reading:
+        return
+    g = p.add_argument_group("reading --data (a checkpoint remembers how its training data was read)")
+    g.add_argument("--test-fraction", type=_unit_fraction, default=None, metavar="F",
+                   help="the share of a source without a test split that becomes its (seeded, stratified) test "
+                        "split (default: 0.1)")
+    g.add_argument("--label-column", default=None, metavar="NAME|INDEX",
+                   help="a table's column of labels, by header name or 0-based index")
+    colour = g.add_mutually_exclusive_group()
+    colour.add_argument("--grayscale", dest="channels", action="store_const", const="grayscale",
+                        help="read images as grey (default: colour if any image is)")
+    colour.add_argument("--rgb", dest="channels", action="store_const", const="rgb", help="read images as colour")
+    g.add_argument("--resize", default=None, metavar="HxW", help="resize every image to H x W (antialiased)")
+    g.add_argument("--crop", action="store_true",
+                   help="centre-crop every image to the --resize size (default: the smallest size found)")
+    g.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of failing")
+    g.add_argument("--scale", choices=api.SCALE_METHODS, default=None,
+                   help="how a table's columns are scaled on the training split (default: none for data in "
+                        "[0, 1], else standard)")
+
+
+def _data_options(args) -> dict:
+    return {name: getattr(args, name, None) for name in api.DATA_OPTIONS if name != "seed"}
+
+
+def _load_data(args, checkpoint=None):
+    """``--data`` read with the reading options given (and, for a checkpoint, those it was trained with)."""
+    return api.load_data(args.data, checkpoint, **_data_options(args))
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -120,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the simple and the deep autoencoder as the CNTK 105 tutorial does and "
                                    "write pictures, checkpoints, summary.json and report.md into --out.")
     p.add_argument("--out", default="aelab-out", metavar="DIR", help="output folder (default: ./aelab-out)")
-    _add_data(p)
+    _add_data(p, reading=False)
     _add_sweeps(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
@@ -158,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default=None, metavar="SPEC",
                    help="train a denoiser: corrupt the inputs (targets stay clean) with gaussian:SIGMA, "
                         "masking:P or salt-pepper:P, e.g. gaussian:0.5")
+    p.add_argument("--loss", choices=api.LOSSES, default=None,
+                   help="bce (sigmoid outputs, for images and data in [0, 1]) or mse (linear outputs, for "
+                        "anything else); default: what the data suits")
     _add_data(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
@@ -171,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
 
     p = sub.add_parser("evaluate", help="score a trained model on the test split",
-                       description="Average test error (CNTK's metric), BCE, MSE and PSNR on the test split.")
+                       description="Average test error (CNTK's metric), BCE, MSE and PSNR on the test split; "
+                                   "for a table, the MSE and R^2 in its scaled units.")
     _add_checkpoint(p)
     _add_data(p)
     _add_device(p)
@@ -181,12 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "training split's codes (knn_acc, 0..1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("encode", help="images to codes (.npy or .csv)",
-                       description="Encode images into codes; writes codes and labels.")
+    p = sub.add_parser("encode", help="images or table rows to codes (.npy or .csv)",
+                       description="Encode images or table rows into codes; writes codes and labels.")
     _add_checkpoint(p)
     p.add_argument("input", nargs="?", default=None,
-                   help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs "
-                        "(default: the test split of --data)")
+                   help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs; or a table (.npy, .csv, "
+                        ".tsv, .parquet) for a table model (default: the test split of --data)")
     _add_data(p)
     _add_device(p)
     _add_limit(p)
@@ -199,18 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("codes", help="a .npy array (n, code size) or a .csv written by `aelab encode`")
     _add_device(p)
     _add_limit(p, "codes")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for img-NNNNN.png and grid.png")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
 
-    p = sub.add_parser("reconstruct", help="images to decoded PNG images",
-                       description="Encode and decode images; writes each decoded image and a comparison grid.")
+    p = sub.add_parser("reconstruct", help="images (or table rows) encoded and decoded",
+                       description="Encode and decode images; writes each decoded image and a comparison grid "
+                                   "(a table model: the decoded rows, in the table's own units).")
     _add_checkpoint(p)
     p.add_argument("input", nargs="?", default=None,
-                   help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs "
-                        "(default: the test split of --data)")
+                   help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs; or a table for a table "
+                        "model (default: the test split of --data)")
     _add_data(p)
     _add_device(p)
     _add_limit(p)
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for img-NNNNN.png and grid.png")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
 
     p = sub.add_parser("similarity", help="cosine similarities of images, their decodings and codes",
                        description="Cosine similarity of two test images, of their decodings and of their codes. "
@@ -343,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tsne-limit", dest="tsne_limit", type=_positive_int, default=None, metavar="N",
                    help=f"test images in the t-SNE map (default: {api.COMPARE_TSNE_LIMIT}; {api.QUICK_TSNE_LIMIT} with --quick)")
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _positive_int)
-    _add_data(p)
+    _add_data(p, reading=False)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", default="aelab-compare", metavar="DIR",
@@ -407,31 +450,49 @@ def cmd_train(args) -> int:
                              sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
                              device=args.device, hidden=args.hidden, channels=args.channels,
                              conv_depth=args.conv_depth, activation=args.activation, sparsity=args.sparsity,
-                             beta=args.beta, noise=args.noise)
+                             beta=args.beta, noise=args.noise, loss=args.loss)
     config.validate()  # unknown model names and unusable options fail before data loads
     out = ensure_dir(args.out)  # an unusable --out fails now, not after the training
-    data = api.load_dataset(args.data)
-    say(f"Training {config.model} on {data.name} ({data.train.n} images), "
+    data = _load_data(args)
+    say(f"Training {config.model} on {data.name} ({data.train.n} {_samples(data)}), "
         f"device {describe_device(resolve_device(config.device))}")
     trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
                               resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
                               resume=args.resume)
     scores, result = trained.scores, trained.result
-    say(f"Average test error: {scores['test_error_pct']:.2f}%  (PSNR {scores['test_psnr_db']:.2f} dB)")
+    say(_score_line(scores))
     say(f"Saved {trained.folder / 'model.safetensors'} and {trained.folder / 'config.json'} "
         f"({result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)")
     return 0
 
 
+def _samples(data) -> str:
+    return "rows" if data.kind == "table" else "images"
+
+
+def _score_line(scores: dict) -> str:
+    if "test_error_pct" in scores:
+        return f"Average test error: {scores['test_error_pct']:.2f}%  (PSNR {scores['test_psnr_db']:.2f} dB)"
+    return f"Test MSE (scaled units): {scores['test_mse']:.5f}  (R^2 {scores['test_r2']:.4f})"
+
+
+def _written(ckpt, count: int, pngs: str) -> str:
+    return f"{count} {pngs} and {api.GRID_NAME}" if ckpt.model_config.is_image else f"{count} rows"
+
+
 def cmd_evaluate(args) -> int:
-    scores = api.evaluate_model(_load_model(args), api.load_dataset(args.data), args.split, knn=args.knn)
+    ckpt = _load_model(args)
+    scores = api.evaluate_model(ckpt, _load_data(args, ckpt), args.split, knn=args.knn)
     if args.json:
         print(json.dumps(scores))
         return 0
-    print(f"{args.split} split of {scores['data']}: {scores['n']} images")
-    print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
-    print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
-          f"PSNR: {scores['test_psnr_db']:.2f} dB")
+    print(f"{args.split} split of {scores['data']}: {scores['n']} samples")
+    if "test_error_pct" in scores:
+        print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
+        print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
+              f"PSNR: {scores['test_psnr_db']:.2f} dB")
+    else:
+        print(f"MSE (scaled units): {scores['test_mse']:.5f}   R^2: {scores['test_r2']:.4f}")
     if "knn_acc" in scores:
         print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
     return 0
@@ -439,7 +500,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_denoise(args) -> int:
     ckpt = _load_model(args)
-    summary = api.denoise_images(ckpt, api.load_dataset(args.data), args.noise, seed=args.seed, limit=args.limit,
+    summary = api.denoise_images(ckpt, _load_data(args, ckpt), args.noise, seed=args.seed, limit=args.limit,
                                  draw=args.draw, output=args.output)
     if args.json:
         print(json.dumps(summary))
@@ -458,7 +519,8 @@ def cmd_sample(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    api.interpolate_images(_load_model(args), api.load_dataset(args.data), args.a, args.b, steps=args.steps,
+    ckpt = _load_model(args)
+    api.interpolate_images(ckpt, _load_data(args, ckpt), args.a, args.b, steps=args.steps,
                            output=args.output)
     print(f"Wrote {args.output}: test images {args.a} and {args.b} with {args.steps} decoded codes between them")
     return 0
@@ -501,8 +563,8 @@ def cmd_models(args) -> int:
 
 def cmd_encode(args) -> int:
     ckpt = _load_model(args)
-    images, labels = api.input_images(args.input, args.data, args.limit)
-    _progress(f"Encoding {len(images)} images ...")
+    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **_data_options(args))
+    _progress(f"Encoding {len(images)} samples ...")
     codes = api.encode_images(ckpt, images, labels, output=args.output)
     print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {args.output}")
     return 0
@@ -512,22 +574,23 @@ def cmd_decode(args) -> int:
     ckpt = _load_model(args)
     codes = read_codes(args.codes)
     codes = codes[: args.limit] if args.limit else codes
-    _progress(f"Decoding {len(codes)} codes into PNGs ...")
+    _progress(f"Decoding {len(codes)} codes ...")
     images = api.decode_codes(ckpt, codes, output=args.output)
-    print(f"Wrote {len(images)} PNGs and {api.GRID_NAME} to {args.output}")
+    print(f"Wrote {_written(ckpt, len(images), 'PNGs')} to {args.output}")
     return 0
 
 
 def cmd_reconstruct(args) -> int:
     ckpt = _load_model(args)
-    images, labels = api.input_images(args.input, args.data, args.limit)
+    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **_data_options(args))
     decoded = api.reconstruct_images(ckpt, images, labels, output=args.output)
-    print(f"Wrote {len(decoded)} decoded PNGs and {api.GRID_NAME} to {args.output}")
+    print(f"Wrote {_written(ckpt, len(decoded), 'decoded PNGs')} to {args.output}")
     return 0
 
 
 def cmd_similarity(args) -> int:
-    rows = api.similarity_pairs(_load_model(args), api.load_dataset(args.data),
+    ckpt = _load_model(args)
+    rows = api.similarity_pairs(ckpt, _load_data(args, ckpt),
                                 None if args.pair is None else tuple(args.pair), output=args.output)
     plain = [{k: v for k, v in r.items() if k.startswith(("title", "index", "cos"))} for r in rows]
     if args.json:
@@ -540,7 +603,8 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_tsne(args) -> int:
-    api.tsne_map(_load_model(args), api.load_dataset(args.data), args.limit, seed=args.seed, output=args.output)
+    ckpt = _load_model(args)
+    api.tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output)
     print(f"Wrote {args.output}")
     return 0
 

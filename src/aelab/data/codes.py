@@ -9,11 +9,13 @@ from ..errors import DataError, OptionError
 from ..fileio import atomic_write, write_text
 
 
-def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    """Write codes to FILE.npy (labels to FILE.labels.npy) or FILE.csv (label, then the code)."""
+def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None = None,
+                columns: list[str] | None = None) -> Path:
+    """Write codes (or any rows) to FILE.npy (labels to FILE.labels.npy) or FILE.csv (label, then the
+    values, under a header of ``columns``, default c0, c1, ...)."""
     out = Path(path)
     if out.suffix == ".csv":
-        write_text(out, _codes_csv(codes, labels))
+        write_text(out, _codes_csv(codes, labels, columns))
     elif out.suffix == ".npy":
         with atomic_write(out) as f:
             np.save(f, codes)
@@ -25,8 +27,9 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
     return out
 
 
-def _codes_csv(codes: np.ndarray, labels: np.ndarray | None) -> str:
-    header = ("label," if labels is not None else "") + ",".join(f"c{i}" for i in range(codes.shape[1]))
+def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] | None = None) -> str:
+    names = columns if columns and len(columns) == codes.shape[1] else [f"c{i}" for i in range(codes.shape[1])]
+    header = ("label," if labels is not None else "") + ",".join(names)
     rows = [(f"{int(labels[i])}," if labels is not None else "") + ",".join(f"{v:.6g}" for v in code)
             for i, code in enumerate(codes)]
     return header + "\n" + "\n".join(rows) + "\n"

@@ -29,6 +29,7 @@ from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
 from .folders import has_images
+from .scaling import Scaler
 from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset
 from .tables import TABLE_SUFFIXES
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
@@ -56,7 +57,7 @@ _ACCEPTED_SOURCES = ("a folder with the four MNIST IDX files (train-images-idx3-
 def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float = 0.1, seed: int = 0,
                  label_column: str | int | None = None, channels: str | None = None,
                  resize: str | tuple[int, int] | None = None, crop: bool = False, skip_bad: bool = False,
-                 scale: str | None = None) -> Dataset:
+                 scale: str | None = None, scaler: Scaler | None = None) -> Dataset:
     """Load a train/test dataset.
 
     ``path`` may be ``None`` (or ``"mnist"`` when no such file exists) for the
@@ -74,7 +75,9 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     records how. ``label_column`` (name or index) picks a table's labels;
     ``channels`` ('grayscale'/'rgb'), ``resize`` ("HxW"), ``crop`` and
     ``skip_bad`` apply to image folders; ``scale`` ('standard', 'minmax',
-    'none'; default: 'none' for data in [0, 1], else 'standard') to tables.
+    'none'; default: 'none' for data in [0, 1], else 'standard') to tables,
+    fitted on the training rows unless ``scaler`` (a fitted
+    :class:`~aelab.data.scaling.Scaler`, e.g. a checkpoint's) is given.
     Raises :class:`DataError` for anything missing, damaged or inconsistent.
     """
     channels, size = checked_options(channels, resize, scale)
@@ -93,9 +96,9 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
         return _load_folder(p, dict(split, **image_options))
     if p.is_file():
         if p.suffix.lower() in TABLE_SUFFIXES:
-            return load_table_dataset(p, label_column=label_column, scale=scale, **split)
+            return load_table_dataset(p, label_column=label_column, scale=scale, scaler=scaler, **split)
         if _is_npz(p):
-            return _load_npz_dataset(p, dict(split, scale=scale))
+            return _load_npz_dataset(p, dict(split, scale=scale, scaler=scaler))
         raise DataError("a single file is not a train/test dataset", path=p,
                         hint=f"pass {_ACCEPTED_SOURCES}")
     text = os.fspath(path)

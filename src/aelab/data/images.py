@@ -36,8 +36,10 @@ def _checked_pixels(x: Any, name: str, ndims: Sequence[int]) -> np.ndarray:
         a = a.astype(np.uint8) * 255
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise OptionError(f"{name} must hold uint8 or float pixels, got dtype {a.dtype}")
-    if a.ndim not in ndims:
-        raise OptionError(f"{name} must have shape {_shape_text(ndims)}, got {a.shape}")
+    colour = a.ndim - 1 in ndims and a.shape[-1] == 3  # the same with a trailing RGB axis
+    if a.ndim not in ndims and not colour:
+        raise OptionError(f"{name} must have shape {_shape_text(ndims)} (with a trailing 3 for colour), "
+                          f"got {a.shape}")
     if a.size == 0:
         raise OptionError(f"{name} is empty (shape {a.shape})")
     if np.issubdtype(a.dtype, np.integer):
@@ -78,7 +80,7 @@ def to_uint8(x: Any, name: str = "image", ndims: Sequence[int] = (2, 3)) -> np.n
 
 
 def save_png(path: str | os.PathLike[str], image: Any) -> Path:
-    """Write one (h, w) image as an 8-bit grayscale PNG at its native size."""
+    """Write one (h, w) grey or (h, w, 3) colour image as an 8-bit PNG at its native size."""
     from PIL import Image
 
     pixels = np.ascontiguousarray(to_uint8(image, "image", ndims=(2,)))
@@ -90,7 +92,7 @@ def save_png(path: str | os.PathLike[str], image: Any) -> Path:
 
 def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
               start: int = 0) -> list[Path]:
-    """Write each of (n, h, w) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``."""
+    """Write each of (n, h, w) or (n, h, w, 3) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``."""
     pixels = to_uint8(images, "images", ndims=(3,))
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\\0"):
         raise OptionError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")

@@ -60,6 +60,11 @@ class Scaler:
         self.scale_ = np.where(spread > 0, spread, 1.0).astype(np.float32)
         return self
 
+    @property
+    def columns(self) -> int | None:
+        """The number of columns it was fitted on (None before ``fit``)."""
+        return None if self.mean_ is None else len(self.mean_)
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         mean, scale = self._fitted(x)
         return ((_rows(x) - mean) / scale).astype(np.float32)

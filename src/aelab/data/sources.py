@@ -17,7 +17,8 @@ from .scaling import SCALE_METHODS, Scaler, default_scaling, suggest_loss
 from .splitting import split_indices
 from .tables import checked_rows, read_table
 
-__all__ = ["load_folder_dataset", "load_table_dataset", "load_array_dataset", "checked_options"]
+__all__ = ["load_folder_dataset", "load_table_dataset", "load_array_dataset", "checked_options",
+           "reading_options"]
 
 
 def checked_options(channels: str | None, resize: Any, scale: str | None) -> tuple[str | None, tuple | None]:
@@ -46,16 +47,16 @@ def load_folder_dataset(folder: Path, *, test_fraction: float, seed: int, channe
 
 
 def load_table_dataset(path: Path, *, label_column: str | int | None, test_fraction: float, seed: int,
-                       scale: str | None) -> Dataset:
+                       scale: str | None, scaler: Scaler | None = None) -> Dataset:
     table = read_table(path, label_column)
     source = {"path": str(path), "format": table.format, "kind": "table", "columns": table.columns,
               "label_column": label_column}
     return finish(path.stem, table.rows, table.labels, table.class_names, None, {path.name: table.sha256},
-                  source, test_fraction, seed, scale)
+                  source, test_fraction, seed, scale, scaler)
 
 
 def load_array_dataset(path: Path, digest: str, arrays: dict[str, np.ndarray], *, test_fraction: float,
-                       seed: int, scale: str | None) -> Dataset:
+                       seed: int, scale: str | None, scaler: Scaler | None = None) -> Dataset:
     """A ``.npz`` that is not today's grey-image layout: colour images or a table, one array or two."""
     source = {"path": str(path), "format": "npz"}
     if "x_train" in arrays and "x_test" in arrays:
@@ -76,7 +77,8 @@ def load_array_dataset(path: Path, digest: str, arrays: dict[str, np.ndarray], *
         key = next(iter(arrays))
         x, labels, given = _samples(arrays[key], path, key), None, None
     source["kind"] = "images" if x.dtype == np.uint8 else "table"
-    return finish(path.stem, x, labels, None, given, {path.name: digest}, source, test_fraction, seed, scale)
+    return finish(path.stem, x, labels, None, given, {path.name: digest}, source, test_fraction, seed, scale,
+                  scaler)
 
 
 def _samples(array: np.ndarray, path: Path, key: str) -> np.ndarray:
@@ -99,8 +101,9 @@ def _labels(labels: np.ndarray | None, count: int, path: Path, key: str) -> np.n
 
 def finish(name: str, x: np.ndarray, labels: np.ndarray | None, class_names: list[str] | None,
            given: tuple[np.ndarray, np.ndarray] | None, files: dict[str, str], source: dict[str, Any],
-           test_fraction: float, seed: int, scale: str | None) -> Dataset:
-    """Split (unless ``given``), scale a table on its training rows, and record both in ``source``."""
+           test_fraction: float, seed: int, scale: str | None, scaler: Scaler | None = None) -> Dataset:
+    """Split (unless ``given``), scale a table on its training rows (or with ``scaler``, fitted before:
+    a checkpoint's), and record both in ``source``."""
     if given is None:
         train_rows, test_rows, record = split_indices(len(x), labels, test_fraction, seed)
     else:
@@ -108,8 +111,12 @@ def finish(name: str, x: np.ndarray, labels: np.ndarray | None, class_names: lis
         record = {"method": "given"}
     x_train, x_test = x[train_rows], x[test_rows]
     if x.dtype != np.uint8:
-        method = scale or default_scaling(x_train)
-        scaler = Scaler(method).fit(x_train)
+        if scaler is None:
+            scaler = Scaler(scale or default_scaling(x_train)).fit(x_train)
+        elif scaler.columns != x.shape[1]:
+            raise DataError(f"holds rows of {x.shape[1]} columns, but the model was trained on rows of "
+                            f"{scaler.columns}", path=source.get("path"),
+                            hint="pass a table with the columns the model was trained on")
         x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
         source["scaler"] = scaler.to_dict()
         source["loss"] = suggest_loss(x_train)
@@ -121,3 +128,19 @@ def finish(name: str, x: np.ndarray, labels: np.ndarray | None, class_names: lis
     return Dataset(name=name, train=Split(x_train, y_train), test=Split(x_test, y_test),
                    sha256=combined_digest(list(files.values())), files=dict(files), num_classes=num_classes,
                    class_names=class_names, source=source)
+
+
+def reading_options(source: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`~aelab.data.load_dataset` options that read a source as ``source`` records it: the
+    split's fraction and seed, a folder's channels, size and crop, a table's label column (what a
+    checkpoint keeps, so that evaluate and encode see the data as training did)."""
+    options: dict[str, Any] = {}
+    split = source.get("split") or {}
+    if split.get("method") == "fraction":
+        options.update(test_fraction=split["test_fraction"], seed=split["seed"])
+    for name in ("channels", "crop", "label_column"):
+        if source.get(name):
+            options[name] = source[name]
+    if source.get("resize"):
+        options["resize"] = "x".join(str(v) for v in source["resize"])
+    return options

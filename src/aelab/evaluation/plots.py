@@ -201,7 +201,7 @@ def save_image_pair(path: str | os.PathLike[str], left: Any, right: Any,
 
 def save_image_grid(path: str | os.PathLike[str], images: Any, ncols: int = 10,
                     labels: Any = None, title: str | None = None) -> Path:
-    """A grid of (n, h, w) images, ``ncols`` per row, optionally labelled above each."""
+    """A grid of (n, h, w) grey or (n, h, w, 3) colour images, ``ncols`` per row, optionally labelled."""
     imgs = to_unit(images, "images", ndims=(3,))
     n = imgs.shape[0]
     if isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
@@ -211,7 +211,7 @@ def save_image_grid(path: str | os.PathLike[str], images: Any, ncols: int = 10,
     ncols = int(min(ncols, n))
     nrows = math.ceil(n / ncols)
     cell = _cell_inches(ncols)
-    h, w = imgs.shape[1:]
+    h, w = imgs.shape[1:3]
     gap = 0.06 + (0.3 / cell if labs is not None else 0.0)  # fraction of a cell
     top_gap = 0.25 if labs is not None else 0.0  # inches for the first row's labels
     width = ncols * cell * (w / h) + 0.06 * cell * (ncols - 1)
@@ -241,7 +241,7 @@ def save_reconstruction_grid(path: str | os.PathLike[str], originals: Any, decod
     labs = None if labels is None else _labels(labels, n)
     title = _title(title, "title")
     cell = _cell_inches(n)
-    h, w = orig.shape[1:]
+    h, w = orig.shape[1:3]
     top_gap = 0.25 if labs is not None else 0.0  # inches for the digit labels
     width = n * cell * (w / h) + 0.06 * cell * (n - 1)
     height = 2 * cell + 0.08 * cell + top_gap
