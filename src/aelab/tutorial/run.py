@@ -207,7 +207,7 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     say(f"Test BCE per pixel: {scores['test_bce']:.4f}, MSE: {scores['test_mse']:.4f}, "
         f"PSNR: {scores['test_psnr_db']:.2f} dB")
 
-    idx = pick_tutorial_image()
+    idx = pick_tutorial_image() % data.test.n  # a test split smaller than the tutorial's: still one of its images
     original = data.test.images[idx].astype(np.float64)
     decoded = reconstruct(model, data.test.images[idx:idx + 1])[0] * 255.0
     stats = {"index": idx, "original": image_stats(original), "decoded": image_stats(decoded)}
@@ -272,11 +272,14 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     started = time.perf_counter()
     if tsne_samples < 0:
         raise OptionError(f"--tsne-samples must be >= 0, got {tsne_samples}")
-    out = ensure_dir(out)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    if dataset.kind != "images":
+        raise OptionError(f"the tutorial draws images, and {dataset.name!r} is a table",
+                          hint="train a model on it with `aelab train --data PATH`")
     if tsne_samples > 0 and dataset.test.labels is not None and min(tsne_samples, dataset.test.n) <= plots.TSNE_PERPLEXITY:
         raise OptionError(f"a t-SNE map needs more than {plots.TSNE_PERPLEXITY:g} test images, got "
                           f"{min(tsne_samples, dataset.test.n)}", hint="raise --tsne-samples, or 0 to skip the map")
+    out = ensure_dir(out)  # after the data's checks: a refused run leaves no folder behind
     sweeps = sweeps if sweeps is not None else (SLOW_SWEEPS if slow else FAST_SWEEPS)
     say = log or (lambda _msg: None)
     device_name = describe_device(resolve_device(device))
