@@ -115,7 +115,7 @@ def test_config_json_describes_model_data_metrics_and_versions(trained) -> None:
     assert info["weights_sha256"] == hashlib.sha256(blob).hexdigest()
     assert info["data"] == {"name": "tiny", "sha256": trained.data.sha256}
     assert len(info["data"]["sha256"]) == 64
-    assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db"}
+    assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "test_r2"}
     assert info["metrics"]["test_error_pct"] == pytest.approx(trained.scores["test_error_pct"])
     assert info["training"]["model"] == "simple" and info["training"]["sweeps"] == 0.05
     assert info["versions"] == {"aelab": aelab.__version__, "torch": torch.__version__,

@@ -144,7 +144,7 @@ def test_train_writes_a_checkpoint(cli_ckpt: Path, tiny_npz: Path) -> None:
     assert info["training"]["sweeps"] == 0.01 and info["training"]["seed"] == 1
     assert info["training"]["samples_seen"] == 64
     assert info["data"] == {"name": "tiny", "sha256": load_dataset(tiny_npz).sha256}
-    assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db"}
+    assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "test_r2"}
 
 
 def test_train_is_reproducible_and_talks_unless_quiet(capsys, cli_ckpt: Path, tiny_npz: Path,

@@ -96,7 +96,7 @@ def test_non_square_images() -> None:
 def test_evaluate_keys_and_values_match_numpy(model, trained) -> None:
     x = trained.data.test.images[:100]
     scores = evaluate(model, x)
-    assert set(scores) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "n"}
+    assert set(scores) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "test_r2", "n"}
     assert scores["n"] == 100 and isinstance(scores["n"], int)
     assert all(isinstance(v, float) for k, v in scores.items() if k != "n")
 

@@ -283,20 +283,3 @@ def test_describe_reports_the_new_sources(tmp_path):
     t = describe(tmp_path / "t.npy")
     assert t["kind"] == "table" and t["input_shape"] == [5]
     assert "5 columns" in format_description(t)
-
-
-def test_training_refuses_colour_images_and_tables_in_one_line(tmp_path):
-    """Until the models adapt to channels and tables, `aelab train` says so (exit 2), not a traceback."""
-    import numpy as np
-    from PIL import Image
-    from aelab.cli import main
-    rng = np.random.default_rng(0)
-    for c in "ab":
-        (tmp_path / "col" / c).mkdir(parents=True)
-        for i in range(20):
-            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "col" / c / f"{i}.png")
-    np.save(tmp_path / "t.npy", rng.normal(size=(100, 4)).astype(np.float32))
-    for source in ("col", "t.npy"):
-        assert main(["train", "--data", str(tmp_path / source), "--sweeps", "0.1",
-                     "--out", str(tmp_path / f"out-{source}")]) == 2
-        assert not any((tmp_path / f"out-{source}").glob("*.safetensors"))

@@ -84,9 +84,9 @@ def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
     g.add_argument("--label-column", default=None, metavar="NAME|INDEX",
                    help="a table's column of labels, by header name or 0-based index")
     colour = g.add_mutually_exclusive_group()
-    colour.add_argument("--grayscale", dest="channels", action="store_const", const="grayscale",
+    colour.add_argument("--grayscale", dest="colour", action="store_const", const="grayscale",
                         help="read images as grey (default: colour if any image is)")
-    colour.add_argument("--rgb", dest="channels", action="store_const", const="rgb", help="read images as colour")
+    colour.add_argument("--rgb", dest="colour", action="store_const", const="rgb", help="read images as colour")
     g.add_argument("--resize", default=None, metavar="HxW", help="resize every image to H x W (antialiased)")
     g.add_argument("--crop", action="store_true",
                    help="centre-crop every image to the --resize size (default: the smallest size found)")
@@ -97,7 +97,8 @@ def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
 
 
 def _data_options(args) -> dict:
-    return {name: getattr(args, name, None) for name in api.DATA_OPTIONS if name != "seed"}
+    options = {name: getattr(args, name, None) for name in api.DATA_OPTIONS if name not in ("seed", "channels")}
+    return {**options, "channels": getattr(args, "colour", None)}  # --channels is train's conv stages
 
 
 def _load_data(args, checkpoint=None):

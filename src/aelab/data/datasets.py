@@ -28,7 +28,9 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
-from .folders import has_images
+from .folders import has_images, read_image_folder
+from .pictures import IMAGE_FILE_SUFFIXES
+from .pictures import decode as decode_picture
 from .scaling import Scaler
 from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset
 from .tables import TABLE_SUFFIXES
@@ -37,7 +39,7 @@ from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_
 __all__ = ["Split", "Dataset", "load_dataset", "load_images", "BUNDLED_NAME"]
 
 BUNDLED_NAME = "mnist"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = tuple(IMAGE_FILE_SUFFIXES)
 
 # (split, IDX file stem) in the fixed order used for the dataset digest.
 IDX_FILES = {
@@ -395,35 +397,50 @@ def ctf_image_shape(width: int, path: str | os.PathLike | None = None) -> tuple[
 
 # --- load_images ---------------------------------------------------------------------
 
-def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load one set of images: ``(images uint8 (n, h, w), labels int64 (n,) or None)``.
+def load_images(path: str | os.PathLike, *, channels: str | None = None,
+                resize: str | tuple[int, int] | None = None, crop: bool = False,
+                skip_bad: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load one set of images: ``(images uint8 (n, h, w) or (n, h, w, 3), labels int64 (n,) or None)``.
 
     ``path`` may be an IDX image file (labels come from the sibling
     ``*-labels-idx1-ubyte[.gz]`` file when the name follows MNIST naming and
     that file exists), a CTF file, a ``.npz`` (arrays ``images``/``labels`` or
-    ``x_test``/``y_test``), a PNG or JPEG image, or a folder of PNG/JPEG
-    images (sorted by name, converted to 8-bit grayscale, all the same size).
+    ``x_test``/``y_test``), one picture, or a folder of pictures read as
+    :func:`load_dataset` reads one (searched recursively, class folders give
+    labels, grey stays grey and colour colour; ``channels``, ``resize``,
+    ``crop`` and ``skip_bad`` as there, for folders and pictures).
     """
-    images, labels, _, _ = _load_single(Path(path))
+    images, labels, _, _ = _load_single(Path(path), channels=channels, resize=resize, crop=crop,
+                                        skip_bad=skip_bad)
     return images, labels
 
 
-def _load_single(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
+def _load_single(path: Path, channels: str | None = None, resize: str | tuple[int, int] | None = None,
+                 crop: bool = False, skip_bad: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
     """``(images, labels, {file: sha256}, format)`` of a single source."""
+    channels, size = checked_options(channels, resize, None)
     if path.is_dir():
-        images, files = _load_image_folder(path)
-        return images, None, files, "images"
+        found = read_image_folder(path, channels=channels, resize=size, crop=crop, skip_bad=skip_bad)
+        return np.asarray(found.images), found.labels, {_folder_name(path) + "/": found.sha256}, "images"
     kind = _sniff(path)
+    if kind == "image":
+        pixels, _, digest = decode_picture(path, channels, size, size if crop else None, _max_pixels())
+        return pixels[None], None, {path.name: digest}, "image"
+    _refuse_image_options(dict(channels=channels, resize=size, crop=crop, skip_bad=skip_bad))
     if kind == "npz":
         return (*_load_npz_images(path), "npz")
-    if kind == "image":
-        images, digest = _load_picture(path)
-        return images[None], None, {path.name: digest}, "image"
     if kind == "idx":
         return _idx_images(path, *read_idx_with_digest(path))
     flat, labels, _, digest = read_ctf_with_digest(path)
     images = flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path))
     return images, labels, {path.name: digest}, "ctf"
+
+
+def _max_pixels() -> int | None:
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
 
 
 def _idx_images(path: Path, array: np.ndarray,
@@ -501,30 +518,3 @@ def _load_npz_images(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[st
                     path=path, hint="save the images as 'images' (and 'labels') with numpy.savez")
 
 
-def _load_picture(path: Path) -> tuple[np.ndarray, str]:
-    """A picture as 8-bit grayscale (h, w), and the SHA-256 of the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    data = read_file_bytes(path)
-    try:
-        with Image.open(io.BytesIO(data)) as picture:
-            gray = np.asarray(picture.convert("L"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"not a readable image ({e})", path=path, hint="expected a PNG or JPEG file") from e
-    return gray, hashlib.sha256(data).hexdigest()
-
-
-def _load_image_folder(folder: Path) -> tuple[np.ndarray, dict[str, str]]:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise DataError(f"no PNG or JPEG images; the folder holds: {_listing(folder)}", path=folder,
-                        hint="put .png/.jpg images in the folder, or pass an IDX, CTF or .npz file")
-    pictures, files = [], {}
-    for path in paths:
-        picture, files[path.name] = _load_picture(path)
-        if pictures and picture.shape != pictures[0].shape:
-            raise DataError(f"image is {_shape_text(picture.shape[::-1])} (w x h) but {paths[0].name} is "
-                            f"{_shape_text(pictures[0].shape[::-1])}", path=path,
-                            hint="all images in the folder must have the same size")
-        pictures.append(picture)
-    return np.stack(pictures), files

@@ -9,6 +9,7 @@ with no NaN or infinity.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -71,7 +72,7 @@ def sample_shape(config) -> tuple[int, ...]:
 def to_model_rows(config, samples) -> torch.Tensor:
     """Samples in the caller's layout (see :func:`sample_shape`; a single one, or already flat rows in
     the model's channels-first order) as (n, input_dim) rows; a shape that does not fit names both."""
-    arr = samples if isinstance(samples, torch.Tensor) else torch.as_tensor(np.asarray(samples))
+    arr = samples if isinstance(samples, torch.Tensor) else tensor_view(np.asarray(samples))
     one, dim = sample_shape(config), config.input_dim
     if tuple(arr.shape[1:]) == one:
         rows = arr
@@ -85,6 +86,14 @@ def to_model_rows(config, samples) -> torch.Tensor:
     if len(one) == 3:  # channels last as stored -> channels first, as the model's rows
         rows = rows.permute(0, 3, 1, 2)
     return rows.reshape(rows.shape[0], dim)
+
+
+def tensor_view(array: np.ndarray) -> torch.Tensor:
+    """``array`` as a tensor without a copy, read-only ones too (the folder cache maps its arrays
+    read-only; nothing here writes into its inputs, which torch's warning is about)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array)
 
 
 def from_model_rows(config, rows: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ..device import describe_device, resolve_device
 from ..errors import AelabError, CheckpointError, OptionError
 from ..data.scaling import in_unit_range
 from ..data.noise import corrupt, parse_noise
-from ..models.inference import to_model_rows
+from ..models.inference import tensor_view, to_model_rows
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
@@ -159,7 +159,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                            loss=loss_for(data, config.loss), input_max=255.0 if data.kind == "images" else 1.0)
     saved = _load_resumable(resume_file, config, data) if resume else None
     model = _prepare_model(model or build_model(mconfig, seed=config.seed), saved, resume_file, device)
-    images = to_model_rows(mconfig, torch.from_numpy(data.train.images)).contiguous().to(device)
+    images = to_model_rows(mconfig, tensor_view(data.train.images)).contiguous().to(device)
     total_minibatches = _count_minibatches(config, data.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
     noise = parse_noise(config.noise)
