@@ -41,5 +41,19 @@ def test_readme_python_api_block_runs(tmp_path, monkeypatch):
     tiny = block.replace("sweeps=5", "sweeps=0.02")
     tiny = "\n".join(line for line in tiny.splitlines() if "run_tutorial(" not in line)
     monkeypatch.chdir(tmp_path)
+    _photos(tmp_path / "photos")
     exec(compile(tiny, "README.md", "exec"), {})
     assert (tmp_path / "my-model" / "model.safetensors").is_file() and (tmp_path / "digits.aez").is_file()
+
+
+def _photos(root: Path) -> None:
+    """A few colour pictures of two sizes in class folders, as the README's example reads."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        folder = root / ("cats" if i % 2 else "dogs")
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (48, 40) if i % 3 else (70, 90)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")

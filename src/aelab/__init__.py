@@ -3,7 +3,7 @@
 Everything the ``aelab`` command line does, for notebooks (names load on first use, so
 ``import aelab`` stays light):
 
-- data: ``load_dataset``, ``Dataset``, ``load_images``, ``save_dataset``, ``convert``, ``describe``,
+- data: ``load_dataset``, ``load_data`` (as ``--data`` reads it), ``Dataset``, ``load_images``, ``save_dataset``, ``convert``, ``describe``,
   ``download_mnist``, ``read_codes``, ``write_codes``
 - train: ``TrainConfig``, ``RECIPES``, ``MODEL_NAMES``, ``train``, ``train_model`` (train, evaluate, save)
 - models: ``load_model``, ``list_pretrained``, ``TrainedModel``
@@ -26,7 +26,7 @@ import importlib
 from .version import __version__
 
 _WHERE = {
-    "load_dataset": "aelab.data", "load_images": "aelab.data", "save_dataset": "aelab.data",
+    "load_dataset": "aelab.data", "load_data": "aelab.api", "load_images": "aelab.data", "save_dataset": "aelab.data",
     "convert": "aelab.data", "describe": "aelab.data", "download_mnist": "aelab.data",
     "Dataset": "aelab.data", "read_codes": "aelab.data.codes", "write_codes": "aelab.data.codes",
     "TrainConfig": "aelab.training", "RECIPES": "aelab.training", "train": "aelab.training",

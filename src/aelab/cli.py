@@ -75,8 +75,11 @@ def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
                         "class folders or flat), a table (.npy, .csv, .tsv, .parquet), a .npz, a folder of "
                         "MNIST-format IDX files or of the tutorial's CTF files, or TRAIN.txt,TEST.txt "
                         "(default: the bundled MNIST)")
-    if not reading:
-        return
+    if reading:
+        _add_reading_options(p)
+
+
+def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading --data (a checkpoint remembers how its training data was read)")
     g.add_argument("--test-fraction", type=_unit_fraction, default=None, metavar="F",
                    help="the share of a source without a test split that becomes its (seeded, stratified) test "
@@ -406,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Describe a dataset or a single IDX, CTF or .npz file.")
     q.add_argument("path", nargs="?", default=None, help="anything --data accepts, or one file (default: bundled MNIST)")
     q.add_argument("--json", action="store_true", help="print JSON")
+    _add_reading_options(q)
     q = dsub.add_parser("convert", help="convert a dataset between IDX, CTF and .npz",
                         description="Convert a dataset (anything --data accepts) to IDX files, the tutorial's "
                                     "CTF files, or one .npz.")
@@ -643,7 +647,7 @@ def cmd_bench(args) -> int:
 
 def cmd_data(args) -> int:
     if args.data_command == "info":
-        d = describe(args.path)
+        d = describe(args.path, **{k: v for k, v in _data_options(args).items() if v})
         print(json.dumps(d, indent=2) if args.json else format_description(d))
     elif args.data_command == "convert":
         src = None if args.source == "mnist" else args.source

@@ -17,16 +17,17 @@ __all__ = ["describe", "format_description", "pixel_mean_std"]
 
 # --- describe ----------------------------------------------------------------------
 
-def describe(path: str | os.PathLike | None) -> dict:
+def describe(path: str | os.PathLike | None, **options) -> dict:
     """Facts about a dataset or a single IDX/CTF/npz/image file, for ``aelab data info``.
 
     Returns a dict with ``name``, ``source``, ``format``, ``splits`` (per split:
     ``count``, ``shape``, ``dtype``, ``label_counts`` or None), ``image_shape``,
     ``input_dim``, ``num_classes``, ``pixel_mean``/``pixel_std`` on [0, 1] of
     the first split, ``files`` (name -> content SHA-256) and ``sha256``.
+    ``options`` go to :func:`~aelab.data.load_dataset` (how to read a folder or a table).
     """
     if path is None or not _is_single_source(Path(path)):
-        return _describe_dataset(path)
+        return _describe_dataset(path, **options)
     return _describe_single(Path(path))
 
 
@@ -39,8 +40,8 @@ def _is_single_source(path: Path) -> bool:
     return True
 
 
-def _describe_dataset(path: str | os.PathLike | None) -> dict:
-    dataset = load_dataset(path)
+def _describe_dataset(path: str | os.PathLike | None, **options) -> dict:
+    dataset = load_dataset(path, **options)
     source = "bundled MNIST" if path is None else os.fspath(path)
     splits = {"train": dataset.train, "test": dataset.test}
     d = _description(dataset.name, source, _dataset_format(path, dataset), splits,
