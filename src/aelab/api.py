@@ -29,7 +29,7 @@ from .models.networks import MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
-from .codec import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header
+from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
@@ -45,7 +45,7 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER"
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
-           "sample_images", "compress_notice", "decompress_notice"]
+           "sample_images", "compress_notice", "decompress_notice", "coder_help"]
 
 Log = Callable[[str], None] | None
 
@@ -270,19 +270,20 @@ def sample_images(checkpoint: Checkpoint, draw: int = 64, seed: int = 0, columns
 
 
 def _predictor_notice(checkpoint: Checkpoint | str | Path, bits: int, quantiser: str, coder: str | None) -> str | None:
-    if coder not in PREDICTIVE_CODERS:
+    entropy_coder = CODERS.get(coder or "")
+    if entropy_coder is None or not entropy_coder.predictive:
         return None
-    spread = coder == "range-ctx"
-    if has_cached_table(checkpoint, bits, quantiser, predictive=True, spread=spread):
+    if has_cached_table(checkpoint, bits, quantiser, coder=entropy_coder):
         return None
-    # the seconds are what the first run takes on the 2-core machines the README measures on
-    return (f"Learning the {coder} coder's predictor for {bits} bits from the model's training codes "
-            f"(once; about {70 if spread else 15} seconds on 2 cores) ...")
+    return entropy_coder.learning_notice(bits)
 
 
 def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BITS, quantiser: str = DEFAULT_QUANTISER,
                     coder: str | None = None, table: str = "checkpoint") -> str | None:
-    """A line to show before :func:`compress` when it will first learn a predictor (slow, once); else None."""
+    """A line to show before :func:`compress` when it will first learn a predictor (slow, once); else None.
+
+    It loads the model to look: ``compress(..., log=print)`` says the same line as it happens instead.
+    """
     if table != "checkpoint":
         return None
     return _predictor_notice(checkpoint, bits, quantiser, coder)
@@ -291,7 +292,9 @@ def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BIT
 def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> str | None:
     """A line to show before :func:`decompress` when it will first learn a predictor (slow, once); else None.
 
-    None too when the file's header cannot be read: :func:`decompress` then says what is wrong.
+    None too when the file's header cannot be read: :func:`decompress` then says what is wrong. It
+    reads the file and loads the model to look: ``decompress(..., log=print)`` says the same line as
+    it happens instead.
     """
     try:
         header = read_header(Path(path).read_bytes(), path)
