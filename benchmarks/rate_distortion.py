@@ -315,15 +315,13 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
     settings += [("transform", b, "range-ar") for b in args.ar_bits]
     settings += [("transform", b, "range-ctx") for b in args.ctx_bits]
     for quantiser, bits, coder in settings:
-        predictive = coder in codec.PREDICTIVE_CODERS
-        if predictive and not args.learn[coder] and not codec.has_cached_table(
-                ckpt, bits, quantiser, predictive=True, spread=coder == "range-ctx"):
+        predictive = codec.CODERS[coder].predictive
+        if predictive and not args.learn[coder] and not codec.has_cached_table(ckpt, bits, quantiser, coder=coder):
             say(f"    {_quantiser_and_coder(quantiser, coder):20s} {bits:2d} bits: skipped (--quick learns no "
                 f"{coder} table; {LEARN_OPTION[coder]} to learn it)")
             continue
         start = time.perf_counter()
-        codec.codec_table(ckpt, bits, quantiser, data=args.train_data, predictive=predictive,
-                          spread=coder == "range-ctx")  # learned once, cached
+        codec.codec_table(ckpt, bits, quantiser, data=args.train_data, coder=coder)  # learned once, cached
         facts["table_fit_seconds"][f"{quantiser}/{bits}" + (f"/{coder}" if predictive else "")] = \
             time.perf_counter() - start
         blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=args.train_data)

@@ -285,13 +285,15 @@ def test_integer_weights(ckpt: Path, trained) -> None:
     {"kind": "simple", "input_shape": [28, 28], "code_size": 0, "hidden": []},
     {"kind": "simple", "input_shape": [28, 28], "code_size": "many", "hidden": []},
     {"kind": "deep", "input_shape": [28, 28], "code_size": 32, "hidden": [-3, 4]},
-    {"kind": "simple", "input_shape": [28], "code_size": 32, "hidden": []},
+    {"kind": "simple", "input_shape": [1, 2, 28, 28], "code_size": 32, "hidden": []},
     {"kind": "simple", "input_shape": [0, 28], "code_size": 32, "hidden": []},
+    {"kind": "simple", "input_shape": [28, 28], "code_size": 32, "hidden": [], "loss": "hinge"},
+    {"kind": "simple", "input_shape": [28, 28], "code_size": 32, "hidden": [], "input_max": 0},
     {"kind": "simple", "code_size": 32},
     "simple",
     None,
-], ids=["unknown-kind", "negative-code", "zero-code", "text-code", "negative-hidden", "1d-shape",
-        "empty-shape", "no-shape", "string", "null"])
+], ids=["unknown-kind", "negative-code", "zero-code", "text-code", "negative-hidden", "4d-shape",
+        "empty-shape", "unknown-loss", "zero-input-max", "no-shape", "string", "null"])
 def test_invalid_model_description(ckpt: Path, model) -> None:
     def edit(info: dict) -> None:
         info["model"] = model

@@ -143,7 +143,8 @@ def test_train_writes_a_checkpoint(cli_ckpt: Path, tiny_npz: Path) -> None:
     assert info["model"]["kind"] == "simple" and info["model"]["code_size"] == 32
     assert info["training"]["sweeps"] == 0.01 and info["training"]["seed"] == 1
     assert info["training"]["samples_seen"] == 64
-    assert info["data"] == {"name": "tiny", "sha256": load_dataset(tiny_npz).sha256}
+    assert info["data"]["name"] == "tiny" and info["data"]["sha256"] == load_dataset(tiny_npz).sha256
+    assert info["data"]["kind"] == "images" and info["data"]["input_shape"] == [1, 28, 28]
     assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "test_r2"}
 
 

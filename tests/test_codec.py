@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from aelab.codec import api as codec
+from aelab.codec import coders as codec_coders
 from aelab.codec import quantiser as codec_quantiser
 from aelab.codec import tables as codec_tables
 from aelab.models.checkpoint import load_checkpoint, save_checkpoint
@@ -561,7 +562,7 @@ def test_range_ar_tables_are_cached_beside_the_plain_ones(ckpt, ar_blob):
 def test_range_ar_decodes_in_chunks_of_images_alike(ckpt, images, ar_blob, monkeypatch):
     whole = codec.decode_bytes(ar_blob, ckpt)
     import aelab.codec.predictor
-    monkeypatch.setattr(codec, "PREDICTOR_CHUNK", 7)
+    monkeypatch.setattr(codec_coders, "PREDICTOR_CHUNK", 7)
     monkeypatch.setattr(aelab.codec.predictor, "CHUNK", 11)
     np.testing.assert_array_equal(codec.decode_bytes(ar_blob, ckpt), whole)
     assert codec.encode_bytes(images, ckpt, 6, coder="range-ar") == ar_blob
@@ -636,7 +637,7 @@ def test_range_ctx_codes_chunk_by_chunk(ckpt, images, ctx_blob, monkeypatch):
     """The chunk is part of the format (each class's residuals are coded per chunk): a file coded in
     other chunks is another file, which must still decode, with a last chunk shorter than the rest."""
     codes = codec.decode_codes(ctx_blob, ckpt)
-    monkeypatch.setattr(codec, "CTX_CHUNK", 7)
+    monkeypatch.setattr(codec_coders, "CTX_CHUNK", 7)
     chunked = codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
     assert chunked != ctx_blob
     np.testing.assert_array_equal(codec.decode_codes(chunked, ckpt), codes)
@@ -657,7 +658,7 @@ def test_predictive_coders_need_the_checkpoints_table_and_refuse_damage(coder, c
         codec.decode_bytes(_rewrite(blob[:codec.HEADER.size] + bytes(body)), ckpt)
     other = ctx_blob if coder == "range-ar" else ar_blob  # read with the other coder's table
     with pytest.raises(CheckpointError, match="not the one the file was made with"):
-        codec.decode_bytes(_rewrite(other, coder=codec.CODERS[coder]), ckpt)
+        codec.decode_bytes(_rewrite(other, coder=codec.CODERS[coder].id), ckpt)
 
 
 def test_save_tables_can_keep_the_tables_a_folder_has(ckpt, images, ctx_blob, ar_blob, tiny_npz, tmp_path,

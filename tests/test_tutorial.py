@@ -89,7 +89,7 @@ def test_checkpoints_load_and_score_as_summarised(run, tiny_data) -> None:
     for name, m in summary["models"].items():
         ckpt = load_checkpoint(out / m["files"]["checkpoint"])
         assert ckpt.model_config.kind == name
-        assert ckpt.info["data"] == {"name": "tiny", "sha256": tiny_data.sha256}
+        assert ckpt.info["data"]["name"] == "tiny" and ckpt.info["data"]["sha256"] == tiny_data.sha256
         assert evaluate(ckpt.model, tiny_data.test.images)["test_error_pct"] == pytest.approx(m["test_error_pct"])
         assert ckpt.info["metrics"]["test_error_pct"] == pytest.approx(m["test_error_pct"])
 

@@ -32,7 +32,7 @@ from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
-from .codec import PREDICTIVE_CODERS, compress, decompress, has_cached_table, read_header
+from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
@@ -41,7 +41,7 @@ COMPARE_MODELS = DEFAULT_MODELS
 COMPARE_SWEEPS, QUICK_SWEEPS = 10.0, 1.0         # sweeps per model in `aelab compare`, without and with --quick
 COMPARE_TSNE_LIMIT, QUICK_TSNE_LIMIT = 1000, 200  # test images in its t-SNE maps
 
-__all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
+__all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "COMPARE_MODELS", "COMPARE_SWEEPS", "QUICK_SWEEPS",
            "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT", "GRID_NAME", "PNG_PREFIX",
            "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
@@ -393,19 +393,20 @@ def sample_images(checkpoint: Checkpoint, draw: int = 64, seed: int = 0, columns
 
 
 def _predictor_notice(checkpoint: Checkpoint | str | Path, bits: int, quantiser: str, coder: str | None) -> str | None:
-    if coder not in PREDICTIVE_CODERS:
+    entropy_coder = CODERS.get(coder or "")
+    if entropy_coder is None or not entropy_coder.predictive:
         return None
-    spread = coder == "range-ctx"
-    if has_cached_table(checkpoint, bits, quantiser, predictive=True, spread=spread):
+    if has_cached_table(checkpoint, bits, quantiser, coder=entropy_coder):
         return None
-    # the seconds are what the first run takes on the 2-core machines the README measures on
-    return (f"Learning the {coder} coder's predictor for {bits} bits from the model's training codes "
-            f"(once; about {70 if spread else 15} seconds on 2 cores) ...")
+    return entropy_coder.learning_notice(bits)
 
 
 def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BITS, quantiser: str = DEFAULT_QUANTISER,
                     coder: str | None = None, table: str = "checkpoint") -> str | None:
-    """A line to show before :func:`compress` when it will first learn a predictor (slow, once); else None."""
+    """A line to show before :func:`compress` when it will first learn a predictor (slow, once); else None.
+
+    It loads the model to look: ``compress(..., log=print)`` says the same line as it happens instead.
+    """
     if table != "checkpoint":
         return None
     return _predictor_notice(checkpoint, bits, quantiser, coder)
@@ -414,7 +415,9 @@ def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BIT
 def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> str | None:
     """A line to show before :func:`decompress` when it will first learn a predictor (slow, once); else None.
 
-    None too when the file's header cannot be read: :func:`decompress` then says what is wrong.
+    None too when the file's header cannot be read: :func:`decompress` then says what is wrong. It
+    reads the file and loads the model to look: ``decompress(..., log=print)`` says the same line as
+    it happens instead.
     """
     try:
         header = read_header(Path(path).read_bytes(), path)

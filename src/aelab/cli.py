@@ -296,12 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
                    help="where the probability model lives: learned from the model's training codes and cached in "
                         "the checkpoint folder as codec.safetensors (default), or this set's own, stored in the file")
-    p.add_argument("--coder", choices=tuple(api.CODERS), default=None,
-                   help="entropy coder (default: range, with constriction; zlib without it); range-ar: the range "
-                        "coder on what an autoregressive predictor of each component from the earlier ones leaves "
-                        "(--table checkpoint only; its table is learned once per bit depth and cached); range-ctx: "
-                        "as range-ar with a wider predictor that also picks a probability table per component "
-                        "(fewest bytes, slower; docs/codec.md has the measurements)")
+    p.add_argument("--coder", choices=tuple(api.CODERS), default=None, help=api.coder_help())
     p.add_argument("--data", metavar="PATH", default=None,
                    help="the model's training data, to learn the probability model when the checkpoint folder has "
                         "none cached (default: the bundled MNIST, if the model was trained on it)")
@@ -491,7 +486,8 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(scores))
         return 0
-    print(f"{args.split} split of {scores['data']}: {scores['n']} samples")
+    print(f"{args.split} split of {scores['data']}: {scores['n']} "
+          f"{'images' if ckpt.model_config.is_image else 'rows'}")
     if "test_error_pct" in scores:
         print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
         print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
@@ -620,9 +616,8 @@ def _notice(line: str | None) -> None:
 
 
 def cmd_compress(args) -> int:
-    _notice(api.compress_notice(args.checkpoint, args.bits, args.quantiser, args.coder, args.table))
     result = api.compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
-                      table=args.table, coder=args.coder, data=args.data, precision=args.precision)
+                      table=args.table, coder=args.coder, data=args.data, precision=args.precision, log=_notice)
     print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
           f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
           f"{result['table']} table): {result['path']}")
@@ -630,8 +625,8 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    _notice(api.decompress_notice(args.input, args.checkpoint))
-    result = api.decompress(args.input, args.checkpoint, args.output, data=args.data, precision=args.precision)
+    result = api.decompress(args.input, args.checkpoint, args.output, data=args.data, precision=args.precision,
+                            log=_notice)
     what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
             "idx.gz": "a gzipped IDX file"}[result["format"]]
     print(f"Decompressed {result['count']} images to {what}: {result['path']}")

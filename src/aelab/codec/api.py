@@ -26,7 +26,8 @@ component given the earlier ones, 10% fewer bytes for mnist-conv (``table="check
 only); ``"range-ctx"`` does the same with a wider predictor that also scores
 how far off it may be, and codes each residual under one of 8 tables chosen
 by that score, 4.5% fewer bytes than range-ar for mnist-codec at 7 bits;
-``"zlib"`` is the fallback without constriction.
+``"zlib"`` is the fallback without constriction. Each is a :class:`~aelab.codec.coders.Coder` in the
+registry :data:`~aelab.codec.coders.CODERS`, which says what it needs.
 
 Where the probability model lives (``table=``):
 
@@ -61,195 +62,34 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..models.checkpoint import Checkpoint
 from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import atomic_write, ensure_dir, write_bytes
+from .coders import CODERS, PREDICTIVE_CODERS, Coder, _least_bits_per_image, coder_for, coder_help  # noqa: F401
 from .format import (
-    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, CACHE_FILE, HEADER, _CRC_OFFSET, CODERS, PREDICTIVE_CODERS, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
-from .predictor import CHUNK as PREDICTOR_CHUNK
-from .predictor import PredictorRun
+    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, CACHE_FILE, HEADER, _CRC_OFFSET, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
 from .quantiser import (  # noqa: F401  (re-exported: callers import these from here)
-    CTX_CHUNK, CodecTable, _check_choice, _checkpoint, _constriction, _fingerprint_bytes, _fit_transform, _frequencies, _histograms, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise)
+    CodecTable, _check_choice, _checkpoint, _constriction, _fingerprint_bytes, _fit_transform, _frequencies, _histograms, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise)
 from .tables import (
     _table_bytes, _table_from_bytes, _user_cache_file, codec_table, has_cached_table, save_tables)
+
+Log = Callable[[str], None] | None
 
 __all__ = ["compress", "decompress", "encode_bytes", "decode_bytes", "decode_codes", "read_header",
            "codec_table", "has_cached_table", "fit_table", "fit_predictive_table", "save_tables", "fingerprint",
            "quantise", "dequantise", "components", "output_format",
            "AezHeader", "CodecTable", "MAGIC", "VERSION", "MIN_BITS", "MAX_BITS", "DEFAULT_BITS",
-           "DEFAULT_QUANTISER", "QUANTISERS", "CACHE_FILE", "SUFFIX"]
-
-def _categorical(row: np.ndarray) -> Any:
-    if row.sum() == 0:  # an embedded table of no images: any valid model
-        row = np.ones_like(row)
-    return _constriction().stream.model.Categorical(row.astype(np.float64), perfect=False)
-
-
-def _coded_components(table: CodecTable) -> list[tuple[int, list[Any]]]:
-    """(component, its constriction categorical models: one per spread class) for every component
-    with more than one level; a one-level component is always symbol 0 and costs nothing."""
-    c = table.classes
-    return [(k, [_categorical(table.freq[k * c + j, :table.levels[k]]) for j in range(c)])
-            for k in range(table.code_size) if table.levels[k] > 1]
-
-
-def _encode_payload(symbols: np.ndarray, table: CodecTable, coder: str) -> bytes:
-    n, d = symbols.shape
-    if table.predictor is not None and table.predictor.has_spread:
-        return _encode_with_classes(symbols, table) if n else b""
-    if table.predictor is not None:  # range-ar: the residuals of the predictions
-        symbols = table.predictor.residuals(symbols, table.zero_symbols(), table.levels)
-    if coder == "zlib":
-        dtype = "<u1" if table.bits <= 8 else "<u2"
-        return zlib.compress(np.ascontiguousarray(symbols.T, dtype=dtype).tobytes(), 9)
-    if n == 0:
-        return b""
-    encoder = _constriction().stream.queue.RangeEncoder()
-    for k, (model,) in _coded_components(table):  # one component at a time, all images at once
-        encoder.encode(np.ascontiguousarray(symbols[:, k], dtype=np.int32), model)
-    return encoder.get_compressed().astype("<u4").tobytes()
-
-
-def _encode_with_classes(symbols: np.ndarray, table: CodecTable) -> bytes:
-    """range-ctx: in chunks of CTX_CHUNK images (the decoder's), component by component, the
-    residuals of each spread class in turn (images in order within a class) under that class's model."""
-    residuals, classes = table.predictor.residuals_and_classes(symbols, table.zero_symbols(), table.levels)
-    encoder = _constriction().stream.queue.RangeEncoder()
-    coded = _coded_components(table)
-    for start in range(0, len(symbols), CTX_CHUNK):
-        chunk = slice(start, start + CTX_CHUNK)
-        for k, models in coded:
-            order, counts = _by_class(classes[chunk, k], len(models))
-            values = np.ascontiguousarray(residuals[chunk, k][order], dtype=np.int32)
-            for model, lo, hi in zip(models, counts[:-1], counts[1:]):
-                if hi > lo:
-                    encoder.encode(values[lo:hi], model)
-    return encoder.get_compressed().astype("<u4").tobytes()
-
-
-def _by_class(classes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The images sorted by class (stable: in order within a class) and where each class starts and
-    ends in that order (count + 1 offsets)."""
-    small = classes.astype(np.uint8)  # classes < 256: numpy sorts bytes by radix, ten times faster
-    order = np.argsort(small, kind="stable")
-    return order, np.concatenate([[0], np.cumsum(np.bincount(small, minlength=count))])
-
-
-def _decode_payload(payload: bytes, n: int, table: CodecTable, coder: str, path: Any) -> np.ndarray:
-    d = table.code_size
-    if coder == "zlib":
-        itemsize = 1 if table.bits <= 8 else 2
-        want = n * d * itemsize
-        try:
-            z = zlib.decompressobj()
-            raw = z.decompress(payload, want + 1)
-        except zlib.error as e:
-            raise DataError(f"damaged .aez file: the payload does not unpack ({e})", path=path) from e
-        if len(raw) != want or not z.eof or z.unused_data:
-            raise DataError("damaged .aez file: the payload holds the wrong number of symbols", path=path)
-        symbols = np.frombuffer(raw, f"<u{itemsize}").reshape(d, n).T.astype(np.int32)
-        if (symbols >= table.levels[None, :]).any():
-            raise DataError("damaged .aez file: a symbol is out of range", path=path)
-        return symbols
-    if n == 0:
-        if payload:
-            raise DataError("damaged .aez file: a payload for no images", path=path)
-        return np.zeros((0, d), np.int32)
-    if len(payload) % 4:
-        raise DataError("damaged .aez file: the payload is not whole 32-bit words", path=path)
-    if n * _least_bits_per_image(table) > 2 * (8 * len(payload) + 128):
-        raise DataError(f"damaged .aez file: {n:,} images cannot be coded in a payload of {len(payload):,} bytes "
-                        "(the header's count is wrong)", path=path)
-    constriction = _constriction()
-    try:
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-    except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
-        raise DataError(f"damaged .aez file: the payload does not decode ({e})", path=path) from e
-    try:
-        symbols = np.zeros((n, d), np.int32)
-    except MemoryError as e:
-        raise DataError(f"the file holds {n:,} images, too many to decode in this machine's memory", path=path,
-                        hint="decompress it on a machine with more memory") from e
-    if table.predictor is not None and table.predictor.has_spread:
-        return _decode_with_classes(decoder, symbols, table, path)
-    for k, (model,) in _coded_components(table):
-        symbols[:, k] = _decoded(decoder, model, n, path)
-    if table.predictor is not None:  # range-ar: those were the residuals
-        symbols = _symbols_from_residuals(symbols, table)
-    return symbols
-
-
-def _symbols_from_residuals(residuals: np.ndarray, table: CodecTable) -> np.ndarray:
-    """range-ar's decoding (:meth:`PredictorRun.undo_residuals`), in chunks of images: a prediction
-    only looks at its own image and the arithmetic is exact, so chunks change nothing but the memory
-    needed."""
-    symbols = np.zeros(residuals.shape, np.int32)
-    zero = table.zero_symbols()
-    for start in range(0, len(residuals), PREDICTOR_CHUNK):
-        stop = min(start + PREDICTOR_CHUNK, len(residuals))
-        run = PredictorRun(table.predictor, stop - start)
-        symbols[start:stop] = run.undo_residuals(residuals[start:stop], zero, table.levels)
-    return symbols
-
-
-def _decoded(decoder: Any, model: Any, count: int, path: Any) -> np.ndarray:
-    """``count`` symbols from the range decoder; a payload that cannot hold them is a DataError."""
-    try:
-        return decoder.decode(model, count)
-    except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
-        raise DataError(f"damaged .aez file: the payload does not decode ({e})", path=path) from e
-
-
-def _decode_with_classes(decoder: Any, symbols: np.ndarray, table: CodecTable, path: Any) -> np.ndarray:
-    """range-ctx's decoding into ``symbols`` (n, d), :func:`_encode_with_classes` in reverse: per
-    chunk, component by component, the spread classes from the symbols so far, then each class's
-    residuals."""
-    import torch
-    models = dict(_coded_components(table))
-    zero = table.zero_symbols()
-    for start in range(0, len(symbols), CTX_CHUNK):
-        size = min(CTX_CHUNK, len(symbols) - start)
-        residuals = np.zeros(size, np.float64)
-
-        def residual_of(k: int, classes: torch.Tensor) -> torch.Tensor:
-            if k in models:  # else one level: always residual 0
-                order, counts = _by_class(classes.numpy(), len(models[k]))
-                values = np.empty(size, np.int32)
-                for model, lo, hi in zip(models[k], counts[:-1], counts[1:]):
-                    if hi > lo:
-                        values[lo:hi] = _decoded(decoder, model, int(hi - lo), path)
-                residuals[order] = values
-            return torch.from_numpy(residuals)
-
-        symbols[start:start + size] = PredictorRun(table.predictor, size).undo(residual_of, zero, table.levels)
-    return symbols
-
-
-def _least_bits_per_image(table: CodecTable) -> float:
-    """A lower bound on the range coder's bits per image under ``table``: every symbol costs at least
-    -log2 of the largest probability in its component's tables (raised a little for the coder's own
-    rounding of the probabilities). A range coder cannot beat the information content by more than
-    its state (64 bits), so a header's count that needs more bits than the payload holds is damage,
-    caught before any memory is allocated for it."""
-    bits = 0.0
-    c = table.classes
-    for k in range(table.code_size):
-        levels = int(table.levels[k])
-        rows = table.freq[k * c:(k + 1) * c, :levels].astype(np.float64)
-        totals = rows.sum(axis=1)
-        if levels > 1 and (totals > 0).all():
-            largest = min(1.0, float((rows.max(axis=1) / totals).max()) * 1.001 + 1e-5)
-            bits -= float(np.log2(largest))
-    return bits
+           "DEFAULT_QUANTISER", "QUANTISERS", "CACHE_FILE", "SUFFIX", "CODERS", "PREDICTIVE_CODERS", "Coder",
+           "coder_help"]
 
 
 def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS, *,
                  quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint", coder: str | None = None,
-                 data: Any = None, precision: str = "fp32") -> bytes:
+                 data: Any = None, precision: str = "fp32", log: Log = None) -> bytes:
     """Images (uint8 or 0..255 floats, (n, h, w) or (n, h*w)) -> the bytes of an ``.aez`` file.
 
     ``bits``: quantiser bit depth, 2..16. ``quantiser``: ``"uniform"``
@@ -272,30 +112,31 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
     ``"fp32"`` or ``"bf16"`` (more than twice as fast for convolutional
     models on CPUs with bfloat16 units, a few code numbers in a neighbouring
     bin; see :func:`aelab.models.inference.computing_in`).
+    ``log``: called with a line before a predictor is learned (slow, once).
     Deterministic: the same images give the same bytes (on one machine, for
     one precision).
     """
     return _encode(images, checkpoint, bits, quantiser=quantiser, table=table, coder=coder, data=data,
-                   precision=precision)[0]
+                   precision=precision, log=log)[0]
 
 
 def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: str, coder: str | None,
-            data: Any, precision: str) -> tuple[bytes, int, str]:
+            data: Any, precision: str, log: Log = None) -> tuple[bytes, int, str]:
     """:func:`encode_bytes`, also returning the image count and the coder used (compress reports them)."""
     from ..models.inference import as_pixel_rows, check_precision, encode
     check_precision(precision)
     bits = check_bits(bits)
     _check_choice(quantiser, QUANTISERS, "quantiser")
     _check_choice(table, TABLES, "table")
-    coder = _check_choice(coder or default_coder(), CODERS, "coder")
-    if coder != "zlib":
+    entropy = coder_for(coder or default_coder())
+    if entropy.uses_constriction:
         _constriction()
-    if coder in PREDICTIVE_CODERS and table != "checkpoint":
-        raise OptionError(f"the {coder} coder needs table 'checkpoint': its predictor is too large to embed",
+    if entropy.predictive and table != "checkpoint":
+        raise OptionError(f"the {entropy.name} coder needs table 'checkpoint': its predictor is too large to embed",
                           hint="use --table checkpoint, or --coder range with --table embedded")
     ckpt = _checkpoint(checkpoint)
-    if coder in PREDICTIVE_CODERS and ckpt.model_config.code_size < 2:
-        raise OptionError(f"the {coder} coder predicts each code number from the earlier ones, and this model's "
+    if entropy.predictive and ckpt.model_config.code_size < 2:
+        raise OptionError(f"the {entropy.name} coder predicts each code number from the earlier ones, and this model's "
                           "code has only one", hint="use --coder range")
     rows = as_pixel_rows(ckpt.model, images)
     h, w = ckpt.model_config.input_shape
@@ -303,31 +144,27 @@ def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: s
         raise DataError(f"too many images for one .aez file ({rows.shape[0]})", hint="split the set")
     codes = encode(ckpt.model, rows, precision=precision)
     if table == "checkpoint":
-        tab = codec_table(ckpt, bits, quantiser, data=data, **_table_kind(coder))
+        tab = codec_table(ckpt, bits, quantiser, data=data, coder=entropy, log=log)
         table_blob = b""
     else:
         tab = fit_table(codes, bits, quantiser, model=ckpt.model, exact=True)
         table_blob = _table_bytes(tab)
     symbols = quantise(codes, tab)
-    payload = _encode_payload(symbols, tab, coder)
+    payload = entropy.encode(symbols, tab)
     if len(payload) >= 1 << 32 or len(table_blob) >= 1 << 32:
         raise DataError("the compressed set is too large for one .aez file (4 GiB)", hint="split the set")
-    head = HEADER.pack(MAGIC, VERSION, CODERS[coder], TABLES[table], bits, h, w, rows.shape[0],
+    head = HEADER.pack(MAGIC, VERSION, entropy.id, TABLES[table], bits, h, w, rows.shape[0],
                        ckpt.model_config.code_size, QUANTISERS[quantiser], 0, _fingerprint_bytes(ckpt),
                        tab.digest, len(table_blob), len(payload), _symbols_crc(symbols), 0)
     crc = zlib.crc32(payload, zlib.crc32(table_blob, zlib.crc32(head[:_CRC_OFFSET])))
-    return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload, int(rows.shape[0]), coder
+    return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload, int(rows.shape[0]), entropy.name
 
 
-def _table_kind(coder: str) -> dict[str, bool]:
-    """:func:`codec_table`'s ``predictive`` and ``spread`` for a coder."""
-    return {"predictive": coder in PREDICTIVE_CODERS, "spread": coder == "range-ctx"}
-
-
-def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any) -> tuple[Checkpoint, np.ndarray]:
+def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any, log: Log = None) -> tuple[Checkpoint, np.ndarray]:
     """Checked header and model -> the dequantised codes."""
     blob = bytes(blob)
     header = read_header(blob, path)
+    entropy = CODERS[header.coder]
     ckpt = _checkpoint(checkpoint)
     fp = _fingerprint_bytes(ckpt).hex()
     if header.fingerprint != fp:
@@ -338,14 +175,14 @@ def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any) -> tuple[Checkpo
         raise DataError(f"the header's image shape {header.image_shape} or code size {header.code_size} does not "
                         "fit the model", path=path)
     body = blob[HEADER.size:]
-    if header.coder in PREDICTIVE_CODERS and header.table != "checkpoint":
+    if entropy.predictive and header.table != "checkpoint":
         raise DataError(f"damaged .aez file: the {header.coder} coder with an embedded table", path=path)
     if header.table == "embedded":
         tab = _table_from_bytes(body[:header.table_bytes], header.quantiser, header.bits, header.code_size, path)
         if tab.digest.hex() != header.table_digest:
             raise DataError("damaged .aez file: the embedded table does not match its digest", path=path)
     else:
-        tab = codec_table(ckpt, header.bits, header.quantiser, data=data, **_table_kind(header.coder))
+        tab = codec_table(ckpt, header.bits, header.quantiser, data=data, coder=entropy, log=log)
         if tab.digest.hex() != header.table_digest:
             raise CheckpointError(
                 f"the checkpoint's {header.quantiser} {header.bits}-bit probability table ({tab.digest.hex()}) is "
@@ -353,8 +190,8 @@ def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any) -> tuple[Checkpo
                 hint=f"use the checkpoint folder that compressed the file, with its {CACHE_FILE} (for a shipped "
                      f"model: the compressing machine's {_user_cache_file(fp)}); a table learned again "
                      "elsewhere can differ" + (f", and a {header.coder} predictor almost surely does"
-                                               if header.coder in PREDICTIVE_CODERS else ""))
-    symbols = _decode_payload(body[header.table_bytes:], header.count, tab, header.coder, path)
+                                               if entropy.predictive else ""))
+    symbols = entropy.decode(body[header.table_bytes:], header.count, tab, path)
     if _symbols_crc(symbols) != header.symbols_crc32:
         raise DataError("the decoded symbols fail their checksum: the file's entropy coder does not match this "
                         "one (another constriction version?)", path=path,
@@ -373,7 +210,7 @@ def decode_codes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, dat
 
 
 def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, data: Any = None,
-                 path: Any = None, precision: str = "fp32") -> np.ndarray:
+                 path: Any = None, precision: str = "fp32", log: Log = None) -> np.ndarray:
     """The bytes of an ``.aez`` file -> images, uint8 (n, h, w).
 
     ``checkpoint`` must be the model that compressed them (its fingerprint is
@@ -382,10 +219,11 @@ def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, dat
     names the file in error messages. ``precision``: the decoder's
     arithmetic, ``"fp32"`` or ``"bf16"`` (see :func:`encode_bytes`); the
     codes are exact either way, the pixels differ by a few grey levels at most.
+    ``log``: called with a line before a predictor is learned (slow, once).
     """
     from ..models.inference import check_precision, decode_to_pixels
     check_precision(precision)
-    ckpt, codes = _decode(blob, checkpoint, data, path)
+    ckpt, codes = _decode(blob, checkpoint, data, path, log)
     return decode_to_pixels(ckpt.model, codes, precision=precision)
 
 
@@ -428,31 +266,33 @@ def _load_input(images: Any) -> np.ndarray:
 
 def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike,
              bits: int = DEFAULT_BITS, *, quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint",
-             coder: str | None = None, data: Any = None, precision: str = "fp32") -> dict:
+             coder: str | None = None, data: Any = None, precision: str = "fp32", log: Log = None) -> dict:
     """Compress ``images`` (an array, or a path :func:`aelab.data.load_images` reads: IDX, CTF,
     .npz, a PNG or a folder of PNGs) into the ``.aez`` file ``output`` (written atomically).
 
     Returns ``{"path", "count", "bytes", "bytes_per_image", "bits", "quantiser", "table", "coder"}``.
-    Labels are not stored.
+    Labels are not stored. ``log`` (``print``, say) is called with a line before a predictor is
+    learned (slow, once), so a caller need not load the model a second time to ask beforehand.
     """
     bits = check_bits(bits)
     pixels = _load_input(images)
     # the count and coder come from encoding: re-parsing the header just written would be a second pass
     blob, count, coder = _encode(pixels, checkpoint, bits, quantiser=quantiser, table=table, coder=coder,
-                                 data=data, precision=precision)
+                                 data=data, precision=precision, log=log)
     out = write_bytes(output, blob)
     return {"path": out, "count": count, "bytes": len(blob), "bytes_per_image": len(blob) / count if count else
             float("nan"), "bits": bits, "quantiser": quantiser, "table": table, "coder": coder}
 
 
 def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike, *,
-               data: Any = None, precision: str = "fp32") -> dict:
+               data: Any = None, precision: str = "fp32", log: Log = None) -> dict:
     """Decode the ``.aez`` file ``path`` with ``checkpoint`` (the model that compressed it) and write
     the images to ``output``: a folder of PNGs, an IDX file or a .npz (see :func:`output_format`).
 
     The output appears completely or not at all: files are written atomically,
     and a PNG folder is filled under a temporary name and then renamed. An
-    existing PNG folder must be empty. Returns ``{"path", "format", "count"}``.
+    existing PNG folder must be empty. Returns ``{"path", "format", "count"}``. The file is read, and
+    the model loaded, once; ``log`` is called with a line before a predictor is learned (slow, once).
     """
     from ..data.idx import read_file_bytes
     fmt = output_format(output)
@@ -461,7 +301,7 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
         raise OutputError("exists and is not an empty folder", path=out,
                           hint="name a new or empty folder for the PNGs")
     blob = read_file_bytes(path)
-    images = decode_bytes(blob, checkpoint, data=data, path=path, precision=precision)
+    images = decode_bytes(blob, checkpoint, data=data, path=path, precision=precision, log=log)
     if fmt == "npz":
         with atomic_write(out, "wb") as f:
             np.savez_compressed(f, images=images)

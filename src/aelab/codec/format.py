@@ -22,13 +22,13 @@ HEADER = struct.Struct("<4sBBBBHHIHBB16s16sIIII")
 assert HEADER.size == 68
 _CRC_OFFSET = HEADER.size - 4
 
-CODERS = {"range": 1, "zlib": 2, "range-ar": 3, "range-ctx": 4}
-PREDICTIVE_CODERS = ("range-ar", "range-ctx")  # coders that need a predictor: table "checkpoint" only
+# each coder's byte in the header; what a coder is and does is its Coder in coders.py
+CODER_IDS = {"range": 1, "zlib": 2, "range-ar": 3, "range-ctx": 4}
 TABLES = {"checkpoint": 0, "embedded": 1}
 QUANTISERS = {"uniform": 1, "transform": 2}
 _QUANTISER_NAMES = {v: k for k, v in QUANTISERS.items()}
 DEFAULT_QUANTISER = "transform"
-_CODER_NAMES = {v: k for k, v in CODERS.items()}
+_CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
 _TABLE_NAMES = {v: k for k, v in TABLES.items()}
 
 

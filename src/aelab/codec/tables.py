@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..models.checkpoint import Checkpoint
 from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import write_bytes
+from .coders import Coder, coder_for
 from .format import (
     MIN_BITS, DEFAULT_BITS, CACHE_FILE, QUANTISERS, DEFAULT_QUANTISER)
 from .predictor import Predictor
@@ -97,22 +98,16 @@ def _cached_transform(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nd
     return None
 
 
-def _cache_prefix(quantiser: str, bits: int, predictive: bool, spread: bool = False) -> str:
-    # distinct stems, so that replacing one table's tensors never drops the other's
-    kind = "ctx" if predictive and spread else "ar" if predictive else "b"
-    return f"{quantiser}.{kind}{bits}."
-
-
-def _table_from_cache(tensors: dict[str, np.ndarray], quantiser: str, bits: int,
-                      predictive: bool = False, spread: bool = False) -> CodecTable | None:
-    prefix = _cache_prefix(quantiser, bits, predictive, spread)
+def _table_from_cache(tensors: dict[str, np.ndarray], quantiser: str, bits: int, coder: Coder) -> CodecTable | None:
+    """``coder``'s table for ``quantiser`` and ``bits`` in a tables file's ``tensors``, or None."""
+    prefix = coder.cache_prefix(quantiser, bits)
     try:
         fields = {k: tensors[prefix + k] for k in ("offset", "step", "levels", "freq")}
         extra = {}
         if quantiser == "transform":
             extra = {"mean": tensors["transform.mean"], "matrix": tensors["transform.matrix"]}
-        if predictive:
-            names = Predictor.field_names(spread)
+        if coder.predictive:
+            names = Predictor.field_names(coder.spread)
             extra["predictor"] = Predictor(**{k: tensors[prefix + "predictor." + k].astype(np.int64) for k in names})
         return CodecTable(quantiser=quantiser, bits=bits, **fields, **extra)
     except (KeyError, ValueError, TypeError):
@@ -121,11 +116,14 @@ def _table_from_cache(tensors: dict[str, np.ndarray], quantiser: str, bits: int,
 
 def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS,
                 quantiser: str = DEFAULT_QUANTISER, *, data: Any = None, cache: bool = True,
-                predictive: bool = False, spread: bool = False) -> CodecTable:
-    """The checkpoint's quantiser and probability model for ``bits``; with ``predictive``, the
-    ``"range-ar"`` coder's: the same quantiser, an autoregressive predictor and the residuals'
+                predictive: bool = False, spread: bool = False, coder: str | Coder | None = None,
+                log: Callable[[str], None] | None = None) -> CodecTable:
+    """The checkpoint's quantiser and probability model for ``bits`` and ``coder`` (a name or a
+    :class:`Coder`; default: the one the flags pick, see :func:`coder_for`). For a predictive coder
+    (``predictive``: ``"range-ar"``) the same quantiser, an autoregressive predictor and the residuals'
     probability model (:func:`fit_predictive_table`; learning it takes about 15 seconds on 2 cores);
     with ``spread`` (which implies ``predictive``), the ``"range-ctx"`` coder's (about 70 seconds).
+    ``log`` is called with the coder's :meth:`Coder.learning_notice` before a predictor is learned.
 
     Read from ``codec.safetensors`` in the checkpoint folder when it holds one
     for this model (same fingerprint), quantiser and bit depth, else from the
@@ -142,26 +140,27 @@ def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_
     ckpt = _checkpoint(checkpoint)
     fp = _fingerprint_bytes(ckpt).hex()
     files = _cache_files(ckpt, fp)
-    spread = bool(spread)
-    predictive = bool(predictive or spread)
-    key = (fp, quantiser, bits, predictive, spread, os.fspath(files[0].absolute()),
+    coder = coder_for(coder, predictive=predictive, spread=spread)
+    key = (fp, quantiser, bits, coder.cache_kind, os.fspath(files[0].absolute()),
            tuple(_file_stamp(f) for f in files))
     if cache and key in _table_memo:
         return _table_memo[key]
     contents = [_read_cache(f, fp) for f in files] if cache else [{}, {}]
-    table = _first_cached_table(contents, quantiser, bits, predictive, spread)
+    table = _first_cached_table(contents, quantiser, bits, coder)
     if table is None:
-        if predictive:
+        if coder.predictive:
+            if log is not None:
+                log(coder.learning_notice(bits))
             plain = codec_table(ckpt, bits, quantiser, data=data, cache=cache)
-            table = fit_predictive_table(_training_codes(ckpt, data), plain, spread=spread)
+            table = fit_predictive_table(_training_codes(ckpt, data), plain, spread=coder.spread)
             if cache:
                 contents = [_read_cache(f, fp) for f in files]  # now with the plain table
         else:
             transform = _cached_transform(contents[0]) or _cached_transform(contents[1])
             table = fit_table(_training_codes(ckpt, data), bits, quantiser, model=ckpt.model, transform=transform)
         if cache:
-            _write_cache(ckpt, fp, files, contents, table)
-            key = key[:6] + (tuple(_file_stamp(f) for f in files),)
+            _write_cache(ckpt, fp, files, contents, table, coder)
+            key = key[:5] + (tuple(_file_stamp(f) for f in files),)
     if cache:
         if len(_table_memo) >= 32:
             _table_memo.clear()
@@ -170,15 +169,17 @@ def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_
 
 
 def has_cached_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS,
-                     quantiser: str = DEFAULT_QUANTISER, *, predictive: bool = False, spread: bool = False) -> bool:
+                     quantiser: str = DEFAULT_QUANTISER, *, predictive: bool = False, spread: bool = False,
+                     coder: str | Coder | None = None) -> bool:
     """Whether :func:`codec_table` would find this table cached (else it learns it: seconds, about
     15 seconds with ``predictive``, about 70 with ``spread``). False for anything it cannot read."""
     try:
         ckpt = _checkpoint(checkpoint)
         fp = _fingerprint_bytes(ckpt).hex()
         contents = [_read_cache(f, fp) for f in _cache_files(ckpt, fp)]
-        return _first_cached_table(contents, quantiser, check_bits(bits), bool(predictive or spread),
-                                   bool(spread)) is not None
+        table = _first_cached_table(contents, quantiser, check_bits(bits),
+                                    coder_for(coder, predictive=predictive, spread=spread))
+        return table is not None
     except Exception:  # noqa: BLE001 - a question, not an operation: compress reports the real error
         return False
 
@@ -189,10 +190,10 @@ def _cache_files(ckpt: Checkpoint, fp: str) -> tuple[Path, Path]:
 
 
 def _first_cached_table(contents: list[dict[str, np.ndarray]], quantiser: str, bits: int,
-                        predictive: bool, spread: bool = False) -> CodecTable | None:
+                        coder: Coder) -> CodecTable | None:
     """The table in the first of the cache files' ``contents`` that holds it, or None."""
     for tensors in contents:
-        table = _table_from_cache(tensors, quantiser, bits, predictive, spread)
+        table = _table_from_cache(tensors, quantiser, bits, coder)
         if table is not None:
             return table
     return None
@@ -207,19 +208,20 @@ def _file_stamp(path: Path) -> tuple | None:
 
 
 def _write_cache(ckpt: Checkpoint, fp: str, files: tuple[Path, Path], contents: list[dict],
-                 table: CodecTable) -> None:
-    """Add ``table`` to the checkpoint folder's tables file, else (shipped model, read-only folder) to the
-    user cache; when neither can be written, nothing is cached."""
+                 table: CodecTable, coder: Coder) -> None:
+    """Add ``coder``'s ``table`` to the checkpoint folder's tables file, else (shipped model, read-only
+    folder) to the user cache; when neither can be written, nothing is cached."""
     from safetensors.numpy import save
     record = ckpt.info.get("data") or {}
-    prefix = _table_prefix(table)
+    # each coder's tables have their own stem, so replacing one's tensors never drops another's
+    prefix = coder.cache_prefix(table.quantiser, table.bits)
     meta = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "fingerprint": fp,
             "data_sha256": str(record.get("sha256") or "")}
     for path, tensors in zip(files, contents):
         if path == files[0] and _is_shipped(Path(ckpt.path)):
             continue
         tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
-        tensors.update(_table_tensors(table))
+        tensors.update(_table_tensors(table, coder))
         blob = save({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, metadata=meta)
         try:
             write_bytes(path, blob)
@@ -228,14 +230,9 @@ def _write_cache(ckpt: Checkpoint, fp: str, files: tuple[Path, Path], contents: 
             continue  # a read-only folder: try the user cache; else the table is rebuilt next time
 
 
-def _table_prefix(table: CodecTable) -> str:
-    predictor = table.predictor
-    spread = predictor is not None and predictor.has_spread
-    return _cache_prefix(table.quantiser, table.bits, predictor is not None, spread)
-
-
-def _table_tensors(table: CodecTable) -> dict[str, np.ndarray]:
-    prefix = _table_prefix(table)
+def _table_tensors(table: CodecTable, coder: Coder) -> dict[str, np.ndarray]:
+    """``coder``'s ``table`` as tables-file tensors (and the transform, shared by every table)."""
+    prefix = coder.cache_prefix(table.quantiser, table.bits)
     tensors = {prefix + "offset": table.offset, prefix + "step": table.step,
                prefix + "levels": table.levels.astype(np.int32), prefix + "freq": table.freq.astype(np.int32)}
     if table.predictor is not None:  # int32 where the values fit (they do, as fitted): half the bytes
@@ -262,12 +259,9 @@ def save_tables(checkpoint: Checkpoint | str | os.PathLike, bits: Any = range(MI
     ckpt = _checkpoint(checkpoint)
     fp = _fingerprint_bytes(ckpt).hex()
     bits = [check_bits(b) for b in bits]
-    chosen = {}
-    for name, value in (("range-ar", predictive), ("range-ctx", spread)):
-        chosen[name] = set(bits if value is True else () if value is False else [check_bits(b) for b in value])
-        if not chosen[name] <= set(bits):
-            raise OptionError(f"{name} tables for bit depths {sorted(chosen[name] - set(bits))} need their "
-                              "plain tables too", hint="list them in bits as well")
+    plain = coder_for()
+    chosen = {coder: _chosen_bits(coder, value, bits)
+              for coder, value in ((coder_for(predictive=True), predictive), (coder_for(spread=True), spread))}
     for q in quantisers:
         _check_choice(q, QUANTISERS, "quantiser")
     path = Path(ckpt.path) / CACHE_FILE
@@ -276,22 +270,32 @@ def save_tables(checkpoint: Checkpoint | str | os.PathLike, bits: Any = range(MI
     transform = _cached_transform(tensors)
     for quantiser in quantisers:
         for b in bits:
-            table = _table_from_cache(tensors, quantiser, b)
+            table = _table_from_cache(tensors, quantiser, b, plain)
             if table is None:
                 table = fit_table(codes, b, quantiser, model=ckpt.model,
                                   transform=transform if quantiser == "transform" else None)
-                tensors.update(_table_tensors(table))
+                tensors.update(_table_tensors(table, plain))
             if quantiser == "transform":
                 transform = (table.mean, table.matrix)
-            for name, with_spread in (("range-ar", False), ("range-ctx", True)):
-                if b in chosen[name] and _table_from_cache(tensors, quantiser, b, True, with_spread) is None:
-                    tensors.update(_table_tensors(fit_predictive_table(codes, table, spread=with_spread)))
+            for coder, chosen_bits in chosen.items():
+                if b in chosen_bits and _table_from_cache(tensors, quantiser, b, coder) is None:
+                    tensors.update(_table_tensors(fit_predictive_table(codes, table, spread=coder.spread), coder))
     record = ckpt.info.get("data") or {}
     meta = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "fingerprint": fp,
             "data_sha256": str(record.get("sha256") or "")}
     path = write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, metadata=meta))
     _table_memo.clear()
     return path
+
+
+def _chosen_bits(coder: Coder, value: Any, bits: list[int]) -> set[int]:
+    """The bit depths :func:`save_tables`' ``predictive`` or ``spread`` (True, False or a list) asks of
+    ``coder``; every one must also be in ``bits``, whose plain tables a predictor is fitted on."""
+    chosen = set(bits if value is True else () if value is False else [check_bits(b) for b in value])
+    if not chosen <= set(bits):
+        raise OptionError(f"{coder.name} tables for bit depths {sorted(chosen - set(bits))} need their "
+                          "plain tables too", hint="list them in bits as well")
+    return chosen
 
 
 # --- the embedded table's bytes ---------------------------------------------------------------

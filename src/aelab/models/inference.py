@@ -81,7 +81,7 @@ def to_model_rows(config, samples) -> torch.Tensor:
     elif arr.ndim == 2 and arr.shape[1] == dim:
         return arr
     else:
-        raise DataError(f"input of shape {tuple(arr.shape)} does not fit this model, which was trained on "
+        raise DataError(f"inputs of shape {tuple(arr.shape)} do not fit this model, which was trained on "
                         f"{_describe(config)}", hint=f"pass (n, {', '.join(map(str, one))}) or (n, {dim}) values")
     if len(one) == 3:  # channels last as stored -> channels first, as the model's rows
         rows = rows.permute(0, 3, 1, 2)
