@@ -174,6 +174,17 @@ def test_a_colour_folder_trains_a_conv_model_and_writes_colour_pngs(tmp_path, ca
     assert main(["reconstruct", "--checkpoint", str(out), "--data", str(folder), "-o", str(tmp_path / "r")]) == 0
     with Image.open(tmp_path / "r" / "img-00000.png") as picture:
         assert picture.mode == "RGB" and picture.size == (14, 10)
+    # the codec: colour in, colour out, close to what the model reconstructs
+    assert main(["compress", str(folder), "--checkpoint", str(out), "--data", str(folder), "--bits", "8",
+                 "-o", str(tmp_path / "p.aez")]) == 0
+    assert main(["decompress", str(tmp_path / "p.aez"), "--checkpoint", str(out), "--data", str(folder),
+                 "-o", str(tmp_path / "back")]) == 0
+    with Image.open(tmp_path / "back" / "img-00000.png") as picture:
+        assert picture.mode == "RGB" and picture.size == (14, 10)
+        back = np.asarray(picture, dtype=np.float64)
+    original = api.input_images(folder)[0][0].astype(np.float64)
+    decoded = inference.reconstruct(ckpt.model, original[None])[0] * 255
+    assert np.abs(back - decoded).mean() < 0.5 * np.abs(back - original).mean()
     # the same folder, as encode reads it, gives the codes of the training run's test split
     data = api.load_data(folder, ckpt)
     assert np.array_equal(data.test.images, load_dataset(folder).test.images)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .data import Dataset, Scaler, load_dataset, load_images
 from .data.scaling import SCALE_METHODS
-from .data.sources import reading_options
+from .data.sources import options_for, reading_options
 from .data.tables import TABLE_SUFFIXES, read_table
 from .data import images as image_files
 from .data.codes import read_codes, write_codes
@@ -132,16 +132,7 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
 
 
 def _recorded_options(checkpoint: Checkpoint, path: str | Path | None) -> dict:
-    """The checkpoint's reading options that apply to ``path``: image options to folders, a label
-    column to tables, the split to both."""
-    recorded = dict(checkpoint.info.get("data", {}).get("options") or {})
-    p = None if path is None else Path(path)
-    if p is None or not p.is_dir():
-        for name in ("channels", "resize", "crop"):
-            recorded.pop(name, None)
-    if p is None or p.suffix.lower() not in TABLE_SUFFIXES:
-        recorded.pop("label_column", None)
-    return recorded
+    return options_for(path, checkpoint.info.get("data", {}).get("options") or {})
 
 
 def check_fits(checkpoint: Checkpoint, input_shape: tuple[int, ...], name: str) -> None:

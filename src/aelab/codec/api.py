@@ -90,7 +90,7 @@ __all__ = ["compress", "decompress", "encode_bytes", "decode_bytes", "decode_cod
 def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS, *,
                  quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint", coder: str | None = None,
                  data: Any = None, precision: str = "fp32", log: Log = None) -> bytes:
-    """Images (uint8 or 0..255 floats, (n, h, w) or (n, h*w)) -> the bytes of an ``.aez`` file.
+    """Images (uint8 or 0..255 floats, (n, h, w), (n, h, w, 3) or flat rows) -> the bytes of an ``.aez`` file.
 
     ``bits``: quantiser bit depth, 2..16. ``quantiser``: ``"uniform"``
     (each code number on its own [min, max] range) or ``"transform"``
@@ -138,8 +138,11 @@ def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: s
     if entropy.predictive and ckpt.model_config.code_size < 2:
         raise OptionError(f"the {entropy.name} coder predicts each code number from the earlier ones, and this model's "
                           "code has only one", hint="use --coder range")
+    if not ckpt.model_config.is_image:
+        raise OptionError("the codec compresses images, and this model was trained on a table",
+                          hint="use `aelab encode` for a table's codes")
     rows = as_pixel_rows(ckpt.model, images)
-    h, w = ckpt.model_config.input_shape
+    h, w = ckpt.model_config.image_size  # the channels come from the model
     if rows.shape[0] >= 1 << 32:
         raise DataError(f"too many images for one .aez file ({rows.shape[0]})", hint="split the set")
     codes = encode(ckpt.model, rows, precision=precision)
@@ -171,7 +174,7 @@ def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any, log: Log = None)
         raise CheckpointError(f"the file was made with another model (fingerprint {header.fingerprint}) than this "
                               f"checkpoint ({fp})", path=ckpt.path,
                               hint="decompress with the checkpoint that compressed the file")
-    if header.image_shape != tuple(ckpt.model_config.input_shape) or header.code_size != ckpt.model_config.code_size:
+    if header.image_shape != tuple(ckpt.model_config.image_size) or header.code_size != ckpt.model_config.code_size:
         raise DataError(f"the header's image shape {header.image_shape} or code size {header.code_size} does not "
                         "fit the model", path=path)
     body = blob[HEADER.size:]
@@ -211,7 +214,7 @@ def decode_codes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, dat
 
 def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, data: Any = None,
                  path: Any = None, precision: str = "fp32", log: Log = None) -> np.ndarray:
-    """The bytes of an ``.aez`` file -> images, uint8 (n, h, w).
+    """The bytes of an ``.aez`` file -> images, uint8 (n, h, w) or (n, h, w, 3) for a colour model.
 
     ``checkpoint`` must be the model that compressed them (its fingerprint is
     checked). Raises DataError for a damaged, truncated or newer file and

@@ -27,6 +27,7 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
     """Codes of the images the model was trained on (the training split of its data)."""
     from ..data import Dataset, load_dataset
     from ..data.datasets import BUNDLED_NAME
+    from ..data.sources import options_for
     from ..models.inference import encode
     record = ckpt.info.get("data") or {}
     name, want = record.get("name"), record.get("sha256")
@@ -44,7 +45,7 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
                      f"its {CACHE_FILE}, or use --table embedded")
         dataset = load_dataset(None)
     else:
-        dataset = data if isinstance(data, Dataset) else load_dataset(data)
+        dataset = data if isinstance(data, Dataset) else load_dataset(data, **options_for(data, record.get("options")))
     if want and dataset.sha256 != want:
         raise DataError(f"{dataset.name!r} is not the data this model was trained on (its sha256 "
                         f"{dataset.sha256[:12]}... differs from the checkpoint's {str(want)[:12]}...)",

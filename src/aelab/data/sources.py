@@ -18,7 +18,7 @@ from .splitting import split_indices
 from .tables import checked_rows, read_table
 
 __all__ = ["load_folder_dataset", "load_table_dataset", "load_array_dataset", "checked_options",
-           "reading_options"]
+           "reading_options", "options_for"]
 
 
 def checked_options(channels: str | None, resize: Any, scale: str | None) -> tuple[str | None, tuple | None]:
@@ -143,4 +143,19 @@ def reading_options(source: dict[str, Any]) -> dict[str, Any]:
             options[name] = source[name]
     if source.get("resize"):
         options["resize"] = "x".join(str(v) for v in source["resize"])
+    return options
+
+
+def options_for(path: str | Path | None, recorded: dict[str, Any]) -> dict[str, Any]:
+    """The ``recorded`` reading options that apply to ``path``: image options to folders, a label
+    column to tables, the split to every source."""
+    from .tables import TABLE_SUFFIXES
+
+    options = dict(recorded or {})
+    p = None if path is None else Path(path)
+    if p is None or not p.is_dir():
+        for name in ("channels", "resize", "crop"):
+            options.pop(name, None)
+    if p is None or p.suffix.lower() not in TABLE_SUFFIXES:
+        options.pop("label_column", None)
     return options
