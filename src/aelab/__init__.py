@@ -17,6 +17,7 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
   ``denoise``, ``sample``, ``interpolate``
 - tutorial: ``run_tutorial``
 - benchmark: ``run_benchmark``
+- scikit-learn: ``AutoencoderTransformer`` (``aelab.sklearn``)
 - errors: ``AelabError``, the base of every error aelab raises for bad input or options
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ _WHERE = {
     "interpolate": "aelab.evaluation.generate",
     "run_tutorial": "aelab.tutorial.run", "run_benchmark": "aelab.evaluation.bench",
     "AelabError": "aelab.errors",
+    "AutoencoderTransformer": "aelab.sklearn",
 }
 
 __all__ = ["__version__", *_WHERE]

@@ -1,0 +1,44 @@
+"""Anomaly scores: each sample's reconstruction error, and flags from a threshold or a contamination rate.
+
+A sample the model reconstructs badly is unlike its training data; the error is in the model's
+units (pixels / 255, or a table's scaled features), so scores of one model compare across files.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import OptionError
+from ..models.inference import _batches, _device_of, as_pixel_rows, computing_in
+from ..models.networks import output_of
+
+@torch.no_grad()
+def sample_errors(model: torch.nn.Module, images, batch_size: int | None = None) -> np.ndarray:
+    """The mean squared reconstruction error of each sample of ``images`` (or table rows), float64 (n,),
+    in the model's units; higher = worse reconstructed = more anomalous."""
+    rows = as_pixel_rows(model, images)
+    config = model.config
+    device = _device_of(model)
+    out = []
+    with computing_in(model) as m:
+        for b in _batches(rows, batch_size, model):
+            x = b.to(device, torch.float32)
+            target = x * (1.0 / config.input_max)
+            output = output_of(m.decode_logits(m.encode(x)), config.loss)
+            out.append(((output - target).double() ** 2).mean(dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def threshold_for(scores: np.ndarray, contamination: float) -> float:
+    """The score above which the share ``contamination`` (0 < F < 0.5) of ``scores`` lies, as
+    scikit-learn's outlier detectors set theirs."""
+    if not 0 < contamination <= 0.5:
+        raise OptionError(f"contamination must lie in (0, 0.5], got {contamination!r}", hint="e.g. --contamination 0.05")
+    if not len(scores):
+        raise OptionError("no scores to set a threshold from")
+    return float(np.percentile(scores, 100.0 * (1.0 - contamination)))
+
+
+def flags_for(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """1 where a score is above ``threshold`` (anomalous), else 0; int64 (n,)."""
+    return (np.asarray(scores) > threshold).astype(np.int64)

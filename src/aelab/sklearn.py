@@ -1,0 +1,227 @@
+"""aelab's autoencoders as a scikit-learn transformer: fit, transform to codes, score samples.
+
+``AutoencoderTransformer`` trains with aelab's own engine (:func:`aelab.training.train`) on a
+:class:`~aelab.data.Dataset` built from the arrays it is given, so it learns exactly as
+``aelab train`` does. It takes what scikit-learn users pass:
+
+* float (or integer) arrays (n, d) of any width: a table, scaled on the rows ``fit`` sees with
+  :class:`~aelab.data.scaling.Scaler` (``scale``), as ``aelab train`` scales a table;
+* uint8 image arrays (n, h, w) grey or (n, h, w, 3) colour: pixels, as aelab stores images.
+
+``save(DIR)`` / ``load(DIR)`` use aelab's checkpoint format (safetensors and JSON, no pickle), so
+a saved transformer also works with ``aelab encode``, ``aelab score`` and ``aelab export``.
+Pickling works too (joblib users expect it); the pickled state holds the weights as safetensors
+bytes, not torch objects.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .api import load_model
+from .data import Dataset, Split
+from .data.scaling import Scaler
+from .errors import DataError
+from .evaluation.anomaly import sample_errors
+from .models import inference
+from .models.checkpoint import save_checkpoint, weights_bytes
+from .models.networks import ModelConfig, build_model
+from .training import TrainConfig, train
+from .training.config import get_recipe
+
+__all__ = ["AutoencoderTransformer"]
+
+
+class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """An autoencoder as a scikit-learn transformer: ``transform`` gives codes, ``inverse_transform``
+    decodes them, ``score_samples`` is the negated reconstruction error (higher = more normal, as
+    scikit-learn's outlier detectors).
+
+    Parameters are ``aelab train``'s options of the same names: ``model`` (simple, deep, dense,
+    conv, sparse, vae), ``code_size``, ``hidden`` (dense widths, None: the model's), ``recipe``,
+    ``sweeps`` (passes over the training rows), ``minibatch_size`` (None: the recipe's, at most
+    the number of rows), ``scale`` (a table's scaling: standard, minmax or none), ``loss`` (None:
+    what the data suits), ``random_state`` (int, RandomState or None) and ``device``.
+
+    Fitted attributes: ``model_`` (the torch module), ``model_config_``, ``scaler_`` (None for
+    images), ``input_kind_`` ("table" or "images"), ``sample_shape_``, ``n_features_in_``,
+    ``train_loss_``.
+    """
+
+    def __init__(self, model: str = "deep", code_size: int = 32, hidden: tuple[int, ...] | None = None,
+                 recipe: str = "adam", sweeps: float = 20.0, minibatch_size: int | None = None,
+                 scale: str = "standard", loss: str | None = None, random_state: Any = None,
+                 device: str = "auto") -> None:
+        self.model = model
+        self.code_size = code_size
+        self.hidden = hidden
+        self.recipe = recipe
+        self.sweeps = sweeps
+        self.minibatch_size = minibatch_size
+        self.scale = scale
+        self.loss = loss
+        self.random_state = random_state
+        self.device = device
+
+    # --- fitting -----------------------------------------------------------------------------
+
+    def fit(self, X, y=None) -> "AutoencoderTransformer":
+        """Train on the rows (or images) of ``X``; ``y`` is ignored."""
+        rows = self._input(X, reset=True)
+        if self.input_kind_ == "table":
+            self.scaler_ = Scaler(self.scale).fit(rows)
+            rows = self.scaler_.transform(rows)
+        else:
+            self.scaler_ = None
+        n = len(rows)
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        minibatch = self.minibatch_size or get_recipe(self.recipe).minibatch_size
+        minibatch = max(1, min(minibatch, n, int(self.sweeps * n)))
+        config = TrainConfig(model=self.model, code_size=self.code_size,
+                             hidden=None if self.hidden is None else tuple(self.hidden), recipe=self.recipe,
+                             sweeps=float(self.sweeps), minibatch_size=minibatch, seed=seed, device=self.device,
+                             loss=self.loss)
+        digest = hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
+        data = Dataset(name="sklearn", train=Split(rows), test=Split(rows[: min(n, 256)]), sha256=digest)
+        result = train(data, config, log=None, progress_bar=False)
+        self.model_ = result.model
+        self.model_config_ = result.model_config
+        self.train_loss_ = float(result.train_loss)
+        return self
+
+    def _input(self, X, reset: bool) -> np.ndarray:
+        """``X`` validated: uint8 images (n, h, w) / (n, h, w, 3) as they are, anything else as
+        float32 rows (n, d) via scikit-learn's checks (which refuse NaN, sparse, empty input)."""
+        if isinstance(X, np.ndarray) and X.dtype == np.uint8 and (X.ndim == 3 or (X.ndim == 4 and X.shape[3] == 3)):
+            if reset:
+                self.input_kind_, self.sample_shape_ = "images", tuple(int(s) for s in X.shape[1:])
+                self.n_features_in_ = int(np.prod(X.shape[1:]))
+            elif getattr(self, "input_kind_", None) != "images" or tuple(X.shape[1:]) != self.sample_shape_:
+                raise DataError(f"images of shape {tuple(X.shape[1:])} do not fit this transformer, fitted on "
+                                f"{self._fitted_on()}")
+            if not len(X):
+                raise DataError("no images: X is empty")
+            return X
+        if not reset and getattr(self, "input_kind_", None) == "images":
+            raise DataError(f"X of shape {np.shape(X)} does not fit this transformer, fitted on {self._fitted_on()}",
+                            hint="pass uint8 images of that shape")
+        rows = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+        if reset:
+            self.input_kind_, self.sample_shape_ = "table", (int(rows.shape[1]),)
+        return rows.astype(np.float32, copy=False)
+
+    def _fitted_on(self) -> str:
+        kind = getattr(self, "input_kind_", "table")
+        return f"{kind} of shape {getattr(self, 'sample_shape_', '?')}"
+
+    def _model_input(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        rows = self._input(X, reset=False)
+        return self.scaler_.transform(rows) if self.scaler_ is not None else rows
+
+    # --- using the model ---------------------------------------------------------------------
+
+    def transform(self, X) -> np.ndarray:
+        """The codes of ``X``: float32 (n, code_size)."""
+        return inference.encode(self.model_, self._model_input(X))
+
+    def inverse_transform(self, X) -> np.ndarray:
+        """Rows decoded from codes ``X`` (n, code_size): a table's rows in its own units (the scaling
+        undone), or images as float32 pixel values in [0, 255] in the shape fit saw."""
+        check_is_fitted(self, "model_")
+        codes = check_array(X, dtype=[np.float32, np.float64])
+        if codes.shape[1] != self.model_config_.code_size:
+            raise DataError(f"codes of {codes.shape[1]} columns do not fit this transformer's code size "
+                            f"{self.model_config_.code_size}")
+        decoded = inference.decode(self.model_, codes.astype(np.float32, copy=False))
+        if self.scaler_ is not None:
+            return self.scaler_.inverse_transform(decoded)
+        return decoded * np.float32(self.model_config_.input_max)
+
+    def score_samples(self, X) -> np.ndarray:
+        """Minus each sample's mean squared reconstruction error (model units): higher = more normal."""
+        return -sample_errors(self.model_, self._model_input(X))
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.model_config_.code_size
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the fitted transformer as an aelab checkpoint folder (model.safetensors, config.json)."""
+        check_is_fitted(self, "model_")
+        record: dict[str, Any] = {"name": "sklearn", "kind": self.input_kind_,
+                                  "input_shape": list(self.model_config_.input_shape), "options": {}}
+        if self.scaler_ is not None:
+            record["scaler"] = self.scaler_.to_dict()
+        else:
+            record["channels"] = 3 if len(self.sample_shape_) == 3 else 1
+        return save_checkpoint(folder, self.model_, self.model_config_, data=record,
+                               training={"sklearn": _json_params(self.get_params()), "train_loss": self.train_loss_})
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> "AutoencoderTransformer":
+        """A fitted transformer from a checkpoint folder (any aelab checkpoint, or the name of a
+        shipped model): the parameters it was saved with, the model, its scaler."""
+        ckpt = load_model(folder, device)
+        params = ckpt.info.get("training", {}).get("sklearn") or {}
+        known = cls().get_params()
+        est = cls(**{k: (tuple(v) if k == "hidden" and v is not None else v) for k, v in params.items() if k in known})
+        scaler = ckpt.info.get("data", {}).get("scaler")
+        est._set_fitted(ckpt.model, ckpt.model_config, Scaler.from_dict(scaler) if scaler else None,
+                        float(ckpt.info.get("training", {}).get("train_loss", float("nan"))))
+        return est
+
+    def _set_fitted(self, model: torch.nn.Module, config: ModelConfig, scaler: Scaler | None,
+                    train_loss: float) -> None:
+        self.model_, self.model_config_, self.scaler_, self.train_loss_ = model, config, scaler, train_loss
+        self.input_kind_ = "table" if len(config.input_shape) == 1 else "images"
+        self.sample_shape_ = inference.sample_shape(config)
+        self.n_features_in_ = config.input_dim
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        model = state.pop("model_", None)
+        if model is not None:
+            state["model_"] = {"weights": weights_bytes(model), "config": state["model_config_"].to_dict(),
+                               "scaler": None if self.scaler_ is None else self.scaler_.to_dict()}
+            state.pop("model_config_")
+            state.pop("scaler_")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        saved = state.pop("model_", None)
+        self.__dict__.update(state)
+        if saved is not None:
+            config = ModelConfig.from_dict(saved["config"])
+            model = build_model(config)
+            model.load_state_dict(load_safetensors(saved["weights"]))
+            scaler = Scaler.from_dict(saved["scaler"]) if saved["scaler"] else None
+            self.model_, self.model_config_, self.scaler_ = model.eval(), config, scaler
+
+    # --- scikit-learn's tags -----------------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.non_deterministic = False
+        return tags
+
+
+def _json_params(params: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        if value is None or isinstance(value, (bool, int, float, str, list)):
+            out[key] = value
+    return out

@@ -1,0 +1,86 @@
+"""aelab.sklearn.AutoencoderTransformer: scikit-learn's own estimator checks, pipelines, search, persistence."""
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from aelab.errors import DataError
+from aelab.sklearn import AutoencoderTransformer
+
+
+def tiny(**params) -> AutoencoderTransformer:
+    return AutoencoderTransformer(**{"model": "simple", "code_size": 3, "sweeps": 2, "device": "cpu",
+                                     "random_state": 0, **params})
+
+
+@parametrize_with_checks([tiny()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def table(n=120, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    X = rng.normal(size=(n, d)) * 3 + 10 + 4 * y[:, None]
+    return X, y
+
+
+def test_fit_transform_inverse_and_scores_on_a_table():
+    X, _ = table()
+    t = tiny(model="deep", code_size=4, hidden=(16, 8), sweeps=20).fit(X)
+    codes = t.transform(X)
+    assert codes.shape == (len(X), 4) and codes.dtype == np.float32
+    assert t.get_feature_names_out().tolist() == [f"autoencodertransformer{i}" for i in range(4)]
+    back = t.inverse_transform(codes)
+    assert back.shape == X.shape
+    assert np.abs(back - X).mean() < np.abs(X - X.mean(axis=0)).mean()  # in the table's own units
+    scores = t.score_samples(X)
+    assert scores.shape == (len(X),) and np.all(scores <= 0)
+    odd = X[:5] + 40.0
+    assert t.score_samples(odd).max() < np.median(scores)  # far-away rows score as less normal
+    with pytest.raises(ValueError, match="features"):
+        t.transform(X[:, :3])
+
+
+def test_uint8_images_grey_and_colour(mnist):
+    grey = mnist.train.images[:200]
+    t = tiny(code_size=8).fit(grey)
+    assert t.input_kind_ == "images" and t.n_features_in_ == 784
+    assert t.transform(grey[:5]).shape == (5, 8)
+    decoded = t.inverse_transform(t.transform(grey[:5]))
+    assert decoded.shape == (5, 28, 28) and 0 <= decoded.min() and decoded.max() <= 255
+    colour = np.random.default_rng(0).integers(0, 256, size=(40, 8, 6, 3), dtype=np.uint8)
+    c = tiny(model="conv", code_size=4).fit(colour)
+    assert c.transform(colour).shape == (40, 4) and c.score_samples(colour).shape == (40,)
+    with pytest.raises(DataError, match="do not fit"):
+        c.transform(colour[:, :4])
+
+
+def test_pipeline_grid_search_and_clone():
+    X, y = table(n=160)
+    pipe = Pipeline([("ae", tiny()), ("clf", LogisticRegression())])
+    search = GridSearchCV(pipe, {"ae__code_size": [2, 4]}, cv=2).fit(X, y)
+    assert search.best_params_["ae__code_size"] in (2, 4)
+    assert search.score(X, y) > 0.6
+    fresh = clone(search.best_estimator_.named_steps["ae"])
+    assert not hasattr(fresh, "model_") and fresh.get_params()["code_size"] in (2, 4)
+
+
+def test_save_load_and_pickle_keep_the_model(tmp_path):
+    X, _ = table()
+    t = tiny(hidden=None, code_size=5).fit(X)
+    folder = t.save(tmp_path / "ae")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    back = AutoencoderTransformer.load(folder)
+    assert back.get_params() == t.get_params()
+    np.testing.assert_array_equal(back.transform(X), t.transform(X))
+    np.testing.assert_array_equal(back.score_samples(X), t.score_samples(X))
+    blob = pickle.dumps(t)
+    assert b"torch" not in blob  # the weights travel as safetensors bytes, not pickled tensors
+    np.testing.assert_array_equal(pickle.loads(blob).inverse_transform(t.transform(X)),
+                                  t.inverse_transform(t.transform(X)))
