@@ -12,6 +12,7 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
   ``similarity_pairs``, ``tsne_map``
 - codec: ``compress``, ``decompress``, ``compress_notice``, ``decompress_notice``, ``CODERS``,
   ``QUANTISERS``, ``DEFAULT_BITS``
+- anomaly scores: ``anomaly_scores``
 - compare: ``compare_models``
 - generate: ``denoise_images``, ``sample_images``, ``interpolate_images``, and on a bare model
   ``denoise``, ``sample``, ``interpolate``
@@ -46,7 +47,7 @@ _WHERE = {
     "interpolate": "aelab.evaluation.generate",
     "run_tutorial": "aelab.tutorial.run", "run_benchmark": "aelab.evaluation.bench",
     "AelabError": "aelab.errors",
-    "AutoencoderTransformer": "aelab.sklearn",
+    "AutoencoderTransformer": "aelab.sklearn", "anomaly_scores": "aelab.api",
 }
 
 __all__ = ["__version__", *_WHERE]

@@ -23,6 +23,7 @@ from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
+from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold_for, write_scores
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .fileio import ensure_dir
@@ -49,7 +50,7 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
            "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
-           "LOSSES", "data_record", "check_fits"]
+           "LOSSES", "data_record", "check_fits", "anomaly_scores"]
 
 Log = Callable[[str], None] | None
 
@@ -415,3 +416,31 @@ def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> 
     except Exception:  # noqa: BLE001 - only to decide on a notice; the real error comes from decompress
         return None
     return _predictor_notice(checkpoint, header.bits, header.quantiser, header.coder)
+
+
+def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None, *,
+                   contamination: float | None = None, threshold: float | None = None,
+                   output: str | Path | None = None) -> dict:
+    """Each sample's anomaly score: its mean squared reconstruction error in the model's units (pixels
+    / 255, or a table's scaled features); higher = more anomalous.
+
+    With ``contamination`` F, the top share F is flagged; with ``threshold`` T, scores above T.
+    Returns ``scores``, ``labels``, ``threshold``, ``flags`` (None without either) and ``table``
+    (index, label, score, flag records), which goes to ``output`` (.csv or .npy) when given.
+    """
+    if contamination is not None and threshold is not None:
+        raise OptionError("give a contamination or a threshold, not both")
+    if threshold is not None and not np.isfinite(threshold):
+        raise OptionError(f"the threshold must be a finite number, got {threshold!r}")
+    if output is not None and Path(output).suffix not in (".csv", ".npy"):
+        raise OptionError(f"cannot tell the format of {output}", hint="name the output FILE.csv or FILE.npy")
+    if not len(images):
+        raise DataError("no samples to score")
+    scores = sample_errors(checkpoint.model, images)
+    cut = threshold_for(scores, contamination) if contamination is not None else threshold
+    flags = None if cut is None else flags_for(scores, cut)
+    table = score_table(scores, labels, flags)
+    if output is not None:
+        write_scores(output, table)
+    return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags, "table": table,
+            "flagged": None if flags is None else int(flags.sum())}

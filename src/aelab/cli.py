@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from . import api
+from . import api, cli_pipeline
 from .data import convert, describe, download_mnist, format_description
 from .evaluation.bench import format_table, run_benchmark
 from .models.zoo import list_pretrained
@@ -418,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dir", nargs="?", default="mnist", help="destination folder (default: ./mnist)")
     q.add_argument("--mirror", action="append", default=None, metavar="URL",
                    help="base URL to try (repeatable; default: the usual mirrors)")
+    cli_pipeline.add_commands(sub, _add_checkpoint, _add_data, _add_device, _add_limit)
     return parser
 
 
@@ -662,7 +663,8 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
             "tsne": cmd_tsne, "bench": cmd_bench, "data": cmd_data,
             "compress": cmd_compress, "decompress": cmd_decompress, "denoise": cmd_denoise, "sample": cmd_sample,
-            "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models}
+            "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
+            "score": lambda args: cli_pipeline.cmd_score(args, _data_options(args))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

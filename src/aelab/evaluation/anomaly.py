@@ -5,10 +5,14 @@ units (pixels / 255, or a table's scaled features), so scores of one model compa
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..errors import OptionError
+from ..fileio import atomic_write, write_text
 from ..models.inference import _batches, _device_of, as_pixel_rows, computing_in
 from ..models.networks import output_of
 
@@ -42,3 +46,34 @@ def threshold_for(scores: np.ndarray, contamination: float) -> float:
 def flags_for(scores: np.ndarray, threshold: float) -> np.ndarray:
     """1 where a score is above ``threshold`` (anomalous), else 0; int64 (n,)."""
     return (np.asarray(scores) > threshold).astype(np.int64)
+
+
+def score_table(scores: np.ndarray, labels: np.ndarray | None = None, flags: np.ndarray | None = None) -> np.ndarray:
+    """One record per sample: ``index``, ``label`` (when known), ``score``, ``flag`` (when set): a
+    structured array, which ``np.load`` reads back without pickle."""
+    fields = [("index", np.int64)] + ([("label", np.int64)] if labels is not None else []) + \
+        [("score", np.float64)] + ([("flag", np.int64)] if flags is not None else [])
+    table = np.zeros(len(scores), dtype=fields)
+    table["index"] = np.arange(len(scores))
+    table["score"] = scores
+    if labels is not None:
+        table["label"] = labels
+    if flags is not None:
+        table["flag"] = flags
+    return table
+
+
+def write_scores(path: str | os.PathLike, table: np.ndarray) -> Path:
+    """:func:`score_table`'s records to FILE.csv (a header, one row per sample) or FILE.npy."""
+    out = Path(path)
+    if out.suffix == ".csv":
+        names = table.dtype.names
+        lines = [",".join(names)] + [",".join(f"{row[n]:.9g}" if n == "score" else str(int(row[n])) for n in names)
+                                     for row in table]
+        write_text(out, "\n".join(lines) + "\n")
+    elif out.suffix == ".npy":
+        with atomic_write(out) as f:
+            np.save(f, table)
+    else:
+        raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.csv or FILE.npy")
+    return out

@@ -1,0 +1,79 @@
+"""`aelab score`: anomaly scores per sample, through the CLI, on tiny images and a tiny table."""
+import numpy as np
+import pytest
+
+from aelab import api
+from aelab.cli import main
+from aelab.evaluation.anomaly import sample_errors
+
+
+def run(capsys, *args):
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_score_images_csv_with_labels_and_contamination(trained, tiny_npz, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    rc, said, _ = run(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, "--contamination", "0.1",
+                      "-o", out)
+    assert rc == 0 and "200 scores" in said and "20 flagged" in said
+    lines = out.read_text().splitlines()
+    assert lines[0] == "index,label,score,flag" and len(lines) == 201
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    assert rows[:, 0].tolist() == list(range(200))
+    np.testing.assert_array_equal(rows[:, 1], trained.data.test.labels)
+    expected = sample_errors(trained.model, trained.data.test.images)
+    np.testing.assert_allclose(rows[:, 2], expected, rtol=1e-6)
+    # the mean of the per-sample errors is evaluate's MSE
+    assert expected.mean() == pytest.approx(trained.scores["test_mse"], rel=1e-5)
+    assert rows[:, 3].sum() == 20 and rows[rows[:, 3] == 1, 2].min() >= rows[rows[:, 3] == 0, 2].max()
+
+
+def test_score_a_table_to_npy_with_a_threshold(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5)) + 3
+    data = tmp_path / "table.npy"
+    np.save(data, x)
+    model = tmp_path / "m"
+    assert run(capsys, "train", "--data", data, "--model", "deep", "--hidden", "8", "--code-size", "2", "--recipe",
+                 "adam", "--sweeps", "5", "--minibatch-size", "32", "--out", model, "--device", "cpu")[0] == 0
+    odd = np.concatenate([x[:20], x[:5] * 10])
+    np.save(tmp_path / "new.npy", odd)
+    rc, said, _ = run(capsys, "score", "--checkpoint", model, tmp_path / "new.npy", "--threshold", "2.5",
+                      "-o", tmp_path / "s.npy")
+    assert rc == 0, said
+    table = np.load(tmp_path / "s.npy", allow_pickle=False)
+    assert table.dtype.names == ("index", "score", "flag") and len(table) == 25
+    assert table["score"][20:].min() > table["score"][:20].max()  # far-off rows score higher
+    np.testing.assert_array_equal(table["flag"], (table["score"] > 2.5).astype(int))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--contamination", "0.7"], "fraction"),
+    (["--threshold", "nan"], "expected a number"),
+    (["--contamination", "0.1", "--threshold", "1"], "not allowed with"),
+])
+def test_score_refuses_bad_options(trained, tiny_npz, tmp_path, capsys, args, message):
+    rc, _, err = run(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, *args, "-o",
+                     tmp_path / "s.csv")
+    assert rc == 2 and message in err
+
+
+def test_score_refuses_a_bad_output_name_and_wrong_data(trained, tiny_npz, tmp_path, capsys):
+    rc, _, err = run(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, "-o", tmp_path / "s.txt")
+    assert rc == 2 and "FILE.csv or FILE.npy" in err and len(err.strip().splitlines()) == 1
+    np.save(tmp_path / "t.npy", np.zeros((4, 3)))
+    rc, _, err = run(capsys, "score", "--checkpoint", trained.folder, tmp_path / "t.npy", "-o", tmp_path / "s.csv")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_api_anomaly_scores_threshold_and_contamination_exclusive(trained):
+    ckpt = api.load_model(trained.folder, "cpu")
+    with pytest.raises(api.OptionError):
+        api.anomaly_scores(ckpt, trained.data.test.images, contamination=0.1, threshold=0.1)
