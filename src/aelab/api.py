@@ -29,6 +29,8 @@ from .evaluation.similarity import pair_similarity, similarity_rows
 from .fileio import ensure_dir
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .models import export as exporting
+from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
@@ -50,7 +52,7 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
            "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
-           "LOSSES", "data_record", "check_fits", "anomaly_scores"]
+           "LOSSES", "data_record", "check_fits", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
 
 Log = Callable[[str], None] | None
 
@@ -444,3 +446,10 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
         write_scores(output, table)
     return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags, "table": table,
             "flagged": None if flags is None else int(flags.sum())}
+
+
+def export_model(checkpoint: Checkpoint, fmt: str, output: str | Path) -> list[Path]:
+    """The model's encoder and decoder as ``encoder.onnx``/``decoder.onnx`` (``fmt="onnx"``) or
+    torch.export programs ``encoder.pt2``/``decoder.pt2`` (``"pt2"``) in the folder ``output``, with
+    ``export.json``; returns the paths. Inputs and outputs: see :mod:`aelab.models.export`."""
+    return exporting.export_model(checkpoint.model, fmt, output, scaler=checkpoint.info.get("data", {}).get("scaler"))

@@ -664,7 +664,7 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
             "tsne": cmd_tsne, "bench": cmd_bench, "data": cmd_data,
             "compress": cmd_compress, "decompress": cmd_decompress, "denoise": cmd_denoise, "sample": cmd_sample,
             "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
-            "score": lambda args: cli_pipeline.cmd_score(args, _data_options(args))}
+            "score": lambda args: cli_pipeline.cmd_score(args, _data_options(args)), "export": cli_pipeline.cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,11 @@ def _finite(text: str) -> float:
 def add_commands(sub, add_checkpoint: Callable, add_data: Callable, add_device: Callable,
                  add_limit: Callable) -> None:
     """Add ``score`` and ``export`` to the subcommands ``sub``, with the CLI's shared option helpers."""
+    add_score(sub, add_checkpoint, add_data, add_device, add_limit)
+    add_export(sub, add_checkpoint, add_device)
+
+
+def add_score(sub, add_checkpoint: Callable, add_data: Callable, add_device: Callable, add_limit: Callable) -> None:
     p = sub.add_parser("score", help="anomaly scores: each sample's reconstruction error (.csv or .npy)",
                        description="Score each image or table row by its reconstruction error (the mean squared "
                                    "error per value, in the model's units: pixels / 255 or the table's scaled "
@@ -60,4 +65,26 @@ def cmd_score(args, data_options: dict) -> int:
     flagged = "" if result["flags"] is None else \
         f"; {result['flagged']} flagged above {result['threshold']:.6g}"
     print(f"Wrote {len(result['scores'])} scores to {args.output}{flagged}")
+    return 0
+
+
+def add_export(sub, add_checkpoint: Callable, add_device: Callable) -> None:
+    p = sub.add_parser("export", help="the encoder and decoder as ONNX files or torch.export programs",
+                       description="Write OUT/encoder.onnx and OUT/decoder.onnx (or .pt2 torch.export programs) "
+                                   "and OUT/export.json, batch dimension dynamic. The encoder takes uint8 pixels "
+                                   "(batch, C, H, W), channels first, or a table model's float32 rows (batch, d), "
+                                   "scaled with the scaler in export.json; it returns float32 codes. The decoder "
+                                   "returns float32 images (batch, C, H, W) in [0, 1], or scaled rows (batch, d). "
+                                   "ONNX needs pip install 'aelab[export]'.")
+    add_checkpoint(p)
+    add_device(p)
+    p.add_argument("--format", choices=api.EXPORT_FORMATS, default="onnx",
+                   help="onnx (two .onnx files, opset 17) or pt2 (torch.export programs) (default: onnx)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the two files and export.json")
+
+
+def cmd_export(args) -> int:
+    ckpt = api.load_model(args.checkpoint, args.device)
+    paths = api.export_model(ckpt, args.format, args.output)
+    print(f"Wrote {', '.join(p.name for p in paths)} to {args.output}")
     return 0

@@ -24,7 +24,13 @@ import torch
 from safetensors.torch import load as load_safetensors
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    def validate_data(estimator, X, **kwargs):
+        return estimator._validate_data(X, **kwargs)
 
 from .api import load_model
 from .data import Dataset, Split
@@ -209,6 +215,9 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             self.model_, self.model_config_, self.scaler_ = model.eval(), config, scaler
 
     # --- scikit-learn's tags -----------------------------------------------------------------
+
+    def _more_tags(self) -> dict:  # scikit-learn < 1.6
+        return {"preserves_dtype": [np.float32]}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
