@@ -84,3 +84,14 @@ def test_save_load_and_pickle_keep_the_model(tmp_path):
     assert b"torch" not in blob  # the weights travel as safetensors bytes, not pickled tensors
     np.testing.assert_array_equal(pickle.loads(blob).inverse_transform(t.transform(X)),
                                   t.inverse_transform(t.transform(X)))
+
+
+def test_a_saved_transformer_works_with_aelab_score(tmp_path, capsys):
+    from aelab.cli import main
+    X, _ = table()
+    t = tiny().fit(X)
+    t.save(tmp_path / "ae")
+    np.save(tmp_path / "x.npy", X)
+    assert main(["score", "--checkpoint", str(tmp_path / "ae"), str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "s.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy")["score"], -t.score_samples(X), rtol=1e-6)
