@@ -34,6 +34,7 @@ from .training import RECIPES, TrainConfig, TrainResult, train
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
+METRICS_FILE = "metrics.csv"  # train_model's training curve, beside the checkpoint
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
 GRID_IMAGES = 50
@@ -69,9 +70,11 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
 
     ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
     t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
+    The training curve goes to ``out/metrics.csv`` as training goes (``metrics_file=None``: not).
     """
     say = log or (lambda _msg: None)
     folder = ensure_dir(out)
+    train_options.setdefault("metrics_file", folder / METRICS_FILE)
     result = train(data, config, log=log, progress_bar=progress_bar, **train_options)
     if on_trained is not None:
         on_trained(result)
