@@ -6,6 +6,7 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,8 @@ from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
-from .fileio import ensure_dir
+from .evaluation.report import MAP_LIMIT, model_section, report_page
+from .fileio import ensure_dir, write_text
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .models.networks import LOSSES, MODEL_NAMES, model_config
@@ -50,7 +52,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
            "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
-           "LOSSES", "data_record", "check_fits"]
+           "LOSSES", "data_record", "check_fits",
+           "report_model"]
 
 Log = Callable[[str], None] | None
 
@@ -164,6 +167,29 @@ def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
     if len(mine) != len(theirs):
         steps.append("--grayscale" if len(mine) == 2 else "--rgb")
     return "read it with " + " ".join(steps)
+
+
+def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | None = None, *,
+                 limit: int = MAP_LIMIT, seed: int = 0) -> str:
+    """A self-contained HTML report of a model (scores, training curve from its ``metrics.csv``, images and
+    decodings, similarities, an interactive map of the codes); written to ``output`` when given."""
+    section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint.path),
+                            limit=limit, seed=seed)
+    page = report_page(f"aelab report: {checkpoint.path.name}", [section],
+                       f"{checkpoint.model_config.kind} model, code size {checkpoint.model_config.code_size}; "
+                       f"test split of {data.name}")
+    if output is not None:
+        write_text(output, page)
+    return page
+
+
+def _metrics_curve(folder: Path) -> tuple[list[int], list[float]] | None:
+    try:
+        with open(folder / METRICS_FILE, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [int(r["samples_seen"]) for r in rows], [float(r["loss"]) for r in rows]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None  # no curve (a shipped model, or an unreadable file): the report goes without it
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:

@@ -168,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
 
+    p = sub.add_parser("report", help="one self-contained HTML page about a model, to open in a browser",
+                       description="Scores, training curve, images and decodings, similarities and an interactive "
+                                   "map of the codes (hover, zoom, hide classes) in one offline HTML file.")
+    _add_checkpoint(p)
+    _add_data(p)
+    _add_device(p)
+    p.add_argument("--limit", type=_positive_int, default=1000, metavar="N",
+                   help="test samples on the map (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write the page")
+
     p = sub.add_parser("compress", help="images to one .aez file of quantised, entropy-coded codes",
                        description="Encode images with a trained model, quantise the codes (--bits) and entropy code "
                                    "them into one .aez file (format: docs/format.md). `aelab decompress` reverses it "
@@ -509,6 +519,13 @@ def cmd_similarity(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    ckpt = _load_model(args)
+    api.report_model(ckpt, _load_data(args, ckpt), args.output, limit=args.limit)
+    print(f"Wrote {args.output}")
+    return 0
+
+
 def cmd_tsne(args) -> int:
     ckpt = _load_model(args)
     api.tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output)
@@ -566,7 +583,7 @@ def cmd_data(args) -> int:
 
 COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evaluate, "encode": cmd_encode,
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
-            "tsne": cmd_tsne, "bench": cmd_bench, "data": cmd_data,
+            "tsne": cmd_tsne, "report": cmd_report, "bench": cmd_bench, "data": cmd_data,
             "compress": cmd_compress, "decompress": cmd_decompress, "denoise": cmd_denoise, "sample": cmd_sample,
             "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models}
 
