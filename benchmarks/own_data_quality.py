@@ -288,25 +288,30 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(names, *, quick: bool, seed: int = 0, sweeps_scale: float = 1.0, root: Path | None = None,
-        log=print) -> dict:
-    """Make, load and compare each named data set; returns the JSON-ready result."""
+def run(names, *, quick: bool, seed: int = 0, sweeps_scale: float = 1.0, log=print) -> dict:
+    """Make, load and compare each named data set (in a temporary folder); returns the JSON-ready result."""
+    import torch
     started = time.perf_counter()
+    cache_before = os.environ.get("AELAB_CACHE")
     rows = []
     with tempfile.TemporaryDirectory(prefix="aelab-own-data-") as tmp:
-        base = Path(root or tmp)
-        os.environ.setdefault("AELAB_CACHE", str(Path(tmp) / "cache"))
-        for name in names:
-            t0 = time.perf_counter()
-            data = make_dataset(name, base, quick, seed)
-            row = {"name": name, **compare(data, SETTINGS[name], quick=quick, seed=seed,
-                                          sweeps_scale=sweeps_scale)}
-            row["seconds"] = time.perf_counter() - t0
-            rows.append(row)
-            if log:
-                log(f"{name}: AE MSE {row['ae']['test_mse']:.4f}, PCA {row['pca']['test_mse']:.4f} "
-                    f"(AE/PCA {row['mse_ratio_ae_over_pca']:.2f}), {row['seconds']:.0f} s")
-    import torch
+        os.environ["AELAB_CACHE"] = str(Path(tmp) / "cache")  # the folders' decoding cache: thrown away after
+        try:
+            for name in names:
+                t0 = time.perf_counter()
+                data = make_dataset(name, Path(tmp), quick, seed)
+                row = {"name": name, **compare(data, SETTINGS[name], quick=quick, seed=seed,
+                                              sweeps_scale=sweeps_scale)}
+                row["seconds"] = time.perf_counter() - t0
+                rows.append(row)
+                if log:
+                    log(f"{name}: AE MSE {row['ae']['test_mse']:.4f}, PCA {row['pca']['test_mse']:.4f} "
+                        f"(AE/PCA {row['mse_ratio_ae_over_pca']:.2f}), {row['seconds']:.0f} s", flush=True)
+        finally:
+            if cache_before is None:
+                os.environ.pop("AELAB_CACHE", None)
+            else:
+                os.environ["AELAB_CACHE"] = cache_before
     return {"benchmark": "own_data_quality", "quick": quick, "seed": seed, "sweeps_scale": sweeps_scale,
             "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "seconds": time.perf_counter() - started, "rows": rows}
