@@ -17,7 +17,7 @@ COMMAND_FUNCTIONS = {
     "decompress": "decompress", "denoise": "denoise_images", "sample": "sample_images",
     "interpolate": "interpolate_images",
     "compare": "compare_models", "models": "list_pretrained",
-    "score": "anomaly_scores", "export": "export_model",
+    "report": "report_model", "score": "anomaly_scores", "export": "export_model",
 }
 
 

@@ -17,7 +17,7 @@ MAX_LINES = 700
 
 # lowest first; a module may import from its own layer and the layers below it
 LAYERS = [
-    {"aelab.errors", "aelab.fileio", "aelab.device", "aelab.version"},
+    {"aelab.errors", "aelab.fileio", "aelab.device", "aelab.version", "aelab.runconfig"},
     {"aelab.data"},
     {"aelab.models"},
     {"aelab.training"},
@@ -25,7 +25,7 @@ LAYERS = [
     {"aelab.evaluation"},
     {"aelab.api", "aelab.sklearn"},  # the scikit-learn transformer: beside the api, on the same layers
     {"aelab.tutorial"},  # above the api: the tutorial trains through api.train_model, as `aelab train` does
-    {"aelab.cli", "aelab.cli_pipeline", "aelab.__main__", "aelab"},
+    {"aelab.cli", "aelab.cli_options", "aelab.cli_pipeline", "aelab.__main__", "aelab"},
 ]
 
 

@@ -91,3 +91,15 @@ def test_compare_cli_quick_on_tiny_data(tiny_npz, trained, tmp_path, capsys):
     assert [r["name"] for r in rows] == ["pca-32", "deep", str(trained.folder)]
     assert rows[2]["params"] == 784 * 32 * 2 + 32 + 784  # a checkpoint is measured as it is
     assert sorted(p.name for p in out.iterdir()) == ["quality.json", "quality.md", "quality.png"]
+
+
+def test_ssim_without_scikit_image_names_the_extra(monkeypatch):
+    import sys
+
+    from aelab.errors import OptionError
+    from aelab.evaluation.compare import mean_ssim
+    monkeypatch.setitem(sys.modules, "skimage.metrics", None)  # import fails as if not installed
+    images = np.zeros((2, 8, 8), np.uint8)
+    with pytest.raises(OptionError, match="scikit-image") as info:
+        mean_ssim(images / 255.0, images)
+    assert "aelab[quality]" in info.value.hint

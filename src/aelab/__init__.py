@@ -12,6 +12,7 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
   ``similarity_pairs``, ``tsne_map``
 - codec: ``compress``, ``decompress``, ``compress_notice``, ``decompress_notice``, ``CODERS``,
   ``QUANTISERS``, ``DEFAULT_BITS``
+- report: ``report_model``
 - anomaly scores: ``anomaly_scores``; export (ONNX, torch.export): ``export_model``
 - compare: ``compare_models``
 - generate: ``denoise_images``, ``sample_images``, ``interpolate_images``, and on a bare model
@@ -48,7 +49,7 @@ _WHERE = {
     "run_tutorial": "aelab.tutorial.run", "run_benchmark": "aelab.evaluation.bench",
     "AelabError": "aelab.errors",
     "AutoencoderTransformer": "aelab.sklearn", "anomaly_scores": "aelab.api",
-    "export_model": "aelab.api",
+    "export_model": "aelab.api", "report_model": "aelab.api",
 }
 
 __all__ = ["__version__", *_WHERE]

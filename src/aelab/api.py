@@ -6,6 +6,7 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,7 +27,8 @@ from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold_for, write_scores
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
-from .fileio import ensure_dir
+from .evaluation.report import MAP_LIMIT, model_section, report_page
+from .fileio import ensure_dir, write_text
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .models import export as exporting
@@ -37,6 +39,7 @@ from .training import RECIPES, TrainConfig, TrainResult, train
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
+METRICS_FILE = "metrics.csv"  # train_model's training curve, beside the checkpoint
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
 GRID_IMAGES = 50
@@ -52,7 +55,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
            "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
-           "LOSSES", "data_record", "check_fits", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
+           "LOSSES", "data_record", "check_fits",
+           "report_model", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
 
 Log = Callable[[str], None] | None
 
@@ -72,9 +76,11 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
 
     ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
     t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
+    The training curve goes to ``out/metrics.csv`` as training goes (``metrics_file=None``: not).
     """
     say = log or (lambda _msg: None)
     folder = ensure_dir(out)
+    train_options.setdefault("metrics_file", folder / METRICS_FILE)
     result = train(data, config, log=log, progress_bar=progress_bar, **train_options)
     if on_trained is not None:
         on_trained(result)
@@ -164,6 +170,29 @@ def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
     if len(mine) != len(theirs):
         steps.append("--grayscale" if len(mine) == 2 else "--rgb")
     return "read it with " + " ".join(steps)
+
+
+def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | None = None, *,
+                 limit: int = MAP_LIMIT, seed: int = 0) -> str:
+    """A self-contained HTML report of a model (scores, training curve from its ``metrics.csv``, images and
+    decodings, similarities, an interactive map of the codes); written to ``output`` when given."""
+    section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint.path),
+                            limit=limit, seed=seed)
+    page = report_page(f"aelab report: {checkpoint.path.name}", [section],
+                       f"{checkpoint.model_config.kind} model, code size {checkpoint.model_config.code_size}; "
+                       f"test split of {data.name}")
+    if output is not None:
+        write_text(output, page)
+    return page
+
+
+def _metrics_curve(folder: Path) -> tuple[list[int], list[float]] | None:
+    try:
+        with open(folder / METRICS_FILE, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [int(r["samples_seen"]) for r in rows], [float(r["loss"]) for r in rows]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None  # no curve (a shipped model, or an unreadable file): the report goes without it
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:

@@ -15,135 +15,18 @@ from .tutorial.run import run_tutorial
 from .data.codes import read_codes
 from .evaluation.compare import markdown_table
 from .device import describe_device, resolve_device
-from .fileio import ensure_dir
+from .fileio import ensure_dir, write_text
+from . import runconfig
 from .training.resume import RESUME_FILE
+
+RUN_CONFIG = "run.toml"  # the resolved options of `aelab train`, beside its checkpoint
 from .version import __version__
+from .cli_options import (_add_alias, _add_checkpoint, _add_data, _add_device, _add_limit, _add_reading_options,
+                          _add_sweeps, _data_options, _int_list, _load_data, _non_negative_float, _non_negative_int,
+                          _positive_float, _positive_int)
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 
 EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
-
-
-def _number(kind: type, minimum: float, inclusive: bool, what: str):
-    """An argparse type: ``kind`` (int or float) above ``minimum`` (or equal, if inclusive), finite."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value >= minimum if inclusive else value > minimum) or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-    return parse
-
-
-_positive_int = _number(int, 0, False, "a positive integer")
-_non_negative_int = _number(int, 0, True, "an integer >= 0")
-_positive_float = _number(float, 0, False, "a positive number")
-_non_negative_float = _number(float, 0, True, "a number >= 0")
-
-
-def _unit_fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
-
-
-class _DeprecatedAlias(argparse.Action):
-    """An old spelling of an option: still works, hidden from --help, with a one-line note on stderr."""
-
-    def __init__(self, option_strings, dest, new: str = "", **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"aelab: {option_string} is deprecated; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def _add_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, type) -> None:
-    p.add_argument(old, dest=dest, type=type, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS)
-
-
-def _add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help=f"only the first N {what}")
-
-
-def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
-    p.add_argument("--data", metavar="PATH", default=None,
-                   help="dataset: a folder of images (PNG, JPEG, WebP, BMP, TIFF; train/ and test/ subfolders, "
-                        "class folders or flat), a table (.npy, .csv, .tsv, .parquet), a .npz, a folder of "
-                        "MNIST-format IDX files or of the tutorial's CTF files, or TRAIN.txt,TEST.txt "
-                        "(default: the bundled MNIST)")
-    if reading:
-        _add_reading_options(p)
-
-
-def _add_reading_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("reading --data (a checkpoint remembers how its training data was read)")
-    g.add_argument("--test-fraction", type=_unit_fraction, default=None, metavar="F",
-                   help="the share of a source without a test split that becomes its (seeded, stratified) test "
-                        "split (default: 0.1)")
-    g.add_argument("--label-column", default=None, metavar="NAME|INDEX",
-                   help="a table's column of labels, by header name or 0-based index")
-    colour = g.add_mutually_exclusive_group()
-    colour.add_argument("--grayscale", dest="colour", action="store_const", const="grayscale",
-                        help="read images as grey (default: colour if any image is)")
-    colour.add_argument("--rgb", dest="colour", action="store_const", const="rgb", help="read images as colour")
-    g.add_argument("--resize", default=None, metavar="HxW", help="resize every image to H x W (antialiased)")
-    g.add_argument("--crop", action="store_true",
-                   help="centre-crop every image to the --resize size (default: the smallest size found)")
-    g.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of failing")
-    g.add_argument("--scale", choices=api.SCALE_METHODS, default=None,
-                   help="how a table's columns are scaled on the training split (default: none for data in "
-                        "[0, 1], else standard)")
-
-
-def _data_options(args) -> dict:
-    options = {name: getattr(args, name, None) for name in api.DATA_OPTIONS if name not in ("seed", "channels")}
-    return {**options, "channels": getattr(args, "colour", None)}  # --channels is train's conv stages
-
-
-def _load_data(args, checkpoint=None):
-    """``--data`` read with the reading options given (and, for a checkpoint, those it was trained with)."""
-    return api.load_data(args.data, checkpoint, **_data_options(args))
-
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
-                   help="where to compute; auto picks CUDA when available and honours "
-                        "TEST_DEVICE=cpu|gpu (default: auto)")
-
-
-def _add_checkpoint(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="a trained model: the folder `aelab train --out` wrote, or the name of a shipped model "
-                        "(`aelab models`; an existing folder of that name wins)")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    """'512,256' -> (512, 256); '' or 'none' -> ()."""
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-def _add_sweeps(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--fast", dest="sweeps", action="store_const", const=5.0,
-                   help="the tutorial's fast mode (default)")
-    g.add_argument("--slow", dest="sweeps", action="store_const", const=100.0,
-                   help="the tutorial's slow mode")
-    g.add_argument("--sweeps", dest="sweeps", type=_positive_float, metavar="N",
-                   help="number of sweeps (epochs) over the training data")
-    p.set_defaults(sweeps=None)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -212,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="options from a TOML file, each a key named as its option (code_size = 16); the command "
+                        "line overrides them; the resolved options are saved as DIR/run.toml")
+    p.add_argument("--print-config", action="store_true", help="print the resolved options as TOML and stop")
+    parser.set_defaults(train_parser=p)
 
     p = sub.add_parser("evaluate", help="score a trained model on the test split",
                        description="Average test error (CNTK's metric), BCE, MSE and PSNR on the test split; "
@@ -279,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alias(p, "--samples", "--limit", "limit", _positive_int)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+
+    p = sub.add_parser("report", help="one self-contained HTML page about a model, to open in a browser",
+                       description="Scores, training curve, images and decodings, similarities and an interactive "
+                                   "map of the codes (hover, zoom, hide classes) in one offline HTML file.")
+    _add_checkpoint(p)
+    _add_data(p)
+    _add_device(p)
+    p.add_argument("--limit", type=_positive_int, default=1000, metavar="N",
+                   help="test samples on the map (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write the page")
 
     p = sub.add_parser("compress", help="images to one .aez file of quantised, entropy-coded codes",
                        description="Encode images with a trained model, quantise the codes (--bits) and entropy code "
@@ -445,7 +343,24 @@ def cmd_tutorial(args) -> int:
     return 0
 
 
+def _with_config(args, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``args`` of `aelab train` with the options of ``--config`` filled in under the command line's."""
+    if getattr(args, "config", None) is None:
+        return args
+    given = list(sys.argv[1:] if argv is None else argv)
+    given = given[given.index("train") + 1:]
+    from_file = runconfig.config_arguments(args.train_parser, runconfig.read_config(args.config), given, args.config)
+    runconfig.check_arguments(args.train_parser, from_file, args.config)
+    merged = args.train_parser.parse_args(from_file + given)
+    merged.command, merged.debug, merged.train_parser = args.command, args.debug, args.train_parser
+    return merged
+
+
 def cmd_train(args) -> int:
+    options = runconfig.resolved_options(args.train_parser, args)
+    if args.print_config:
+        print(runconfig.to_toml(options), end="")
+        return 0
     say = _log(args) or (lambda _m: None)
     config = api.TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
                              sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
@@ -460,6 +375,7 @@ def cmd_train(args) -> int:
     trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
                               resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
                               resume=args.resume)
+    write_text(out / RUN_CONFIG, runconfig.to_toml(options))
     scores, result = trained.scores, trained.result
     say(_score_line(scores))
     say(f"Saved {trained.folder / 'model.safetensors'} and {trained.folder / 'config.json'} "
@@ -604,6 +520,13 @@ def cmd_similarity(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    ckpt = _load_model(args)
+    api.report_model(ckpt, _load_data(args, ckpt), args.output, limit=args.limit)
+    print(f"Wrote {args.output}")
+    return 0
+
+
 def cmd_tsne(args) -> int:
     ckpt = _load_model(args)
     api.tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output)
@@ -661,7 +584,7 @@ def cmd_data(args) -> int:
 
 COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evaluate, "encode": cmd_encode,
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
-            "tsne": cmd_tsne, "bench": cmd_bench, "data": cmd_data,
+            "tsne": cmd_tsne, "report": cmd_report, "bench": cmd_bench, "data": cmd_data,
             "compress": cmd_compress, "decompress": cmd_decompress, "denoise": cmd_denoise, "sample": cmd_sample,
             "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
             "score": lambda args: cli_pipeline.cmd_score(args, _data_options(args)), "export": cli_pipeline.cmd_export}
@@ -671,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](_with_config(args, argv))
     except TrainingInterrupted as e:
         print(f"aelab {args.command}: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -104,7 +104,10 @@ def fit_pca(images: np.ndarray, code_size: int = 32, seed: int = 0) -> PCAModel:
 
 def mean_ssim(decoded: np.ndarray, originals: np.ndarray) -> float:
     """Mean SSIM over images: ``decoded`` in [0, 1] and ``originals`` 0..255, both (n, h, w)."""
-    from skimage.metrics import structural_similarity
+    try:
+        from skimage.metrics import structural_similarity
+    except ImportError:
+        raise OptionError("SSIM needs scikit-image, an optional extra", hint="pip install 'aelab[quality]'") from None
     ref = np.asarray(originals, dtype=np.float64) / 255.0
     out = np.asarray(decoded, dtype=np.float64)
     win = min(7, *ref.shape[1:])

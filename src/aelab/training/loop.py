@@ -32,7 +32,7 @@ from ..models.inference import tensor_view, to_model_rows
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
-from .progress import ProgressBar, ProgressTable, Windows
+from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_learning_rate
 from .steps import flatten_parameters, make_step
 from .stream import SweepStream, noise_generator
 from .resume import TrainingState, load_training_state, save_training_state
@@ -135,7 +135,8 @@ SINGLE_THREAD_ELEMENTS = 256 * 784  # minibatch x pixels up to which one thread 
 def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.Module | None = None,
           log: Callable[[str], None] | None = print, progress_bar: bool = True,
           use_autograd: bool = False, resume_file: str | os.PathLike | None = None,
-          checkpoint_every: float = 30.0, resume: bool = False) -> TrainResult:
+          checkpoint_every: float = 30.0, resume: bool = False,
+          metrics_file: str | os.PathLike | None = None) -> TrainResult:
     """Train an autoencoder on ``data.train`` as ``config`` says; returns a TrainResult.
 
     ``log`` receives the progress table's lines (None: silent); ``progress_bar``
@@ -143,7 +144,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     ``resume_file``, the run's state is saved there every ``checkpoint_every``
     seconds (0: only on Ctrl-C) and on Ctrl-C, which stops the run after the
     current minibatch (TrainingInterrupted); ``resume=True`` continues from it.
-    The file is removed when the run completes.
+    The file is removed when the run completes. With ``metrics_file``, each
+    progress-table row also goes to that CSV as it is printed (see ``MetricsLog``).
     """
     # --- set up: settings, model, data, step and optimiser
     config = config or TrainConfig()
@@ -171,6 +173,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     table = ProgressTable(bar.print_above(log) if log else None,
                           learning_rate=recipe.lr if recipe.optimizer == "fsadagrad" else None)
     windows = Windows(device)
+    metrics = MetricsLog(metrics_file, append=resume) if metrics_file is not None else None
 
     # --- resume: the optimiser, the table and the windows from the resume file
     first, seconds_before = 0, 0.0
@@ -221,7 +224,11 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             done = k + 1
             if table.due(done) or done == total_minibatches:
                 check_finite(done)
+                rows = len(table.rows)
                 table.add(*windows.take(), (done - table.minibatches) * minibatch, done - table.minibatches)
+                if metrics is not None and len(table.rows) > rows:
+                    metrics.add(done, table.rows[-1], current_learning_rate(optimizer),
+                                seconds_before + time.perf_counter() - started)
             elif done % 256 == 0:
                 check_finite(done)
             bar.update(minibatch)
@@ -240,6 +247,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         torch.cuda.synchronize(device)
     seconds = seconds_before + time.perf_counter() - started
     bar.close()
+    if metrics is not None:
+        if table.pending_row() is not None:  # the last steps, past the table's last doubling
+            metrics.add(total_minibatches, table.pending_row(), current_learning_rate(optimizer), seconds)
+        metrics.close()
     model.eval()
     for p in model.parameters():
         p.grad = None

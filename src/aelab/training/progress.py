@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Callable, TextIO
@@ -82,6 +83,13 @@ class ProgressTable:
         if self._minibatches >= self._next_print:
             self._emit()
             self._next_print = 2 * self._next_print + 1
+
+    def pending_row(self) -> dict | None:
+        """The row the next print would show for what was added since the last one (None: nothing)."""
+        if not self._samples_last:
+            return None
+        return {"examples": self._samples, "loss_since_last": self._loss_last / self._samples_last,
+                "metric_since_last": self._metric_last / self._samples_last}
 
     def _emit(self) -> None:
         row = {
@@ -167,3 +175,39 @@ class Windows:
     def load_state_dict(self, state: dict) -> None:
         self.loss.copy_(state["loss"])
         self.metric.copy_(state["metric"])
+
+
+METRICS_COLUMNS = ("step", "samples_seen", "loss", "metric", "learning_rate", "seconds")
+
+
+class MetricsLog:
+    """``metrics.csv``: one line per progress-table row (CNTK's doubling steps, and the last step),
+    written and flushed as training goes, so a crash keeps the curve so far.
+
+    ``loss`` and ``metric`` are the averages per sample since the previous line; a resumed run
+    appends to the file it finds.
+    """
+
+    def __init__(self, path, append: bool = False) -> None:
+        self.path = path
+        fresh = not append or not os.path.exists(path)
+        self._file = open(path, "w" if fresh else "a", encoding="utf-8", newline="")
+        if fresh:
+            self._write(",".join(METRICS_COLUMNS))
+
+    def add(self, step: int, row: dict, learning_rate: float, seconds: float) -> None:
+        self._write(f"{step},{row['examples']},{row['loss_since_last']:.6g},{row['metric_since_last']:.6g},"
+                    f"{learning_rate:.6g},{seconds:.3f}")
+
+    def _write(self, line: str) -> None:
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def current_learning_rate(optimizer) -> float:
+    """The learning rate the optimiser's next step uses (FSAdaGrad's per sample, Adam's scheduled)."""
+    settings = getattr(optimizer, "settings", None)
+    return float((settings or optimizer.param_groups[0])["lr"])

@@ -27,6 +27,8 @@ from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
 from ..evaluation.similarity import similarity_rows
 from .report import write_report
+from ..evaluation.report import model_section, report_page
+from ..models.checkpoint import load_checkpoint
 from ..training.loop import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -252,6 +254,23 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     }, tsne_job
 
 
+HTML_REPORT = "report.html"
+
+
+def write_html_report(out: Path, data: Dataset, summary: dict, jobs: dict[str, TsneJob]) -> None:
+    """``out/report.html``: every model's section (see :mod:`aelab.evaluation.report`), its map the
+    t-SNE embedding the run made already (none when the run skipped the maps)."""
+    sections = []
+    for name, entry in summary["models"].items():
+        model = load_checkpoint(out / entry["files"]["checkpoint"]).model
+        curve = ([r["examples"] for r in entry["progress"]], [r["loss_since_last"] for r in entry["progress"]])
+        points = jobs[name].points.result()[0] if name in jobs else None
+        sections.append(model_section(name, model, data, curve=curve if entry["progress"] else None,
+                                      scores=entry, points=points, limit=0 if points is None else len(points)))
+    write_text(out / HTML_REPORT, report_page(f"aelab tutorial: {data.name}", sections,
+                                              f"{summary['mode']} mode, {summary['device']}"))
+
+
 def run_mode(sweeps: float) -> str:
     """"fast" and "slow" are the tutorial's 5 and 100 sweeps; anything else is "custom"."""
     return {FAST_SWEEPS: "fast", SLOW_SWEEPS: "slow"}.get(sweeps, "custom")
@@ -316,8 +335,10 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
         raise
     if pool is not None:
         pool.shutdown(wait=True)
+    write_html_report(out, dataset, summary, {job.name: job for job in jobs})
     summary["total_seconds"] = time.perf_counter() - started
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(out, summary)
-    say(f"\nWrote {out / 'summary.json'} and {out / 'report.md'} ({summary['total_seconds']:.1f} s in all)")
+    say(f"\nWrote {out / 'summary.json'}, {out / 'report.md'} and {out / HTML_REPORT} "
+        f"({summary['total_seconds']:.1f} s in all)")
     return summary

@@ -1,0 +1,130 @@
+"""The ``aelab`` command line's building blocks: argument types and the options several commands share."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import api
+
+
+
+def _number(kind: type, minimum: float, inclusive: bool, what: str):
+    """An argparse type: ``kind`` (int or float) above ``minimum`` (or equal, if inclusive), finite."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (value >= minimum if inclusive else value > minimum) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
+
+
+_positive_int = _number(int, 0, False, "a positive integer")
+_non_negative_int = _number(int, 0, True, "an integer >= 0")
+_positive_float = _number(float, 0, False, "a positive number")
+_non_negative_float = _number(float, 0, True, "a number >= 0")
+
+
+def _unit_fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: still works, hidden from --help, with a one-line note on stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"aelab: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, type) -> None:
+    p.add_argument(old, dest=dest, type=type, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS)
+
+
+def _add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help=f"only the first N {what}")
+
+
+def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="dataset: a folder of images (PNG, JPEG, WebP, BMP, TIFF; train/ and test/ subfolders, "
+                        "class folders or flat), a table (.npy, .csv, .tsv, .parquet), a .npz, a folder of "
+                        "MNIST-format IDX files or of the tutorial's CTF files, or TRAIN.txt,TEST.txt "
+                        "(default: the bundled MNIST)")
+    if reading:
+        _add_reading_options(p)
+
+
+def _add_reading_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading --data (a checkpoint remembers how its training data was read)")
+    g.add_argument("--test-fraction", type=_unit_fraction, default=None, metavar="F",
+                   help="the share of a source without a test split that becomes its (seeded, stratified) test "
+                        "split (default: 0.1)")
+    g.add_argument("--label-column", default=None, metavar="NAME|INDEX",
+                   help="a table's column of labels, by header name or 0-based index")
+    colour = g.add_mutually_exclusive_group()
+    colour.add_argument("--grayscale", dest="colour", action="store_const", const="grayscale",
+                        help="read images as grey (default: colour if any image is)")
+    colour.add_argument("--rgb", dest="colour", action="store_const", const="rgb", help="read images as colour")
+    g.add_argument("--resize", default=None, metavar="HxW", help="resize every image to H x W (antialiased)")
+    g.add_argument("--crop", action="store_true",
+                   help="centre-crop every image to the --resize size (default: the smallest size found)")
+    g.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of failing")
+    g.add_argument("--scale", choices=api.SCALE_METHODS, default=None,
+                   help="how a table's columns are scaled on the training split (default: none for data in "
+                        "[0, 1], else standard)")
+
+
+def _data_options(args) -> dict:
+    options = {name: getattr(args, name, None) for name in api.DATA_OPTIONS if name not in ("seed", "channels")}
+    return {**options, "channels": getattr(args, "colour", None)}  # --channels is train's conv stages
+
+
+def _load_data(args, checkpoint=None):
+    """``--data`` read with the reading options given (and, for a checkpoint, those it was trained with)."""
+    return api.load_data(args.data, checkpoint, **_data_options(args))
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="where to compute; auto picks CUDA when available and honours "
+                        "TEST_DEVICE=cpu|gpu (default: auto)")
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="a trained model: the folder `aelab train --out` wrote, or the name of a shipped model "
+                        "(`aelab models`; an existing folder of that name wins)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """'512,256' -> (512, 256); '' or 'none' -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _add_sweeps(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fast", dest="sweeps", action="store_const", const=5.0,
+                   help="the tutorial's fast mode (default)")
+    g.add_argument("--slow", dest="sweeps", action="store_const", const=100.0,
+                   help="the tutorial's slow mode")
+    g.add_argument("--sweeps", dest="sweeps", type=_positive_float, metavar="N",
+                   help="number of sweeps (epochs) over the training data")
+    p.set_defaults(sweeps=None)

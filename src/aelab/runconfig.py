@@ -1,0 +1,140 @@
+"""Run configs: a command's options kept in a TOML file, each option a key of the same name.
+
+``code_size = 16`` in the file means ``--code-size 16``; a flag is ``true``
+or ``false``; a list of widths is ``[128, 64]``. The file's options are read
+as if given first on the command line, so the command line overrides them and
+every value is checked exactly as the command line's are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+# options that say what to do with the config, never stored in it
+NOT_KEPT = ("config", "print_config", "help")
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The keys of a TOML run config (a flat table of options)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            config = tomllib.load(f)
+    except FileNotFoundError:
+        raise OptionError("config file not found", path=p, hint="check the path") from None
+    except OSError as e:
+        raise OptionError(f"cannot read the config file: {e.strerror or e}", path=p) from e
+    except tomllib.TOMLDecodeError as e:
+        raise OptionError(f"not a valid TOML file ({e})", path=p, hint="keys as `code_size = 16`, one per line") from e
+    nested = [k for k, v in config.items() if isinstance(v, dict)]
+    if nested:
+        raise OptionError(f"the config file has tables ({', '.join(nested)}); expected plain `key = value` lines",
+                          path=p, hint="write each option at the top level, e.g. code_size = 16")
+    return config
+
+
+def config_arguments(parser: argparse.ArgumentParser, config: dict[str, Any], given: list[str],
+                     path: str | os.PathLike) -> list[str]:
+    """``config`` as command-line arguments for ``parser``, leaving out the options that ``given``
+    (the actual command line) sets itself, or sets through another option of the same group."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    by_option = {option: a for a in parser._actions for option in a.option_strings}
+    set_on_line = {by_option[arg.split("=")[0]].dest for arg in given if arg.split("=")[0] in by_option}
+    exclusive = {a.dest: {b.dest for b in group._group_actions}
+                 for group in parser._mutually_exclusive_groups for a in group._group_actions}
+    arguments: list[str] = []
+    for key, value in config.items():
+        dest = key.replace("-", "_")
+        action = _action_for(actions, dest, key, value, path)
+        if set_on_line & exclusive.get(action.dest, {action.dest}):
+            continue  # the command line wins
+        arguments += _as_arguments(action, key, value, path)
+    return arguments
+
+
+def check_arguments(parser: argparse.ArgumentParser, arguments: list[str], path: str | os.PathLike) -> None:
+    """Parse a config file's ``arguments`` alone, so that a bad value is an error naming the file
+    (one line) rather than argparse's usage text."""
+    def refuse(message: str):
+        raise OptionError(f"{message}, in the config file", path=path, hint="fix the value in the file")
+    original = parser.error
+    parser.error = refuse
+    try:
+        parser.parse_args(arguments)
+    finally:
+        parser.error = original
+
+
+def _action_for(actions: dict[str, argparse.Action], dest: str, key: str, value: Any,
+                path: str | os.PathLike) -> argparse.Action:
+    if dest in NOT_KEPT or dest not in actions and not _flag_of(actions, dest):
+        known = sorted(k for k, a in actions.items() if k not in NOT_KEPT and a.help != argparse.SUPPRESS)
+        raise OptionError(f"unknown option {key!r} in the config file", path=path,
+                          hint=f"use keys named as the command's options: {', '.join(known)}")
+    return actions.get(dest) or _flag_of(actions, dest)
+
+
+def _flag_of(actions: dict[str, argparse.Action], dest: str) -> argparse.Action | None:
+    """The store_const option spelled ``dest`` (``grayscale`` for ``--grayscale``, ``slow`` for ``--slow``)."""
+    option = "--" + dest.replace("_", "-")
+    return next((a for a in actions.values() if option in a.option_strings), None)
+
+
+def _as_arguments(action: argparse.Action, key: str, value: Any, path: str | os.PathLike) -> list[str]:
+    option = next((o for o in action.option_strings if o.startswith("--") and
+                   o[2:].replace("-", "_") == key.replace("-", "_")), action.option_strings[-1])
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise OptionError(f"{key} is a flag: write {key} = true or false, not {value!r}", path=path)
+        return [option] if value else []
+    if isinstance(value, bool) or isinstance(value, dict):
+        raise OptionError(f"{key} takes a value, got {value!r}", path=path, hint=f"e.g. {key} = ...")
+    if isinstance(value, list):
+        text = ",".join(str(v) for v in value) if value else "none"
+    else:
+        text = str(value)
+    return [f"{option}={text}"]
+
+
+def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """Every option of ``parser`` as ``args`` resolved it, keyed as a run config names it (an option
+    chosen by a flag, such as ``--rgb``, as that flag: ``rgb = true``)."""
+    options: dict[str, Any] = {}
+    for action in parser._actions:
+        if not action.option_strings or action.dest in NOT_KEPT or action.help == argparse.SUPPRESS:
+            continue
+        value = getattr(args, action.dest, None)
+        takes_value = any(a.dest == action.dest and a.nargs != 0 for a in parser._actions if a.option_strings)
+        if action.nargs != 0 or (takes_value and action.dest not in options):
+            if takes_value and action.nargs == 0:
+                continue  # --fast/--slow: the value goes under the option that takes one (--sweeps)
+            options[action.dest] = value
+        elif isinstance(action, argparse._StoreConstAction) and not isinstance(action.const, bool):
+            if value == action.const:
+                options[action.option_strings[-1].lstrip("-").replace("-", "_")] = True
+        else:
+            options[action.dest] = bool(value)
+    return options
+
+
+def to_toml(options: dict[str, Any]) -> str:
+    """Resolved options as a TOML run config (None values left out: they mean "the default")."""
+    lines = []
+    for key, value in options.items():
+        if key in NOT_KEPT or value is None:
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        lines.append(f"{key} = {json.dumps(value)}")  # JSON's strings, numbers, booleans and lists are TOML's
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""Runs you can repeat and watch: `aelab train --config run.toml`, `--print-config`, and metrics.csv."""
+from __future__ import annotations
+
+import csv
+import json
+
+from aelab.cli import main
+
+
+def _toml(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_keys_are_options_and_the_command_line_wins(tmp_path, tiny_npz, capsys):
+    config = _toml(tmp_path / "run.toml", f'model = "deep"\ncode_size = 16\nhidden = [24, 12]\nsweeps = 0.02\n'
+                                          f'data = "{tiny_npz}"\nquiet = true\nseed = 3\n')
+    out = tmp_path / "m"
+    assert main(["train", "--config", config, "--code-size", "8", "--out", str(out)]) == 0
+    info = json.loads((out / "config.json").read_text())
+    assert info["model"]["kind"] == "deep" and info["model"]["hidden"] == [24, 12]
+    assert info["model"]["code_size"] == 8 and info["training"]["seed"] == 3
+    saved = (out / "run.toml").read_text()
+    assert 'model = "deep"' in saved and "code_size = 8" in saved and "hidden = [24, 12]" in saved
+    # the saved file repeats the run
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "run.toml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == saved
+
+
+def test_print_config_resolves_flags_and_trains_nothing(tmp_path, capsys):
+    assert main(["train", "--slow", "--rgb", "--hidden", "none", "--out", str(tmp_path / "m"), "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "sweeps = 100.0" in text and "rgb = true" in text and "hidden = []" in text
+    assert not (tmp_path / "m").exists()
+    config = _toml(tmp_path / "run.toml", text)
+    assert main(["train", "--config", config, "--fast", "--print-config"]) == 0  # --fast beats the file's sweeps
+    assert "sweeps = 5.0" in capsys.readouterr().out
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
+    cases = {"bogus = 1\n": "unknown option 'bogus'", "code_size = \n": "not a valid TOML file",
+             "code_size = -3\n": "code-size", "quiet = 3\n": "quiet is a flag",
+             "[train]\ncode_size = 3\n": "tables (train)"}
+    for text, message in cases.items():
+        config = _toml(tmp_path / "run.toml", text)
+        assert main(["train", "--config", config, "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err
+        assert message in err, (text, err)
+        assert not (tmp_path / "m").exists()
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_metrics_csv_follows_the_progress_table_and_ends_at_the_last_step(tmp_path, tiny_npz):
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tiny_npz), "--sweeps", "0.2", "--recipe", "adam", "--quiet",
+                 "--out", str(out)]) == 0
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "samples_seen", "loss", "metric", "learning_rate", "seconds"]
+    steps = [int(r["step"]) for r in rows]
+    total = int(0.2 * 6400) // 64
+    assert steps[:4] == [1, 3, 7, 15] and steps[-1] == total
+    assert [int(r["samples_seen"]) for r in rows] == [64 * s for s in steps]
+    assert all(float(r["learning_rate"]) == 1e-3 for r in rows)
+    seconds = [float(r["seconds"]) for r in rows]
+    assert seconds == sorted(seconds)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
