@@ -1,6 +1,9 @@
 """Fast checks of the user docs: length, links, set-up commands, no commit hashes, the Python example runs."""
+import os
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -57,3 +60,18 @@ def _photos(root: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         size = (48, 40) if i % 3 else (70, 90)
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+
+
+def test_the_api_reference_builds_in_strict_mode(tmp_path, monkeypatch):
+    """`mkdocs build --strict`: every page, and every docstring mkdocstrings renders, without a warning."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("mkdocstrings", reason="the docs extra: pip install 'aelab[docs]'")
+    monkeypatch.setenv("NO_MKDOCS_2_WARNING", "1")
+    mkdocs = shutil.which("mkdocs") or pytest.skip("no mkdocs command")
+    result = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH":
+                            str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "reference" / "api" / "index.html").is_file()

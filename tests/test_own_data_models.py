@@ -213,3 +213,19 @@ def test_the_api_refuses_pixels_already_scaled_to_one():
     for call in (inference.encode, inference.reconstruct, evaluate):
         with pytest.raises(DataError, match="scaled to 0..1"):
             call(model, images / 255.0)
+
+
+def test_a_table_denoiser_keeps_its_noise_unclipped_and_refuses_salt_pepper(tmp_path):
+    import torch as t
+
+    from aelab.data.noise import corrupt, parse_noise
+    rows = t.full((4, 3), -2.0)
+    noisy = corrupt(rows, parse_noise("gaussian:0.1"), t.Generator().manual_seed(0), bounded=False)
+    assert bool((noisy < -1).all())  # not clipped into [0, 1]
+    path, _ = _table_csv(tmp_path / "t.csv")
+    data = load_dataset(path, label_column="side")
+    with pytest.raises(OptionError, match="salt-pepper"):
+        train(data, TrainConfig(noise="salt-pepper:0.1", sweeps=1), log=None, progress_bar=False)
+    result = train(data, TrainConfig(model="deep", hidden=(16,), code_size=3, noise="gaussian:0.3", sweeps=5,
+                                     minibatch_size=16, recipe="adam"), log=None, progress_bar=False)
+    assert np.isfinite(result.train_loss) and result.model_config.loss == "mse"

@@ -41,13 +41,16 @@ def parse_noise(spec: str | None) -> Noise | None:
     return Noise(kind, value)
 
 
-def corrupt(images: torch.Tensor, noise: Noise | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A corrupted copy of ``images`` (values in [0, 1]); the input when ``noise`` is None."""
+def corrupt(images: torch.Tensor, noise: Noise | None, generator: torch.Generator | None = None,
+            bounded: bool = True) -> torch.Tensor:
+    """A corrupted copy of ``images`` (values in [0, 1], or any values unless ``bounded``); the input
+    when ``noise`` is None. Gaussian noise is clipped to [0, 1] only for bounded data."""
     if noise is None:
         return images
     if noise.kind == "gaussian":
         jitter = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-        return (images + noise.amount * jitter).clamp_(0.0, 1.0)
+        noisy = images + noise.amount * jitter
+        return noisy.clamp_(0.0, 1.0) if bounded else noisy
     draw = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     if noise.kind == "masking":
         return images * (draw >= noise.amount)

@@ -165,6 +165,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     total_minibatches = _count_minibatches(config, data.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
     noise = parse_noise(config.noise)
+    bounded = mconfig.loss == "bce"  # data in [0, 1]
+    if noise is not None and noise.kind == "salt-pepper" and not bounded:
+        raise OptionError("salt-pepper noise sets values to 0 or 1, which means nothing for data outside [0, 1]",
+                          hint="use gaussian:SIGMA or masking:P")
     flat = flatten_parameters(model)
     step = make_step(model, grad_scale, use_autograd)
     optimizer = make_optimizer([flat], recipe, minibatch, total_steps=total_minibatches)
@@ -203,7 +207,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
 
     def eager_step(k: int) -> None:
         target = stream.next(minibatch, out=batch)
-        inputs = corrupt(target, noise, noise_generator(config.seed, k, device)) if noise else target
+        inputs = corrupt(target, noise, noise_generator(config.seed, k, device), bounded) if noise else target
         windows.add(*step(inputs, target))  # forward and backward; the step zeroes what it accumulates into
         optimizer.step()
 
