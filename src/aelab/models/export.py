@@ -14,6 +14,7 @@ table's scaler.
 """
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -60,7 +61,9 @@ def export_model(model: torch.nn.Module, fmt: str, folder: str | Path, scaler: d
     if fmt not in FORMATS:
         raise OptionError(f"unknown export format {fmt!r}", hint=f"choose one of: {', '.join(FORMATS)}")
     config: ModelConfig = model.config
-    model = model.to("cpu").eval()
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).to("cpu")  # the caller's model stays where it is
+    model = model.eval()
     layout = input_layout(config)
     is_image = len(config.input_shape) > 1
     example = torch.zeros((2, *layout), dtype=torch.uint8 if is_image else torch.float32)
