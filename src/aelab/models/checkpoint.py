@@ -163,7 +163,9 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
             skeleton = build_model(mconfig)
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:
         # OverflowError: int(inf); RuntimeError: torch refusing sizes whose storage would overflow
-        raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch appends a C++ frame dump
+        raise CheckpointError(f"config.json has no valid model description ({reason})",
+                              path=folder / CONFIG_FILE) from e
     weights_path = folder / WEIGHTS_FILE
     try:
         blob = weights_path.read_bytes()

@@ -33,7 +33,7 @@ Denoising is not a kind: any model trained with ``TrainConfig.noise`` is one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -84,12 +84,36 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        _check_json_types(d)  # "32" or 32.9 is refused, not coerced
         # keys added after the first release default, so older checkpoints load
         return cls(kind=str(d["kind"]), input_shape=tuple(int(v) for v in d["input_shape"]),
                    code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())),
                    channels=tuple(int(v) for v in d.get("channels", ())), conv_depth=int(d.get("conv_depth", 1)),
                    activation=str(d.get("activation", "relu")),
                    sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)))
+
+
+def _check_json_types(d: dict) -> None:
+    """Each known field of a model description must have its default's JSON type (a bool is no number)."""
+    for name, default in ((f.name, f.default) for f in fields(ModelConfig)):
+        if name not in d:
+            continue
+        value = d[name]
+        if isinstance(default, tuple):
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        elif isinstance(default, (int, float)):
+            number = (int,) if isinstance(default, int) else (int, float)
+            ok = isinstance(value, number) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise OptionError(f"model field {name!r} must be {_json_kind(default)}, got {value!r}")
+
+
+def _json_kind(default: object) -> str:
+    if isinstance(default, tuple):
+        return "a list of integers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(default), "valid")
 
 
 OPTIONAL_FIELDS = ("channels", "conv_depth", "activation", "sparsity", "beta")
@@ -145,10 +169,13 @@ def _unknown_model(kind: object) -> OptionError:
     return OptionError(f"unknown model {kind!r}", hint=f"choose one of: {', '.join(MODEL_NAMES)}")
 
 
+MAX_SIZE = 2**31 - 1  # any size (code, width, channels, image side) above this is refused, not handed to torch
+
+
 def _positive_ints(values: tuple, what: str) -> tuple[int, ...]:
     values = tuple(values)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise OptionError(f"{what} must be positive integers, got {values!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIZE for v in values):
+        raise OptionError(f"{what} must be positive integers up to {MAX_SIZE}, got {values!r}")
     return values
 
 
@@ -185,10 +212,10 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, int] = (28, 28
     if kind not in MODEL_KINDS:
         raise _unknown_model(kind)
     preset = MODEL_KINDS[kind]
-    if isinstance(code_size, bool) or not isinstance(code_size, int) or code_size < 1:
-        raise OptionError(f"code size must be a positive integer, got {code_size!r}",
+    if isinstance(code_size, bool) or not isinstance(code_size, int) or not 1 <= code_size <= MAX_SIZE:
+        raise OptionError(f"code size must be a positive integer up to {MAX_SIZE}, got {code_size!r}",
                           hint="use e.g. --code-size 32")
-    if len(input_shape) != 2 or min(input_shape) < 1:
+    if len(input_shape) != 2 or min(input_shape) < 1 or max(input_shape) > MAX_SIZE:
         raise OptionError(f"input shape must be two positive sizes, got {input_shape!r}")
     input_shape = (int(input_shape[0]), int(input_shape[1]))
     widths = _positive_ints(preset.hidden if hidden is None else hidden, "hidden widths")
