@@ -61,3 +61,64 @@ def test_strings_floats_and_bools_are_refused_not_coerced(ckpt: Path, field: str
     _set_model_field(ckpt, field, value)
     with pytest.raises(CheckpointError, match="no valid model description"):
         load_checkpoint(ckpt)
+
+
+# --- fault 1: the resume file outlives the training until the checkpoint is on disk
+
+def _tiny_config():
+    from aelab.training.loop import TrainConfig
+    return TrainConfig(model="simple", sweeps=0.05, seed=3, device="cpu")
+
+
+def test_an_interruption_during_the_final_evaluation_loses_nothing(tiny_data, tmp_path: Path, monkeypatch) -> None:
+    import aelab.api as api
+    from aelab.training.resume import RESUME_FILE, load_training_state
+    out, resume_file = tmp_path / "run", tmp_path / "run" / RESUME_FILE
+    real_evaluate = api.evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(api, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        api.train_model(tiny_data, _tiny_config(), out, resume_file=resume_file, checkpoint_every=0)
+    assert not (out / WEIGHTS_FILE).exists()
+    saved = load_training_state(resume_file)  # the finished state, kept
+    assert saved.minibatches_done == int(0.05 * tiny_data.train.n) // 64
+
+    monkeypatch.setattr(api, "evaluate", real_evaluate)
+    resumed = api.train_model(tiny_data, _tiny_config(), out, resume_file=resume_file, checkpoint_every=0,
+                              resume=True)
+    assert not resume_file.exists()  # removed once the checkpoint was saved
+    fresh = api.train_model(tiny_data, _tiny_config(), tmp_path / "fresh")
+    import torch
+    for (name, a), b in zip(load_checkpoint(out).model.state_dict().items(),
+                            load_checkpoint(fresh.folder).model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed.scores == fresh.scores
+
+
+# --- fault 7: the output file system turns read-only at the end of a run
+
+def test_a_resume_file_that_cannot_be_removed_is_a_warning_not_a_traceback(tiny_data, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    import errno
+    import aelab.api as api
+    import aelab.fileio as fileio
+    from aelab.training.resume import RESUME_FILE
+    real_unlink = os.unlink
+
+    def read_only(path, *args, **kwargs):
+        if Path(path).name == RESUME_FILE:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", read_only)
+    monkeypatch.setattr(fileio.os, "unlink", read_only)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="Read-only file system"):
+        trained = api.train_model(tiny_data, _tiny_config(), out, resume_file=out / RESUME_FILE, checkpoint_every=0)
+    assert load_checkpoint(trained.folder).info["metrics"] == {k: v for k, v in trained.scores.items() if k != "n"}
+    # and train() alone, which removes the file itself
+    from aelab.training.loop import train
+    with pytest.warns(UserWarning, match="Read-only file system"):
+        train(tiny_data, _tiny_config(), log=None, progress_bar=False, resume_file=tmp_path / RESUME_FILE,
+              checkpoint_every=0.000001)

@@ -6,6 +6,7 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
-from .fileio import ensure_dir
+from .fileio import ensure_dir, remove_file
 from .models import inference
 from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .models.networks import MODEL_NAMES, model_config
@@ -65,10 +66,14 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
 
     ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
     t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
+    A resume file outlives the training: it is removed only once the checkpoint is on disk, so an
+    interruption during the evaluation or the save loses nothing (resuming then just evaluates and saves).
     """
     say = log or (lambda _msg: None)
     folder = ensure_dir(out)
-    result = train(data, config, log=log, progress_bar=progress_bar, **train_options)
+    resume_file = train_options.get("resume_file")
+    result = train(data, config, log=log, progress_bar=progress_bar, keep_resume_file=resume_file is not None,
+                   **train_options)
     if on_trained is not None:
         on_trained(result)
     say(f"Average training error: {result.train_error_pct:.2f}%")
@@ -79,7 +84,16 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
                               "train_error_pct": result.train_error_pct},
                     data={"name": data.name, "sha256": data.sha256},
                     metrics={k: v for k, v in scores.items() if k != "n"})
+    if resume_file is not None:
+        _remove_finished_resume_file(resume_file)
     return TrainedModel(result, scores, folder)
+
+
+def _remove_finished_resume_file(path: str | Path) -> None:
+    error = remove_file(path)
+    if error is not None:  # the checkpoint is saved: a warning, not a failure
+        warnings.warn(f"{path}: the checkpoint is saved, but the finished run's resume file could not be removed "
+                      f"({error.strerror or error}); delete it by hand", stacklevel=3)
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:

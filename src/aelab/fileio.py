@@ -91,6 +91,17 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def remove_file(path: str | os.PathLike) -> OSError | None:
+    """Remove ``path`` if it exists; the error if it cannot be removed (e.g. a read-only file system), not raised."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return e
+    return None
+
+
 def write_files_together(contents: dict[Path, bytes]) -> None:
     """Write several files so that a failure leaves all of the old ones in place.
 

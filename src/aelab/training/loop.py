@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ..data.datasets import Dataset
 from ..device import describe_device, resolve_device
 from ..errors import AelabError, CheckpointError, DataError, OptionError
+from ..fileio import remove_file
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
@@ -133,7 +135,7 @@ SINGLE_THREAD_ELEMENTS = 256 * 784  # minibatch x pixels up to which one thread 
 def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.Module | None = None,
           log: Callable[[str], None] | None = print, progress_bar: bool = True,
           use_autograd: bool = False, resume_file: str | os.PathLike | None = None,
-          checkpoint_every: float = 30.0, resume: bool = False) -> TrainResult:
+          checkpoint_every: float = 30.0, resume: bool = False, keep_resume_file: bool = False) -> TrainResult:
     """Train an autoencoder on ``data.train`` as ``config`` says; returns a TrainResult.
 
     ``log`` receives the progress table's lines (None: silent); ``progress_bar``
@@ -141,7 +143,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     ``resume_file``, the run's state is saved there every ``checkpoint_every``
     seconds (0: only on Ctrl-C) and on Ctrl-C, which stops the run after the
     current minibatch (TrainingInterrupted); ``resume=True`` continues from it.
-    The file is removed when the run completes.
+    The file is removed when the run completes, unless ``keep_resume_file``:
+    then it is brought up to the finished state and kept, for the caller to
+    remove once the model is safely saved (resuming such a file just returns
+    the finished model).
     """
     # --- set up: settings, model, data, step and optimiser
     config = config or TrainConfig()
@@ -241,9 +246,14 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     model.eval()
     for p in model.parameters():
         p.grad = None
-    if resume_file is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(resume_file)
+    if resume_file is not None and keep_resume_file:
+        if first < total_minibatches:  # else the file already holds the finished state
+            save_state(total_minibatches)
+    elif resume_file is not None:
+        unremoved = remove_file(resume_file)
+        if unremoved is not None:
+            warnings.warn(f"{resume_file}: the run is complete, but its resume file could not be removed "
+                          f"({unremoved.strerror or unremoved})", stacklevel=2)
     return TrainResult(model=model, model_config=mconfig, config=config, recipe=recipe,
                        device=describe_device(device), train_error_pct=100.0 * table.average_metric,
                        train_loss=table.average_loss, samples_seen=total_minibatches * minibatch,
@@ -295,7 +305,7 @@ def _restore(saved: TrainingState, resume_file, optimizer, table: ProgressTable,
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise CheckpointError(f"the resume file does not fit this run ({e!r})", path=resume_file,
                               hint="delete it to start the run over") from e
-    if not 0 <= saved.minibatches_done < total_minibatches:
+    if not 0 <= saved.minibatches_done <= total_minibatches:  # == total: a finished run, kept until saved
         raise CheckpointError(f"the resume file is at minibatch {saved.minibatches_done}, outside this run's "
                               f"{total_minibatches}", path=resume_file,
                               hint="train for more --sweeps, or delete it to start over")
