@@ -122,3 +122,106 @@ def test_a_resume_file_that_cannot_be_removed_is_a_warning_not_a_traceback(tiny_
     with pytest.warns(UserWarning, match="Read-only file system"):
         train(tiny_data, _tiny_config(), log=None, progress_bar=False, resume_file=tmp_path / RESUME_FILE,
               checkpoint_every=0.000001)
+
+
+# --- fault 2: resume files carry a checksum; the kept state after a NaN is a good one
+
+@pytest.fixture
+def resume_file(tiny_data, tmp_path: Path) -> Path:
+    """The resume file of a tiny finished run (kept, as train_model keeps it until the checkpoint is saved)."""
+    from aelab.training.loop import TrainConfig, train
+    from aelab.training.resume import RESUME_FILE
+    path = tmp_path / RESUME_FILE
+    train(tiny_data, TrainConfig(model="simple", sweeps=0.05, seed=1, device="cpu"), log=None, progress_bar=False,
+          resume_file=path, checkpoint_every=0, keep_resume_file=True)
+    return path
+
+
+def _rewrite_resume(path: Path, edit_meta=None, edit_tensors=None) -> None:
+    """Re-save the file with edited contents but its original checksum, as damage or a hand edit would leave it."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if edit_meta:
+        meta = json.loads(metadata["aelab"])
+        edit_meta(meta)
+        metadata["aelab"] = json.dumps(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    path.write_bytes(save(tensors, metadata=metadata))
+
+
+def test_a_flipped_byte_in_a_resume_tensor_is_refused(resume_file: Path) -> None:
+    from aelab.training.resume import load_training_state
+    load_training_state(resume_file)
+    blob = bytearray(resume_file.read_bytes())
+    blob[-100] ^= 0x01  # inside the last tensor's bytes: still a well-formed safetensors file
+    resume_file.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_training_state(resume_file)
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.update(minibatches_done=m["minibatches_done"] + 1),
+                                  lambda m: m["optimizer_groups"][0].update(lr=m["optimizer_groups"][0]["lr"] * 10),
+                                  lambda m: m.update(seconds=1.0)])
+def test_an_edited_resume_metadata_is_refused(resume_file: Path, edit) -> None:
+    from aelab.training.resume import load_training_state
+    _rewrite_resume(resume_file, edit_meta=edit)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_training_state(resume_file)
+
+
+def test_a_resume_file_without_a_checksum_is_refused_through_the_cli(resume_file: Path, tiny_npz: Path) -> None:
+    from aelab.training.resume import CHECKSUM_KEY
+    from safetensors import safe_open
+    from safetensors.torch import save
+    with safe_open(str(resume_file), framework="pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != CHECKSUM_KEY}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    resume_file.write_bytes(save(tensors, metadata=metadata))
+    line = one_line_error(run_aelab("train", "--model", "simple", "--sweeps", "0.05", "--seed", "1", "--device",
+                                    "cpu", "--quiet", "--data", str(tiny_npz), "--out", str(resume_file.parent),
+                                    "--resume"))
+    assert "no checksum" in line
+
+
+def test_a_non_finite_optimizer_state_is_never_saved_as_the_last_good_one(tiny_data, tmp_path, monkeypatch) -> None:
+    import torch
+    import aelab.training.loop as loop
+    from aelab.training.loop import TrainConfig, TrainingDiverged, train
+    from aelab.training.resume import RESUME_FILE, load_training_state
+    real = loop._optimizer_snapshot
+    calls = {"n": 0}
+
+    def snapshot(optimizer):
+        calls["n"] += 1
+        tensors, groups = real(optimizer)
+        if calls["n"] > 3:  # the optimizer's accumulators overflowed while the weights stayed finite
+            tensors = {k: torch.full_like(v, float("inf")) for k, v in tensors.items()}
+        return tensors, groups
+    monkeypatch.setattr(loop, "_optimizer_snapshot", snapshot)
+    path = tmp_path / RESUME_FILE
+    with pytest.raises(TrainingDiverged, match="last good state is kept"):
+        train(tiny_data, TrainConfig(model="simple", sweeps=0.1, device="cpu"), log=None, progress_bar=False,
+              resume_file=path, checkpoint_every=1e-9)
+    state = load_training_state(path)
+    assert state.minibatches_done == 3
+    assert all(torch.isfinite(t).all() for t in state.optimizer_tensors.values())
+
+
+def test_no_state_kept_is_not_claimed(tiny_data, tmp_path, monkeypatch) -> None:
+    from aelab.training.steps import DenseBackprop
+    from aelab.training.loop import TrainConfig, TrainingDiverged, train
+    from aelab.training.resume import RESUME_FILE
+    real_step = DenseBackprop.__call__
+
+    def poisoned(self, inputs, target):
+        loss, metric = real_step(self, inputs, target)
+        return loss * float("nan"), metric
+    monkeypatch.setattr(DenseBackprop, "__call__", poisoned)
+    with pytest.raises(TrainingDiverged) as exc:
+        train(tiny_data, TrainConfig(model="simple", sweeps=0.05, device="cpu"), log=None, progress_bar=False,
+              resume_file=tmp_path / RESUME_FILE, checkpoint_every=0)
+    assert "kept" not in str(exc.value)

@@ -186,16 +186,19 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     # the CPU stream writes each minibatch into this one buffer: a fresh large tensor costs page faults per step
     batch = torch.empty(minibatch, images.shape[1], dtype=torch.float32) if device.type == "cpu" else None
 
-    def check_finite(k: int) -> None:
+    def check_finite(k: int, *more: torch.Tensor) -> None:
         loss_sum = windows.loss.item()
-        if not math.isfinite(loss_sum) or not bool(torch.isfinite(flat).all()):
-            kept = f"; the last good state is kept in {resume_file}" if resume_file else ""
+        if not math.isfinite(loss_sum) or not all(bool(torch.isfinite(t).all()) for t in (flat, *more)):
+            kept = f"; the last good state is kept in {resume_file}" if resume_file and \
+                os.path.exists(resume_file) else ""
             raise TrainingDiverged(f"the loss became {loss_sum} after {k} minibatches{kept}",
                                    hint="train with a smaller learning rate or another recipe")
 
     def save_state(k: int) -> None:
-        check_finite(k)
         tensors, groups = _optimizer_snapshot(optimizer)
+        # everything the file will hold must be finite, or it is no "last good state"
+        check_finite(k, windows.metric, *model.state_dict().values(),
+                     *(t for t in tensors.values() if t.is_floating_point()))
         save_training_state(resume_file, TrainingState(
             config=config.to_dict(), data_sha256=data.sha256, minibatches_done=k, model=model.state_dict(),
             optimizer_tensors=tensors, optimizer_groups=groups, table=table.state_dict(),
