@@ -225,3 +225,53 @@ def test_no_state_kept_is_not_claimed(tiny_data, tmp_path, monkeypatch) -> None:
         train(tiny_data, TrainConfig(model="simple", sweeps=0.05, device="cpu"), log=None, progress_bar=False,
               resume_file=tmp_path / RESUME_FILE, checkpoint_every=0)
     assert "kept" not in str(exc.value)
+
+
+# --- fault 3: weights files are checked before they are read, and read with bounded memory
+
+def _load_in_subprocess(folder: Path) -> subprocess.CompletedProcess:
+    """`aelab evaluate` on ``folder``, with a timeout: the old code waited forever on a FIFO."""
+    return run_aelab("evaluate", "--checkpoint", str(folder), "--json", timeout=60)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, CONFIG_FILE])
+def test_a_fifo_is_refused_at_once(ckpt: Path, name: str) -> None:
+    (ckpt / name).unlink()
+    os.mkfifo(ckpt / name)
+    line = one_line_error(_load_in_subprocess(ckpt))
+    assert "not a regular file" in line and name in line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, CONFIG_FILE])
+def test_a_symlink_to_dev_zero_is_refused_without_reading(ckpt: Path, name: str) -> None:
+    (ckpt / name).unlink()
+    (ckpt / name).symlink_to("/dev/zero")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_checkpoint(ckpt)
+
+
+def test_a_huge_sparse_weights_file_is_refused_from_its_size(ckpt: Path) -> None:
+    """40 GB gave a MemoryError traceback; 3 GB reached 3.4 GB of memory before the checksum refused it."""
+    path = ckpt / WEIGHTS_FILE
+    head = path.read_bytes()
+    with open(path, "r+b") as f:  # a valid header, then a hole: no disk space used
+        f.truncate(40 << 30)
+    assert path.stat().st_size == 40 << 30 and head
+    with pytest.raises(CheckpointError, match="more than this checkpoint can hold"):
+        load_checkpoint(ckpt)
+
+
+def test_weights_a_little_too_large_are_refused_before_reading(ckpt: Path) -> None:
+    with open(ckpt / WEIGHTS_FILE, "ab") as f:
+        f.write(b"\0" * (64 << 20))  # 64 MB more than a simple model's 100 KB of weights can need
+    with pytest.raises(CheckpointError, match="more than this checkpoint can hold"):
+        load_checkpoint(ckpt)
+
+
+def test_a_config_json_of_gigabytes_is_refused_from_its_size(ckpt: Path) -> None:
+    with open(ckpt / CONFIG_FILE, "r+b") as f:
+        f.truncate(2 << 30)
+    with pytest.raises(CheckpointError, match="more than this checkpoint can hold"):
+        load_checkpoint(ckpt)
