@@ -17,7 +17,7 @@ MAX_LINES = 700
 
 # lowest first; a module may import from its own layer and the layers below it
 LAYERS = [
-    {"aelab.errors", "aelab.fileio", "aelab.device", "aelab.version"},
+    {"aelab.errors", "aelab.fileio", "aelab.device", "aelab.version", "aelab.terminal", "aelab.locking"},
     {"aelab.data"},
     {"aelab.models"},
     {"aelab.training"},

@@ -275,3 +275,193 @@ def test_a_config_json_of_gigabytes_is_refused_from_its_size(ckpt: Path) -> None
         f.truncate(2 << 30)
     with pytest.raises(CheckpointError, match="more than this checkpoint can hold"):
         load_checkpoint(ckpt)
+
+
+# --- fault 4: a closed or full standard output
+
+TINY_TRAIN = ["train", "--model", "simple", "--sweeps", "0.05", "--seed", "0", "--device", "cpu"]
+
+
+def run_into(stdout, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    # unbuffered: each line is written at once, as a long log (or a terminal) makes it be
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.run([sys.executable, "-m", "aelab", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=timeout)
+
+
+def run_into_closed_pipe(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run with standard output a pipe whose reader has already gone, as after `| head -1` has read its line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return run_into(write_end, *args, timeout=timeout)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [["models"], ["models", "--json"], ["data", "info"], ["--help"],
+                                  ["data", "info", "--json"]])
+def test_a_closed_pipe_on_stdout_ends_quietly(args) -> None:
+    proc = run_into_closed_pipe(*args)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_full_stdout_is_one_line_and_exit_2() -> None:
+    with open("/dev/full", "w") as full:
+        proc = run_into(full, "models")
+    assert one_line_error(proc) == "aelab models: error: cannot write to standard output: No space left on device"
+
+
+def test_training_whose_log_reader_went_away_still_saves_the_model(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_into_closed_pipe(*TINY_TRAIN, "--data", str(tiny_npz), "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    load_checkpoint(out)
+    assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+
+
+def test_training_with_a_full_stdout_saves_the_model_and_says_output_was_lost(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with open("/dev/full", "w") as full:
+        proc = run_into(full, *TINY_TRAIN, "--data", str(tiny_npz), "--out", str(out))
+    assert "No space left on device" in one_line_error(proc)
+    load_checkpoint(out)
+
+
+@pytest.mark.slow
+def test_the_tutorial_into_a_closed_pipe_writes_everything(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tutorial"
+    proc = run_into_closed_pipe("tutorial", "--data", str(tiny_npz), "--sweeps", "0.05", "--models", "simple",
+                                "--tsne-limit", "0", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert (out / "summary.json").exists() and (out / "report.md").exists()
+    load_checkpoint(out / "simple" / "checkpoint")
+
+
+# --- fault 5: SIGTERM is treated like Ctrl-C
+
+def _start(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "TEST_DEVICE": "cpu",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.Popen([sys.executable, "-m", "aelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kwargs)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "the command ended before " + path.name + " appeared"
+        assert time.monotonic() < deadline, f"no {path.name} appeared"
+        time.sleep(0.01)
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tmp"))
+
+
+SIGTERM_TRAIN = ["train", "--model", "simple", "--sweeps", "3", "--seed", "4", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_weights(tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    proc = _start(*SIGTERM_TRAIN, "--data", str(tiny_npz), "--out", str(out))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return load_checkpoint(out).model.state_dict()
+
+
+def test_sigterm_during_training_saves_says_how_to_resume_and_resumes_exactly(tiny_npz, tmp_path,
+                                                                               uninterrupted_weights) -> None:
+    import random
+    import signal
+    import time
+    import torch
+    from aelab.training.resume import RESUME_FILE
+    out = tmp_path / "run"
+    proc = _start(*SIGTERM_TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "1e-9")
+    _wait_for(out / RESUME_FILE, proc)  # from now on a save is (almost) always in progress
+    time.sleep(random.uniform(0.0, 0.2))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _temporaries(out) == []  # no .resume.safetensors.*.tmp
+    proc = _start(*SIGTERM_TRAIN, "--data", str(tiny_npz), "--out", str(out), "--resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    for name, tensor in load_checkpoint(out).model.state_dict().items():
+        assert torch.equal(tensor, uninterrupted_weights[name]), name
+
+
+def test_sigterm_during_the_final_evaluation_keeps_the_run(tiny_npz, tmp_path, monkeypatch, capsys) -> None:
+    import signal
+    import aelab.api as api
+    from aelab.cli import main
+    from aelab.terminal import Terminated
+    from aelab.training.resume import RESUME_FILE
+    out = tmp_path / "run"
+    real_evaluate = api.evaluate
+
+    def terminated(*args, **kwargs):
+        raise Terminated()
+    monkeypatch.setattr(api, "evaluate", terminated)
+    args = ["train", "--model", "simple", "--sweeps", "0.05", "--device", "cpu", "--quiet", "--data", str(tiny_npz),
+            "--out", str(out)]
+    assert main(args) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "--resume" in err and (out / RESUME_FILE).exists() and not (out / WEIGHTS_FILE).exists()
+    monkeypatch.setattr(api, "evaluate", real_evaluate)
+    assert main([*args, "--resume"]) == 0
+    assert not (out / RESUME_FILE).exists()
+    load_checkpoint(out)
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_tutorial_ends_its_helper_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    import signal
+    import time
+    from tests.test_tutorial import _running_in_group
+    out = tmp_path / "out"
+    proc = _start("tutorial", "--sweeps", "0.5", "--tsne-limit", "6000", "--out", str(out), "--quiet",
+                  start_new_session=True)
+    _wait_for(out / "simple" / "checkpoint", proc)  # the first model is done; its t-SNE is on the helper
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "terminated" in err
+    for _ in range(60):
+        if not _running_in_group(proc.pid):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the tutorial's helper (or its resource tracker) outlived it")
+    assert _temporaries(out) == []
+
+
+# --- fault 6: the tutorial's helper, ended inside an atomic write, leaves no temporary file
+
+def _write_slowly(path: str) -> None:
+    import time
+    from aelab.fileio import atomic_write
+    with atomic_write(path) as f:
+        f.write(b"half a picture")
+        time.sleep(60)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_helper_ended_inside_an_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    import time
+    from aelab.tutorial.run import helper_pool, stop_helper
+    pool = helper_pool("process")
+    pool.submit(_write_slowly, str(tmp_path / "grid.png"))
+    deadline = time.monotonic() + 60
+    while not _temporaries(tmp_path):
+        assert time.monotonic() < deadline, "the helper never started writing"
+        time.sleep(0.02)
+    stop_helper(pool)
+    time.sleep(0.2)
+    assert _temporaries(tmp_path) == [] and not (tmp_path / "grid.png").exists()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import warnings
 from typing import Sequence
 
 from . import api
@@ -16,6 +18,7 @@ from .data.codes import read_codes
 from .evaluation.compare import markdown_table
 from .device import describe_device, resolve_device
 from .fileio import ensure_dir
+from .terminal import Terminated, guarded_stdout, sigterm_interrupts
 from .training.resume import RESUME_FILE
 from .version import __version__
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
@@ -413,9 +416,17 @@ def cmd_train(args) -> int:
     data = api.load_dataset(args.data)
     say(f"Training {config.model} on {data.name} ({data.train.n} images), "
         f"device {describe_device(resolve_device(config.device))}")
-    trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
-                              resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
-                              resume=args.resume)
+    try:
+        trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
+                                  resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
+                                  resume=args.resume)
+    except KeyboardInterrupt as e:  # after the training, before the checkpoint was saved: the run is kept
+        if not (out / RESUME_FILE).exists():
+            raise
+        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the trained state is in "
+                                      f"{out / RESUME_FILE}", hint="run the same command with --resume to save it")
+        stopped.signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        raise stopped from None
     scores, result = trained.scores, trained.result
     say(f"Average test error: {scores['test_error_pct']:.2f}%  (PSNR {scores['test_psnr_db']:.2f} dB)")
     say(f"Saved {trained.folder / 'model.safetensors'} and {trained.folder / 'config.json'} "
@@ -602,21 +613,36 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; its exit status. Standard output may close or fill and SIGTERM may come: see aelab.terminal."""
+    with guarded_stdout() as stdout, sigterm_interrupts(), warnings.catch_warnings():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        warnings.showwarning = lambda message, *_args, **_kw: print(f"aelab {args.command}: warning: {message}",
+                                                                     file=sys.stderr)
+        status = _run(args)
+        stdout.flush()
+    if stdout.error is not None and not stdout.reader_left:  # a closed pipe: its reader wanted no more
+        print(f"aelab {args.command}: error: cannot write to standard output: {stdout.error.strerror or stdout.error}",
+              file=sys.stderr)
+        return status or EXIT_USER_ERROR
+    return status
+
+
+def _run(args) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
         print(f"aelab {args.command}: {e}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + e.signum
     except AelabError as e:
         if args.debug:
             raise
         print(f"aelab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"aelab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"aelab {args.command}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return getattr(e, "exit_status", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,15 @@ def _current_umask() -> int:
 # permissions any other new file would have (0666 less the umask)
 FILE_MODE = 0o666 & ~_current_umask()
 
+# temporary files being written now: a helper process ended by SIGTERM removes them on its way out
+# (aelab.terminal.exit_on_sigterm), as an exception does in atomic_write
+_UNFINISHED: set[str] = set()
+
+
+def unfinished_temporaries() -> list[str]:
+    """The temporary files of this process's writes in progress."""
+    return list(_UNFINISHED)
+
 
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed; raise OutputError if impossible."""
@@ -43,9 +52,17 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 def _temporary_beside(target: Path) -> tuple[int, str]:
     folder = ensure_dir(target.parent if str(target.parent) else ".")
     try:
-        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
         raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
+    _UNFINISHED.add(tmp)
+    return fd, tmp
+
+
+def _forget(tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    _UNFINISHED.discard(tmp)
 
 
 def _finish(f: IO) -> None:
@@ -69,9 +86,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             _finish(f)
         os.replace(tmp, target)
+        _UNFINISHED.discard(tmp)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _forget(tmp)
         if isinstance(e, OSError):
             raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
         raise
@@ -125,5 +142,4 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
         raise OutputError(f"cannot write: {e.strerror or e}", path=Path(target).parent) from e
     finally:
         for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _forget(tmp)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 from ..device import describe_device, resolve_device
 from ..errors import AelabError, CheckpointError, DataError, OptionError
 from ..fileio import remove_file
+from ..terminal import Terminated
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
@@ -39,7 +40,11 @@ from .resume import TrainingState, load_training_state, save_training_state
 
 
 class TrainingInterrupted(AelabError):
-    """Training stopped on Ctrl-C after a minibatch; the resume file is up to date."""
+    """Training stopped on Ctrl-C or SIGTERM after a minibatch; the resume file is up to date.
+
+    ``signum`` is the signal that stopped it (SIGINT or SIGTERM)."""
+
+    signum: int = signal.SIGINT
 
 
 class TrainingDiverged(AelabError):
@@ -48,21 +53,23 @@ class TrainingDiverged(AelabError):
 
 @contextlib.contextmanager
 def stop_requests(enabled: bool) -> Iterator[dict]:
-    """While active, Ctrl-C asks the loop to stop after the current minibatch (a second one stops at once)."""
-    flag = {"stop": False}
+    """While active, Ctrl-C or SIGTERM asks the loop to stop after the current minibatch (a second one stops at
+    once); ``flag["signal"]`` says which. A signal during a save waits for the save to end, so none is left half."""
+    flag = {"stop": False, "signal": signal.SIGINT}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-    previous = signal.signal(signal.SIGINT, on_sigint)
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
+        flag["stop"], flag["signal"] = True, signum
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _optimizer_snapshot(optimizer):
@@ -235,8 +242,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                 if stop["stop"]:
                     save_state(done)
                     bar.close()
-                    raise TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
-                                              f"{resume_file}", hint="run the same command with --resume to continue")
+                    stopped = TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
+                                                  f"{resume_file}", hint="run the same command with --resume to continue")
+                    stopped.signum = stop["signal"]
+                    raise stopped
                 if checkpoint_every and time.perf_counter() - last_save >= checkpoint_every:
                     save_state(done)
                     last_save = time.perf_counter()
