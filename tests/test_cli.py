@@ -91,7 +91,7 @@ SUBCOMMAND_OPTIONS = {
     ("tutorial",): ["--out", "--data", "--fast", "--slow", "--sweeps", "--device", "--seed", "--tsne-limit",
                     "--models", "--quiet", "TEST_DEVICE"],
     ("train",): ["--model", "simple, deep", "--sweeps", "--code-size", "--recipe", "tutorial, adam",
-                 "--minibatch-size", "--data", "--device", "--seed", "--out", "--quiet"],
+                 "--minibatch-size", "--data", "--device", "--seed", "--out", "--overwrite", "--quiet"],
     ("evaluate",): ["--checkpoint", "--data", "--device", "--split", "--json"],
     ("encode",): ["--checkpoint", "input", "--data", "--output", ".npy", ".csv"],
     ("decode",): ["--checkpoint", "codes", "--output"],

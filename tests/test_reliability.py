@@ -465,3 +465,67 @@ def test_a_helper_ended_inside_an_atomic_write_leaves_no_temporary_file(tmp_path
     stop_helper(pool)
     time.sleep(0.2)
     assert _temporaries(tmp_path) == [] and not (tmp_path / "grid.png").exists()
+
+
+# --- fault 8: one writer per output folder; a different finished model is not replaced silently
+
+def test_a_second_writer_is_refused_with_one_line_naming_the_owner(tiny_npz: Path, tmp_path: Path) -> None:
+    from aelab.locking import LOCK_FILE, folder_lock
+    out = tmp_path / "run"
+    out.mkdir()
+    with folder_lock(out):  # as a first `aelab train` would hold it
+        line = one_line_error(run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)))
+        assert f"pid {os.getpid()}" in line and "is writing to this folder" in line
+        proc = run_aelab("tutorial", "--data", str(tiny_npz), "--sweeps", "0.05", "--models", "simple",
+                         "--tsne-limit", "0", "--out", str(out), "--quiet")
+        assert "is writing to this folder" in one_line_error(proc)
+    assert not (out / WEIGHTS_FILE).exists() and not (out / LOCK_FILE).exists()
+    proc = run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out))  # free again
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_two_concurrent_trainings_into_one_folder_one_is_refused(tiny_npz: Path, tmp_path: Path) -> None:
+    import signal
+    from aelab.training.resume import load_training_state, RESUME_FILE
+    out = tmp_path / "run"
+    args = ["train", "--model", "deep", "--sweeps", "500", "--device", "cpu", "--quiet", "--data", str(tiny_npz),
+            "--out", str(out)]
+    first = _start(*args)  # minutes of work: still running when the second one starts
+    _wait_for(out / ".aelab.lock", first)
+    second = _start(*args, "--seed", "1", "--overwrite")  # --overwrite: refused for the lock alone
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2 and "is writing to this folder" in err and "Traceback" not in err
+    assert first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, err
+    assert load_training_state(out / RESUME_FILE).config["seed"] == 0  # the first run's state, untouched
+
+
+def test_a_lock_left_by_a_killed_process_is_stale_and_taken_over(tiny_npz: Path, tmp_path: Path) -> None:
+    from aelab.locking import LOCK_FILE
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "run"
+    out.mkdir()
+    import socket
+    (out / LOCK_FILE).write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")
+    proc = run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    load_checkpoint(out)
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_training_into_a_folder_with_another_finished_model_needs_overwrite(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)).returncode == 0
+    before = (out / WEIGHTS_FILE).read_bytes()
+    other = [a if a != "0" else "5" for a in TINY_TRAIN]  # another seed
+    line = one_line_error(run_aelab(*other, "--quiet", "--data", str(tiny_npz), "--out", str(out)))
+    assert "another trained model" in line and "seed" in line and "--overwrite" in line
+    assert (out / WEIGHTS_FILE).read_bytes() == before
+    # the same run again is no other model; --overwrite replaces one that is
+    assert run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)).returncode == 0
+    proc = run_aelab(*other, "--quiet", "--overwrite", "--data", str(tiny_npz), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(out).info["training"]["seed"] == 5

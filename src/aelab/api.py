@@ -16,7 +16,7 @@ import numpy as np
 from .data import Dataset, load_dataset, load_images
 from .data import images as image_files
 from .data.codes import read_codes, write_codes
-from .errors import OptionError
+from .errors import CheckpointError, OptionError
 from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
@@ -24,8 +24,10 @@ from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .fileio import ensure_dir, remove_file
+from .locking import folder_lock
 from .models import inference
-from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info
+from .models.checkpoint import save_checkpoint
 from .models.networks import MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
@@ -61,7 +63,43 @@ class TrainedModel:
 
 def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
                 progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
-                **train_options) -> TrainedModel:
+                overwrite: bool = True, **train_options) -> TrainedModel:
+    """Train, evaluate on the test split, and save the checkpoint into ``out``; see :func:`_train_and_save`.
+
+    ``out`` is locked meanwhile: a second process writing into it is refused (OutputError). With
+    ``overwrite=False``, a finished checkpoint already in ``out`` from other settings or other data is
+    refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not.
+    """
+    folder = ensure_dir(out)
+    with folder_lock(folder):
+        if not overwrite:
+            _refuse_another_model(folder, config, data, train_options)
+        return _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
+                               **train_options)
+
+
+def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, train_options: dict) -> None:
+    resume_file = train_options.get("resume_file")
+    if train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
+        return  # the run being resumed owns the folder
+    if not (folder / CONFIG_FILE).exists() and not (folder / WEIGHTS_FILE).exists():
+        return
+    try:
+        info = read_checkpoint_info(folder)
+        saved, ours = info.get("training", {}), config.to_dict()
+        different = [k for k in ours if k != "device" and saved.get(k) != ours[k]]
+        if info.get("data", {}).get("sha256") != data.sha256:
+            different.append("data")
+    except CheckpointError:
+        different = ["an unreadable checkpoint"]
+    if different:
+        raise OptionError(f"the folder already holds another trained model (it differs in {', '.join(different)})",
+                          path=folder, hint="pass --overwrite to replace it, or choose another --out")
+
+
+def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
+                    progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
+                    **train_options) -> TrainedModel:
     """Train, evaluate on the test split, and save the checkpoint into ``out``.
 
     ``on_trained`` runs right after training, before the evaluation (the tutorial starts its

@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a trained model already in DIR that has other settings or data (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
 
     p = sub.add_parser("evaluate", help="score a trained model on the test split",
@@ -419,7 +421,7 @@ def cmd_train(args) -> int:
     try:
         trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
                                   resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
-                                  resume=args.resume)
+                                  resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt as e:  # after the training, before the checkpoint was saved: the run is kept
         if not (out / RESUME_FILE).exists():
             raise

@@ -23,6 +23,7 @@ from ..data import Dataset, load_dataset
 from ..device import describe_device, resolve_device
 from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
+from ..locking import folder_lock
 from ..terminal import exit_on_sigterm
 from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
@@ -299,6 +300,14 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
                               "sha256": dataset.sha256},
                      "device": device_name, "mode": run_mode(sweeps), "models": {}}
+    with folder_lock(out):  # one tutorial writing into `out` at a time
+        return _run_locked(out, dataset, sweeps, device, seed, tsne_samples, models, log, progress_bar, helper,
+                           say, summary, started)
+
+
+def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: int, tsne_samples: int,
+                models: tuple[str, ...], log: Callable[[str], None] | None, progress_bar: bool, helper: str,
+                say: Callable[[str], None], summary: dict, started: float) -> dict:
     pool = helper_pool(helper)
     background, jobs = Background(pool), []
     try:
