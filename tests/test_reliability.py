@@ -529,3 +529,60 @@ def test_training_into_a_folder_with_another_finished_model_needs_overwrite(tiny
     proc = run_aelab(*other, "--quiet", "--overwrite", "--data", str(tiny_npz), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert load_checkpoint(out).info["training"]["seed"] == 5
+
+
+# --- fault injection: SIGKILL or SIGTERM at a random moment of `aelab train` never loses both states
+
+INJECT_B = ["train", "--model", "simple", "--sweeps", "2", "--seed", "7", "--device", "cpu", "--quiet"]
+INJECT_A = [a if a != "7" else "8" for a in INJECT_B]
+
+
+@pytest.fixture(scope="module")
+def injection_runs(tiny_npz, tmp_path_factory):
+    """The old checkpoint A (folder to copy), and the weights and duration of the new run B, uninterrupted."""
+    import time
+    old = tmp_path_factory.mktemp("old")
+    proc = _start(*INJECT_A, "--data", str(tiny_npz), "--out", str(old))
+    assert proc.communicate(timeout=300) and proc.returncode == 0
+    new = tmp_path_factory.mktemp("new")
+    started = time.monotonic()
+    proc = _start(*INJECT_B, "--data", str(tiny_npz), "--out", str(new))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return old, load_checkpoint(new).model.state_dict(), time.monotonic() - started
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    import torch
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
+def test_a_kill_at_a_random_moment_leaves_the_old_state_or_the_new_one(tiny_npz, tmp_path, injection_runs, seed,
+                                                                       signame) -> None:
+    import random
+    import signal
+    import time
+    from aelab.training.resume import RESUME_FILE, load_training_state
+    old, new_weights, seconds = injection_runs
+    out = Path(shutil.copytree(old, tmp_path / "out"))
+    old_weights = load_checkpoint(out).model.state_dict()
+    proc = _start(*INJECT_B, "--overwrite", "--checkpoint-every", "0.02", "--data", str(tiny_npz), "--out", str(out))
+    time.sleep(random.Random(seed).uniform(0.0, seconds * 1.1))
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    # -SIGTERM: it came before the command set up its handler (starting Python) or after it ended
+    assert proc.returncode in (0, -signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM), err
+    assert "Traceback" not in err, err
+    assert _temporaries(out) == [], "a half-written file was left"
+    if (out / RESUME_FILE).exists():  # the new run's state: intact, and it finishes the run exactly
+        load_training_state(out / RESUME_FILE)
+        resumed = _start(*INJECT_B, "--overwrite", "--resume", "--data", str(tiny_npz), "--out", str(out))
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+        assert _same_weights(load_checkpoint(out).model.state_dict(), new_weights)
+    else:  # no run in progress: the old checkpoint or the new one, whole
+        weights = load_checkpoint(out).model.state_dict()
+        assert _same_weights(weights, old_weights) or _same_weights(weights, new_weights)
