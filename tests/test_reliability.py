@@ -586,3 +586,29 @@ def test_a_kill_at_a_random_moment_leaves_the_old_state_or_the_new_one(tiny_npz,
     else:  # no run in progress: the old checkpoint or the new one, whole
         weights = load_checkpoint(out).model.state_dict()
         assert _same_weights(weights, old_weights) or _same_weights(weights, new_weights)
+
+
+def test_a_sigterm_between_the_two_renames_of_a_checkpoint_waits_for_both(trained, tmp_path, monkeypatch) -> None:
+    """Without deferring it, SIGTERM's exception after the weights' rename left new weights with the old JSON,
+    which loading refuses: the checkpoint was neither old nor new."""
+    import signal
+    import aelab.fileio as fileio
+    from aelab.models.checkpoint import save_checkpoint
+    from aelab.models.networks import build_model
+    from aelab.terminal import Terminated, sigterm_interrupts
+    folder = Path(shutil.copytree(trained.folder, tmp_path / "ckpt"))
+    new_model = build_model(trained.result.model_config, seed=123)
+    real_replace = os.replace
+
+    def replace_then_sigterm(src, dst):
+        real_replace(src, dst)
+        if Path(dst).name == WEIGHTS_FILE:
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(fileio.os, "replace", replace_then_sigterm)
+    with sigterm_interrupts(), pytest.raises(Terminated):
+        save_checkpoint(folder, new_model, trained.result.model_config)
+        for _ in range(1000):  # the deferred handler runs here at the latest
+            pass
+    import torch
+    loaded = load_checkpoint(folder).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in new_model.state_dict().items())

@@ -422,11 +422,11 @@ def cmd_train(args) -> int:
         trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
                                   resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
                                   resume=args.resume, overwrite=args.overwrite)
-    except KeyboardInterrupt as e:  # after the training, before the checkpoint was saved: the run is kept
+    except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
         if not (out / RESUME_FILE).exists():
             raise
-        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the trained state is in "
-                                      f"{out / RESUME_FILE}", hint="run the same command with --resume to save it")
+        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the run's last saved state is in "
+                                      f"{out / RESUME_FILE}", hint="run the same command with --resume to continue")
         stopped.signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         raise stopped from None
     scores, result = trained.scores, trained.result

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -119,12 +121,27 @@ def remove_file(path: str | os.PathLike) -> OSError | None:
     return None
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while active (where the system can): their handlers run right after."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def write_files_together(contents: dict[Path, bytes]) -> None:
     """Write several files so that a failure leaves all of the old ones in place.
 
     Every file is first written completely to a temporary file beside its
     target; only then are they renamed into place, in order. A failure before
-    the renames (full disk, unwritable folder) changes nothing; only a crash
+    the renames (full disk, unwritable folder) changes nothing; Ctrl-C and
+    SIGTERM wait until the renames are done; only a crash (SIGKILL, power)
     between two renames can mix old and new files, which readers must detect
     (checkpoints do, through the weights' checksum in the JSON).
     """
@@ -136,8 +153,9 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 _finish(f)
-        for tmp, target in staged:
-            os.replace(tmp, target)
+        with _signals_deferred():  # a Ctrl-C or SIGTERM between two renames would mix old and new files
+            for tmp, target in staged:
+                os.replace(tmp, target)
     except OSError as e:
         raise OutputError(f"cannot write: {e.strerror or e}", path=Path(target).parent) from e
     finally:
