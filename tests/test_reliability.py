@@ -612,3 +612,70 @@ def test_a_sigterm_between_the_two_renames_of_a_checkpoint_waits_for_both(traine
     import torch
     loaded = load_checkpoint(folder).model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in new_model.state_dict().items())
+
+
+TUTORIAL = ["tutorial", "--sweeps", "0.05", "--models", "simple,deep", "--tsne-limit", "100", "--device", "cpu",
+            "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def old_tutorial(tiny_npz, tmp_path_factory):
+    """A complete tutorial output (seed 9), and how long a run takes."""
+    import time
+    out = tmp_path_factory.mktemp("old-tutorial") / "out"
+    started = time.monotonic()
+    proc = _start(*TUTORIAL, "--seed", "9", "--data", str(tiny_npz), "--out", str(out))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return out, time.monotonic() - started
+
+
+def _all_whole(out: Path) -> None:
+    """Every file of a tutorial output reads: the JSON parses, each picture decodes, each checkpoint loads."""
+    from PIL import Image
+    json.loads((out / "summary.json").read_text())
+    assert (out / "report.md").read_text().strip()
+    for png in out.rglob("*.png"):
+        with Image.open(png) as image:
+            image.load()
+    for checkpoint in out.glob("*/checkpoint"):
+        load_checkpoint(checkpoint)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
+def test_a_kill_at_a_random_moment_of_the_tutorial_leaves_every_file_whole(tiny_npz, tmp_path, old_tutorial, seed,
+                                                                           signame) -> None:
+    import random
+    import signal
+    import time
+    from tests.test_tutorial import _running_in_group
+    old, seconds = old_tutorial
+    out = Path(shutil.copytree(old, tmp_path / "out"))
+    proc = _start(*TUTORIAL, "--seed", "0", "--data", str(tiny_npz), "--out", str(out), start_new_session=True)
+    time.sleep(random.Random(seed).uniform(0.0, seconds * 1.1))
+    if signame == "SIGKILL":  # as the out-of-memory killer or a container's end: the whole group
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    else:  # as `kill PID`: the main process alone, which must end its helper
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    for _ in range(100):
+        if not _running_in_group(proc.pid):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("a process of the tutorial outlived it")
+    if signame == "SIGTERM":
+        assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), err
+        assert _temporaries(out) == []
+    _all_whole(out)  # each file old or new, none half-written
+    if signame == "SIGKILL" and seed == 0:  # its stale lock does not block the next run
+        proc = _start(*TUTORIAL, "--seed", "0", "--data", str(tiny_npz), "--out", str(out))
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        _all_whole(out)
