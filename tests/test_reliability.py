@@ -605,10 +605,15 @@ def test_a_sigterm_between_the_two_renames_of_a_checkpoint_waits_for_both(traine
         if Path(dst).name == WEIGHTS_FILE:
             os.kill(os.getpid(), signal.SIGTERM)
     monkeypatch.setattr(fileio.os, "replace", replace_then_sigterm)
+    import threading
+    busy = threading.Event()  # another thread, as torch has: the signal may be delivered to it
+    other = threading.Thread(target=busy.wait, daemon=True)
+    other.start()
     with sigterm_interrupts(), pytest.raises(Terminated):
         save_checkpoint(folder, new_model, trained.result.model_config)
         for _ in range(1000):  # the deferred handler runs here at the latest
             pass
+    busy.set()
     import torch
     loaded = load_checkpoint(folder).model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in new_model.state_dict().items())

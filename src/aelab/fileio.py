@@ -123,16 +123,24 @@ def remove_file(path: str | os.PathLike) -> OSError | None:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while active (where the system can): their handlers run right after."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold SIGINT and SIGTERM back while active: they are recorded, then raised again right after.
+
+    Swapping the Python handlers works whichever thread the signal reaches (blocking it with
+    pthread_sigmask would hold it back only in the main thread, and torch has threads of its own).
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in caught:
+            signal.raise_signal(s)  # now handled as it would have been
 
 
 def write_files_together(contents: dict[Path, bytes]) -> None:
