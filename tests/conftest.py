@@ -5,6 +5,9 @@ tests/test_fuzz_readers.py tries. The default (300) keeps the suite fast; for
 a thorough run use e.g.::
 
     PYTHONPATH=src python -m pytest tests/test_fuzz_readers.py --fuzz-examples 20000
+
+Tests marked ``slow`` (long end-to-end runs, fault injection) are skipped unless
+``--run-slow`` is given (``.ci/run`` gives it) or ``-m slow`` selects them.
 """
 from __future__ import annotations
 
@@ -14,6 +17,19 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--fuzz-examples", type=int, default=300,
                      help="Hypothesis examples per fuzz test (default 300; 20000 for a thorough run)")
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (long end-to-end and fault-injection runs); "
+                          "`-m slow` runs only them")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow are skipped unless --run-slow is given or a -m expression names them."""
+    if config.getoption("--run-slow") or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ MAX_LINES = 700
 
 # lowest first; a module may import from its own layer and the layers below it
 LAYERS = [
-    {"aelab.errors", "aelab.fileio", "aelab.device", "aelab.version", "aelab.runconfig"},
+    {"aelab.errors", "aelab.fileio", "aelab.device", "aelab.version", "aelab.runconfig", "aelab.terminal",
+     "aelab.locking"},
     {"aelab.data"},
     {"aelab.models"},
     {"aelab.training"},

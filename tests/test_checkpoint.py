@@ -236,7 +236,9 @@ def test_truncated_or_corrupt_weights(ckpt: Path, damage: str, checksum: bool) -
                "huge-header-length": (2**62).to_bytes(8, "little") + blob[8:],
                "bad-header-json": blob[:8] + b"x" * (len(blob) - 8)}[damage]
     (ckpt / WEIGHTS_FILE).write_bytes(damaged)
-    if checksum:
+    if checksum and damage in ("eight-bytes", "three-bytes", "empty", "garbage", "huge-header-length"):
+        _refused(ckpt, str(ckpt / WEIGHTS_FILE), "no valid safetensors header")  # found before reading the rest
+    elif checksum:
         _refused(ckpt, str(ckpt / WEIGHTS_FILE), "checksum")
     else:
         _edit_info(ckpt, _drop_checksum)  # now the safetensors parser has to notice

@@ -27,9 +27,9 @@ def test_setup_commands():
     text = README.read_text()
     assert "pip install torch==2.13.0 -e . && aelab tutorial" in text
     ci = (ROOT / ".ci" / "run").read_text()
-    m = re.search(r"pip install -q (torch\S+ -e '\.\[test\]') && python3 -m pytest", ci)
+    m = re.search(r"pip install -q (torch\S+ -e '\.\[test\]') && python3 -m pytest(.*)", ci)
     assert m
-    assert f"pip install {m.group(1)} && python -m pytest" in text
+    assert f"pip install {m.group(1)} && python -m pytest{m.group(2)}\n" in text
 
 
 def test_no_commit_hashes():

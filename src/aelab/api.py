@@ -7,6 +7,7 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from .data.sources import options_for, reading_options
 from .data.tables import TABLE_SUFFIXES, read_table
 from .data import images as image_files
 from .data.codes import read_codes, write_codes
-from .errors import DataError, OptionError
+from .errors import CheckpointError, DataError, OptionError
 from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
@@ -28,9 +29,11 @@ from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, model_section, report_page
-from .fileio import ensure_dir, write_text
+from .fileio import ensure_dir, remove_file, write_text
+from .locking import folder_lock
 from .models import inference
-from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info
+from .models.checkpoint import save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
@@ -71,17 +74,57 @@ class TrainedModel:
 
 def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
                 progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
-                **train_options) -> TrainedModel:
+                overwrite: bool = True, **train_options) -> TrainedModel:
+    """Train, evaluate on the test split, and save the checkpoint into ``out``; see :func:`_train_and_save`.
+
+    ``out`` is locked meanwhile: a second process writing into it is refused (OutputError). With
+    ``overwrite=False``, a finished checkpoint already in ``out`` from other settings or other data is
+    refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not.
+    """
+    folder = ensure_dir(out)
+    with folder_lock(folder):
+        if not overwrite:
+            _refuse_another_model(folder, config, data, train_options)
+        return _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
+                               **train_options)
+
+
+def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, train_options: dict) -> None:
+    resume_file = train_options.get("resume_file")
+    if train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
+        return  # the run being resumed owns the folder
+    if not (folder / CONFIG_FILE).exists() and not (folder / WEIGHTS_FILE).exists():
+        return
+    try:
+        info = read_checkpoint_info(folder)
+        saved, ours = info.get("training", {}), config.to_dict()
+        different = [k for k in ours if k != "device" and saved.get(k) != ours[k]]
+        if info.get("data", {}).get("sha256") != data.sha256:
+            different.append("data")
+    except CheckpointError:
+        different = ["an unreadable checkpoint"]
+    if different:
+        raise OptionError(f"the folder already holds another trained model (it differs in {', '.join(different)})",
+                          path=folder, hint="pass --overwrite to replace it, or choose another --out")
+
+
+def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
+                    progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
+                    **train_options) -> TrainedModel:
     """Train, evaluate on the test split, and save the checkpoint into ``out``.
 
     ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
     t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
+    A resume file outlives the training: it is removed only once the checkpoint is on disk, so an
+    interruption during the evaluation or the save loses nothing (resuming then just evaluates and saves).
     The training curve goes to ``out/metrics.csv`` as training goes (``metrics_file=None``: not).
     """
     say = log or (lambda _msg: None)
     folder = ensure_dir(out)
+    resume_file = train_options.get("resume_file")
     train_options.setdefault("metrics_file", folder / METRICS_FILE)
-    result = train(data, config, log=log, progress_bar=progress_bar, **train_options)
+    result = train(data, config, log=log, progress_bar=progress_bar, keep_resume_file=resume_file is not None,
+                   **train_options)
     if on_trained is not None:
         on_trained(result)
     say(f"Average training error: {result.train_error_pct:.2f}%")
@@ -92,7 +135,16 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
                               "train_error_pct": result.train_error_pct},
                     data=data_record(data),
                     metrics={k: v for k, v in scores.items() if k != "n"})
+    if resume_file is not None:
+        _remove_finished_resume_file(resume_file)
     return TrainedModel(result, scores, folder)
+
+
+def _remove_finished_resume_file(path: str | Path) -> None:
+    error = remove_file(path)
+    if error is not None:  # the checkpoint is saved: a warning, not a failure
+        warnings.warn(f"{path}: the checkpoint is saved, but the finished run's resume file could not be removed "
+                      f"({error.strerror or error}); delete it by hand", stacklevel=3)
 
 
 # load_dataset's options that the CLI exposes on every command with --data

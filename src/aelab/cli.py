@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import warnings
 from typing import Sequence
 
 from . import api, cli_pipeline
@@ -17,6 +19,7 @@ from .evaluation.compare import markdown_table
 from .device import describe_device, resolve_device
 from .fileio import ensure_dir, write_text
 from . import runconfig
+from .terminal import Terminated, guarded_stdout, sigterm_interrupts
 from .training.resume import RESUME_FILE
 
 RUN_CONFIG = "run.toml"  # the resolved options of `aelab train`, beside its checkpoint
@@ -94,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a trained model already in DIR that has other settings or data (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="options from a TOML file, each a key named as its option (code_size = 16); the command "
@@ -372,9 +377,17 @@ def cmd_train(args) -> int:
     data = _load_data(args)
     say(f"Training {config.model} on {data.name} ({data.train.n} {_samples(data)}), "
         f"device {describe_device(resolve_device(config.device))}")
-    trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
-                              resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
-                              resume=args.resume)
+    try:
+        trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
+                                  resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
+                                  resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
+        if not (out / RESUME_FILE).exists():
+            raise
+        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the run's last saved state is in "
+                                      f"{out / RESUME_FILE}", hint="run the same command with --resume to continue")
+        stopped.signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        raise stopped from None
     write_text(out / RUN_CONFIG, runconfig.to_toml(options))
     scores, result = trained.scores, trained.result
     say(_score_line(scores))
@@ -591,21 +604,36 @@ COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evalua
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; its exit status. Standard output may close or fill and SIGTERM may come: see aelab.terminal."""
+    with guarded_stdout() as stdout, sigterm_interrupts(), warnings.catch_warnings():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        warnings.showwarning = lambda message, *_args, **_kw: print(f"aelab {args.command}: warning: {message}",
+                                                                     file=sys.stderr)
+        status = _run(args, argv)
+        stdout.flush()
+    if stdout.error is not None and not stdout.reader_left:  # a closed pipe: its reader wanted no more
+        print(f"aelab {args.command}: error: cannot write to standard output: {stdout.error.strerror or stdout.error}",
+              file=sys.stderr)
+        return status or EXIT_USER_ERROR
+    return status
+
+
+def _run(args, argv: Sequence[str] | None) -> int:
     try:
         return COMMANDS[args.command](_with_config(args, argv))
     except TrainingInterrupted as e:
         print(f"aelab {args.command}: {e}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + e.signum
     except AelabError as e:
         if args.debug:
             raise
         print(f"aelab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"aelab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"aelab {args.command}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return getattr(e, "exit_status", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -24,6 +26,15 @@ def _current_umask() -> int:
 # mkstemp creates files readable by their owner only; finished files get the
 # permissions any other new file would have (0666 less the umask)
 FILE_MODE = 0o666 & ~_current_umask()
+
+# temporary files being written now: a helper process ended by SIGTERM removes them on its way out
+# (aelab.terminal.exit_on_sigterm), as an exception does in atomic_write
+_UNFINISHED: set[str] = set()
+
+
+def unfinished_temporaries() -> list[str]:
+    """The temporary files of this process's writes in progress."""
+    return list(_UNFINISHED)
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -43,9 +54,17 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 def _temporary_beside(target: Path) -> tuple[int, str]:
     folder = ensure_dir(target.parent if str(target.parent) else ".")
     try:
-        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
         raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
+    _UNFINISHED.add(tmp)
+    return fd, tmp
+
+
+def _forget(tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    _UNFINISHED.discard(tmp)
 
 
 def _finish(f: IO) -> None:
@@ -69,9 +88,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             _finish(f)
         os.replace(tmp, target)
+        _UNFINISHED.discard(tmp)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _forget(tmp)
         if isinstance(e, OSError):
             raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
         raise
@@ -91,12 +110,46 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def remove_file(path: str | os.PathLike) -> OSError | None:
+    """Remove ``path`` if it exists; the error if it cannot be removed (e.g. a read-only file system), not raised."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return e
+    return None
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while active: they are recorded, then raised again right after.
+
+    Swapping the Python handlers works whichever thread the signal reaches (blocking it with
+    pthread_sigmask would hold it back only in the main thread, and torch has threads of its own).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in caught:
+            signal.raise_signal(s)  # now handled as it would have been
+
+
 def write_files_together(contents: dict[Path, bytes]) -> None:
     """Write several files so that a failure leaves all of the old ones in place.
 
     Every file is first written completely to a temporary file beside its
     target; only then are they renamed into place, in order. A failure before
-    the renames (full disk, unwritable folder) changes nothing; only a crash
+    the renames (full disk, unwritable folder) changes nothing; Ctrl-C and
+    SIGTERM wait until the renames are done; only a crash (SIGKILL, power)
     between two renames can mix old and new files, which readers must detect
     (checkpoints do, through the weights' checksum in the JSON).
     """
@@ -108,11 +161,11 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 _finish(f)
-        for tmp, target in staged:
-            os.replace(tmp, target)
+        with _signals_deferred():  # a Ctrl-C or SIGTERM between two renames would mix old and new files
+            for tmp, target in staged:
+                os.replace(tmp, target)
     except OSError as e:
         raise OutputError(f"cannot write: {e.strerror or e}", path=Path(target).parent) from e
     finally:
         for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _forget(tmp)

@@ -13,6 +13,7 @@ import importlib.resources
 import json
 import os
 import platform
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def read_checkpoint_info(folder: str | os.PathLike) -> dict:
                                    "(`aelab models` lists them)")
     path = folder / CONFIG_FILE
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(_read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"no {CONFIG_FILE} in the checkpoint folder", path=folder,
                               hint="pass the folder that `aelab train --out` wrote") from None
@@ -162,12 +163,11 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
             skeleton = build_model(mconfig)
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:
         # OverflowError: int(inf); RuntimeError: torch refusing sizes whose storage would overflow
-        raise CheckpointError(f"config.json has no valid model description ({e})", path=folder / CONFIG_FILE) from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch appends a C++ frame dump
+        raise CheckpointError(f"config.json has no valid model description ({reason})",
+                              path=folder / CONFIG_FILE) from e
     weights_path = folder / WEIGHTS_FILE
-    try:
-        blob = weights_path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=weights_path) from e
+    blob = _read_weights(weights_path, skeleton)
     if info.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
         raise CheckpointError("the weights do not match config.json (checksum differs): damaged, or from "
                               "another checkpoint", path=weights_path, hint="re-train or restore both files together")
@@ -176,6 +176,64 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     model = build_model(mconfig)
     model.load_state_dict(tensors)
     return Checkpoint(model=model.to(device).eval(), model_config=mconfig, info=info, path=folder)
+
+
+MAX_CONFIG_BYTES = 16 << 20      # a config.json is a few kilobytes
+MAX_HEADER_BYTES = 1 << 20       # a safetensors header names each tensor in ~100 bytes
+_CHUNK = 1 << 20
+
+
+def _read_regular_file(path: Path, limit: int, header: int = 0) -> bytes:
+    """The bytes of ``path``, refused unless it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking (a FIFO would wait forever) and checked on the open file (a symlink to
+    /dev/zero is a character device), then read in chunks up to the size it had: memory stays bounded by
+    ``limit`` however the file changes meanwhile. With ``header``, the little-endian 8-byte length that
+    starts a safetensors file must be at most ``header`` and fit the file, checked before the rest is read.
+    Raises CheckpointError, or FileNotFoundError if there is no file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CheckpointError(f"cannot read: {e.strerror or e}", path=path) from e
+    info = os.fstat(fd)
+    size = info.st_size
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, pipe or socket)"
+        raise CheckpointError(f"is {what}, not a checkpoint file", path=path)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        if size > limit:
+            raise CheckpointError(f"the file is {size:,} bytes, more than this checkpoint can hold "
+                                  f"({limit:,} at most): damaged, or not this checkpoint's", path=path)
+        chunks, read = [], 0
+        try:
+            if header:
+                first = f.read(8)
+                length = int.from_bytes(first, "little") if len(first) == 8 else -1
+                if not 0 < length <= min(header, size - 8):
+                    raise CheckpointError("the weights file is damaged (no valid safetensors header)", path=path)
+                chunks, read = [first], len(first)
+            while read < size:
+                chunk = f.read(min(_CHUNK, size - read))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                read += len(chunk)
+        except OSError as e:
+            raise CheckpointError(f"cannot read: {e.strerror or e}", path=path) from e
+    return b"".join(chunks)
+
+
+def _read_weights(path: Path, skeleton: torch.nn.Module) -> bytes:
+    """The weights file's bytes, refused before reading if its size is more than ``skeleton``'s tensors need."""
+    values = sum(t.numel() for t in skeleton.state_dict().values())
+    try:  # 8 bytes per value: float64 at most
+        return _read_regular_file(path, 8 + MAX_HEADER_BYTES + 8 * values, header=MAX_HEADER_BYTES)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=path) from e
 
 
 def _parse_weights(blob: bytes, path: Path) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ Denoising is not a kind: any model trained with ``TrainConfig.noise`` is one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -113,6 +113,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        _check_json_types(d)  # "32" or 32.9 is refused, not coerced
         # keys added after the first release default, so older checkpoints load
         return cls(kind=str(d["kind"]), input_shape=tuple(int(v) for v in d["input_shape"]),
                    code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())),
@@ -120,6 +121,29 @@ class ModelConfig:
                    activation=str(d.get("activation", "relu")),
                    sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)),
                    loss=str(d.get("loss", "bce")), input_max=float(d.get("input_max", 255.0)))
+
+
+def _check_json_types(d: dict) -> None:
+    """Each known field of a model description must have its default's JSON type (a bool is no number)."""
+    for name, default in ((f.name, f.default) for f in fields(ModelConfig)):
+        if name not in d:
+            continue
+        value = d[name]
+        if isinstance(default, tuple):
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        elif isinstance(default, (int, float)):
+            number = (int,) if isinstance(default, int) else (int, float)
+            ok = isinstance(value, number) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise OptionError(f"model field {name!r} must be {_json_kind(default)}, got {value!r}")
+
+
+def _json_kind(default: object) -> str:
+    if isinstance(default, tuple):
+        return "a list of integers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(default), "valid")
 
 
 OPTIONAL_FIELDS = ("channels", "conv_depth", "activation", "sparsity", "beta", "loss", "input_max")
@@ -176,10 +200,13 @@ def _unknown_model(kind: object) -> OptionError:
     return OptionError(f"unknown model {kind!r}", hint=f"choose one of: {', '.join(MODEL_NAMES)}")
 
 
+MAX_SIZE = 2**31 - 1  # any size (code, width, channels, image side) above this is refused, not handed to torch
+
+
 def _positive_ints(values: tuple, what: str) -> tuple[int, ...]:
     values = tuple(values)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise OptionError(f"{what} must be positive integers, got {values!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIZE for v in values):
+        raise OptionError(f"{what} must be positive integers up to {MAX_SIZE}, got {values!r}")
     return values
 
 
@@ -218,8 +245,8 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
     if kind not in MODEL_KINDS:
         raise _unknown_model(kind)
     preset = MODEL_KINDS[kind]
-    if isinstance(code_size, bool) or not isinstance(code_size, int) or code_size < 1:
-        raise OptionError(f"code size must be a positive integer, got {code_size!r}",
+    if isinstance(code_size, bool) or not isinstance(code_size, int) or not 1 <= code_size <= MAX_SIZE:
+        raise OptionError(f"code size must be a positive integer up to {MAX_SIZE}, got {code_size!r}",
                           hint="use e.g. --code-size 32")
     input_shape = _checked_input_shape(input_shape)
     widths = _positive_ints(preset.hidden if hidden is None else hidden, "hidden widths")
@@ -271,8 +298,8 @@ def _checked_input_shape(shape: tuple) -> tuple[int, ...]:
         sizes = tuple(shape)
     except TypeError:
         sizes = ()
-    if not 1 <= len(sizes) <= 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                                       for v in sizes):
+    if not 1 <= len(sizes) <= 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                       or not 1 <= v <= MAX_SIZE for v in sizes):
         raise OptionError(f"input shape must be (columns,), (height, width) or (channels, height, width) of "
                           f"positive integers, got {shape!r}")
     sizes = tuple(int(v) for v in sizes)

@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 from ..device import describe_device, resolve_device
 from ..errors import AelabError, CheckpointError, OptionError
 from ..data.scaling import in_unit_range
+from ..fileio import remove_file
+from ..terminal import Terminated
 from ..data.noise import corrupt, parse_noise
 from ..models.inference import tensor_view, to_model_rows
 from ..models.networks import build_model, model_config
@@ -39,7 +42,11 @@ from .resume import TrainingState, load_training_state, save_training_state
 
 
 class TrainingInterrupted(AelabError):
-    """Training stopped on Ctrl-C after a minibatch; the resume file is up to date."""
+    """Training stopped on Ctrl-C or SIGTERM after a minibatch; the resume file is up to date.
+
+    ``signum`` is the signal that stopped it (SIGINT or SIGTERM)."""
+
+    signum: int = signal.SIGINT
 
 
 class TrainingDiverged(AelabError):
@@ -48,21 +55,23 @@ class TrainingDiverged(AelabError):
 
 @contextlib.contextmanager
 def stop_requests(enabled: bool) -> Iterator[dict]:
-    """While active, Ctrl-C asks the loop to stop after the current minibatch (a second one stops at once)."""
-    flag = {"stop": False}
+    """While active, Ctrl-C or SIGTERM asks the loop to stop after the current minibatch (a second one stops at
+    once); ``flag["signal"]`` says which. A signal during a save waits for the save to end, so none is left half."""
+    flag = {"stop": False, "signal": signal.SIGINT}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-    previous = signal.signal(signal.SIGINT, on_sigint)
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
+        flag["stop"], flag["signal"] = True, signum
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _optimizer_snapshot(optimizer):
@@ -135,7 +144,7 @@ SINGLE_THREAD_ELEMENTS = 256 * 784  # minibatch x pixels up to which one thread 
 def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.Module | None = None,
           log: Callable[[str], None] | None = print, progress_bar: bool = True,
           use_autograd: bool = False, resume_file: str | os.PathLike | None = None,
-          checkpoint_every: float = 30.0, resume: bool = False,
+          checkpoint_every: float = 30.0, resume: bool = False, keep_resume_file: bool = False,
           metrics_file: str | os.PathLike | None = None) -> TrainResult:
     """Train an autoencoder on ``data.train`` as ``config`` says; returns a TrainResult.
 
@@ -144,8 +153,12 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     ``resume_file``, the run's state is saved there every ``checkpoint_every``
     seconds (0: only on Ctrl-C) and on Ctrl-C, which stops the run after the
     current minibatch (TrainingInterrupted); ``resume=True`` continues from it.
-    The file is removed when the run completes. With ``metrics_file``, each
-    progress-table row also goes to that CSV as it is printed (see ``MetricsLog``).
+    The file is removed when the run completes, unless ``keep_resume_file``:
+    then it is brought up to the finished state and kept, for the caller to
+    remove once the model is safely saved (resuming such a file just returns
+    the finished model).
+    With ``metrics_file``, each progress-table row also goes to that CSV as
+    it is printed (see ``MetricsLog``).
     """
     # --- set up: settings, model, data, step and optimiser
     config = config or TrainConfig()
@@ -190,16 +203,19 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     # the CPU stream writes each minibatch into this one buffer: a fresh large tensor costs page faults per step
     batch = torch.empty(minibatch, images.shape[1], dtype=torch.float32) if device.type == "cpu" else None
 
-    def check_finite(k: int) -> None:
+    def check_finite(k: int, *more: torch.Tensor) -> None:
         loss_sum = windows.loss.item()
-        if not math.isfinite(loss_sum) or not bool(torch.isfinite(flat).all()):
-            kept = f"; the last good state is kept in {resume_file}" if resume_file else ""
+        if not math.isfinite(loss_sum) or not all(bool(torch.isfinite(t).all()) for t in (flat, *more)):
+            kept = f"; the last good state is kept in {resume_file}" if resume_file and \
+                os.path.exists(resume_file) else ""
             raise TrainingDiverged(f"the loss became {loss_sum} after {k} minibatches{kept}",
                                    hint="train with a smaller learning rate or another recipe")
 
     def save_state(k: int) -> None:
-        check_finite(k)
         tensors, groups = _optimizer_snapshot(optimizer)
+        # everything the file will hold must be finite, or it is no "last good state"
+        check_finite(k, windows.metric, *model.state_dict().values(),
+                     *(t for t in tensors.values() if t.is_floating_point()))
         save_training_state(resume_file, TrainingState(
             config=config.to_dict(), data_sha256=data.sha256, minibatches_done=k, model=model.state_dict(),
             optimizer_tensors=tensors, optimizer_groups=groups, table=table.state_dict(),
@@ -240,8 +256,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                 if stop["stop"]:
                     save_state(done)
                     bar.close()
-                    raise TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
-                                              f"{resume_file}", hint="run the same command with --resume to continue")
+                    stopped = TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
+                                                  f"{resume_file}", hint="run the same command with --resume to continue")
+                    stopped.signum = stop["signal"]
+                    raise stopped
                 if checkpoint_every and time.perf_counter() - last_save >= checkpoint_every:
                     save_state(done)
                     last_save = time.perf_counter()
@@ -258,9 +276,14 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     model.eval()
     for p in model.parameters():
         p.grad = None
-    if resume_file is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(resume_file)
+    if resume_file is not None and keep_resume_file:
+        if first < total_minibatches:  # else the file already holds the finished state
+            save_state(total_minibatches)
+    elif resume_file is not None:
+        unremoved = remove_file(resume_file)
+        if unremoved is not None:
+            warnings.warn(f"{resume_file}: the run is complete, but its resume file could not be removed "
+                          f"({unremoved.strerror or unremoved})", stacklevel=2)
     return TrainResult(model=model, model_config=mconfig, config=config, recipe=recipe,
                        device=describe_device(device), train_error_pct=100.0 * table.average_metric,
                        train_loss=table.average_loss, samples_seen=total_minibatches * minibatch,
@@ -321,7 +344,7 @@ def _restore(saved: TrainingState, resume_file, optimizer, table: ProgressTable,
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise CheckpointError(f"the resume file does not fit this run ({e!r})", path=resume_file,
                               hint="delete it to start the run over") from e
-    if not 0 <= saved.minibatches_done < total_minibatches:
+    if not 0 <= saved.minibatches_done <= total_minibatches:  # == total: a finished run, kept until saved
         raise CheckpointError(f"the resume file is at minibatch {saved.minibatches_done}, outside this run's "
                               f"{total_minibatches}", path=resume_file,
                               hint="train for more --sweeps, or delete it to start over")

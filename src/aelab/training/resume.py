@@ -10,6 +10,7 @@ the same weights, bit for bit, as an uninterrupted one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from ..fileio import write_bytes
 
 RESUME_FILE = "resume.safetensors"
 FORMAT = "aelab-resume"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the metadata carries a SHA-256 of the tensors and the run's metadata
+CHECKSUM_KEY = "aelab_sha256"
 
 
 @dataclass
@@ -50,7 +52,19 @@ def save_training_state(path: str | os.PathLike, state: TrainingState) -> Path:
             "data_sha256": state.data_sha256, "minibatches_done": state.minibatches_done,
             "optimizer_groups": state.optimizer_groups, "table": state.table, "seconds": state.seconds}
     # json floats round-trip exactly (repr), which bit-identical resuming needs
-    return write_bytes(path, save_safetensors(tensors, metadata={"aelab": json.dumps(meta)}))
+    text = json.dumps(meta)
+    return write_bytes(path, save_safetensors(tensors, metadata={"aelab": text,
+                                                                  CHECKSUM_KEY: _checksum(text, tensors)}))
+
+
+def _checksum(meta_text: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata text and of every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256(meta_text.encode("utf-8"))
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode("utf-8"))
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_training_state(path: str | os.PathLike) -> TrainingState:
@@ -60,7 +74,9 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
                               hint="resume needs the --out folder of an interrupted `aelab train`")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("aelab", "null"))
+            metadata = f.metadata() or {}
+            text = metadata.get("aelab", "null")
+            meta = json.loads(text)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"the resume file is damaged ({e})", path=path,
@@ -69,6 +85,17 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
         raise CheckpointError("not an aelab resume file", path=path)
     if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
         raise CheckpointError("resume file from a newer aelab", path=path, hint="upgrade aelab")
+    if metadata.get(CHECKSUM_KEY) is None:
+        raise CheckpointError("the resume file has no checksum (written by an older aelab), so it cannot be trusted",
+                              path=path, hint="delete it to start the run over")
+    try:
+        intact = _checksum(text, tensors) == metadata[CHECKSUM_KEY]
+    except (RuntimeError, TypeError, ValueError) as e:  # a dtype numpy cannot view as bytes
+        raise CheckpointError(f"the resume file is damaged ({e})", path=path,
+                              hint="delete it to start the run over") from e
+    if not intact:
+        raise CheckpointError("the resume file is damaged: its checksum does not match its contents", path=path,
+                              hint="delete it to start the run over")
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

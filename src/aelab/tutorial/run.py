@@ -23,6 +23,8 @@ from ..data import Dataset, load_dataset
 from ..device import describe_device, resolve_device
 from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
+from ..locking import folder_lock
+from ..terminal import exit_on_sigterm
 from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
 from ..evaluation.similarity import similarity_rows
@@ -113,6 +115,7 @@ class Task:
 
 
 HELPERS = ("process", "thread", "none")
+HELPER_GRACE_SECONDS = 2.0  # how long a terminated helper may take to remove its temporary files
 
 
 def helper_pool(kind: str) -> Executor | None:
@@ -128,11 +131,18 @@ def helper_pool(kind: str) -> Executor | None:
     try:
         with _interrupts_ignored():  # inherited by the worker from its first instruction on
             pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=plots.ignore_interrupts)
+                                       initializer=_helper_started)
             pool.submit(plots.preload)  # starts the worker; matplotlib and scikit-learn load meanwhile
         return pool
     except (OSError, RuntimeError, ValueError):
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
+
+
+def _helper_started() -> None:
+    """The helper process's first work: leave Ctrl-C to the main process, and let the SIGTERM with which the
+    main process ends it remove the temporary file of a figure being written (no ``.grid.png.*.tmp`` left)."""
+    plots.ignore_interrupts()
+    exit_on_sigterm()
 
 
 @contextlib.contextmanager
@@ -158,6 +168,10 @@ def stop_helper(pool: Executor) -> None:
     workers = list((getattr(pool, "_processes", None) or {}).values())
     for process in workers:
         process.terminate()
+    for process in workers:  # SIGTERM waits for the end of a call into C; then the helper is killed
+        process.join(timeout=HELPER_GRACE_SECONDS)
+        if process.is_alive():
+            process.kill()
     # with its workers ended, the pool's manager thread stops at once: wait for it, or its exit
     # races the interpreter's own (CPython 3.11 then prints an OSError from a closed pipe)
     pool.shutdown(wait=bool(workers), cancel_futures=True)
@@ -308,6 +322,14 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
                               "sha256": dataset.sha256},
                      "device": device_name, "mode": run_mode(sweeps), "models": {}}
+    with folder_lock(out):  # one tutorial writing into `out` at a time
+        return _run_locked(out, dataset, sweeps, device, seed, tsne_samples, models, log, progress_bar, helper,
+                           say, summary, started)
+
+
+def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: int, tsne_samples: int,
+                models: tuple[str, ...], log: Callable[[str], None] | None, progress_bar: bool, helper: str,
+                say: Callable[[str], None], summary: dict, started: float) -> dict:
     pool = helper_pool(helper)
     background, jobs = Background(pool), []
     try:

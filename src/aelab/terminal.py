@@ -1,0 +1,119 @@
+"""Where the process meets its surroundings: a standard output that closes or fills, and SIGTERM.
+
+``guarded_stdout`` keeps a closed pipe (``aelab models | head -1``) or a full disk
+(``aelab models > /dev/full``) on standard output from aborting the work: the first
+failed write points the descriptor at /dev/null (Python's documented recipe for
+SIGPIPE) and everything after it is dropped, so a training whose log reader went
+away still saves its model. The caller then reports a full disk, and stays quiet
+about a closed pipe, whose reader asked for no more.
+
+``sigterm_interrupts`` makes SIGTERM (the default signal of ``kill``, schedulers and
+containers) raise :class:`Terminated`, a KeyboardInterrupt, so that it unwinds as
+Ctrl-C does: ``finally`` blocks run, temporary files are removed, helpers are ended.
+``exit_on_sigterm`` is for helper processes: it removes the temporary files of their
+unfinished writes and exits at once.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+import threading
+from typing import Iterator
+
+from .fileio import unfinished_temporaries
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # the shell's status of a process ended by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; raised where the main thread was, as Ctrl-C raises KeyboardInterrupt."""
+
+    exit_status = SIGTERM_EXIT
+
+
+class GuardedStream:
+    """A text stream whose first failed write or flush is remembered instead of raised; later output is dropped."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.error is None:
+            try:
+                return self.stream.write(text)
+            except OSError as e:
+                self._lost(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.stream.flush()
+            except OSError as e:
+                self._lost(e)
+
+    def _lost(self, e: OSError) -> None:
+        self.error = e
+        # what the stream still buffers, and the interpreter's flush at exit, now go to /dev/null
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+
+    @property
+    def reader_left(self) -> bool:
+        """Whether the output was lost because its reader closed the pipe (nothing anyone wanted is lost)."""
+        return isinstance(self.error, BrokenPipeError) or getattr(self.error, "errno", None) == errno.EPIPE
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[GuardedStream]:
+    """Replace ``sys.stdout`` by a :class:`GuardedStream` (flushed on the way out) while active."""
+    original = sys.stdout
+    guarded = GuardedStream(original)
+    if original is not None:
+        sys.stdout = guarded
+    try:
+        yield guarded
+    finally:
+        if original is not None:
+            guarded.flush()
+            sys.stdout = original
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While active (in the main thread), SIGTERM raises :class:`Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_unfinished_and_exit(signum, frame) -> None:
+    for path in unfinished_temporaries():
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    os._exit(128 + signum)
+
+
+def exit_on_sigterm() -> None:
+    """In a helper process: on SIGTERM remove the temporary files of unfinished writes, then exit at once."""
+    signal.signal(signal.SIGTERM, _remove_unfinished_and_exit)
