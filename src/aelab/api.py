@@ -39,6 +39,7 @@ from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
+from .training.distributed import process_rank
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
@@ -80,7 +81,14 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
     ``out`` is locked meanwhile: a second process writing into it is refused (OutputError). With
     ``overwrite=False``, a finished checkpoint already in ``out`` from other settings or other data is
     refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not.
+
+    Under ``torchrun`` every process calls this; rank 0 alone locks, evaluates and writes, and the
+    others return their TrainedModel with empty ``scores`` once their share of the training is done.
     """
+    if process_rank() != 0:
+        train_options.update(metrics_file=None)
+        result = train(data, config, log=None, progress_bar=False, **train_options)
+        return TrainedModel(result, {}, Path(out))
     folder = ensure_dir(out)
     with folder_lock(folder):
         if not overwrite:

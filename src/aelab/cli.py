@@ -366,6 +366,8 @@ def cmd_train(args) -> int:
     if args.print_config:
         print(runconfig.to_toml(options), end="")
         return 0
+    if api.process_rank() != 0:  # under torchrun, rank 0 alone prints
+        args.quiet = True
     say = _log(args) or (lambda _m: None)
     config = api.TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
                              sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
@@ -381,6 +383,8 @@ def cmd_train(args) -> int:
         trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
                                   resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
                                   resume=args.resume, overwrite=args.overwrite)
+        if api.process_rank() != 0:  # a torchrun helper rank: rank 0 reports and writes
+            return 0
     except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
         if not (out / RESUME_FILE).exists():
             raise

@@ -34,6 +34,7 @@ from ..data.noise import corrupt, parse_noise
 from ..models.inference import tensor_view, to_model_rows
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
+from .distributed import STOP_CHECK_EVERY, ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
 from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_learning_rate
 from .steps import flatten_parameters, make_step
@@ -167,7 +168,13 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         raise OptionError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every!r}")
     recipe = get_recipe(config.recipe)
     minibatch = config.minibatch_size or recipe.minibatch_size
-    device = resolve_device(config.device)
+    ranks = ranks_from_environment(resolve_device(config.device))  # one process, or torchrun's
+    device = ranks.device
+    if ranks.world > minibatch:
+        raise OptionError(f"{ranks.world} training processes cannot share a minibatch of {minibatch}",
+                          hint="use a larger --minibatch-size or fewer processes")
+    if not ranks.main:  # rank 0 alone prints and writes
+        log, progress_bar, metrics_file = None, False, None
     mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
                            activation=config.activation, sparsity=config.sparsity, beta=config.beta,
@@ -183,6 +190,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         raise OptionError("salt-pepper noise sets values to 0 or 1, which means nothing for data outside [0, 1]",
                           hint="use gaussian:SIGMA or masking:P")
     flat = flatten_parameters(model)
+    ranks.broadcast_(flat.data)  # every rank starts from rank 0's weights
     step = make_step(model, grad_scale, use_autograd)
     optimizer = make_optimizer([flat], recipe, minibatch, total_steps=total_minibatches)
     bar = ProgressBar(total_minibatches * minibatch, desc=f"training {config.model}",
@@ -190,6 +198,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     table = ProgressTable(bar.print_above(log) if log else None,
                           learning_rate=recipe.lr if recipe.optimizer == "fsadagrad" else None)
     windows = Windows(device)
+    # each rank's own loss and metric since the ranks last summed them (with one process: the windows)
+    own = Windows(device) if ranks.world > 1 else windows
     metrics = MetricsLog(metrics_file, append=resume) if metrics_file is not None else None
 
     # --- resume: the optimiser, the table and the windows from the resume file
@@ -211,7 +221,15 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             raise TrainingDiverged(f"the loss became {loss_sum} after {k} minibatches{kept}",
                                    hint="train with a smaller learning rate or another recipe")
 
+    def sum_windows() -> None:
+        if own is not windows:
+            sums = ranks.sum_(torch.stack([own.loss, own.metric]))
+            windows.add(sums[0], sums[1])
+            own.take()
+
     def save_state(k: int) -> None:
+        if not ranks.main:
+            return
         tensors, groups = _optimizer_snapshot(optimizer)
         # everything the file will hold must be finite, or it is no "last good state"
         check_finite(k, windows.metric, *model.state_dict().values(),
@@ -224,11 +242,15 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     def eager_step(k: int) -> None:
         target = stream.next(minibatch, out=batch)
         inputs = corrupt(target, noise, noise_generator(config.seed, k, device), bounded) if noise else target
-        windows.add(*step(inputs, target))  # forward and backward; the step zeroes what it accumulates into
+        if ranks.world > 1:  # this rank's share of the global minibatch (noise drawn for all of it, as one process)
+            target, inputs = target[mine], inputs[mine]
+        own.add(*step(inputs, target))  # forward and backward; the step zeroes what it accumulates into
+        ranks.sum_(flat.grad)  # the parts' gradients add up to the global minibatch's (grad_scale is global)
         optimizer.step()
 
+    mine = ranks.part(minibatch)
     train_step = eager_step
-    if cuda_graphs.applies(device, step, optimizer, noise) and images.dtype == torch.uint8:
+    if cuda_graphs.applies(device, step, optimizer, noise) and images.dtype == torch.uint8 and ranks.world == 1:
         graphed = cuda_graphs.GraphedStep(images, stream, step, optimizer, minibatch, windows.loss, windows.metric)
         train_step = lambda k: graphed.run()  # noqa: E731 - eager_step's work as one CUDA graph
 
@@ -243,6 +265,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             train_step(k)
             done = k + 1
             if table.due(done) or done == total_minibatches:
+                sum_windows()
                 check_finite(done)
                 rows = len(table.rows)
                 table.add(*windows.take(), (done - table.minibatches) * minibatch, done - table.minibatches)
@@ -253,14 +276,22 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                 check_finite(done)
             bar.update(minibatch)
             if resume_file is not None and done < total_minibatches:
-                if stop["stop"]:
+                save_due = bool(checkpoint_every) and time.perf_counter() - last_save >= checkpoint_every
+                if ranks.world > 1:  # the ranks stop and save together, at agreed minibatches
+                    stopping, saving = ranks.agree(stop["stop"], save_due and ranks.main) \
+                        if done % STOP_CHECK_EVERY == 0 else (False, False)
+                    if stopping or saving:
+                        sum_windows()
+                else:
+                    stopping, saving = stop["stop"], save_due
+                if stopping:
                     save_state(done)
                     bar.close()
                     stopped = TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
                                                   f"{resume_file}", hint="run the same command with --resume to continue")
                     stopped.signum = stop["signal"]
                     raise stopped
-                if checkpoint_every and time.perf_counter() - last_save >= checkpoint_every:
+                if saving:
                     save_state(done)
                     last_save = time.perf_counter()
 
@@ -279,7 +310,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     if resume_file is not None and keep_resume_file:
         if first < total_minibatches:  # else the file already holds the finished state
             save_state(total_minibatches)
-    elif resume_file is not None:
+    elif resume_file is not None and ranks.main:
         unremoved = remove_file(resume_file)
         if unremoved is not None:
             warnings.warn(f"{resume_file}: the run is complete, but its resume file could not be removed "

@@ -1,0 +1,120 @@
+"""Data-parallel training with PyTorch's own ``torch.distributed``, as ``torchrun`` starts it.
+
+``torchrun --nproc-per-node N -m aelab train ...`` starts N processes (and
+``--nnodes``/``--rdzv-endpoint`` spread them over machines); each finds its
+rank in the environment torchrun sets. Every rank walks the same shuffled
+stream of global minibatches and computes the gradient of its own contiguous
+part of each; one all-reduce of the engine's flat gradient sums the parts, so
+every rank takes the same optimiser step from the same gradient that one
+process would compute for the whole minibatch. The minibatch size, the
+tutorial's per-sample learning rate and FSAdaGrad's time constants therefore
+keep their meaning: they are those of the global minibatch. Rank 0 alone
+prints, logs and writes files.
+
+Ranks agree every ``STOP_CHECK_EVERY`` minibatches on whether to stop (a
+Ctrl-C or SIGTERM on any rank) and whether to save the resume file (rank 0's
+clock). A rank that dies makes the others' next collective fail, which
+:class:`PeerFailed` reports; torchrun then ends the rest.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+
+import torch
+
+from ..errors import AelabError, OptionError
+
+STOP_CHECK_EVERY = 16  # minibatches between the ranks' agreements on stopping and saving
+
+
+class PeerFailed(AelabError):
+    """Another training process stopped or became unreachable in the middle of a collective."""
+
+
+class Ranks:
+    """This process's place among the training processes; one process is rank 0 of 1, and every
+    collective is then a no-op."""
+
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device | None = None) -> None:
+        self.rank, self.world, self.device = rank, world, device
+
+    @property
+    def main(self) -> bool:
+        """Whether this process prints, logs and writes files."""
+        return self.rank == 0
+
+    def part(self, size: int) -> slice:
+        """This rank's rows of a global minibatch of ``size``: a contiguous share, the first ranks
+        taking one more row when ``size`` does not divide evenly."""
+        base, extra = divmod(size, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks, in place."""
+        if self.world > 1:
+            _collective(torch.distributed.all_reduce, tensor)
+        return tensor
+
+    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` replaced, in place, by rank 0's."""
+        if self.world > 1:
+            _collective(torch.distributed.broadcast, tensor, src=0)
+        return tensor
+
+    def agree(self, *flags: bool) -> list[bool]:
+        """For each flag, whether it is true on any rank (one collective for all of them)."""
+        if self.world == 1:
+            return list(flags)
+        votes = self.sum_(torch.tensor([float(f) for f in flags], device=self.device))
+        return [bool(v > 0) for v in votes.tolist()]
+
+
+def _collective(operation, tensor: torch.Tensor, **options) -> None:
+    try:
+        operation(tensor, **options)
+    except (RuntimeError, OSError) as e:  # gloo and NCCL raise RuntimeError subclasses when a peer is gone
+        raise PeerFailed(f"another training process failed or was stopped ({_gist(e)})",
+                         hint="see that rank's own message above; run again, with --resume if a resume "
+                              "file was saved") from None
+
+
+def _gist(error: BaseException) -> str:
+    """The first sentence of a gloo or NCCL error, without the C++ source location before it."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return text.split(". ")[0][:160]
+
+
+def ranks_from_environment(device: torch.device) -> Ranks:
+    """The ranks torchrun describes in the environment (one process when it does not), with the
+    process group started: gloo on the CPU, NCCL on CUDA, each rank on its own local GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks(device=device)
+    if not torch.distributed.is_available():
+        raise OptionError("this PyTorch build has no torch.distributed", hint="run one process, or install a full build")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        try:
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        except (RuntimeError, ValueError, OSError) as e:
+            raise PeerFailed(f"the training processes could not meet ({_gist(e)})",
+                             hint="check torchrun's --rdzv-endpoint and that every node was started") from None
+        atexit.register(_leave)
+    return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+
+
+def _leave() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def process_rank() -> int:
+    """This process's rank as torchrun set it (0 when not under torchrun): rank 0 alone writes files."""
+    return int(os.environ.get("RANK", "0"))
