@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from aelab.models.checkpoint import load_checkpoint
 from aelab.errors import CheckpointError
 from aelab.training.resume import load_training_state
-from aelab.training.loop import TrainConfig, train
+from aelab.training.loop import TrainConfig
 
 from test_fuzz_readers import _mutate, mutation
 
@@ -97,7 +97,6 @@ def test_fuzz_checkpoint_bytes(trained, tmp_path, fuzz_examples):
 
 @pytest.fixture(scope="module")
 def resume_bytes(tmp_path_factory):
-    from helpers import synthetic
     path = tmp_path_factory.mktemp("resume") / "resume.safetensors"
     from aelab.training.resume import TrainingState, save_training_state
     state = TrainingState(config=TrainConfig().to_dict(), data_sha256="0" * 64, minibatches_done=3,
