@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,19 +26,12 @@ import numpy as np
 from PIL import Image
 
 from aelab.data import load_dataset
+from aelab.device import cpu_model
 from aelab.data.folders import decode_all, list_images
 
 REPEATS = 3  # best of three for every read timing; writing the PNGs is timed once
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_pngs(root: Path, limit: int | None) -> int:

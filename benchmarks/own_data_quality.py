@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -76,14 +75,6 @@ PATCHES_PER_PHOTO = 3000
 KNN_K = 5
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --- making the data sets, as files a user would have ---------------------------------------------
@@ -291,6 +282,8 @@ def markdown_table(rows: list[dict]) -> str:
 def run(names, *, quick: bool, seed: int = 0, sweeps_scale: float = 1.0, log=print) -> dict:
     """Make, load and compare each named data set (in a temporary folder); returns the JSON-ready result."""
     import torch
+
+    from aelab.device import cpu_model
     started = time.perf_counter()
     cache_before = os.environ.get("AELAB_CACHE")
     rows = []

@@ -14,22 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from aelab.device import cpu_model
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+
 
 
 def train_once(processes: int, minibatch: int, sweeps: float, model: str, out: Path) -> dict:
@@ -66,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         for minibatch in [int(m) for m in args.minibatches.split(",")]:
             for n in counts:
                 rows.append(train_once(n, minibatch, sweeps, args.model, Path(tmp) / f"run-{n}-{minibatch}"))
-    print(f"{args.model} model, {sweeps:g} sweeps of MNIST; CPU: {cpu_name()}, {os.cpu_count()} logical CPUs")
+    print(f"{args.model} model, {sweeps:g} sweeps of MNIST; CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
     print(f"{'launch':<18}{'minibatch':>10}{'samples/s':>12}{'ratio':>8}{'train s':>9}{'wall s':>8}{'PSNR dB':>9}")
     for row in rows:
         base = next(r for r in rows if r["minibatch"] == row["minibatch"] and r["launch"] == "python -m aelab")
@@ -74,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['launch']:<18}{row['minibatch']:>10}{row['samples_per_second']:>12,.0f}"
               f"{row['ratio_to_one_process']:>8.2f}{row['train_seconds']:>9.1f}{row['wall_seconds']:>8.1f}"
               f"{row['test_psnr_db'] or float('nan'):>9.2f}")
-    print(json.dumps({"benchmark": "processes", "model": args.model, "sweeps": sweeps, "cpu": cpu_name(),
+    print(json.dumps({"benchmark": "processes", "model": args.model, "sweeps": sweeps, "cpu": cpu_model(),
                       "logical_cpus": os.cpu_count(), "rows": rows}))
     return 0
 
