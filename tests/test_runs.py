@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+
+import pytest
 
 from aelab.cli import main
 
@@ -67,3 +70,37 @@ def test_metrics_csv_follows_the_progress_table_and_ends_at_the_last_step(tmp_pa
     seconds = [float(r["seconds"]) for r in rows]
     assert seconds == sorted(seconds)
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def _scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_logs_the_values_of_metrics_csv(tmp_path, tiny_npz):
+    out, board = tmp_path / "m", tmp_path / "board"
+    assert main(["train", "--data", str(tiny_npz), "--sweeps", "0.2", "--recipe", "adam", "--quiet",
+                 "--out", str(out), "--tensorboard", str(board)]) == 0
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    scalars = _scalars(board)
+    assert sorted(scalars) == ["train/learning_rate", "train/loss", "train/metric", "train/seconds"]
+    for name in ("loss", "metric", "learning_rate"):
+        logged = scalars[f"train/{name}"]
+        assert [step for step, _ in logged] == [int(r["samples_seen"]) for r in rows]
+        assert [value for _, value in logged] == [pytest.approx(float(r[name]), rel=1e-5) for r in rows]
+    assert f'tensorboard = "{board}"' in (out / "run.toml").read_text()
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error_naming_the_extra(tmp_path, tiny_npz, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tiny_npz), "--sweeps", "0.05", "--quiet", "--out", str(out),
+                 "--tensorboard", str(tmp_path / "board")]) == 2
+    err = capsys.readouterr().err
+    assert "--tensorboard needs the tensorboard package" in err and "aelab[tensorboard]" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "model.safetensors").exists()

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a trained model already in DIR that has other settings or data (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
+    p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                   help="also log the training curve (DIR/metrics.csv's values) for TensorBoard into LOGDIR "
+                        "(needs the tensorboard extra)")
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="options from a TOML file, each a key named as its option (code_size = 16); the command "
                         "line overrides them; the resolved options are saved as DIR/run.toml")
@@ -382,7 +385,7 @@ def cmd_train(args) -> int:
     try:
         trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
                                   resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
-                                  resume=args.resume, overwrite=args.overwrite)
+                                  resume=args.resume, overwrite=args.overwrite, tensorboard=args.tensorboard)
         if api.process_rank() != 0:  # a torchrun helper rank: rank 0 reports and writes
             return 0
     except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run

@@ -146,7 +146,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
           log: Callable[[str], None] | None = print, progress_bar: bool = True,
           use_autograd: bool = False, resume_file: str | os.PathLike | None = None,
           checkpoint_every: float = 30.0, resume: bool = False, keep_resume_file: bool = False,
-          metrics_file: str | os.PathLike | None = None) -> TrainResult:
+          metrics_file: str | os.PathLike | None = None,
+          tensorboard: str | os.PathLike | None = None) -> TrainResult:
     """Train an autoencoder on ``data.train`` as ``config`` says; returns a TrainResult.
 
     ``log`` receives the progress table's lines (None: silent); ``progress_bar``
@@ -159,7 +160,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     remove once the model is safely saved (resuming such a file just returns
     the finished model).
     With ``metrics_file``, each progress-table row also goes to that CSV as
-    it is printed (see ``MetricsLog``).
+    it is printed (see ``MetricsLog``), and with ``tensorboard`` to TensorBoard logs in that folder.
     """
     # --- set up: settings, model, data, step and optimiser
     config = config or TrainConfig()
@@ -174,7 +175,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         raise OptionError(f"{ranks.world} training processes cannot share a minibatch of {minibatch}",
                           hint="use a larger --minibatch-size or fewer processes")
     if not ranks.main:  # rank 0 alone prints and writes
-        log, progress_bar, metrics_file = None, False, None
+        log, progress_bar, metrics_file, tensorboard = None, False, None, None
     mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
                            activation=config.activation, sparsity=config.sparsity, beta=config.beta,
@@ -200,7 +201,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     windows = Windows(device)
     # each rank's own loss and metric since the ranks last summed them (with one process: the windows)
     own = Windows(device) if ranks.world > 1 else windows
-    metrics = MetricsLog(metrics_file, append=resume) if metrics_file is not None else None
+    metrics = None
+    if metrics_file is not None or tensorboard is not None:
+        metrics = MetricsLog(metrics_file, append=resume, tensorboard=tensorboard,
+                             resumed_at=saved.minibatches_done * minibatch if saved is not None else None)
 
     # --- resume: the optimiser, the table and the windows from the resume file
     first, seconds_before = 0, 0.0

@@ -9,6 +9,8 @@ from typing import Callable, TextIO
 
 import torch
 
+from ..errors import OptionError, OutputError
+
 HEADER = (" average      since    average      since      examples\n"
           "    loss       last     metric       last              \n"
           " ------------------------------------------------------")
@@ -182,29 +184,58 @@ METRICS_COLUMNS = ("step", "samples_seen", "loss", "metric", "learning_rate", "s
 
 class MetricsLog:
     """``metrics.csv``: one line per progress-table row (CNTK's doubling steps, and the last step),
-    written and flushed as training goes, so a crash keeps the curve so far.
+    written and flushed as training goes, so a crash keeps the curve so far; with ``tensorboard``,
+    the same values as TensorBoard scalars in that folder (x axis: samples seen).
 
     ``loss`` and ``metric`` are the averages per sample since the previous line; a resumed run
-    appends to the file it finds.
+    appends to the file it finds, and TensorBoard drops what the interrupted run logged after
+    ``resumed_at`` samples.
     """
 
-    def __init__(self, path, append: bool = False) -> None:
+    def __init__(self, path=None, append: bool = False, tensorboard=None, resumed_at: int | None = None) -> None:
         self.path = path
-        fresh = not append or not os.path.exists(path)
-        self._file = open(path, "w" if fresh else "a", encoding="utf-8", newline="")
-        if fresh:
-            self._write(",".join(METRICS_COLUMNS))
+        self._board = tensorboard_writer(tensorboard, resumed_at) if tensorboard is not None else None
+        self._file = None
+        if path is not None:
+            fresh = not append or not os.path.exists(path)
+            self._file = open(path, "w" if fresh else "a", encoding="utf-8", newline="")
+            if fresh:
+                self._write(",".join(METRICS_COLUMNS))
 
     def add(self, step: int, row: dict, learning_rate: float, seconds: float) -> None:
-        self._write(f"{step},{row['examples']},{row['loss_since_last']:.6g},{row['metric_since_last']:.6g},"
-                    f"{learning_rate:.6g},{seconds:.3f}")
+        if self._file is not None:
+            self._write(f"{step},{row['examples']},{row['loss_since_last']:.6g},{row['metric_since_last']:.6g},"
+                        f"{learning_rate:.6g},{seconds:.3f}")
+        if self._board is not None:
+            for name, value in (("loss", row["loss_since_last"]), ("metric", row["metric_since_last"]),
+                                ("learning_rate", learning_rate), ("seconds", seconds)):
+                self._board.add_scalar(f"train/{name}", value, global_step=row["examples"])
+            self._board.flush()
 
     def _write(self, line: str) -> None:
         self._file.write(line + "\n")
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        if self._board is not None:
+            self._board.close()
+
+
+def tensorboard_writer(folder, resumed_at: int | None = None):
+    """A TensorBoard ``SummaryWriter`` into ``folder``; a clear error when TensorBoard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise OptionError("--tensorboard needs the tensorboard package",
+                          hint="pip install 'aelab[tensorboard]', or leave out --tensorboard "
+                               "(metrics.csv holds the same values)") from None
+    try:
+        return SummaryWriter(log_dir=str(folder), purge_step=resumed_at)
+    except OSError as e:
+        raise OutputError(f"cannot write TensorBoard logs there ({e.strerror or e})", path=folder,
+                          hint="choose another --tensorboard folder") from None
 
 
 def current_learning_rate(optimizer) -> float:
