@@ -121,9 +121,25 @@ def test_the_loss_must_suit_the_data(tmp_path):
     result = train(unit, TrainConfig(model="simple", code_size=2, sweeps=1, minibatch_size=16), log=None,
                    progress_bar=False)
     assert result.model_config.loss == "bce"
-    images = load_dataset(_colour_folder(tmp_path / "col"))
-    with pytest.raises(OptionError, match="images train with the bce loss"):
-        train(images, TrainConfig(loss="mse", sweeps=1), log=None, progress_bar=False)
+
+
+def test_images_train_with_mse_too_and_their_outputs_stay_pixels(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "mse"
+    assert main(["train", "--data", str(tiny_npz), "--loss", "mse", "--model", "deep", "--code-size", "8",
+                 "--recipe", "adam", "--sweeps", "1", "--quiet", "--out", str(out)]) == 0
+    model = load_checkpoint(out)
+    assert model.model_config.loss == "mse" and model.model_config.is_image
+    # linear outputs, clipped to [0, 1] where they become images: far codes decode to valid pixels
+    decoded = inference.decode(model.model, np.full((3, 8), 1e3, dtype=np.float32))
+    assert decoded.min() >= 0.0 and decoded.max() <= 1.0 and decoded.max() == 1.0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(tiny_npz), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["test_r2"] > 0.1 and scores["test_psnr_db"] > 12  # it learned: better than each pixel's mean
+    assert "test_error_pct" in scores and "test_bce" not in scores
+    assert main(["reconstruct", "--checkpoint", str(out), "--data", str(tiny_npz), "--limit", "3",
+                 "-o", str(tmp_path / "rec")]) == 0
+    assert np.asarray(Image.open(tmp_path / "rec" / "img-00000.png")).shape == (28, 28)
 
 
 # --- the CLI, end to end --------------------------------------------------------------------------

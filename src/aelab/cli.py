@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "masking:P or salt-pepper:P, e.g. gaussian:0.5")
     p.add_argument("--loss", choices=api.LOSSES, default=None,
                    help="bce (sigmoid outputs, for images and data in [0, 1]) or mse (linear outputs, for "
-                        "anything else); default: what the data suits")
+                        "anything else; an image model's are clipped to [0, 1]); default: bce for images and "
+                        "data in [0, 1], else mse")
     _add_data(p)
     _add_device(p)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")

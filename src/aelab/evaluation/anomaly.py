@@ -28,7 +28,7 @@ def sample_errors(model: torch.nn.Module, images, batch_size: int | None = None)
         for b in _batches(rows, batch_size, model):
             x = b.to(device, torch.float32)
             target = x * (1.0 / config.input_max)
-            output = output_of(m.decode_logits(m.encode(x)), config.loss)
+            output = output_of(m.decode_logits(m.encode(x)), config)
             out.append(((output - target).double() ** 2).mean(dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 

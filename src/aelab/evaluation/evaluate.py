@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from ..models.inference import _batches, _device_of, as_pixel_rows, computing_in, encode
-from ..models.losses import SAMPLE_METRICS
+from ..models.losses import cntk_classification_error
 from ..models.networks import output_of
 from .metrics import knn_accuracy as knn_on_codes, psnr_db
 
@@ -19,16 +19,18 @@ def evaluate(model: torch.nn.Module, images, batch_size: int | None = None) -> d
 
     Returns ``test_mse`` (per value), ``test_r2`` (the fraction of the test
     data's variance about its per-value means that the reconstruction
-    explains) and ``n``; a ``bce`` model (pixels, data in [0, 1]) adds
-    ``test_error_pct`` (CNTK's classification_error averaged over the samples,
-    in percent: the tutorial's "Average test error"), ``test_bce`` (binary
-    cross-entropy per value) and ``test_psnr_db`` (PSNR of the MSE, peak 1).
+    explains) and ``n``; an image model, or a ``bce`` model of data in [0, 1],
+    adds ``test_error_pct`` (CNTK's classification_error averaged over the
+    samples, in percent: the tutorial's "Average test error") and
+    ``test_psnr_db`` (PSNR of the MSE, peak 1); a ``bce`` model also
+    ``test_bce`` (binary cross-entropy per value).
     """
     rows = as_pixel_rows(model, images)
     n = rows.shape[0]
     if n == 0:
         raise DataError("no images to evaluate")
     config = model.config
+    in_unit = config.loss == "bce" or config.is_image  # outputs and targets in [0, 1]
     device = _device_of(model)
     error = bce = se = 0.0
     total = torch.zeros(rows.shape[1], dtype=torch.float64)
@@ -37,8 +39,9 @@ def evaluate(model: torch.nn.Module, images, batch_size: int | None = None) -> d
         for b in _batches(rows, batch_size, model):
             target = b.to(device, torch.float32) * (1.0 / config.input_max)
             logits = m.decode_logits(m.encode(b.to(device, torch.float32)))
-            output = output_of(logits.clone(), config.loss)
-            error += float(SAMPLE_METRICS[config.loss](output, target).double().sum())
+            output = output_of(logits.clone(), config)
+            if in_unit:
+                error += float(cntk_classification_error(output, target).double().sum())
             if config.loss == "bce":
                 bce += float(F.binary_cross_entropy_with_logits(logits, target, reduction="sum").double())
             se += float(((output - target).double() ** 2).sum())
@@ -49,8 +52,10 @@ def evaluate(model: torch.nn.Module, images, batch_size: int | None = None) -> d
     mse_value = se / values
     spread = float((total_sq - total * total / n).sum())  # the test data's summed squared deviations
     scores = {"test_mse": mse_value, "test_r2": 1.0 - se / spread if spread > 0 else float("nan"), "n": n}
+    if in_unit:
+        scores.update(test_error_pct=100.0 * error / n, test_psnr_db=psnr_db(mse_value))
     if config.loss == "bce":
-        scores.update(test_error_pct=100.0 * error / n, test_bce=bce / values, test_psnr_db=psnr_db(mse_value))
+        scores["test_bce"] = bce / values
     return scores
 
 

@@ -82,7 +82,7 @@ def export_model(model: torch.nn.Module, fmt: str, folder: str | Path, scaler: d
                        "meaning": pixel + ("" if not is_image else ", channels first")},
             "codes": {"name": "codes", "shape": ["batch", config.code_size], "dtype": "float32"},
             "outputs": {"name": "outputs", "shape": ["batch", *layout], "dtype": "float32",
-                        "meaning": "images in [0, 1], channels first" if is_image and config.loss == "bce"
+                        "meaning": "images in [0, 1], channels first" if is_image
                         else "rows in the scaled units"},
             "model": config.to_dict(), "scaler": scaler}
     paths.append(write_text(out / "export.json", json.dumps(info, indent=2) + "\n"))

@@ -184,7 +184,7 @@ def decode_to_pixels(model: torch.nn.Module, codes, batch_size: int | None = Non
     """Images decoded from ``codes`` as 8-bit levels: uint8 (n, h, w) or (n, h, w, c), each
     ``round(255 * p)`` of :func:`decode`'s p (halves to even), converted batch by batch while the batch
     is in the caches."""
-    if not model.config.is_image or model.config.loss != "bce":
+    if not model.config.is_image:
         raise OptionError("only image models decode to pixels", hint="use decode() for a table's rows")
     out = [p.mul_(255.0).round_().to(torch.uint8) for p in _decoded_batches(model, codes, batch_size, precision)]
     empty = torch.zeros(0, model.config.input_dim, dtype=torch.uint8)

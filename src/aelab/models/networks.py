@@ -348,16 +348,19 @@ class DenseAutoencoder(nn.Module):
         return torch.addmm(decoder[-1].bias, h, decoder[-1].weight.t())
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes to outputs (n, input_dim): in [0, 1] for a ``bce`` model (pixels / 255)."""
-        return output_of(self.decode_logits(codes), self.config.loss)
+        """Codes to outputs (n, input_dim): in [0, 1] for an image model (pixels / 255)."""
+        return output_of(self.decode_logits(codes), self.config)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))
 
 
-def output_of(logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """A model's outputs from its last layer: the sigmoid for ``bce`` (in place), the values for ``mse``."""
-    return logits.sigmoid_() if loss == "bce" else logits
+def output_of(logits: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """A model's outputs from its last layer, in place: the sigmoid for ``bce``, the values for ``mse``,
+    which an image model clips to [0, 1] (pixels / 255 cannot lie outside it)."""
+    if config.loss == "bce":
+        return logits.sigmoid_()
+    return logits.clamp_(0.0, 1.0) if config.is_image else logits
 
 
 class ConvAutoencoder(nn.Module):
@@ -436,8 +439,8 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(codes)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes to outputs (n, input_dim): in [0, 1] for a ``bce`` model (pixels / 255)."""
-        return output_of(self.decode_logits(codes), self.config.loss)
+        """Codes to outputs (n, input_dim): in [0, 1] for an image model (pixels / 255)."""
+        return output_of(self.decode_logits(codes), self.config)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))

@@ -186,7 +186,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     total_minibatches = _count_minibatches(config, data.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
     noise = parse_noise(config.noise)
-    bounded = mconfig.loss == "bce"  # data in [0, 1]
+    bounded = mconfig.loss == "bce" or mconfig.is_image  # data in [0, 1]
     if noise is not None and noise.kind == "salt-pepper" and not bounded:
         raise OptionError("salt-pepper noise sets values to 0 or 1, which means nothing for data outside [0, 1]",
                           hint="use gaussian:SIGMA or masking:P")
@@ -328,14 +328,12 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
 def loss_for(data: Dataset, asked: str | None) -> str:
     """The loss a run on ``data`` uses: ``asked``, else BCE for images and tables in [0, 1], else MSE.
 
-    BCE needs targets in [0, 1] and images are trained on their pixels in [0, 1] with a sigmoid
-    output, so other pairings are refused with what to do instead.
+    BCE needs targets in [0, 1], so a table outside it is refused with what to do instead. Images
+    (pixels / 255) suit either: BCE by default, as the tutorial; MSE gives linear outputs, clipped
+    to [0, 1] wherever they become pixels.
     """
     if data.kind == "images":
-        if asked not in (None, "bce"):
-            raise OptionError(f"images train with the bce loss, not {asked!r}",
-                              hint="drop --loss (pixels lie in [0, 1], which bce suits)")
-        return "bce"
+        return asked or "bce"
     in_unit = in_unit_range(data.train.images)
     if asked == "bce" and not in_unit:
         raise OptionError(f"the bce loss needs data in [0, 1], but {data.name!r} is scaled "

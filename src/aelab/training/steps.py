@@ -150,7 +150,7 @@ class AutogradStep:
         (total * self.grad_scale).backward()  # accumulates into the flat gradient's views
         with torch.no_grad():
             loss_name = self.model.config.loss
-            metric = SAMPLE_METRICS[loss_name](output_of(logits.detach().clone(), loss_name), target).sum()
+            metric = SAMPLE_METRICS[loss_name](output_of(logits.detach().clone(), self.model.config), target).sum()
         return loss.detach(), metric
 
 
