@@ -1,6 +1,8 @@
 """Your own data: image folders, feature tables, the test split, channels, sizes, scaling, the cache."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -253,13 +255,37 @@ def test_bad_npy(tmp_path):
             load_dataset(tmp_path / name)
 
 
-def test_parquet_without_pyarrow_names_the_extra(tmp_path):
+def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        with pytest.raises(DataError, match=r"aelab\[parquet\]"):
-            load_dataset(tmp_path / "t.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(DataError, match=r"aelab\[parquet\]"):
+        load_dataset(tmp_path / "t.parquet")
+
+
+def test_a_parquet_table_reads_as_its_csv_twin_does(tmp_path):
+    pa = pytest.importorskip("pyarrow")  # in the test extra: skipped only outside it
+    import pyarrow.parquet as pq
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 3)) * [1, 10, 100]
+    kinds = np.array(["cat", "dog"])[rng.integers(0, 2, 40)]
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1].astype(np.float32), "c": np.round(x[:, 2]).astype(np.int64),
+                             "kind": kinds}), tmp_path / "t.parquet")
+    with open(tmp_path / "t.csv", "w") as f:
+        f.write("a,b,c,kind\n")
+        for row, kind in zip(x, kinds):
+            f.write(f"{float(row[0])!r},{float(np.float32(row[1]))!r},{int(np.round(row[2]))},{kind}\n")
+    parquet = load_dataset(tmp_path / "t.parquet", label_column="kind", test_fraction=0.25, scale="none")
+    csv_twin = load_dataset(tmp_path / "t.csv", label_column="kind", test_fraction=0.25, scale="none")
+    assert parquet.input_shape == (3,) and parquet.class_names == ["cat", "dog"]
+    np.testing.assert_array_equal(parquet.train.images, csv_twin.train.images)
+    np.testing.assert_array_equal(parquet.test.labels, csv_twin.test.labels)
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        load_dataset(tmp_path / "bad.parquet")
+    pq.write_table(pa.table({"a": [1.0, 2.0], "note": ["x", "y"]}), tmp_path / "text.parquet")
+    with pytest.raises(DataError, match="column 'note' holds string"):
+        load_dataset(tmp_path / "text.parquet")
 
 
 def test_options_are_checked(tmp_path):
