@@ -138,6 +138,12 @@ def test_more_processes_than_a_minibatch_has_samples_is_refused(digits: Path, tm
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+def test_commands_other_than_train_refuse_torchrun(tmp_path: Path) -> None:
+    result = run([*standalone(2), *AELAB, "evaluate", "--checkpoint", "mnist-deep"])
+    assert result.returncode != 0
+    assert "aelab evaluate runs in one process; torchrun starts several for aelab train only" in result.stderr
+
+
 def wait_for_rows(csv: Path, rows: int, process: subprocess.Popen, limit: float = 120) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and process.poll() is None:

@@ -629,6 +629,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args, argv: Sequence[str] | None) -> int:
     try:
+        if api.process_count() > 1 and args.command != "train":
+            raise OptionError(f"aelab {args.command} runs in one process; torchrun starts several for aelab train only",
+                              hint=f"run aelab {args.command} without torchrun")
         return COMMANDS[args.command](_with_config(args, argv))
     except TrainingInterrupted as e:
         print(f"aelab {args.command}: {e}", file=sys.stderr)

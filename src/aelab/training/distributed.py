@@ -115,6 +115,11 @@ def _leave() -> None:
         torch.distributed.destroy_process_group()
 
 
+def process_count() -> int:
+    """How many training processes torchrun started (1 when not under torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def process_rank() -> int:
     """This process's rank as torchrun set it (0 when not under torchrun): rank 0 alone writes files."""
     return int(os.environ.get("RANK", "0"))
