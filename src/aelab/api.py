@@ -39,7 +39,7 @@ from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
-from .training.distributed import process_count, process_rank
+from .training.distributed import process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
