@@ -57,7 +57,7 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
-           "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
+           "sample_images", "compress_notice", "decompress_notice", "load_data", "pack_data", "DATA_OPTIONS", "SCALE_METHODS",
            "LOSSES", "data_record", "check_fits",
            "report_model", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
 
@@ -190,6 +190,14 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
     if checkpoint is not None:
         check_fits(checkpoint, data.input_shape, data.name)
     return data
+
+
+def pack_data(path: str | Path | None, out: str | Path, **options) -> Path:
+    """Write the data set at ``path`` (read as :func:`load_data` reads it, with ``options``) as a packed data set
+    in folder ``out`` (:mod:`aelab.data.packed`): ``--data out`` then reads it from disk with bounded memory."""
+    from .data.packed import pack
+
+    return pack(load_data(path, **options), out)
 
 
 def _recorded_options(checkpoint: Checkpoint, path: str | Path | None) -> dict:

@@ -29,6 +29,7 @@ from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
 from .folders import has_images, read_image_folder
+from .packed import check_reading_options, is_packed, load_packed
 from .pictures import IMAGE_FILE_SUFFIXES
 from .pictures import decode as decode_picture
 from .scaling import Scaler
@@ -70,7 +71,8 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     or colour images, or any numbers as a table), or with one array; a string
     ``"TRAIN,TEST"`` naming two CTF files; a folder of images (see
     :mod:`aelab.data.folders`: ``train/``+``test/``, class folders or flat); or
-    a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``).
+    a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``); or a packed data set's folder
+    (:mod:`aelab.data.packed`, ``aelab data pack``), memory-mapped, read as it was packed.
 
     A source without a test split gets one: ``test_fraction`` of the samples,
     drawn with ``seed``, stratified by label when possible; ``Dataset.source``
@@ -94,6 +96,10 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     if p is None:
         return _load_bundled()
     split = {"test_fraction": test_fraction, "seed": seed}
+    if is_packed(p):  # read as it was packed: split, sized and scaled then
+        data = load_packed(p)
+        check_reading_options(data, channels=channels, resize=size, crop=crop, scale=scale, scaler=scaler)
+        return data
     if p.is_dir():
         return _load_folder(p, dict(split, **image_options))
     if p.is_file():
