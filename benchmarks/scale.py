@@ -137,8 +137,9 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aelab-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        load_before = os.getloadavg()[0]
         print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; model {MODEL}, tutorial "
-              f"recipe (minibatch 64), seed {SEED}", flush=True)
+              f"recipe (minibatch 64), seed {SEED}; load average {load_before:.1f}", flush=True)
         big = work / f"{largest}x"
         dataset_bytes, pack_seconds = make_set(big, largest, seed=1)
         print(f"packed {largest} x 60,000 shifted digits: {dataset_bytes / 1e9:.2f} GB in {pack_seconds:.1f} s "
@@ -174,7 +175,10 @@ def main() -> int:
         for s in series:
             print(f"{s['factor']:>4}x  {s['images']:>10,} {s['seconds']:14.1f} {s['us_per_sample']:10.2f} "
                   f"{s['peak_rss_mb']:11.0f}")
+        print(f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other processes on "
+              "the same cores slow every run; the ratio compares runs made minutes apart)")
         print(json.dumps({"benchmark": "scale", "quick": args.quick, "cpu": cpu_model(), "cores": os.cpu_count(),
+                          "load_average": [load_before, os.getloadavg()[0]],
                           "model": MODEL, "minibatch": 64,
                           "streamed_samples_per_second": streamed["samples_per_second"],
                           "in_memory_samples_per_second": memory["samples_per_second"], "ratio": ratio,

@@ -221,3 +221,30 @@ def test_train_evaluate_encode_and_score_take_a_packed_folder(tiny_npz, tmp_path
     assert rc == 0 and np.load(tmp_path / "c.npy").shape[0] == 200, err
     rc, out, err = run(capsys, "score", "--checkpoint", tmp_path / "m", "--data", packed, "-o", tmp_path / "s.csv")
     assert rc == 0, err
+
+
+def test_the_scale_benchmark_shifts_digits_and_packs_them_in_chunks(tmp_path, monkeypatch):
+    from helpers import benchmark_script
+    scale = benchmark_script("scale")
+    rng = np.random.default_rng(0)
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 10:18, 10:18] = 200
+    moved = scale.shifted(np.repeat(image, 50, axis=0), rng)
+    assert (moved.sum(axis=(1, 2)) == image.sum()).all()  # a shift of at most 3 loses nothing here
+    assert len({m.tobytes() for m in moved}) > 10
+    monkeypatch.setattr(scale, "MNIST_TRAIN", 700)
+    monkeypatch.setattr(scale, "CHUNK", 300)
+    size, _ = scale.make_set(tmp_path / "s", 2, seed=0)
+    data = load_dataset(tmp_path / "s")
+    assert data.train.n == 1400 and data.test.n == 10000 and size > 1400 * 784
+
+
+def test_row_chunks_read_a_mapped_file_as_its_rows(packed_tiny):
+    from aelab.data.packed import row_chunks
+    from aelab.data.scaling import in_unit_range
+    images = load_dataset(packed_tiny).train.images
+    chunks = list(row_chunks(images, chunk_bytes=1000 * 784))
+    assert len(chunks) == 7 and not any(isinstance(c, np.memmap) for c in chunks)
+    assert np.array_equal(np.concatenate(chunks), images)
+    assert np.array_equal(np.concatenate(list(row_chunks(images[5:], chunk_bytes=999 * 784))), images[5:])
+    assert not in_unit_range(images) and in_unit_range(np.zeros((3, 2), np.float32))

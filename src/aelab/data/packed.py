@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -37,7 +38,7 @@ from ..errors import DataError, OptionError, OutputError
 from ..fileio import FILE_MODE
 from .dataset_types import Dataset, Split, combined_digest
 
-__all__ = ["pack", "PackWriter", "load_packed", "is_packed", "INDEX_FILE", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["pack", "PackWriter", "load_packed", "is_packed", "row_chunks", "INDEX_FILE", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "aelab-packed"
 FORMAT_VERSION = 1
@@ -393,6 +394,24 @@ def _sha256_of(f, start: int, count: int) -> str:
         digest.update(view[:n])
         count -= n
     return digest.hexdigest()
+
+
+def row_chunks(x: np.ndarray, chunk_bytes: int = READ_BYTES):
+    """``x``'s rows a few megabytes at a time, as arrays in memory; a memory-mapped file's are read from the file
+    (what a map touches stays resident, a read's buffer does not)."""
+    step = max(1, chunk_bytes // max(1, x[:1].nbytes))
+    filename = getattr(x, "filename", None)
+    if not (isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and filename and x.flags.c_contiguous):
+        for start in range(0, len(x), step):
+            yield x[start:start + step]
+        return
+    row_bytes = x[:1].nbytes
+    with open(filename, "rb") as f:
+        for start in range(0, len(x), step):
+            count = min(step, len(x) - start)
+            f.seek(int(x.offset) + start * row_bytes)
+            yield np.fromfile(f, dtype=x.dtype, count=count * (row_bytes // x.dtype.itemsize)).reshape(count,
+                                                                                                        *x.shape[1:])
 
 
 def _mapped(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
