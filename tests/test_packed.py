@@ -104,6 +104,10 @@ def test_a_truncated_or_altered_shard_is_refused_in_one_line(packed_tiny, tmp_pa
         f.truncate(1000)
     rc, out, err = run(capsys, "evaluate", "--checkpoint", "mnist-deep", "--data", bad)
     assert rc == 2 and "truncated" in err and "Traceback" not in err
+    index = (packed_tiny / INDEX_FILE).read_text()
+    (bad / INDEX_FILE).write_text(index.replace('"block_rows": 4', '"block_rows": 5'))  # another order, same data
+    with pytest.raises(DataError, match="sha256 does not match"):
+        load_packed(bad)
     (bad / INDEX_FILE).write_text("{")
     with pytest.raises(DataError, match="index is unreadable"):
         load_packed(bad)
@@ -165,7 +169,20 @@ def test_the_stream_gives_the_block_order_from_disk_and_resumes_anywhere(tiny_da
     rows = to_model_rows(config, torch.from_numpy(tiny_data.train.images)).float()
     assert torch.equal(taken, rows[expected])
     later, _ = stream_for(data, seed=3, start=6321)  # mid-window, mid-sweep
-    assert torch.equal(torch.cat([later.next(100) .clone() for _ in range(20)]), taken[6321:8321])
+    assert torch.equal(torch.cat([later.next(100).clone() for _ in range(20)]), taken[6321:8321])
+    plain, _ = stream_for(data, seed=3, start=6321)
+    plain._blocks._fused = False  # without numba: numpy's gather, the same values
+    assert torch.equal(torch.cat([plain.next(100).clone() for _ in range(20)]), taken[6321:8321])
+
+
+def test_a_slice_of_a_packed_split_trains_from_memory(packed_tiny):
+    from aelab.data import Dataset, Split
+    data = load_dataset(packed_tiny)
+    part = Dataset(name="part", train=Split(data.train.images[100:400]), test=data.test, sha256="0" * 64,
+                   source=data.source)
+    config = model_config("simple", input_shape=data.input_shape, code_size=8)
+    rows = training_rows(config, part, torch.device("cpu"))
+    assert isinstance(rows, torch.Tensor) and rows.shape == (300, 784)
 
 
 def test_colour_images_stream_channels_first(tmp_path):

@@ -191,13 +191,12 @@ class PackWriter:
             records = {s: w.close() for s, w in self.splits.items()}
             if records["train"]["rows"] == 0 or records["test"]["rows"] == 0:
                 raise OptionError("a packed data set needs samples in both splits")
-            digests = [sh["sha256"] for s in SPLITS for sh in records[s]["shards"]]
-            digests += [records[s]["labels_sha256"] for s in SPLITS if "labels_sha256" in records[s]]
             index = {"format": FORMAT, "format_version": FORMAT_VERSION,
                      "kind": "table" if self.dtype == np.float32 else "images", "dtype": self.dtype.name,
                      "sample_shape": list(self.sample_shape), "labels": "labels" in records["train"],
                      "block_rows": self.block_rows, "buffer_blocks": self.buffer_blocks,
-                     "sha256": combined_digest(digests), **meta, "splits": records}
+                     **meta, "splits": records}
+            index["sha256"] = identity(index)
             path = self.tmp / INDEX_FILE
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(index, f, indent=1)
@@ -292,6 +291,14 @@ def load_packed(path: str | os.PathLike, verify: bool = True) -> Dataset:
                    source=source)
 
 
+def identity(index: dict) -> str:
+    """A packed set's ``Dataset.sha256``: over its shards' and labels' SHA-256 and the block order's settings
+    (which decide the training order, so a resumed run must see the same)."""
+    digests = [sh["sha256"] for s in SPLITS for sh in index["splits"][s]["shards"]]
+    digests += [index["splits"][s]["labels_sha256"] for s in SPLITS if "labels_sha256" in index["splits"][s]]
+    return combined_digest(digests + [f"blocks {index['block_rows']} x {index['buffer_blocks']}"])
+
+
 def check_reading_options(data: Dataset, *, channels: str | None, resize: tuple[int, int] | None, crop: bool,
                           scale: str | None, scaler: Any) -> None:
     """Refuse reading options that differ from those the packed ``data`` was read with when it was packed
@@ -338,6 +345,7 @@ def read_index(folder: Path) -> dict:
             assert all(isinstance(s["sha256"], str) for s in record["shards"])
             assert Path(record["file"]).name == record["file"]
             assert not index["labels"] or Path(record["labels"]).name == record["labels"]
+        assert index.get("sha256") == identity(index), "its sha256 does not match its shards"
     except (KeyError, TypeError, ValueError, AssertionError) as e:
         raise DataError(f"the packed data set's index is incomplete or inconsistent ({e!r})", path=path,
                         hint="pack the data again") from e

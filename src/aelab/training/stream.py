@@ -7,6 +7,7 @@ blocks at a time by a background thread.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import threading
 import weakref
@@ -118,7 +119,8 @@ def training_rows(config, data, device: torch.device) -> torch.Tensor | PackedRo
     """``data.train``'s samples as the model's (n, input_dim) rows on ``device``: one tensor, or, for
     a packed data set, a :class:`PackedRows` that :class:`SweepStream` reads block by block."""
     packed = data.source.get("packed") if data.source.get("format") == "packed" else None
-    if packed is not None and isinstance(data.train.images, np.memmap):
+    images = data.train.images
+    if packed is not None and isinstance(images, np.memmap) and isinstance(images.base, mmap.mmap):  # the whole file
         return PackedRows(data.train.images, config, device, int(packed["block_rows"]), int(packed["buffer_blocks"]))
     return to_model_rows(config, tensor_view(data.train.images)).contiguous().to(device)
 
