@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..errors import DataError, OptionError, OutputError
 from ..fileio import FILE_MODE
+from .chunks import READ_BYTES, row_chunks  # noqa: F401 - row_chunks: part of this module's API
 from .dataset_types import Dataset, Split, combined_digest
 
 __all__ = ["pack", "PackWriter", "load_packed", "is_packed", "row_chunks", "INDEX_FILE", "FORMAT", "FORMAT_VERSION"]
@@ -49,7 +49,6 @@ BLOCK_BYTES = 1 << 20    # the unit of the training order's block shuffle: about
 BUFFER_BYTES = 32 << 20  # the rows shuffled together: about this many bytes of blocks
 HEADER_BYTES = 128       # each .npy's header, padded to this size (rewritten when the row count is known)
 CHUNK_ROWS_BYTES = 16 << 20  # how many bytes of rows pack() copies at a time
-READ_BYTES = 8 << 20     # the checksum reads
 
 
 def is_packed(path: str | os.PathLike | None) -> bool:
@@ -402,24 +401,6 @@ def _sha256_of(f, start: int, count: int) -> str:
         digest.update(view[:n])
         count -= n
     return digest.hexdigest()
-
-
-def row_chunks(x: np.ndarray, chunk_bytes: int = READ_BYTES):
-    """``x``'s rows a few megabytes at a time, as arrays in memory; a memory-mapped file's are read from the file
-    (what a map touches stays resident, a read's buffer does not)."""
-    step = max(1, chunk_bytes // max(1, x[:1].nbytes))
-    filename = getattr(x, "filename", None)
-    if not (isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and filename and x.flags.c_contiguous):
-        for start in range(0, len(x), step):
-            yield x[start:start + step]
-        return
-    row_bytes = x[:1].nbytes
-    with open(filename, "rb") as f:
-        for start in range(0, len(x), step):
-            count = min(step, len(x) - start)
-            f.seek(int(x.offset) + start * row_bytes)
-            yield np.fromfile(f, dtype=x.dtype, count=count * (row_bytes // x.dtype.itemsize)).reshape(count,
-                                                                                                        *x.shape[1:])
 
 
 def _mapped(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:

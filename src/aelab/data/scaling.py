@@ -23,7 +23,7 @@ def in_unit_range(x: np.ndarray) -> bool:
     if x.size == 0:
         return False
     if isinstance(x, np.memmap):
-        from .packed import row_chunks
+        from .chunks import row_chunks
 
         return all(float(np.min(c)) >= 0.0 and float(np.max(c)) <= 1.0 for c in row_chunks(x))
     return float(np.min(x)) >= 0.0 and float(np.max(x)) <= 1.0
