@@ -265,3 +265,25 @@ def test_row_chunks_read_a_mapped_file_as_its_rows(packed_tiny):
     assert np.array_equal(np.concatenate(chunks), images)
     assert np.array_equal(np.concatenate(list(row_chunks(images[5:], chunk_bytes=999 * 784))), images[5:])
     assert not in_unit_range(images) and in_unit_range(np.zeros((3, 2), np.float32))
+
+
+@pytest.mark.slow
+def test_aelab_train_on_a_packed_set_killed_at_random_then_resumed_is_bit_identical(tiny_data, tmp_path):
+    import random
+    import time
+    from test_resume import TRAIN, aelab, finish, wait_for, weights
+    from aelab.training.resume import RESUME_FILE
+    packed = pack(tiny_data, tmp_path / "packed", **SMALL)
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(packed), "--out", str(tmp_path / "whole")))
+    assert code == 0, err
+    out = tmp_path / "run"
+    proc = aelab("train", *TRAIN, "--data", str(packed), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    time.sleep(random.uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(packed), "--out", str(out), "--resume"))
+    assert code == 0, err
+    whole, resumed = weights(tmp_path / "whole"), weights(out)
+    assert all(torch.equal(resumed[name], whole[name]) for name in whole)
