@@ -87,6 +87,33 @@ def test_an_image_folder_round_trips_exactly(tmp_path):
         load_dataset(out, resize="4x4")
 
 
+@pytest.mark.parametrize("layout", ["train-test", "flat-mixed", "skip-bad", "crop"])
+def test_a_folder_is_packed_a_few_images_at_a_time_exactly_as_it_is_read(tmp_path, monkeypatch, layout):
+    from PIL import Image
+    from aelab.data import sources
+    rng = np.random.default_rng(3)
+    root = tmp_path / "pics"
+    for i in range(23):
+        folder = root / (("train" if i % 4 else "test") + f"/{'ab'[i % 2]}" if layout == "train-test" else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (7 + (i % 2 if layout == "crop" else 0), 6)
+        grey = layout == "flat-mixed" and i % 3 == 0
+        pixels = rng.integers(0, 256, size if grey else (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    if layout == "skip-bad":
+        (root / "05.png").write_bytes(b"not a picture")
+    options = {"skip-bad": dict(skip_bad=True), "crop": dict(crop=True)}.get(layout, {})
+    monkeypatch.setattr(sources, "FOLDER_CHUNK", 5)
+    monkeypatch.setattr(sources, "read_image_folder", None)  # never the whole folder at once
+    out = api.pack_data(root, tmp_path / "p", **options)
+    monkeypatch.undo()
+    original = load_dataset(root, **options)
+    packed = load_dataset(out)
+    same_data(original, packed)
+    assert packed.source["packed_from"]["source"] == {k: v for k, v in original.source.items() if k != "cached"}
+    assert packed.source["packed_from"]["sha256"] == original.sha256
+
+
 def test_a_truncated_or_altered_shard_is_refused_in_one_line(packed_tiny, tmp_path, capsys):
     import shutil
     bad = tmp_path / "bad"

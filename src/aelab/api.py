@@ -194,10 +194,14 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
 
 def pack_data(path: str | Path | None, out: str | Path, **options) -> Path:
     """Write the data set at ``path`` (read as :func:`load_data` reads it, with ``options``) as a packed data set
-    in folder ``out`` (:mod:`aelab.data.packed`): ``--data out`` then reads it from disk with bounded memory."""
-    from .data.packed import pack
+    in folder ``out`` (:mod:`aelab.data.packed`): ``--data out`` then reads it from disk with bounded memory. A
+    folder of images is streamed through its files, never held whole."""
+    from .data.datasets import pack_dataset
 
-    return pack(load_data(path, **options), out)
+    unknown = sorted(set(options) - set(DATA_OPTIONS))
+    if unknown:
+        raise OptionError(f"unknown data option(s) {', '.join(unknown)}", hint=f"use {', '.join(DATA_OPTIONS)}")
+    return pack_dataset(path, out, **{k: v for k, v in options.items() if v is not None and v is not False})
 
 
 def _recorded_options(checkpoint: Checkpoint, path: str | Path | None) -> dict:

@@ -317,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: npz when DEST ends in .npz)")
     q = dsub.add_parser("pack", help="write a data set to disk in shards, to train on it with bounded memory",
                         description="Pack a data set (anything --data accepts, read with the options below) into "
-                                    "folder OUT: its samples in checksummed shards with an index.json. --data OUT "
-                                    "then trains (block-shuffled), evaluates and encodes from disk without "
-                                    "loading it whole.")
+                                    "folder OUT: its samples in checksummed shards with an index.json (a folder "
+                                    "of images is read a few thousand files at a time). --data OUT then trains "
+                                    "(block-shuffled), evaluates and encodes from disk without loading it whole.")
     q.add_argument("source", help="anything --data accepts; 'mnist' for the bundled copy")
     q.add_argument("-o", "--out", required=True, metavar="OUT", help="the folder to create (must not exist)")
     _add_reading_options(q)
