@@ -314,3 +314,14 @@ def test_aelab_train_on_a_packed_set_killed_at_random_then_resumed_is_bit_identi
     assert code == 0, err
     whole, resumed = weights(tmp_path / "whole"), weights(out)
     assert all(torch.equal(resumed[name], whole[name]) for name in whole)
+
+
+def test_a_packed_file_that_shrinks_while_training_is_a_data_error(tiny_data, tmp_path):
+    data = load_dataset(pack(tiny_data, tmp_path / "p", **SMALL))
+    stream, _ = stream_for(data, seed=0)
+    stream.next(10)
+    with open(tmp_path / "p" / "train.npy", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(DataError, match="cannot read the packed data set"):
+        for _ in range(200):
+            stream.next(100)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..models.inference import tensor_view, to_model_rows
 from . import kernels
 
@@ -236,7 +237,6 @@ class BlockStream:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-blocks")
         self._current = None   # (key, buffer index, row order)
         self._pending = None   # (key, buffer index, future of the row order)
-
         weakref.finalize(self, _close_reader, self._reader, self._fd)
 
     def _load(self, key: tuple[int, int], buffer: int) -> np.ndarray:
@@ -258,6 +258,13 @@ class BlockStream:
         return (sweep, w + 1) if w + 1 < len(self.order.plan(sweep)[1]) else (sweep + 1, 0)
 
     def _window(self, key: tuple[int, int]) -> tuple[int, np.ndarray]:
+        try:
+            return self._switch_to(key)
+        except OSError as e:  # the file went away or shrank since it was checked
+            raise DataError(f"cannot read the packed data set ({e.strerror or e})", path=self.rows.path,
+                            hint="check the disk, or pack the data again") from e
+
+    def _switch_to(self, key: tuple[int, int]) -> tuple[int, np.ndarray]:
         if self._current is not None and self._current[0] == key:
             return self._current[1], self._current[2]
         free = 0 if self._current is None else 1 - self._current[1]
