@@ -325,3 +325,25 @@ def test_a_packed_file_that_shrinks_while_training_is_a_data_error(tiny_data, tm
     with pytest.raises(DataError, match="cannot read the packed data set"):
         for _ in range(200):
             stream.next(100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_packing_leaves_nothing(tmp_path, sig):
+    import subprocess
+    import sys
+    import time
+    table = tmp_path / "big.npy"  # a table: no decoding pool, whose forks can swallow a signal
+    np.save(table, np.random.default_rng(0).normal(size=(600_000, 100)).astype(np.float32))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "aelab", "data", "pack", str(table), "-o", str(work / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(work.iterdir()):  # the temporary folder is there: packing has begun
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err
+    assert list(work.iterdir()) == []
