@@ -155,9 +155,17 @@ def test_a_full_disk_while_packing_leaves_nothing(tiny_data, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []  # neither OUT nor its temporary folder
 
 
-def test_packing_refuses_an_existing_folder(tiny_data, packed_tiny):
+def test_packing_refuses_an_existing_folder_and_samples_that_do_not_fit(tiny_data, packed_tiny, tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         PackWriter(packed_tiny, (28, 28), np.uint8, labels=True)
+    with PackWriter(tmp_path / "p", (28, 28), np.uint8, labels=False) as writer:
+        with pytest.raises(OptionError, match="do not fit"):
+            writer.add("train", np.zeros((2, 28, 28), np.float32))
+        with pytest.raises(OptionError, match="labels"):
+            writer.add("train", np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64))
+        with pytest.raises(OptionError, match="both splits"):
+            writer.close({})
+    assert list(tmp_path.iterdir()) == []
 
 
 def sweep_order(order: BlockOrder, sweep: int) -> np.ndarray:

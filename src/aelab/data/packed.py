@@ -173,8 +173,9 @@ class PackWriter:
             raise OutputError(f"cannot write: {e.strerror or e}", path=self.out) from e
 
     def add(self, split: str, samples: np.ndarray, labels: np.ndarray | None = None) -> None:
-        if tuple(samples.shape[1:]) != self.sample_shape:
-            raise OptionError(f"samples of shape {samples.shape[1:]} do not fit this pack's {self.sample_shape}")
+        if tuple(samples.shape[1:]) != self.sample_shape or samples.dtype != self.dtype:
+            raise OptionError(f"{samples.dtype} samples of shape {samples.shape[1:]} do not fit this pack's "
+                              f"{self.dtype} {self.sample_shape}")
         writer = self.splits[split]
         if (writer.labels_file is None) != (labels is None) or (labels is not None and len(labels) != len(samples)):
             raise OptionError("labels must be given for every chunk, one per sample, or never")
