@@ -58,7 +58,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
-           "sample_images", "compress_notice", "decompress_notice", "load_data", "DATA_OPTIONS", "SCALE_METHODS",
+           "sample_images", "compress_notice", "decompress_notice", "load_data", "pack_data", "DATA_OPTIONS",
+           "SCALE_METHODS",
            "LOSSES", "data_record", "check_fits",
            "report_model", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
 
@@ -186,10 +187,7 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
     size and channels), a table is scaled with its scaler, and data of another shape than the
     model's is refused with an error that names both.
     """
-    unknown = sorted(set(options) - set(DATA_OPTIONS))
-    if unknown:
-        raise OptionError(f"unknown data option(s) {', '.join(unknown)}", hint=f"use {', '.join(DATA_OPTIONS)}")
-    chosen = {k: v for k, v in options.items() if v is not None and v is not False}
+    chosen = _given_data_options(options)
     scaler = None
     if checkpoint is not None:
         chosen = {**_recorded_options(checkpoint, path), **chosen}
@@ -198,6 +196,23 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
     if checkpoint is not None:
         check_fits(checkpoint, data.input_shape, data.name)
     return data
+
+
+def pack_data(path: str | Path | None, out: str | Path, **options) -> Path:
+    """Write the data set at ``path`` (read as :func:`load_data` reads it, with ``options``) as a packed data set
+    in folder ``out`` (:mod:`aelab.data.packed`): ``--data out`` then reads it from disk with bounded memory. A
+    folder of images is streamed through its files, never held whole."""
+    from .data.datasets import pack_dataset
+
+    return pack_dataset(path, out, **_given_data_options(options))
+
+
+def _given_data_options(options: dict) -> dict:
+    """``options`` less those not given (None, False); unknown names are refused."""
+    unknown = sorted(set(options) - set(DATA_OPTIONS))
+    if unknown:
+        raise OptionError(f"unknown data option(s) {', '.join(unknown)}", hint=f"use {', '.join(DATA_OPTIONS)}")
+    return {k: v for k, v in options.items() if v is not None and v is not False}
 
 
 def _recorded_options(checkpoint: Checkpoint, path: str | Path | None) -> dict:

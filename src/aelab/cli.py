@@ -304,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of objects (name, kind, code_size, ..., and the test metrics)")
 
-    p = sub.add_parser("data", help="dataset tools: info, convert, download",
-                       description="Inspect, convert and download datasets.")
+    p = sub.add_parser("data", help="dataset tools: info, convert, pack, download",
+                       description="Inspect, convert, pack and download datasets.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = dsub.add_parser("info", help="counts, shape, label histogram and checksums",
                         description="Describe a dataset or a single IDX, CTF or .npz file.")
@@ -319,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dest", help="a folder (idx, idx.gz, ctf) or a .npz file")
     q.add_argument("--to", dest="fmt", choices=("idx", "idx.gz", "ctf", "npz"), default=None,
                    help="output format (default: npz when DEST ends in .npz)")
+    q = dsub.add_parser("pack", help="write a data set to disk in shards, to train on it with bounded memory",
+                        description="Pack a data set (anything --data accepts, read with the options below) into "
+                                    "folder OUT: its samples in checksummed shards with an index.json (a folder "
+                                    "of images is read a few thousand files at a time). --data OUT then trains "
+                                    "(block-shuffled), evaluates and encodes from disk without loading it whole.")
+    q.add_argument("source", help="anything --data accepts; 'mnist' for the bundled copy")
+    q.add_argument("-o", "--out", required=True, metavar="OUT", help="the folder to create (must not exist)")
+    _add_reading_options(q)
     q = dsub.add_parser("download", help="download MNIST from its public mirrors, checksums verified",
                         description="Download the four MNIST files into DIR, verifying their SHA-256. aelab "
                                     "works offline with its bundled copy; this is for fresh copies.")
@@ -596,6 +604,11 @@ def cmd_data(args) -> int:
                               hint="add --to idx, idx.gz, ctf or npz, or name the destination FILE.npz")
         dest = convert(src, args.dest, args.fmt)
         print(f"Wrote {dest}")
+    elif args.data_command == "pack":
+        src = None if args.source == "mnist" else args.source
+        out = api.pack_data(src, args.out, **_data_options(args))
+        data = api.load_data(out)
+        print(f"Packed {data.train.n} + {data.test.n} {_samples(data)} into {out}; train on it with --data {out}")
     elif args.data_command == "download":
         kwargs = {"base_urls": args.mirror} if args.mirror else {}
         folder = download_mnist(args.dir, **kwargs)

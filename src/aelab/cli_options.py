@@ -58,7 +58,8 @@ def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="dataset: a folder of images (PNG, JPEG, WebP, BMP, TIFF; train/ and test/ subfolders, "
                         "class folders or flat), a table (.npy, .csv, .tsv, .parquet), a .npz, a folder of "
-                        "MNIST-format IDX files or of the tutorial's CTF files, or TRAIN.txt,TEST.txt "
+                        "MNIST-format IDX files or of the tutorial's CTF files, TRAIN.txt,TEST.txt, or a packed "
+                        "data set's folder (`aelab data pack`) "
                         "(default: the bundled MNIST)")
     if reading:
         _add_reading_options(p)

@@ -6,7 +6,8 @@ the array layout is documented there), the seeded test split (``splitting``),
 the table ``Scaler`` (``scaling``), image-folder decoding and its cache
 (``folders``, ``pictures``, ``folder_cache``), the bundled MNIST (``aelab/data/mnist``,
 package data) and its checked download, image arrays and PNG writing
-(``images``) and input noise for denoising (``noise``). May import only the
+(``images``), input noise for denoising (``noise``) and packed data sets read from disk
+with bounded memory (``packed``, ``chunks``). May import only the
 core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
 ``aelab.version``.
 """
@@ -15,13 +16,14 @@ from .dataset_types import Dataset, Split
 from .datasets import load_dataset, load_images
 from .describe import describe, format_description
 from .saving import convert, save_dataset
+from .packed import PackWriter, load_packed, pack
 from .download import DEFAULT_MIRRORS, download_mnist
 from .pictures import parse_size
 from .scaling import Scaler, default_scaling, suggest_loss
 from .idx import read_idx, write_idx
 
 __all__ = [
-    "Dataset", "Split", "load_dataset", "load_images", "save_dataset", "convert",
+    "Dataset", "Split", "load_dataset", "load_images", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
     "describe", "format_description", "parse_size", "Scaler", "default_scaling", "suggest_loss",
     "read_idx", "write_idx",
     "iter_ctf", "read_ctf", "write_ctf",

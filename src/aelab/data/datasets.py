@@ -29,14 +29,15 @@ from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
 from .folders import has_images, read_image_folder
+from .packed import check_reading_options, is_packed, load_packed, pack
 from .pictures import IMAGE_FILE_SUFFIXES
 from .pictures import decode as decode_picture
 from .scaling import Scaler
-from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset
+from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder
 from .tables import TABLE_SUFFIXES
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
 
-__all__ = ["Split", "Dataset", "load_dataset", "load_images", "BUNDLED_NAME"]
+__all__ = ["Split", "Dataset", "load_dataset", "load_images", "pack_dataset", "BUNDLED_NAME"]
 
 BUNDLED_NAME = "mnist"
 IMAGE_SUFFIXES = tuple(IMAGE_FILE_SUFFIXES)
@@ -70,7 +71,8 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     or colour images, or any numbers as a table), or with one array; a string
     ``"TRAIN,TEST"`` naming two CTF files; a folder of images (see
     :mod:`aelab.data.folders`: ``train/``+``test/``, class folders or flat); or
-    a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``).
+    a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``); or a packed data set's folder
+    (:mod:`aelab.data.packed`, ``aelab data pack``), memory-mapped, read as it was packed.
 
     A source without a test split gets one: ``test_fraction`` of the samples,
     drawn with ``seed``, stratified by label when possible; ``Dataset.source``
@@ -94,6 +96,10 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     if p is None:
         return _load_bundled()
     split = {"test_fraction": test_fraction, "seed": seed}
+    if is_packed(p):  # read as it was packed: split, sized and scaled then
+        data = load_packed(p)
+        check_reading_options(data, channels=channels, resize=size, crop=crop, scale=scale, scaler=scaler)
+        return data
     if p.is_dir():
         return _load_folder(p, dict(split, **image_options))
     if p.is_file():
@@ -109,6 +115,24 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     if text == BUNDLED_NAME:
         return _load_bundled()
     raise DataError("no such file or folder", path=p, hint=f"pass {_ACCEPTED_SOURCES}")
+
+
+def pack_dataset(path: str | os.PathLike | None, out: str | os.PathLike, *, test_fraction: float = 0.1,
+                 seed: int = 0, label_column: str | int | None = None, channels: str | None = None,
+                 resize: str | tuple[int, int] | None = None, crop: bool = False, skip_bad: bool = False,
+                 scale: str | None = None) -> Path:
+    """Write the data set at ``path``, read as :func:`load_dataset` reads it with these options, as a packed data
+    set in folder ``out`` (:mod:`aelab.data.packed`); returns ``out``. A folder of images is streamed through its
+    files a few thousand at a time (decoded twice, never held whole); any other source is loaded, then written."""
+    p = None if path is None else Path(path)
+    if (p is not None and p.is_dir() and label_column is None and scale in (None, "none") and not is_packed(p)
+            and not any(_find_idx_file(p, stem) for stem in IDX_FILES.values())
+            and not (_find_ctf_file(p, "Train") and _find_ctf_file(p, "Test")) and has_images(p)):
+        channels, size = checked_options(channels, resize, scale)
+        return pack_image_folder(p, Path(out), test_fraction=test_fraction, seed=seed, channels=channels,
+                                 resize=size, crop=crop, skip_bad=skip_bad)
+    return pack(load_dataset(path, test_fraction=test_fraction, seed=seed, label_column=label_column,
+                             channels=channels, resize=resize, crop=crop, skip_bad=skip_bad, scale=scale), out)
 
 
 def _refuse_image_options(options: dict) -> None:

@@ -17,7 +17,7 @@ from .scaling import SCALE_METHODS, Scaler, default_scaling, suggest_loss
 from .splitting import split_indices
 from .tables import checked_rows, read_table
 
-__all__ = ["load_folder_dataset", "load_table_dataset", "load_array_dataset", "checked_options",
+__all__ = ["load_folder_dataset", "pack_image_folder", "load_table_dataset", "load_array_dataset", "checked_options",
            "reading_options", "options_for"]
 
 
@@ -44,6 +44,77 @@ def load_folder_dataset(folder: Path, *, test_fraction: float, seed: int, channe
     name = folder.resolve().name or str(folder)
     return finish(name, np.asarray(found.images), found.labels, found.class_names, given,
                   {name + "/": found.sha256}, source, test_fraction, seed, scale=None)
+
+
+FOLDER_CHUNK = 2048  # images a folder is packed with at a time
+
+
+def pack_image_folder(folder: Path, out: Path, *, test_fraction: float, seed: int, channels: str | None,
+                      resize: tuple[int, int] | None, crop: bool, skip_bad: bool) -> Path:
+    """Pack an image folder as :func:`load_folder_dataset` reads it, never holding more than FOLDER_CHUNK decoded
+    images: a first pass decodes every file for its size, channels and checksum (what the split, the channel rule
+    and the size check need), a second decodes them again in split order into a :class:`PackWriter`."""
+    from collections import Counter
+    import hashlib
+
+    from .folders import _check_one_size, _crop_size, _layout, decode_all
+    from .packed import PackWriter
+
+    names, classes, in_test = _layout(folder)
+    paths = [str(folder / name) for name in names]
+    if not paths:
+        raise DataError("holds no images", path=folder,
+                        hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
+    crop_to = _crop_size(paths, resize) if crop else None
+    seen = []  # (ndim, (h, w), conversion rule, sha256), or None for an unreadable file
+    for start in range(0, len(paths), FOLDER_CHUNK):
+        seen += [None if pixels is None else (pixels.ndim, pixels.shape[:2], rule, digest)
+                 for pixels, rule, digest, _ in decode_all(paths[start:start + FOLDER_CHUNK], channels, resize,
+                                                           crop_to, skip_bad)]
+    keep = [i for i, d in enumerate(seen) if d is not None]
+    if not keep:
+        raise DataError(f"none of the {len(names)} images is readable", path=folder,
+                        hint="the files are corrupt or not images")
+    conversions = Counter(seen[i][2] for i in keep if seen[i][2])
+    to_rgb = channels is None and len({seen[i][0] for i in keep}) > 1
+    if to_rgb:
+        conversions["mixed grey and colour: grey repeated to RGB"] += sum(seen[i][0] == 2 for i in keep)
+    _check_one_size([np.broadcast_to(np.uint8(0), seen[i][1]) for i in keep], [names[i] for i in keep], folder)
+    digest = hashlib.sha256("".join(seen[i][3] for i in keep).encode("ascii")).hexdigest()
+    labels = class_names = None
+    if classes is not None:
+        class_names = sorted(set(classes))
+        number = {name: k for k, name in enumerate(class_names)}
+        labels = np.asarray([number[classes[i]] for i in keep], dtype=np.int64)
+    if in_test is not None:
+        kept_in_test = in_test[keep]
+        train_rows, test_rows, record = np.flatnonzero(~kept_in_test), np.flatnonzero(kept_in_test), {"method": "given"}
+    else:
+        train_rows, test_rows, record = split_indices(len(keep), labels, test_fraction, seed)
+    h, w = seen[keep[0]][1]
+    colour = to_rgb or seen[keep[0]][0] == 3
+    name = folder.resolve().name or str(folder)
+    source = {"path": str(folder), "format": "image folder", "kind": "images",
+              "layout": "train/test" if in_test is not None else ("class folders" if class_names else "flat"),
+              "channels": channels, "resize": list(resize) if resize else None, "crop": bool(crop),
+              "skipped": [names[i] for i, d in enumerate(seen) if d is None],
+              "skipped_count": len(names) - len(keep), "conversions": dict(conversions), "split": record}
+    with PackWriter(out, (h, w, 3) if colour else (h, w), np.uint8, labels=labels is not None) as writer:
+        for split, rows in (("train", train_rows), ("test", test_rows)):
+            for start in range(0, len(rows), FOLDER_CHUNK):
+                part = rows[start:start + FOLDER_CHUNK]
+                files = [keep[i] for i in part]
+                decoded = decode_all([paths[i] for i in files], channels, resize, crop_to, skip_bad)
+                if any(d[2] != seen[i][3] for d, i in zip(decoded, files)):
+                    raise DataError("an image changed while it was packed", path=folder, hint="pack it again")
+                pixels = [np.repeat(d[0][..., None], 3, axis=2) if to_rgb and d[0].ndim == 2 else d[0]
+                          for d in decoded]
+                writer.add(split, np.stack(pixels), None if labels is None else labels[part])
+        files_digest = {name + "/": digest}
+        return writer.close({"name": name, "num_classes": len(class_names) if class_names else 0,
+                             "class_names": class_names,
+                             "packed_from": {"sha256": combined_digest(list(files_digest.values())),
+                                             "files": files_digest, "source": source}})
 
 
 def load_table_dataset(path: Path, *, label_column: str | int | None, test_fraction: float, seed: int,

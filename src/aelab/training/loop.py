@@ -38,7 +38,7 @@ from .distributed import STOP_CHECK_EVERY, ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
 from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_learning_rate
 from .steps import flatten_parameters, make_step
-from .stream import SweepStream, noise_generator
+from .stream import SweepStream, noise_generator, training_rows
 from .resume import TrainingState, load_training_state, save_training_state
 
 
@@ -182,7 +182,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                            loss=loss_for(data, config.loss), input_max=255.0 if data.kind == "images" else 1.0)
     saved = _load_resumable(resume_file, config, data) if resume else None
     model = _prepare_model(model or build_model(mconfig, seed=config.seed), saved, resume_file, device)
-    images = to_model_rows(mconfig, tensor_view(data.train.images)).contiguous().to(device)
+    images = training_rows(mconfig, data, device)  # one tensor, or a packed set's rows read in blocks
     total_minibatches = _count_minibatches(config, data.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
     noise = parse_noise(config.noise)
