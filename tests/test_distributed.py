@@ -129,6 +129,16 @@ def test_two_machines_on_one_host_train_the_model_one_process_trains(cancer: Pat
     assert_same_model(tmp_path / "one", tmp_path / "two")
 
 
+def test_two_processes_stream_a_packed_set_as_one_process_does(digits: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "packed"
+    assert run([sys.executable, *AELAB, "data", "pack", str(digits), "-o", str(packed)]).returncode == 0
+    one = run([sys.executable, *aelab_train(packed, tmp_path / "one", "--sweeps", "2")])
+    assert one.returncode == 0, one.stderr
+    two = run([*standalone(2), *aelab_train(packed, tmp_path / "two", "--sweeps", "2")])
+    assert two.returncode == 0, two.stderr
+    assert_same_model(tmp_path / "one", tmp_path / "two")
+
+
 def test_more_processes_than_a_minibatch_has_samples_is_refused(digits: Path, tmp_path: Path) -> None:
     result = run([*standalone(2), *aelab_train(digits, tmp_path / "out", "--minibatch-size", "1", "--sweeps", "0.01")])
     assert result.returncode != 0
