@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -26,14 +27,15 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     model = shutil.copytree(trained.folder, tmp_path / "model")  # the codec caches its tables there
     out = tmp_path / "rd"
     assert rd.main(["--limit", "30", "--checkpoint", str(model), "--train-data", str(tiny_npz), "--bits", "3,6",
-                    "--ar-bits", "6", "--ctx-bits", "6", "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--out", str(out)]) == 0
+                    "--ar-bits", "6", "--ctx-bits", "6", "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--avif-qualities", "0,60",
+                    "--jxl-qualities", "5,90", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     final = json.loads(lines[-1])
     head = final["headline"]
     assert HEADLINE_KEYS <= set(head)
     assert head["ratio"] == pytest.approx(head["best_traditional_bytes_per_image"] / head["aelab_bytes_per_image"],
                                           rel=1e-3)
-    assert head["best_traditional_codec"].split()[0] in ("jpeg", "webp")
+    assert head["best_traditional_codec"].split()[0] in ("jpeg", "webp", "avif", "jxl")
     assert "within 0.5 dB" in head["rule"] or "none came within" in head["rule"]
     assert final["n_images"] == 30
     assert set(results_per_model := json.loads((out / "results.json").read_text())["headline_per_model"]) == \
@@ -52,7 +54,21 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     assert (out / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "results.json").read_text())
     kinds = {(r["codec"], r["variant"]) for r in results["rows"] if r["codec"] != "aelab"}
-    assert kinds == {(c, v) for c in ("png", "jpeg", "webp") for v in ("per-image", "tiled")}
+    assert kinds == {(c, v) for c in ("png", "jpeg", "webp", "avif", "jxl") for v in ("per-image", "tiled")}
+    trad = [r for r in results["rows"] if r["codec"] in ("jpeg", "webp", "avif", "jxl")]
+    best = min((r for r in trad if r["psnr_db"] >= head["aelab_psnr_db"]), key=lambda r: r["bytes_per_image"])
+    assert head["best_traditional_bytes_per_image"] == pytest.approx(best["bytes_per_image"], abs=1e-3)
+    # one image per file: the .aez files carry a header each, so more bytes than the batch file's share
+    single = final["single_image"]
+    assert single == results["single_image"] and [r["codec"] for r in single] == \
+        ["aelab", "png", "jpeg", "webp", "avif", "jxl"]
+    assert single[0]["bytes_per_image"] > head["aelab_bytes_per_image"]
+    for r in single[2:]:
+        if r["bytes_per_image"] is not None:
+            per_image = [t for t in trad if t["codec"] == r["codec"] and t["variant"] == "per-image"]
+            assert r["psnr_db"] >= single[0]["psnr_db"] and r["bytes_per_image"] == min(
+                t["bytes_per_image"] for t in per_image if t["psnr_db"] >= single[0]["psnr_db"])
+            assert r["ratio"] == pytest.approx(r["bytes_per_image"] / single[0]["bytes_per_image"])
     aelab = [r for r in results["rows"] if r["codec"] == "aelab"]
     assert {(r["quantiser"], r["coder"], r["bits"]) for r in aelab} == \
         {(q, "range", b) for q in ("transform", "uniform") for b in (3, 6)} | \
@@ -66,7 +82,8 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     png = [r for r in results["rows"] if r["codec"] == "png"]
     assert all(r["psnr_db"] is None and r["ssim"] == pytest.approx(1.0) for r in png)  # lossless: inf -> null
     table = (out / "table.md").read_text()
-    assert "| aelab |" in table and "| webp | tiled | q=0 |" in table
+    assert "| aelab |" in table and "| webp | tiled | q=0 |" in table and "| avif | tiled | q=60 |" in table
+    assert "| jxl | per-image | q=90 |" in table and "One image per file" in table
 
 
 def test_tiles_round_trip(rd):
@@ -115,6 +132,50 @@ def test_headline_rule(rd):
     assert rd.best_traditional(trad, 28.0) is None  # PNG is lossless, not a candidate
 
 
+def test_avif_and_jpeg_xl_round_trip_at_their_slowest_settings(rd):
+    from aelab.data import load_dataset
+    images = np.ascontiguousarray(load_dataset().test.images[:4])
+    picture, _ = rd.tile(images)
+    for name in ("avif", "jxl"):
+        assert rd.missing_codec(name) is None
+        low, high = (rd.roundtrip(picture, name, q) for q in (5, 90))
+        assert low[1].shape == high[1].shape == picture.shape and low[1].dtype == np.uint8
+        assert low[0] < high[0] and rd.psnr_db(low[1], picture) < rd.psnr_db(high[1], picture)
+        assert rd.psnr_db(high[1], picture) > 30  # a real decoding, not an empty picture
+    assert rd._save_kwargs("AVIF", 30) == {"quality": 30, "speed": 0, "max_threads": 1}
+    assert rd.JXL_EFFORT == 10
+
+
+def test_jpeg_xl_is_left_out_in_one_line_without_imagecodecs(rd, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import imagecodecs now fails
+    said = []
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8), dtype=np.uint8)
+    rows = rd.traditional_rows(images, {"jpeg": (50,), "jxl": (30, 60)}, say=said.append)
+    assert {r["codec"] for r in rows} == {"png", "jpeg"}
+    left_out = [line for line in said if "left out" in line]
+    assert left_out == ["  JPEG XL left out: imagecodecs is not installed (pip install -e '.[bench]')"]
+
+
+def test_headline_picks_the_best_of_all_traditional_codecs(rd):
+    def trad(name, variant, quality, size, psnr):
+        return {"codec": name, "variant": variant, "setting": f"q={quality}", "quality": quality,
+                "bytes_per_image": size, "psnr_db": psnr}
+    rows = [trad("jpeg", "tiled", 10, 80.0, 26.5), trad("webp", "tiled", 3, 57.0, 26.8),
+            trad("avif", "tiled", 10, 40.0, 26.7), trad("avif", "per-image", 10, 360.0, 30.0),
+            trad("jxl", "tiled", 20, 74.0, 26.6), trad("jxl", "tiled", 1, 30.0, 19.5)]
+    aelab = [{"codec": "aelab", "model": "m", "variant": "m", "setting": "7 bits", "bits": 7,
+              "bytes_per_image": 14.0, "psnr_db": 26.25, "psnr_loss_db": 0.1},
+             {"codec": "aelab", "model": "m", "variant": "m", "setting": "2 bits", "bits": 2,
+              "bytes_per_image": 3.0, "psnr_db": 18.0, "psnr_loss_db": 8.0}]
+    rd.match(aelab, rows)
+    assert aelab[1]["matched"] == "jxl tiled q=1"
+    head = rd.headline(aelab, rows)
+    assert head["best_traditional_codec"] == "avif tiled q=10"  # not WebP: AVIF is smaller at >= 26.25 dB
+    assert head["ratio"] == pytest.approx(40 / 14, rel=1e-3) and head["aelab_setting"] == "aelab m (7 bits)"
+    assert rd.best_traditional(rows, 26.25, codecs=("webp",))["setting"] == "q=3"
+    assert rd.best_traditional(rows, 29.0, variants=("per-image",))["codec"] == "avif"
+
+
 def test_quick_learns_no_predictor_unless_asked(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
     """--quick stays quick: a range-ar or range-ctx table it would have to learn first (15 and 70
     seconds) is skipped, unless its bit depths are given."""
@@ -126,7 +187,7 @@ def test_quick_learns_no_predictor_unless_asked(rd, trained, tiny_npz, tmp_path,
     out = tmp_path / "rd"
     assert rd.main(["--quick", "--limit", "20", "--checkpoint", str(model), "--train-data", str(tiny_npz),
                     "--bits", "6", "--quantisers", "transform", "--jpeg-qualities", "1", "--webp-qualities", "0",
-                    "--out", str(out)]) == 0
+                    "--avif-qualities", "none", "--jxl-qualities", "none", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("skipped (--quick learns no") == 2  # range-ar's and range-ctx's 7-bit tables
     rows = json.loads((out / "results.json").read_text())["rows"]
