@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         for minibatch in [int(m) for m in args.minibatches.split(",")]:
             for n in counts:
                 rows.append(train_once(n, minibatch, sweeps, args.model, Path(tmp) / f"run-{n}-{minibatch}"))
-    print(f"{args.model} model, {sweeps:g} sweeps of MNIST; CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
+    print(f"{args.model} model, MNIST, sweeps per run: {sweeps:g}; CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
     print(f"{'launch':<18}{'minibatch':>10}{'samples/s':>12}{'ratio':>8}{'train s':>9}{'wall s':>8}{'PSNR dB':>9}")
     for row in rows:
         base = next(r for r in rows if r["minibatch"] == row["minibatch"] and r["launch"] == "python -m aelab")

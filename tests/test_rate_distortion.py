@@ -21,7 +21,6 @@ def rd():
 
 def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
-    from aelab.codec import api as codec
     from aelab.codec import quantiser
     monkeypatch.setattr(quantiser, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})  # a small range-ctx predictor
     model = shutil.copytree(trained.folder, tmp_path / "model")  # the codec caches its tables there

@@ -31,7 +31,6 @@ from ..data.scaling import in_unit_range
 from ..fileio import remove_file
 from ..terminal import Terminated
 from ..data.noise import corrupt, parse_noise
-from ..models.inference import tensor_view, to_model_rows
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
 from .distributed import STOP_CHECK_EVERY, ranks_from_environment
