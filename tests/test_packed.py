@@ -17,7 +17,7 @@ from aelab.models.inference import to_model_rows
 from aelab.models.networks import model_config
 from aelab.training import loop
 from aelab.training.loop import TrainConfig, TrainingInterrupted, train
-from aelab.training.stream import BlockOrder, SweepStream, training_rows
+from aelab.training.stream import BlockOrder, minibatch_stream, training_rows
 
 SMALL = dict(block_bytes=4 * 784, buffer_bytes=3 * 4 * 784, shard_bytes=40 * 784)  # many blocks, windows, shards
 
@@ -192,7 +192,7 @@ def test_each_sweep_visits_every_sample_once_in_a_seeded_order():
 def stream_for(data, seed, start=0):
     config = model_config("simple", input_shape=data.input_shape, code_size=8)
     rows = training_rows(config, data, torch.device("cpu"))
-    return SweepStream(rows, seed, start_sample=start, scale=1.0), config
+    return minibatch_stream(rows, seed, start_sample=start, scale=1.0), config
 
 
 def test_the_stream_gives_the_block_order_from_disk_and_resumes_anywhere(tiny_data, packed_tiny):
@@ -206,7 +206,7 @@ def test_the_stream_gives_the_block_order_from_disk_and_resumes_anywhere(tiny_da
     later, _ = stream_for(data, seed=3, start=6321)  # mid-window, mid-sweep
     assert torch.equal(torch.cat([later.next(100).clone() for _ in range(20)]), taken[6321:8321])
     plain, _ = stream_for(data, seed=3, start=6321)
-    plain._blocks._fused = False  # without numba: numpy's gather, the same values
+    plain._fused = False  # without numba: numpy's gather, the same values
     assert torch.equal(torch.cat([plain.next(100).clone() for _ in range(20)]), taken[6321:8321])
 
 

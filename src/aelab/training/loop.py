@@ -37,7 +37,7 @@ from .distributed import STOP_CHECK_EVERY, ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
 from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_learning_rate
 from .steps import flatten_parameters, make_step
-from .stream import SweepStream, noise_generator, training_rows
+from .stream import minibatch_stream, noise_generator, training_rows
 from .resume import TrainingState, load_training_state, save_training_state
 
 
@@ -212,7 +212,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         bar.update(first * minibatch)
         if log:
             log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
-    stream = SweepStream(images, config.seed, start_sample=first * minibatch, scale=1.0 / mconfig.input_max)
+    stream = minibatch_stream(images, config.seed, start_sample=first * minibatch, scale=1.0 / mconfig.input_max)
     # the CPU stream writes each minibatch into this one buffer: a fresh large tensor costs page faults per step
     batch = torch.empty(minibatch, images.shape[1], dtype=torch.float32) if device.type == "cpu" else None
 

@@ -1,8 +1,8 @@
 """The minibatch stream: shuffled sweeps of the uint8 images, and each minibatch's noise generator.
 
 A packed data set (:mod:`aelab.data.packed`) is not held in memory: :func:`training_rows` gives the
-loop a :class:`PackedRows`, and its sweeps are block-shuffled (:class:`BlockOrder`), read a buffer of
-blocks at a time by a background thread.
+loop a :class:`PackedRows`, and :func:`minibatch_stream` a :class:`BlockStream` for it, whose sweeps are
+block-shuffled (:class:`BlockOrder`), read a buffer of blocks at a time by a background thread.
 """
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ def noise_generator(seed: int, minibatch_index: int, device: torch.device) -> to
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + minibatch_index) * 2 + 1)
 
 
+def minibatch_stream(images: torch.Tensor | PackedRows, seed: int, start_sample: int = 0,
+                     scale: float = 1.0 / 255.0) -> SweepStream | BlockStream:
+    """The stream of minibatches over ``images`` from sample ``start_sample`` on: shuffled sweeps of a tensor,
+    or block-shuffled sweeps of a packed set read from disk; both have ``next(size, out)`` and ``position``."""
+    if isinstance(images, PackedRows):
+        return BlockStream(images, seed, start_sample, scale)
+    return SweepStream(images, seed, start_sample, scale)
+
+
 class SweepStream:
     """Consecutive minibatches from shuffled sweeps of the data laid end to end.
 
@@ -36,12 +45,7 @@ class SweepStream:
     scales them (``aelab.training.kernels``).
     """
 
-    def __init__(self, images: torch.Tensor | PackedRows, seed: int, start_sample: int = 0,
-                 scale: float = 1.0 / 255.0) -> None:
-        self._blocks = BlockStream(images, seed, start_sample, scale) if isinstance(images, PackedRows) else None
-        if self._blocks is not None:  # a packed set: the block-shuffled order, read from disk
-            self.images, self.n, self.seed, self.scale, self._fused = images, images.n, seed, scale, False
-            return
+    def __init__(self, images: torch.Tensor, seed: int, start_sample: int = 0, scale: float = 1.0 / 255.0) -> None:
         self.images = images  # (n, pixels) uint8, or (n, d) float32 table rows, on the device
         self.scale = scale    # what a raw value is multiplied by: 1/255 for pixels, 1 for scaled features
         self.n = images.shape[0]
@@ -60,23 +64,9 @@ class SweepStream:
             self._sweep_index = sweep
         return self._order
 
-    @property
-    def position(self) -> int:
-        """Samples taken so far, from the start of the run."""
-        return self._blocks.position if self._blocks is not None else self._position
-
-    @position.setter
-    def position(self, value: int) -> None:
-        if self._blocks is not None:
-            self._blocks.position = value
-        else:
-            self._position = value
-
     def next_rows(self, size: int) -> list[torch.Tensor]:
         """The rows of the next ``size`` images in ``images``: one index tensor, or two where the
         minibatch straddles two sweeps (what a CUDA graph copies into its index buffer)."""
-        if self._blocks is not None:
-            return self._blocks.next_rows(size)
         parts = []
         while size:
             sweep, offset = divmod(self.position, self.n)
@@ -91,8 +81,6 @@ class SweepStream:
         """The next ``size`` samples as float32 times ``scale`` (pixels to [0, 1]); on the CPU they may be written into
         ``out`` (float32, (size, pixels)), which the training loop reuses: a fresh tensor of a large
         minibatch costs page faults on every step."""
-        if self._blocks is not None:
-            return self._blocks.next(size, out)
         if not self._fused:
             parts = self.next_rows(size)
             rows = parts[0] if len(parts) == 1 else torch.cat(parts)
