@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aelab.device import cpu_model
+
 MNIST_TRAIN = 60_000
 SHIFT = 3          # pixels, each way
 CHUNK = 60_000     # images generated and written at a time
@@ -41,14 +42,6 @@ MODEL, SEED = "deep", 0
 MB = 1 << 20       # RSS and sizes in MiB, as /proc reports them
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def shifted(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -45,3 +45,15 @@ def repo_script(folder: str, name: str):
 def benchmark_script(name: str):
     """benchmarks/NAME.py loaded as a module."""
     return repo_script("benchmarks", name)
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``aelab ARGS`` in this process: its exit status, standard output and standard error."""
+    from aelab.cli import main
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err

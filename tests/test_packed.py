@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from aelab import api
-from aelab.cli import main
 from aelab.data import load_dataset
 from aelab.data.packed import INDEX_FILE, PackWriter, _SplitWriter, load_packed, pack
 from aelab.errors import DataError, OptionError, OutputError
@@ -18,18 +17,9 @@ from aelab.models.networks import model_config
 from aelab.training import loop
 from aelab.training.loop import TrainConfig, TrainingInterrupted, train
 from aelab.training.stream import BlockOrder, minibatch_stream, training_rows
+from helpers import run_cli
 
 SMALL = dict(block_bytes=4 * 784, buffer_bytes=3 * 4 * 784, shard_bytes=40 * 784)  # many blocks, windows, shards
-
-
-def run(capsys, *args):
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def same_data(a, b):
@@ -59,7 +49,7 @@ def test_a_table_round_trips_exactly_with_its_scaler(tmp_path, capsys):
     rows = rng.normal(3.0, 2.0, size=(300, 5))
     lines = ["a,b,c,d,e,kind"] + [",".join(f"{v:.6f}" for v in r) + f",{'xy'[i % 2]}" for i, r in enumerate(rows)]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    rc, out, err = run(capsys, "data", "pack", tmp_path / "t.csv", "-o", tmp_path / "p", "--label-column", "kind",
+    rc, out, err = run_cli(capsys, "data", "pack", tmp_path / "t.csv", "-o", tmp_path / "p", "--label-column", "kind",
                        "--scale", "minmax")
     assert rc == 0, err
     original = load_dataset(tmp_path / "t.csv", label_column="kind", scale="minmax")
@@ -125,11 +115,11 @@ def test_a_truncated_or_altered_shard_is_refused_in_one_line(packed_tiny, tmp_pa
         f.write(bytes([byte[0] ^ 1]))
     with pytest.raises(DataError, match="shard 2 .* is altered"):
         load_packed(bad)
-    rc, out, err = run(capsys, "data", "info", bad)
+    rc, out, err = run_cli(capsys, "data", "info", bad)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "altered" in err and "pack the data again" in err
     with open(bad / "test.npy", "r+b") as f:
         f.truncate(1000)
-    rc, out, err = run(capsys, "evaluate", "--checkpoint", "mnist-deep", "--data", bad)
+    rc, out, err = run_cli(capsys, "evaluate", "--checkpoint", "mnist-deep", "--data", bad)
     assert rc == 2 and "truncated" in err and "Traceback" not in err
     index = (packed_tiny / INDEX_FILE).read_text()
     (bad / INDEX_FILE).write_text(index.replace('"block_rows": 4', '"block_rows": 5'))  # another order, same data
@@ -262,16 +252,16 @@ def test_training_on_a_packed_set_resumes_bit_identically(packed_tiny, tmp_path,
 
 def test_train_evaluate_encode_and_score_take_a_packed_folder(tiny_npz, tmp_path, capsys):
     packed = tmp_path / "packed"
-    rc, out, err = run(capsys, "data", "pack", tiny_npz, "-o", packed)
+    rc, out, err = run_cli(capsys, "data", "pack", tiny_npz, "-o", packed)
     assert rc == 0 and "Packed 6400 + 200 images" in out, err
-    rc, out, err = run(capsys, "train", "--data", packed, "--model", "simple", "--sweeps", "1", "--device", "cpu",
+    rc, out, err = run_cli(capsys, "train", "--data", packed, "--model", "simple", "--sweeps", "1", "--device", "cpu",
                        "--quiet", "--out", tmp_path / "m")
     assert rc == 0, err
-    rc, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "m", "--data", packed, "--json")
+    rc, out, err = run_cli(capsys, "evaluate", "--checkpoint", tmp_path / "m", "--data", packed, "--json")
     assert rc == 0 and '"n": 200' in out, err
-    rc, out, err = run(capsys, "encode", "--checkpoint", tmp_path / "m", "--data", packed, "-o", tmp_path / "c.npy")
+    rc, out, err = run_cli(capsys, "encode", "--checkpoint", tmp_path / "m", "--data", packed, "-o", tmp_path / "c.npy")
     assert rc == 0 and np.load(tmp_path / "c.npy").shape[0] == 200, err
-    rc, out, err = run(capsys, "score", "--checkpoint", tmp_path / "m", "--data", packed, "-o", tmp_path / "s.csv")
+    rc, out, err = run_cli(capsys, "score", "--checkpoint", tmp_path / "m", "--data", packed, "-o", tmp_path / "s.csv")
     assert rc == 0, err
 
 

@@ -3,23 +3,13 @@ import numpy as np
 import pytest
 
 from aelab import api
-from aelab.cli import main
 from aelab.evaluation.anomaly import sample_errors
-
-
-def run(capsys, *args):
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+from helpers import run_cli
 
 
 def test_score_images_csv_with_labels_and_contamination(trained, tiny_npz, tmp_path, capsys):
     out = tmp_path / "scores.csv"
-    rc, said, _ = run(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, "--contamination", "0.1",
+    rc, said, _ = run_cli(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, "--contamination", "0.1",
                       "-o", out)
     assert rc == 0 and "200 scores" in said and "20 flagged" in said
     lines = out.read_text().splitlines()
@@ -40,11 +30,11 @@ def test_score_a_table_to_npy_with_a_threshold(tmp_path, capsys):
     data = tmp_path / "table.npy"
     np.save(data, x)
     model = tmp_path / "m"
-    assert run(capsys, "train", "--data", data, "--model", "deep", "--hidden", "8", "--code-size", "2", "--recipe",
+    assert run_cli(capsys, "train", "--data", data, "--model", "deep", "--hidden", "8", "--code-size", "2", "--recipe",
                  "adam", "--sweeps", "5", "--minibatch-size", "32", "--out", model, "--device", "cpu")[0] == 0
     odd = np.concatenate([x[:20], x[:5] * 10])
     np.save(tmp_path / "new.npy", odd)
-    rc, said, _ = run(capsys, "score", "--checkpoint", model, tmp_path / "new.npy", "--threshold", "2.5",
+    rc, said, _ = run_cli(capsys, "score", "--checkpoint", model, tmp_path / "new.npy", "--threshold", "2.5",
                       "-o", tmp_path / "s.npy")
     assert rc == 0, said
     table = np.load(tmp_path / "s.npy", allow_pickle=False)
@@ -59,16 +49,16 @@ def test_score_a_table_to_npy_with_a_threshold(tmp_path, capsys):
     (["--contamination", "0.1", "--threshold", "1"], "not allowed with"),
 ])
 def test_score_refuses_bad_options(trained, tiny_npz, tmp_path, capsys, args, message):
-    rc, _, err = run(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, *args, "-o",
+    rc, _, err = run_cli(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, *args, "-o",
                      tmp_path / "s.csv")
     assert rc == 2 and message in err
 
 
 def test_score_refuses_a_bad_output_name_and_wrong_data(trained, tiny_npz, tmp_path, capsys):
-    rc, _, err = run(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, "-o", tmp_path / "s.txt")
+    rc, _, err = run_cli(capsys, "score", "--checkpoint", trained.folder, "--data", tiny_npz, "-o", tmp_path / "s.txt")
     assert rc == 2 and "FILE.csv or FILE.npy" in err and len(err.strip().splitlines()) == 1
     np.save(tmp_path / "t.npy", np.zeros((4, 3)))
-    rc, _, err = run(capsys, "score", "--checkpoint", trained.folder, tmp_path / "t.npy", "-o", tmp_path / "s.csv")
+    rc, _, err = run_cli(capsys, "score", "--checkpoint", trained.folder, tmp_path / "t.npy", "-o", tmp_path / "s.csv")
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.csv").exists()
 
