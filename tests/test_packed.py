@@ -145,6 +145,17 @@ def test_a_full_disk_while_packing_leaves_nothing(tiny_data, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []  # neither OUT nor its temporary folder
 
 
+def test_a_signal_while_the_writer_starts_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which aelab turns into the same kind of exception) once the temporary folder
+    exists but before PackWriter is whole, where no `with` block is there yet to clean up."""
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_SplitWriter, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        PackWriter(tmp_path / "out", (28, 28), np.uint8, labels=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_packing_refuses_an_existing_folder_and_samples_that_do_not_fit(tiny_data, packed_tiny, tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         PackWriter(packed_tiny, (28, 28), np.uint8, labels=True)

@@ -26,10 +26,10 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -165,12 +165,19 @@ class PackWriter:
         parent = self.out.parent if str(self.out.parent) else Path(".")
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=parent))
+            self.tmp = None
+            for self.tmp in _folder_names(parent, f".{self.out.name}.", ".tmp"):  # named before it exists
+                with contextlib.suppress(FileExistsError):
+                    self.tmp.mkdir(mode=0o700)
+                    break
             self.splits = {s: _SplitWriter(self.tmp, s, self.sample_shape, self.dtype, labels, shard_rows)
                            for s in SPLITS}
         except OSError as e:
             self.abandon()
             raise OutputError(f"cannot write: {e.strerror or e}", path=self.out) from e
+        except BaseException:  # Ctrl-C or SIGTERM before the writer is whole: no `with` will clean up
+            self.abandon()
+            raise
 
     def add(self, split: str, samples: np.ndarray, labels: np.ndarray | None = None) -> None:
         if tuple(samples.shape[1:]) != self.sample_shape or samples.dtype != self.dtype:
@@ -230,6 +237,14 @@ class PackWriter:
     def __exit__(self, kind, value, tb) -> None:
         if kind is not None:
             self.abandon()
+
+
+def _folder_names(parent: Path, prefix: str, suffix: str) -> Iterator[Path]:
+    """Random folder names in ``parent``, endlessly. The writer takes a name before it makes the folder,
+    so a signal at any moment finds the folder named and removable (``tempfile.mkdtemp`` gives the name
+    only once the folder exists)."""
+    while True:
+        yield parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
 
 
 def _sync_folder(folder: Path) -> None:
