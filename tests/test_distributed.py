@@ -41,6 +41,7 @@ def test_one_process_is_rank_0_of_1_and_its_collectives_change_nothing() -> None
     t = torch.arange(4.0)
     assert ranks.sum_(t).tolist() == [0, 1, 2, 3] and ranks.broadcast_(t).tolist() == [0, 1, 2, 3]
     assert ranks.agree(True, False) == [True, False]
+    assert ranks.stop_or_save(5, True, False) == (True, False) and ranks.stop_or_save(7, False, True) == (False, True)
 
 
 @pytest.fixture(scope="module")

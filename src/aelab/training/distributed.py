@@ -72,6 +72,18 @@ class Ranks:
         return [bool(v > 0) for v in votes.tolist()]
 
 
+    def stop_or_save(self, done: int, stop_asked: bool, save_due: bool) -> tuple[bool, bool]:
+        """Whether to stop and whether to save after ``done`` minibatches: this process's own answers,
+        or with several ranks, every ``STOP_CHECK_EVERY`` minibatches, whether any rank was asked to stop
+        and whether rank 0's clock says save (so that all of them stop and save at the same minibatch)."""
+        if self.world == 1:
+            return stop_asked, save_due
+        if done % STOP_CHECK_EVERY:
+            return False, False
+        stopping, saving = self.agree(stop_asked, save_due and self.main)
+        return stopping, saving
+
+
 def _collective(operation, tensor: torch.Tensor, **options) -> None:
     try:
         operation(tensor, **options)

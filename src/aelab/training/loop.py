@@ -33,7 +33,7 @@ from ..terminal import Terminated
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
-from .distributed import STOP_CHECK_EVERY, ranks_from_environment
+from .distributed import ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
 from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_learning_rate
 from .steps import flatten_parameters, make_step
@@ -280,13 +280,9 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
             bar.update(minibatch)
             if resume_file is not None and done < total_minibatches:
                 save_due = bool(checkpoint_every) and time.perf_counter() - last_save >= checkpoint_every
-                if ranks.world > 1:  # the ranks stop and save together, at agreed minibatches
-                    stopping, saving = ranks.agree(stop["stop"], save_due and ranks.main) \
-                        if done % STOP_CHECK_EVERY == 0 else (False, False)
-                    if stopping or saving:
-                        sum_windows()
-                else:
-                    stopping, saving = stop["stop"], save_due
+                stopping, saving = ranks.stop_or_save(done, stop["stop"], save_due)
+                if stopping or saving:
+                    sum_windows()
                 if stopping:
                     save_state(done)
                     bar.close()
