@@ -86,10 +86,8 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
     Under ``torchrun`` every process calls this; rank 0 alone locks, evaluates and writes, and the
     others return their TrainedModel with empty ``scores`` once their share of the training is done.
     """
-    if process_rank() != 0:
-        train_options.update(metrics_file=None)
-        result = train(data, config, log=None, progress_bar=False, **train_options)
-        return TrainedModel(result, {}, Path(out))
+    if process_rank() != 0:  # train() itself keeps such a rank silent and its files unwritten
+        return TrainedModel(train(data, config, **train_options), {}, Path(out))
     folder = ensure_dir(out)
     with folder_lock(folder):
         if not overwrite:
