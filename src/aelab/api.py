@@ -40,7 +40,7 @@ from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 from .training.distributed import process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
-from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, MAX_BITS, MIN_BITS, QUANTISERS
+from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 
 METRICS_FILE = "metrics.csv"  # train_model's training curve, beside the checkpoint
@@ -51,7 +51,7 @@ COMPARE_MODELS = DEFAULT_MODELS
 COMPARE_SWEEPS, QUICK_SWEEPS = 10.0, 1.0         # sweeps per model in `aelab compare`, without and with --quick
 COMPARE_TSNE_LIMIT, QUICK_TSNE_LIMIT = 1000, 200  # test images in its t-SNE maps
 
-__all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS",
+__all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS", "DEFAULT_RATE_WEIGHT",
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "COMPARE_MODELS", "COMPARE_SWEEPS", "QUICK_SWEEPS",
            "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT", "GRID_NAME", "PNG_PREFIX",
            "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",

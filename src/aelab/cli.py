@@ -211,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
                         "with bfloat16 units (AMX, AVX512-BF16); a few code numbers land in a neighbouring "
                         "quantiser bin, the PSNR stays the same")
+    p.add_argument("--search", type=_non_negative_int, default=0, metavar="STEPS",
+                   help="search each image's symbols through the decoder for STEPS steps (e.g. 100): higher PSNR "
+                        "for the bytes, and any aelab decodes the file, but compressing is far slower (default: 0, "
+                        "no search)")
+    p.add_argument("--rate-weight", type=_non_negative_float, default=api.DEFAULT_RATE_WEIGHT, metavar="W",
+                   help="what the search trades a bit for, in squared error (pixels in 0..1, summed per image): "
+                        "higher: fewer bytes, a lower PSNR (default: %(default)s)")
 
     p = sub.add_parser("decompress", help="an .aez file back to images (PNG folder, IDX or .npz)",
                        description="Decode an .aez file written by `aelab compress`, with the same model.")
@@ -570,7 +577,8 @@ def _notice(line: str | None) -> None:
 
 def cmd_compress(args) -> int:
     result = api.compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
-                      table=args.table, coder=args.coder, data=args.data, precision=args.precision, log=_notice)
+                          table=args.table, coder=args.coder, data=args.data, precision=args.precision,
+                          search=args.search, rate_weight=args.rate_weight, log=_notice)
     print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
           f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
           f"{result['table']} table): {result['path']}")

@@ -71,9 +71,10 @@ from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import atomic_write, ensure_dir, write_bytes
 from .coders import CODERS, PREDICTIVE_CODERS, Coder, _least_bits_per_image, coder_for, coder_help  # noqa: F401
 from .format import (
-    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, CACHE_FILE, HEADER, _CRC_OFFSET, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
+    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, DEFAULT_RATE_WEIGHT, CACHE_FILE, HEADER, _CRC_OFFSET, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
 from .quantiser import (  # noqa: F401  (re-exported: callers import these from here)
-    CodecTable, _check_choice, _checkpoint, _constriction, _fingerprint_bytes, _fit_transform, _frequencies, _histograms, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise)
+    CodecTable, _check_choice, _checkpoint, _constriction, _fingerprint_bytes, _fit_transform, _frequencies, _histograms, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise, with_frequencies)
+from .search import search_symbols
 from .tables import (
     _table_bytes, _table_from_bytes, _user_cache_file, codec_table, has_cached_table, save_tables)
 
@@ -82,14 +83,15 @@ Log = Callable[[str], None] | None
 __all__ = ["compress", "decompress", "encode_bytes", "decode_bytes", "decode_codes", "read_header",
            "codec_table", "has_cached_table", "fit_table", "fit_predictive_table", "save_tables", "fingerprint",
            "quantise", "dequantise", "components", "output_format",
-           "AezHeader", "CodecTable", "MAGIC", "VERSION", "MIN_BITS", "MAX_BITS", "DEFAULT_BITS",
+           "AezHeader", "CodecTable", "MAGIC", "VERSION", "MIN_BITS", "MAX_BITS", "DEFAULT_BITS", "DEFAULT_RATE_WEIGHT",
            "DEFAULT_QUANTISER", "QUANTISERS", "CACHE_FILE", "SUFFIX", "CODERS", "PREDICTIVE_CODERS", "Coder",
            "coder_help"]
 
 
 def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS, *,
                  quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint", coder: str | None = None,
-                 data: Any = None, precision: str = "fp32", log: Log = None) -> bytes:
+                 data: Any = None, precision: str = "fp32", search: int = 0,
+                 rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> bytes:
     """Images (uint8 or 0..255 floats, (n, h, w), (n, h, w, 3) or flat rows) -> the bytes of an ``.aez`` file.
 
     ``bits``: quantiser bit depth, 2..16. ``quantiser``: ``"uniform"``
@@ -112,20 +114,25 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
     ``"fp32"`` or ``"bf16"`` (more than twice as fast for convolutional
     models on CPUs with bfloat16 units, a few code numbers in a neighbouring
     bin; see :func:`aelab.models.inference.computing_in`).
-    ``log``: called with a line before a predictor is learned (slow, once).
+    ``search``: steps of the encoder's search (:mod:`aelab.codec.search`): each image's symbols
+    moved, through the decoder, to lower ``squared error + rate_weight * bits``; slower, smaller
+    files at a higher PSNR, decoded as any other. 0 (the default) quantises the encoder's codes.
+    ``log``: called with a line before a predictor is learned (slow, once) and before a search.
     Deterministic: the same images give the same bytes (on one machine, for
     one precision).
     """
     return _encode(images, checkpoint, bits, quantiser=quantiser, table=table, coder=coder, data=data,
-                   precision=precision, log=log)[0]
+                   precision=precision, search=search, rate_weight=rate_weight, log=log)[0]
 
 
 def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: str, coder: str | None,
-            data: Any, precision: str, log: Log = None) -> tuple[bytes, int, str]:
+            data: Any, precision: str, search: int = 0, rate_weight: float = DEFAULT_RATE_WEIGHT,
+            log: Log = None) -> tuple[bytes, int, str]:
     """:func:`encode_bytes`, also returning the image count and the coder used (compress reports them)."""
     from ..models.inference import as_pixel_rows, check_precision, encode
     check_precision(precision)
     bits = check_bits(bits)
+    search, rate_weight = check_search(search, rate_weight)
     _check_choice(quantiser, QUANTISERS, "quantiser")
     _check_choice(table, TABLES, "table")
     entropy = coder_for(coder or default_coder())
@@ -151,8 +158,17 @@ def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: s
         table_blob = b""
     else:
         tab = fit_table(codes, bits, quantiser, model=ckpt.model, exact=True)
+    if search:
+        if log is not None:
+            log(f"Searching the symbols of {rows.shape[0]:,} images, {search} steps through the decoder ...")
+        symbols = search_symbols(ckpt.model, rows, codes, tab, steps=search, rate_weight=rate_weight,
+                                 rate_table=_plain_table(ckpt, tab, data))
+        if table == "embedded":  # the file's table is its symbols' exact histogram
+            tab = with_frequencies(tab, _frequencies(symbols, tab.levels, tab.max_levels, True))
+    else:
+        symbols = quantise(codes, tab)
+    if table == "embedded":
         table_blob = _table_bytes(tab)
-    symbols = quantise(codes, tab)
     payload = entropy.encode(symbols, tab)
     if len(payload) >= 1 << 32 or len(table_blob) >= 1 << 32:
         raise DataError("the compressed set is too large for one .aez file (4 GiB)", hint="split the set")
@@ -161,6 +177,26 @@ def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: s
                        tab.digest, len(table_blob), len(payload), _symbols_crc(symbols), 0)
     crc = zlib.crc32(payload, zlib.crc32(table_blob, zlib.crc32(head[:_CRC_OFFSET])))
     return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload, int(rows.shape[0]), entropy.name
+
+
+def check_search(search: Any, rate_weight: Any) -> tuple[int, float]:
+    """``search`` as an int >= 0 and ``rate_weight`` as a float >= 0, else OptionError."""
+    if isinstance(search, bool) or not isinstance(search, (int, np.integer)) or search < 0:
+        raise OptionError(f"search must be a whole number of steps, 0 or more, got {search!r}",
+                          hint="e.g. --search 100; 0 quantises the encoder's codes as they are")
+    if isinstance(rate_weight, bool) or not isinstance(rate_weight, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(rate_weight) or rate_weight < 0:
+        raise OptionError(f"rate weight must be a number, 0 or more, got {rate_weight!r}",
+                          hint=f"e.g. --rate-weight {DEFAULT_RATE_WEIGHT}; 0 searches for the lowest error only")
+    return int(search), float(rate_weight)
+
+
+def _plain_table(ckpt: Checkpoint, tab: CodecTable, data: Any) -> CodecTable:
+    """The per-component table the search counts bits with: ``tab``, or for a predictive coder the
+    plain range coder's table on the same quantiser grid."""
+    if tab.predictor is None:
+        return tab
+    return codec_table(ckpt, tab.bits, tab.quantiser, data=data, coder=CODERS["range"])
 
 
 def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any, log: Log = None) -> tuple[Checkpoint, np.ndarray]:
@@ -269,19 +305,22 @@ def _load_input(images: Any) -> np.ndarray:
 
 def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike,
              bits: int = DEFAULT_BITS, *, quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint",
-             coder: str | None = None, data: Any = None, precision: str = "fp32", log: Log = None) -> dict:
+             coder: str | None = None, data: Any = None, precision: str = "fp32", search: int = 0,
+             rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> dict:
     """Compress ``images`` (an array, or a path :func:`aelab.data.load_images` reads: IDX, CTF,
     .npz, a PNG or a folder of PNGs) into the ``.aez`` file ``output`` (written atomically).
 
     Returns ``{"path", "count", "bytes", "bytes_per_image", "bits", "quantiser", "table", "coder"}``.
-    Labels are not stored. ``log`` (``print``, say) is called with a line before a predictor is
-    learned (slow, once), so a caller need not load the model a second time to ask beforehand.
+    Labels are not stored. ``search`` and ``rate_weight``: see :func:`encode_bytes`. ``log``
+    (``print``, say) is called with a line before a predictor is learned (slow, once), so a caller
+    need not load the model a second time to ask beforehand.
     """
     bits = check_bits(bits)
+    check_search(search, rate_weight)
     pixels = _load_input(images)
     # the count and coder come from encoding: re-parsing the header just written would be a second pass
     blob, count, coder = _encode(pixels, checkpoint, bits, quantiser=quantiser, table=table, coder=coder,
-                                 data=data, precision=precision, log=log)
+                                 data=data, precision=precision, search=search, rate_weight=rate_weight, log=log)
     out = write_bytes(output, blob)
     return {"path": out, "count": count, "bytes": len(blob), "bytes_per_image": len(blob) / count if count else
             float("nan"), "bits": bits, "quantiser": quantiser, "table": table, "coder": coder}

@@ -14,6 +14,8 @@ VERSION = 1
 SUFFIX = ".aez"
 MIN_BITS, MAX_BITS = 2, 16
 DEFAULT_BITS = 6
+# the encoder's search (aelab.codec.search): the squared error (pixels in 0..1, summed per image) one bit is worth
+DEFAULT_RATE_WEIGHT = 0.02
 CACHE_FILE = "codec.safetensors"
 
 # magic, version, coder, table mode, bits, height, width, count, code size, quantiser, reserved,

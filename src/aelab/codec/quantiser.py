@@ -5,6 +5,7 @@ The uniform and transform quantisers, the histogram smoothing and the predictive
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -186,6 +187,11 @@ class CodecTable:
         if self.predictor is not None:
             h.update(b"predictor\0" + self.predictor.digest_bytes())
         return h.digest()[:16]
+
+
+def with_frequencies(table: CodecTable, freq: np.ndarray) -> CodecTable:
+    """``table`` with the probability model ``freq`` instead of its own."""
+    return dataclasses.replace(table, freq=freq)
 
 
 def _table_problem(t: CodecTable) -> str | None:
