@@ -686,3 +686,57 @@ def test_a_kill_at_a_random_moment_of_the_tutorial_leaves_every_file_whole(tiny_
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         _all_whole(out)
+
+
+# --- a stop while an image folder is decoded in worker processes
+
+def _handlers() -> tuple:
+    import signal
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_folder_decoding_workers_leave_stops_to_the_parent() -> None:
+    import concurrent.futures
+    import signal
+    from aelab.data.folders import leave_stops_to_the_parent
+    with concurrent.futures.ProcessPoolExecutor(1, initializer=leave_stops_to_the_parent) as pool:
+        assert pool.submit(_handlers).result() == (signal.SIG_IGN, signal.SIG_DFL)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+@pytest.mark.parametrize("signame,status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_to_the_whole_group_while_decoding_a_folder_is_one_line(tmp_path, monkeypatch, signame,
+                                                                       status) -> None:
+    """Ctrl-C in a terminal reaches the decoding workers too: the command still ends with its one line
+    and exit status, no worker traceback, and nothing written."""
+    import signal
+    import time
+    from PIL import Image
+    from aelab.data import load_dataset
+    for i, image in enumerate(load_dataset(None).train.images[:6000]):
+        folder = tmp_path / "digits" / str(i % 10)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))  # no decoded folder cached from before
+    proc = _start("data", "pack", str(tmp_path / "digits"), "-o", str(tmp_path / "packed"), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(_children(proc.pid)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no decoding workers appeared"
+        time.sleep(0.01)
+    os.killpg(proc.pid, getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "packed").exists() and not list(tmp_path.glob(".packed*"))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
 import hashlib
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -176,10 +179,45 @@ def decode_all(paths: list[str] | list[Path], channels: str | None, resize: tupl
 
 
 def _pooled(executor: str, workers: int | None, arguments: tuple) -> list[list[Decoded]]:
-    pool_type = (concurrent.futures.ProcessPoolExecutor if executor == "process"
-                 else concurrent.futures.ThreadPoolExecutor)
-    with pool_type(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(_decode_chunk, *arguments))
+    count = workers or os.cpu_count() or 1
+    if executor != "process":
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            return list(pool.map(_decode_chunk, *arguments))
+    pool = concurrent.futures.ProcessPoolExecutor(count, initializer=leave_stops_to_the_parent)
+    try:
+        with _stops_held():  # the workers start here: none may see a stop before its handlers are set
+            results = pool.map(_decode_chunk, *arguments)
+        return list(results)
+    finally:
+        # on Ctrl-C or SIGTERM in the parent, the chunks not yet started are dropped, not decoded first
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back (blocked) in this thread while active, and in the processes it starts
+    until they unblock them; a stop that came meanwhile arrives right after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def leave_stops_to_the_parent() -> None:
+    """In a decoding worker: Ctrl-C is ignored and SIGTERM ends it at once, silently. The parent
+    (which gets the same Ctrl-C from the terminal) stops the pool and reports; otherwise each
+    worker inherited the parent's handlers and printed its own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
 
 
 def _stack(decoded: list[Decoded], names: list[str], channels: str | None,
