@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .format import DEFAULT_RATE_WEIGHT
-from .quantiser import CodecTable
+from .quantiser import CodecTable, quantise
+
 _LEARNING_RATE = 0.05       # Adam's step, in quantiser steps
 _BATCH = 1000               # images searched together
 
@@ -38,6 +39,8 @@ def search_symbols(model: torch.nn.Module, pixels: torch.Tensor, codes: np.ndarr
     predictive coder passes the plain table of the same quantiser and bits). Each image's result
     has an objective no higher than that of ``quantise(codes, table)``.
     """
+    if steps == 0:
+        return quantise(codes, table)
     rate_table = rate_table or table
     if rate_table.params_bytes() != table.params_bytes() or rate_table.predictor is not None:
         raise ValueError("the rate table must be a plain table with the same quantiser grid")
@@ -51,6 +54,7 @@ class _Problem:
 
     def __init__(self, model: torch.nn.Module, table: CodecTable, rate_table: CodecTable, rate_weight: float):
         self.model = model
+        self.table = table
         self.rate_weight = float(rate_weight)
         self.offset = torch.from_numpy(table.offset.astype(np.float32))
         self.step = torch.from_numpy(np.where(table.step > 0, table.step, 1).astype(np.float32))
@@ -96,9 +100,10 @@ class _Problem:
         target = pixels.reshape(len(pixels), -1).to(torch.float32) / 255.0
         s = self.symbol_scale(torch.from_numpy(np.asarray(codes, dtype=np.float32))).detach().requires_grad_(True)
         optimizer = torch.optim.Adam([s], lr=_LEARNING_RATE)
-        best = torch.full((len(s),), float("inf"))
-        best_symbols = torch.zeros_like(s)
+        best_symbols = torch.from_numpy(quantise(codes, self.table).astype(np.float32))  # what no search writes
         with _frozen(self.model):
+            with torch.no_grad():
+                best = self.squared_error(best_symbols, target) + self.rate_weight * self.bits(best_symbols)
             for step in range(steps + 1):
                 whole = self.whole(s.detach())
                 # decoded from the whole symbols; the gradient passes the rounding straight through to s
