@@ -87,6 +87,7 @@ QUICK_AR_BITS = (7,)
 CTX_BITS = (6, 7)  # range-ctx's tables take about 70 s each to learn: the ones shipped with mnist-codec and mnist-conv
 QUICK_CTX_BITS = (7,)
 LEARN_OPTION = {"range-ar": "--ar-bits", "range-ctx": "--ctx-bits"}
+SEARCH_BITS = (6, 7)  # where the encoder's search is measured (--search): around the headline
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -141,6 +142,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"about 70 s to learn per bit depth, unless shipped; default: {','.join(map(str, CTX_BITS))}, "
                         f"with --quick {','.join(map(str, QUICK_CTX_BITS))} and only where the table is cached, "
                         "as for the shipped mnist-codec and mnist-conv; 'none' for none)")
+    p.add_argument("--search", type=int, default=0, metavar="STEPS",
+                   help="also measure the encoder's search (aelab compress --search STEPS) at --search-bits, with "
+                        "the range coder and, where its table is there, range-ctx: slow, about a minute per setting "
+                        "for 1,000 images on 2 cores (default: 0, none)")
+    p.add_argument("--search-bits", type=_int_list, default=SEARCH_BITS, metavar="LIST",
+                   help=f"bit depths of the search's settings (default: {','.join(map(str, SEARCH_BITS))})")
+    p.add_argument("--rate-weight", type=float, default=codec.DEFAULT_RATE_WEIGHT, metavar="W",
+                   help="the search's weight of bits against squared error (default: %(default)s)")
     p.add_argument("--jpeg-qualities", type=_int_list, default=JPEG_QUALITIES, metavar="LIST")
     p.add_argument("--webp-qualities", type=_int_list, default=WEBP_QUALITIES, metavar="LIST")
     p.add_argument("--avif-qualities", type=_int_list_or_none, default=None, metavar="LIST",
@@ -165,7 +174,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.avif_qualities = QUICK_AVIF_QUALITIES if args.quick else AVIF_QUALITIES
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
-    for b in (*args.bits, *args.ar_bits, *args.ctx_bits):
+    if args.search < 0 or not 0 <= args.rate_weight < math.inf:
+        p.error("--search and --rate-weight must be at least 0")
+    for b in (*args.bits, *args.ar_bits, *args.ctx_bits, *args.search_bits):
         if not codec.MIN_BITS <= b <= codec.MAX_BITS:
             p.error(f"bits must lie in {codec.MIN_BITS}..{codec.MAX_BITS}, got {b}")
     return args
@@ -355,9 +366,10 @@ def _default_model(args: argparse.Namespace, say=print) -> dict:
             "how": f"deep/adam model trained now for {sweeps:g} sweeps ({result.seconds:.0f} s)"}
 
 
-def _quantiser_and_coder(quantiser: str, coder: str) -> str:
-    """How settings are named: "transform", or "transform + range-ar" (or range-ctx)."""
-    return f"{quantiser} + {coder}" if coder in codec.PREDICTIVE_CODERS else quantiser
+def _quantiser_and_coder(quantiser: str, coder: str, search: int = 0) -> str:
+    """How settings are named: "transform", "transform + range-ar" (or range-ctx), "... + search 100"."""
+    name = f"{quantiser} + {coder}" if coder in codec.PREDICTIVE_CODERS else quantiser
+    return f"{name} + search {search}" if search else name
 
 
 def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=print) -> tuple[list[dict], dict]:
@@ -373,26 +385,33 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
     say(f"  {model['label']}: {facts['kind']}, code size {facts['code_size']}, unquantised PSNR "
         f"{facts['unquantised_psnr_db']:.2f} dB")
     rows = []
-    settings = [(q, b, "range") for q in args.quantisers for b in args.bits]
-    settings += [("transform", b, "range-ar") for b in args.ar_bits]
-    settings += [("transform", b, "range-ctx") for b in args.ctx_bits]
-    for quantiser, bits, coder in settings:
+    settings = [(q, b, "range", 0) for q in args.quantisers for b in args.bits]
+    settings += [("transform", b, "range-ar", 0) for b in args.ar_bits]
+    settings += [("transform", b, "range-ctx", 0) for b in args.ctx_bits]
+    if args.search:
+        settings += [("transform", b, coder, args.search) for coder in ("range", "range-ctx") for b in args.search_bits]
+    for quantiser, bits, coder, search in settings:
         predictive = codec.CODERS[coder].predictive
+        name = _quantiser_and_coder(quantiser, coder, search)
         if predictive and not args.learn[coder] and not codec.has_cached_table(ckpt, bits, quantiser, coder=coder):
-            say(f"    {_quantiser_and_coder(quantiser, coder):20s} {bits:2d} bits: skipped (--quick learns no "
-                f"{coder} table; {LEARN_OPTION[coder]} to learn it)")
+            say(f"    {name:20s} {bits:2d} bits: skipped (--quick learns no {coder} table; {LEARN_OPTION[coder]} "
+                "to learn it)")
             continue
         start = time.perf_counter()
         codec.codec_table(ckpt, bits, quantiser, data=args.train_data, coder=coder)  # learned once, cached
         facts["table_fit_seconds"][f"{quantiser}/{bits}" + (f"/{coder}" if predictive else "")] = \
             time.perf_counter() - start
-        blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=args.train_data)
+        start = time.perf_counter()
+        blob = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=args.train_data,
+                                  search=search, rate_weight=args.rate_weight)
+        seconds = time.perf_counter() - start
         decoded = codec.decode_bytes(blob, ckpt, data=args.train_data)
-        embedded = None if predictive else codec.encode_bytes(images, ckpt, bits, quantiser=quantiser,
-                                                              table="embedded")
-        name = _quantiser_and_coder(quantiser, coder)
+        # the self-contained file of a search setting would repeat the slow search: left out
+        embedded = None if predictive or search else codec.encode_bytes(images, ckpt, bits, quantiser=quantiser,
+                                                                        table="embedded")
         row = _row("aelab", model["label"], f"{name}, {bits} bits", len(blob) / n, decoded, images,
-                   model=model["label"], quantiser=quantiser, coder=coder, bits=bits,
+                   model=model["label"], quantiser=quantiser, coder=coder, bits=bits, search=search,
+                   rate_weight=args.rate_weight if search else None, compress_seconds=seconds,
                    self_contained_bytes_per_image=None if embedded is None else len(embedded) / n,
                    psnr_loss_db=facts["unquantised_psnr_db"] - psnr_db(decoded, images))
         rows.append(row)
@@ -403,26 +422,27 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
 
 
 def measure_speed(model: dict, images: np.ndarray, bits: int, quantiser: str, data: Any,
-                  repeats: int = 3, coder: str = "range") -> dict:
+                  repeats: int = 3, coder: str = "range", search: int = 0, rate_weight: float = 0.0,
+                  precisions: Sequence[str] = ("fp32", "bf16")) -> dict:
     """Images per second of encode_bytes and decode_bytes (best of ``repeats``, tables cached,
     model loaded once), on the CPU, in fp32 (the default; the top-level numbers) and in bf16
-    (``"bf16"``: its speeds, the PSNR of its round trip, and how far its pixels are from fp32's)."""
+    (``"bf16"``: its speeds, the PSNR of its round trip, and how far its pixels are from fp32's),
+    with the encoder's ``search`` steps."""
     import torch
     from aelab.models.checkpoint import load_checkpoint
     from aelab.evaluation.metrics import psnr_db
     ckpt = load_checkpoint(model["path"])
     result: dict = {"images": len(images), "model": model["label"],
-                    "setting": f"{_quantiser_and_coder(quantiser, coder)}, {bits} bits",
+                    "setting": f"{_quantiser_and_coder(quantiser, coder, search)}, {bits} bits",
                     "torch_threads": torch.get_num_threads()}
     decoded, blobs = {}, {}
-    for precision in ("fp32", "bf16"):
-        blob = blobs[precision] = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder,
-                                                     data=data, precision=precision)
+    options = dict(quantiser=quantiser, coder=coder, data=data, search=search, rate_weight=rate_weight)
+    for precision in precisions:
+        blob = blobs[precision] = codec.encode_bytes(images, ckpt, bits, precision=precision, **options)
         enc, dec = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            again = codec.encode_bytes(images, ckpt, bits, quantiser=quantiser, coder=coder, data=data,
-                                       precision=precision)
+            again = codec.encode_bytes(images, ckpt, bits, precision=precision, **options)
             enc.append(time.perf_counter() - start)
             start = time.perf_counter()
             decoded[precision] = codec.decode_bytes(blob, ckpt, data=data, precision=precision)
@@ -460,7 +480,8 @@ def single_image(model: dict, images: np.ndarray, pick: dict, traditional: list[
     size, parts = 0, []
     for image in images:
         blob = codec.encode_bytes(image[None], ckpt, pick["bits"], quantiser=pick["quantiser"],
-                                  coder=pick.get("coder", "range"), data=data)
+                                  coder=pick.get("coder", "range"), data=data, search=pick.get("search", 0),
+                                  rate_weight=pick.get("rate_weight") or 0.0)
         size += len(blob)
         parts.append(codec.decode_bytes(blob, ckpt, data=data))
     aez = {"codec": "aelab", "setting": f"{model['label']} ({pick['setting']}), one .aez per image",
@@ -596,12 +617,12 @@ def plot(path: Path, aelab: list[dict], traditional: list[dict], head: dict, n: 
                         xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color="#777777", ha="right",
                         va="top")
     greens = ["#2ca02c", "#17becf", "#8c564b", "#9467bd", "#bcbd22", "#7f7f7f", "#d62728", "#1f77b4"]
-    series = sorted({(r["model"], r["quantiser"], r["coder"]) for r in aelab})
-    for i, (model, quantiser, coder) in enumerate(series):
+    series = sorted({(r["model"], r["quantiser"], r["coder"], r["search"]) for r in aelab})
+    for i, (model, quantiser, coder, search) in enumerate(series):
         pts = sorted((r["bytes_per_image"], r["psnr_db"], r["bits"]) for r in aelab
-                     if (r["model"], r["quantiser"], r["coder"]) == (model, quantiser, coder))
+                     if (r["model"], r["quantiser"], r["coder"], r["search"]) == (model, quantiser, coder, search))
         color = greens[i % len(greens)]
-        name = _quantiser_and_coder(quantiser, coder)
+        name = _quantiser_and_coder(quantiser, coder, search)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, markersize=4, linewidth=1.8,
                 linestyle="-" if quantiser == "transform" else "--", label=f"aelab {model}, {name}")
         for x, y, b in pts:
@@ -657,14 +678,22 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         model = next(m for m in models if m["label"] == pick["model"])
         singles = single_image(model, images, pick, traditional, args.train_data)
         # always on all 10,000 test images: a subset's per-call overheads would understate the rate
-        speed = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data,
-                              coder=pick.get("coder", "range"))
-        # and the simpler coders', at the same setting, for comparison
-        simpler = {"range-ar": ("range",), "range-ctx": ("range-ar", "range")}.get(pick.get("coder"), ())
-        for coder in simpler:
-            speed[coder] = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data, coder=coder)
+        coder = pick.get("coder", "range")
+        if pick.get("search"):
+            # the search is slow: timed once on the benchmark's images, in fp32, beside the same setting without it
+            speed = measure_speed(model, images, pick["bits"], pick["quantiser"], args.train_data, repeats=1,
+                                  coder=coder, search=pick["search"], rate_weight=args.rate_weight,
+                                  precisions=("fp32",))
+            speed["without search"] = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data,
+                                                    coder=coder)
+        else:
+            speed = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data, coder=coder)
+            # and the simpler coders', at the same setting, for comparison
+            for simpler in {"range-ar": ("range",), "range-ctx": ("range-ar", "range")}.get(coder, ()):
+                speed[simpler] = measure_speed(model, test, pick["bits"], pick["quantiser"], args.train_data,
+                                               coder=simpler)
 
-    rows = sorted(aelab, key=lambda r: (r["model"], r["quantiser"], r["coder"], r["bits"])) + traditional
+    rows = sorted(aelab, key=lambda r: (r["model"], r["quantiser"], r["coder"], r["search"], r["bits"])) + traditional
     table = markdown_table(rows)
     paths = {"table": out / "table.md", "json": out / "results.json", "plot": out / "rate_distortion.png"}
     model_lines = "\n".join(
@@ -688,14 +717,17 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         say("One image per file, headers included, at the headline setting:")
         say(single_image_table(singles))
         say("")
-    for measured in (speed, (speed or {}).get("range-ar"), (speed or {}).get("range")):
+    for measured in (speed, *((speed or {}).get(k) for k in ("range-ar", "range", "without search"))):
         if not measured:
             continue
-        say(f"Speed ({measured['model']}, {measured['setting']}, {measured['images']:,} images, CPU, "
-            f"{measured['torch_threads']} torch threads, tables cached): compress "
-            f"{measured['compress_images_per_second']:,.0f} images/s, decompress "
-            f"{measured['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {measured['psnr_db']:.3f} dB); "
-            f"with --precision bf16: {measured['bf16']['compress_images_per_second']:,.0f} and "
+        line = (f"Speed ({measured['model']}, {measured['setting']}, {measured['images']:,} images, CPU, "
+                f"{measured['torch_threads']} torch threads, tables cached): compress "
+                f"{measured['compress_images_per_second']:,.0f} images/s, decompress "
+                f"{measured['decompress_images_per_second']:,.0f} images/s (fp32, PSNR {measured['psnr_db']:.3f} dB)")
+        if "bf16" not in measured:
+            say(line)
+            continue
+        say(f"{line}; with --precision bf16: {measured['bf16']['compress_images_per_second']:,.0f} and "
             f"{measured['bf16']['decompress_images_per_second']:,.0f} images/s "
             f"({measured['bf16']['bytes_per_image']:.2f} bytes/image against fp32's {measured['bytes_per_image']:.2f}, PSNR "
             f"{measured['bf16']['psnr_db']:.3f} dB; its decoder's pixels at most "

@@ -191,3 +191,26 @@ def test_quick_learns_no_predictor_unless_asked(rd, trained, tiny_npz, tmp_path,
     assert printed.count("skipped (--quick learns no") == 2  # range-ar's and range-ctx's 7-bit tables
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["coder"] for r in rows if r["codec"] == "aelab"} == {"range"}
+
+
+def test_search_settings_are_measured_beside_the_plain_ones(rd, trained, tiny_npz, tmp_path, capsys, monkeypatch):
+    """--search adds the encoder's search at --search-bits (range, and range-ctx where its table is
+    there); when one wins the headline, its speed is timed beside the same setting without it."""
+    monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
+    model = shutil.copytree(trained.folder, tmp_path / "model")
+    out = tmp_path / "rd"
+    assert rd.main(["--quick", "--limit", "20", "--checkpoint", str(model), "--train-data", str(tiny_npz),
+                    "--bits", "6", "--quantisers", "transform", "--search", "20", "--search-bits", "6",
+                    "--rate-weight", "0", "--jpeg-qualities", "1,90", "--webp-qualities", "0,90",
+                    "--avif-qualities", "none", "--jxl-qualities", "none", "--out", str(out)]) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if r["codec"] == "aelab"]
+    plain, searched = (next(r for r in rows if r["search"] == s) for s in (0, 20))
+    assert {(r["coder"], r["search"]) for r in rows} == {("range", 0), ("range", 20)}  # --quick: no range-ctx table
+    assert searched["setting"] == "transform + search 20, 6 bits" and searched["rate_weight"] == 0
+    assert searched["psnr_db"] > plain["psnr_db"] and searched["self_contained_bytes_per_image"] is None
+    if "search" in final["headline"]["aelab_setting"]:
+        assert final["speed"]["setting"] == "transform + search 20, 6 bits" and "bf16" not in final["speed"]
+        assert final["speed"]["without search"]["setting"] == "transform, 6 bits"
+    with pytest.raises(SystemExit):
+        rd.parse_args(["--search", "-1"])
