@@ -23,6 +23,11 @@ setting, against the one-image files of each traditional codec (the per-image
 rows: the smallest at a PSNR at least the .aez files'), headers included:
 ``single_image`` in the JSON, a small table in ``table.md``.
 
+``--search STEPS`` adds the encoder's search (``aelab compress --search``) at
+``--search-bits`` with the range and range-ctx coders; those rows compete for
+the headline like any other, and when one wins, its speed is timed once on
+the benchmark's images beside the same setting without the search.
+
 AVIF at speed 0 takes most of the time (about 0.06 s per 28x28 image per
 quality, and a minute per quality for 1,000 images tiled, on a 2-core CPU);
 ``--avif-qualities`` picks fewer.
