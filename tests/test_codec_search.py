@@ -125,3 +125,11 @@ def test_cli_compress_with_search(ckpt, trained, tmp_path, capsys):
     assert e.value.code == 2
     assert "--search" in capsys.readouterr().err
     assert not (tmp_path / "t.aez").exists()
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_the_search_works_inside_a_callers_no_grad(ckpt, images, context):
+    import torch
+    plain = codec.encode_bytes(images, ckpt, 6, search=5)
+    with getattr(torch, context)():
+        assert codec.encode_bytes(images, ckpt, 6, search=5) == plain

@@ -44,9 +44,23 @@ def search_symbols(model: torch.nn.Module, pixels: torch.Tensor, codes: np.ndarr
     rate_table = rate_table or table
     if rate_table.params_bytes() != table.params_bytes() or rate_table.predictor is not None:
         raise ValueError("the rate table must be a plain table with the same quantiser grid")
-    problem = _Problem(model, table, rate_table, rate_weight)
-    out = [problem.search(pixels[i:i + _BATCH], codes[i:i + _BATCH], steps) for i in range(0, len(codes), _BATCH)]
+    # gradients even when the caller is in torch.no_grad() or torch.inference_mode()
+    with torch.inference_mode(False), torch.enable_grad():
+        problem = _Problem(_with_plain_tensors(model), table, rate_table, rate_weight)
+        out = [problem.search(pixels[i:i + _BATCH], codes[i:i + _BATCH], steps)
+               for i in range(0, len(codes), _BATCH)]
     return np.concatenate(out) if out else np.zeros((0, table.code_size), np.int32)
+
+
+def _with_plain_tensors(model: torch.nn.Module) -> torch.nn.Module:
+    """``model``, or a copy of it when it was loaded in torch.inference_mode() (whose tensors autograd
+    cannot use)."""
+    if not any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
+        return model
+    from ..models.networks import build_model
+    twin = build_model(model.config).to(next(model.parameters()).dtype)
+    twin.load_state_dict({name: value.clone() for name, value in model.state_dict().items()})
+    return twin.eval()
 
 
 class _Problem:
