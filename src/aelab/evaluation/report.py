@@ -122,9 +122,15 @@ def _thumbnail(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+_HTML_SAFE_JSON = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                  "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _json_for_html(value: Any) -> str:
-    """JSON that cannot end its <script> element early."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe inside a <script> element: no ``<``, ``>`` or ``&`` at all (so no ``</script>`` and no
+    ``<!--``, which can change how the parser reads the rest of the element), all escaped as ``\\u``
+    sequences that JSON.parse reads back unchanged."""
+    return json.dumps(value, separators=(",", ":")).translate(_HTML_SAFE_JSON)
 
 
 STYLE = """
@@ -188,8 +194,14 @@ SCRIPT = r"""
       var i = nearest(mx, my);
       if (i < 0) { tip.style.display = "none"; return; }
       var name = label(i) === null ? "" : (data.names ? data.names[label(i)] : label(i));
-      tip.innerHTML = (data.thumbs ? '<img src="data:image/png;base64,' + data.thumbs[i] + '">' : "") +
-                      "#" + i + (name === "" ? "" : ": " + name);
+      // built from nodes, never markup: a class name is text whatever it holds
+      tip.textContent = "";
+      if (data.thumbs) {
+        var thumb = document.createElement("img");
+        thumb.src = "data:image/png;base64," + data.thumbs[i];
+        tip.appendChild(thumb);
+      }
+      tip.appendChild(document.createTextNode("#" + i + (name === "" ? "" : ": " + name)));
       tip.style.left = (mx + 12) + "px"; tip.style.top = (my + 12) + "px"; tip.style.display = "block";
     });
     canvas.addEventListener("mouseleave", function () { tip.style.display = "none"; drag = null; });
@@ -207,8 +219,11 @@ SCRIPT = r"""
       var legend = box.querySelector(".legend");
       data.names.forEach(function (name, k) {
         var item = document.createElement("span");
-        item.innerHTML = '<b style="color:' + colour(k) + '">&#9679;</b> ';
-        item.appendChild(document.createTextNode(name));
+        var dot = document.createElement("b");
+        dot.style.color = colour(k);
+        dot.textContent = "\u25cf";
+        item.appendChild(dot);
+        item.appendChild(document.createTextNode(" " + name));
         item.addEventListener("click", function () { hidden[k] = !hidden[k]; item.classList.toggle("off"); draw(); });
         legend.appendChild(item);
       });
