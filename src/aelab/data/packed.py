@@ -349,22 +349,76 @@ def read_index(folder: Path) -> dict:
         raise DataError("not an aelab packed data set index", path=path)
     if not isinstance(index.get("format_version"), int) or index["format_version"] > FORMAT_VERSION:
         raise DataError("packed by a newer aelab", path=path, hint="upgrade aelab")
-    try:
-        dtype = np.dtype(index["dtype"])
-        shape = tuple(int(s) for s in index["sample_shape"])
-        assert dtype in (np.uint8, np.float32) and all(s > 0 for s in shape)
-        assert int(index["block_rows"]) > 0 and int(index["buffer_blocks"]) > 0
-        for name in SPLITS:
-            record = index["splits"][name]
-            assert int(record["rows"]) == sum(int(s["rows"]) for s in record["shards"]) > 0
-            assert all(isinstance(s["sha256"], str) for s in record["shards"])
-            assert Path(record["file"]).name == record["file"]
-            assert not index["labels"] or Path(record["labels"]).name == record["labels"]
-        assert index.get("sha256") == identity(index), "its sha256 does not match its shards"
-    except (KeyError, TypeError, ValueError, AssertionError) as e:
-        raise DataError(f"the packed data set's index is incomplete or inconsistent ({e!r})", path=path,
-                        hint="pack the data again") from e
+    _check_index(index, path)
     return index
+
+
+class _IndexField:
+    """Reads one field of a packed index, raising a one-line :class:`DataError` that names it when it is
+    missing or wrong (real code, not ``assert``: the checks must hold under ``python -O`` too)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def bad(self, field: str, why: str) -> DataError:
+        return DataError(f"the packed data set's index is inconsistent: {field} {why}", path=self.path,
+                         hint="pack the data again")
+
+    def get(self, mapping: Any, key: str, field: str, kind: type) -> Any:
+        if not isinstance(mapping, dict) or key not in mapping:
+            raise self.bad(field, "is missing")
+        value = mapping[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # JSON true is no count
+            raise self.bad(field, f"is {value!r}, not of the right type")
+        return value
+
+    def count(self, mapping: Any, key: str, field: str, *, least: int = 1) -> int:
+        value = self.get(mapping, key, field, int)
+        if value < least:
+            raise self.bad(field, f"is {value}, less than {least}")
+        return value
+
+    def file_name(self, mapping: Any, key: str, field: str) -> str:
+        """A file of the data set's own folder: a plain name, no folder part, not ``.`` or ``..``."""
+        value = self.get(mapping, key, field, str)
+        if value in ("", ".", "..") or Path(value).name != value or "/" in value or "\\" in value:
+            raise self.bad(field, f"is {value!r}, not the name of a file in the data set's folder")
+        return value
+
+
+def _check_index(index: dict, path: Path) -> None:
+    """Check every field that reading the packed set relies on (types, sizes, file names, the shards'
+    rows and SHA-256, the set's identity); the first one wrong raises a one-line :class:`DataError` naming it."""
+    field = _IndexField(path)
+    dtype_name = field.get(index, "dtype", "dtype", str)
+    if dtype_name not in ("uint8", "float32"):
+        raise field.bad("dtype", f"is {dtype_name!r}, not uint8 or float32")
+    shape = field.get(index, "sample_shape", "sample_shape", list)
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise field.bad("sample_shape", f"is {shape!r}, not a list of positive whole numbers")
+    field.count(index, "block_rows", "block_rows")
+    field.count(index, "buffer_blocks", "buffer_blocks")
+    labelled = field.get(index, "labels", "labels", bool)
+    splits = field.get(index, "splits", "splits", dict)
+    for name in SPLITS:
+        record = field.get(splits, name, f"splits.{name}", dict)
+        rows = field.count(record, "rows", f"splits.{name}.rows")
+        shards = field.get(record, "shards", f"splits.{name}.shards", list)
+        first = 0
+        for k, shard in enumerate(shards):
+            where = f"splits.{name}.shards[{k}]"
+            if field.count(shard, "first_row", f"{where}.first_row", least=0) != first:
+                raise field.bad(f"{where}.first_row", f"is {shard['first_row']}, where the shards before end at {first}")
+            first += field.count(shard, "rows", f"{where}.rows")
+            field.get(shard, "sha256", f"{where}.sha256", str)
+        if first != rows:
+            raise field.bad(f"splits.{name}.rows", f"is {rows}, but its shards hold {first}")
+        field.file_name(record, "file", f"splits.{name}.file")
+        if labelled:
+            field.file_name(record, "labels", f"splits.{name}.labels")
+            field.get(record, "labels_sha256", f"splits.{name}.labels_sha256", str)
+    if index.get("sha256") != identity(index):
+        raise field.bad("sha256", "does not match its shards and block settings")
 
 
 def _open_samples(folder: Path, index: dict, record: dict, verify: bool) -> np.ndarray:
