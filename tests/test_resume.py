@@ -81,6 +81,23 @@ def test_ctrl_c_stops_after_the_minibatch_saves_and_says_how_to_resume(tiny_npz,
         assert torch.equal(tensor, uninterrupted[name]), name
 
 
+
+def test_a_rerun_without_resume_refuses_to_discard_the_saved_run(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc)[0] == 130
+    saved = (out / RESUME_FILE).read_bytes()
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out)))  # the same command
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "interrupted run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / RESUME_FILE).read_bytes() == saved and not (out / "model.safetensors").exists()
+    short = [a if a != "12" else "0.5" for a in TRAIN]
+    code, _, err = finish(aelab("train", *short, "--data", str(tiny_npz), "--out", str(out), "--overwrite"))
+    assert code == 0, err  # --overwrite discards it and starts over
+    assert not (out / RESUME_FILE).exists() and (out / "model.safetensors").exists()
+
 def test_resume_refuses_other_settings_and_missing_state(tiny_npz, tmp_path):
     out = tmp_path / "run"
     proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")

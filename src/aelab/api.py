@@ -81,11 +81,14 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
 
     ``out`` is locked meanwhile: a second process writing into it is refused (OutputError). With
     ``overwrite=False``, a finished checkpoint already in ``out`` from other settings or other data is
-    refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not.
+    refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not;
+    so is starting over (no ``resume``) where ``resume_file`` holds an interrupted run's state.
 
     Under ``torchrun`` every process calls this; rank 0 alone locks, evaluates and writes, and the
     others return their TrainedModel with empty ``scores`` once their share of the training is done.
     """
+    if not overwrite:  # every rank: they refuse together
+        _refuse_to_discard_a_saved_run(train_options)
     if process_rank() != 0:  # train() itself keeps such a rank silent and its files unwritten
         return TrainedModel(train(data, config, **train_options), {}, Path(out))
     folder = ensure_dir(out)
@@ -94,6 +97,15 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
             _refuse_another_model(folder, config, data, train_options)
         return _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
                                **train_options)
+
+
+def _refuse_to_discard_a_saved_run(train_options: dict) -> None:
+    """A run that starts over where an interrupted run's state is saved would delete that state."""
+    resume_file = train_options.get("resume_file")
+    if not train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
+        raise OptionError("the folder holds the saved state of an interrupted run, which starting over would "
+                          "discard", path=resume_file,
+                          hint="pass --resume to continue it, or --overwrite to discard it and start over")
 
 
 def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, train_options: dict) -> None:

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a trained model already in DIR that has other settings or data (default: refuse)")
+                   help="replace a trained model already in DIR that has other settings or data, or discard "
+                        "the saved state of an interrupted run there (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
     p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
                    help="also log the training curve (DIR/metrics.csv's values) for TensorBoard into LOGDIR "
