@@ -197,3 +197,27 @@ def test_a_rank_that_dies_stops_the_others_with_a_message_and_no_checkpoint(tmp_
     assert "another training process failed or was stopped" in stderr or "SIGKILL" in stderr
     assert not (out / "model.safetensors").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+@pytest.mark.slow
+def test_sigint_then_sigterm_at_once_still_saves_the_run(tmp_path: Path) -> None:
+    """A Ctrl-C and then a scheduler's SIGTERM (torchrun passes each on to every rank): the second signal is the
+    same request to stop, and must not cancel the save. Large minibatches put the ranks' next agreement on
+    stopping well after the SIGTERM, where the SIGTERM used to end both ranks ("terminated") unsaved."""
+    from aelab.training.resume import load_training_state
+    out = tmp_path / "out"
+    options = ["--minibatch-size", "2048", "--checkpoint-every", "0"]
+    launch = subprocess.Popen([*standalone(2), *AELAB, "train", "--out", str(out), "--quiet", "--sweeps", "20",
+                               *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(out / "metrics.csv", 3, launch)
+    launch.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # torchrun forwards the first, starts shutting down, then forwards the second
+    launch.send_signal(signal.SIGTERM)
+    _, stderr = launch.communicate(timeout=120)
+    assert "terminated" not in stderr and "the state is saved" in stderr, stderr[-2000:]
+    saved = load_training_state(out / "resume.safetensors")
+    assert saved.minibatches_done > 0
+    resumed = run([*standalone(2), *AELAB, "train", "--out", str(out), "--quiet", "--resume", *options,
+                   "--sweeps", str((saved.minibatches_done + 2) * 2048 / 60000)], 300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "model.safetensors").exists() and not (out / "resume.safetensors").exists()

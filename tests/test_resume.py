@@ -146,3 +146,27 @@ def test_a_resume_file_that_does_not_fit_the_run_is_refused(tiny_data, tmp_path)
     save_training_state(resume_file, wrong_optimizer)
     with pytest.raises(CheckpointError, match="does not fit"):
         train(tiny_data, config, log=None, resume_file=resume_file, resume=True)
+
+
+def test_only_a_second_ctrl_c_typed_later_stops_at_once_and_never_during_the_save(monkeypatch):
+    """After a first Ctrl-C or SIGTERM asks the loop to stop and save: a SIGTERM (a scheduler's, or torchrun's
+    passing a signal on) or a Ctrl-C passed on at once is the same request; a Ctrl-C typed later stops at once,
+    unless the save that keeps the run is under way."""
+    from aelab.training import loop
+    with loop.stop_requests(True) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher passing the first on
+        assert stop["stop"] and stop["signal"] == signal.SIGINT
+        stop["since"] -= loop.REPEAT_AFTER
+        stop["saving"] = True
+        os.kill(os.getpid(), signal.SIGINT)  # the save goes on
+        stop["saving"] = False
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    with loop.stop_requests(True) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        stop["since"] -= loop.REPEAT_AFTER
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop["stop"] and stop["signal"] == signal.SIGTERM
