@@ -7,10 +7,11 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 from __future__ import annotations
 
 import csv
+import signal
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -42,6 +43,16 @@ from .training import RECIPES, TrainConfig, TrainResult, train
 from .training.distributed import process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
+# what the CLI's commands need beyond the functions here (the CLI imports nothing else)
+from . import runconfig
+from .data import convert, describe, download_mnist, format_description  # noqa: F401 - `aelab data`
+from .device import describe_device
+from .evaluation.bench import format_table as benchmark_table, run_benchmark  # noqa: F401 - `aelab bench`
+from .evaluation.compare import markdown_table  # noqa: F401 - `aelab compare`
+from .models.zoo import list_pretrained  # noqa: F401 - `aelab models`
+from .terminal import Terminated
+from .training.loop import TrainingInterrupted
+from .training.resume import RESUME_FILE
 
 METRICS_FILE = "metrics.csv"  # train_model's training curve, beside the checkpoint
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
@@ -567,3 +578,74 @@ def export_model(checkpoint: Checkpoint, fmt: str, output: str | Path) -> list[P
     torch.export programs ``encoder.pt2``/``decoder.pt2`` (``"pt2"``) in the folder ``output``, with
     ``export.json``; returns the paths. Inputs and outputs: see :mod:`aelab.models.export`."""
     return exporting.export_model(checkpoint.model, fmt, output, scaler=checkpoint.info.get("data", {}).get("scaler"))
+
+
+# --- the commands' work from their parsed options (the CLI passes ``vars(args)``) --------------------
+
+__all__ += ["data_options", "train_config", "train_from_options", "convert_data", "describe_data",
+            "format_description", "download_mnist", "list_pretrained", "run_benchmark", "benchmark_table",
+            "markdown_table", "read_codes", "TrainingInterrupted"]
+
+
+def data_options(options: Mapping[str, Any]) -> dict:
+    """The reading options (:data:`DATA_OPTIONS`) among a command's parsed ``options``, for :func:`load_data`.
+    There the grey-or-colour choice is ``colour`` (``--grayscale``, ``--rgb``), since ``channels`` is
+    ``aelab train``'s convolution stages; the split's seed is the checkpoint's or the default."""
+    chosen = {name: options.get(name) for name in DATA_OPTIONS if name not in ("seed", "channels")}
+    return {**chosen, "channels": options.get("colour")}
+
+
+def train_config(options: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` that parsed ``options`` describe: each field from the option of its
+    name, a field whose option is missing or None keeps its default (sweeps: the tutorial's fast mode)."""
+    given = {f.name: options[f.name] for f in fields(TrainConfig) if options.get(f.name) is not None}
+    return TrainConfig(**{"sweeps": 5.0, **given})
+
+
+def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_bar: bool = False,
+                       run_config: str | None = None) -> TrainedModel:
+    """``aelab train``: train as the parsed ``options`` say, evaluate, save the checkpoint into ``out``.
+
+    The model and training come from :func:`train_config`; ``data`` and its reading options
+    (:func:`data_options`), ``out``, ``checkpoint_every``, ``resume``, ``overwrite`` and
+    ``tensorboard`` from the options of those names. The run's state is kept in ``out``'s resume file,
+    so an interruption after the training raises :class:`TrainingInterrupted` that names it.
+    ``run_config`` (the resolved options as TOML) is written beside the checkpoint.
+    """
+    config = train_config(options)
+    config.validate()  # unknown model names and unusable options fail before data loads
+    out = ensure_dir(options["out"])  # an unusable out fails now, not after the training
+    data = load_data(options.get("data"), **data_options(options))
+    if log is not None:
+        log(f"Training {config.model} on {data.name} ({data.train.n} {'rows' if data.kind == 'table' else 'images'}), "
+            f"device {describe_device(resolve_device(config.device))}")
+    resume_file = out / RESUME_FILE
+    try:
+        trained = train_model(data, config, out, log=log, progress_bar=progress_bar, resume_file=resume_file,
+                              resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")),
+                              **{k: options[k] for k in ("checkpoint_every", "tensorboard") if options.get(k) is not None})
+    except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
+        if not resume_file.exists():
+            raise
+        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the run's last saved state is in "
+                                      f"{resume_file}", hint="run the same command with --resume to continue")
+        stopped.signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        raise stopped from None
+    if run_config is not None and process_rank() == 0:
+        write_text(out / runconfig.RUN_CONFIG_FILE, run_config)
+    return trained
+
+
+def convert_data(source: str | Path | None, dest: str | Path, fmt: str | None = None) -> Path:
+    """``aelab data convert``: the data set at ``source`` (None: the bundled MNIST) written to ``dest`` as
+    ``fmt`` (idx, idx.gz, ctf, npz; None: npz, which ``dest`` must then end in)."""
+    if fmt is None and not str(dest).endswith(".npz"):
+        raise OptionError(f"cannot tell the output format of {dest}",
+                          hint="add --to idx, idx.gz, ctf or npz, or name the destination FILE.npz")
+    return convert(source, dest, fmt)
+
+
+def describe_data(path: str | Path | None = None, **options) -> dict:
+    """``aelab data info``: counts, shape, labels and checksums of the data at ``path``, read as the
+    given ``options`` (:data:`DATA_OPTIONS`; None or False: not given) say."""
+    return describe(path, **{k: v for k, v in options.items() if v})
