@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 TAG = "numbers"          # the cells whose printed numbers are checked against the stored ones
 RTOL, ATOL = 0.05, 0.01  # what another CPU's float rounding moves a printed number by, with room
-CELL_TIMEOUT_S = 600
+CELL_TIMEOUT_S = 300   # a cell that runs longer has hung, or the notebook is not in fast mode
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
 
