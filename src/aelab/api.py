@@ -577,9 +577,6 @@ def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_
 def convert_data(source: str | Path | None, dest: str | Path, fmt: str | None = None) -> Path:
     """``aelab data convert``: the data set at ``source`` (None: the bundled MNIST) written to ``dest`` as
     ``fmt`` (idx, idx.gz, ctf, npz; None: npz, which ``dest`` must then end in)."""
-    if fmt is None and not str(dest).endswith(".npz"):
-        raise OptionError(f"cannot tell the output format of {dest}",
-                          hint="add --to idx, idx.gz, ctf or npz, or name the destination FILE.npz")
     return convert(source, dest, fmt)
 
 
