@@ -157,7 +157,6 @@ OUTPUT_NAMING = {
     ("aelab.data.saving", "convert"),         # the format to write
     ("aelab.codec.api", "output_format"),     # what decompress writes
     ("aelab.evaluation.anomaly", "write_scores"), ("aelab.api", "anomaly_scores"),  # the scores file
-    ("aelab.cli", "cmd_data"),                # `data convert`'s destination format
 }
 
 

@@ -146,6 +146,8 @@ def format_description(d: dict) -> str:
     else:
         rows.append(("dtype", d["dtype"]))
     classes = str(d["num_classes"]) if d["num_classes"] else "none (unlabeled)"
+    if d["num_classes"] and 2 * d["num_classes"] > sum(split["count"] for split in d["splits"].values()):
+        classes += " (under two samples a class: a numeric target rather than classes?)"
     if d.get("classes"):
         classes += ": " + ", ".join(d["classes"][:16]) + (" ..." if len(d["classes"]) > 16 else "")
     rows.append(("classes", classes))

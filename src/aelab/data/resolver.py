@@ -122,7 +122,7 @@ def _resolve_folder(folder: Path) -> Source:
             raise DataError(f"missing IDX file(s): {', '.join(missing)} (.gz or not); found: "
                             f"{listing(folder)}", path=folder,
                             hint="a dataset folder needs all four MNIST IDX files")
-        return Source("idx folder", folder, parts=idx_paths)  # type: ignore[arg-type]
+        return Source("idx folder", folder, parts={role: p for role, p in idx_paths.items() if p is not None})
     train_ctf, test_ctf = _find_ctf_file(folder, "Train"), _find_ctf_file(folder, "Test")
     if train_ctf and test_ctf:
         return Source("ctf folder", folder, parts={"train": train_ctf, "test": test_ctf})

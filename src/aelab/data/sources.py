@@ -102,7 +102,7 @@ def load_table_dataset(path: Path, options: ReadOptions, scaler: Scaler | None =
 
 def load_array_dataset(path: Path, digest: str, arrays: dict[str, np.ndarray], options: ReadOptions,
                        scaler: Scaler | None = None) -> Dataset:
-    """A ``.npz`` that is not today's grey-image layout: colour images or a table, one array or two."""
+    """A ``.npz`` not in the MNIST layout (uint8 grey x_train, x_test): colour images or a table, one array or two."""
     source = {"path": str(path), "format": "npz"}
     if "x_train" in arrays and "x_test" in arrays:
         x_train, x_test = _samples(arrays["x_train"], path, "x_train"), _samples(arrays["x_test"], path, "x_test")
