@@ -102,7 +102,8 @@ def load_table_dataset(path: Path, options: ReadOptions, scaler: Scaler | None =
 
 def load_array_dataset(path: Path, digest: str, arrays: dict[str, np.ndarray], options: ReadOptions,
                        scaler: Scaler | None = None) -> Dataset:
-    """A ``.npz`` that is not today's grey-image layout: colour images or a table, one array or two."""
+    """A ``.npz`` other than grey images in x_train/x_test (which datasets.py reads): colour images or a
+    table, one array or two."""
     source = {"path": str(path), "format": "npz"}
     if "x_train" in arrays and "x_test" in arrays:
         x_train, x_test = _samples(arrays["x_train"], path, "x_train"), _samples(arrays["x_test"], path, "x_test")
