@@ -100,6 +100,15 @@ def test_save_pngs_names_and_pixels(tmp_path: Path) -> None:
         images.save_pngs(tmp_path, imgs, start=-1)
 
 
+
+def test_png_names_sort_in_number_order_from_100000_images_on(tmp_path: Path) -> None:
+    paths = images.save_pngs(tmp_path / "dec", _digits(3, 6, 5), start=99_998)  # the last three of 100,001
+    assert [p.name for p in paths] == ["img-099998.png", "img-099999.png", "img-100000.png"]
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == [p.name for p in paths]
+    names = [images.png_name("img", i, 100_000) for i in (0, 9, 99_999, 100_000)]
+    assert names == sorted(names) == ["img-000000.png", "img-000009.png", "img-099999.png", "img-100000.png"]
+    assert images.png_name("img", 7, 99_999) == "img-00007.png"  # up to 100,000 images: five digits, as before
+
 # ---------------------------------------------------------------- figures
 
 
