@@ -356,6 +356,20 @@ def test_tsne(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Path) -> None:
     png(tmp_path / "tsne.png")
 
 
+
+def test_tsne_of_a_small_set_chooses_its_perplexity_or_takes_one(capsys, cli_ckpt: Path, tiny_npz: Path,
+                                                                 tmp_path: Path) -> None:
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "-o", tmp_path / "auto.png")
+    assert rc == 0, err  # 30 images: below scikit-learn's perplexity of 30, so a lower one is chosen
+    png(tmp_path / "auto.png")
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "--perplexity", "5", "-o", tmp_path / "five.png")
+    assert rc == 0, err
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "--perplexity", "40", "-o", tmp_path / "bad.png")
+    assert rc == 2 and "try --perplexity 9" in err and not (tmp_path / "bad.png").exists()
+
 # ------------------------------------------------------------------ data
 
 

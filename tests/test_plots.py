@@ -288,4 +288,4 @@ def test_tsne_2d_rejects_bad_input(codes: np.ndarray, perplexity: float, match: 
 def test_tsne_2d_suggests_smaller_perplexity() -> None:
     with pytest.raises(OptionError) as info:
         plots.tsne_2d(np.zeros((10, 4)), perplexity=30)
-    assert "try perplexity 3" in str(info.value)
+    assert "try --perplexity 3" in str(info.value)

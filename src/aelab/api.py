@@ -480,12 +480,14 @@ def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, st
 
 
 def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int = 0,
-             output: str | Path | None = None) -> np.ndarray:
-    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``."""
+             output: str | Path | None = None, perplexity: float | None = None) -> np.ndarray:
+    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``.
+    ``perplexity`` None: scikit-learn's default, lowered for small sets (:func:`plots.auto_perplexity`)."""
     if data.test.labels is None:
         raise OptionError("the t-SNE map is coloured by label, and this test split has none")
     n = min(limit, data.test.n)
-    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed)
+    perplexity = plots.auto_perplexity(n) if perplexity is None else perplexity
+    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed, perplexity=perplexity)
     if output is not None:
         plots.save_tsne_map(output, points, data.test.labels[:n], title=f"t-SNE map of the codes of {n} test images")
     return points

@@ -523,6 +523,12 @@ def _log_labels(axis: Any, data: Sequence[np.ndarray], counts: bool) -> None:
 TSNE_PERPLEXITY = 30.0  # scikit-learn's default; a map needs more points than this
 
 
+def auto_perplexity(n: int) -> float:
+    """The perplexity for a map of ``n`` codes: scikit-learn's default, lowered for small sets to a third of
+    the other points (t-SNE needs it below ``n``)."""
+    return float(max(1.0, min(TSNE_PERPLEXITY, math.floor((n - 1) / 3))))
+
+
 def tsne_2d(codes: Any, seed: int = 0, perplexity: float = TSNE_PERPLEXITY, max_iter: int = 500) -> np.ndarray:
     """Embed (n, d) codes in 2-D with scikit-learn's t-SNE; returns (n, 2) float32.
 
@@ -547,9 +553,8 @@ def tsne_2d(codes: Any, seed: int = 0, perplexity: float = TSNE_PERPLEXITY, max_
     if not math.isfinite(perplexity) or perplexity <= 0:
         raise OptionError(f"perplexity must be positive, got {perplexity!r}")
     if perplexity >= n:
-        suggestion = max(1.0, min(30.0, math.floor((n - 1) / 3)))
         raise OptionError(f"perplexity {perplexity:g} must be smaller than the number of "
-                          f"codes ({n})", hint=f"try perplexity {suggestion:g}")
+                          f"codes ({n})", hint=f"try --perplexity {auto_perplexity(n):g}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise OptionError(f"seed must be an integer, got {seed!r}")
 
