@@ -146,7 +146,7 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
                    **train_options)
     if on_trained is not None:
         on_trained(result)
-    say(f"Average training error: {result.train_error_pct:.2f}%")
+    say(_training_score_line(result))
     scores = evaluate(result.model, data.test.images)
     save_checkpoint(folder, result.model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
@@ -157,6 +157,15 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     if resume_file is not None:
         _remove_finished_resume_file(resume_file)
     return TrainedModel(result, scores, folder)
+
+
+def _training_score_line(result: TrainResult) -> str:
+    """The training's average metric: the tutorial's error for BCE models, the squared error otherwise (a
+    percentage of it would mean nothing)."""
+    if result.model_config.loss != "mse":
+        return f"Average training error: {result.train_error_pct:.2f}%"
+    units = "" if result.model_config.is_image else " (scaled units)"
+    return f"Average training MSE{units}: {result.train_error_pct / 100:.5f}"
 
 
 def _remove_finished_resume_file(path: str | Path) -> None:
