@@ -187,6 +187,27 @@ def test_save_tsne_map(tmp_path: Path) -> None:
         plots.save_tsne_map(tmp_path / "bad.png", points[:, :1], labels)
 
 
+
+@pytest.mark.parametrize("losses", [[0.9, 0.8, 0.7, 0.62, 0.55],  # a table's: no 1, 2 or 5 x a power of ten inside
+                                    [543.6, 519.6, 307.0, 218.6, 185.7],
+                                    [543.6, 307.0, 145.1, 97.7, 90.7]])
+def test_the_loss_curve_labels_its_y_axis(tmp_path: Path, monkeypatch, losses) -> None:
+    """The report's curve (a log axis by request): at least two labelled ticks within the values' range."""
+    seen = {}
+    real_save = plots._save
+
+    def keep_figure(fig, path):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        low, high = ax.get_ylim()
+        seen["labels"] = [t.get_text() for t in ax.get_yticklabels(minor=False) + ax.get_yticklabels(minor=True)
+                          if t.get_text() and low <= t.get_position()[1] <= high]
+        return real_save(fig, path)
+    monkeypatch.setattr(plots, "_save", keep_figure)
+    plots.save_training_curve(tmp_path / "c.png", {"m": ([64, 192, 448, 960, 1984], losses)},
+                              ylabel="loss per sample", logy=True)
+    assert len(seen["labels"]) >= 2, seen
+
 def test_save_training_curve(tmp_path: Path) -> None:
     curves = {"simple": ([0, 100, 1000, 10000], [0.5, 0.3, 0.2, 0.1]),
               "deep": ([100, 1000, 10000], [0.6, 0.25, float("nan")])}

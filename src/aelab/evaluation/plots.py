@@ -432,7 +432,8 @@ def save_training_curve(path: str | os.PathLike[str],
     """One line per model of a metric against samples seen (log x axis).
 
     Points with samples seen <= 0 cannot sit on a log axis and are left out;
-    NaN metric values (a diverged run) leave gaps.
+    NaN metric values (a diverged run) leave gaps. ``logy`` draws the values on a log axis when they
+    span a power of ten or more (else a linear one, whose ticks are labelled).
     """
     if not isinstance(curves, Mapping) or not curves:
         raise OptionError("curves must be a non-empty dict of name -> (samples, values)")
@@ -475,7 +476,7 @@ def save_training_curve(path: str | os.PathLike[str],
                     marker="o" if few else None, markersize=3.5)
         ax.set_xscale("log")
         _log_labels(ax.xaxis, [xs for _, xs, _ in lines], counts=True)
-        if logy:
+        if logy and _spans_a_decade([ys for _, _, ys in lines]):
             ax.set_yscale("log")
             _log_labels(ax.yaxis, [ys for _, _, ys in lines], counts=False)
         ax.grid(True, which="major")
@@ -503,6 +504,14 @@ def _log_tick_text(x: float, minor: bool, counts: bool) -> str:
             if x >= scale:
                 return f"{x / scale:g}{suffix}"
     return f"{x:g}"
+
+
+def _spans_a_decade(data: Sequence[np.ndarray]) -> bool:
+    """Whether the positive values reach from one power of ten to the next: a log axis over less may hold no
+    labelled tick at all (0.55 to 0.9 has no 1, 2 or 5 in it), so such values get a linear axis."""
+    values = np.concatenate([np.asarray(d, dtype=np.float64) for d in data])
+    values = values[np.isfinite(values) & (values > 0)]
+    return values.size > 0 and values.max() / values.min() >= 10
 
 
 def _log_labels(axis: Any, data: Sequence[np.ndarray], counts: bool) -> None:
