@@ -150,6 +150,18 @@ def test_train_writes_a_checkpoint(cli_ckpt: Path, tiny_npz: Path) -> None:
     assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "test_r2"}
 
 
+
+def test_a_table_training_reports_its_squared_error_not_a_pixel_percentage(capsys, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "t.npy", rng.normal(size=(300, 6)).astype(np.float32))
+    rc, out, err = run(capsys, "train", "--data", tmp_path / "t.npy", "--model", "dense", "--code-size", "2",
+                       "--recipe", "adam", "--sweeps", "1", "--out", tmp_path / "m")
+    assert rc == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("Average training")]
+    assert line.startswith("Average training MSE (scaled units): ") and "%" not in line, line
+    mse = float(line.rsplit(" ", 1)[1])
+    assert 0 < mse < 2  # standardised columns: about 1 before training, less after
+
 def test_train_is_reproducible_and_talks_unless_quiet(capsys, cli_ckpt: Path, tiny_npz: Path,
                                                       tmp_path: Path) -> None:
     rc, out, _ = run(capsys, "train", "--sweeps", "0.01", "--data", tiny_npz, "--out", tmp_path / "again",
@@ -357,6 +369,20 @@ def test_tsne(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Path) -> None:
     assert str(tmp_path / "tsne.png") in out
     png(tmp_path / "tsne.png")
 
+
+
+def test_tsne_of_a_small_set_chooses_its_perplexity_or_takes_one(capsys, cli_ckpt: Path, tiny_npz: Path,
+                                                                 tmp_path: Path) -> None:
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "-o", tmp_path / "auto.png")
+    assert rc == 0, err  # 30 images: below scikit-learn's perplexity of 30, so a lower one is chosen
+    png(tmp_path / "auto.png")
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "--perplexity", "5", "-o", tmp_path / "five.png")
+    assert rc == 0, err
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "--perplexity", "40", "-o", tmp_path / "bad.png")
+    assert rc == 2 and "try --perplexity 9" in err and not (tmp_path / "bad.png").exists()
 
 # ------------------------------------------------------------------ data
 

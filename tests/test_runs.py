@@ -167,3 +167,41 @@ def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, capsys):
     assert main(["train", "--config", str(config), "--print-config"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "too large for a run config" in err and str(config) in err
+
+
+def test_a_resumed_run_logs_each_point_of_metrics_csv_once(tmp_path, tiny_npz, monkeypatch):
+    """Interrupted during the final evaluation (the resume file holds the finished state), then resumed."""
+    from aelab import api
+    out = tmp_path / "m"
+    data = api.load_data(tiny_npz)
+    config = api.TrainConfig(model="simple", sweeps=0.2, recipe="adam", device="cpu")
+    real_evaluate = api.evaluate
+    with monkeypatch.context() as m:
+        m.setattr(api, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            api.train_model(data, config, out, resume_file=out / "resume.safetensors")
+    assert api.evaluate is real_evaluate
+    api.train_model(data, config, out, resume_file=out / "resume.safetensors", resume=True)
+    with open(out / "metrics.csv", newline="") as f:
+        seen = [int(r["samples_seen"]) for r in csv.DictReader(f)]
+    assert seen == sorted(set(seen)) and seen[-1] == int(0.2 * 6400) // 64 * 64, seen
+
+
+def test_a_resumed_run_drops_the_lines_logged_after_its_saved_state(tmp_path):
+    """A run killed after its last save logged lines past it; resumed from the save, it logs them again."""
+    from aelab.training.progress import MetricsLog
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path)
+    for step in (1, 3, 7, 15):
+        log.add(step, {"examples": 64 * step, "loss_since_last": 1.0, "metric_since_last": 0.5}, 1e-3, step / 10)
+    log.close()
+    with open(path, "a") as f:
+        f.write("31,19")  # a line cut short by the kill
+    log = MetricsLog(path, append=True, resumed_at=64 * 7)
+    for step in (7, 15, 31):
+        log.add(step, {"examples": 64 * step, "loss_since_last": 2.0, "metric_since_last": 0.5}, 1e-3, step / 10)
+    log.close()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 3, 7, 15, 31]
+    assert [float(r["loss"]) for r in rows] == [1.0, 1.0, 1.0, 2.0, 2.0]  # 15 is the resumed run's

@@ -158,7 +158,7 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
                    **train_options)
     if on_trained is not None:
         on_trained(result)
-    say(f"Average training error: {result.train_error_pct:.2f}%")
+    say(_training_score_line(result))
     scores = evaluate(result.model, data.test.images)
     save_checkpoint(folder, result.model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
@@ -169,6 +169,15 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     if resume_file is not None:
         _remove_finished_resume_file(resume_file)
     return TrainedModel(result, scores, folder)
+
+
+def _training_score_line(result: TrainResult) -> str:
+    """The training's average metric: the tutorial's error for BCE models, the squared error otherwise (a
+    percentage of it would mean nothing)."""
+    if result.model_config.loss != "mse":
+        return f"Average training error: {result.train_error_pct:.2f}%"
+    units = "" if result.model_config.is_image else " (scaled units)"
+    return f"Average training MSE{units}: {result.train_error_pct / 100:.5f}"
 
 
 def _remove_finished_resume_file(path: str | Path) -> None:
@@ -429,12 +438,14 @@ def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, st
 
 
 def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int = 0,
-             output: str | Path | None = None) -> np.ndarray:
-    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``."""
+             output: str | Path | None = None, perplexity: float | None = None) -> np.ndarray:
+    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``.
+    ``perplexity`` None: scikit-learn's default, lowered for small sets (:func:`plots.auto_perplexity`)."""
     if data.test.labels is None:
         raise OptionError("the t-SNE map is coloured by label, and this test split has none")
     n = min(limit, data.test.n)
-    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed)
+    perplexity = plots.auto_perplexity(n) if perplexity is None else perplexity
+    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed, perplexity=perplexity)
     if output is not None:
         plots.save_tsne_map(output, points, data.test.labels[:n], title=f"t-SNE map of the codes of {n} test images")
     return points

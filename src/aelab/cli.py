@@ -199,6 +199,9 @@ def add_tsne(sub) -> argparse.ArgumentParser:
                    help="test images in the map (default: %(default)s)")
     _add_alias(p, "--samples", "--limit", "limit", _positive_int)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--perplexity", type=_positive_float, default=None, metavar="P",
+                   help="t-SNE's perplexity, below the number of images (default: scikit-learn's, lowered for "
+                        "small sets)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
     return p
 
@@ -523,7 +526,8 @@ def cmd_report(args) -> int:
 
 def cmd_tsne(args) -> int:
     ckpt = _load_model(args)
-    _api().tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output)
+    _api().tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output,
+                    perplexity=args.perplexity)
     print(f"Wrote {args.output}")
     return 0
 

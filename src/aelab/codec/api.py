@@ -360,16 +360,15 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
 
 def _write_png_folder(out: Path, images: np.ndarray) -> None:
     """``img-00000.png``, ... in a temporary folder beside ``out``, renamed to ``out`` when complete."""
-    from ..data.images import save_png
+    from ..data.images import png_name, save_png
     parent = ensure_dir(out.parent if str(out.parent) else ".")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as e:
         raise OutputError(f"cannot write: {e.strerror or e}", path=out) from e
-    width = max(5, len(str(max(len(images) - 1, 0))))
     try:
         for i, image in enumerate(images):
-            save_png(tmp / f"img-{i:0{width}d}.png", image)
+            save_png(tmp / png_name("img", i, len(images) - 1), image)
         try:
             os.replace(tmp, out)  # POSIX: also onto an empty folder
         except OSError:

@@ -94,7 +94,7 @@ def checked_rows(array: np.ndarray, path: Path | str, columns: list[str] | None 
         name = f" ({columns[c]!r})" if columns else ""
         raise DataError(f"row {r + 1}, column {c + 1}{name} is {rows[r, c]} (NaN or infinity) "
                         f"in {int(bad.sum())} cell(s)", path=path,
-                        hint="fill or drop the missing values before training")
+                        hint="fill or drop the missing values in the file, then pass it again")
     return rows
 
 

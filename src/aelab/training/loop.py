@@ -272,6 +272,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     last_save = started
     with stop_requests(resume_file is not None) as stop, flushing_denormals(), \
             threads_for(device, minibatch, mconfig.input_dim):
+        ranks.stop = stop  # a collective left unanswered long after a stop was asked means a failed peer
         for k in range(first, total_minibatches):
             train_step(k)
             done = k + 1
@@ -294,7 +295,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                 if stopping:
                     stop["saving"] = True
                     save_state(done)
-                    ranks.agree(True)  # no rank ends (which makes torchrun end the others) before rank 0 saved
+                    ranks.saved()
                     bar.close()
                     stopped = TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
                                                   f"{resume_file}", hint="run the same command with --resume to continue")
