@@ -260,3 +260,20 @@ def test_work_of_a_helper_that_died_is_done_here() -> None:
     task = Task(broken, lambda *a: calls.append(a) or max(a), (3, 7), {})
     assert task.result() == 7 and task.result() == 7
     assert len(calls) == 1  # done here once, however often its result is asked for
+
+
+def test_the_helper_process_imports_no_torch(tmp_path: Path) -> None:
+    """The tutorial's helper is spawned: it imports the main module (the `aelab` command's, light) and what its
+    work names (plots), never torch or numba, which would take the second core from the work for seconds."""
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "from aelab.cli import main  # noqa: F401 - what aelab/__main__.py imports\n"
+        "if __name__ == '__main__':\n"
+        "    from aelab.tutorial.run import helper_pool\n"
+        "    pool = helper_pool('process')\n"
+        "    heavy = \"sorted(m for m in ('torch', 'numba', 'aelab.api') if m in __import__('sys').modules)\"\n"
+        "    print(pool.submit(eval, heavy).result())\n"
+        "    pool.shutdown()\n")
+    done = subprocess.run([sys.executable, str(entry)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

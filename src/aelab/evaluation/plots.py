@@ -25,6 +25,7 @@ import numpy as np
 from ..data.images import _array, to_unit
 from ..errors import OptionError
 from ..fileio import atomic_write
+from ..terminal import exit_on_sigterm
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -587,6 +588,14 @@ def ignore_interrupts() -> None:
     """For a helper process: leave Ctrl-C to the main process, which stops the helper itself."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_helper() -> None:
+    """A helper process's first work: leave Ctrl-C to the main process, and let the SIGTERM with which the
+    main process ends it remove the temporary file of a figure being written. It lives here, in a module
+    that imports no torch, because a spawned helper imports the module of its initializer."""
+    ignore_interrupts()
+    exit_on_sigterm()
 
 
 def preload() -> None:

@@ -24,7 +24,6 @@ from ..device import describe_device, resolve_device
 from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
 from ..locking import folder_lock
-from ..terminal import exit_on_sigterm
 from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
 from ..evaluation.similarity import similarity_rows
@@ -132,18 +131,11 @@ def helper_pool(kind: str) -> Executor | None:
     try:
         with _interrupts_ignored():  # inherited by the worker from its first instruction on
             pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_helper_started)
+                                       initializer=plots.start_helper)
             pool.submit(plots.preload)  # starts the worker; matplotlib and scikit-learn load meanwhile
         return pool
     except (OSError, RuntimeError, ValueError):
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aelab-tutorial")
-
-
-def _helper_started() -> None:
-    """The helper process's first work: leave Ctrl-C to the main process, and let the SIGTERM with which the
-    main process ends it remove the temporary file of a figure being written (no ``.grid.png.*.tmp`` left)."""
-    plots.ignore_interrupts()
-    exit_on_sigterm()
 
 
 @contextlib.contextmanager
