@@ -512,6 +512,12 @@ def test_data_info_of_a_missing_path(capsys, tmp_path: Path) -> None:
     assert str(tmp_path / "missing") in message
 
 
+def test_data_tool_errors_name_the_action(capsys, tmp_path: Path) -> None:
+    """`aelab data pack: error: ...`, not `aelab data: error: ...` (user_error checks the prefix)."""
+    message = user_error(capsys, "data", "pack", tmp_path / "missing", "-o", tmp_path / "packed")
+    assert str(tmp_path / "missing") in message and not (tmp_path / "packed").exists()
+
+
 def test_unwritable_out_fails_before_training(capsys, monkeypatch, tiny_npz: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a regular file")
 
