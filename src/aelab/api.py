@@ -569,10 +569,10 @@ def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_
         log(f"Training {config.model} on {data.name} ({data.train.n} {'rows' if data.kind == 'table' else 'images'}), "
             f"device {describe_device(resolve_device(config.device))}")
     resume_file = out / RESUME_FILE
+    given = {k: options[k] for k in ("checkpoint_every", "tensorboard") if options.get(k) is not None}
     try:
         trained = train_model(data, config, out, log=log, progress_bar=progress_bar, resume_file=resume_file,
-                              resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")),
-                              **{k: options[k] for k in ("checkpoint_every", "tensorboard") if options.get(k) is not None})
+                              resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")), **given)
     except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
         if not resume_file.exists():
             raise
