@@ -16,8 +16,8 @@ from . import cli_codec, cli_data, cli_pipeline, runconfig
 from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPARE_TSNE_LIMIT, DEFAULT_RECIPE,
                           DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, QUICK_SWEEPS,
                           QUICK_TSNE_LIMIT, RECIPE_NAMES)
-from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_limit, _add_sweeps,
-                          _int_list, _non_negative_float, _non_negative_int, _positive_float,
+from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_input, _add_limit,
+                          _add_sweeps, _int_list, _non_negative_float, _non_negative_int, _positive_float,
                           _positive_int)
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 from .terminal import Terminated, guarded_stdout, sigterm_interrupts
@@ -137,12 +137,7 @@ def add_encode(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="images or table rows to codes (.npy or .csv)",
                        description="Encode images or table rows into codes; writes codes and labels.")
     _add_checkpoint(p)
-    p.add_argument("input", nargs="?", default=None,
-                   help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs; or a table (.npy, .csv, "
-                        ".tsv, .parquet) for a table model (default: the test split of --data)")
-    _add_data(p)
-    _add_device(p)
-    _add_limit(p)
+    _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.npy (codes; labels go to FILE.labels.npy) or FILE.csv (label, then the code)")
     return p
@@ -165,12 +160,7 @@ def add_reconstruct(sub) -> argparse.ArgumentParser:
                        description="Encode and decode images; writes each decoded image and a comparison grid "
                                    "(a table model: the decoded rows, in the table's own units).")
     _add_checkpoint(p)
-    p.add_argument("input", nargs="?", default=None,
-                   help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs; or a table for a table "
-                        "model (default: the test split of --data)")
-    _add_data(p)
-    _add_device(p)
-    _add_limit(p)
+    _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
     return p

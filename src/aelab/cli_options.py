@@ -59,6 +59,17 @@ def _add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help=f"only the first N {what}")
 
 
+def _add_input(p: argparse.ArgumentParser, what: str = "images") -> None:
+    """The samples a model command reads: the positional INPUT, else the test split of --data (with its
+    reading options), and --device and --limit."""
+    p.add_argument("input", nargs="?", default=None,
+                   help="images: an IDX, CTF or .npz file, a picture, or a folder of them; or a table (.npy, .csv, "
+                        ".tsv, .parquet) for a table model (default: the test split of --data)")
+    _add_data(p)
+    _add_device(p)
+    _add_limit(p, what)
+
+
 def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="dataset: a folder of images (PNG, JPEG, WebP, BMP, TIFF; train/ and test/ subfolders, "

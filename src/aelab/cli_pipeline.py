@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .cli_choices import EXPORT_FORMATS
-from .cli_options import _add_checkpoint, _add_data, _add_device, _add_limit
+from .cli_options import _add_checkpoint, _add_device, _add_input
 
 
 def _fraction(text: str) -> float:
@@ -35,12 +35,7 @@ def add_score(sub) -> argparse.ArgumentParser:
                                    "features; higher = more anomalous). Writes index, label (when known), score "
                                    "and, with --contamination or --threshold, flag (1 = anomalous).")
     _add_checkpoint(p)
-    p.add_argument("input", nargs="?", default=None,
-                   help="images (IDX, CTF, .npz, PNG or a folder) or a table (.npy, .csv, .tsv, .parquet) for a "
-                        "table model (default: the test split of --data)")
-    _add_data(p)
-    _add_device(p)
-    _add_limit(p, "samples")
+    _add_input(p, "samples")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--contamination", type=_fraction, metavar="F",
                      help="flag the share F (0 < F <= 0.5) of samples with the highest scores")
