@@ -49,7 +49,8 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
         n = min(GRID_COLUMNS, test.n)
         parts.append(_figure("First test images (top) and their decodings (bottom)",
                              _png(plots.save_reconstruction_grid, test.images[:n], reconstruct(model, test.images[:n]),
-                                  labels=test.labels[:n] if test.labels is not None else None)))
+                                  labels=test.labels[:n] if test.labels is not None else None,
+                                  class_names=data.class_names)))
         rows = similarity_rows(model, test.images, test.labels)
         if rows:
             parts.append(_figure("Cosine similarities of images, decodings and codes",

@@ -234,7 +234,7 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     first = data.test.images[:10]
     background.draw(plots.save_reconstruction_grid, folder / "grid.png", first, reconstruct(model, first),
                     labels=None if data.test.labels is None else data.test.labels[:10],
-                    title=f"{name} autoencoder: first 10 test images", here=draw_here)
+                    class_names=data.class_names, title=f"{name} autoencoder: first 10 test images", here=draw_here)
 
     sims = similarity_rows(model, data.test.images, data.test.labels)
     code_index = sims[0]["index_a"] if sims else 0
