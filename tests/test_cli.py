@@ -38,14 +38,16 @@ def run(capsys: pytest.CaptureFixture, *args) -> tuple[int, str, str]:
 
 
 def user_error(capsys: pytest.CaptureFixture, command: str, *args) -> str:
-    """Run ``aelab COMMAND ARGS``, expect a user error, return its one line (without the prefix)."""
+    """Run ``aelab COMMAND ARGS``, expect a user error, return its one line (without the prefix, which
+    names the command, and a data tool's action too: ``aelab data info: error:``)."""
     rc, out, err = run(capsys, command, *args)
     assert rc == 2, (rc, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith(f"aelab {command}: error: "), err
+    prefix = f"aelab {command} {args[0]}: error: " if command == "data" else f"aelab {command}: error: "
+    assert lines[0].startswith(prefix), err
     assert "Traceback" not in err
-    return lines[0][len(f"aelab {command}: error: "):]
+    return lines[0][len(prefix):]
 
 
 def png(path: Path, size: tuple[int, int] | None = None) -> Image.Image:

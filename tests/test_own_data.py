@@ -301,9 +301,9 @@ def test_options_are_checked(tmp_path):
         load_dataset(_class_folder(tmp_path / "o", per_class=2), test_fraction=1.5)
     with pytest.raises(OptionError, match="channels"):
         load_dataset(tmp_path / "o", channels="cmyk")
-    with pytest.raises(OptionError, match="label_column applies to tables"):
+    with pytest.raises(OptionError, match="--label-column applies to tables"):
         load_dataset(tmp_path / "o", label_column=0)
-    with pytest.raises(OptionError, match="resize, crop apply to folders of images only"):
+    with pytest.raises(OptionError, match="--resize, --crop apply to folders of images only"):
         load_dataset(None, resize="8x8", crop=True)
     assert load_dataset(None).source["split"] == {"method": "given"}
 

@@ -296,10 +296,11 @@ def output_format(output: str | os.PathLike) -> str:
     return "png"
 
 
-def _load_input(images: Any) -> np.ndarray:
+def _load_input(images: Any, ckpt: Checkpoint) -> np.ndarray:
+    """``images``, or the images at a path read as the model's training images were (size, crop, channels)."""
     if isinstance(images, (str, os.PathLike)):
-        from ..data import load_images
-        return load_images(images)[0]
+        from ..data.recorded import inputs_as_recorded
+        return inputs_as_recorded(images, ckpt.info.get("data") or {}, ckpt.model_config.input_shape)[0]
     return images
 
 
@@ -308,7 +309,8 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
              coder: str | None = None, data: Any = None, precision: str = "fp32", search: int = 0,
              rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> dict:
     """Compress ``images`` (an array, or a path :func:`aelab.data.load_images` reads: IDX, CTF,
-    .npz, a PNG or a folder of PNGs) into the ``.aez`` file ``output`` (written atomically).
+    .npz, a PNG or a folder of PNGs, read as the model's training images were) into the ``.aez`` file
+    ``output`` (written atomically).
 
     Returns ``{"path", "count", "bytes", "bytes_per_image", "bits", "quantiser", "table", "coder"}``.
     Labels are not stored. ``search`` and ``rate_weight``: see :func:`encode_bytes`. ``log``
@@ -317,7 +319,8 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
     """
     bits = check_bits(bits)
     check_search(search, rate_weight)
-    pixels = _load_input(images)
+    checkpoint = _checkpoint(checkpoint)
+    pixels = _load_input(images, checkpoint)
     # the count and coder come from encoding: re-parsing the header just written would be a second pass
     blob, count, coder = _encode(pixels, checkpoint, bits, quantiser=quantiser, table=table, coder=coder,
                                  data=data, precision=precision, search=search, rate_weight=rate_weight, log=log)

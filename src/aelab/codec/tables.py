@@ -25,9 +25,9 @@ _table_memo: dict[tuple, "CodecTable"] = {}
 
 def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
     """Codes of the images the model was trained on (the training split of its data)."""
-    from ..data import Dataset, load_dataset
-    from ..data.datasets import BUNDLED_NAME
-    from ..data.sources import options_for
+    from ..data import Dataset
+    from ..data.recorded import load_as_recorded
+    from ..data.resolver import BUNDLED_NAME
     from ..models.inference import encode
     record = ckpt.info.get("data") or {}
     name, want = record.get("name"), record.get("sha256")
@@ -43,9 +43,10 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
                 f"for these settings", path=ckpt.path,
                 hint="pass the training data with --data (data=...), copy the checkpoint folder together with "
                      f"its {CACHE_FILE}, or use --table embedded")
-        dataset = load_dataset(None)
+    if isinstance(data, Dataset):
+        dataset = data
     else:
-        dataset = data if isinstance(data, Dataset) else load_dataset(data, **options_for(data, record.get("options")))
+        dataset = load_as_recorded(data, record, ckpt.model_config.input_shape)
     if want and dataset.sha256 != want:
         raise DataError(f"{dataset.name!r} is not the data this model was trained on (its sha256 "
                         f"{dataset.sha256[:12]}... differs from the checkpoint's {str(want)[:12]}...)",

@@ -58,6 +58,17 @@ def is_packed(path: str | os.PathLike | None) -> bool:
 
 # --- writing --------------------------------------------------------------------------
 
+def check_destination(out: Path) -> None:
+    """Refuse to pack into ``out`` unless it is new (or an empty folder) in a folder that exists: missing
+    parent folders are not made (a mistyped path should not become a tree of folders)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError("already exists", path=out, hint="remove it or choose another -o")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise OutputError(f"the folder {parent} does not exist", path=out,
+                          hint="create it first, or pack into a folder that exists")
+
+
 class _SplitWriter:
     """One split's samples file (and labels file), written in appended chunks, hashed shard by shard."""
 
@@ -156,15 +167,13 @@ class PackWriter:
                 or (self.dtype == np.float32 and len(self.sample_shape) == 1)):
             raise OptionError(f"cannot pack {self.dtype} samples of shape {self.sample_shape}",
                               hint="pack uint8 (h, w) or (h, w, 3) images or float32 (d,) rows")
-        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
-            raise OutputError("already exists", path=self.out, hint="remove it or choose another -o")
+        check_destination(self.out)
         row_bytes = int(np.prod(self.sample_shape)) * self.dtype.itemsize
         self.block_rows = max(1, block_bytes // row_bytes)
         self.buffer_blocks = max(1, buffer_bytes // (self.block_rows * row_bytes))
         shard_rows = max(1, shard_bytes // (row_bytes * self.block_rows)) * self.block_rows
         parent = self.out.parent if str(self.out.parent) else Path(".")
         try:
-            parent.mkdir(parents=True, exist_ok=True)
             self.tmp = None
             for self.tmp in _folder_names(parent, f".{self.out.name}.", ".tmp"):  # named before it exists
                 with contextlib.suppress(FileExistsError):
@@ -314,24 +323,42 @@ def identity(index: dict) -> str:
     return combined_digest(digests + [f"blocks {index['block_rows']} x {index['buffer_blocks']}"])
 
 
-def check_reading_options(data: Dataset, *, channels: str | None, resize: tuple[int, int] | None, crop: bool,
-                          scale: str | None, scaler: Any) -> None:
-    """Refuse reading options that differ from those the packed ``data`` was read with when it was packed
-    (they were applied then; nothing can apply them again), and a table scaler other than its own."""
-    packed = ((data.source.get("packed_from") or {}).get("source") or {}) if "packed_from" in data.source else {}
-    given = {"channels": channels, "resize": list(resize) if resize else None, "crop": crop or None}
-    differ = [f"{k} (packed with {packed.get(k)!r})" for k, v in given.items() if v and v != packed.get(k)]
+def check_reading_options(data: Dataset, options: Any, *, scaler: Any) -> None:
+    """Refuse reading options (a :class:`~aelab.data.resolver.ReadOptions`) that differ from those the packed
+    ``data`` was read with when it was packed (they were applied then, the split drawn and bad files
+    skipped; nothing can apply them again), and a table scaler other than its own."""
+    packed = (data.source.get("packed_from") or {}).get("source") or {}
+    split = packed.get("split") or {}
+    was = {"channels": packed.get("channels"), "resize": packed.get("resize"), "crop": packed.get("crop") or None,
+           "skip_bad": True if packed.get("skip_bad") or packed.get("skipped_count") else None,
+           "test_fraction": split.get("test_fraction"), "seed": split.get("seed")}
+    given = {"channels": options.channels, "resize": list(options.resize) if options.resize else None,
+             "crop": options.crop, "skip_bad": options.skip_bad, "test_fraction": options.test_fraction,
+             "seed": options.seed}
+    flags = {"channels": "--grayscale/--rgb", "resize": "--resize", "crop": "--crop", "skip_bad": "--skip-bad",
+             "test_fraction": "--test-fraction", "seed": "--seed"}
+    differ = [f"{flags[k]} (packed with {_shown(was[k])})" for k, v in given.items() if v is not None and v != was[k]]
+    scale = options.scale
     if scale not in (None, packed.get("scaler", {}).get("method")) and data.kind == "table":
-        differ.append(f"scale (packed with {packed.get('scaler', {}).get('method')!r})")
+        differ.append(f"--scale (packed with {packed.get('scaler', {}).get('method')})")
     elif scale not in (None, "none") and data.kind == "images":
-        differ.append("scale (images are not scaled)")
+        differ.append("--scale (images are not scaled)")
     if differ:
-        raise OptionError(f"a packed data set is read as it was packed; {', '.join(differ)} cannot change",
-                          path=data.source.get("path"), hint="leave the option out, or pack the source again with it")
+        raise OptionError(f"a packed data set is read as it was packed: its split, sizes and files were fixed then; "
+                          f"{', '.join(differ)} cannot change", path=data.source.get("path"),
+                          hint="leave the option out, or pack the source again with it")
     if scaler is not None and scaler.to_dict() != data.source.get("scaler"):
         raise DataError("this packed table was scaled otherwise than the model's training data",
                         path=data.source.get("path"), hint="pack the table the model was trained on again, "
                                                            "or train on this packed set")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    return str(value)
 
 
 def read_index(folder: Path) -> dict:

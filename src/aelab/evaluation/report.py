@@ -32,14 +32,18 @@ GRID_COLUMNS = 10  # images in the originals-over-decodings grid
 
 def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
                   curve: tuple[Sequence[int], Sequence[float]] | None = None, scores: dict | None = None,
-                  limit: int = MAP_LIMIT, seed: int = 0, points: np.ndarray | None = None) -> str:
+                  limit: int = MAP_LIMIT, seed: int = 0, points: np.ndarray | None = None,
+                  figures: dict[str, bytes] | None = None) -> str:
     """The HTML of one model's part of a report (see the module's docstring).
 
     ``curve`` is the training loss against samples seen; ``scores`` the test
     scores (computed when not given); ``limit`` caps the map's points, and
     ``points`` is a t-SNE embedding of the first test samples' codes made
-    already (the tutorial's), else one is made here.
+    already (the tutorial's), else one is made here. ``figures`` holds PNGs
+    drawn already of the same images (the tutorial's ``grid`` and
+    ``similarity``), shown instead of drawing them again.
     """
+    figures = figures or {}
     test = data.test
     scores = scores if scores is not None else evaluate(model, test.images)
     parts = [f'<section class="model"><h2>{html.escape(name)}</h2>', _scores_table(scores)]
@@ -47,14 +51,15 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
         parts.append(_figure("Training curve", _curve_png(name, *curve)))
     if data.kind == "images":
         n = min(GRID_COLUMNS, test.n)
-        parts.append(_figure("First test images (top) and their decodings (bottom)",
-                             _png(plots.save_reconstruction_grid, test.images[:n], reconstruct(model, test.images[:n]),
-                                  labels=test.labels[:n] if test.labels is not None else None,
-                                  class_names=data.class_names)))
-        rows = similarity_rows(model, test.images, test.labels)
-        if rows:
+        grid = figures.get("grid") or _png(plots.save_reconstruction_grid, test.images[:n],
+                                           reconstruct(model, test.images[:n]),
+                                           labels=test.labels[:n] if test.labels is not None else None,
+                                           class_names=data.class_names)
+        parts.append(_figure("First test images (top) and their decodings (bottom)", grid))
+        rows = [] if "similarity" in figures else similarity_rows(model, test.images, test.labels)
+        if rows or "similarity" in figures:
             parts.append(_figure("Cosine similarities of images, decodings and codes",
-                                 _png(plots.save_similarity_figure, rows)))
+                                 figures.get("similarity") or _png(plots.save_similarity_figure, rows)))
     parts.append(_code_map(name, model, data, limit, seed, points))
     parts.append("</section>")
     return "\n".join(parts)
