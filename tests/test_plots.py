@@ -208,6 +208,37 @@ def test_the_loss_curve_labels_its_y_axis(tmp_path: Path, monkeypatch, losses) -
                               ylabel="loss per sample", logy=True)
     assert len(seen["labels"]) >= 2, seen
 
+
+def _texts_drawn(monkeypatch) -> list[str]:
+    """The texts of every figure saved from now on (titles, labels, legends), collected as it is saved."""
+    texts: list[str] = []
+    real_save = plots._save
+
+    def keep_texts(fig, path):
+        fig.canvas.draw()
+        texts.extend(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text())
+        return real_save(fig, path)
+    monkeypatch.setattr(plots, "_save", keep_texts)
+    return texts
+
+
+def test_figures_name_classes_where_the_data_names_them(tmp_path: Path, monkeypatch) -> None:
+    texts = _texts_drawn(monkeypatch)
+    names = ["cat", "dog", "fox"]
+    imgs, labels = _digits(3, 8, 8), np.array([2, 0, 1])
+    plots.save_reconstruction_grid(tmp_path / "g.png", imgs, imgs, labels=labels, class_names=names)
+    assert {"cat", "dog", "fox"} <= set(texts) and not {"0", "1", "2"} & set(texts), texts
+    texts.clear()
+    plots.save_image_grid(tmp_path / "i.png", imgs, labels=labels, class_names=names)
+    assert {"cat", "dog", "fox"} <= set(texts), texts
+    texts.clear()
+    points = np.random.default_rng(0).normal(size=(30, 2))
+    plots.save_tsne_map(tmp_path / "t.png", points, np.arange(30) % 3, class_names=names)
+    assert {"cat", "dog", "fox"} <= set(texts), texts
+    texts.clear()
+    plots.save_reconstruction_grid(tmp_path / "n.png", imgs, imgs, labels=labels)  # no names: numbers
+    assert {"0", "1", "2"} <= set(texts), texts
+
 def test_save_training_curve(tmp_path: Path) -> None:
     curves = {"simple": ([0, 100, 1000, 10000], [0.5, 0.3, 0.2, 0.1]),
               "deep": ([100, 1000, 10000], [0.6, 0.25, float("nan")])}

@@ -219,3 +219,19 @@ def test_hovering_every_point_in_a_browser_runs_nothing_from_the_data(hostile_pa
         tips = json.loads(body["data-tips"])
         shown = {name for name in (IMG_ATTACK, SCRIPT_ATTACK, COMMENT_ATTACK) if any(name in t for t in tips)}
         assert len(tips) > 20 and IMG_ATTACK in shown and COMMENT_ATTACK in shown, (path.name, tips[:5])
+
+
+def test_the_reports_grid_names_the_classes(trained, monkeypatch):
+    from aelab.evaluation import plots
+    drawn = []
+    real = plots.save_reconstruction_grid
+    monkeypatch.setattr(plots, "save_reconstruction_grid",
+                        lambda *a, **k: drawn.append([plots.label_text(v, k.get("class_names")) for v in k["labels"]])
+                        or real(*a, **k))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    labels = np.arange(60) % 2
+    data = Dataset(name="x", train=Split(images, labels), test=Split(images, labels), sha256="0" * 64,
+                   num_classes=2, class_names=["cat", "dog"])
+    api.report_model(load_checkpoint(trained), data, limit=0)
+    assert drawn == [["cat", "dog"] * 5]

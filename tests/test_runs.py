@@ -205,3 +205,27 @@ def test_a_resumed_run_drops_the_lines_logged_after_its_saved_state(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 3, 7, 15, 31]
     assert [float(r["loss"]) for r in rows] == [1.0, 1.0, 1.0, 2.0, 2.0]  # 15 is the resumed run's
+
+
+def test_no_progress_bar_goes_into_a_redirected_log(tmp_path, tiny_npz):
+    """`aelab train ... > log 2>&1`: the bar's redraws would be mixed into the progress table."""
+    import io
+    from aelab.training.progress import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    assert ProgressBar(100, "t", stream=io.StringIO())._bar is None
+    with open(tmp_path / "log", "w") as f:
+        assert ProgressBar(100, "t", stream=f)._bar is None
+    bar = ProgressBar(100, "t", stream=Terminal())
+    assert bar._bar is not None
+    bar.close()
+    import os
+    import subprocess
+    with open(tmp_path / "log", "w") as log:
+        subprocess.run([sys.executable, "-m", "aelab", "train", "--data", str(tiny_npz), "--sweeps", "1",
+                        "--recipe", "adam", "--out", str(tmp_path / "m")], stdout=log, stderr=subprocess.STDOUT,
+                       env={**os.environ, "TQDM_MININTERVAL": "0"}, timeout=300, check=True)
+    text = (tmp_path / "log").read_text()
+    assert "\r" not in text and "training simple" not in text and "Average test error" in text

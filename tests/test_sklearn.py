@@ -95,3 +95,29 @@ def test_a_saved_transformer_works_with_aelab_score(tmp_path, capsys):
     assert main(["score", "--checkpoint", str(tmp_path / "ae"), str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "s.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "s.npy")["score"], -t.score_samples(X), rtol=1e-6)
+
+
+def test_a_reloaded_or_unpickled_transformer_gives_the_same_bits_on_an_avx2_cpu(tmp_path):
+    """Trained weights used to stay in the training's transposed layout while loaded ones are plain: matrix
+    kernels that sum in another order for the two (MKL on AMD EPYC, or any CPU told to use AVX2 only) then
+    made transform differ after save and load, or pickling, by float rounding."""
+    import os
+    import subprocess
+    import sys
+    script = f"""
+import pickle, numpy as np, torch
+from aelab.sklearn import AutoencoderTransformer
+X = np.random.default_rng(0).normal(size=(300, 30)).astype(np.float32)
+t = AutoencoderTransformer(model="deep", hidden=(24,), code_size=7, sweeps=2, recipe="adam", random_state=0).fit(X)
+for p in t.model_.parameters():
+    assert p.ndim != 2 or p.t().is_contiguous(), p.shape  # the training layout
+back = AutoencoderTransformer.load(t.save({str(tmp_path / "ae")!r}))
+again = pickle.loads(pickle.dumps(t))
+for other in (back, again):
+    assert np.array_equal(other.transform(X), t.transform(X)), np.abs(other.transform(X) - t.transform(X)).max()
+    assert np.array_equal(other.score_samples(X), t.score_samples(X))
+print("same")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2"})
+    assert result.stdout.strip() == "same", result.stderr[-2000:]

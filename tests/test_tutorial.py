@@ -277,3 +277,21 @@ def test_the_helper_process_imports_no_torch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(entry)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_tutorials_figures_name_the_classes(tmp_path: Path, monkeypatch) -> None:
+    from aelab.data import Dataset, Split
+    from aelab.evaluation import plots
+    named = []
+    for name in ("save_tsne_map", "save_reconstruction_grid"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k:
+                            named.append((_name, k.get("class_names"))) or _real(*a, **k))
+    images = np.random.default_rng(0).integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    data = Dataset(name="pets", train=Split(images[:120], np.arange(120) % 2),
+                   test=Split(images[120:], np.arange(80) % 2), sha256="0" * 64, num_classes=2,
+                   class_names=["cat", "dog"])
+    run_tutorial(tmp_path / "out", data=data, sweeps=1, tsne_samples=40, models=("simple",), device="cpu",
+                 log=None, progress_bar=False, helper="none")
+    assert {(name, tuple(names or ())) for name, names in named} == \
+        {("save_reconstruction_grid", ("cat", "dog")), ("save_tsne_map", ("cat", "dog"))}  # grid.png, report.html

@@ -447,7 +447,8 @@ def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int
     perplexity = plots.auto_perplexity(n) if perplexity is None else perplexity
     points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed, perplexity=perplexity)
     if output is not None:
-        plots.save_tsne_map(output, points, data.test.labels[:n], title=f"t-SNE map of the codes of {n} test images")
+        plots.save_tsne_map(output, points, data.test.labels[:n], title=f"t-SNE map of the codes of {n} test images",
+                            class_names=data.class_names)
     return points
 
 

@@ -110,6 +110,13 @@ def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     raise OptionError(f"{name} must hold integers, got dtype {a.dtype}")
 
 
+def label_text(label: int, class_names: Sequence[str] | None = None) -> str:
+    """How a label is written on a figure: its class's name where the data names its classes, else its number."""
+    if class_names is not None and 0 <= int(label) < len(class_names):
+        return str(class_names[int(label)])
+    return str(int(label))
+
+
 def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise OptionError(f"{name_b} has shape {b.shape} but {name_a} has shape {a.shape}; "
@@ -201,8 +208,9 @@ def save_image_pair(path: str | os.PathLike[str], left: Any, right: Any,
 
 
 def save_image_grid(path: str | os.PathLike[str], images: Any, ncols: int = 10,
-                    labels: Any = None, title: str | None = None) -> Path:
-    """A grid of (n, h, w) grey or (n, h, w, 3) colour images, ``ncols`` per row, optionally labelled."""
+                    labels: Any = None, title: str | None = None, class_names: Sequence[str] | None = None) -> Path:
+    """A grid of (n, h, w) grey or (n, h, w, 3) colour images, ``ncols`` per row, optionally labelled (by
+    ``class_names[label]`` where given)."""
     imgs = to_unit(images, "images", ndims=(3,))
     n = imgs.shape[0]
     if isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
@@ -223,7 +231,7 @@ def save_image_grid(path: str | os.PathLike[str], images: Any, ncols: int = 10,
         for k in range(nrows * ncols):
             ax = fig.add_subplot(grid[k // ncols, k % ncols])
             if k < n:
-                _show_image(ax, imgs[k], None if labs is None else str(labs[k]),
+                _show_image(ax, imgs[k], None if labs is None else label_text(labs[k], class_names),
                             title_size=9)
             else:
                 _blank(ax)
@@ -233,8 +241,10 @@ def save_image_grid(path: str | os.PathLike[str], images: Any, ncols: int = 10,
 
 
 def save_reconstruction_grid(path: str | os.PathLike[str], originals: Any, decoded: Any,
-                             labels: Any = None, title: str | None = None) -> Path:
-    """Originals (top row) above their decodings (bottom row), one column per image."""
+                             labels: Any = None, title: str | None = None,
+                             class_names: Sequence[str] | None = None) -> Path:
+    """Originals (top row) above their decodings (bottom row), one column per image, labelled (by
+    ``class_names[label]`` where given) when ``labels`` are."""
     orig = to_unit(originals, "originals", ndims=(3,))
     dec = to_unit(decoded, "decoded", ndims=(3,))
     _same_shape(orig, dec, "originals", "decoded")
@@ -252,7 +262,7 @@ def save_reconstruction_grid(path: str | os.PathLike[str], originals: Any, decod
         for j in range(n):
             top = fig.add_subplot(grid[0, j])
             bottom = fig.add_subplot(grid[1, j])
-            _show_image(top, orig[j], None if labs is None else str(labs[j]),
+            _show_image(top, orig[j], None if labs is None else label_text(labs[j], class_names),
                         title_size=9)
             _show_image(bottom, dec[j])
             if j == 0:
@@ -374,8 +384,9 @@ def _class_colors(classes: np.ndarray) -> list[Any]:
 
 
 def save_tsne_map(path: str | os.PathLike[str], points: Any, labels: Any,
-                  title: str | None = "t-SNE map of the codes") -> Path:
-    """Scatter (n, 2) points coloured by label, each class named at its median point."""
+                  title: str | None = "t-SNE map of the codes", class_names: Sequence[str] | None = None) -> Path:
+    """Scatter (n, 2) points coloured by label, each class named (``class_names[label]`` where given, else
+    its number) at its median point."""
     from matplotlib import patheffects
 
     pts = _array(points, "points")
@@ -402,7 +413,7 @@ def save_tsne_map(path: str | os.PathLike[str], points: Any, labels: Any,
                    alpha=alpha, linewidths=0)
         for c in classes:
             centre = np.median(pts[labs == c], axis=0)
-            ax.text(centre[0], centre[1], str(int(c)), ha="center", va="center",
+            ax.text(centre[0], centre[1], label_text(c, class_names), ha="center", va="center",
                     fontsize=15 if len(classes) <= 20 else 10, fontweight="bold",
                     color=color_of[int(c)], path_effects=halo)
         if len(classes) <= 20:
@@ -410,7 +421,7 @@ def save_tsne_map(path: str | os.PathLike[str], points: Any, labels: Any,
 
             handles = [Line2D([], [], linestyle="", marker="o", markersize=6,
                               markerfacecolor=color_of[int(c)], markeredgewidth=0,
-                              label=str(int(c))) for c in classes]
+                              label=label_text(c, class_names)) for c in classes]
             ax.legend(handles=handles, title="label", loc="center left",
                       bbox_to_anchor=(1.01, 0.5), handletextpad=0.2, borderaxespad=0.0,
                       labelspacing=0.55)

@@ -53,7 +53,8 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
         n = min(GRID_COLUMNS, test.n)
         grid = figures.get("grid") or _png(plots.save_reconstruction_grid, test.images[:n],
                                            reconstruct(model, test.images[:n]),
-                                           labels=test.labels[:n] if test.labels is not None else None)
+                                           labels=test.labels[:n] if test.labels is not None else None,
+                                           class_names=data.class_names)
         parts.append(_figure("First test images (top) and their decodings (bottom)", grid))
         rows = [] if "similarity" in figures else similarity_rows(model, test.images, test.labels)
         if rows or "similarity" in figures:

@@ -529,19 +529,20 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {"conv": ConvAutoencoder, "sparse": 
 def build_model(config: ModelConfig, *, seed: int | None = None) -> nn.Module:
     """Instantiate the model a configuration describes (seeded init if ``seed`` is given).
 
-    A VAE built with a seed also draws its training noise from that seed.
+    A VAE built with a seed also draws its training noise from that seed. Its weight matrices are
+    stored as :func:`store_matrices_transposed` says, as every model's are.
     """
     if config.kind not in MODEL_KINDS:
         raise _unknown_model(config.kind)
     cls = DenseAutoencoder if MODEL_KINDS[config.kind].dense else MODEL_CLASSES[config.kind]
     if seed is None:
-        return cls(config)
+        return store_matrices_transposed(cls(config))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
     if isinstance(model, VariationalAutoencoder):
         model.sampling_seed.fill_(float(seed))
-    return model
+    return store_matrices_transposed(model)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -550,3 +551,14 @@ def count_parameters(model: nn.Module) -> int:
 
 def glorot_limit(fan_in: int, fan_out: int) -> float:
     return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+def store_matrices_transposed(model: nn.Module) -> nn.Module:
+    """Give each parameter its own memory, weight matrices (out, in) stored (in, out) row-major and seen
+    through the usual (out, in) view: the layout training uses (``aelab.training.steps.flatten_parameters``).
+    Matrix kernels may sum in another order for the two layouts (MKL on AVX2-only CPUs such as AMD EPYC
+    does), so a trained model, the same model loaded from its checkpoint and an unpickled one all keep
+    this one layout, and give the same output to the bit."""
+    for p in model.parameters():
+        p.data = p.detach().t().contiguous().t() if p.ndim == 2 else p.detach().clone()
+    return model

@@ -30,7 +30,7 @@ from ..errors import AelabError, CheckpointError, OptionError
 from ..data.scaling import in_unit_range
 from ..fileio import remove_file
 from ..data.noise import corrupt, parse_noise
-from ..models.networks import build_model, model_config
+from ..models.networks import build_model, model_config, store_matrices_transposed
 from . import cuda_graphs, kernels
 from .distributed import ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
@@ -317,6 +317,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     model.eval()
     for p in model.parameters():
         p.grad = None
+    store_matrices_transposed(model)  # out of the flat buffer, in the layout a loaded model gets too
     if resume_file is not None and keep_resume_file:
         if first < total_minibatches:  # else the file already holds the finished state
             save_state(total_minibatches)

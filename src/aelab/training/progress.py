@@ -111,15 +111,17 @@ class ProgressTable:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr that appears only if the run lasts more than ``delay`` seconds."""
+    """A tqdm bar on stderr that appears only if the run lasts more than ``delay`` seconds, and only on a
+    terminal: redirected to a file (often the same as stdout's), its redraws would be mixed into the log."""
 
     def __init__(self, total: int, desc: str, enabled: bool = True, delay: float = 2.0,
                  stream: TextIO | None = None) -> None:
         self._bar = None
-        if enabled:
+        stream = stream or sys.stderr
+        if enabled and _is_terminal(stream):
             from tqdm.auto import tqdm
             self._bar = tqdm(total=total, desc=desc, unit="sample", unit_scale=True, delay=delay,
-                             leave=False, file=stream or sys.stderr, dynamic_ncols=True)
+                             leave=False, file=stream, dynamic_ncols=True)
         self._pending = 0
         self._created = self._last = time.monotonic()
         self._delay = delay
@@ -151,6 +153,13 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(self._pending)
             self._bar.close()
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
 
 
 class Windows:

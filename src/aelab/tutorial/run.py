@@ -54,6 +54,7 @@ class TsneJob:
     path: Path
     labels: np.ndarray
     points: "Task"  # -> ((n, 2) array, seconds)
+    class_names: list[str] | None = None  # the data's, to name the classes on the map
 
 
 class Background:
@@ -173,7 +174,7 @@ def stop_helper(pool: Executor) -> None:
 def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
     """Wait for the embedding, then have the map drawn."""
     points, seconds = job.points.result()
-    background.draw(plots.save_tsne_map, job.path, points, job.labels,
+    background.draw(plots.save_tsne_map, job.path, points, job.labels, class_names=job.class_names,
                     title=f"t-SNE map of the {job.name} autoencoder's codes ({len(points)} test images)")
     say(f"t-SNE map of the {job.name} model's codes for {len(points)} test images: {job.path} "
         f"(embedded in {seconds:.1f} s, beside the other work)")
@@ -186,7 +187,8 @@ def start_tsne(name: str, model: "torch.nn.Module", data: Dataset, folder: Path,
         return None
     n = min(samples, data.test.n)
     codes = encode(model, data.test.images[:n])
-    return TsneJob(name, folder / TSNE_FILE, data.test.labels[:n], background.submit(plots.tsne_2d_timed, codes, seed))
+    return TsneJob(name, folder / TSNE_FILE, data.test.labels[:n], background.submit(plots.tsne_2d_timed, codes, seed),
+                   data.class_names)
 
 
 def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_samples: int,
@@ -227,7 +229,7 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
     first = data.test.images[:10]
     background.draw(plots.save_reconstruction_grid, folder / "grid.png", first, reconstruct(model, first),
                     labels=None if data.test.labels is None else data.test.labels[:10],
-                    title=f"{name} autoencoder: first 10 test images", here=draw_here)
+                    class_names=data.class_names, title=f"{name} autoencoder: first 10 test images", here=draw_here)
 
     sims = similarity_rows(model, data.test.images, data.test.labels)
     code_index = sims[0]["index_a"] if sims else 0
