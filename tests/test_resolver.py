@@ -101,6 +101,17 @@ def test_read_options_are_validated_once_and_none_means_not_given():
         ReadOptions(channels="cmyk")
 
 
+def test_a_label_column_given_by_index_zero_is_recorded_and_read_again(tmp_path):
+    path = tmp_path / "t.npy"
+    rows = np.random.default_rng(2).normal(size=(30, 4))
+    rows[:, 0] = np.arange(30) % 3
+    np.save(path, rows)
+    data = load_dataset(path, label_column=0)
+    assert data_record(data)["options"]["label_column"] == 0
+    ckpt = _checkpoint_for(data, tmp_path / "m")
+    assert api.load_data(path, ckpt).input_shape == (3,)
+
+
 # --- packing shares the folder reader's planning -------------------------------------------------
 
 def test_packing_an_image_folder_uses_the_folder_readers_plan(tmp_path, monkeypatch):
