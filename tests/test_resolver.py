@@ -110,6 +110,7 @@ def test_a_label_column_given_by_index_zero_is_recorded_and_read_again(tmp_path)
     assert data_record(data)["options"]["label_column"] == 0
     ckpt = _checkpoint_for(data, tmp_path / "m")
     assert api.load_data(path, ckpt).input_shape == (3,)
+    assert api.describe_data(path, label_column=0, crop=False)["num_classes"] == 3
 
 
 # --- packing shares the folder reader's planning -------------------------------------------------
