@@ -146,6 +146,9 @@ def test_options_that_move_training_samples_into_the_test_split_are_refused(tmp_
     api.pack_data(photos, tmp_path / "p", test_fraction=0.5)
     with pytest.raises(OptionError, match="trained on into the test split"):
         api.load_data(tmp_path / "p", ckpt)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m"), "--data", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err  # names the packed split, and only options `aelab data pack` has
+    assert "test fraction 0.5" in err and "--test-fraction 0.2" in err and "--seed" not in err
     # other data of the same shape: any split is a fair test
     other = _photos(tmp_path / "other", per_class=6)
     assert api.load_data(other, ckpt, test_fraction=0.5).test.n == 6
