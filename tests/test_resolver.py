@@ -101,6 +101,18 @@ def test_read_options_are_validated_once_and_none_means_not_given():
         ReadOptions(channels="cmyk")
 
 
+def test_a_label_column_given_by_index_zero_is_recorded_and_read_again(tmp_path):
+    path = tmp_path / "t.npy"
+    rows = np.random.default_rng(2).normal(size=(30, 4))
+    rows[:, 0] = np.arange(30) % 3
+    np.save(path, rows)
+    data = load_dataset(path, label_column=0)
+    assert data_record(data)["options"]["label_column"] == 0
+    ckpt = _checkpoint_for(data, tmp_path / "m")
+    assert api.load_data(path, ckpt).input_shape == (3,)
+    assert api.describe_data(path, label_column=0, crop=False)["num_classes"] == 3
+
+
 # --- packing shares the folder reader's planning -------------------------------------------------
 
 def test_packing_an_image_folder_uses_the_folder_readers_plan(tmp_path, monkeypatch):
@@ -134,6 +146,9 @@ def test_options_that_move_training_samples_into_the_test_split_are_refused(tmp_
     api.pack_data(photos, tmp_path / "p", test_fraction=0.5)
     with pytest.raises(OptionError, match="trained on into the test split"):
         api.load_data(tmp_path / "p", ckpt)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m"), "--data", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err  # names the packed split, and only options `aelab data pack` has
+    assert "test fraction 0.5" in err and "--test-fraction 0.2" in err and "--seed" not in err
     # other data of the same shape: any split is a fair test
     other = _photos(tmp_path / "other", per_class=6)
     assert api.load_data(other, ckpt, test_fraction=0.5).test.n == 6

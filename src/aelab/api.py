@@ -595,4 +595,4 @@ def convert_data(source: str | Path | None, dest: str | Path, fmt: str | None = 
 def describe_data(path: str | Path | None = None, **options) -> dict:
     """``aelab data info``: counts, shape, labels and checksums of the data at ``path``, read as the
     given ``options`` (:data:`DATA_OPTIONS`; None or False: not given) say."""
-    return describe(path, **{k: v for k, v in options.items() if v})
+    return describe(path, **options)

@@ -13,7 +13,7 @@ def add_data_tools(sub) -> argparse.ArgumentParser:
                        description="Inspect, convert, pack and download datasets.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = dsub.add_parser("info", help="counts, shape, label histogram and checksums",
-                        description="Describe a dataset or a single IDX, CTF or .npz file.")
+                        description="Describe a dataset or a single IDX, CTF, .npz or picture file.")
     q.add_argument("path", nargs="?", default=None, help="anything --data accepts, or one file (default: bundled MNIST)")
     q.add_argument("--json", action="store_true", help="print JSON")
     _add_reading_options(q)
@@ -39,7 +39,6 @@ def add_data_tools(sub) -> argparse.ArgumentParser:
     q.add_argument("--mirror", action="append", default=None, metavar="URL",
                    help="base URL to try (repeatable; default: the usual mirrors)")
     return p
-
 
 
 def _source(name: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .cli_choices import EXPORT_FORMATS
-from .cli_options import _add_checkpoint, _add_device, _add_input
+from .cli_options import _add_checkpoint, _add_device, _add_input, _api
 
 
 def _fraction(text: str) -> float:
@@ -44,11 +44,6 @@ def add_score(sub) -> argparse.ArgumentParser:
                    help="FILE.csv (a header, one row per sample) or FILE.npy (a structured array with fields "
                         "index, label, score, flag)")
     return p
-
-
-def _api():
-    from . import api  # when a command runs: it imports torch
-    return api
 
 
 def cmd_score(args) -> int:

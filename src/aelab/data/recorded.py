@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .dataset_types import Dataset
 from .datasets import load_single, load_source
-from .resolver import OPTION_FLAGS, SPLIT_OPTIONS, ReadOptions, Source, resolve
+from .resolver import DEFAULT_SEED, OPTION_FLAGS, SPLIT_OPTIONS, ReadOptions, Source, resolve
 from .scaling import Scaler
 from .tables import read_table
 
@@ -78,13 +78,18 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
     if split.get("method") != "fraction":
         now = {"test_fraction": None, "seed": None}
     changed = [name for name in SPLIT_OPTIONS if now[name] != getattr(recorded, name)]
-    if changed:
-        given = [name for name in changed if getattr(options, name) is not None]
-        what = ", ".join(f"{OPTION_FLAGS[n]} {now[n]}" for n in (given or changed))
-        raise OptionError(f"{what} would put samples the model was trained on into the test split (it was trained "
-                          f"with test fraction {recorded.test_fraction:g}, seed {recorded.seed})",
-                          hint="leave the option out: the checkpoint's split is used" if given else
-                               "pack the data again with the model's --test-fraction and --seed, or read the source")
+    if not changed:
+        return
+    given = [name for name in changed if getattr(options, name) is not None]
+    if given:
+        what = ", ".join(f"{OPTION_FLAGS[n]} {now[n]}" for n in given)
+        hint = "leave the option out: the checkpoint's split is used"
+    else:  # a packed copy split otherwise; `aelab data pack` takes --test-fraction, the seed only from Python
+        what = f"the split {data.name!r} holds (test fraction {now['test_fraction']}, seed {now['seed']})"
+        seed = "" if recorded.seed == DEFAULT_SEED else f" (and seed={recorded.seed}, from Python)"
+        hint = f"pack the source again with --test-fraction {recorded.test_fraction:g}{seed}, or read the source itself"
+    raise OptionError(f"{what} would put samples the model was trained on into the test split (it was trained "
+                      f"with test fraction {recorded.test_fraction:g}, seed {recorded.seed})", hint=hint)
 
 
 def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_shape: tuple[int, ...],

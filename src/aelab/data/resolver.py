@@ -332,8 +332,9 @@ class ReadOptions:
         if split.get("method") == "fraction":
             options.update(test_fraction=split["test_fraction"], seed=split["seed"])
         for name in ("channels", "crop", "label_column", "resize"):
-            if source.get(name) not in (None, False):
-                options[name] = source[name]
+            value = source.get(name)
+            if value is not None and value is not False:  # a label column 0 is kept (0 == False)
+                options[name] = value
         return cls.of(**options)
 
     def to_record(self) -> dict[str, Any]:

@@ -245,7 +245,7 @@ def _read_parquet(path: Path, label_column: str | int | None, features: int | No
     if label_column is not None:
         label_index = _column_index(label_column, columns, path, named=True)
         labels, class_names = labels_from_values(table.column(label_index).to_pylist(), path, "labels")
-    features = []
+    feature_arrays = []
     for c, name in enumerate(columns):
         if c == label_index:
             continue
@@ -253,9 +253,9 @@ def _read_parquet(path: Path, label_column: str | int | None, features: int | No
         if column.dtype.kind not in "biuf":
             raise DataError(f"column {name!r} holds {table.schema.field(c).type}, not numbers", path=path,
                             hint="pass it as --label-column, or drop it")
-        features.append(column)
+        feature_arrays.append(column)
     names = [n for c, n in enumerate(columns) if c != label_index]
-    array = np.stack(features, axis=1) if features else np.zeros((table.num_rows, 0))
+    array = np.stack(feature_arrays, axis=1) if feature_arrays else np.zeros((table.num_rows, 0))
     if len(array) == 0:
         raise DataError("has no rows", path=path)
     return Table(checked_rows(array, path, names), labels, class_names, names,
