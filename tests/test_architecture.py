@@ -26,7 +26,7 @@ LAYERS = [
     {"aelab.evaluation"},
     {"aelab.api", "aelab.sklearn"},  # the scikit-learn transformer: beside the api, on the same layers
     {"aelab.tutorial"},  # above the api: the tutorial trains through api.train_model, as `aelab train` does
-    {"aelab.cli", "aelab.cli_options", "aelab.cli_pipeline", "aelab.__main__", "aelab"},
+    {"aelab.cli", "aelab.cli_options", "aelab.cli_pipeline", "aelab.cli_codec", "aelab.__main__", "aelab"},
 ]
 
 

@@ -8,7 +8,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from . import api, cli_pipeline
+from . import api, cli_codec, cli_pipeline
 from .data import convert, describe, download_mnist, format_description
 from .evaluation.bench import format_table, run_benchmark
 from .models.zoo import list_pretrained
@@ -201,12 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transform: decorrelated components weighted by the decoder's sensitivity, one step for all "
                         "(default; fewer bytes at equal PSNR); uniform: each code number on its own [min, max]")
     p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
-                   help="where the probability model lives: learned from the model's training codes and cached in "
-                        "the checkpoint folder as codec.safetensors (default), or this set's own, stored in the file")
+                   help="where the probability model lives: the checkpoint's, fitted to its training codes and "
+                        "stored in it as codec.safetensors (default), or this set's own, stored in the file")
     p.add_argument("--coder", choices=tuple(api.CODERS), default=None, help=api.coder_help())
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="the model's training data, to learn the probability model when the checkpoint folder has "
-                        "none cached (default: the bundled MNIST, if the model was trained on it)")
+                   help="the model's training data, to learn a probability table the checkpoint does not store "
+                        "(`aelab codec fit` stores it; default: the bundled MNIST, if the model was trained on it)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the encoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
                         "with bfloat16 units (AMX, AVX512-BF16); a few code numbers land in a neighbouring "
@@ -227,11 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE.npz (array 'images'); an IDX file, a name ending in -idx3-ubyte, .idx3-ubyte or .idx "
                         "(add .gz to gzip it); anything else is a new or empty folder for PNGs")
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="the model's training data, when the checkpoint folder has no cached probability model")
+                   help="the model's training data, for a probability table the checkpoint does not store")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the decoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
                         "with bfloat16 units; pixels a few grey levels at most from fp32's; either decodes a "
                         "file compressed with either")
+
+    cli_codec.add_codec(sub, _add_checkpoint, _notice)
 
     p = sub.add_parser("bench", help="training and inference throughput, side by side with a typical PyTorch loop",
                        description="Measure, in one run on the bundled MNIST: a typical PyTorch training loop, "
@@ -627,7 +629,7 @@ def cmd_data(args) -> int:
 COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evaluate, "encode": cmd_encode,
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
             "tsne": cmd_tsne, "report": cmd_report, "bench": cmd_bench, "data": cmd_data,
-            "compress": cmd_compress, "decompress": cmd_decompress, "denoise": cmd_denoise, "sample": cmd_sample,
+            "compress": cmd_compress, "decompress": cmd_decompress, "codec": cli_codec.cmd_codec, "denoise": cmd_denoise, "sample": cmd_sample,
             "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
             "score": lambda args: cli_pipeline.cmd_score(args, _data_options(args)), "export": cli_pipeline.cmd_export}
 
