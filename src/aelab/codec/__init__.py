@@ -12,8 +12,9 @@ from typing import Any
 # the public API, loaded on first use: the codec's modules import torch, and `import aelab.codec`
 # (the CLI's argument parser, for one) must stay light
 _PUBLIC = ("compress", "decompress", "encode_bytes", "decode_bytes", "read_header", "codec_table", "save_tables",
-           "store_training_tables", "FIT_BITS", "has_cached_table", "default_coder", "CODERS", "PREDICTIVE_CODERS", "Coder", "coder_help", "QUANTISERS",
-           "DEFAULT_QUANTISER", "DEFAULT_BITS", "MIN_BITS", "MAX_BITS", "DEFAULT_RATE_WEIGHT")
+           "store_training_tables", "FIT_BITS", "has_cached_table", "default_coder", "CODERS", "PREDICTIVE_CODERS",
+           "Coder", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS", "MIN_BITS", "MAX_BITS",
+           "DEFAULT_RATE_WEIGHT")
 
 __all__ = list(_PUBLIC)
 

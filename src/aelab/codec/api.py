@@ -71,13 +71,14 @@ import numpy as np
 from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import atomic_write, ensure_dir, write_bytes
 from ..models.checkpoint import Checkpoint, cpu_checkpoint, model_fingerprint
-from .coders import CODERS, PREDICTIVE_CODERS, Coder, _least_bits_per_image, coder_for, coder_help  # noqa: F401
+from .coders import (  # noqa: F401
+    CODERS, PREDICTIVE_CODERS, Coder, _constriction, _least_bits_per_image, coder_for, coder_help, default_coder)
 from .format import (
     MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, DEFAULT_RATE_WEIGHT, CACHE_FILE, HEADER, TABLES,
-    QUANTISERS, DEFAULT_QUANTISER, AezHeader, file_bytes, read_header)
+    QUANTISERS, DEFAULT_QUANTISER, AezHeader, check_bits, check_choice, file_bytes, read_header)
 from .quantiser import (  # noqa: F401  (re-exported: callers import these from here)
-    CodecTable, _constriction, _fit_transform, _frequencies, _histograms, check_bits, check_choice, components,
-    default_coder, dequantise, fit_predictive_table, fit_table, fitted_table, quantise, with_frequencies)
+    CodecTable, _fit_transform, _frequencies, _histograms, components, dequantise, fit_predictive_table, fit_table,
+    fitted_table, quantise, with_frequencies)
 from .search import search_symbols
 from .tables import (  # noqa: F401
     FIT_BITS, CheckpointTables, _table_bytes, _table_from_bytes, codec_table, has_cached_table, save_tables,
@@ -180,7 +181,8 @@ def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: 
     return _encode(images, cpu_checkpoint(checkpoint), options, data=data, log=log)[0]
 
 
-def _encode(images: Any, ckpt: Checkpoint, options: Settings, *, data: Any = None, log: Log = None) -> tuple[bytes, int]:
+def _encode(images: Any, ckpt: Checkpoint, options: Settings, *, data: Any = None,
+            log: Log = None) -> tuple[bytes, int]:
     """The checked ``options`` applied to ``images``: the file's bytes and its image count."""
     from ..models.inference import as_pixel_rows, encode
     _check_model(ckpt, options.coder)

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .format import CODER_IDS
+from ..errors import DataError, OptionError
+from .format import CODER_IDS, check_choice
 from .predictor import CHUNK as PREDICTOR_CHUNK
 from .predictor import PredictorRun
-from .quantiser import CTX_CHUNK, CodecTable, _constriction, check_choice
+from .quantiser import CTX_CHUNK, CodecTable
 
-__all__ = ["Coder", "CODERS", "PREDICTIVE_CODERS", "coder_for", "coder_help"]
+__all__ = ["Coder", "CODERS", "PREDICTIVE_CODERS", "coder_for", "coder_help", "default_coder"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,30 @@ class Coder:
     def decode(self, payload: bytes, n: int, table: CodecTable, path: Any = None) -> np.ndarray:
         """The ``n`` images' symbols (int32 (n, d)) in ``payload``; DataError (naming ``path``) for damage."""
         raise NotImplementedError
+
+
+# --- constriction -------------------------------------------------------------------------------
+
+def _has_constriction() -> bool:
+    try:
+        import constriction  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _constriction():
+    try:
+        import constriction
+    except ImportError as e:
+        raise OptionError("the range coder needs the 'constriction' package, which is not installed",
+                          hint="pip install constriction (or use coder 'zlib')") from e
+    return constriction
+
+
+def default_coder() -> str:
+    """``"range"`` when constriction is installed, else ``"zlib"``."""
+    return "range" if _has_constriction() else "zlib"
 
 
 # --- zlib -----------------------------------------------------------------------------------------
@@ -265,8 +289,8 @@ CODERS: dict[str, Coder] = {c.name: c for c in (
     ZlibCoder("zlib", "the symbols zlib-compressed, for when constriction is not installed",
               uses_constriction=False),
     ResidualRangeCoder("range-ar", "the range coder on what an autoregressive predictor of each component from "
-                       "the earlier ones leaves (--table checkpoint only; `aelab codec fit --coder range-ar` stores its "
-                       "table in the checkpoint)", cache_kind="ar", predictive=True, learn_seconds=15),
+                       "the earlier ones leaves (--table checkpoint only; `aelab codec fit --coder range-ar` "
+                       "stores its table in the checkpoint)", cache_kind="ar", predictive=True, learn_seconds=15),
     SpreadRangeCoder("range-ctx", "as range-ar with a wider predictor that also picks a probability table per "
                      "component (fewest bytes, slower; docs/codec.md has the measurements)",
                      cache_kind="ctx", predictive=True, spread=True, learn_seconds=70),

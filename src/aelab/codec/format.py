@@ -3,12 +3,13 @@ ids the file gives coders, table modes and quantisers; :func:`file_bytes` writes
 :func:`read_header` checks one and reads it."""
 from __future__ import annotations
 
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, OptionError
 
 MAGIC = b"\x89AEZ"
 VERSION = 1
@@ -33,6 +34,23 @@ _QUANTISER_NAMES = {v: k for k, v in QUANTISERS.items()}
 DEFAULT_QUANTISER = "transform"
 _CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
 _TABLE_NAMES = {v: k for k, v in TABLES.items()}
+
+
+# --- options: the ids and ranges above, as a caller names them ---------------------------------
+
+def check_bits(bits: Any) -> int:
+    """``bits`` as an int in 2..16, else OptionError."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not MIN_BITS <= bits <= MAX_BITS:
+        raise OptionError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}",
+                          hint="e.g. --bits 6; more bits: finer codes, more bytes")
+    return int(bits)
+
+
+def check_choice(value: str, choices: dict, what: str) -> str:
+    """``value`` if it is one of ``choices``' keys, else OptionError naming ``what``."""
+    if not isinstance(value, str) or value not in choices:
+        raise OptionError(f"unknown {what} {value!r}", hint=f"choose one of: {', '.join(choices)}")
+    return value
 
 
 # --- the file ------------------------------------------------------------------------------------

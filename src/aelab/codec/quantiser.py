@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, OptionError
-from .format import (
-    MIN_BITS, MAX_BITS, QUANTISERS)
+from .format import MAX_BITS, MIN_BITS, QUANTISERS, check_bits, check_choice
 from .predictor import Predictor, fit_predictor, fit_spread_head
 
 # the range-ctx coder's predictor: wider than range-ar's (256 units) and trained longer (20 epochs)
@@ -23,45 +22,6 @@ CTX_PREDICTOR = {"hidden": 384, "epochs": 80}
 CTX_CHUNK = 4096  # range-ctx codes its images in chunks of this many (docs/format.md): part of the format
 # the probability tables of table="checkpoint" hold integer frequencies of this total (about)
 _FREQ_SCALE = 1 << 24
-
-
-# --- options ------------------------------------------------------------------------
-
-def check_bits(bits: Any) -> int:
-    """``bits`` as an int in 2..16, else OptionError."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise OptionError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}",
-                          hint="e.g. --bits 6; more bits: finer codes, more bytes")
-    return int(bits)
-
-
-def check_choice(value: str, choices: dict, what: str) -> str:
-    """``value`` if it is one of ``choices``' keys, else OptionError naming ``what``."""
-    if not isinstance(value, str) or value not in choices:
-        raise OptionError(f"unknown {what} {value!r}", hint=f"choose one of: {', '.join(choices)}")
-    return value
-
-
-def _has_constriction() -> bool:
-    try:
-        import constriction  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _constriction():
-    try:
-        import constriction
-    except ImportError as e:
-        raise OptionError("the range coder needs the 'constriction' package, which is not installed",
-                          hint="pip install constriction (or use coder 'zlib')") from e
-    return constriction
-
-
-def default_coder() -> str:
-    """``"range"`` when constriction is installed, else ``"zlib"``."""
-    return "range" if _has_constriction() else "zlib"
 
 
 # --- the quantiser and its probability tables ---------------------------------------------------

@@ -22,9 +22,9 @@ from ..errors import CheckpointError, DataError, OptionError
 from ..models.checkpoint import (TABLES_FILE, Checkpoint, cpu_checkpoint, model_fingerprint, read_tables_file,
                                  write_tables_file)
 from .coders import CODERS, Coder, coder_for
-from .format import DEFAULT_BITS, DEFAULT_QUANTISER, MIN_BITS, QUANTISERS
+from .format import DEFAULT_BITS, DEFAULT_QUANTISER, MIN_BITS, QUANTISERS, check_bits, check_choice
 from .predictor import Predictor
-from .quantiser import CodecTable, check_bits, check_choice, fit_predictive_table, fit_table
+from .quantiser import CodecTable, fit_predictive_table, fit_table
 
 Log = Callable[[str], None] | None
 
@@ -334,7 +334,8 @@ def _store(ckpt: Checkpoint, fp: str, tensors: dict[str, np.ndarray]) -> Path:
                              {"format": TABLES_FORMAT, "version": TABLES_VERSION})
 
 
-def store_training_tables(checkpoint: Checkpoint | str | os.PathLike, images: np.ndarray, log: Log = None) -> Path | None:
+def store_training_tables(checkpoint: Checkpoint | str | os.PathLike, images: np.ndarray,
+                          log: Log = None) -> Path | None:
     """Fit the plain tables (both quantisers, :data:`FIT_BITS`) to the codes of ``images``, the model's
     training images (at most :data:`TRAINING_FIT_IMAGES` of them, evenly spaced), and store them in the
     checkpoint; what training calls once the checkpoint is saved. None (nothing stored) for a model the
