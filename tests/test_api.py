@@ -185,3 +185,19 @@ def test_decompress_notice_reads_the_files_header(monkeypatch, tmp_path) -> None
     assert aelab.decompress_notice(aez, "mnist-codec").startswith("Learning the range-ar coder's predictor for 7 bits")
     (tmp_path / "junk.aez").write_bytes(b"not an aez file")
     assert aelab.decompress_notice(tmp_path / "junk.aez", "mnist-codec") is None
+
+
+def test_train_config_takes_each_field_from_the_option_of_its_name() -> None:
+    """`aelab train` hands its parsed options to api.train_config as they are: no field copied by hand."""
+    from dataclasses import fields
+    from aelab import api
+    from aelab.cli import build_parser
+    args = build_parser().parse_args([
+        "train", "--model", "deep", "--code-size", "7", "--hidden", "24,12", "--sweeps", "0.5", "--recipe", "adam",
+        "--minibatch-size", "16", "--seed", "3", "--device", "cpu", "--noise", "gaussian:0.5", "--channels", "8",
+        "--conv-depth", "2", "--activation", "silu", "--sparsity", "0.1", "--beta", "2", "--loss", "mse"])
+    config = api.train_config(vars(args))
+    given = [f.name for f in fields(api.TrainConfig) if hasattr(args, f.name)]
+    assert len(given) >= 15
+    assert all(getattr(config, name) == getattr(args, name) for name in given)
+    assert api.train_config({"model": "conv"}).sweeps == 5.0  # no --sweeps, --fast or --slow: the fast mode

@@ -26,7 +26,7 @@ LAYERS = [
     {"aelab.evaluation"},
     {"aelab.api", "aelab.sklearn"},  # the scikit-learn transformer: beside the api, on the same layers
     {"aelab.tutorial"},  # above the api: the tutorial trains through api.train_model, as `aelab train` does
-    {"aelab.cli", "aelab.cli_options", "aelab.cli_pipeline", "aelab.cli_codec", "aelab.__main__", "aelab"},
+    {"aelab.cli", "aelab.cli_choices", "aelab.cli_codec", "aelab.cli_data", "aelab.cli_options", "aelab.cli_pipeline", "aelab.__main__", "aelab"},
 ]
 
 
@@ -137,3 +137,77 @@ def test_no_module_is_over_the_size_limit(module):
 def test_every_room_says_what_it_owns_and_may_import(room):
     doc = ast.get_docstring(ast.parse(MODULES[room].read_text(encoding="utf-8"))) or ""
     assert len(doc.split()) >= 20 and "import" in doc, f"{room}/__init__.py needs a docstring: what it owns, what it may import"
+
+
+# --- one decision per concern: what kind of source a path is --------------------------------------
+
+RESOLVER = "aelab.data.resolver"
+# the names that tell one kind of source from another; only the resolver, and where each is defined, uses them
+# (and the folder reader lists a folder's image files by suffix)
+SOURCE_CLASSIFIERS = {"TABLE_SUFFIXES": {"aelab.data.tables"},
+                      "IMAGE_FILE_SUFFIXES": {"aelab.data.pictures", "aelab.data.folders"},
+                      "is_packed": {"aelab.data.packed"}, "has_images": {"aelab.data.folders"},
+                      "npz_layout": set(), "find_idx_file": set()}
+SOURCE_SUFFIXES = {".npz", ".npy", ".csv", ".tsv", ".parquet", ".png", ".jpg", ".jpeg", ".idx",
+                   "-idx3-ubyte", ".idx3-ubyte", "_cntk_text.txt"}
+# places that name *outputs* (what to write), or read one format they were handed, never classify a source
+OUTPUT_NAMING = {
+    ("aelab.data.tables", "read_table"),      # which table format, once the resolver said "table"
+    ("aelab.data.codes", "write_codes"), ("aelab.data.codes", "read_codes"),  # codes files, not data sources
+    ("aelab.data.saving", "convert"),         # the format to write
+    ("aelab.codec.api", "output_format"),     # what decompress writes
+    ("aelab.evaluation.anomaly", "write_scores"), ("aelab.api", "anomaly_scores"),  # the scores file
+}
+
+
+def _functions_and_nodes(tree: ast.AST):
+    """(enclosing function name or '', node) for every node."""
+    def walk(node, owner):
+        for child in ast.iter_child_nodes(node):
+            name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else owner
+            yield name, child
+            yield from walk(child, name)
+    yield from walk(tree, "")
+
+
+def _compared_strings(node: ast.AST) -> list[str]:
+    """The string constants ``node`` compares with (``==``, ``in``) or passes to ``endswith``/``startswith``."""
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and node.func.attr in ("endswith", "startswith"):
+        operands = list(node.args)
+    else:
+        return []
+    return [c.value for o in operands for c in ast.walk(o) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+
+
+def _source_decisions(module: str, path: Path) -> list[str]:
+    found = []
+    for owner, node in _functions_and_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        where = f"{module}:{getattr(node, 'lineno', '?')}"
+        allowed = module == RESOLVER or (module, owner) in OUTPUT_NAMING
+        if isinstance(node, ast.Name) and node.id in SOURCE_CLASSIFIERS \
+                and module != RESOLVER and module not in SOURCE_CLASSIFIERS[node.id]:
+            found.append(f"{where} uses {node.id}")
+        found += [f"{where} tests the suffix {text!r} (in {owner or 'the module'})" for text in _compared_strings(node)
+                  if text.lower() in SOURCE_SUFFIXES and not allowed]
+        if isinstance(node, ast.Attribute) and node.attr == "suffix" and not module.startswith("aelab.data.") \
+                and not allowed:
+            found.append(f"{where} asks a path's .suffix (in {owner or 'the module'})")
+    return found
+
+
+def test_the_kind_of_a_data_source_is_decided_in_one_module():
+    """aelab.data.resolver.resolve decides whether a path is IDX, CTF, an image folder, a table, a .npz or a
+    packed set; every reader dispatches on its answer instead of testing suffixes or folders again."""
+    found = [line for module, path in sorted(MODULES.items()) for line in _source_decisions(module, path)]
+    assert not found, "decide the source's kind in aelab.data.resolver:\n" + "\n".join(found)
+
+
+def test_the_source_check_sees_a_second_decision(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from aelab.data.tables import TABLE_SUFFIXES\n"
+                    "def read(p):\n    if p.suffix in TABLE_SUFFIXES or str(p).endswith('.npz'):\n        pass\n")
+    found = _source_decisions("aelab.codec.api", path)
+    assert len(found) == 3 and any("'.npz' (in read)" in line for line in found)

@@ -38,14 +38,16 @@ def run(capsys: pytest.CaptureFixture, *args) -> tuple[int, str, str]:
 
 
 def user_error(capsys: pytest.CaptureFixture, command: str, *args) -> str:
-    """Run ``aelab COMMAND ARGS``, expect a user error, return its one line (without the prefix)."""
+    """Run ``aelab COMMAND ARGS``, expect a user error, return its one line (without the prefix, which
+    names the command, and a data tool's action too: ``aelab data info: error:``)."""
     rc, out, err = run(capsys, command, *args)
     assert rc == 2, (rc, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith(f"aelab {command}: error: "), err
+    prefix = f"aelab {command} {args[0]}: error: " if command == "data" else f"aelab {command}: error: "
+    assert lines[0].startswith(prefix), err
     assert "Traceback" not in err
-    return lines[0][len(f"aelab {command}: error: "):]
+    return lines[0][len(prefix):]
 
 
 def png(path: Path, size: tuple[int, int] | None = None) -> Image.Image:
@@ -148,6 +150,18 @@ def test_train_writes_a_checkpoint(cli_ckpt: Path, tiny_npz: Path) -> None:
     assert info["data"]["kind"] == "images" and info["data"]["input_shape"] == [1, 28, 28]
     assert set(info["metrics"]) == {"test_error_pct", "test_bce", "test_mse", "test_psnr_db", "test_r2"}
 
+
+
+def test_a_table_training_reports_its_squared_error_not_a_pixel_percentage(capsys, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "t.npy", rng.normal(size=(300, 6)).astype(np.float32))
+    rc, out, err = run(capsys, "train", "--data", tmp_path / "t.npy", "--model", "dense", "--code-size", "2",
+                       "--recipe", "adam", "--sweeps", "1", "--out", tmp_path / "m")
+    assert rc == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("Average training")]
+    assert line.startswith("Average training MSE (scaled units): ") and "%" not in line, line
+    mse = float(line.rsplit(" ", 1)[1])
+    assert 0 < mse < 2  # standardised columns: about 1 before training, less after
 
 def test_train_is_reproducible_and_talks_unless_quiet(capsys, cli_ckpt: Path, tiny_npz: Path,
                                                       tmp_path: Path) -> None:
@@ -356,6 +370,20 @@ def test_tsne(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Path) -> None:
     assert str(tmp_path / "tsne.png") in out
     png(tmp_path / "tsne.png")
 
+
+
+def test_tsne_of_a_small_set_chooses_its_perplexity_or_takes_one(capsys, cli_ckpt: Path, tiny_npz: Path,
+                                                                 tmp_path: Path) -> None:
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "-o", tmp_path / "auto.png")
+    assert rc == 0, err  # 30 images: below scikit-learn's perplexity of 30, so a lower one is chosen
+    png(tmp_path / "auto.png")
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "--perplexity", "5", "-o", tmp_path / "five.png")
+    assert rc == 0, err
+    rc, out, err = run(capsys, "tsne", "--checkpoint", cli_ckpt, "--data", tiny_npz, "--limit", "30",
+                       "--perplexity", "40", "-o", tmp_path / "bad.png")
+    assert rc == 2 and "try --perplexity 9" in err and not (tmp_path / "bad.png").exists()
 
 # ------------------------------------------------------------------ data
 

@@ -123,15 +123,13 @@ def _compress_help(capsys) -> str:
     return " ".join(capsys.readouterr().out.split())
 
 
-def test_the_registry_drives_the_coder_option(monkeypatch, capsys):
+def test_the_coder_option_shows_the_registry(capsys):
+    """--help lists every registered coder with its description, in the registry's order, and no other
+    (the parser's light copy, aelab.cli_choices, must follow the registry)."""
     shown = _compress_help(capsys)
-    assert "--coder {range,zlib,range-ar,range-ctx}" in shown
+    assert f"--coder {{{','.join(coders.CODERS)}}}" in shown
     for coder in coders.CODERS.values():
         assert f"{coder.name}: {' '.join(coder.description.split())}" in shown
-    monkeypatch.setitem(coders.CODERS, "range-test", coders.RangeCoder("range-test", "registered for this test"))
-    shown = _compress_help(capsys)
-    assert "--coder {range,zlib,range-ar,range-ctx,range-test}" in shown
-    assert "range-test: registered for this test" in shown
 
 
 def _count_calls(monkeypatch, module, name: str, counter: list) -> None:

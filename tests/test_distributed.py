@@ -185,15 +185,64 @@ def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_model(tmp_p
 
 @pytest.mark.slow
 def test_a_rank_that_dies_stops_the_others_with_a_message_and_no_checkpoint(tmp_path: Path) -> None:
+    """torchrun SIGTERMs the survivors within milliseconds of a rank's death, often before they reach their next
+    collective: rank 0 must still say what happened. Rank 0 is held (SIGSTOP) while rank 1 is killed and torchrun
+    sends its SIGTERM, so the SIGTERM is always there first when rank 0 goes on."""
     out = tmp_path / "out"
     launch = subprocess.Popen([*standalone(2), *AELAB, "train", "--out", str(out), "--quiet", "--sweeps", "20"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rows(out / "metrics.csv", 6, launch)
     workers = subprocess.run(["pgrep", "-P", str(launch.pid)], capture_output=True, text=True).stdout.split()
     assert len(workers) == 2, workers
-    os.kill(int(workers[-1]), signal.SIGKILL)
+    rank = {int(next(v[5:] for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if v.startswith(b"RANK="))):
+            int(pid) for pid in workers}
+    os.kill(rank[0], signal.SIGSTOP)
+    os.kill(rank[1], signal.SIGKILL)
+    time.sleep(1.5)  # torchrun notices (it polls every 0.1 s) and SIGTERMs rank 0, which gets it on SIGCONT
+    os.kill(rank[0], signal.SIGCONT)
     _, stderr = launch.communicate(timeout=120)  # no hang
     assert launch.returncode != 0
-    assert "another training process failed or was stopped" in stderr or "SIGKILL" in stderr
+    said = [line for line in stderr.splitlines() if line.startswith("aelab train:")]
+    assert len(said) == 1 and "error: another training process failed or was stopped" in said[0], stderr[-3000:]
     assert not (out / "model.safetensors").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+@pytest.mark.slow
+def test_sigint_then_sigterm_at_once_still_saves_the_run(tmp_path: Path) -> None:
+    """A Ctrl-C and then a scheduler's SIGTERM (torchrun passes each on to every rank): the second signal is the
+    same request to stop, and must not cancel the save. Large minibatches put the ranks' next agreement on
+    stopping well after the SIGTERM, where the SIGTERM used to end both ranks ("terminated") unsaved."""
+    from aelab.training.resume import load_training_state
+    out = tmp_path / "out"
+    options = ["--minibatch-size", "2048", "--checkpoint-every", "0"]
+    launch = subprocess.Popen([*standalone(2), *AELAB, "train", "--out", str(out), "--quiet", "--sweeps", "20",
+                               *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(out / "metrics.csv", 3, launch)
+    launch.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # torchrun forwards the first, starts shutting down, then forwards the second
+    launch.send_signal(signal.SIGTERM)
+    _, stderr = launch.communicate(timeout=120)
+    assert "terminated" not in stderr and "the state is saved" in stderr, stderr[-2000:]
+    saved = load_training_state(out / "resume.safetensors")
+    assert saved.minibatches_done > 0
+    resumed = run([*standalone(2), *AELAB, "train", "--out", str(out), "--quiet", "--resume", *options,
+                   "--sweeps", str((saved.minibatches_done + 2) * 2048 / 60000)], 300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "model.safetensors").exists() and not (out / "resume.safetensors").exists()
+
+
+def test_once_a_peer_failed_torchruns_sigterm_cannot_cut_the_message_short() -> None:
+    """torchrun SIGTERMs the survivors within milliseconds of a rank's death, while they print why they stop."""
+    script = ("import os, signal, sys, time\n"
+              "from aelab.terminal import sigterm_interrupts\n"
+              "from aelab.training.distributed import PeerFailed\n"
+              "with sigterm_interrupts():\n"
+              "    try:\n"
+              "        raise PeerFailed('another training process failed or was stopped')\n"
+              "    except PeerFailed as e:\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        time.sleep(0.2)\n"
+              "        print(f'error: {e}', file=sys.stderr)\n")
+    result = run([sys.executable, "-c", script], timeout=60)
+    assert result.stderr.strip() == "error: another training process failed or was stopped", result.stderr

@@ -75,3 +75,5 @@ def test_the_api_reference_builds_in_strict_mode(tmp_path, monkeypatch):
                             str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")})
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "api" / "index.html").is_file()
+    tutorial = tmp_path / "site" / "notebooks" / "01-cntk105-tutorial" / "index.html"  # rendered as stored
+    assert "Average test error" in tutorial.read_text(encoding="utf-8")

@@ -243,6 +243,14 @@ def test_bad_csv(tmp_path, name, content, pattern):
         load_dataset(tmp_path / name)
 
 
+
+def test_the_hint_for_missing_values_fits_every_command(tmp_path, capsys):
+    """The same reader serves train, score, encode, evaluate and data: its hint must not speak of training."""
+    from helpers import run_cli
+    (tmp_path / "nan.csv").write_text("a,b\n1,2\n3,nan\n")
+    rc, out, err = run_cli(capsys, "data", "info", tmp_path / "nan.csv")
+    assert rc == 2 and "NaN or infinity" in err and "training" not in err and "fill or drop" in err, err
+
 def test_bad_npy(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
     np.save(tmp_path / "obj.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
@@ -293,9 +301,9 @@ def test_options_are_checked(tmp_path):
         load_dataset(_class_folder(tmp_path / "o", per_class=2), test_fraction=1.5)
     with pytest.raises(OptionError, match="channels"):
         load_dataset(tmp_path / "o", channels="cmyk")
-    with pytest.raises(OptionError, match="label_column applies to tables"):
+    with pytest.raises(OptionError, match="--label-column applies to tables"):
         load_dataset(tmp_path / "o", label_column=0)
-    with pytest.raises(OptionError, match="resize, crop apply to folders of images only"):
+    with pytest.raises(OptionError, match="--resize, --crop apply to folders of images only"):
         load_dataset(None, resize="8x8", crop=True)
     assert load_dataset(None).source["split"] == {"method": "given"}
 

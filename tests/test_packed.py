@@ -2,6 +2,7 @@
 block-shuffled training order: every sample once per sweep, seeded, and resumed bit for bit."""
 import contextlib
 import errno
+import re
 import signal
 
 import numpy as np
@@ -129,6 +130,58 @@ def test_a_truncated_or_altered_shard_is_refused_in_one_line(packed_tiny, tmp_pa
     with pytest.raises(DataError, match="index is unreadable"):
         load_packed(bad)
 
+
+
+def _edited_copy(packed, folder, edit):
+    """A copy of the packed set ``packed`` in ``folder`` whose index ``edit(index)`` changed."""
+    import json
+    import shutil
+    shutil.copytree(packed, folder)
+    index = json.loads((folder / INDEX_FILE).read_text())
+    edit(index)
+    (folder / INDEX_FILE).write_text(json.dumps(index))
+    return folder
+
+
+EDITS = {  # an edit of the index, and the field the error must name
+    "a file outside the folder": (lambda ix: ix["splits"]["train"].update(file="../elsewhere/train.npy"),
+                                  "splits.train.file"),
+    "the parent folder": (lambda ix: ix["splits"]["test"].update(file=".."), "splits.test.file"),
+    "labels outside the folder": (lambda ix: ix["splits"]["test"].update(labels="/etc/passwd"), "splits.test.labels"),
+    "a missing field": (lambda ix: ix["splits"]["train"].pop("rows"), "splits.train.rows"),
+    "a count that is true": (lambda ix: ix.update(block_rows=True), "block_rows"),
+    "a zero count": (lambda ix: ix.update(buffer_blocks=0), "buffer_blocks"),
+    "rows the shards do not hold": (lambda ix: ix["splits"]["test"].update(rows=7), "splits.test.rows"),
+    "a shard out of place": (lambda ix: ix["splits"]["train"]["shards"][1].update(first_row=3),
+                             "splits.train.shards[1].first_row"),
+    "an odd dtype": (lambda ix: ix.update(dtype="object"), "dtype"),
+    "a negative sample size": (lambda ix: ix.update(sample_shape=[28, -28]), "sample_shape"),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edited_index_is_refused_in_one_line_naming_the_field(packed_tiny, tmp_path, capsys, edit):
+    change, field = EDITS[edit]
+    bad = _edited_copy(packed_tiny, tmp_path / "bad", change)
+    with pytest.raises(DataError, match=re.escape(field)):
+        load_packed(bad)
+    rc, out, err = run_cli(capsys, "data", "info", bad)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and field in err and "pack the data again" in err
+
+
+def test_an_index_pointing_outside_its_folder_is_refused_under_python_O(packed_tiny, tmp_path):
+    """The index's checks are code, not ``assert``: ``python -O`` (or PYTHONOPTIMIZE) must not skip them."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(packed_tiny / "train.npy", tmp_path / "elsewhere" / "train.npy")  # the same bytes: only the path is wrong
+    bad = _edited_copy(packed_tiny, tmp_path / "bad", EDITS["a file outside the folder"][0])
+    result = subprocess.run([sys.executable, "-O", "-m", "aelab", "data", "info", str(bad)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONOPTIMIZE": "1"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "splits.train.file" in result.stderr
 
 def test_a_full_disk_while_packing_leaves_nothing(tiny_data, tmp_path, monkeypatch):
     calls = []

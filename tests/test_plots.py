@@ -100,6 +100,15 @@ def test_save_pngs_names_and_pixels(tmp_path: Path) -> None:
         images.save_pngs(tmp_path, imgs, start=-1)
 
 
+
+def test_png_names_sort_in_number_order_from_100000_images_on(tmp_path: Path) -> None:
+    paths = images.save_pngs(tmp_path / "dec", _digits(3, 6, 5), start=99_998)  # the last three of 100,001
+    assert [p.name for p in paths] == ["img-099998.png", "img-099999.png", "img-100000.png"]
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == [p.name for p in paths]
+    names = [images.png_name("img", i, 100_000) for i in (0, 9, 99_999, 100_000)]
+    assert names == sorted(names) == ["img-000000.png", "img-000009.png", "img-099999.png", "img-100000.png"]
+    assert images.png_name("img", 7, 99_999) == "img-00007.png"  # up to 100,000 images: five digits, as before
+
 # ---------------------------------------------------------------- figures
 
 
@@ -177,6 +186,27 @@ def test_save_tsne_map(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="points"):
         plots.save_tsne_map(tmp_path / "bad.png", points[:, :1], labels)
 
+
+
+@pytest.mark.parametrize("losses", [[0.9, 0.8, 0.7, 0.62, 0.55],  # a table's: no 1, 2 or 5 x a power of ten inside
+                                    [543.6, 519.6, 307.0, 218.6, 185.7],
+                                    [543.6, 307.0, 145.1, 97.7, 90.7]])
+def test_the_loss_curve_labels_its_y_axis(tmp_path: Path, monkeypatch, losses) -> None:
+    """The report's curve (a log axis by request): at least two labelled ticks within the values' range."""
+    seen = {}
+    real_save = plots._save
+
+    def keep_figure(fig, path):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        low, high = ax.get_ylim()
+        seen["labels"] = [t.get_text() for t in ax.get_yticklabels(minor=False) + ax.get_yticklabels(minor=True)
+                          if t.get_text() and low <= t.get_position()[1] <= high]
+        return real_save(fig, path)
+    monkeypatch.setattr(plots, "_save", keep_figure)
+    plots.save_training_curve(tmp_path / "c.png", {"m": ([64, 192, 448, 960, 1984], losses)},
+                              ylabel="loss per sample", logy=True)
+    assert len(seen["labels"]) >= 2, seen
 
 def test_save_training_curve(tmp_path: Path) -> None:
     curves = {"simple": ([0, 100, 1000, 10000], [0.5, 0.3, 0.2, 0.1]),
@@ -279,4 +309,4 @@ def test_tsne_2d_rejects_bad_input(codes: np.ndarray, perplexity: float, match: 
 def test_tsne_2d_suggests_smaller_perplexity() -> None:
     with pytest.raises(OptionError) as info:
         plots.tsne_2d(np.zeros((10, 4)), perplexity=30)
-    assert "try perplexity 3" in str(info.value)
+    assert "try --perplexity 3" in str(info.value)

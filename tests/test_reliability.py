@@ -740,3 +740,17 @@ def test_a_stop_to_the_whole_group_while_decoding_a_folder_is_one_line(tmp_path,
     assert proc.returncode == status, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "packed").exists() and not list(tmp_path.glob(".packed*"))
+
+
+def test_no_check_in_a_function_is_an_assert():
+    """``python -O`` removes ``assert``: a check of input written as one is skipped there (an edited packed
+    index once read files outside its folder so). Only module-level invariants of constants may assert."""
+    import ast
+    import aelab
+    found = []
+    for path in sorted(Path(aelab.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found += [f"{path.name}:{node.lineno}" for node in ast.walk(function) if isinstance(node, ast.Assert)]
+    assert found == []

@@ -5,14 +5,17 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from aelab import api
 from aelab.cli import main
 from aelab.data import Dataset, Split
 from aelab.models.checkpoint import load_checkpoint
+from aelab.tutorial.run import run_tutorial
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -94,3 +97,125 @@ def test_the_page_renders_in_a_browser_with_no_script_error_and_every_point(trai
     assert 'data-rendered="ok"' in dom, dom[:500]
     assert "data-error" not in dom
     assert 'data-map-points="70"' in dom and 'data-points="70"' in dom
+
+
+# --- hostile text: class folders, CSV labels, data and run names that are markup ------------------------------
+
+IMG_ATTACK = "<img src=x onerror=alert(1)>"
+SCRIPT_ATTACK = "</script><script>alert(1)</script>"
+COMMENT_ATTACK = "<!--<script>"  # inside a <script> element, this would swallow the rest of the page
+
+
+class _Elements(HTMLParser):
+    """Every start tag of a page, as (tag, attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+
+@pytest.fixture(scope="module")
+def hostile_pages(tmp_path_factory) -> list:
+    """report.html pages made by `aelab report` and by the tutorial from data whose names are markup."""
+    root = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    photos = root / IMG_ATTACK  # the data's name is the folder's
+    for name in (IMG_ATTACK, COMMENT_ATTACK, "plain"):
+        (photos / name).mkdir(parents=True)
+        for i in range(30):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(photos / name / f"{i}.png")
+    table = root / f"{IMG_ATTACK}.csv"
+    labels = [SCRIPT_ATTACK, COMMENT_ATTACK, IMG_ATTACK]
+    table.write_text("a,b,c,d,label\n" + "".join(f"{','.join(f'{v:.3f}' for v in rng.normal(size=4))},"
+                                                 f"\"{labels[i % 3]}\"\n" for i in range(200)), encoding="utf-8")
+    pages = []
+    for data, extra in ((photos, []), (table, ["--label-column", "label", "--model", "dense", "--code-size", "2"])):
+        out = root / f"run {len(pages)} {IMG_ATTACK}"
+        assert main(["train", "--data", str(data), *extra, "--test-fraction", "0.5", "--sweeps", "2",
+                     "--recipe", "adam", "--quiet", "--out", str(out)]) == 0
+        pages.append(root / f"report-{len(pages)}.html")
+        assert main(["report", "--checkpoint", str(out), "--data", str(data), *extra[:2], "-o", str(pages[-1])]) == 0
+    images = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    named = Dataset(name=IMG_ATTACK, train=Split(images[:120], np.arange(120) % 3),
+                    test=Split(images[120:], np.arange(80) % 3), sha256="0" * 64, num_classes=3,
+                    class_names=[IMG_ATTACK, SCRIPT_ATTACK, COMMENT_ATTACK])
+    tutorial = root / "tutorial"
+    run_tutorial(tutorial, data=named, sweeps=1, tsne_samples=40, models=("simple",), device="cpu", log=None,
+                 progress_bar=False, helper="none")
+    pages.append(tutorial / "report.html")
+    return pages
+
+
+def test_no_hostile_name_reaches_a_page_as_markup(hostile_pages):
+    for path in hostile_pages:
+        page = path.read_text(encoding="utf-8")
+        for attack in (IMG_ATTACK, SCRIPT_ATTACK, COMMENT_ATTACK):
+            assert attack not in page, (path.name, attack)  # every inserted text escaped
+        assert "innerHTML" not in page and "outerHTML" not in page  # the page's script never parses text as markup
+        parser = _Elements()
+        parser.feed(page)
+        handlers = [(tag, a) for tag, attrs in parser.elements for a in attrs if a.lower().startswith("on")]
+        assert handlers == [], path.name
+        scripts = [attrs for tag, attrs in parser.elements if tag == "script"]
+        assert len(scripts) == 3 and scripts[1] == {"type": "application/json", "class": "map-data"}, scripts
+        (payload,) = _map_payloads(page)  # the names come back exactly, as data
+        assert {IMG_ATTACK, COMMENT_ATTACK} <= set(payload["names"]), payload["names"]
+    tutorial_md = (hostile_pages[-1].parent / "report.md").read_text(encoding="utf-8")
+    assert IMG_ATTACK not in tutorial_md and "&lt;img src=x onerror=alert(1)&gt;" in tutorial_md
+
+
+# In the browser: alert, confirm and prompt are recorded rather than shown, then every point of every map
+# is hovered (a mouse sweep over the whole canvas, as a user's would), and what happened is left on <body>.
+_RECORD_DIALOGS = """<script>window.__dialogs = [];
+["alert", "confirm", "prompt", "print"].forEach(function (f) {
+  window[f] = function (m) { window.__dialogs.push(f + ":" + m); };
+});</script>"""
+_HOVER_EVERY_POINT = """<script>setTimeout(function () {
+  var tips = [];
+  document.querySelectorAll(".map").forEach(function (box) {
+    var canvas = box.querySelector("canvas"), tip = box.querySelector(".tip"), r = canvas.getBoundingClientRect();
+    for (var y = 0; y < r.height; y += 3) for (var x = 0; x < r.width; x += 3) {
+      canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + x, clientY: r.top + y, bubbles: true}));
+      if (tip.style.display === "block" && tips.indexOf(tip.textContent) < 0) tips.push(tip.textContent);
+    }
+  });
+  setTimeout(function () {  // time for an injected image to fail to load and run its onerror
+    var b = document.body, extra = [];
+    document.querySelectorAll("*").forEach(function (e) {
+      for (var i = 0; i < e.attributes.length; i++) if (/^on/i.test(e.attributes[i].name)) extra.push(e.tagName);
+      if (e.parentElement && e.parentElement.closest(".tip, .legend") && !(e.tagName === "IMG" && e.src.indexOf("data:image/png;base64,") === 0)
+          && e.tagName !== "B" && e.tagName !== "SPAN") extra.push(e.tagName);
+    });
+    b.dataset.tips = JSON.stringify(tips);
+    b.dataset.dialogs = JSON.stringify(window.__dialogs);
+    b.dataset.injected = JSON.stringify(extra);
+    b.dataset.scripts = String(document.scripts.length);
+    b.dataset.hovered = "done";
+  }, 1000);
+}, 100);</script>"""
+
+
+def _body_attributes(dom: str) -> dict:
+    parser = _Elements()
+    parser.feed(dom)
+    return next(attrs for tag, attrs in parser.elements if tag == "body")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_hovering_every_point_in_a_browser_runs_nothing_from_the_data(hostile_pages, tmp_path):
+    for k, path in enumerate(hostile_pages):
+        page = path.read_text(encoding="utf-8")
+        probed = tmp_path / f"probed-{k}.html"
+        probed.write_text(page.replace("<head>", "<head>" + _RECORD_DIALOGS, 1)
+                          .replace("</body>", _HOVER_EVERY_POINT + "</body>", 1), encoding="utf-8")
+        body = _body_attributes(_render(probed, tmp_path))
+        assert body.get("data-rendered") == "ok" and body.get("data-hovered") == "done", (path.name, body.keys())
+        assert json.loads(body["data-dialogs"]) == [], path.name
+        assert json.loads(body["data-injected"]) == [], path.name
+        assert body["data-scripts"] == "5", path.name  # the page's three and this test's two
+        tips = json.loads(body["data-tips"])
+        shown = {name for name in (IMG_ATTACK, SCRIPT_ATTACK, COMMENT_ATTACK) if any(name in t for t in tips)}
+        assert len(tips) > 20 and IMG_ATTACK in shown and COMMENT_ATTACK in shown, (path.name, tips[:5])

@@ -81,6 +81,23 @@ def test_ctrl_c_stops_after_the_minibatch_saves_and_says_how_to_resume(tiny_npz,
         assert torch.equal(tensor, uninterrupted[name]), name
 
 
+
+def test_a_rerun_without_resume_refuses_to_discard_the_saved_run(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc)[0] == 130
+    saved = (out / RESUME_FILE).read_bytes()
+    code, _, err = finish(aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out)))  # the same command
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "interrupted run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / RESUME_FILE).read_bytes() == saved and not (out / "model.safetensors").exists()
+    short = [a if a != "12" else "0.5" for a in TRAIN]
+    code, _, err = finish(aelab("train", *short, "--data", str(tiny_npz), "--out", str(out), "--overwrite"))
+    assert code == 0, err  # --overwrite discards it and starts over
+    assert not (out / RESUME_FILE).exists() and (out / "model.safetensors").exists()
+
 def test_resume_refuses_other_settings_and_missing_state(tiny_npz, tmp_path):
     out = tmp_path / "run"
     proc = aelab("train", *TRAIN, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
@@ -129,3 +146,27 @@ def test_a_resume_file_that_does_not_fit_the_run_is_refused(tiny_data, tmp_path)
     save_training_state(resume_file, wrong_optimizer)
     with pytest.raises(CheckpointError, match="does not fit"):
         train(tiny_data, config, log=None, resume_file=resume_file, resume=True)
+
+
+def test_only_a_second_ctrl_c_typed_later_stops_at_once_and_never_during_the_save(monkeypatch):
+    """After a first Ctrl-C or SIGTERM asks the loop to stop and save: a SIGTERM (a scheduler's, or torchrun's
+    passing a signal on) or a Ctrl-C passed on at once is the same request; a Ctrl-C typed later stops at once,
+    unless the save that keeps the run is under way."""
+    from aelab.training import loop
+    with loop.stop_requests(True) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher passing the first on
+        assert stop["stop"] and stop["signal"] == signal.SIGINT
+        stop["since"] -= loop.REPEAT_AFTER
+        stop["saving"] = True
+        os.kill(os.getpid(), signal.SIGINT)  # the save goes on
+        stop["saving"] = False
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    with loop.stop_requests(True) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        stop["since"] -= loop.REPEAT_AFTER
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop["stop"] and stop["signal"] == signal.SIGTERM

@@ -104,3 +104,104 @@ def test_tensorboard_without_the_package_is_a_one_line_error_naming_the_extra(tm
     assert "--tensorboard needs the tensorboard package" in err and "aelab[tensorboard]" in err
     assert len(err.strip().splitlines()) == 1
     assert not (out / "model.safetensors").exists()
+
+
+def _train_parser():
+    from aelab.cli import build_parser
+    return build_parser().get_default("train_parser")
+
+
+def _setting(action) -> list[str]:
+    """Command-line words that give ``action`` (an option of `aelab train`) a value other than its default."""
+    import argparse
+    option = next(o for o in action.option_strings if o.startswith("--"))
+    if action.nargs == 0:
+        return [option]
+    if action.choices:
+        return [option, next(c for c in action.choices if c != action.default)]
+    for text in ("3", "0.5", "8,4"):
+        try:
+            value = action.type(text) if action.type else text
+        except (argparse.ArgumentTypeError, TypeError, ValueError):
+            continue
+        if value != action.default:
+            return [option, 'a "quoted" \\ value' if action.type is None else text]
+    raise AssertionError(f"no test value for {option}")
+
+
+def _train_options():
+    """Every option of `aelab train` that a run config keeps, one long name each, from the parser itself."""
+    import argparse
+    from aelab.runconfig import NOT_KEPT
+    return [a for a in _train_parser()._actions
+            if a.option_strings and a.dest not in NOT_KEPT and a.help != argparse.SUPPRESS]
+
+
+@pytest.mark.parametrize("action", _train_options(), ids=lambda a: a.option_strings[-1])
+def test_every_option_of_train_comes_back_from_its_run_toml(action, tmp_path, capsys):
+    """What `aelab train` saves as run.toml (and --print-config prints) loads back with --config, to the same
+    options: for every option the parser has, so a new one cannot be left out."""
+    words = _setting(action)
+    assert main(["train", *words, "--out", str(tmp_path / "m"), "--print-config"]) == 0
+    saved = capsys.readouterr().out
+    keys = {line.split(" = ")[0] for line in saved.splitlines()}
+    assert {words[0][2:].replace("-", "_"), action.dest} & keys, saved  # --fast is kept as sweeps = 5.0
+    config = _toml(tmp_path / "run.toml", saved)
+    assert main(["train", "--config", config, "--print-config"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == saved
+
+
+def test_a_config_key_names_an_option_not_its_internal_name(tmp_path, capsys):
+    """`colour` is where --grayscale and --rgb keep their choice, not an option: refused, not taken as --rgb."""
+    config = _toml(tmp_path / "run.toml", "colour = true\n")
+    assert main(["train", "--config", config, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'colour'" in err and "grayscale" in err and "rgb" in err
+
+
+def test_a_huge_config_file_is_refused_before_it_is_parsed(tmp_path, capsys):
+    from aelab.runconfig import MAX_CONFIG_BYTES
+    config = tmp_path / "run.toml"
+    with open(config, "wb") as f:
+        f.truncate(MAX_CONFIG_BYTES + 1)  # sparse: large on paper, nothing to write
+    assert main(["train", "--config", str(config), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "too large for a run config" in err and str(config) in err
+
+
+def test_a_resumed_run_logs_each_point_of_metrics_csv_once(tmp_path, tiny_npz, monkeypatch):
+    """Interrupted during the final evaluation (the resume file holds the finished state), then resumed."""
+    from aelab import api
+    out = tmp_path / "m"
+    data = api.load_data(tiny_npz)
+    config = api.TrainConfig(model="simple", sweeps=0.2, recipe="adam", device="cpu")
+    real_evaluate = api.evaluate
+    with monkeypatch.context() as m:
+        m.setattr(api, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            api.train_model(data, config, out, resume_file=out / "resume.safetensors")
+    assert api.evaluate is real_evaluate
+    api.train_model(data, config, out, resume_file=out / "resume.safetensors", resume=True)
+    with open(out / "metrics.csv", newline="") as f:
+        seen = [int(r["samples_seen"]) for r in csv.DictReader(f)]
+    assert seen == sorted(set(seen)) and seen[-1] == int(0.2 * 6400) // 64 * 64, seen
+
+
+def test_a_resumed_run_drops_the_lines_logged_after_its_saved_state(tmp_path):
+    """A run killed after its last save logged lines past it; resumed from the save, it logs them again."""
+    from aelab.training.progress import MetricsLog
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path)
+    for step in (1, 3, 7, 15):
+        log.add(step, {"examples": 64 * step, "loss_since_last": 1.0, "metric_since_last": 0.5}, 1e-3, step / 10)
+    log.close()
+    with open(path, "a") as f:
+        f.write("31,19")  # a line cut short by the kill
+    log = MetricsLog(path, append=True, resumed_at=64 * 7)
+    for step in (7, 15, 31):
+        log.add(step, {"examples": 64 * step, "loss_since_last": 2.0, "metric_since_last": 0.5}, 1e-3, step / 10)
+    log.close()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 3, 7, 15, 31]
+    assert [float(r["loss"]) for r in rows] == [1.0, 1.0, 1.0, 2.0, 2.0]  # 15 is the resumed run's

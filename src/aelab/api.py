@@ -7,17 +7,19 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import signal
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import Dataset, Scaler, load_dataset, load_images
+from .data import Dataset, ReadOptions, load_dataset, load_images
+from .data import recorded
+from .data.recorded import data_record
 from .data.scaling import SCALE_METHODS
-from .data.sources import options_for, reading_options
-from .data.tables import TABLE_SUFFIXES, read_table
 from .data import images as image_files
 from .data.codes import read_codes, write_codes
 from .errors import CheckpointError, DataError, OptionError
@@ -43,6 +45,16 @@ from .training.distributed import process_count, process_rank  # noqa: F401 - pr
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 from .codec import FIT_BITS as CODEC_FIT_BITS, save_tables, store_training_tables
+# what the CLI's commands need beyond the functions here (the CLI imports nothing else)
+from . import runconfig
+from .data import convert, describe, download_mnist, format_description  # noqa: F401 - `aelab data`
+from .device import describe_device
+from .evaluation.bench import format_table as benchmark_table, run_benchmark  # noqa: F401 - `aelab bench`
+from .evaluation.compare import markdown_table  # noqa: F401 - `aelab compare`
+from .models.zoo import list_pretrained  # noqa: F401 - `aelab models`
+from .terminal import Terminated
+from .training.loop import TrainingInterrupted
+from .training.resume import RESUME_FILE
 
 METRICS_FILE = "metrics.csv"  # train_model's training curve, beside the checkpoint
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
@@ -59,7 +71,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
-           "sample_images", "compress_notice", "decompress_notice", "save_tables", "load_data", "pack_data", "DATA_OPTIONS",
+           "sample_images", "compress_notice", "decompress_notice", "save_tables", "load_data", "pack_data",
+           "DATA_OPTIONS",
            "SCALE_METHODS",
            "LOSSES", "data_record", "check_fits",
            "report_model", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
@@ -82,11 +95,14 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
 
     ``out`` is locked meanwhile: a second process writing into it is refused (OutputError). With
     ``overwrite=False``, a finished checkpoint already in ``out`` from other settings or other data is
-    refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not.
+    refused (OptionError) rather than replaced; the same run's checkpoint, or a run being resumed, is not;
+    so is starting over (no ``resume``) where ``resume_file`` holds an interrupted run's state.
 
     Under ``torchrun`` every process calls this; rank 0 alone locks, evaluates and writes, and the
     others return their TrainedModel with empty ``scores`` once their share of the training is done.
     """
+    if not overwrite:  # every rank: they refuse together
+        _refuse_to_discard_a_saved_run(train_options)
     if process_rank() != 0:  # train() itself keeps such a rank silent and its files unwritten
         return TrainedModel(train(data, config, **train_options), {}, Path(out))
     folder = ensure_dir(out)
@@ -95,6 +111,15 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
             _refuse_another_model(folder, config, data, train_options)
         return _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
                                **train_options)
+
+
+def _refuse_to_discard_a_saved_run(train_options: dict) -> None:
+    """A run that starts over where an interrupted run's state is saved would delete that state."""
+    resume_file = train_options.get("resume_file")
+    if not train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
+        raise OptionError("the folder holds the saved state of an interrupted run, which starting over would "
+                          "discard", path=resume_file,
+                          hint="pass --resume to continue it, or --overwrite to discard it and start over")
 
 
 def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, train_options: dict) -> None:
@@ -135,7 +160,7 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
                    **train_options)
     if on_trained is not None:
         on_trained(result)
-    say(f"Average training error: {result.train_error_pct:.2f}%")
+    say(_training_score_line(result))
     scores = evaluate(result.model, data.test.images)
     save_checkpoint(folder, result.model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
@@ -150,6 +175,15 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     return TrainedModel(result, scores, folder)
 
 
+def _training_score_line(result: TrainResult) -> str:
+    """The training's average metric: the tutorial's error for BCE models, the squared error otherwise (a
+    percentage of it would mean nothing)."""
+    if result.model_config.loss != "mse":
+        return f"Average training error: {result.train_error_pct:.2f}%"
+    units = "" if result.model_config.is_image else " (scaled units)"
+    return f"Average training MSE{units}: {result.train_error_pct / 100:.5f}"
+
+
 def _remove_finished_resume_file(path: str | Path) -> None:
     error = remove_file(path)
     if error is not None:  # the checkpoint is saved: a warning, not a failure
@@ -157,28 +191,8 @@ def _remove_finished_resume_file(path: str | Path) -> None:
                       f"({error.strerror or error}); delete it by hand", stacklevel=3)
 
 
-# load_dataset's options that the CLI exposes on every command with --data
-DATA_OPTIONS = ("test_fraction", "seed", "label_column", "channels", "resize", "crop", "skip_bad", "scale")
-
-
-def data_record(data: Dataset) -> dict:
-    """What a checkpoint keeps about its training data: which data, what one sample looks like, how
-    it was read (so other commands read it the same way) and a table's scaler."""
-    record = {"name": data.name, "sha256": data.sha256}
-    if data.source:  # the sources beyond MNIST's fixed files
-        record.update(kind=data.kind, input_shape=list(data.input_shape), channels=data.channels,
-                      class_names=data.class_names, options=reading_options(data.source))
-        if data.source.get("scaler"):
-            record["scaler"] = data.source["scaler"]
-        if data.source.get("columns"):
-            record["columns"] = data.source["columns"]
-    return record
-
-
-def saved_scaler(checkpoint: Checkpoint) -> Scaler | None:
-    """The scaler a table model was trained with (None for images)."""
-    recorded = checkpoint.info.get("data", {}).get("scaler")
-    return Scaler.from_dict(recorded) if recorded else None
+# load_dataset's options (the fields of ReadOptions), which the CLI exposes on every command with --data
+DATA_OPTIONS = tuple(f.name for f in dataclasses.fields(ReadOptions))
 
 
 def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = None, **options) -> Dataset:
@@ -186,17 +200,17 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
 
     With a ``checkpoint``, options not given are those it was trained with (the same test split,
     size and channels), a table is scaled with its scaler, and data of another shape than the
-    model's is refused with an error that names both.
+    model's is refused with an error that names both; so is an option that would move its
+    training samples into the test split.
     """
-    chosen = _given_data_options(options)
-    scaler = None
-    if checkpoint is not None:
-        chosen = {**_recorded_options(checkpoint, path), **chosen}
-        scaler = saved_scaler(checkpoint)
-    data = load_dataset(path, scaler=scaler, **chosen)
-    if checkpoint is not None:
-        check_fits(checkpoint, data.input_shape, data.name)
-    return data
+    chosen = ReadOptions.of(**options)
+    if checkpoint is None:
+        return load_dataset(path, chosen)
+    return recorded.load_as_recorded(path, _record(checkpoint), checkpoint.model_config.input_shape, chosen)
+
+
+def _record(checkpoint: Checkpoint) -> dict:
+    return checkpoint.info.get("data") or {}
 
 
 def pack_data(path: str | Path | None, out: str | Path, **options) -> Path:
@@ -205,47 +219,12 @@ def pack_data(path: str | Path | None, out: str | Path, **options) -> Path:
     folder of images is streamed through its files, never held whole."""
     from .data.datasets import pack_dataset
 
-    return pack_dataset(path, out, **_given_data_options(options))
-
-
-def _given_data_options(options: dict) -> dict:
-    """``options`` less those not given (None, False); unknown names are refused."""
-    unknown = sorted(set(options) - set(DATA_OPTIONS))
-    if unknown:
-        raise OptionError(f"unknown data option(s) {', '.join(unknown)}", hint=f"use {', '.join(DATA_OPTIONS)}")
-    return {k: v for k, v in options.items() if v is not None and v is not False}
-
-
-def _recorded_options(checkpoint: Checkpoint, path: str | Path | None) -> dict:
-    return options_for(path, checkpoint.info.get("data", {}).get("options") or {})
+    return pack_dataset(path, out, ReadOptions.of(**options))
 
 
 def check_fits(checkpoint: Checkpoint, input_shape: tuple[int, ...], name: str) -> None:
     """Refuse samples of ``input_shape`` (channels first, or (d,)) that the model was not trained on."""
-    mine = tuple(checkpoint.model_config.input_shape)
-    theirs = tuple(input_shape[1:]) if len(input_shape) == 3 and input_shape[0] == 1 else tuple(input_shape)
-    if mine != theirs:
-        raise DataError(f"{name!r} holds {_describe_shape(theirs)}, but the model was trained on "
-                        f"{_describe_shape(mine)}", hint=_fit_hint(mine, theirs))
-
-
-def _describe_shape(shape: tuple[int, ...]) -> str:
-    if len(shape) == 1:
-        return f"table rows of {shape[0]} columns"
-    if len(shape) == 2:
-        return f"{shape[0]}x{shape[1]} grey images"
-    return f"{shape[1]}x{shape[2]} colour images ({shape[0]} channels)"
-
-
-def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
-    if len(mine) == 1 or len(theirs) == 1:
-        return "pass data of the kind the model was trained on"
-    steps = []
-    if mine[-2:] != theirs[-2:]:
-        steps.append(f"--resize {mine[-2]}x{mine[-1]}")
-    if len(mine) != len(theirs):
-        steps.append("--grayscale" if len(mine) == 2 else "--rgb")
-    return "read it with " + " ".join(steps)
+    recorded.check_fits(checkpoint.model_config.input_shape, input_shape, name)
 
 
 def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | None = None, *,
@@ -281,37 +260,29 @@ def input_images(source: str | Path | None = None, data: str | Path | None = Non
                  **options) -> tuple[np.ndarray, np.ndarray | None]:
     """Samples (and labels) from ``source`` (a file or folder), else the test split of ``data``.
 
-    With a ``checkpoint``, ``data`` is read as :func:`load_data` reads it, and a table ``source``
-    (.npy, .csv, .tsv, .parquet) is scaled with the model's scaler; both must fit the model.
+    With a ``checkpoint``, both are read as the model's training data was (:func:`load_data`; for
+    ``source``, :func:`aelab.data.recorded.inputs_as_recorded`: images resized, cropped and of the
+    channels it was trained on, a table scaled with the model's scaler, with or without its label
+    column), and must fit the model.
     """
-    if source and checkpoint is not None and Path(source).suffix.lower() in TABLE_SUFFIXES:
-        images, labels = _table_rows(source, checkpoint, options.get("label_column"))
+    chosen = ReadOptions.of(**options)
+    if source and checkpoint is not None:
+        images, labels = recorded.inputs_as_recorded(source, _record(checkpoint), checkpoint.model_config.input_shape,
+                                                     chosen)
     elif source:
-        images, labels = load_images(source)
+        images, labels = load_images(source, chosen.without(("test_fraction", "seed", "scale")))
     else:
-        test = load_data(data, checkpoint, **options).test if checkpoint else load_dataset(data, **options).test
+        test = load_data(data, checkpoint, **options).test
         images, labels = test.images, test.labels
     if limit:
         images, labels = images[:limit], None if labels is None else labels[:limit]
     return images, labels
 
 
-def _table_rows(path: str | Path, checkpoint: Checkpoint, label_column) -> tuple[np.ndarray, np.ndarray | None]:
-    scaler = saved_scaler(checkpoint)
-    if scaler is None:
-        raise DataError("this model was trained on images, not a table", path=path,
-                        hint="pass images of the kind it was trained on")
-    label_column = label_column if label_column is not None else \
-        checkpoint.info.get("data", {}).get("options", {}).get("label_column")
-    table = read_table(Path(path), label_column)
-    check_fits(checkpoint, (table.rows.shape[1],), Path(path).name)
-    return scaler.transform(table.rows), table.labels
-
-
 def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | None) -> np.ndarray:
     """A table model's decoded rows in the data's own units (the scaler undone); written to
     ``output`` (.csv or .npy) when given."""
-    scaler = saved_scaler(checkpoint)
+    scaler = recorded.recorded_scaler(_record(checkpoint))
     values = scaler.inverse_transform(rows) if scaler is not None else rows
     if output is not None:
         write_codes(output, values, columns=checkpoint.info.get("data", {}).get("columns"))
@@ -471,12 +442,14 @@ def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, st
 
 
 def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int = 0,
-             output: str | Path | None = None) -> np.ndarray:
-    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``."""
+             output: str | Path | None = None, perplexity: float | None = None) -> np.ndarray:
+    """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``.
+    ``perplexity`` None: scikit-learn's default, lowered for small sets (:func:`plots.auto_perplexity`)."""
     if data.test.labels is None:
         raise OptionError("the t-SNE map is coloured by label, and this test split has none")
     n = min(limit, data.test.n)
-    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed)
+    perplexity = plots.auto_perplexity(n) if perplexity is None else perplexity
+    points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed, perplexity=perplexity)
     if output is not None:
         plots.save_tsne_map(output, points, data.test.labels[:n], title=f"t-SNE map of the codes of {n} test images")
     return points
@@ -502,7 +475,7 @@ def _predictor_notice(checkpoint: Checkpoint | str | Path, bits: int, quantiser:
 
 def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BITS, quantiser: str = DEFAULT_QUANTISER,
                     coder: str | None = None, table: str = "checkpoint") -> str | None:
-    """A line to show before :func:`compress` when it will learn a predictor the checkpoint does not store; else None.
+    """A line to show before :func:`compress` when it will learn a predictor the checkpoint lacks; else None.
 
     It loads the model to look: ``compress(..., log=print)`` says the same line as it happens instead.
     """
@@ -512,7 +485,7 @@ def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BIT
 
 
 def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> str | None:
-    """A line to show before :func:`decompress` when it will learn a predictor the checkpoint does not store; else None.
+    """A line to show before :func:`decompress` when it will learn a predictor the checkpoint lacks; else None.
 
     None too when the file's header cannot be read: :func:`decompress` then says what is wrong. It
     reads the file and loads the model to look: ``decompress(..., log=print)`` says the same line as
@@ -558,3 +531,71 @@ def export_model(checkpoint: Checkpoint, fmt: str, output: str | Path) -> list[P
     torch.export programs ``encoder.pt2``/``decoder.pt2`` (``"pt2"``) in the folder ``output``, with
     ``export.json``; returns the paths. Inputs and outputs: see :mod:`aelab.models.export`."""
     return exporting.export_model(checkpoint.model, fmt, output, scaler=checkpoint.info.get("data", {}).get("scaler"))
+
+
+# --- the commands' work from their parsed options (the CLI passes ``vars(args)``) --------------------
+
+__all__ += ["data_options", "train_config", "train_from_options", "convert_data", "describe_data",
+            "format_description", "download_mnist", "list_pretrained", "run_benchmark", "benchmark_table",
+            "markdown_table", "read_codes", "TrainingInterrupted"]
+
+
+def data_options(options: Mapping[str, Any]) -> dict:
+    """The reading options (:data:`DATA_OPTIONS`) among a command's parsed ``options``, for :func:`load_data`.
+    There the grey-or-colour choice is ``colour`` (``--grayscale``, ``--rgb``), since ``channels`` is
+    ``aelab train``'s convolution stages; the split's seed is the checkpoint's or the default."""
+    chosen = {name: options.get(name) for name in DATA_OPTIONS if name not in ("seed", "channels")}
+    return {**chosen, "channels": options.get("colour")}
+
+
+def train_config(options: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` that parsed ``options`` describe: each field from the option of its
+    name, a field whose option is missing or None keeps its default (sweeps: the tutorial's fast mode)."""
+    given = {f.name: options[f.name] for f in fields(TrainConfig) if options.get(f.name) is not None}
+    return TrainConfig(**{"sweeps": 5.0, **given})
+
+
+def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_bar: bool = False,
+                       run_config: str | None = None) -> TrainedModel:
+    """``aelab train``: train as the parsed ``options`` say, evaluate, save the checkpoint into ``out``.
+
+    The model and training come from :func:`train_config`; ``data`` and its reading options
+    (:func:`data_options`), ``out``, ``checkpoint_every``, ``resume``, ``overwrite`` and
+    ``tensorboard`` from the options of those names. The run's state is kept in ``out``'s resume file,
+    so an interruption after the training raises :class:`TrainingInterrupted` that names it.
+    ``run_config`` (the resolved options as TOML) is written beside the checkpoint.
+    """
+    config = train_config(options)
+    config.validate()  # unknown model names and unusable options fail before data loads
+    out = ensure_dir(options["out"])  # an unusable out fails now, not after the training
+    data = load_data(options.get("data"), **data_options(options))
+    if log is not None:
+        log(f"Training {config.model} on {data.name} ({data.train.n} {'rows' if data.kind == 'table' else 'images'}), "
+            f"device {describe_device(resolve_device(config.device))}")
+    resume_file = out / RESUME_FILE
+    try:
+        trained = train_model(data, config, out, log=log, progress_bar=progress_bar, resume_file=resume_file,
+                              resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")),
+                              **{k: options[k] for k in ("checkpoint_every", "tensorboard") if options.get(k) is not None})
+    except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
+        if not resume_file.exists():
+            raise
+        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the run's last saved state is in "
+                                      f"{resume_file}", hint="run the same command with --resume to continue")
+        stopped.signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        raise stopped from None
+    if run_config is not None and process_rank() == 0:
+        write_text(out / runconfig.RUN_CONFIG_FILE, run_config)
+    return trained
+
+
+def convert_data(source: str | Path | None, dest: str | Path, fmt: str | None = None) -> Path:
+    """``aelab data convert``: the data set at ``source`` (None: the bundled MNIST) written to ``dest`` as
+    ``fmt`` (idx, idx.gz, ctf, npz; None: npz, which ``dest`` must then end in)."""
+    return convert(source, dest, fmt)
+
+
+def describe_data(path: str | Path | None = None, **options) -> dict:
+    """``aelab data info``: counts, shape, labels and checksums of the data at ``path``, read as the
+    given ``options`` (:data:`DATA_OPTIONS`; None or False: not given) say."""
+    return describe(path, **{k: v for k, v in options.items() if v})

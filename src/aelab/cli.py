@@ -1,35 +1,30 @@
-"""The ``aelab`` command line: argument parsing only; each subcommand calls the Python API."""
+"""The ``aelab`` command line: it parses the arguments, calls one function of :mod:`aelab.api`, and prints.
+
+One ``add_<command>`` per subcommand builds its options; one ``cmd_<command>`` runs it. Building the
+parser imports nothing heavy (choices and defaults come from :mod:`aelab.cli_choices`), so ``aelab
+--help`` is quick; the API, and torch with it, is imported when a command runs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import warnings
 from typing import Sequence
 
-from . import api, cli_codec, cli_pipeline
-from .data import convert, describe, download_mnist, format_description
-from .evaluation.bench import format_table, run_benchmark
-from .models.zoo import list_pretrained
-from .training.loop import TrainingInterrupted
-from .tutorial.run import run_tutorial
-from .data.codes import read_codes
-from .evaluation.compare import markdown_table
-from .device import describe_device, resolve_device
-from .fileio import ensure_dir, write_text
-from . import runconfig
-from .terminal import Terminated, guarded_stdout, sigterm_interrupts
-from .training.resume import RESUME_FILE
-
-RUN_CONFIG = "run.toml"  # the resolved options of `aelab train`, beside its checkpoint
-from .version import __version__
-from .cli_options import (_add_alias, _add_checkpoint, _add_data, _add_device, _add_limit, _add_reading_options,
-                          _add_sweeps, _data_options, _int_list, _load_data, _non_negative_float, _non_negative_int,
-                          _positive_float, _positive_int)
+from . import cli_codec, cli_data, cli_pipeline, runconfig
+from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPARE_TSNE_LIMIT, DEFAULT_RECIPE,
+                          DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, QUICK_SWEEPS,
+                          QUICK_TSNE_LIMIT, RECIPE_NAMES)
+from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_limit, _add_sweeps,
+                          _int_list, _non_negative_float, _non_negative_int, _positive_float,
+                          _positive_int)
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
+from .terminal import Terminated, guarded_stdout, sigterm_interrupts
+from .version import __version__
 
 EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -41,7 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aelab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_tutorial(sub)
+    parser.set_defaults(train_parser=add_train(sub))  # --config reads a file against train's options
+    for add in (add_evaluate, add_encode, add_decode, add_reconstruct, add_similarity, add_tsne, add_report,
+                cli_codec.add_compress, cli_codec.add_decompress, cli_codec.add_codec, add_bench, add_denoise, add_sample,
+                add_interpolate,
+                add_compare, add_models, cli_data.add_data_tools, cli_pipeline.add_score, cli_pipeline.add_export):
+        add(sub)
+    return parser
 
+
+def add_tutorial(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("tutorial", help="the CNTK 105 tutorial end to end: train both models, write every output",
                        description="Train the simple and the deep autoencoder as the CNTK 105 tutorial does and "
                                    "write pictures, checkpoints, summary.json and report.md into --out.")
@@ -55,16 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _non_negative_int)
     p.add_argument("--models", default="simple,deep", help="comma-separated models to run (default: simple,deep)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return p
 
+
+def add_train(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model and save it as a checkpoint folder",
                        description="Train an autoencoder and write DIR/model.safetensors and DIR/config.json.")
-    p.add_argument("--model", default="simple", help=f"model: {', '.join(api.MODEL_NAMES)} (default: simple)")
+    p.add_argument("--model", default="simple", help=f"model: {', '.join(MODEL_NAMES)} (default: simple)")
     _add_sweeps(p)
     p.add_argument("--code-size", type=_positive_int, default=32, metavar="N", help="code length (default: %(default)s)")
-    tutorial = api.RECIPES["tutorial"]
-    p.add_argument("--recipe", default=tutorial.name,
-                   help=f"training recipe: {', '.join(api.RECIPES)} (default: %(default)s, CNTK's FSAdaGrad at "
-                        f"lr {tutorial.lr:g} per sample, minibatch {tutorial.minibatch_size})")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help=f"training recipe: {', '.join(RECIPE_NAMES)} (default: %(default)s, CNTK's FSAdaGrad at "
+                        f"lr {DEFAULT_RECIPE_LR:g} per sample, minibatch {DEFAULT_RECIPE_MINIBATCH})")
     p.add_argument("--minibatch-size", type=_positive_int, default=None, metavar="N",
                    help="override the recipe's minibatch size")
     p.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2,...",
@@ -84,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default=None, metavar="SPEC",
                    help="train a denoiser: corrupt the inputs (targets stay clean) with gaussian:SIGMA, "
                         "masking:P or salt-pepper:P, e.g. gaussian:0.5")
-    p.add_argument("--loss", choices=api.LOSSES, default=None,
+    p.add_argument("--loss", choices=LOSSES, default=None,
                    help="bce (sigmoid outputs, for images and data in [0, 1]) or mse (linear outputs, for "
                         "anything else; an image model's are clipped to [0, 1]); default: bce for images and "
                         "data in [0, 1], else mse")
@@ -99,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a trained model already in DIR that has other settings or data (default: refuse)")
+                   help="replace a trained model already in DIR that has other settings or data, or discard "
+                        "the saved state of an interrupted run there (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
     p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
                    help="also log the training curve (DIR/metrics.csv's values) for TensorBoard into LOGDIR "
@@ -108,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="options from a TOML file, each a key named as its option (code_size = 16); the command "
                         "line overrides them; the resolved options are saved as DIR/run.toml")
     p.add_argument("--print-config", action="store_true", help="print the resolved options as TOML and stop")
-    parser.set_defaults(train_parser=p)
+    return p
 
+
+def add_evaluate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a trained model on the test split",
                        description="Average test error (CNTK's metric), BCE, MSE and PSNR on the test split; "
                                    "for a table, the MSE and R^2 in its scaled units.")
@@ -121,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the accuracy of a 5-nearest-neighbour classifier on the codes, fitted on the "
                         "training split's codes (knn_acc, 0..1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
 
+
+def add_encode(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="images or table rows to codes (.npy or .csv)",
                        description="Encode images or table rows into codes; writes codes and labels.")
     _add_checkpoint(p)
@@ -133,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.npy (codes; labels go to FILE.labels.npy) or FILE.csv (label, then the code)")
+    return p
 
+
+def add_decode(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="codes (.npy or .csv) to PNG images",
                        description="Decode codes into images, one PNG each, plus a grid of the first ones.")
     _add_checkpoint(p)
@@ -142,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit(p, "codes")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
+    return p
 
+
+def add_reconstruct(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="images (or table rows) encoded and decoded",
                        description="Encode and decode images; writes each decoded image and a comparison grid "
                                    "(a table model: the decoded rows, in the table's own units).")
@@ -155,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
+    return p
 
+
+def add_similarity(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("similarity", help="cosine similarities of images, their decodings and codes",
                        description="Cosine similarity of two test images, of their decodings and of their codes. "
                                    "Without --pair, the tutorial's pairs: two 6s, and a 3 and an 8.")
@@ -165,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", nargs=2, type=_non_negative_int, metavar=("A", "B"), help="two test image indices")
     p.add_argument("-o", "--output", default=None, metavar="FILE.png", help="also draw the comparison")
     p.add_argument("--json", action="store_true", help="print JSON")
+    return p
 
+
+def add_tsne(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("tsne", help="a t-SNE map of the codes of test images",
                        description="Encode test images and draw a t-SNE map of their codes, coloured by label.")
     _add_checkpoint(p)
@@ -175,8 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images in the map (default: %(default)s)")
     _add_alias(p, "--samples", "--limit", "limit", _positive_int)
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--perplexity", type=_positive_float, default=None, metavar="P",
+                   help="t-SNE's perplexity, below the number of images (default: scikit-learn's, lowered for "
+                        "small sets)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+    return p
 
+
+def add_report(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page about a model, to open in a browser",
                        description="Scores, training curve, images and decodings, similarities and an interactive "
                                    "map of the codes (hover, zoom, hide classes) in one offline HTML file.")
@@ -186,62 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=1000, metavar="N",
                    help="test samples on the map (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write the page")
+    return p
 
-    p = sub.add_parser("compress", help="images to one .aez file of quantised, entropy-coded codes",
-                       description="Encode images with a trained model, quantise the codes (--bits) and entropy code "
-                                   "them into one .aez file (format: docs/format.md). `aelab decompress` reverses it "
-                                   "with the same model.")
-    p.add_argument("input", help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs")
-    _add_checkpoint(p)
-    p.add_argument("-o", "--output", required=True, metavar="FILE.aez", help="the compressed file to write")
-    p.add_argument("--bits", type=int, default=api.DEFAULT_BITS, metavar="N",
-                   help=f"quantiser bit depth, {api.MIN_BITS} to {api.MAX_BITS}: at most 2**N levels per component "
-                        "(default: %(default)s)")
-    p.add_argument("--quantiser", choices=tuple(api.QUANTISERS), default=api.DEFAULT_QUANTISER,
-                   help="transform: decorrelated components weighted by the decoder's sensitivity, one step for all "
-                        "(default; fewer bytes at equal PSNR); uniform: each code number on its own [min, max]")
-    p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
-                   help="where the probability model lives: the checkpoint's, fitted to its training codes and "
-                        "stored in it as codec.safetensors (default), or this set's own, stored in the file")
-    p.add_argument("--coder", choices=tuple(api.CODERS), default=None, help=api.coder_help())
-    p.add_argument("--data", metavar="PATH", default=None,
-                   help="the model's training data, to learn a probability table the checkpoint does not store "
-                        "(`aelab codec fit` stores it; default: the bundled MNIST, if the model was trained on it)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the encoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
-                        "with bfloat16 units (AMX, AVX512-BF16); a few code numbers land in a neighbouring "
-                        "quantiser bin, the PSNR stays the same")
-    p.add_argument("--search", type=_non_negative_int, default=0, metavar="STEPS",
-                   help="search each image's symbols through the decoder for STEPS steps (e.g. 100): higher PSNR "
-                        "for the bytes, and any aelab decodes the file, but compressing is far slower (default: 0, "
-                        "no search)")
-    p.add_argument("--rate-weight", type=_non_negative_float, default=api.DEFAULT_RATE_WEIGHT, metavar="W",
-                   help="what the search trades a bit for, in squared error (pixels in 0..1, summed per image): "
-                        "higher: fewer bytes, a lower PSNR (default: %(default)s)")
 
-    p = sub.add_parser("decompress", help="an .aez file back to images (PNG folder, IDX or .npz)",
-                       description="Decode an .aez file written by `aelab compress`, with the same model.")
-    p.add_argument("input", metavar="FILE.aez", help="the compressed file")
-    _add_checkpoint(p)
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="FILE.npz (array 'images'); an IDX file, a name ending in -idx3-ubyte, .idx3-ubyte or .idx "
-                        "(add .gz to gzip it); anything else is a new or empty folder for PNGs")
-    p.add_argument("--data", metavar="PATH", default=None,
-                   help="the model's training data, for a probability table the checkpoint does not store")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the decoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
-                        "with bfloat16 units; pixels a few grey levels at most from fp32's; either decodes a "
-                        "file compressed with either")
-
-    cli_codec.add_codec(sub, _add_checkpoint, _notice)
-
+def add_bench(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and inference throughput, side by side with a typical PyTorch loop",
                        description="Measure, in one run on the bundled MNIST: a typical PyTorch training loop, "
                                    "aelab's engine at minibatch 64 and 1024, the GEMM roof, and encoding and "
                                    "decoding. Prints a table, then one JSON object.")
     p.add_argument("--quick", action="store_true", help="fewer samples per measurement")
     _add_device(p)
+    return p
 
+
+def add_denoise(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("denoise", help="corrupt test images, denoise them, report PSNRs and draw triplets",
                        description="Corrupt test images with seeded noise, run the model on them, print the PSNR "
                                    "of the noisy and of the denoised images against the clean ones, and write "
@@ -260,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="aelab-denoise", metavar="DIR",
                    help="folder for triplets.png and triplet-NNNNN.png (default: ./aelab-denoise)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
 
+
+def add_sample(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw new digits from a VAE's prior",
                        description="Decode codes drawn from a VAE's prior N(0, I) into a grid of new images.")
     _add_checkpoint(p)
@@ -270,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+    return p
 
+
+def add_interpolate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("interpolate", help="walk the code space between two test images",
                        description="Encode test images A and B, decode evenly spaced codes on the line between "
                                    "their codes, and draw them between the two originals.")
@@ -282,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_device(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
+    return p
 
+
+def add_compare(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train or load models and measure them all the same way",
                        description="Train each model with a named recipe (or load checkpoints and shipped models) "
                                    "and report on the test split: parameters, training seconds, BCE, MSE, PSNR, "
@@ -290,16 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with a PCA baseline. Writes DIR/quality.md, .json and .png.")
     p.add_argument("--models", default=None,
                    help="comma-separated: model kinds to train (KIND or KIND@NOISE for a denoiser), checkpoint "
-                        f"folders or shipped names (default: {','.join(api.COMPARE_MODELS)})")
-    p.add_argument("--recipe", default=api.COMPARE_RECIPE,
-                   help=f"training recipe: {', '.join(api.RECIPES)} (default: %(default)s)")
+                        f"folders or shipped names (default: {','.join(COMPARE_MODELS)})")
+    p.add_argument("--recipe", default=COMPARE_RECIPE,
+                   help=f"training recipe: {', '.join(RECIPE_NAMES)} (default: %(default)s)")
     p.add_argument("--sweeps", type=_positive_float, default=None, metavar="N",
-                   help=f"sweeps per model (default: {api.COMPARE_SWEEPS:g}; {api.QUICK_SWEEPS:g} with --quick)")
+                   help=f"sweeps per model (default: {COMPARE_SWEEPS:g}; {QUICK_SWEEPS:g} with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a small subset of the data, for a quick check")
     p.add_argument("--no-pca", dest="pca", action="store_false", help="leave out the PCA baseline")
     p.add_argument("--tsne-limit", dest="tsne_limit", type=_positive_int, default=None, metavar="N",
-                   help=f"test images in the t-SNE map (default: {api.COMPARE_TSNE_LIMIT}; {api.QUICK_TSNE_LIMIT} with --quick)")
+                   help=f"test images in the t-SNE map (default: {COMPARE_TSNE_LIMIT}; {QUICK_TSNE_LIMIT} with --quick)")
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _positive_int)
     _add_data(p, reading=False)
     _add_device(p)
@@ -307,43 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="aelab-compare", metavar="DIR",
                    help="folder for quality.md, quality.json and quality.png (default: ./aelab-compare)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    return p
 
+
+def add_models(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the shipped pretrained models and their test metrics",
                        description="The pretrained models that ship with aelab; pass a name to --checkpoint.")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of objects (name, kind, code_size, ..., and the test metrics)")
-
-    p = sub.add_parser("data", help="dataset tools: info, convert, pack, download",
-                       description="Inspect, convert, pack and download datasets.")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    q = dsub.add_parser("info", help="counts, shape, label histogram and checksums",
-                        description="Describe a dataset or a single IDX, CTF or .npz file.")
-    q.add_argument("path", nargs="?", default=None, help="anything --data accepts, or one file (default: bundled MNIST)")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    _add_reading_options(q)
-    q = dsub.add_parser("convert", help="convert a dataset between IDX, CTF and .npz",
-                        description="Convert a dataset (anything --data accepts) to IDX files, the tutorial's "
-                                    "CTF files, or one .npz.")
-    q.add_argument("source", help="anything --data accepts; 'mnist' for the bundled copy")
-    q.add_argument("dest", help="a folder (idx, idx.gz, ctf) or a .npz file")
-    q.add_argument("--to", dest="fmt", choices=("idx", "idx.gz", "ctf", "npz"), default=None,
-                   help="output format (default: npz when DEST ends in .npz)")
-    q = dsub.add_parser("pack", help="write a data set to disk in shards, to train on it with bounded memory",
-                        description="Pack a data set (anything --data accepts, read with the options below) into "
-                                    "folder OUT: its samples in checksummed shards with an index.json (a folder "
-                                    "of images is read a few thousand files at a time). --data OUT then trains "
-                                    "(block-shuffled), evaluates and encodes from disk without loading it whole.")
-    q.add_argument("source", help="anything --data accepts; 'mnist' for the bundled copy")
-    q.add_argument("-o", "--out", required=True, metavar="OUT", help="the folder to create (must not exist)")
-    _add_reading_options(q)
-    q = dsub.add_parser("download", help="download MNIST from its public mirrors, checksums verified",
-                        description="Download the four MNIST files into DIR, verifying their SHA-256. aelab "
-                                    "works offline with its bundled copy; this is for fresh copies.")
-    q.add_argument("dir", nargs="?", default="mnist", help="destination folder (default: ./mnist)")
-    q.add_argument("--mirror", action="append", default=None, metavar="URL",
-                   help="base URL to try (repeatable; default: the usual mirrors)")
-    cli_pipeline.add_commands(sub, _add_checkpoint, _add_data, _add_device, _add_limit)
-    return parser
+    return p
 
 
 def _log(args) -> object:
@@ -351,7 +321,19 @@ def _log(args) -> object:
 
 
 def _load_model(args):
-    return api.load_model(args.checkpoint, args.device)
+    return _api().load_model(args.checkpoint, args.device)
+
+
+def _load_data(args, checkpoint=None):
+    """``--data`` read with the reading options given (and, for a checkpoint, those it was trained with)."""
+    api = _api()
+    return api.load_data(args.data, checkpoint, **api.data_options(vars(args)))
+
+
+def _input_samples(args, checkpoint):
+    """The positional INPUT, else the test split of ``--data``, read as ``checkpoint`` needs."""
+    api = _api()
+    return api.input_images(args.input, args.data, args.limit, checkpoint, **api.data_options(vars(args)))
 
 
 def _progress(message: str) -> None:
@@ -361,8 +343,9 @@ def _progress(message: str) -> None:
 
 
 def cmd_tutorial(args) -> int:
+    from .tutorial.run import run_tutorial
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    api.check_models(models)
+    _api().check_models(models)
     run_tutorial(args.out, data=args.data, sweeps=args.sweeps, slow=args.sweeps == 100.0, device=args.device,
                  seed=args.seed, tsne_samples=args.tsne_limit, models=models, log=_log(args),
                  progress_bar=not args.quiet, helper="process")  # this command's entry points are import-safe
@@ -383,46 +366,21 @@ def _with_config(args, argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def cmd_train(args) -> int:
-    options = runconfig.resolved_options(args.train_parser, args)
+    options = runconfig.to_toml(runconfig.resolved_options(args.train_parser, args))
     if args.print_config:
-        print(runconfig.to_toml(options), end="")
+        print(options, end="")
         return 0
-    if api.process_rank() != 0:  # under torchrun, rank 0 alone prints
-        args.quiet = True
-    say = _log(args) or (lambda _m: None)
-    config = api.TrainConfig(model=args.model, code_size=args.code_size, recipe=args.recipe,
-                             sweeps=args.sweeps or 5.0, minibatch_size=args.minibatch_size, seed=args.seed,
-                             device=args.device, hidden=args.hidden, channels=args.channels,
-                             conv_depth=args.conv_depth, activation=args.activation, sparsity=args.sparsity,
-                             beta=args.beta, noise=args.noise, loss=args.loss)
-    config.validate()  # unknown model names and unusable options fail before data loads
-    out = ensure_dir(args.out)  # an unusable --out fails now, not after the training
-    data = _load_data(args)
-    say(f"Training {config.model} on {data.name} ({data.train.n} {_samples(data)}), "
-        f"device {describe_device(resolve_device(config.device))}")
-    try:
-        trained = api.train_model(data, config, out, log=_log(args), progress_bar=not args.quiet,
-                                  resume_file=out / RESUME_FILE, checkpoint_every=args.checkpoint_every,
-                                  resume=args.resume, overwrite=args.overwrite, tensorboard=args.tensorboard)
-        if api.process_rank() != 0:  # a torchrun helper rank: rank 0 reports and writes
-            return 0
-    except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
-        if not (out / RESUME_FILE).exists():
-            raise
-        stopped = TrainingInterrupted(f"stopped before the checkpoint was saved; the run's last saved state is in "
-                                      f"{out / RESUME_FILE}", hint="run the same command with --resume to continue")
-        stopped.signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
-        raise stopped from None
-    write_text(out / RUN_CONFIG, runconfig.to_toml(options))
-    scores, result = trained.scores, trained.result
-    say(_score_line(scores))
-    say(f"Saved {trained.folder / 'model.safetensors'} and {trained.folder / 'config.json'} "
-        f"({result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)")
+    api = _api()
+    main_process = api.process_rank() == 0  # under torchrun, rank 0 alone prints
+    log = _log(args) if main_process else None
+    trained = api.train_from_options(vars(args), log=log, progress_bar=not args.quiet and main_process,
+                                     run_config=options)
+    if log is not None:
+        result = trained.result
+        log(_score_line(trained.scores))
+        log(f"Saved {trained.folder / 'model.safetensors'} and {trained.folder / 'config.json'} "
+            f"({result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)")
     return 0
-
-
-def _samples(data) -> str:
-    return "rows" if data.kind == "table" else "images"
 
 
 def _score_line(scores: dict) -> str:
@@ -432,12 +390,12 @@ def _score_line(scores: dict) -> str:
 
 
 def _written(ckpt, count: int, pngs: str) -> str:
-    return f"{count} {pngs} and {api.GRID_NAME}" if ckpt.model_config.is_image else f"{count} rows"
+    return f"{count} {pngs} and {_api().GRID_NAME}" if ckpt.model_config.is_image else f"{count} rows"
 
 
 def cmd_evaluate(args) -> int:
     ckpt = _load_model(args)
-    scores = api.evaluate_model(ckpt, _load_data(args, ckpt), args.split, knn=args.knn)
+    scores = _api().evaluate_model(ckpt, _load_data(args, ckpt), args.split, knn=args.knn)
     if args.json:
         print(json.dumps(scores))
         return 0
@@ -456,7 +414,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_denoise(args) -> int:
     ckpt = _load_model(args)
-    summary = api.denoise_images(ckpt, _load_data(args, ckpt), args.noise, seed=args.seed, limit=args.limit,
+    summary = _api().denoise_images(ckpt, _load_data(args, ckpt), args.noise, seed=args.seed, limit=args.limit,
                                  draw=args.draw, output=args.output)
     if args.json:
         print(json.dumps(summary))
@@ -469,20 +427,21 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    api.sample_images(_load_model(args), args.draw, seed=args.seed, columns=args.columns, output=args.output)
+    _api().sample_images(_load_model(args), args.draw, seed=args.seed, columns=args.columns, output=args.output)
     print(f"Wrote {args.draw} samples to {args.output}")
     return 0
 
 
 def cmd_interpolate(args) -> int:
     ckpt = _load_model(args)
-    api.interpolate_images(ckpt, _load_data(args, ckpt), args.a, args.b, steps=args.steps,
+    _api().interpolate_images(ckpt, _load_data(args, ckpt), args.a, args.b, steps=args.steps,
                            output=args.output)
     print(f"Wrote {args.output}: test images {args.a} and {args.b} with {args.steps} decoded codes between them")
     return 0
 
 
 def cmd_compare(args) -> int:
+    api = _api()
     result = api.compare_models(None if args.models is None else tuple(args.models.split(",")), data=args.data,
                                 recipe=args.recipe, sweeps=args.sweeps, quick=args.quick, pca=args.pca,
                                 tsne_limit=args.tsne_limit, seed=args.seed, device=args.device,
@@ -491,13 +450,13 @@ def cmd_compare(args) -> int:
         print(json.dumps(result["rows"]))
         return 0
     paths = result["paths"]
-    print(markdown_table(result))
+    print(api.markdown_table(result))
     print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
     return 0
 
 
 def cmd_models(args) -> int:
-    models = list_pretrained()
+    models = _api().list_pretrained()
     if args.json:
         print(json.dumps(models))
         return 0
@@ -519,16 +478,17 @@ def cmd_models(args) -> int:
 
 def cmd_encode(args) -> int:
     ckpt = _load_model(args)
-    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **_data_options(args))
+    images, labels = _input_samples(args, ckpt)
     _progress(f"Encoding {len(images)} samples ...")
-    codes = api.encode_images(ckpt, images, labels, output=args.output)
+    codes = _api().encode_images(ckpt, images, labels, output=args.output)
     print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {args.output}")
     return 0
 
 
 def cmd_decode(args) -> int:
+    api = _api()
     ckpt = _load_model(args)
-    codes = read_codes(args.codes)
+    codes = api.read_codes(args.codes)
     codes = codes[: args.limit] if args.limit else codes
     _progress(f"Decoding {len(codes)} codes ...")
     images = api.decode_codes(ckpt, codes, output=args.output)
@@ -538,15 +498,15 @@ def cmd_decode(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     ckpt = _load_model(args)
-    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **_data_options(args))
-    decoded = api.reconstruct_images(ckpt, images, labels, output=args.output)
+    images, labels = _input_samples(args, ckpt)
+    decoded = _api().reconstruct_images(ckpt, images, labels, output=args.output)
     print(f"Wrote {_written(ckpt, len(decoded), 'decoded PNGs')} to {args.output}")
     return 0
 
 
 def cmd_similarity(args) -> int:
     ckpt = _load_model(args)
-    rows = api.similarity_pairs(ckpt, _load_data(args, ckpt),
+    rows = _api().similarity_pairs(ckpt, _load_data(args, ckpt),
                                 None if args.pair is None else tuple(args.pair), output=args.output)
     plain = [{k: v for k, v in r.items() if k.startswith(("title", "index", "cos"))} for r in rows]
     if args.json:
@@ -560,78 +520,34 @@ def cmd_similarity(args) -> int:
 
 def cmd_report(args) -> int:
     ckpt = _load_model(args)
-    api.report_model(ckpt, _load_data(args, ckpt), args.output, limit=args.limit)
+    _api().report_model(ckpt, _load_data(args, ckpt), args.output, limit=args.limit)
     print(f"Wrote {args.output}")
     return 0
 
 
 def cmd_tsne(args) -> int:
     ckpt = _load_model(args)
-    api.tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output)
+    _api().tsne_map(ckpt, _load_data(args, ckpt), args.limit, seed=args.seed, output=args.output,
+                    perplexity=args.perplexity)
     print(f"Wrote {args.output}")
     return 0
 
 
-def _notice(line: str | None) -> None:
-    if line:
-        print(line, file=sys.stderr, flush=True)
-
-
-def cmd_compress(args) -> int:
-    result = api.compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
-                          table=args.table, coder=args.coder, data=args.data, precision=args.precision,
-                          search=args.search, rate_weight=args.rate_weight, log=_notice)
-    print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
-          f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
-          f"{result['table']} table): {result['path']}")
-    return 0
-
-
-def cmd_decompress(args) -> int:
-    result = api.decompress(args.input, args.checkpoint, args.output, data=args.data, precision=args.precision,
-                            log=_notice)
-    what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
-            "idx.gz": "a gzipped IDX file"}[result["format"]]
-    print(f"Decompressed {result['count']} images to {what}: {result['path']}")
-    return 0
-
-
 def cmd_bench(args) -> int:
-    result = run_benchmark(args.quick, args.device)
-    print(format_table(result))
+    api = _api()
+    result = api.run_benchmark(args.quick, args.device)
+    print(api.benchmark_table(result))
     print(json.dumps(result))
-    return 0
-
-
-def cmd_data(args) -> int:
-    if args.data_command == "info":
-        d = describe(args.path, **{k: v for k, v in _data_options(args).items() if v})
-        print(json.dumps(d, indent=2) if args.json else format_description(d))
-    elif args.data_command == "convert":
-        src = None if args.source == "mnist" else args.source
-        if args.fmt is None and not str(args.dest).endswith(".npz"):
-            raise OptionError(f"cannot tell the output format of {args.dest}",
-                              hint="add --to idx, idx.gz, ctf or npz, or name the destination FILE.npz")
-        dest = convert(src, args.dest, args.fmt)
-        print(f"Wrote {dest}")
-    elif args.data_command == "pack":
-        src = None if args.source == "mnist" else args.source
-        out = api.pack_data(src, args.out, **_data_options(args))
-        data = api.load_data(out)
-        print(f"Packed {data.train.n} + {data.test.n} {_samples(data)} into {out}; train on it with --data {out}")
-    elif args.data_command == "download":
-        kwargs = {"base_urls": args.mirror} if args.mirror else {}
-        folder = download_mnist(args.dir, **kwargs)
-        print(f"MNIST is in {folder}, checksums verified; use it with --data {folder}")
     return 0
 
 
 COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evaluate, "encode": cmd_encode,
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
-            "tsne": cmd_tsne, "report": cmd_report, "bench": cmd_bench, "data": cmd_data,
-            "compress": cmd_compress, "decompress": cmd_decompress, "codec": cli_codec.cmd_codec, "denoise": cmd_denoise, "sample": cmd_sample,
-            "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
-            "score": lambda args: cli_pipeline.cmd_score(args, _data_options(args)), "export": cli_pipeline.cmd_export}
+            "tsne": cmd_tsne, "report": cmd_report, "bench": cmd_bench, "data": cli_data.cmd_data,
+            "compress": cli_codec.cmd_compress, "decompress": cli_codec.cmd_decompress, "codec": cli_codec.cmd_codec,
+            "denoise": cmd_denoise,
+            "sample": cmd_sample, "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
+            "score": cli_pipeline.cmd_score, "export": cli_pipeline.cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -639,34 +555,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     with guarded_stdout() as stdout, sigterm_interrupts(), warnings.catch_warnings():
         parser = build_parser()
         args = parser.parse_args(argv)
-        warnings.showwarning = lambda message, *_args, **_kw: print(f"aelab {args.command}: warning: {message}",
+        name = command_name(args)
+        warnings.showwarning = lambda message, *_args, **_kw: print(f"aelab {name}: warning: {message}",
                                                                      file=sys.stderr)
-        status = _run(args, argv)
+        status = _run(args, argv, name)
         stdout.flush()
     if stdout.error is not None and not stdout.reader_left:  # a closed pipe: its reader wanted no more
-        print(f"aelab {args.command}: error: cannot write to standard output: {stdout.error.strerror or stdout.error}",
+        print(f"aelab {name}: error: cannot write to standard output: {stdout.error.strerror or stdout.error}",
               file=sys.stderr)
         return status or EXIT_USER_ERROR
     return status
 
 
-def _run(args, argv: Sequence[str] | None) -> int:
+def command_name(args: argparse.Namespace) -> str:
+    """The command as messages name it: ``train``, or with its action, ``data info``."""
+    action = getattr(args, "data_command", None)
+    return f"{args.command} {action}" if action else args.command
+
+
+def _run(args, argv: Sequence[str] | None, name: str) -> int:
     try:
+        api = _api()
         if api.process_count() > 1 and args.command != "train":
-            raise OptionError(f"aelab {args.command} runs in one process; torchrun starts several for aelab train only",
-                              hint=f"run aelab {args.command} without torchrun")
+            raise OptionError(f"aelab {name} runs in one process; torchrun starts several for aelab train only",
+                              hint=f"run aelab {name} without torchrun")
         return COMMANDS[args.command](_with_config(args, argv))
-    except TrainingInterrupted as e:
-        print(f"aelab {args.command}: {e}", file=sys.stderr)
-        return 128 + e.signum
     except AelabError as e:
+        signum = getattr(e, "signum", None)  # a TrainingInterrupted: the signal that stopped the training
+        if signum is not None:
+            print(f"aelab {name}: {e}", file=sys.stderr)
+            return 128 + signum
         if args.debug:
             raise
-        print(f"aelab {args.command}: error: {e}", file=sys.stderr)
+        print(f"aelab {name}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
-        print(f"aelab {args.command}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
-              file=sys.stderr)
+        print(f"aelab {name}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_status", EXIT_INTERRUPTED)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import api
-
+from .cli_choices import SCALE_METHODS
 
 
 def _number(kind: type, minimum: float, inclusive: bool, what: str):
@@ -50,6 +49,12 @@ def _add_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, type) 
     p.add_argument(old, dest=dest, type=type, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS)
 
 
+def _api():
+    """:mod:`aelab.api`, imported when a command runs (it imports torch), not when the parser is built."""
+    from . import api
+    return api
+
+
 def _add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help=f"only the first N {what}")
 
@@ -80,19 +85,9 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", action="store_true",
                    help="centre-crop every image to the --resize size (default: the smallest size found)")
     g.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of failing")
-    g.add_argument("--scale", choices=api.SCALE_METHODS, default=None,
+    g.add_argument("--scale", choices=SCALE_METHODS, default=None,
                    help="how a table's columns are scaled on the training split (default: none for data in "
                         "[0, 1], else standard)")
-
-
-def _data_options(args) -> dict:
-    options = {name: getattr(args, name, None) for name in api.DATA_OPTIONS if name not in ("seed", "channels")}
-    return {**options, "channels": getattr(args, "colour", None)}  # --channels is train's conv stages
-
-
-def _load_data(args, checkpoint=None):
-    """``--data`` read with the reading options given (and, for a checkpoint, those it was trained with)."""
-    return api.load_data(args.data, checkpoint, **_data_options(args))
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

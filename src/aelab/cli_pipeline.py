@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 
-from . import api
+from .cli_choices import EXPORT_FORMATS
+from .cli_options import _add_checkpoint, _add_data, _add_device, _add_limit
 
 
 def _fraction(text: str) -> float:
@@ -28,26 +28,19 @@ def _finite(text: str) -> float:
     return value
 
 
-def add_commands(sub, add_checkpoint: Callable, add_data: Callable, add_device: Callable,
-                 add_limit: Callable) -> None:
-    """Add ``score`` and ``export`` to the subcommands ``sub``, with the CLI's shared option helpers."""
-    add_score(sub, add_checkpoint, add_data, add_device, add_limit)
-    add_export(sub, add_checkpoint, add_device)
-
-
-def add_score(sub, add_checkpoint: Callable, add_data: Callable, add_device: Callable, add_limit: Callable) -> None:
+def add_score(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="anomaly scores: each sample's reconstruction error (.csv or .npy)",
                        description="Score each image or table row by its reconstruction error (the mean squared "
                                    "error per value, in the model's units: pixels / 255 or the table's scaled "
                                    "features; higher = more anomalous). Writes index, label (when known), score "
                                    "and, with --contamination or --threshold, flag (1 = anomalous).")
-    add_checkpoint(p)
+    _add_checkpoint(p)
     p.add_argument("input", nargs="?", default=None,
                    help="images (IDX, CTF, .npz, PNG or a folder) or a table (.npy, .csv, .tsv, .parquet) for a "
                         "table model (default: the test split of --data)")
-    add_data(p)
-    add_device(p)
-    add_limit(p, "samples")
+    _add_data(p)
+    _add_device(p)
+    _add_limit(p, "samples")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--contamination", type=_fraction, metavar="F",
                      help="flag the share F (0 < F <= 0.5) of samples with the highest scores")
@@ -55,11 +48,18 @@ def add_score(sub, add_checkpoint: Callable, add_data: Callable, add_device: Cal
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.csv (a header, one row per sample) or FILE.npy (a structured array with fields "
                         "index, label, score, flag)")
+    return p
 
 
-def cmd_score(args, data_options: dict) -> int:
+def _api():
+    from . import api  # when a command runs: it imports torch
+    return api
+
+
+def cmd_score(args) -> int:
+    api = _api()
     ckpt = api.load_model(args.checkpoint, args.device)
-    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **data_options)
+    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **api.data_options(vars(args)))
     result = api.anomaly_scores(ckpt, images, labels, contamination=args.contamination,
                                 threshold=args.threshold, output=args.output)
     flagged = "" if result["flags"] is None else \
@@ -68,7 +68,7 @@ def cmd_score(args, data_options: dict) -> int:
     return 0
 
 
-def add_export(sub, add_checkpoint: Callable, add_device: Callable) -> None:
+def add_export(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="the encoder and decoder as ONNX files or torch.export programs",
                        description="Write OUT/encoder.onnx and OUT/decoder.onnx (or .pt2 torch.export programs) "
                                    "and OUT/export.json, batch dimension dynamic. The encoder takes uint8 pixels "
@@ -76,14 +76,16 @@ def add_export(sub, add_checkpoint: Callable, add_device: Callable) -> None:
                                    "scaled with the scaler in export.json; it returns float32 codes. The decoder "
                                    "returns float32 images (batch, C, H, W) in [0, 1], or scaled rows (batch, d). "
                                    "ONNX needs pip install 'aelab[export]'.")
-    add_checkpoint(p)
-    add_device(p)
-    p.add_argument("--format", choices=api.EXPORT_FORMATS, default="onnx",
+    _add_checkpoint(p)
+    _add_device(p)
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
                    help="onnx (two .onnx files, opset 17) or pt2 (torch.export programs) (default: onnx)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the two files and export.json")
+    return p
 
 
 def cmd_export(args) -> int:
+    api = _api()
     ckpt = api.load_model(args.checkpoint, args.device)
     paths = api.export_model(ckpt, args.format, args.output)
     print(f"Wrote {', '.join(p.name for p in paths)} to {args.output}")

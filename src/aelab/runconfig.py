@@ -21,8 +21,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+RUN_CONFIG_FILE = "run.toml"  # the resolved options of `aelab train`, beside its checkpoint
 # options that say what to do with the config, never stored in it
 NOT_KEPT = ("config", "print_config", "help")
+MAX_CONFIG_BYTES = 1 << 20  # a run config is a few lines; anything this large is not one
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -30,6 +32,11 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     try:
         with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_CONFIG_BYTES:  # checked first: parsing hundreds of megabytes takes minutes
+                raise OptionError(f"the config file is {size:,} bytes, too large for a run config "
+                                  f"(at most {MAX_CONFIG_BYTES:,})", path=p,
+                                  hint="pass a run.toml of `key = value` lines, as aelab train writes")
             config = tomllib.load(f)
     except FileNotFoundError:
         raise OptionError("config file not found", path=p, hint="check the path") from None
@@ -48,7 +55,7 @@ def config_arguments(parser: argparse.ArgumentParser, config: dict[str, Any], gi
                      path: str | os.PathLike) -> list[str]:
     """``config`` as command-line arguments for ``parser``, leaving out the options that ``given``
     (the actual command line) sets itself, or sets through another option of the same group."""
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    actions = config_keys(parser)
     by_option = {option: a for a in parser._actions for option in a.option_strings}
     set_on_line = {by_option[arg.split("=")[0]].dest for arg in given if arg.split("=")[0] in by_option}
     exclusive = {a.dest: {b.dest for b in group._group_actions}
@@ -76,19 +83,25 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: list[str], path:
         parser.error = original
 
 
+def config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The keys a run config for ``parser`` may hold, each with its option: every long option's name
+    (``code_size`` for ``--code-size``, ``grayscale`` for ``--grayscale``), less hidden and NOT_KEPT ones."""
+    keys = {}
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS or action.dest in NOT_KEPT:
+            continue
+        for option in action.option_strings:
+            if option.startswith("--"):
+                keys.setdefault(option[2:].replace("-", "_"), action)
+    return keys
+
+
 def _action_for(actions: dict[str, argparse.Action], dest: str, key: str, value: Any,
                 path: str | os.PathLike) -> argparse.Action:
-    if dest in NOT_KEPT or dest not in actions and not _flag_of(actions, dest):
-        known = sorted(k for k, a in actions.items() if k not in NOT_KEPT and a.help != argparse.SUPPRESS)
+    if dest not in actions:
         raise OptionError(f"unknown option {key!r} in the config file", path=path,
-                          hint=f"use keys named as the command's options: {', '.join(known)}")
-    return actions.get(dest) or _flag_of(actions, dest)
-
-
-def _flag_of(actions: dict[str, argparse.Action], dest: str) -> argparse.Action | None:
-    """The store_const option spelled ``dest`` (``grayscale`` for ``--grayscale``, ``slow`` for ``--slow``)."""
-    option = "--" + dest.replace("_", "-")
-    return next((a for a in actions.values() if option in a.option_strings), None)
+                          hint=f"use keys named as the command's options: {', '.join(sorted(actions))}")
+    return actions[dest]
 
 
 def _as_arguments(action: argparse.Action, key: str, value: Any, path: str | os.PathLike) -> list[str]:

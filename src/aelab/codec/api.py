@@ -333,10 +333,11 @@ def output_format(output: str | os.PathLike) -> str:
     return "png"
 
 
-def _load_input(images: Any) -> np.ndarray:
+def _load_input(images: Any, ckpt: Checkpoint) -> np.ndarray:
+    """``images``, or the images at a path read as the model's training images were (size, crop, channels)."""
     if isinstance(images, (str, os.PathLike)):
-        from ..data import load_images
-        return load_images(images)[0]
+        from ..data.recorded import inputs_as_recorded
+        return inputs_as_recorded(images, ckpt.info.get("data") or {}, ckpt.model_config.input_shape)[0]
     return images
 
 
@@ -345,7 +346,8 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
              coder: str | None = None, data: Any = None, precision: str = "fp32", search: int = 0,
              rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> dict:
     """Compress ``images`` (an array, or a path :func:`aelab.data.load_images` reads: IDX, CTF,
-    .npz, a PNG or a folder of PNGs) into the ``.aez`` file ``output`` (written atomically).
+    .npz, a PNG or a folder of PNGs, read as the model's training images were) into the ``.aez`` file
+    ``output`` (written atomically).
 
     Returns ``{"path", "count", "bytes", "bytes_per_image", "bits", "quantiser", "table", "coder"}``.
     Labels are not stored. The options are those of :func:`encode_bytes`. ``log`` (``print``, say)
@@ -353,8 +355,9 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
     nothing but ``output``: never into the checkpoint folder.
     """
     options = settings(bits, quantiser, table, coder, precision, search, rate_weight)
-    pixels = _load_input(images)
-    blob, count = _encode(pixels, cpu_checkpoint(checkpoint), options, data=data, log=log)
+    ckpt = cpu_checkpoint(checkpoint)
+    pixels = _load_input(images, ckpt)
+    blob, count = _encode(pixels, ckpt, options, data=data, log=log)
     out = write_bytes(output, blob)
     return {"path": out, "count": count, "bytes": len(blob), "bytes_per_image": len(blob) / count if count else
             float("nan"), "bits": options.bits, "quantiser": options.quantiser, "table": options.table,
@@ -393,16 +396,15 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
 
 def _write_png_folder(out: Path, images: np.ndarray) -> None:
     """``img-00000.png``, ... in a temporary folder beside ``out``, renamed to ``out`` when complete."""
-    from ..data.images import save_png
+    from ..data.images import png_name, save_png
     parent = ensure_dir(out.parent if str(out.parent) else ".")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as e:
         raise OutputError(f"cannot write: {e.strerror or e}", path=out) from e
-    width = max(5, len(str(max(len(images) - 1, 0))))
     try:
         for i, image in enumerate(images):
-            save_png(tmp / f"img-{i:0{width}d}.png", image)
+            save_png(tmp / png_name("img", i, len(images) - 1), image)
         try:
             os.replace(tmp, out)  # POSIX: also onto an empty folder
         except OSError:

@@ -283,7 +283,8 @@ def _least_bits_per_image(table: CodecTable) -> float:
 
 # --- the registry ---------------------------------------------------------------------------------
 
-# in the order --help lists them; a new coder also needs an id in format.CODER_IDS and a line in docs/format.md
+# in the order --help lists them; a new coder also needs an id in format.CODER_IDS, a line in docs/format.md
+# and its name and description in aelab/cli_choices.py (the parser's light copy; a test compares them)
 CODERS: dict[str, Coder] = {c.name: c for c in (
     RangeCoder("range", "each component's symbols under its histogram"),
     ZlibCoder("zlib", "the symbols zlib-compressed, for when constriction is not installed",

@@ -40,17 +40,18 @@ TRAINING_FIT_IMAGES = 10_000
 
 def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
     """Codes of the images the model was trained on (the training split of its data)."""
-    from ..data import Dataset, load_dataset
-    from ..data.datasets import BUNDLED_NAME
-    from ..data.sources import options_for
+    from ..data import Dataset
+    from ..data.recorded import load_as_recorded
+    from ..data.resolver import BUNDLED_NAME
     record = ckpt.info.get("data") or {}
     name, want = record.get("name"), record.get("sha256")
     if data is None:
         if name != BUNDLED_NAME:
             raise _no_table_error(ckpt, name)
-        dataset = load_dataset(None)
+    if isinstance(data, Dataset):
+        dataset = data
     else:
-        dataset = data if isinstance(data, Dataset) else load_dataset(data, **options_for(data, record.get("options")))
+        dataset = load_as_recorded(data, record, ckpt.model_config.input_shape)
     if want and dataset.sha256 != want:
         raise DataError(f"{dataset.name!r} is not the data this model was trained on (its sha256 "
                         f"{dataset.sha256[:12]}... differs from the checkpoint's {str(want)[:12]}...)",
@@ -256,7 +257,7 @@ class CheckpointTables:
     def _training_codes(self, what: str) -> np.ndarray:
         if self._codes is None:
             record = self.ckpt.info.get("data") or {}
-            from ..data.datasets import BUNDLED_NAME
+            from ..data.resolver import BUNDLED_NAME
             if self.data is None and record.get("name") != BUNDLED_NAME:
                 raise _no_table_error(self.ckpt, record.get("name"), what)
             if self.log is not None:

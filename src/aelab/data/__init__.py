@@ -1,6 +1,8 @@
 """Data: reading and writing data sets, and everything done to data before a model sees it.
 
-Owns the file formats (IDX, the CNTK text format CTF, npz, image files and
+Owns what a path is (``resolver``: :func:`resolve` decides a source's kind once, and
+:class:`ReadOptions` says how to read it), reading data as a checkpoint recorded its training
+data (``recorded``), the file formats (IDX, the CNTK text format CTF, npz, image files and
 folders, feature tables), the ``Dataset`` and ``Split`` types (``dataset_types``;
 the array layout is documented there), the seeded test split (``splitting``),
 the table ``Scaler`` (``scaling``), image-folder decoding and its cache
@@ -14,6 +16,7 @@ core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
 from .ctf import iter_ctf, read_ctf, write_ctf
 from .dataset_types import Dataset, Split
 from .datasets import load_dataset, load_images
+from .resolver import ReadOptions, Source, resolve
 from .describe import describe, format_description
 from .saving import convert, save_dataset
 from .packed import PackWriter, load_packed, pack
@@ -23,7 +26,8 @@ from .scaling import Scaler, default_scaling, suggest_loss
 from .idx import read_idx, write_idx
 
 __all__ = [
-    "Dataset", "Split", "load_dataset", "load_images", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
+    "Dataset", "Split", "ReadOptions", "Source", "resolve",
+    "load_dataset", "load_images", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
     "describe", "format_description", "parse_size", "Scaler", "default_scaling", "suggest_loss",
     "read_idx", "write_idx",
     "iter_ctf", "read_ctf", "write_ctf",

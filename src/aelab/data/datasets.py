@@ -11,7 +11,6 @@ the same digests; the overall :attr:`Dataset.sha256` hashes those digests.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.resources
 import io
@@ -25,42 +24,25 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, OptionError
+from ..errors import DataError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
-from .folders import has_images, read_image_folder
-from .packed import check_reading_options, is_packed, load_packed, pack
-from .pictures import IMAGE_FILE_SUFFIXES
+from .folders import read_image_folder
+from .packed import check_destination, check_reading_options, load_packed, pack
 from .pictures import decode as decode_picture
+from .resolver import ACCEPTED_SOURCES, BUNDLED_NAME, IDX_FILES, ReadOptions, Source, resolve
 from .scaling import Scaler
-from .sources import checked_options, load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder
-from .tables import TABLE_SUFFIXES
+from .sources import load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
 
-__all__ = ["Split", "Dataset", "load_dataset", "load_images", "pack_dataset", "BUNDLED_NAME"]
-
-BUNDLED_NAME = "mnist"
-IMAGE_SUFFIXES = tuple(IMAGE_FILE_SUFFIXES)
-
-# (split, IDX file stem) in the fixed order used for the dataset digest.
-IDX_FILES = {
-    ("train", "images"): "train-images-idx3-ubyte",
-    ("train", "labels"): "train-labels-idx1-ubyte",
-    ("test", "images"): "t10k-images-idx3-ubyte",
-    ("test", "labels"): "t10k-labels-idx1-ubyte",
-}
-_ACCEPTED_SOURCES = ("a folder with the four MNIST IDX files (train-images-idx3-ubyte, ...; .gz or not), "
-                     "a folder with Train-*_cntk_text.txt and Test-*_cntk_text.txt, "
-                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files, "
-                     "a folder of images (PNG, JPEG, WebP, BMP, TIFF) or a table (.npy, .csv, .tsv, .parquet)")
+__all__ = ["Split", "Dataset", "load_dataset", "load_source", "load_images", "load_single", "pack_dataset",
+           "BUNDLED_NAME"]
 
 
 # --- load_dataset ---------------------------------------------------------------
 
-def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float = 0.1, seed: int = 0,
-                 label_column: str | int | None = None, channels: str | None = None,
-                 resize: str | tuple[int, int] | None = None, crop: bool = False, skip_bad: bool = False,
-                 scale: str | None = None, scaler: Scaler | None = None) -> Dataset:
+def load_dataset(path: str | os.PathLike | None = None, options: ReadOptions | None = None, *,
+                 scaler: Scaler | None = None, **given: Any) -> Dataset:
     """Load a train/test dataset.
 
     ``path`` may be ``None`` (or ``"mnist"`` when no such file exists) for the
@@ -73,73 +55,58 @@ def load_dataset(path: str | os.PathLike | None = None, *, test_fraction: float 
     :mod:`aelab.data.folders`: ``train/``+``test/``, class folders or flat); or
     a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``); or a packed data set's folder
     (:mod:`aelab.data.packed`, ``aelab data pack``), memory-mapped, read as it was packed.
+    :func:`aelab.data.resolver.resolve` decides which.
 
-    A source without a test split gets one: ``test_fraction`` of the samples,
-    drawn with ``seed``, stratified by label when possible; ``Dataset.source``
-    records how. ``label_column`` (name or index) picks a table's labels;
-    ``channels`` ('grayscale'/'rgb'), ``resize`` ("HxW"), ``crop`` and
-    ``skip_bad`` apply to image folders; ``scale`` ('standard', 'minmax',
-    'none'; default: 'none' for data in [0, 1], else 'standard') to tables,
-    fitted on the training rows unless ``scaler`` (a fitted
-    :class:`~aelab.data.scaling.Scaler`, e.g. a checkpoint's) is given.
+    How to read it: ``options`` (a :class:`~aelab.data.resolver.ReadOptions`) and the same
+    options as keywords (``given``, which win). A source without a test split gets one:
+    ``test_fraction`` of the samples (default 0.1), drawn with ``seed`` (default 0), stratified by
+    label when possible; ``Dataset.source`` records how. ``label_column`` (name or index) picks a
+    table's labels; ``channels`` ('grayscale'/'rgb'), ``resize`` ("HxW"), ``crop`` and
+    ``skip_bad`` apply to image folders; ``scale`` ('standard', 'minmax', 'none'; default: 'none'
+    for data in [0, 1], else 'standard') to tables, fitted on the training rows unless ``scaler``
+    (a fitted :class:`~aelab.data.scaling.Scaler`, e.g. a checkpoint's) is given.
     Raises :class:`DataError` for anything missing, damaged or inconsistent.
     """
-    channels, size = checked_options(channels, resize, scale)
-    if label_column is not None and (path is None or not Path(path).is_file()
-                                     or Path(path).suffix.lower() not in TABLE_SUFFIXES):
-        raise OptionError("label_column applies to tables only (.npy, .csv, .tsv, .parquet)",
-                          hint="image folders take their labels from class folders")
-    image_options = dict(channels=channels, resize=size, crop=crop, skip_bad=skip_bad)
-    p = None if path is None else Path(path)
-    if p is None or not p.is_dir():
-        _refuse_image_options(image_options)
-    if p is None:
+    options = ReadOptions.of(options, **given)
+    return load_source(resolve(path), options, scaler=scaler)
+
+
+def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None = None) -> Dataset:
+    """The train/test dataset of a resolved ``source``, read with ``options``."""
+    options.refuse_unless_applicable(source)
+    kind = source.kind
+    if kind == "bundled":
         return _load_bundled()
-    split = {"test_fraction": test_fraction, "seed": seed}
-    if is_packed(p):  # read as it was packed: split, sized and scaled then
-        data = load_packed(p)
-        check_reading_options(data, channels=channels, resize=size, crop=crop, scale=scale, scaler=scaler)
+    if kind == "packed":  # read as it was packed: split, sized and scaled then
+        data = load_packed(source.path)
+        check_reading_options(data, options, scaler=scaler)
         return data
-    if p.is_dir():
-        return _load_folder(p, dict(split, **image_options))
-    if p.is_file():
-        if p.suffix.lower() in TABLE_SUFFIXES:
-            return load_table_dataset(p, label_column=label_column, scale=scale, scaler=scaler, **split)
-        if _is_npz(p):
-            return _load_npz_dataset(p, dict(split, scale=scale, scaler=scaler))
-        raise DataError("a single file is not a train/test dataset", path=p,
-                        hint=f"pass {_ACCEPTED_SOURCES}")
-    text = os.fspath(path)
-    if "," in text:
-        return _load_ctf_pair(text)
-    if text == BUNDLED_NAME:
-        return _load_bundled()
-    raise DataError("no such file or folder", path=p, hint=f"pass {_ACCEPTED_SOURCES}")
+    if kind == "idx folder":
+        return _load_idx_folder(source)
+    if kind in ("ctf folder", "ctf pair"):
+        return _load_ctf_splits(source.name, source.parts["train"], source.parts["test"])
+    if kind == "image folder":
+        return load_folder_dataset(source.path, options)
+    if kind == "table":
+        return load_table_dataset(source.path, options, scaler=scaler)
+    if kind == "npz":
+        return _load_npz_dataset(source, options, scaler)
+    raise DataError("a single file is not a train/test dataset", path=source.path,
+                    hint=f"pass {ACCEPTED_SOURCES}")
 
 
-def pack_dataset(path: str | os.PathLike | None, out: str | os.PathLike, *, test_fraction: float = 0.1,
-                 seed: int = 0, label_column: str | int | None = None, channels: str | None = None,
-                 resize: str | tuple[int, int] | None = None, crop: bool = False, skip_bad: bool = False,
-                 scale: str | None = None) -> Path:
+def pack_dataset(path: str | os.PathLike | None, out: str | os.PathLike, options: ReadOptions | None = None,
+                 **given: Any) -> Path:
     """Write the data set at ``path``, read as :func:`load_dataset` reads it with these options, as a packed data
     set in folder ``out`` (:mod:`aelab.data.packed`); returns ``out``. A folder of images is streamed through its
-    files a few thousand at a time (decoded twice, never held whole); any other source is loaded, then written."""
-    p = None if path is None else Path(path)
-    if (p is not None and p.is_dir() and label_column is None and scale in (None, "none") and not is_packed(p)
-            and not any(_find_idx_file(p, stem) for stem in IDX_FILES.values())
-            and not (_find_ctf_file(p, "Train") and _find_ctf_file(p, "Test")) and has_images(p)):
-        channels, size = checked_options(channels, resize, scale)
-        return pack_image_folder(p, Path(out), test_fraction=test_fraction, seed=seed, channels=channels,
-                                 resize=size, crop=crop, skip_bad=skip_bad)
-    return pack(load_dataset(path, test_fraction=test_fraction, seed=seed, label_column=label_column,
-                             channels=channels, resize=resize, crop=crop, skip_bad=skip_bad, scale=scale), out)
-
-
-def _refuse_image_options(options: dict) -> None:
-    given = [name for name, value in options.items() if value]
-    if given:
-        raise OptionError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to folders of images only",
-                          hint="convert the other sources' images yourself, or leave the option out")
+    files a few thousand at a time (decoded twice, never held whole); any other source is loaded, then written.
+    The folder that is to hold ``out`` must exist, and ``out`` must not (or be an empty folder)."""
+    options = ReadOptions.of(options, **given)
+    check_destination(Path(out))  # before the source is read: a mistyped -o fails at once
+    source = resolve(path)
+    if source.kind == "image folder" and options.label_column is None and options.scale in (None, "none"):
+        return pack_image_folder(source.path, Path(out), options)
+    return pack(load_source(source, options), out)
 
 
 def _bundled_mnist_dir() -> Any:
@@ -188,63 +155,12 @@ def _read_sha256sums(folder: Any) -> dict[str, str]:
     return sums
 
 
-def _load_folder(folder: Path, options: dict) -> Dataset:
-    idx_paths = {role: _find_idx_file(folder, stem) for role, stem in IDX_FILES.items()}
-    if any(idx_paths.values()):
-        missing = [stem for role, stem in IDX_FILES.items() if idx_paths[role] is None]
-        if missing:
-            raise DataError(f"missing IDX file(s): {', '.join(missing)} (.gz or not); found: "
-                            f"{_listing(folder)}", path=folder,
-                            hint="a dataset folder needs all four MNIST IDX files")
-        return _load_idx_folder(folder, idx_paths)
-    train_ctf, test_ctf = _find_ctf_file(folder, "Train"), _find_ctf_file(folder, "Test")
-    if train_ctf and test_ctf:
-        return _load_ctf_splits(_folder_name(folder), train_ctf, test_ctf)
-    if has_images(folder):
-        return load_folder_dataset(folder, **options)
-    raise DataError(f"no dataset files found; the folder holds: {_listing(folder)}", path=folder,
-                    hint=f"pass {_ACCEPTED_SOURCES}")
-
-
-def _folder_name(folder: Path) -> str:
-    return folder.resolve().name or str(folder)
-
-
-def _listing(folder: Path, limit: int = 12) -> str:
-    try:
-        names = sorted(p.name for p in folder.iterdir())
-    except OSError as e:
-        return f"(cannot list: {e.strerror or e})"
-    if not names:
-        return "nothing"
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _find_idx_file(folder: Path, stem: str) -> Path | None:
-    """The file for an IDX stem: uncompressed first, then .gz; also 'x-images.idx3-ubyte'."""
-    dotted = stem.replace("-idx", ".idx")
-    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _find_ctf_file(folder: Path, prefix: str) -> Path | None:
-    matches = sorted(p for p in folder.glob(f"{prefix}-*_cntk_text.txt*")
-                     if p.name.endswith((".txt", ".txt.gz")) and p.is_file())
-    if len(matches) > 1:
-        raise DataError(f"several {prefix} CTF files: {', '.join(m.name for m in matches)}",
-                        path=folder, hint="keep only one per split in the folder, or pass 'TRAIN,TEST'")
-    return matches[0] if matches else None
-
-
-def _load_idx_folder(folder: Path, paths: dict[tuple[str, str], Path]) -> Dataset:
+def _load_idx_folder(source: Source) -> Dataset:
     arrays: dict[tuple[str, str], np.ndarray] = {}
     files: dict[str, str] = {}
-    for role, path in paths.items():
+    for role, path in source.parts.items():
         arrays[role], files[path.name] = read_idx_with_digest(path)
-    return _idx_dataset(_folder_name(folder), arrays, files, {r: str(p) for r, p in paths.items()})
+    return _idx_dataset(source.name, arrays, files, {r: str(p) for r, p in source.parts.items()})
 
 
 def _idx_dataset(name: str, arrays: dict[tuple[str, str], np.ndarray], files: dict[str, str],
@@ -270,17 +186,20 @@ def _checked_images(images: np.ndarray, path: str) -> np.ndarray:
     return images
 
 
-def _checked_labels(labels: np.ndarray | None, count: int, path: str, images_path: str) -> np.ndarray | None:
+def _checked_labels(labels: np.ndarray | None, count: int, path: str | Path, images: str,
+                    key: str | None = None) -> np.ndarray | None:
+    """``labels`` (an IDX label file, or a .npz's array ``key``) as int64, one class number per image."""
     if labels is None:
         return None
+    subject, has = (f"array {key} is", f"array {key} has ") if key else ("labels are", "")
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"labels are {labels.dtype} of shape {labels.shape}, expected one integer "
-                        "per image", path=path, hint="an IDX label file is 1-D uint8")
+        raise DataError(f"{subject} {labels.dtype} of shape {labels.shape}, expected one integer per image",
+                        path=path, hint="labels are 1-D integers (an IDX label file is uint8)")
     if len(labels) != count:
-        raise DataError(f"{len(labels)} labels for {count} images in {images_path}", path=path,
-                        hint="the image and label files must have the same count; are they a pair?")
+        raise DataError(f"{has}{len(labels)} labels for {count} images in {images}", path=path,
+                        hint="images and labels must have the same count; are they a pair?")
     if len(labels) and labels.min() < 0:
-        raise DataError(f"negative label {labels.min()}", path=path, hint="labels are class numbers 0, 1, ...")
+        raise DataError(f"{has}a negative label {labels.min()}", path=path, hint="labels are class numbers 0, 1, ...")
     return labels.astype(np.int64)
 
 
@@ -299,16 +218,6 @@ def _make_dataset(name: str, train: Split, test: Split, files: dict[str, str], w
 
 # --- npz ---------------------------------------------------------------------------
 
-def _is_npz(path: Path) -> bool:
-    if path.suffix.lower() == ".npz":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
-
-
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], str]:
     """All arrays of a .npz, and the SHA-256 of the file."""
     data = read_file_bytes(path)
@@ -321,20 +230,11 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], str]:
     return arrays, hashlib.sha256(data).hexdigest()
 
 
-def _npz_keys(path: Path) -> list[str]:
-    """The array names in a .npz, without reading the arrays."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return list(npz.files)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"not a readable .npz file ({e})", path=path,
-                        hint="save it with numpy.savez or numpy.savez_compressed") from e
-
-
-def _load_npz_dataset(path: Path, options: dict) -> Dataset:
+def _load_npz_dataset(source: Source, options: ReadOptions, scaler: Scaler | None) -> Dataset:
+    path = source.path
     arrays, digest = _read_npz(path)
-    if not _is_grey_npz(arrays):
-        return load_array_dataset(path, digest, arrays, **options)
+    if source.npz_layout == "array" or (source.npz_layout == "splits" and not _is_grey_npz(arrays)):
+        return load_array_dataset(path, digest, arrays, options, scaler=scaler)
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
         raise DataError(f"missing array(s) {', '.join(missing)}; the file has: "
@@ -343,16 +243,13 @@ def _load_npz_dataset(path: Path, options: dict) -> Dataset:
     splits = {}
     for split in ("train", "test"):
         images = _checked_npz_images(arrays[f"x_{split}"], path, f"x_{split}")
-        labels = _checked_npz_labels(arrays.get(f"y_{split}"), len(images), path, f"y_{split}", f"x_{split}")
+        labels = _checked_labels(arrays.get(f"y_{split}"), len(images), path, f"x_{split}", key=f"y_{split}")
         splits[split] = Split(images, labels)
     return _make_dataset(path.stem, splits["train"], splits["test"], {path.name: digest}, str(path))
 
 
 def _is_grey_npz(arrays: dict[str, np.ndarray]) -> bool:
-    """Today's layout: x_train (and x_test, when present) uint8 (n, h, w); or no x_train at all
-    with several arrays, which keeps today's error about what is missing."""
-    if "x_train" not in arrays:
-        return len(arrays) != 1
+    """The MNIST layout: x_train (and x_test, when present) uint8 (n, h, w)."""
     return all(arrays[k].dtype == np.uint8 and arrays[k].ndim == 3 for k in ("x_train", "x_test") if k in arrays)
 
 
@@ -363,33 +260,7 @@ def _checked_npz_images(images: np.ndarray, path: Path, key: str) -> np.ndarray:
     return images
 
 
-def _checked_npz_labels(labels: np.ndarray | None, count: int, path: Path, key: str,
-                        images_key: str) -> np.ndarray | None:
-    if labels is None:
-        return None
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"array {key} is {labels.dtype} of shape {labels.shape}, expected one "
-                        "integer per image", path=path)
-    if len(labels) != count:
-        raise DataError(f"array {key} has {len(labels)} labels for {count} images in {images_key}",
-                        path=path, hint="images and labels must have the same count")
-    if len(labels) and labels.min() < 0:
-        raise DataError(f"array {key} has a negative label {labels.min()}", path=path)
-    return labels.astype(np.int64)
-
-
 # --- CTF ----------------------------------------------------------------------------
-
-def _load_ctf_pair(text: str) -> Dataset:
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise DataError(f"expected 'TRAIN,TEST' naming two CTF files, got {len(parts)} part(s)",
-                        path=text, hint="separate the train and test files with one comma")
-    for part in parts:
-        if not Path(part).is_file():
-            raise DataError("CTF file not found", path=part, hint="check the path of 'TRAIN,TEST'")
-    return _load_ctf_splits(Path(parts[0]).name.split(".")[0], Path(parts[0]), Path(parts[1]))
-
 
 def _load_ctf_splits(name: str, train_path: Path, test_path: Path) -> Dataset:
     splits, widths, digests = {}, {}, []
@@ -421,9 +292,8 @@ def ctf_image_shape(width: int, path: str | os.PathLike | None = None) -> tuple[
 
 # --- load_images ---------------------------------------------------------------------
 
-def load_images(path: str | os.PathLike, *, channels: str | None = None,
-                resize: str | tuple[int, int] | None = None, crop: bool = False,
-                skip_bad: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def load_images(path: str | os.PathLike, options: ReadOptions | None = None,
+                **given: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Load one set of images: ``(images uint8 (n, h, w) or (n, h, w, 3), labels int64 (n,) or None)``.
 
     ``path`` may be an IDX image file (labels come from the sibling
@@ -432,33 +302,38 @@ def load_images(path: str | os.PathLike, *, channels: str | None = None,
     ``x_test``/``y_test``), one picture, or a folder of pictures read as
     :func:`load_dataset` reads one (searched recursively, class folders give
     labels, grey stays grey and colour colour; ``channels``, ``resize``,
-    ``crop`` and ``skip_bad`` as there, for folders and pictures).
+    ``crop`` and ``skip_bad`` as there, for folders and pictures), given as
+    ``options`` or keywords.
     """
-    images, labels, _, _ = _load_single(Path(path), channels=channels, resize=resize, crop=crop,
-                                        skip_bad=skip_bad)
+    images, labels, _, _ = load_single(resolve(path), ReadOptions.of(options, **given))
     return images, labels
 
 
-def _load_single(path: Path, channels: str | None = None, resize: str | tuple[int, int] | None = None,
-                 crop: bool = False, skip_bad: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
-    """``(images, labels, {file: sha256}, format)`` of a single source."""
-    channels, size = checked_options(channels, resize, None)
-    if path.is_dir():
-        found = read_image_folder(path, channels=channels, resize=size, crop=crop, skip_bad=skip_bad)
-        return np.asarray(found.images), found.labels, {_folder_name(path) + "/": found.sha256}, "images"
-    kind = _sniff(path)
-    if kind == "image":
-        pixels, _, digest = decode_picture(path, channels, size, size if crop else None, _max_pixels())
+def load_single(source: Source, options: ReadOptions
+                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
+    """``(images, labels, {file: sha256}, format)`` of a resolved source that is one set of images."""
+    options.without(("test_fraction", "seed", "scale")).refuse_unless_applicable(source)
+    path = source.path
+    if source.kind == "image folder":
+        found = read_image_folder(path, channels=options.channels, resize=options.resize, crop=bool(options.crop),
+                                  skip_bad=bool(options.skip_bad))
+        return np.asarray(found.images), found.labels, {source.name + "/": found.sha256}, "images"
+    if source.kind == "image file":
+        size = options.resize
+        pixels, _, digest = decode_picture(path, options.channels, size, size if options.crop else None,
+                                           _max_pixels())
         return pixels[None], None, {path.name: digest}, "image"
-    _refuse_image_options(dict(channels=channels, resize=size, crop=crop, skip_bad=skip_bad))
-    if kind == "npz":
+    if source.kind == "npz":
         return (*_load_npz_images(path), "npz")
-    if kind == "idx":
+    if source.kind == "idx file":
         return _idx_images(path, *read_idx_with_digest(path))
-    flat, labels, _, digest = read_ctf_with_digest(path)
-    images = flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path))
-    return images, labels, {path.name: digest}, "ctf"
+    if source.kind == "ctf file":
+        flat, labels, _, digest = read_ctf_with_digest(path)
+        images = flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path))
+        return images, labels, {path.name: digest}, "ctf"
+    what = "a table" if source.kind == "table" else f"a data set ({source.kind})"
+    raise DataError(f"is {what}, not one set of images", path=path or BUNDLED_NAME,
+                    hint="pass an IDX, CTF or .npz file, a picture or a folder of pictures")
 
 
 def _max_pixels() -> int | None:
@@ -478,41 +353,6 @@ def _idx_images(path: Path, array: np.ndarray,
 def _idx_format(path: Path) -> str:
     with open(path, "rb") as f:
         return "idx.gz" if f.read(2) == GZIP_MAGIC else "idx"
-
-
-def _sniff(path: Path) -> str:
-    """'npz', 'image', 'idx' or 'ctf', from the suffix or the first bytes."""
-    if not path.exists():
-        raise DataError("no such file or folder", path=path, hint="check the path")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return "npz"
-    if suffix in IMAGE_SUFFIXES:
-        return "image"
-    head = _first_bytes(path)
-    if head.startswith(b"PK\x03\x04"):
-        return "npz"
-    if head.startswith((b"\x89PNG", b"\xff\xd8\xff")):
-        return "image"
-    if head.startswith(b"\x00\x00"):
-        return "idx"
-    if not head:
-        raise DataError("empty file", path=path, hint="expected IDX, CTF, npz or PNG/JPEG")
-    return "ctf"
-
-
-def _first_bytes(path: Path, count: int = 4) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(count)
-            if head.startswith(GZIP_MAGIC):
-                f.seek(0)
-                with gzip.GzipFile(fileobj=f) as gz:
-                    head = gz.read(count)
-    except (EOFError, OSError, zlib.error) as e:
-        raise DataError(f"cannot read: {e}", path=path,
-                        hint="the file is truncated or corrupt; copy it again") from e
-    return head
 
 
 _IMAGES_NAME = re.compile(r"^(?P<prefix>.+)-images(?P<sep>[-.])idx3-ubyte(?:\.gz)?$")
@@ -536,7 +376,7 @@ def _load_npz_images(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[st
     for images_key, labels_key in (("images", "labels"), ("x_test", "y_test")):
         if images_key in arrays:
             images = _checked_npz_images(arrays[images_key], path, images_key)
-            labels = _checked_npz_labels(arrays.get(labels_key), len(images), path, labels_key, images_key)
+            labels = _checked_labels(arrays.get(labels_key), len(images), path, images_key, key=labels_key)
             return images, labels, {path.name: digest}
     raise DataError(f"no 'images' or 'x_test' array; the file has: {', '.join(sorted(arrays)) or 'nothing'}",
                     path=path, hint="save the images as 'images' (and 'labels') with numpy.savez")

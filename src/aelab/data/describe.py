@@ -2,50 +2,41 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from .dataset_types import Dataset, Split, combined_digest
 from .chunks import row_chunks
-from .datasets import (_folder_name, _idx_format, _idx_images,
-                       _is_npz, _load_single, _npz_keys, _sniff, load_dataset)
+from .datasets import _idx_format, _idx_images, load_single, load_source
 from .idx import read_idx_with_digest
-from .tables import TABLE_SUFFIXES
+from .resolver import ReadOptions, Source, resolve
 
 __all__ = ["describe", "format_description", "pixel_mean_std"]
 
 
 # --- describe ----------------------------------------------------------------------
 
-def describe(path: str | os.PathLike | None, **options) -> dict:
+def describe(path: str | os.PathLike | None, options: ReadOptions | None = None, **given) -> dict:
     """Facts about a dataset or a single IDX/CTF/npz/image file, for ``aelab data info``.
 
     Returns a dict with ``name``, ``source``, ``format``, ``splits`` (per split:
     ``count``, ``shape``, ``dtype``, ``label_counts`` or None), ``image_shape``,
     ``input_dim``, ``num_classes``, ``pixel_mean``/``pixel_std`` on [0, 1] of
     the first split, ``files`` (name -> content SHA-256) and ``sha256``.
-    ``options`` go to :func:`~aelab.data.load_dataset` (how to read a folder or a table).
+    ``options`` and ``given`` say how to read a folder or a table, as for :func:`~aelab.data.load_dataset`.
     """
-    if path is None or not _is_single_source(Path(path)):
-        return _describe_dataset(path, **options)
-    return _describe_single(Path(path))
+    source = resolve(path)
+    options = ReadOptions.of(options, **given)
+    if source.is_single:
+        return _describe_single(source, options)
+    return _describe_dataset(path, source, options)
 
 
-def _is_single_source(path: Path) -> bool:
-    if path.is_dir() or not path.is_file() or path.suffix.lower() in TABLE_SUFFIXES:
-        return False  # None, 'mnist', 'TRAIN,TEST', folders and tables: let load_dataset decide
-    if _is_npz(path):
-        keys = _npz_keys(path)
-        return "x_train" not in keys and ("images" in keys or "x_test" in keys)
-    return True
-
-
-def _describe_dataset(path: str | os.PathLike | None, **options) -> dict:
-    dataset = load_dataset(path, **options)
-    source = "bundled MNIST" if path is None else os.fspath(path)
+def _describe_dataset(path: str | os.PathLike | None, source: Source, options: ReadOptions) -> dict:
+    dataset = load_source(source, options)
+    where = "bundled MNIST" if path is None else os.fspath(path)
     splits = {"train": dataset.train, "test": dataset.test}
-    d = _description(dataset.name, source, _dataset_format(path, dataset), splits,
+    d = _description(dataset.name, where, _dataset_format(source, dataset), splits,
                      dataset.num_classes, dataset.files, dataset.sha256)
     d.update(kind=dataset.kind, input_shape=list(dataset.input_shape), channels=dataset.channels,
              classes=dataset.class_names, split=dataset.source.get("split"),
@@ -54,30 +45,28 @@ def _describe_dataset(path: str | os.PathLike | None, **options) -> dict:
     return d
 
 
-def _dataset_format(path: str | os.PathLike | None, dataset: Dataset) -> str:
-    names = list(dataset.files)
+def _dataset_format(source: Source, dataset: Dataset) -> str:
     if dataset.source.get("format"):
         return dataset.source["format"]
-    if path is None:
+    if source.kind == "bundled":
         return "idx.gz (bundled)"
-    if any(n.endswith(".npz") for n in names):
-        return "npz"
-    if any("_cntk_text" in n or n.endswith((".txt", ".txt.gz")) for n in names):
-        return "ctf"
-    return "idx.gz" if all(n.endswith(".gz") for n in names) else "idx"
+    if source.kind in ("npz", "ctf folder", "ctf pair"):
+        return source.kind.split()[0]
+    return "idx.gz" if all(n.endswith(".gz") for n in dataset.files) else "idx"
 
 
-def _describe_single(path: Path) -> dict:
-    if not path.is_dir() and _sniff(path) == "idx":
+def _describe_single(source: Source, options: ReadOptions) -> dict:
+    path = source.path
+    if source.kind == "idx file":
         array, digest = read_idx_with_digest(path)
         if array.ndim != 3:
             return _describe_idx_array(path, array, digest)
         images, labels, files, fmt = _idx_images(path, array, digest)
     else:
-        images, labels, files, fmt = _load_single(path)
+        images, labels, files, fmt = load_single(source, options)
     split = Split(images, labels)
     num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
-    return _description(path.stem if path.is_file() else _folder_name(path), str(path), fmt,
+    return _description(path.stem if path.is_file() else source.name, str(path), fmt,
                         {"all": split}, num_classes, files, combined_digest(list(files.values())))
 
 
@@ -157,6 +146,8 @@ def format_description(d: dict) -> str:
     else:
         rows.append(("dtype", d["dtype"]))
     classes = str(d["num_classes"]) if d["num_classes"] else "none (unlabeled)"
+    if d["num_classes"] and 2 * d["num_classes"] > sum(split["count"] for split in d["splits"].values()):
+        classes += " (under two samples a class: a numeric target rather than classes?)"
     if d.get("classes"):
         classes += ": " + ", ".join(d["classes"][:16]) + (" ..." if len(d["classes"]) > 16 else "")
     rows.append(("classes", classes))

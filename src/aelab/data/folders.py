@@ -24,7 +24,8 @@ from ..errors import DataError
 from .folder_cache import cache_key, load_cached, save_cached
 from .pictures import IMAGE_FILE_SUFFIXES, decode
 
-__all__ = ["FolderImages", "read_image_folder", "image_names", "list_images", "has_images", "decode_all"]
+__all__ = ["FolderImages", "FolderPlan", "FolderSummary", "read_image_folder", "plan_folder", "crop_size", "summarize",
+           "seen", "image_names", "list_images", "has_images", "decode_all"]
 
 PARALLEL_FROM = 64  # fewer files than this decode in the calling thread: a pool would cost more
 CHUNK = 256
@@ -78,8 +79,41 @@ def _classes_of(names: list[str]) -> list[str] | None:
     return [c for c, _, _ in classes]
 
 
-def _layout(folder: Path) -> tuple[list[str], list[str] | None, np.ndarray | None]:
-    """All names (relative to ``folder``), their classes (or None) and which are test files (or None)."""
+@dataclass(frozen=True, eq=False)
+class FolderPlan:
+    """What a folder of images holds before any file is decoded: its image files (names relative to
+    ``folder``, sorted), their class folders (or None) and which are test files (or None). Reading
+    the folder and packing it both follow it."""
+
+    folder: Path
+    names: list[str]
+    classes: list[str] | None
+    in_test: np.ndarray | None  # bool (n,) for the train/test layout
+
+    @property
+    def paths(self) -> list[str]:
+        return [os.path.join(self.folder, name) for name in self.names]
+
+    @property
+    def layout(self) -> str:
+        if self.in_test is not None:
+            return "train/test"
+        return "class folders" if self.classes else "flat"
+
+    def labels(self, keep: list[int] | np.ndarray) -> tuple[np.ndarray | None, list[str] | None]:
+        """The kept files' labels, numbered in the sorted order of the class names, and those names."""
+        if self.classes is None:
+            return None, None
+        class_names = sorted(set(self.classes))
+        index = {name: i for i, name in enumerate(class_names)}
+        return np.asarray([index[self.classes[i]] for i in keep], dtype=np.int64), class_names
+
+    def test_mask(self, keep: list[int] | np.ndarray) -> np.ndarray | None:
+        return None if self.in_test is None else self.in_test[np.asarray(keep, dtype=np.int64)]
+
+
+def plan_folder(folder: Path) -> FolderPlan:
+    """The :class:`FolderPlan` of ``folder``; a folder without images is refused."""
     train_dir, test_dir = folder / "train", folder / "test"
     if train_dir.is_dir() and test_dir.is_dir():
         train, test = image_names(train_dir), image_names(test_dir)
@@ -89,51 +123,63 @@ def _layout(folder: Path) -> tuple[list[str], list[str] | None, np.ndarray | Non
         train_classes, test_classes = _classes_of(train), _classes_of(test)
         classes = train_classes + test_classes if train_classes and test_classes else None
         in_test = np.r_[np.zeros(len(train), bool), np.ones(len(test), bool)]
-        return ["train/" + n for n in train] + ["test/" + n for n in test], classes, in_test
+        return FolderPlan(folder, ["train/" + n for n in train] + ["test/" + n for n in test], classes, in_test)
     names = image_names(folder)
-    return names, _classes_of(names), None
+    if not names:
+        raise DataError("holds no images", path=folder,
+                        hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
+    return FolderPlan(folder, names, _classes_of(names), None)
 
 
 def read_image_folder(folder: Path, *, channels: str | None = None, resize: tuple[int, int] | None = None,
                       crop: bool = False, skip_bad: bool = False, use_cache: bool = True,
                       executor: str = "process", workers: int | None = None) -> FolderImages:
     """Decode every image of ``folder`` (cached; see :mod:`aelab.data.folder_cache`)."""
-    names, classes, in_test = _layout(folder)
-    paths = [os.path.join(folder, name) for name in names]
-    if not paths:
-        raise DataError("holds no images", path=folder,
-                        hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
+    plan = plan_folder(folder)
     options = {"channels": channels, "resize": list(resize) if resize else None, "crop": bool(crop),
                "skip_bad": bool(skip_bad)}
-    key = cache_key(folder, names, options) if use_cache else None
+    key = cache_key(folder, plan.names, options) if use_cache else None
     if key is not None:
         hit = load_cached(key)
         if hit is not None:
             images, meta = hit
-            return _assemble(images, meta, classes, in_test, cached=True)
-    crop_to = _crop_size(paths, resize) if crop else None
-    decoded = decode_all(paths, channels, resize, crop_to, skip_bad, executor, workers)
-    images, meta = _stack(decoded, names, channels, folder)
+            return _assemble(images, meta, plan, cached=True)
+    crop_to = crop_size(plan.paths, resize) if crop else None
+    decoded = decode_all(plan.paths, channels, resize, crop_to, skip_bad, executor, workers)
+    images, meta = _stack(decoded, plan.names, channels, folder)
     if key is not None:
         save_cached(key, images, meta)
-    return _assemble(images, meta, classes, in_test, cached=False)
+    return _assemble(images, meta, plan, cached=False)
 
 
-def _crop_size(paths: list[str], resize: tuple[int, int] | None) -> tuple[int, int]:
+FAR_BELOW = 2  # an image this many times smaller than the typical size, in height or width, is refused by --crop
+
+
+def crop_size(paths: list[str], resize: tuple[int, int] | None) -> tuple[int, int]:
+    """What --crop cuts every image to: the --resize size, else the smallest height and width found.
+
+    An image far smaller than the others (a thumbnail or a 1x1 among photos) is refused, naming it:
+    cropping to it would cut every other image down to it."""
     if resize is not None:
         return resize
     from PIL import Image
 
-    sizes = []
+    sizes: list[tuple[str, tuple[int, int]]] = []
     for path in paths:
         try:
             with Image.open(path) as picture:
-                sizes.append(picture.size[::-1])
+                sizes.append((path, picture.size[::-1]))
         except Exception:  # unreadable files are reported by the decode pass
             continue
     if not sizes:
         raise DataError("no readable image to crop", path=os.path.dirname(paths[0]))
-    return min(h for h, _ in sizes), min(w for _, w in sizes)
+    typical = tuple(int(np.median([size[k] for _, size in sizes])) for k in (0, 1))
+    for path, (h, w) in sizes:
+        if h * FAR_BELOW < typical[0] or w * FAR_BELOW < typical[1]:
+            raise DataError(f"is {h}x{w}, far below the other images' typical {typical[0]}x{typical[1]}: "
+                            f"--crop would cut every image down to it", path=path,
+                            hint="remove it (or resize it), or pass --resize HxW with --crop to crop to that size")
+    return min(h for _, (h, _w) in sizes), min(w for _, (_h, w) in sizes)
 
 
 Decoded = tuple[np.ndarray | None, str, str, str | None]  # pixels, rule, sha256, error
@@ -220,45 +266,71 @@ def leave_stops_to_the_parent() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
 
 
-def _stack(decoded: list[Decoded], names: list[str], channels: str | None,
-           folder: Path) -> tuple[np.ndarray, dict]:
-    keep = [i for i, d in enumerate(decoded) if d[0] is not None]
-    skipped = [names[i] for i, d in enumerate(decoded) if d[0] is None]
+Seen = tuple[int, tuple[int, int], str, str] | None  # ndim, (h, w), rule, sha256 of a decoded file; None: unreadable
+
+
+def seen(item: Decoded) -> Seen:
+    """What the checks over a whole folder need of one decoded file (not its pixels)."""
+    pixels, rule, digest, _ = item
+    return None if pixels is None else (pixels.ndim, pixels.shape[:2], rule, digest)
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    """The decisions over a whole folder's decoded files: which are kept, the channel rule, the one size."""
+
+    keep: list[int]
+    skipped: list[str]
+    to_rgb: bool  # a folder of grey and colour images: grey is repeated to RGB
+    conversions: dict[str, int]
+    size: tuple[int, int]
+    colour: bool
+    sha256: str
+
+    def fitted(self, pixels: np.ndarray) -> np.ndarray:
+        """One kept file's pixels as the folder's array holds them."""
+        return np.repeat(pixels[..., None], 3, axis=2) if self.to_rgb and pixels.ndim == 2 else pixels
+
+
+def summarize(seen_files: list[Seen], names: list[str], channels: str | None, folder: Path) -> FolderSummary:
+    """Keep the readable files, apply the grey-or-colour rule and refuse more than one size."""
+    keep = [i for i, s in enumerate(seen_files) if s is not None]
     if not keep:
         raise DataError(f"none of the {len(names)} images is readable", path=folder,
                         hint="the files are corrupt or not images")
-    pixels = [decoded[i][0] for i in keep]
-    conversions = Counter(rule for _, rule, _, _ in (decoded[i] for i in keep) if rule)
-    if channels is None and len({p.ndim for p in pixels}) > 1:
-        grey = sum(p.ndim == 2 for p in pixels)
-        pixels = [np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in pixels]
-        conversions["mixed grey and colour: grey repeated to RGB"] += grey
-    _check_one_size(pixels, [names[i] for i in keep], folder)
-    images = np.stack(pixels)
-    digest = hashlib.sha256("".join(decoded[i][2] for i in keep).encode("ascii")).hexdigest()
-    meta = {"kept": keep, "skipped": skipped, "sha256": digest, "conversions": dict(conversions),
-            "shape": list(images.shape)}
+    kept = [seen_files[i] for i in keep]
+    conversions = Counter(s[2] for s in kept if s[2])
+    to_rgb = channels is None and len({s[0] for s in kept}) > 1
+    if to_rgb:
+        conversions["mixed grey and colour: grey repeated to RGB"] += sum(s[0] == 2 for s in kept)
+    _check_one_size([s[1] for s in kept], [names[i] for i in keep], folder)
+    digest = hashlib.sha256("".join(s[3] for s in kept).encode("ascii")).hexdigest()
+    return FolderSummary(keep, [names[i] for i, s in enumerate(seen_files) if s is None], to_rgb,
+                         dict(conversions), tuple(kept[0][1]), to_rgb or kept[0][0] == 3, digest)
+
+
+def _stack(decoded: list[Decoded], names: list[str], channels: str | None,
+           folder: Path) -> tuple[np.ndarray, dict]:
+    summary = summarize([seen(d) for d in decoded], names, channels, folder)
+    images = np.stack([summary.fitted(decoded[i][0]) for i in summary.keep])
+    meta = {"kept": summary.keep, "skipped": summary.skipped, "sha256": summary.sha256,
+            "conversions": summary.conversions, "shape": list(images.shape)}
     return images, meta
 
 
-def _check_one_size(pixels: list[np.ndarray], names: list[str], folder: Path) -> None:
-    sizes = Counter(p.shape[:2] for p in pixels)
-    if len(sizes) == 1:
+def _check_one_size(sizes: list[tuple[int, int]], names: list[str], folder: Path) -> None:
+    counts = Counter(tuple(s) for s in sizes)
+    if len(counts) == 1:
         return
-    listed = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common(8))
-    odd = next(name for p, name in zip(pixels, names) if p.shape[:2] != sizes.most_common(1)[0][0])
+    listed = ", ".join(f"{h}x{w} ({n})" for (h, w), n in counts.most_common(8))
+    odd = next(name for s, name in zip(sizes, names) if tuple(s) != counts.most_common(1)[0][0])
     raise DataError(f"images differ in size: {listed} (h x w, count); e.g. {odd}",
                     path=folder, hint="pass --resize HxW (antialiased) or --crop (centre crop to the "
                                       "smallest size, or to --resize)")
 
 
-def _assemble(images: np.ndarray, meta: dict, classes: list[str] | None, in_test: np.ndarray | None,
-              cached: bool) -> FolderImages:
+def _assemble(images: np.ndarray, meta: dict, plan: FolderPlan, cached: bool) -> FolderImages:
     keep = np.asarray(meta["kept"], dtype=np.int64)
-    labels = class_names = None
-    if classes is not None:
-        class_names = sorted(set(classes))
-        index = {name: i for i, name in enumerate(class_names)}
-        labels = np.asarray([index[classes[i]] for i in keep], dtype=np.int64)
-    return FolderImages(images, labels, class_names, None if in_test is None else in_test[keep],
+    labels, class_names = plan.labels(keep)
+    return FolderImages(images, labels, class_names, plan.test_mask(keep),
                         meta["sha256"], list(meta["skipped"]), dict(meta["conversions"]), cached)

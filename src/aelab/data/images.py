@@ -90,14 +90,21 @@ def save_png(path: str | os.PathLike[str], image: Any) -> Path:
     return target
 
 
+def png_name(prefix: str, i: int, last: int) -> str:
+    """``{prefix}-{i}.png`` with ``i`` zero-padded to five digits, or to the digits of ``last`` (the highest
+    number written with it) when more, so that the names of one folder sort in number order."""
+    return f"{prefix}-{i:0{max(5, len(str(last)))}d}.png"
+
+
 def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
               start: int = 0) -> list[Path]:
-    """Write each of (n, h, w) or (n, h, w, 3) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``."""
+    """Write each of (n, h, w) or (n, h, w, 3) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``
+    (more digits from 100,000 images on: see :func:`png_name`)."""
     pixels = to_uint8(images, "images", ndims=(3,))
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\\0"):
         raise OptionError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise OptionError(f"start must be a non-negative integer, got {start!r}")
     out = ensure_dir(folder)
-    return [save_png(out / f"{prefix}-{int(start) + i:05d}.png", img)
-            for i, img in enumerate(pixels)]
+    last = int(start) + len(pixels) - 1
+    return [save_png(out / png_name(prefix, int(start) + i, last), img) for i, img in enumerate(pixels)]

@@ -58,6 +58,17 @@ def is_packed(path: str | os.PathLike | None) -> bool:
 
 # --- writing --------------------------------------------------------------------------
 
+def check_destination(out: Path) -> None:
+    """Refuse to pack into ``out`` unless it is new (or an empty folder) in a folder that exists: missing
+    parent folders are not made (a mistyped path should not become a tree of folders)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError("already exists", path=out, hint="remove it or choose another -o")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise OutputError(f"the folder {parent} does not exist", path=out,
+                          hint="create it first, or pack into a folder that exists")
+
+
 class _SplitWriter:
     """One split's samples file (and labels file), written in appended chunks, hashed shard by shard."""
 
@@ -156,15 +167,13 @@ class PackWriter:
                 or (self.dtype == np.float32 and len(self.sample_shape) == 1)):
             raise OptionError(f"cannot pack {self.dtype} samples of shape {self.sample_shape}",
                               hint="pack uint8 (h, w) or (h, w, 3) images or float32 (d,) rows")
-        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
-            raise OutputError("already exists", path=self.out, hint="remove it or choose another -o")
+        check_destination(self.out)
         row_bytes = int(np.prod(self.sample_shape)) * self.dtype.itemsize
         self.block_rows = max(1, block_bytes // row_bytes)
         self.buffer_blocks = max(1, buffer_bytes // (self.block_rows * row_bytes))
         shard_rows = max(1, shard_bytes // (row_bytes * self.block_rows)) * self.block_rows
         parent = self.out.parent if str(self.out.parent) else Path(".")
         try:
-            parent.mkdir(parents=True, exist_ok=True)
             self.tmp = None
             for self.tmp in _folder_names(parent, f".{self.out.name}.", ".tmp"):  # named before it exists
                 with contextlib.suppress(FileExistsError):
@@ -314,24 +323,42 @@ def identity(index: dict) -> str:
     return combined_digest(digests + [f"blocks {index['block_rows']} x {index['buffer_blocks']}"])
 
 
-def check_reading_options(data: Dataset, *, channels: str | None, resize: tuple[int, int] | None, crop: bool,
-                          scale: str | None, scaler: Any) -> None:
-    """Refuse reading options that differ from those the packed ``data`` was read with when it was packed
-    (they were applied then; nothing can apply them again), and a table scaler other than its own."""
-    packed = ((data.source.get("packed_from") or {}).get("source") or {}) if "packed_from" in data.source else {}
-    given = {"channels": channels, "resize": list(resize) if resize else None, "crop": crop or None}
-    differ = [f"{k} (packed with {packed.get(k)!r})" for k, v in given.items() if v and v != packed.get(k)]
+def check_reading_options(data: Dataset, options: Any, *, scaler: Any) -> None:
+    """Refuse reading options (a :class:`~aelab.data.resolver.ReadOptions`) that differ from those the packed
+    ``data`` was read with when it was packed (they were applied then, the split drawn and bad files
+    skipped; nothing can apply them again), and a table scaler other than its own."""
+    packed = (data.source.get("packed_from") or {}).get("source") or {}
+    split = packed.get("split") or {}
+    was = {"channels": packed.get("channels"), "resize": packed.get("resize"), "crop": packed.get("crop") or None,
+           "skip_bad": True if packed.get("skip_bad") or packed.get("skipped_count") else None,
+           "test_fraction": split.get("test_fraction"), "seed": split.get("seed")}
+    given = {"channels": options.channels, "resize": list(options.resize) if options.resize else None,
+             "crop": options.crop, "skip_bad": options.skip_bad, "test_fraction": options.test_fraction,
+             "seed": options.seed}
+    flags = {"channels": "--grayscale/--rgb", "resize": "--resize", "crop": "--crop", "skip_bad": "--skip-bad",
+             "test_fraction": "--test-fraction", "seed": "--seed"}
+    differ = [f"{flags[k]} (packed with {_shown(was[k])})" for k, v in given.items() if v is not None and v != was[k]]
+    scale = options.scale
     if scale not in (None, packed.get("scaler", {}).get("method")) and data.kind == "table":
-        differ.append(f"scale (packed with {packed.get('scaler', {}).get('method')!r})")
+        differ.append(f"--scale (packed with {packed.get('scaler', {}).get('method')})")
     elif scale not in (None, "none") and data.kind == "images":
-        differ.append("scale (images are not scaled)")
+        differ.append("--scale (images are not scaled)")
     if differ:
-        raise OptionError(f"a packed data set is read as it was packed; {', '.join(differ)} cannot change",
-                          path=data.source.get("path"), hint="leave the option out, or pack the source again with it")
+        raise OptionError(f"a packed data set is read as it was packed: its split, sizes and files were fixed then; "
+                          f"{', '.join(differ)} cannot change", path=data.source.get("path"),
+                          hint="leave the option out, or pack the source again with it")
     if scaler is not None and scaler.to_dict() != data.source.get("scaler"):
         raise DataError("this packed table was scaled otherwise than the model's training data",
                         path=data.source.get("path"), hint="pack the table the model was trained on again, "
                                                            "or train on this packed set")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    return str(value)
 
 
 def read_index(folder: Path) -> dict:
@@ -349,22 +376,76 @@ def read_index(folder: Path) -> dict:
         raise DataError("not an aelab packed data set index", path=path)
     if not isinstance(index.get("format_version"), int) or index["format_version"] > FORMAT_VERSION:
         raise DataError("packed by a newer aelab", path=path, hint="upgrade aelab")
-    try:
-        dtype = np.dtype(index["dtype"])
-        shape = tuple(int(s) for s in index["sample_shape"])
-        assert dtype in (np.uint8, np.float32) and all(s > 0 for s in shape)
-        assert int(index["block_rows"]) > 0 and int(index["buffer_blocks"]) > 0
-        for name in SPLITS:
-            record = index["splits"][name]
-            assert int(record["rows"]) == sum(int(s["rows"]) for s in record["shards"]) > 0
-            assert all(isinstance(s["sha256"], str) for s in record["shards"])
-            assert Path(record["file"]).name == record["file"]
-            assert not index["labels"] or Path(record["labels"]).name == record["labels"]
-        assert index.get("sha256") == identity(index), "its sha256 does not match its shards"
-    except (KeyError, TypeError, ValueError, AssertionError) as e:
-        raise DataError(f"the packed data set's index is incomplete or inconsistent ({e!r})", path=path,
-                        hint="pack the data again") from e
+    _check_index(index, path)
     return index
+
+
+class _IndexField:
+    """Reads one field of a packed index, raising a one-line :class:`DataError` that names it when it is
+    missing or wrong (real code, not ``assert``: the checks must hold under ``python -O`` too)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def bad(self, field: str, why: str) -> DataError:
+        return DataError(f"the packed data set's index is inconsistent: {field} {why}", path=self.path,
+                         hint="pack the data again")
+
+    def get(self, mapping: Any, key: str, field: str, kind: type) -> Any:
+        if not isinstance(mapping, dict) or key not in mapping:
+            raise self.bad(field, "is missing")
+        value = mapping[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # JSON true is no count
+            raise self.bad(field, f"is {value!r}, not of the right type")
+        return value
+
+    def count(self, mapping: Any, key: str, field: str, *, least: int = 1) -> int:
+        value = self.get(mapping, key, field, int)
+        if value < least:
+            raise self.bad(field, f"is {value}, less than {least}")
+        return value
+
+    def file_name(self, mapping: Any, key: str, field: str) -> str:
+        """A file of the data set's own folder: a plain name, no folder part, not ``.`` or ``..``."""
+        value = self.get(mapping, key, field, str)
+        if value in ("", ".", "..") or Path(value).name != value or "/" in value or "\\" in value:
+            raise self.bad(field, f"is {value!r}, not the name of a file in the data set's folder")
+        return value
+
+
+def _check_index(index: dict, path: Path) -> None:
+    """Check every field that reading the packed set relies on (types, sizes, file names, the shards'
+    rows and SHA-256, the set's identity); the first one wrong raises a one-line :class:`DataError` naming it."""
+    field = _IndexField(path)
+    dtype_name = field.get(index, "dtype", "dtype", str)
+    if dtype_name not in ("uint8", "float32"):
+        raise field.bad("dtype", f"is {dtype_name!r}, not uint8 or float32")
+    shape = field.get(index, "sample_shape", "sample_shape", list)
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise field.bad("sample_shape", f"is {shape!r}, not a list of positive whole numbers")
+    field.count(index, "block_rows", "block_rows")
+    field.count(index, "buffer_blocks", "buffer_blocks")
+    labelled = field.get(index, "labels", "labels", bool)
+    splits = field.get(index, "splits", "splits", dict)
+    for name in SPLITS:
+        record = field.get(splits, name, f"splits.{name}", dict)
+        rows = field.count(record, "rows", f"splits.{name}.rows")
+        shards = field.get(record, "shards", f"splits.{name}.shards", list)
+        first = 0
+        for k, shard in enumerate(shards):
+            where = f"splits.{name}.shards[{k}]"
+            if field.count(shard, "first_row", f"{where}.first_row", least=0) != first:
+                raise field.bad(f"{where}.first_row", f"is {shard['first_row']}, where the shards before end at {first}")
+            first += field.count(shard, "rows", f"{where}.rows")
+            field.get(shard, "sha256", f"{where}.sha256", str)
+        if first != rows:
+            raise field.bad(f"splits.{name}.rows", f"is {rows}, but its shards hold {first}")
+        field.file_name(record, "file", f"splits.{name}.file")
+        if labelled:
+            field.file_name(record, "labels", f"splits.{name}.labels")
+            field.get(record, "labels_sha256", f"splits.{name}.labels_sha256", str)
+    if index.get("sha256") != identity(index):
+        raise field.bad("sha256", "does not match its shards and block settings")
 
 
 def _open_samples(folder: Path, index: dict, record: dict, verify: bool) -> np.ndarray:

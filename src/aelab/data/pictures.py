@@ -62,16 +62,16 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
             w, h = picture.size
             if max_pixels and w * h > max_pixels:
                 raise DataError(f"is {w}x{h} = {w * h} pixels, past the decompression-bomb limit of "
-                                f"{max_pixels}", path=path, hint="shrink it first, or drop it (skip_bad)")
+                                f"{max_pixels}", path=path, hint="shrink it first, or drop it (--skip-bad)")
             picture.load()
             pixels, rule = _to_channels(picture, channels)
             pixels = _fit(pixels, resize, crop, path)
     except Image.DecompressionBombError as e:
         raise DataError(f"is past Pillow's decompression-bomb limit ({_first_line(e)})", path=path,
-                        hint="shrink it first, or drop it (skip_bad)") from e
+                        hint="shrink it first, or drop it (--skip-bad)") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({_first_line(e)})", path=path,
-                        hint="the file is corrupt or truncated; replace it, or pass skip_bad") from e
+                        hint="the file is corrupt or truncated; replace it, or pass --skip-bad") from e
     return pixels, rule, hashlib.sha256(data).hexdigest()
 
 

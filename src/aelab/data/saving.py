@@ -99,7 +99,8 @@ def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | N
     if fmt is None:
         if not os.fspath(dest).lower().endswith(".npz"):
             raise OptionError(f"cannot tell the output format from {os.fspath(dest)!r}",
-                              hint=f"pass fmt, one of {', '.join(FORMATS)} (only .npz is inferred)")
+                              hint=f"add --to (fmt= in Python), one of {', '.join(FORMATS)}, or name the "
+                                   "destination FILE.npz")
         fmt = "npz"
     _checked_format(fmt)
     return save_dataset(load_dataset(src), dest, fmt)

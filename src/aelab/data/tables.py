@@ -32,19 +32,27 @@ class Table:
     format: str
 
 
-def read_table(path: Path, label_column: str | int | None = None) -> Table:
-    """Read a ``.npy``, ``.csv``, ``.tsv`` or ``.parquet`` file as a :class:`Table`."""
+def read_table(path: Path, label_column: str | int | None = None, *, features: int | None = None) -> Table:
+    """Read a ``.npy``, ``.csv``, ``.tsv`` or ``.parquet`` file as a :class:`Table`.
+
+    ``features``: how many feature columns a model expects; a table of exactly that many columns has
+    no label column (new rows to score), and ``label_column`` is then not looked for.
+    """
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _read_npy(path, label_column)
+        return _read_npy(path, label_column, features)
     if suffix == ".parquet":
-        return _read_parquet(path, label_column)
-    return _read_text_table(path, label_column, delimiter="\t" if suffix == ".tsv" else None)
+        return _read_parquet(path, label_column, features)
+    return _read_text_table(path, label_column, features, delimiter="\t" if suffix == ".tsv" else None)
+
+
+def _label_column_of(label_column: str | int | None, width: int, features: int | None) -> str | int | None:
+    return None if features is not None and width == features else label_column
 
 
 # --- .npy ------------------------------------------------------------------------
 
-def _read_npy(path: Path, label_column: str | int | None) -> Table:
+def _read_npy(path: Path, label_column: str | int | None, features: int | None) -> Table:
     data = read_file_bytes(path)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
@@ -66,6 +74,7 @@ def _read_npy(path: Path, label_column: str | int | None) -> Table:
         raise DataError(f"is empty (shape {array.shape})", path=path, hint="a table needs rows and columns")
     columns = [str(i) for i in range(array.shape[1])]
     labels = class_names = None
+    label_column = _label_column_of(label_column, len(columns), features)
     if label_column is not None:
         index = _column_index(label_column, columns, path, named=False)
         labels, class_names = labels_from_values(array[:, index].tolist(), path, f"column {index}")
@@ -85,25 +94,36 @@ def checked_rows(array: np.ndarray, path: Path | str, columns: list[str] | None 
         name = f" ({columns[c]!r})" if columns else ""
         raise DataError(f"row {r + 1}, column {c + 1}{name} is {rows[r, c]} (NaN or infinity) "
                         f"in {int(bad.sum())} cell(s)", path=path,
-                        hint="fill or drop the missing values before training")
+                        hint="fill or drop the missing values in the file, then pass it again")
     return rows
 
 
 def labels_from_values(values: list, path: Path | str, where: str) -> tuple[np.ndarray, list[str] | None]:
-    """Integer labels: class numbers 0, 1, ... stay; anything else maps to sorted names."""
-    if all(_is_class_number(v) for v in values):
-        return np.asarray([int(float(v)) for v in values], dtype=np.int64), None
+    """Integer labels. Class numbers 0, 1, ..., k-1 (every one present) stay; any other values become
+    class names, the distinct values in numeric order when all are numbers (-1, 5, 1000000), else in
+    text order. So a whole-number target such as a price is not read as hundreds of mostly empty classes."""
+    numbers = [_number(v) for v in values]
+    if values and all(n is not None for n in numbers):
+        if all(n == int(n) for n in numbers) and set(numbers) == set(range(int(max(numbers)) + 1)):
+            return np.asarray([int(n) for n in numbers], dtype=np.int64), None
+        distinct = sorted(set(numbers))
+        index = {n: i for i, n in enumerate(distinct)}
+        return np.asarray([index[n] for n in numbers], dtype=np.int64), [_number_text(n) for n in distinct]
     names = sorted({str(v) for v in values})
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[str(v)] for v in values], dtype=np.int64), names
 
 
-def _is_class_number(value: object) -> bool:
+def _number(value: object) -> float | None:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return False
-    return np.isfinite(number) and number >= 0 and number == int(number)
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if number == int(number) else repr(number)
 
 
 def _column_index(label_column: str | int, columns: list[str], path: Path | str, named: bool) -> int:
@@ -125,7 +145,8 @@ def _column_index(label_column: str | int, columns: list[str], path: Path | str,
 
 # --- CSV / TSV -----------------------------------------------------------------------
 
-def _read_text_table(path: Path, label_column: str | int | None, delimiter: str | None) -> Table:
+def _read_text_table(path: Path, label_column: str | int | None, features: int | None,
+                     delimiter: str | None) -> Table:
     data = read_file_bytes(path)
     try:
         text = data.decode("utf-8-sig")
@@ -153,6 +174,7 @@ def _read_text_table(path: Path, label_column: str | int | None, delimiter: str 
     columns = [c.strip() for c in header] if header else [str(i) for i in range(width)]
     labels = class_names = None
     label_index = None
+    label_column = _label_column_of(label_column, width, features)
     if label_column is not None:
         label_index = _column_index(label_column, columns, path, named=header is not None)
         labels, class_names = labels_from_values([r[label_index].strip() for r in body], path, "labels")
@@ -199,13 +221,13 @@ def _parse_numbers(body: list[list[str]], feature_columns: list[int], columns: l
                 raise DataError(f"line {r + first_line}, column {c + 1} ({columns[c]!r}): {cell.strip()!r} "
                                 "is not a number", path=path,
                                 hint="every column but the label column must hold numbers; "
-                                     "pass label_column for a text label")
+                                     "pass --label-column for a text label")
     raise DataError("cannot read the numbers", path=path)  # pragma: no cover
 
 
 # --- Parquet (optional extra) -------------------------------------------------------------
 
-def _read_parquet(path: Path, label_column: str | int | None) -> Table:
+def _read_parquet(path: Path, label_column: str | int | None, features: int | None) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
@@ -219,6 +241,7 @@ def _read_parquet(path: Path, label_column: str | int | None) -> Table:
     columns = [str(c) for c in table.column_names]
     labels = class_names = None
     label_index = None
+    label_column = _label_column_of(label_column, len(columns), features)
     if label_column is not None:
         label_index = _column_index(label_column, columns, path, named=True)
         labels, class_names = labels_from_values(table.column(label_index).to_pylist(), path, "labels")
@@ -229,7 +252,7 @@ def _read_parquet(path: Path, label_column: str | int | None) -> Table:
         column = table.column(c).to_numpy(zero_copy_only=False)
         if column.dtype.kind not in "biuf":
             raise DataError(f"column {name!r} holds {table.schema.field(c).type}, not numbers", path=path,
-                            hint="pass it as label_column, or drop it")
+                            hint="pass it as --label-column, or drop it")
         features.append(column)
     names = [n for c, n in enumerate(columns) if c != label_index]
     array = np.stack(features, axis=1) if features else np.zeros((table.num_rows, 0))

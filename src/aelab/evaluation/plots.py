@@ -432,7 +432,8 @@ def save_training_curve(path: str | os.PathLike[str],
     """One line per model of a metric against samples seen (log x axis).
 
     Points with samples seen <= 0 cannot sit on a log axis and are left out;
-    NaN metric values (a diverged run) leave gaps.
+    NaN metric values (a diverged run) leave gaps. ``logy`` draws the values on a log axis when they
+    span a power of ten or more (else a linear one, whose ticks are labelled).
     """
     if not isinstance(curves, Mapping) or not curves:
         raise OptionError("curves must be a non-empty dict of name -> (samples, values)")
@@ -475,7 +476,7 @@ def save_training_curve(path: str | os.PathLike[str],
                     marker="o" if few else None, markersize=3.5)
         ax.set_xscale("log")
         _log_labels(ax.xaxis, [xs for _, xs, _ in lines], counts=True)
-        if logy:
+        if logy and _spans_a_decade([ys for _, _, ys in lines]):
             ax.set_yscale("log")
             _log_labels(ax.yaxis, [ys for _, _, ys in lines], counts=False)
         ax.grid(True, which="major")
@@ -505,6 +506,14 @@ def _log_tick_text(x: float, minor: bool, counts: bool) -> str:
     return f"{x:g}"
 
 
+def _spans_a_decade(data: Sequence[np.ndarray]) -> bool:
+    """Whether the positive values reach from one power of ten to the next: a log axis over less may hold no
+    labelled tick at all (0.55 to 0.9 has no 1, 2 or 5 in it), so such values get a linear axis."""
+    values = np.concatenate([np.asarray(d, dtype=np.float64) for d in data])
+    values = values[np.isfinite(values) & (values > 0)]
+    return values.size > 0 and values.max() / values.min() >= 10
+
+
 def _log_labels(axis: Any, data: Sequence[np.ndarray], counts: bool) -> None:
     """Plain tick labels on a log axis; 2x and 5x labelled too when it spans < 2 decades."""
     values = np.concatenate([np.asarray(d, dtype=np.float64) for d in data])
@@ -521,6 +530,12 @@ def _log_labels(axis: Any, data: Sequence[np.ndarray], counts: bool) -> None:
 
 
 TSNE_PERPLEXITY = 30.0  # scikit-learn's default; a map needs more points than this
+
+
+def auto_perplexity(n: int) -> float:
+    """The perplexity for a map of ``n`` codes: scikit-learn's default, lowered for small sets to a third of
+    the other points (t-SNE needs it below ``n``)."""
+    return float(max(1.0, min(TSNE_PERPLEXITY, math.floor((n - 1) / 3))))
 
 
 def tsne_2d(codes: Any, seed: int = 0, perplexity: float = TSNE_PERPLEXITY, max_iter: int = 500) -> np.ndarray:
@@ -547,9 +562,8 @@ def tsne_2d(codes: Any, seed: int = 0, perplexity: float = TSNE_PERPLEXITY, max_
     if not math.isfinite(perplexity) or perplexity <= 0:
         raise OptionError(f"perplexity must be positive, got {perplexity!r}")
     if perplexity >= n:
-        suggestion = max(1.0, min(30.0, math.floor((n - 1) / 3)))
         raise OptionError(f"perplexity {perplexity:g} must be smaller than the number of "
-                          f"codes ({n})", hint=f"try perplexity {suggestion:g}")
+                          f"codes ({n})", hint=f"try --perplexity {auto_perplexity(n):g}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise OptionError(f"seed must be an integer, got {seed!r}")
 

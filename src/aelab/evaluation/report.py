@@ -32,14 +32,18 @@ GRID_COLUMNS = 10  # images in the originals-over-decodings grid
 
 def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
                   curve: tuple[Sequence[int], Sequence[float]] | None = None, scores: dict | None = None,
-                  limit: int = MAP_LIMIT, seed: int = 0, points: np.ndarray | None = None) -> str:
+                  limit: int = MAP_LIMIT, seed: int = 0, points: np.ndarray | None = None,
+                  figures: dict[str, bytes] | None = None) -> str:
     """The HTML of one model's part of a report (see the module's docstring).
 
     ``curve`` is the training loss against samples seen; ``scores`` the test
     scores (computed when not given); ``limit`` caps the map's points, and
     ``points`` is a t-SNE embedding of the first test samples' codes made
-    already (the tutorial's), else one is made here.
+    already (the tutorial's), else one is made here. ``figures`` holds PNGs
+    drawn already of the same images (the tutorial's ``grid`` and
+    ``similarity``), shown instead of drawing them again.
     """
+    figures = figures or {}
     test = data.test
     scores = scores if scores is not None else evaluate(model, test.images)
     parts = [f'<section class="model"><h2>{html.escape(name)}</h2>', _scores_table(scores)]
@@ -47,13 +51,14 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
         parts.append(_figure("Training curve", _curve_png(name, *curve)))
     if data.kind == "images":
         n = min(GRID_COLUMNS, test.n)
-        parts.append(_figure("First test images (top) and their decodings (bottom)",
-                             _png(plots.save_reconstruction_grid, test.images[:n], reconstruct(model, test.images[:n]),
-                                  labels=test.labels[:n] if test.labels is not None else None)))
-        rows = similarity_rows(model, test.images, test.labels)
-        if rows:
+        grid = figures.get("grid") or _png(plots.save_reconstruction_grid, test.images[:n],
+                                           reconstruct(model, test.images[:n]),
+                                           labels=test.labels[:n] if test.labels is not None else None)
+        parts.append(_figure("First test images (top) and their decodings (bottom)", grid))
+        rows = [] if "similarity" in figures else similarity_rows(model, test.images, test.labels)
+        if rows or "similarity" in figures:
             parts.append(_figure("Cosine similarities of images, decodings and codes",
-                                 _png(plots.save_similarity_figure, rows)))
+                                 figures.get("similarity") or _png(plots.save_similarity_figure, rows)))
     parts.append(_code_map(name, model, data, limit, seed, points))
     parts.append("</section>")
     return "\n".join(parts)
@@ -122,9 +127,15 @@ def _thumbnail(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+_HTML_SAFE_JSON = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                  "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _json_for_html(value: Any) -> str:
-    """JSON that cannot end its <script> element early."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe inside a <script> element: no ``<``, ``>`` or ``&`` at all (so no ``</script>`` and no
+    ``<!--``, which can change how the parser reads the rest of the element), all escaped as ``\\u``
+    sequences that JSON.parse reads back unchanged."""
+    return json.dumps(value, separators=(",", ":")).translate(_HTML_SAFE_JSON)
 
 
 STYLE = """
@@ -188,8 +199,14 @@ SCRIPT = r"""
       var i = nearest(mx, my);
       if (i < 0) { tip.style.display = "none"; return; }
       var name = label(i) === null ? "" : (data.names ? data.names[label(i)] : label(i));
-      tip.innerHTML = (data.thumbs ? '<img src="data:image/png;base64,' + data.thumbs[i] + '">' : "") +
-                      "#" + i + (name === "" ? "" : ": " + name);
+      // built from nodes, never markup: a class name is text whatever it holds
+      tip.textContent = "";
+      if (data.thumbs) {
+        var thumb = document.createElement("img");
+        thumb.src = "data:image/png;base64," + data.thumbs[i];
+        tip.appendChild(thumb);
+      }
+      tip.appendChild(document.createTextNode("#" + i + (name === "" ? "" : ": " + name)));
       tip.style.left = (mx + 12) + "px"; tip.style.top = (my + 12) + "px"; tip.style.display = "block";
     });
     canvas.addEventListener("mouseleave", function () { tip.style.display = "none"; drag = null; });
@@ -207,8 +224,11 @@ SCRIPT = r"""
       var legend = box.querySelector(".legend");
       data.names.forEach(function (name, k) {
         var item = document.createElement("span");
-        item.innerHTML = '<b style="color:' + colour(k) + '">&#9679;</b> ';
-        item.appendChild(document.createTextNode(name));
+        var dot = document.createElement("b");
+        dot.style.color = colour(k);
+        dot.textContent = "\u25cf";
+        item.appendChild(dot);
+        item.appendChild(document.createTextNode(" " + name));
         item.addEventListener("click", function () { hidden[k] = !hidden[k]; item.classList.toggle("off"); draw(); });
         legend.appendChild(item);
       });

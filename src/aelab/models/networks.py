@@ -100,8 +100,9 @@ class ModelConfig:
         return tuple(self.input_shape[-2:]) if self.is_image else (1, self.input_shape[0])
 
     def to_dict(self) -> dict:
-        """Plain JSON data; fields added after the first release appear only when they differ from
-        their defaults, so the dense models' descriptions stay as they were (``from_dict`` reads both)."""
+        """Plain JSON data; the optional fields (``OPTIONAL_FIELDS``) appear only when they differ from
+        their defaults, so a dense model's description holds only what a dense model uses (``from_dict``
+        reads descriptions with or without them)."""
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["hidden"] = list(self.hidden)
@@ -114,7 +115,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         _check_json_types(d)  # "32" or 32.9 is refused, not coerced
-        # keys added after the first release default, so older checkpoints load
+        # a description may leave out the fields with defaults (to_dict leaves out the optional ones)
         return cls(kind=str(d["kind"]), input_shape=tuple(int(v) for v in d["input_shape"]),
                    code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())),
                    channels=tuple(int(v) for v in d.get("channels", ())), conv_depth=int(d.get("conv_depth", 1)),

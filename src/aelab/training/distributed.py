@@ -14,23 +14,45 @@ prints, logs and writes files.
 Ranks agree every ``STOP_CHECK_EVERY`` minibatches on whether to stop (a
 Ctrl-C or SIGTERM on any rank) and whether to save the resume file (rank 0's
 clock). A rank that dies makes the others' next collective fail, which
-:class:`PeerFailed` reports; torchrun then ends the rest.
+:class:`PeerFailed` reports. torchrun SIGTERMs the survivors at once, which
+only asks them to stop; gloo does not always notice a peer that died while
+no collective was waiting, so a collective still unanswered ``GIVE_UP_AFTER``
+seconds after a stop was asked is taken for a failed peer too.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
+import datetime
 import os
 import re
+import signal
+import sys
+import threading
+import time
 
 import torch
 
-from ..errors import AelabError, OptionError
+from ..errors import EXIT_USER_ERROR, AelabError, OptionError
 
 STOP_CHECK_EVERY = 16  # minibatches between the ranks' agreements on stopping and saving
+GIVE_UP_AFTER = 10.0  # seconds a collective may stay unanswered once this rank was asked to stop
+WAKE_EVERY = datetime.timedelta(seconds=1)  # how often a waiting collective lets signals be seen
 
 
 class PeerFailed(AelabError):
     """Another training process stopped or became unreachable in the middle of a collective."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        global _peers_lost
+        _peers_lost = True  # leaving the process group would wait for them
+        if threading.current_thread() is threading.main_thread():
+            # torchrun SIGTERMs the survivors at once: that must not cut this error's message short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_peers_lost = False
 
 
 class Ranks:
@@ -39,6 +61,7 @@ class Ranks:
 
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device | None = None) -> None:
         self.rank, self.world, self.device = rank, world, device
+        self.stop: dict | None = None  # the training loop's stop request (see loop.stop_requests), once it watches
 
     @property
     def main(self) -> bool:
@@ -55,13 +78,13 @@ class Ranks:
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the ranks, in place."""
         if self.world > 1:
-            _collective(torch.distributed.all_reduce, tensor)
+            _collective(torch.distributed.all_reduce, tensor, self.stop)
         return tensor
 
     def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` replaced, in place, by rank 0's."""
         if self.world > 1:
-            _collective(torch.distributed.broadcast, tensor, src=0)
+            _collective(torch.distributed.broadcast, tensor, self.stop, src=0)
         return tensor
 
     def agree(self, *flags: bool) -> list[bool]:
@@ -71,6 +94,17 @@ class Ranks:
         votes = self.sum_(torch.tensor([float(f) for f in flags], device=self.device))
         return [bool(v > 0) for v in votes.tolist()]
 
+
+    def saved(self) -> None:
+        """Every rank waits here until rank 0 has saved the resume file (however long that takes: no rank
+        ends, making torchrun end the others, before it). Rank 0 has saved: a peer gone by now changes nothing."""
+        if self.world == 1:
+            return
+        try:
+            _collective(torch.distributed.all_reduce, torch.zeros(1, device=self.device), None)
+        except PeerFailed:
+            if not self.main:
+                raise
 
     def stop_or_save(self, done: int, stop_asked: bool, save_due: bool) -> tuple[bool, bool]:
         """Whether to stop and whether to save after ``done`` minibatches: this process's own answers,
@@ -84,13 +118,32 @@ class Ranks:
         return stopping, saving
 
 
-def _collective(operation, tensor: torch.Tensor, **options) -> None:
+def _collective(operation, tensor: torch.Tensor, stop: dict | None, **options) -> None:
     try:
-        operation(tensor, **options)
+        if torch.distributed.get_backend() != "gloo":
+            operation(tensor, **options)  # NCCL: its own watchdog
+            return
+        work = operation(tensor, async_op=True, **options)
+        while not _answered(work):
+            if stop is not None and stop["stop"] and time.monotonic() - stop["since"] > GIVE_UP_AFTER:
+                raise PeerFailed(f"another training process failed or was stopped (no answer {GIVE_UP_AFTER:g} s "
+                                 "after this one was asked to stop)", hint=PEER_HINT)
     except (RuntimeError, OSError) as e:  # gloo and NCCL raise RuntimeError subclasses when a peer is gone
-        raise PeerFailed(f"another training process failed or was stopped ({_gist(e)})",
-                         hint="see that rank's own message above; run again, with --resume if a resume "
-                              "file was saved") from None
+        raise PeerFailed(f"another training process failed or was stopped ({_gist(e)})", hint=PEER_HINT) from None
+
+
+PEER_HINT = "see that rank's own message above; run again, with --resume if a resume file was saved"
+
+
+def _answered(work) -> bool:
+    """Wait for ``work`` a while: whether it is done (False: still waiting, and Python saw any signal meanwhile)."""
+    try:
+        work.wait(timeout=WAKE_EVERY)
+    except RuntimeError as e:
+        if "timed out" in str(e).lower():
+            return False
+        raise
+    return True
 
 
 def _gist(error: BaseException) -> str:
@@ -123,6 +176,13 @@ def ranks_from_environment(device: torch.device) -> Ranks:
 
 
 def _leave() -> None:
+    if _peers_lost:
+        # gloo's unanswered work would keep the process from ever finishing its exit: end it here, the error
+        # said (a PeerFailed is an AelabError: the CLI's status 2)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(EXIT_USER_ERROR)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

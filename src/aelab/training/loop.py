@@ -29,7 +29,6 @@ from ..device import describe_device, resolve_device
 from ..errors import AelabError, CheckpointError, OptionError
 from ..data.scaling import in_unit_range
 from ..fileio import remove_file
-from ..terminal import Terminated
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config
 from . import cuda_graphs, kernels
@@ -53,19 +52,28 @@ class TrainingDiverged(AelabError):
     """The loss became NaN or infinite; the last good resume file is kept."""
 
 
+REPEAT_AFTER = 0.5  # seconds: a second Ctrl-C sooner is the first one passed on by a launcher (torchrun)
+
+
 @contextlib.contextmanager
 def stop_requests(enabled: bool) -> Iterator[dict]:
-    """While active, Ctrl-C or SIGTERM asks the loop to stop after the current minibatch (a second one stops at
-    once); ``flag["signal"]`` says which. A signal during a save waits for the save to end, so none is left half."""
-    flag = {"stop": False, "signal": signal.SIGINT}
+    """While active, Ctrl-C or SIGTERM asks the loop to stop after the current minibatch and save;
+    ``flag["signal"]`` says which came first. Once asked, only a second Ctrl-C typed by the user (a SIGINT
+    at least ``REPEAT_AFTER`` seconds after a first SIGINT) stops at once, and never while the loop sets
+    ``flag["saving"]``: a SIGTERM then (a scheduler's, or torchrun's passing on a signal it got) is the same
+    request to stop, and must not cancel the save that keeps the run."""
+    flag = {"stop": False, "signal": signal.SIGINT, "since": 0.0, "saving": False}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def on_signal(signum, frame):
-        if flag["stop"]:
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
-        flag["stop"], flag["signal"] = True, signum
+        now = time.monotonic()
+        if not flag["stop"]:
+            flag.update(stop=True, signal=signum, since=now)
+        elif (signum == signal.SIGINT == flag["signal"] and now - flag["since"] >= REPEAT_AFTER
+              and not flag["saving"]):
+            raise KeyboardInterrupt
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
@@ -264,6 +272,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     last_save = started
     with stop_requests(resume_file is not None) as stop, flushing_denormals(), \
             threads_for(device, minibatch, mconfig.input_dim):
+        ranks.stop = stop  # a collective left unanswered long after a stop was asked means a failed peer
         for k in range(first, total_minibatches):
             train_step(k)
             done = k + 1
@@ -284,7 +293,9 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                 if stopping or saving:
                     sum_windows()
                 if stopping:
+                    stop["saving"] = True
                     save_state(done)
+                    ranks.saved()
                     bar.close()
                     stopped = TrainingInterrupted(f"stopped after {done * minibatch} samples; the state is saved in "
                                                   f"{resume_file}", hint="run the same command with --resume to continue")

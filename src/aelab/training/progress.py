@@ -10,6 +10,7 @@ from typing import Callable, TextIO
 import torch
 
 from ..errors import OptionError, OutputError
+from ..fileio import write_text
 
 HEADER = (" average      since    average      since      examples\n"
           "    loss       last     metric       last              \n"
@@ -188,22 +189,26 @@ class MetricsLog:
     the same values as TensorBoard scalars in that folder (x axis: samples seen).
 
     ``loss`` and ``metric`` are the averages per sample since the previous line; a resumed run
-    appends to the file it finds, and TensorBoard drops what the interrupted run logged after
-    ``resumed_at`` samples.
+    appends to the file it finds, less the lines the interrupted run wrote after ``resumed_at``
+    samples (its state was saved there; it logs them again), and never a line for a point the file
+    has already; TensorBoard drops what the interrupted run logged after ``resumed_at`` samples.
     """
 
     def __init__(self, path=None, append: bool = False, tensorboard=None, resumed_at: int | None = None) -> None:
         self.path = path
         self._board = tensorboard_writer(tensorboard, resumed_at) if tensorboard is not None else None
         self._file = None
+        self._logged_to = -1  # the samples_seen of the file's last line
         if path is not None:
             fresh = not append or not os.path.exists(path)
+            if not fresh and resumed_at is not None:
+                self._logged_to = _keep_lines_up_to(path, resumed_at)
             self._file = open(path, "w" if fresh else "a", encoding="utf-8", newline="")
             if fresh:
                 self._write(",".join(METRICS_COLUMNS))
 
     def add(self, step: int, row: dict, learning_rate: float, seconds: float) -> None:
-        if self._file is not None:
+        if self._file is not None and row["examples"] > self._logged_to:
             self._write(f"{step},{row['examples']},{row['loss_since_last']:.6g},{row['metric_since_last']:.6g},"
                         f"{learning_rate:.6g},{seconds:.3f}")
         if self._board is not None:
@@ -221,6 +226,24 @@ class MetricsLog:
             self._file.close()
         if self._board is not None:
             self._board.close()
+
+
+def _keep_lines_up_to(path, samples: int) -> int:
+    """Rewrite the metrics file ``path`` without its lines past ``samples`` samples seen; returns the
+    samples_seen of the last line kept (-1: none)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines()
+    kept, last = lines[:1], -1
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) != len(METRICS_COLUMNS) or not fields[1].isdigit():
+            continue  # a line cut short by a kill
+        seen = int(fields[1])
+        if seen <= samples:
+            kept.append(line)
+            last = max(last, seen)
+    write_text(path, "".join(f"{line}\n" for line in kept))
+    return last
 
 
 def tensorboard_writer(folder, resumed_at: int | None = None):

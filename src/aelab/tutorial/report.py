@@ -1,6 +1,7 @@
 """A Markdown report of a tutorial run: numbers next to the tutorial's, and the pictures."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from ..fileio import write_text
@@ -17,7 +18,7 @@ def _stats_line(stats: dict) -> str:
 def render_report(summary: dict) -> str:
     d = summary["data"]
     lines = ["# aelab tutorial report", "",
-             f"Data: **{d['name']}**, {d['train']} training and {d['test']} test images "
+             f"Data: **{html.escape(d['name'], quote=False)}**, {d['train']} training and {d['test']} test images "
              f"(sha256 `{d['sha256'][:16]}…`). Device: {summary['device']}. Mode: {summary['mode']}. "
              f"Total time: {summary['total_seconds']:.1f} s.", "",
              "## Results", "",

@@ -66,7 +66,7 @@ class Background:
     interpreter lock; matplotlib's drawing is Python that would hold it
     against the training loop, which takes it around every PyTorch call).
     Without a pool, or if the helper cannot start, everything runs at once.
-    ``wait`` waits for all submitted work and raises the first failure.
+    ``wait`` waits for the submitted work and raises the first failure.
     """
 
     def __init__(self, pool: Executor | None = None) -> None:
@@ -90,8 +90,9 @@ class Background:
     def draw(self, fn: Callable, *args, here: bool = False, **kwargs) -> None:
         self.submit(fn, *args, figure=True, here=here, **kwargs)
 
-    def wait(self) -> None:
-        while self.pending:
+    def wait(self, count: int | None = None) -> None:
+        """Wait for the work submitted so far (its first ``count`` tasks, if given)."""
+        for _ in range(len(self.pending) if count is None else min(count, len(self.pending))):
             self.pending.pop(0).result()
 
 
@@ -180,7 +181,7 @@ def stop_helper(pool: Executor) -> None:
 def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
     """Wait for the embedding, then have the map drawn."""
     points, seconds = job.points.result()
-    background.draw(plots.save_tsne_map, job.path, points, job.labels, here=True,
+    background.draw(plots.save_tsne_map, job.path, points, job.labels,
                     title=f"t-SNE map of the {job.name} autoencoder's codes ({len(points)} test images)")
     say(f"t-SNE map of the {job.name} model's codes for {len(points)} test images: {job.path} "
         f"(embedded in {seconds:.1f} s, beside the other work)")
@@ -203,7 +204,7 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
 
     The t-SNE embedding (scikit-learn) is handed to ``background``
     (``finish_tsne`` draws the map once it is embedded), and the figures too
-    unless ``draw_here``; the caller waits for them with ``background.wait()``.
+    (unless ``draw_here``, all but the similarity figure); the caller waits for them with ``background.wait()``.
     """
     background = background or Background(None)
     say = log or (lambda _msg: None)
@@ -245,7 +246,8 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
         say(f"Cosine similarity, {row['title']} (test images {row['index_a']} and {row['index_b']}): "
             f"originals {row['cos_original']:.3f}, decoded {row['cos_decoded']:.3f}, codes {row['cos_code']:.3f}")
     if sims:
-        background.draw(plots.save_similarity_figure, folder / "similarity.png", sims, here=draw_here)
+        # on the helper even when the others are drawn here: it is the helper's turn once the last t-SNE is done
+        background.draw(plots.save_similarity_figure, folder / "similarity.png", sims)
 
     return {
         "train_error_pct": result.train_error_pct,
@@ -273,14 +275,18 @@ HTML_REPORT = "report.html"
 
 def write_html_report(out: Path, data: Dataset, summary: dict, jobs: dict[str, TsneJob]) -> None:
     """``out/report.html``: every model's section (see :mod:`aelab.evaluation.report`), its map the
-    t-SNE embedding the run made already (none when the run skipped the maps)."""
+    t-SNE embedding the run made already (none when the run skipped the maps), its grid and similarity
+    figures the pictures the run drew already."""
     sections = []
     for name, entry in summary["models"].items():
         model = load_checkpoint(out / entry["files"]["checkpoint"]).model
         curve = ([r["examples"] for r in entry["progress"]], [r["loss_since_last"] for r in entry["progress"]])
         points = jobs[name].points.result()[0] if name in jobs else None
+        drawn = {key: (out / entry["files"][key]).read_bytes()
+                 for key in ("grid", "similarity") if entry["files"][key]}
         sections.append(model_section(name, model, data, curve=curve if entry["progress"] else None,
-                                      scores=entry, points=points, limit=0 if points is None else len(points)))
+                                      scores=entry, points=points, limit=0 if points is None else len(points),
+                                      figures=drawn))
     write_text(out / HTML_REPORT, report_page(f"aelab tutorial: {data.name}", sections,
                                               f"{summary['mode']} mode, {summary['device']}"))
 
@@ -340,6 +346,7 @@ def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: i
                                    draw_here=i == len(models) - 1)
             summary["models"][name] = entry
             jobs += [job] if job else []
+        models_work = len(background.pending)  # their figures and embeddings
         if jobs:
             say("")
         for job in jobs:
@@ -349,7 +356,9 @@ def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: i
         if curves:
             background.draw(plots.save_training_curve, out / "training.png", curves,
                             ylabel="average classification error",
-                            title="Training progress (CNTK's metric, average since start)", here=True)
+                            title="Training progress (CNTK's metric, average since start)")
+        background.wait(models_work)  # the models' figures are on disk: the HTML report shows them
+        write_html_report(out, dataset, summary, {job.name: job for job in jobs})  # while the helper draws the maps
         background.wait()
     except BaseException:
         if pool is not None:  # Ctrl-C or an error: drop the queued work, do not wait for it
@@ -357,7 +366,6 @@ def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: i
         raise
     if pool is not None:
         pool.shutdown(wait=True)
-    write_html_report(out, dataset, summary, {job.name: job for job in jobs})
     summary["total_seconds"] = time.perf_counter() - started
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(out, summary)

@@ -1,0 +1,149 @@
+"""Reading data the way a checkpoint recorded its training data: the same test split, size, channels,
+label column and table scaler, for every command that reads data for a trained model (evaluate,
+encode, score, compress, the codec's tables).
+
+A checkpoint keeps :func:`data_record` of its training data (``info["data"]``); the functions here take
+that record and the model's input shape (``model_config.input_shape``), so that they sit below the
+models that hold them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, OptionError
+from .dataset_types import Dataset
+from .datasets import load_single, load_source
+from .resolver import OPTION_FLAGS, SPLIT_OPTIONS, ReadOptions, Source, resolve
+from .scaling import Scaler
+from .tables import read_table
+
+__all__ = ["data_record", "recorded_options", "recorded_scaler", "load_as_recorded", "inputs_as_recorded",
+           "check_fits"]
+
+
+def data_record(data: Dataset) -> dict[str, Any]:
+    """What a checkpoint keeps about its training data: which data, what one sample looks like, how
+    it was read (so other commands read it the same way) and a table's scaler."""
+    record: dict[str, Any] = {"name": data.name, "sha256": data.sha256}
+    if data.source:  # the sources beyond MNIST's fixed files
+        record.update(kind=data.kind, input_shape=list(data.input_shape), channels=data.channels,
+                      class_names=data.class_names, options=ReadOptions.recorded_in(data.source).to_record())
+        if data.source.get("scaler"):
+            record["scaler"] = data.source["scaler"]
+        if data.source.get("columns"):
+            record["columns"] = data.source["columns"]
+    return record
+
+
+def recorded_options(record: dict[str, Any]) -> ReadOptions:
+    """The reading options a data record keeps."""
+    return ReadOptions.from_record(record.get("options"))
+
+
+def recorded_scaler(record: dict[str, Any]) -> Scaler | None:
+    """The scaler a table model was trained with (None for images)."""
+    return Scaler.from_dict(record["scaler"]) if record.get("scaler") else None
+
+
+def load_as_recorded(path: str | os.PathLike | None, record: dict[str, Any], model_shape: tuple[int, ...],
+                     options: ReadOptions | None = None) -> Dataset:
+    """The data set at ``path`` read as ``record`` says the model's training data was read: ``options``
+    given win over the recorded ones, a table is scaled with the recorded scaler, and data of another
+    shape than ``model_shape`` is refused. An option that would move training samples into the test
+    split of the model's own training data is refused too."""
+    options = options or ReadOptions()
+    source = resolve(path)
+    recorded = recorded_options(record)
+    data = load_source(source, options.over(recorded.applying_to(source)), scaler=recorded_scaler(record))
+    _refuse_another_split(data, record, recorded, options)
+    check_fits(model_shape, data.input_shape, data.name)
+    return data
+
+
+def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadOptions,
+                          options: ReadOptions) -> None:
+    """Scoring the model's training samples as test samples is refused: on the data it was trained
+    on (also packed since), the test split must be the recorded one."""
+    if recorded.test_fraction is None:
+        return  # trained on a split the source gave (or on a packed set): options cannot move it
+    origin = data.source.get("packed_from") or {}
+    if record.get("sha256") not in (data.sha256, origin.get("sha256")):
+        return  # other data: any split is a fair test
+    split = (origin.get("source") or {}).get("split") if origin else data.source.get("split")
+    split = split or {}
+    now = {"test_fraction": split.get("test_fraction"), "seed": split.get("seed")}
+    if split.get("method") != "fraction":
+        now = {"test_fraction": None, "seed": None}
+    changed = [name for name in SPLIT_OPTIONS if now[name] != getattr(recorded, name)]
+    if changed:
+        given = [name for name in changed if getattr(options, name) is not None]
+        what = ", ".join(f"{OPTION_FLAGS[n]} {now[n]}" for n in (given or changed))
+        raise OptionError(f"{what} would put samples the model was trained on into the test split (it was trained "
+                          f"with test fraction {recorded.test_fraction:g}, seed {recorded.seed})",
+                          hint="leave the option out: the checkpoint's split is used" if given else
+                               "pack the data again with the model's --test-fraction and --seed, or read the source")
+
+
+def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_shape: tuple[int, ...],
+                       options: ReadOptions | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples (and labels) of one input (a file or folder, not a data set's split) for a model:
+    images read with the recorded channels, size and crop (``options`` given win), a table's rows
+    scaled with the recorded scaler, with or without the label column it was trained with. Data of
+    another shape than ``model_shape`` is refused."""
+    options = options or ReadOptions()
+    source = resolve(path)
+    if source.kind == "table":
+        return _table_rows(source, record, model_shape, options)
+    reading = options.over(recorded_options(record).applying_to(source))
+    images, labels, _, _ = load_single(source, reading)
+    shape = (3, *images.shape[1:3]) if images.ndim == 4 else tuple(images.shape[1:])
+    check_fits(model_shape, shape, source.path.name if source.path else source.name)
+    return images, labels
+
+
+def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, ...],
+                options: ReadOptions) -> tuple[np.ndarray, np.ndarray | None]:
+    scaler = recorded_scaler(record)
+    if scaler is None:
+        raise DataError("this model was trained on images, not a table", path=source.path,
+                        hint="pass images of the kind it was trained on")
+    label_column = options.label_column
+    if label_column is None:  # the recorded one, when the rows have it: new rows may come without labels
+        label_column = recorded_options(record).label_column
+        table = read_table(source.path, label_column, features=scaler.columns)
+    else:
+        table = read_table(source.path, label_column)
+    check_fits(model_shape, (table.rows.shape[1],), source.path.name)
+    return scaler.transform(table.rows), table.labels
+
+
+def check_fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...], name: str) -> None:
+    """Refuse samples of ``input_shape`` (channels first, or (d,)) that a model of ``model_shape`` was
+    not trained on."""
+    mine = tuple(model_shape)
+    theirs = tuple(input_shape[1:]) if len(input_shape) == 3 and input_shape[0] == 1 else tuple(input_shape)
+    if mine != theirs:
+        raise DataError(f"{name!r} holds {_describe_shape(theirs)}, but the model was trained on "
+                        f"{_describe_shape(mine)}", hint=_fit_hint(mine, theirs))
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) == 1:
+        return f"table rows of {shape[0]} columns"
+    if len(shape) == 2:
+        return f"{shape[0]}x{shape[1]} grey images"
+    return f"{shape[1]}x{shape[2]} colour images ({shape[0]} channels)"
+
+
+def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
+    if len(mine) == 1 or len(theirs) == 1:
+        return "pass data of the kind the model was trained on"
+    steps = []
+    if mine[-2:] != theirs[-2:]:
+        steps.append(f"--resize {mine[-2]}x{mine[-1]}")
+    if len(mine) != len(theirs):
+        steps.append("--grayscale" if len(mine) == 2 else "--rgb")
+    return "read it with " + " ".join(steps)
