@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         predictive = name in PREDICTIVE_NAMES
         path = codec.save_tables(pretrained_path(name), bits=BITS, predictive=RANGE_AR_BITS if predictive else False,
                                  spread=RANGE_CTX_BITS if predictive else False, keep=not args.again)
-        print(f"Wrote {path} ({path.stat().st_size:,} bytes, {time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"{name}: {path} ({path.stat().st_size:,} bytes, {time.perf_counter() - start:.0f} s)", flush=True)
     return 0
 
 
