@@ -403,7 +403,8 @@ def aelab_rows(model: dict, images: np.ndarray, args: argparse.Namespace, say=pr
                 "to learn it)")
             continue
         start = time.perf_counter()
-        codec.codec_table(ckpt, bits, quantiser, data=args.train_data, coder=coder)  # learned once, cached
+        codec.save_tables(ckpt, bits=(bits,), quantisers=(quantiser,), data=args.train_data,  # stored once
+                          predictive=coder == "range-ar", spread=coder == "range-ctx")
         facts["table_fit_seconds"][f"{quantiser}/{bits}" + (f"/{coder}" if predictive else "")] = \
             time.perf_counter() - start
         start = time.perf_counter()

@@ -14,7 +14,7 @@ COMMAND_FUNCTIONS = {
     "tutorial": "run_tutorial", "train": "train_model", "evaluate": "evaluate_model", "encode": "encode_images",
     "decode": "decode_codes", "reconstruct": "reconstruct_images", "similarity": "similarity_pairs",
     "tsne": "tsne_map", "bench": "run_benchmark", "data": "load_dataset", "compress": "compress",
-    "decompress": "decompress", "denoise": "denoise_images", "sample": "sample_images",
+    "decompress": "decompress", "codec": "save_tables", "denoise": "denoise_images", "sample": "sample_images",
     "interpolate": "interpolate_images",
     "compare": "compare_models", "models": "list_pretrained",
     "report": "report_model", "score": "anomaly_scores", "export": "export_model",

@@ -139,7 +139,8 @@ def test_no_command_is_a_usage_error(capsys) -> None:
 
 
 def test_train_writes_a_checkpoint(cli_ckpt: Path, tiny_npz: Path) -> None:
-    assert sorted(p.name for p in cli_ckpt.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "run.toml"]
+    assert sorted(p.name for p in cli_ckpt.iterdir()) == ["codec.safetensors", "config.json", "metrics.csv",
+                                                           "model.safetensors", "run.toml"]
     ckpt = load_checkpoint(cli_ckpt)
     info = ckpt.info
     assert info["model"]["kind"] == "simple" and info["model"]["code_size"] == 32

@@ -59,7 +59,8 @@ def _owner(name: str):
         "DEFAULT_RECIPE": api.TrainConfig().recipe,
         "DEFAULT_RECIPE_LR": RECIPES[api.TrainConfig().recipe].lr,
         "DEFAULT_RECIPE_MINIBATCH": RECIPES[api.TrainConfig().recipe].minibatch_size,
-        "CODERS": {n: c.description for n, c in api.CODERS.items()},
+        "CODERS": {n: c.description for n, c in api.CODERS.items()}, "PREDICTIVE_CODERS": api.PREDICTIVE_CODERS,
+        "CODEC_FIT_BITS": tuple(api.CODEC_FIT_BITS),
         "COMPARE_MODELS": compare.DEFAULT_MODELS, "COMPARE_RECIPE": compare.DEFAULT_RECIPE,
         "COMPARE_SWEEPS": api.COMPARE_SWEEPS, "QUICK_SWEEPS": api.QUICK_SWEEPS,
         "COMPARE_TSNE_LIMIT": api.COMPARE_TSNE_LIMIT, "QUICK_TSNE_LIMIT": api.QUICK_TSNE_LIMIT,
@@ -68,6 +69,7 @@ def _owner(name: str):
 
 @pytest.mark.parametrize("name", ["MODEL_NAMES", "LOSSES", "EXPORT_FORMATS", "SCALE_METHODS", "RECIPE_NAMES",
                                   "DEFAULT_RECIPE", "DEFAULT_RECIPE_LR", "DEFAULT_RECIPE_MINIBATCH", "CODERS",
+                                  "PREDICTIVE_CODERS", "CODEC_FIT_BITS",
                                   "COMPARE_MODELS", "COMPARE_RECIPE", "COMPARE_SWEEPS", "QUICK_SWEEPS",
                                   "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT"])
 def test_each_choice_is_its_owners(name):

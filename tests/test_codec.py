@@ -36,11 +36,9 @@ def _user_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ckpt(trained, tiny_npz, tmp_path_factory) -> Path:
-    """A copy of the trained checkpoint with tables for BITS_USED and both quantisers cached."""
+    """A copy of the trained checkpoint with tables for BITS_USED and both quantisers stored."""
     folder = Path(shutil.copytree(trained.folder, tmp_path_factory.mktemp("codec") / "model"))
-    for quantiser in codec.QUANTISERS:
-        for bits in BITS_USED:
-            codec.codec_table(folder, bits, quantiser, data=tiny_npz)
+    codec.save_tables(folder, bits=BITS_USED, data=tiny_npz)
     return folder
 
 
@@ -172,40 +170,43 @@ def test_transform_quantiser_error_is_at_most_half_a_step_per_component(transfor
     assert (np.abs(back - y) <= step / 2 + 1e-4 * (1 + np.abs(y))).all()
 
 
-def test_tables_are_learned_once_and_cached(ckpt, tiny_npz):
+def test_tables_are_stored_in_the_checkpoint_with_their_checksum(ckpt, tiny_npz, tmp_path):
+    import hashlib
+    import json
     from safetensors import safe_open
-    cache = ckpt / codec.CACHE_FILE
-    with safe_open(str(cache), framework="numpy") as f:
+    stored = ckpt / codec.CACHE_FILE
+    with safe_open(str(stored), framework="numpy") as f:
         assert f.metadata()["fingerprint"] == codec.fingerprint(ckpt)
         assert {"uniform.b6.freq", "transform.b6.freq", "transform.matrix"} <= set(f.keys())
-    table = codec.codec_table(ckpt, 6, "uniform")  # no data needed: read from the cache
-    assert table.digest == codec.codec_table(ckpt, 6, "uniform", data=tiny_npz, cache=False).digest  # deterministic
+    record = json.loads((ckpt / "config.json").read_text())["codec"]
+    assert record["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+    table = codec.codec_table(ckpt, 6, "uniform")  # no data needed: read from the checkpoint
+    bare = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    assert table.digest == codec.codec_table(bare, 6, "uniform", data=tiny_npz).digest  # learned again: the same
+    assert not (bare / codec.CACHE_FILE).exists()  # and not written
     assert table.freq.min() >= 0 and (table.freq[:, :1].sum() > 0)
 
 
-def test_a_cache_of_another_model_is_rebuilt(ckpt, tiny_npz, tmp_path):
+def test_a_tables_file_of_another_model_is_ignored(ckpt, tiny_npz, tmp_path):
     other = _other_model(ckpt, tmp_path / "other")
     shutil.copy(ckpt / codec.CACHE_FILE, other / codec.CACHE_FILE)  # stale: the fingerprint differs
     with pytest.raises(CheckpointError, match="--data"):
         codec.codec_table(other, 6, "uniform")
+    before = (other / codec.CACHE_FILE).read_bytes()
     codec.codec_table(other, 6, "uniform", data=tiny_npz)
-    from safetensors import safe_open
-    with safe_open(str(other / codec.CACHE_FILE), framework="numpy") as f:
-        assert f.metadata()["fingerprint"] == codec.fingerprint(other)
+    assert (other / codec.CACHE_FILE).read_bytes() == before
 
 
-def test_a_shipped_or_read_only_folder_caches_in_the_user_cache(ckpt, tiny_npz, tmp_path, monkeypatch):
-    folder = Path(shutil.copytree(ckpt, tmp_path / "shipped", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
-    monkeypatch.setattr(codec_tables, "_is_shipped", lambda path: True)
-    codec.codec_table(folder, 4, "uniform", data=tiny_npz)
-    assert not (folder / codec.CACHE_FILE).exists()
-    user = codec._user_cache_file(codec.fingerprint(folder))
-    assert user.is_file() and str(user).startswith(str(tmp_path))
+def test_a_tables_file_that_config_json_does_not_vouch_for_is_refused(ckpt, images, blob, tmp_path):
+    folder = Path(shutil.copytree(ckpt, tmp_path / "copy"))
+    with open(folder / codec.CACHE_FILE, "ab") as f:
+        f.write(b" ")
+    with pytest.raises(CheckpointError, match="does not match config.json"):
+        codec.decode_bytes(blob, folder)
 
 
 def test_save_tables_packages_a_model(ckpt, images, blob, tiny_npz, tmp_path, monkeypatch):
     folder = Path(shutil.copytree(ckpt, tmp_path / "package", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
-    monkeypatch.setattr(codec_tables, "_is_shipped", lambda path: True)  # written even into a shipped model's folder
     path = codec.save_tables(folder, bits=(4, 6), data=tiny_npz)
     assert path == folder / codec.CACHE_FILE
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "empty-cache"))
@@ -276,8 +277,9 @@ def test_a_payload_that_decodes_to_other_symbols_is_refused(ckpt, blob):
 
 
 def test_a_different_probability_table_is_refused(ckpt, images, blob, tmp_path):
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file, save
     from safetensors import safe_open
+    from aelab.models.checkpoint import write_tables_file
     folder = Path(shutil.copytree(ckpt, tmp_path / "copy"))
     tensors = load_file(folder / codec.CACHE_FILE)
     with safe_open(str(folder / codec.CACHE_FILE), framework="numpy") as f:
@@ -285,7 +287,7 @@ def test_a_different_probability_table_is_refused(ckpt, images, blob, tmp_path):
     key = f"{codec.DEFAULT_QUANTISER}.b{codec.DEFAULT_BITS}.freq"
     tensors[key] = tensors[key].copy()
     tensors[key][0, 0] += 1
-    save_file(tensors, folder / codec.CACHE_FILE, metadata=meta)
+    write_tables_file(folder, save(tensors, metadata=meta), {"format": meta["format"]})
     with pytest.raises(CheckpointError, match="probability table") as e:
         codec.decode_bytes(blob, folder)
     assert codec.CACHE_FILE in e.value.hint
@@ -295,7 +297,7 @@ def test_missing_training_data_is_explained(ckpt, images, tmp_path):
     folder = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
     with pytest.raises(CheckpointError, match="training data") as e:
         codec.encode_bytes(images, folder)
-    assert "--data" in e.value.hint and "embedded" in e.value.hint
+    assert "aelab codec fit" in e.value.hint and "--data" in e.value.hint and "embedded" in e.value.hint
     # the embedded table needs no training data
     blob = codec.encode_bytes(images, folder, table="embedded")
     assert codec.decode_bytes(blob, folder).shape == images.shape
@@ -384,7 +386,7 @@ def test_cli_options(ckpt, tiny_npz, tmp_path, capsys):
     header = codec.read_header(aez.read_bytes())
     assert (header.bits, header.quantiser, header.table, header.coder) == (4, "uniform", "embedded", "zlib")
     capsys.readouterr()
-    # a checkpoint folder without cached tables, trained on data that is not bundled: --data
+    # a checkpoint folder without stored tables, trained on data that is not bundled: --data
     bare = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
     assert main(["compress", str(tiny_npz), "--checkpoint", str(bare), "-o", str(aez)]) == 2
     assert "--data" in capsys.readouterr().err
@@ -545,7 +547,7 @@ def test_the_count_bound_never_refuses_a_real_file(ckpt, images):
 
 @pytest.fixture(scope="module")
 def ar_blob(ckpt, images, tiny_npz) -> bytes:
-    codec.codec_table(ckpt, 6, "transform", data=tiny_npz, predictive=True)  # learned once, cached in the folder
+    codec.save_tables(ckpt, bits=(6,), quantisers=("transform",), data=tiny_npz, predictive=True)  # stored in it
     return codec.encode_bytes(images, ckpt, 6, coder="range-ar")
 
 
@@ -588,7 +590,10 @@ def test_cli_says_when_it_learns_a_predictor(coder, ckpt, tiny_npz, tmp_path, ca
     assert main(args) == 0
     out = capsys.readouterr()
     assert f"Learning the {coder} coder's predictor for 5 bits" in out.err and f"{coder} coder" in out.out
-    assert main(args) == 0  # cached now: nothing to say
+    assert main(["codec", "fit", "--checkpoint", str(folder), "--data", str(tiny_npz), "--bits", "5",
+                 "--quantiser", "transform", "--coder", coder]) == 0  # stored now: nothing to learn or say
+    capsys.readouterr()
+    assert main(args[:-2]) == 0
     assert "Learning" not in capsys.readouterr().err
     assert main(["decompress", str(aez), "--checkpoint", str(folder), "-o", str(tmp_path / "o.npz")]) == 0
     assert "Learning" not in capsys.readouterr().err
@@ -604,7 +609,7 @@ def test_cli_says_when_it_learns_a_predictor(coder, ckpt, tiny_npz, tmp_path, ca
 def ctx_blob(ckpt, images, tiny_npz) -> bytes:
     with pytest.MonkeyPatch.context() as patch:  # a small predictor: the format, not the bytes, is under test
         patch.setattr(codec_quantiser, "CTX_PREDICTOR", {"hidden": 64, "epochs": 10})
-        codec.codec_table(ckpt, 6, "transform", data=tiny_npz, predictive=True, spread=True)  # cached in the folder
+        codec.save_tables(ckpt, bits=(6,), quantisers=("transform",), data=tiny_npz, spread=True)  # stored in it
     return codec.encode_bytes(images, ckpt, 6, coder="range-ctx")
 
 

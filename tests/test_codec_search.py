@@ -24,10 +24,9 @@ def _user_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ckpt(trained, tiny_npz, tmp_path_factory) -> Path:
-    """A copy of the tiny trained checkpoint with its 6-bit tables cached."""
+    """A copy of the tiny trained checkpoint with its 6-bit tables stored."""
     folder = Path(shutil.copytree(trained.folder, tmp_path_factory.mktemp("search") / "model"))
-    for quantiser in codec.QUANTISERS:
-        codec.codec_table(folder, 6, quantiser, data=tiny_npz)
+    codec.save_tables(folder, bits=(6,), data=tiny_npz)
     return folder
 
 

@@ -23,7 +23,7 @@ def test_main_writes_the_table_plot_and_headline(rd, trained, tiny_npz, tmp_path
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
     from aelab.codec import quantiser
     monkeypatch.setattr(quantiser, "CTX_PREDICTOR", {"hidden": 32, "epochs": 2})  # a small range-ctx predictor
-    model = shutil.copytree(trained.folder, tmp_path / "model")  # the codec caches its tables there
+    model = shutil.copytree(trained.folder, tmp_path / "model")  # the benchmark stores its tables there
     out = tmp_path / "rd"
     assert rd.main(["--limit", "30", "--checkpoint", str(model), "--train-data", str(tiny_npz), "--bits", "3,6",
                     "--ar-bits", "6", "--ctx-bits", "6", "--jpeg-qualities", "1,60", "--webp-qualities", "0,90", "--avif-qualities", "0,60",

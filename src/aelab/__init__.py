@@ -11,8 +11,8 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
 - evaluate: ``evaluate_model``, ``evaluate``, ``knn_accuracy``
 - codes and images: ``input_images``, ``encode_images``, ``decode_codes``, ``reconstruct_images``,
   ``similarity_pairs``, ``tsne_map``
-- codec: ``compress``, ``decompress``, ``compress_notice``, ``decompress_notice``, ``CODERS``,
-  ``QUANTISERS``, ``DEFAULT_BITS``
+- codec: ``compress``, ``decompress``, ``save_tables`` (``aelab codec fit``), ``compress_notice``,
+  ``decompress_notice``, ``CODERS``, ``QUANTISERS``, ``DEFAULT_BITS``
 - report: ``report_model``
 - anomaly scores: ``anomaly_scores``; export (ONNX, torch.export): ``export_model``
 - compare: ``compare_models``
@@ -41,7 +41,7 @@ _WHERE = {
     "reconstruct_images": "aelab.api",
     "compress": "aelab.api", "decompress": "aelab.api",
     "CODERS": "aelab.api", "QUANTISERS": "aelab.api", "DEFAULT_BITS": "aelab.api",
-    "compress_notice": "aelab.api", "decompress_notice": "aelab.api",
+    "compress_notice": "aelab.api", "decompress_notice": "aelab.api", "save_tables": "aelab.api",
     "compare_models": "aelab.api", "evaluate_model": "aelab.api", "denoise_images": "aelab.api",
     "similarity_pairs": "aelab.api", "tsne_map": "aelab.api",
     "sample_images": "aelab.api", "interpolate_images": "aelab.api",

@@ -44,6 +44,7 @@ from .training import RECIPES, TrainConfig, TrainResult, train
 from .training.distributed import process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
+from .codec import FIT_BITS as CODEC_FIT_BITS, save_tables, store_training_tables
 # what the CLI's commands need beyond the functions here (the CLI imports nothing else)
 from . import runconfig
 from .data import convert, describe, download_mnist, format_description  # noqa: F401 - `aelab data`
@@ -70,7 +71,8 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
-           "sample_images", "compress_notice", "decompress_notice", "load_data", "pack_data", "DATA_OPTIONS",
+           "sample_images", "compress_notice", "decompress_notice", "save_tables", "load_data", "pack_data",
+           "DATA_OPTIONS",
            "SCALE_METHODS",
            "LOSSES", "data_record", "check_fits",
            "report_model", "anomaly_scores", "export_model", "EXPORT_FORMATS"]
@@ -166,6 +168,8 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
                               "train_error_pct": result.train_error_pct},
                     data=data_record(data),
                     metrics={k: v for k, v in scores.items() if k != "n"})
+    store_training_tables(Checkpoint(result.model, result.model_config, read_checkpoint_info(folder), folder),
+                          data.train.images)  # the codec's tables: the checkpoint alone then compresses
     if resume_file is not None:
         _remove_finished_resume_file(resume_file)
     return TrainedModel(result, scores, folder)
@@ -472,7 +476,7 @@ def _predictor_notice(checkpoint: Checkpoint | str | Path, bits: int, quantiser:
 
 def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BITS, quantiser: str = DEFAULT_QUANTISER,
                     coder: str | None = None, table: str = "checkpoint") -> str | None:
-    """A line to show before :func:`compress` when it will first learn a predictor (slow, once); else None.
+    """A line to show before :func:`compress` when it will learn a predictor the checkpoint lacks; else None.
 
     It loads the model to look: ``compress(..., log=print)`` says the same line as it happens instead.
     """
@@ -482,7 +486,7 @@ def compress_notice(checkpoint: Checkpoint | str | Path, bits: int = DEFAULT_BIT
 
 
 def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> str | None:
-    """A line to show before :func:`decompress` when it will first learn a predictor (slow, once); else None.
+    """A line to show before :func:`decompress` when it will learn a predictor the checkpoint lacks; else None.
 
     None too when the file's header cannot be read: :func:`decompress` then says what is wrong. It
     reads the file and loads the model to look: ``decompress(..., log=print)`` says the same line as

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tutorial(sub)
     parser.set_defaults(train_parser=add_train(sub))  # --config reads a file against train's options
     for add in (add_evaluate, add_encode, add_decode, add_reconstruct, add_similarity, add_tsne, add_report,
-                cli_codec.add_compress, cli_codec.add_decompress, add_bench, add_denoise, add_sample, add_interpolate,
+                cli_codec.add_compress, cli_codec.add_decompress, cli_codec.add_codec, add_bench, add_denoise, add_sample,
+                add_interpolate,
                 add_compare, add_models, cli_data.add_data_tools, cli_pipeline.add_score, cli_pipeline.add_export):
         add(sub)
     return parser
@@ -533,7 +534,8 @@ def cmd_bench(args) -> int:
 COMMANDS = {"tutorial": cmd_tutorial, "train": cmd_train, "evaluate": cmd_evaluate, "encode": cmd_encode,
             "decode": cmd_decode, "reconstruct": cmd_reconstruct, "similarity": cmd_similarity,
             "tsne": cmd_tsne, "report": cmd_report, "bench": cmd_bench, "data": cli_data.cmd_data,
-            "compress": cli_codec.cmd_compress, "decompress": cli_codec.cmd_decompress, "denoise": cmd_denoise,
+            "compress": cli_codec.cmd_compress, "decompress": cli_codec.cmd_decompress, "codec": cli_codec.cmd_codec,
+            "denoise": cmd_denoise,
             "sample": cmd_sample, "interpolate": cmd_interpolate, "compare": cmd_compare, "models": cmd_models,
             "score": cli_pipeline.cmd_score, "export": cli_pipeline.cmd_export}
 

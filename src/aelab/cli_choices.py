@@ -26,10 +26,14 @@ CODERS = {
     "range": "each component's symbols under its histogram",
     "zlib": "the symbols zlib-compressed, for when constriction is not installed",
     "range-ar": "the range coder on what an autoregressive predictor of each component from the earlier ones "
-                "leaves (--table checkpoint only; its table is learned once per bit depth and cached)",
+                "leaves (--table checkpoint only; `aelab codec fit --coder range-ar` stores its table in the "
+                "checkpoint)",
     "range-ctx": "as range-ar with a wider predictor that also picks a probability table per component (fewest "
                  "bytes, slower; docs/codec.md has the measurements)",
 }
+PREDICTIVE_CODERS = ("range-ar", "range-ctx")
+# aelab.codec.tables: the bit depths training stores, and `aelab codec fit` fits by default
+CODEC_FIT_BITS = (2, 3, 4, 5, 6, 7, 8)
 # aelab.api and aelab.evaluation.compare: `aelab compare`'s defaults
 COMPARE_MODELS = ("simple", "deep", "dense", "conv", "sparse", "vae", "dense@gaussian:0.5")
 COMPARE_RECIPE = "adam-long"

@@ -1,12 +1,12 @@
-"""The ``aelab`` codec commands, ``compress`` and ``decompress``: parsing and printing only, as in
-:mod:`aelab.cli`, which adds them."""
+"""The ``aelab`` codec commands, ``compress``, ``decompress`` and ``codec fit`` (which stores a checkpoint's
+tables): parsing and printing only, as in :mod:`aelab.cli`, which adds them."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from .cli_choices import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
-from .cli_choices import coder_help
+from .cli_choices import CODEC_FIT_BITS, PREDICTIVE_CODERS, coder_help
 from .cli_options import _add_checkpoint, _api, _non_negative_float, _non_negative_int
 
 
@@ -25,12 +25,12 @@ def add_compress(sub) -> argparse.ArgumentParser:
                    help="transform: decorrelated components weighted by the decoder's sensitivity, one step for all "
                         "(default; fewer bytes at equal PSNR); uniform: each code number on its own [min, max]")
     p.add_argument("--table", choices=("checkpoint", "embedded"), default="checkpoint",
-                   help="where the probability model lives: learned from the model's training codes and cached in "
-                        "the checkpoint folder as codec.safetensors (default), or this set's own, stored in the file")
+                   help="where the probability model lives: the checkpoint's, fitted to its training codes and "
+                        "stored in it as codec.safetensors (default), or this set's own, stored in the file")
     p.add_argument("--coder", choices=tuple(CODERS), default=None, help=coder_help())
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="the model's training data, to learn the probability model when the checkpoint folder has "
-                        "none cached (default: the bundled MNIST, if the model was trained on it)")
+                   help="the model's training data, to learn a probability table the checkpoint does not store "
+                        "(`aelab codec fit` stores it; default: the bundled MNIST, if the model was trained on it)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the encoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
                         "with bfloat16 units (AMX, AVX512-BF16); a few code numbers land in a neighbouring "
@@ -54,13 +54,35 @@ def add_decompress(sub) -> argparse.ArgumentParser:
                    help="FILE.npz (array 'images'); an IDX file, a name ending in -idx3-ubyte, .idx3-ubyte or .idx "
                         "(add .gz to gzip it); anything else is a new or empty folder for PNGs")
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="the model's training data, when the checkpoint folder has no cached probability model")
+                   help="the model's training data, for a probability table the checkpoint does not store")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the decoder's arithmetic: fp32 (default) or bf16, faster for convolutional models on CPUs "
                         "with bfloat16 units; pixels a few grey levels at most from fp32's; either decodes a "
                         "file compressed with either")
     return p
 
+
+def add_codec(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("codec", help="the codec's probability tables in a checkpoint",
+                       description="Manage the probability tables a checkpoint stores for `aelab compress`.")
+    csub = p.add_subparsers(dest="codec_command", required=True, metavar="COMMAND")
+    q = csub.add_parser("fit", help="fit the codec's tables to the training data and store them in the checkpoint",
+                        description="Fit the codec's probability tables to the codes of the model's training images "
+                                    "and store them in the checkpoint (codec.safetensors): for a checkpoint saved "
+                                    "without them, or for tables training does not store (more bits, the range-ar "
+                                    "and range-ctx coders). Tables it already holds stay as they are unless --again.")
+    _add_checkpoint(q)
+    q.add_argument("--data", metavar="PATH", default=None,
+                   help="the model's training data (default: the bundled MNIST, if the model was trained on it)")
+    q.add_argument("--bits", type=int, nargs="+", default=list(CODEC_FIT_BITS), metavar="N",
+                   help="bit depths to fit (default: %(default)s)")
+    q.add_argument("--quantiser", choices=tuple(QUANTISERS), nargs="+", default=list(QUANTISERS),
+                   help="quantisers to fit (default: both)")
+    q.add_argument("--coder", choices=PREDICTIVE_CODERS, nargs="+", default=[],
+                   help="also fit these coders' tables at every --bits (slow: each learns a predictor)")
+    q.add_argument("--again", action="store_true",
+                   help="fit every table again (files made with the old ones may no longer decode)")
+    return p
 
 
 def _notice(line: str | None) -> None:
@@ -84,4 +106,13 @@ def cmd_decompress(args) -> int:
     what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
             "idx.gz": "a gzipped IDX file"}[result["format"]]
     print(f"Decompressed {result['count']} images to {what}: {result['path']}")
+    return 0
+
+
+def cmd_codec(args) -> int:
+    coders = set(args.coder)
+    path = _api().save_tables(args.checkpoint, args.bits, args.quantiser, data=args.data,
+                              predictive="range-ar" in coders, spread="range-ctx" in coders, keep=not args.again,
+                              log=_notice)
+    print(f"Stored the codec's tables in {path}")
     return 0

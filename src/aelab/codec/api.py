@@ -32,19 +32,20 @@ registry :data:`~aelab.codec.coders.CODERS`, which says what it needs.
 Where the probability model lives (``table=``):
 
 - ``"checkpoint"`` (default): the quantiser and the probability tables
-  are learned from the codes of the model's *training* images, cached in the
-  checkpoint folder as ``codec.safetensors`` and identified in each file by a
-  16-byte digest. They are part of the model, like its weights: they cost no
-  bytes per file. Decoding needs the same tables: the same checkpoint folder
-  (with its ``codec.safetensors``), or the training data to rebuild them.
-- ``"embedded"``: the quantiser is fitted to the compressed images' own codes
-  and the table is their exact histogram, both stored (the frequencies
-  zlib-compressed) in the file: self-contained, with the table's bytes
-  counted in the file size.
+  are fitted to the codes of the model's *training* images when it is trained
+  (or by :func:`save_tables`, ``aelab codec fit``), stored in the checkpoint
+  folder as ``codec.safetensors`` (its SHA-256 in config.json) and identified
+  in each file by a 16-byte digest. They are part of the model, like its
+  weights: they cost no bytes per file, and compressing and decompressing
+  need the checkpoint folder alone.
+- ``"embedded"``: the checkpoint's quantiser (or, for a checkpoint without
+  stored tables, one fitted to the images' own codes) and the exact histogram
+  of the file's symbols, both stored (the frequencies zlib-compressed) in the
+  file: self-contained, with the table's bytes counted in the file size.
 
-Everything here runs on the CPU: the entropy-coded symbols decode exactly
-anywhere; the decoded pixels are deterministic for a given machine and torch
-build.
+Everything here runs on the CPU and writes nothing but its output. The
+entropy-coded symbols decode exactly anywhere; the decoded pixels are
+deterministic for a given machine and torch build.
 
 Python API::
 
@@ -56,127 +57,75 @@ Python API::
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
-import struct
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..models.checkpoint import Checkpoint
 from ..errors import CheckpointError, DataError, OptionError, OutputError
 from ..fileio import atomic_write, ensure_dir, write_bytes
-from .coders import CODERS, PREDICTIVE_CODERS, Coder, _least_bits_per_image, coder_for, coder_help  # noqa: F401
+from ..models.checkpoint import Checkpoint, cpu_checkpoint, model_fingerprint
+from .coders import (  # noqa: F401
+    CODERS, PREDICTIVE_CODERS, Coder, _constriction, _least_bits_per_image, coder_for, coder_help, default_coder)
 from .format import (
-    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, DEFAULT_RATE_WEIGHT, CACHE_FILE, HEADER, _CRC_OFFSET, TABLES, QUANTISERS, DEFAULT_QUANTISER, AezHeader, read_header)
+    MAGIC, VERSION, SUFFIX, MIN_BITS, MAX_BITS, DEFAULT_BITS, DEFAULT_RATE_WEIGHT, CACHE_FILE, HEADER, TABLES,
+    QUANTISERS, DEFAULT_QUANTISER, AezHeader, check_bits, check_choice, file_bytes, read_header)
 from .quantiser import (  # noqa: F401  (re-exported: callers import these from here)
-    CodecTable, _check_choice, _checkpoint, _constriction, _fingerprint_bytes, _fit_transform, _frequencies, _histograms, check_bits, components, default_coder, dequantise, fingerprint, fit_predictive_table, fit_table, quantise, with_frequencies)
+    CodecTable, _fit_transform, _frequencies, _histograms, components, dequantise, fit_predictive_table, fit_table,
+    fitted_table, quantise, with_frequencies)
 from .search import search_symbols
-from .tables import (
-    _table_bytes, _table_from_bytes, _user_cache_file, codec_table, has_cached_table, save_tables)
+from .tables import (  # noqa: F401
+    FIT_BITS, CheckpointTables, _table_bytes, _table_from_bytes, codec_table, has_cached_table, save_tables,
+    store_training_tables)
 
 Log = Callable[[str], None] | None
 
 __all__ = ["compress", "decompress", "encode_bytes", "decode_bytes", "decode_codes", "read_header",
-           "codec_table", "has_cached_table", "fit_table", "fit_predictive_table", "save_tables", "fingerprint",
-           "quantise", "dequantise", "components", "output_format",
+           "codec_table", "has_cached_table", "fit_table", "fit_predictive_table", "save_tables",
+           "store_training_tables", "fingerprint", "quantise", "dequantise", "components", "output_format",
            "AezHeader", "CodecTable", "MAGIC", "VERSION", "MIN_BITS", "MAX_BITS", "DEFAULT_BITS", "DEFAULT_RATE_WEIGHT",
            "DEFAULT_QUANTISER", "QUANTISERS", "CACHE_FILE", "SUFFIX", "CODERS", "PREDICTIVE_CODERS", "Coder",
-           "coder_help"]
+           "coder_help", "FIT_BITS"]
+
+# from this many pixel values on, compressing says on ``log`` what it is doing before it starts
+_PROGRESS_VALUES = 1 << 19
 
 
-def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS, *,
-                 quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint", coder: str | None = None,
-                 data: Any = None, precision: str = "fp32", search: int = 0,
-                 rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> bytes:
-    """Images (uint8 or 0..255 floats, (n, h, w), (n, h, w, 3) or flat rows) -> the bytes of an ``.aez`` file.
+@dataclass(frozen=True)
+class Settings:
+    """The options of one compress call, checked once (:func:`settings`); everything below assumes them."""
 
-    ``bits``: quantiser bit depth, 2..16. ``quantiser``: ``"uniform"``
-    (each code number on its own [min, max] range) or ``"transform"``
-    (decorrelated components weighted by the decoder's sensitivity, one
-    step). ``table``: where the probability model lives, ``"checkpoint"``
-    (learned from the training codes, cached in the checkpoint folder) or
-    ``"embedded"`` (this set's own, stored in the file). ``coder``:
-    ``"range"`` (constriction's range coder, the default), ``"range-ar"``
-    (the range coder on the residuals of an autoregressive predictor: 10%
-    smaller for mnist-conv; ``table="checkpoint"`` only, and learning its
-    table the first time takes about 15 seconds on 2 cores), ``"range-ctx"``
-    (as range-ar, with a wider predictor that also estimates how far off it
-    may be, which picks one of 8 probability models per component: 4.5%
-    smaller than range-ar for mnist-codec at 7 bits; its table takes about
-    70 seconds to learn) or ``"zlib"``.
-    ``data``: the model's training data, needed for ``table="checkpoint"``
-    when the model was not trained on the bundled MNIST and the checkpoint
-    folder holds no cached table. ``precision``: the encoder's arithmetic,
-    ``"fp32"`` or ``"bf16"`` (more than twice as fast for convolutional
-    models on CPUs with bfloat16 units, a few code numbers in a neighbouring
-    bin; see :func:`aelab.models.inference.computing_in`).
-    ``search``: steps of the encoder's search (:mod:`aelab.codec.search`): each image's symbols
-    moved, through the decoder, to lower ``squared error + rate_weight * bits``; slower, smaller
-    files at a higher PSNR, decoded as any other. 0 (the default) quantises the encoder's codes.
-    ``log``: called with a line before a predictor is learned (slow, once) and before a search.
-    Deterministic: the same images give the same bytes (on one machine, for
-    one precision).
-    """
-    return _encode(images, checkpoint, bits, quantiser=quantiser, table=table, coder=coder, data=data,
-                   precision=precision, search=search, rate_weight=rate_weight, log=log)[0]
+    bits: int
+    quantiser: str
+    table: str
+    coder: Coder
+    precision: str
+    search: int
+    rate_weight: float
 
 
-def _encode(images: Any, checkpoint: Any, bits: int, *, quantiser: str, table: str, coder: str | None,
-            data: Any, precision: str, search: int = 0, rate_weight: float = DEFAULT_RATE_WEIGHT,
-            log: Log = None) -> tuple[bytes, int, str]:
-    """:func:`encode_bytes`, also returning the image count and the coder used (compress reports them)."""
-    from ..models.inference import as_pixel_rows, check_precision, encode
-    check_precision(precision)
-    bits = check_bits(bits)
-    search, rate_weight = check_search(search, rate_weight)
-    _check_choice(quantiser, QUANTISERS, "quantiser")
-    _check_choice(table, TABLES, "table")
+def settings(bits: Any = DEFAULT_BITS, quantiser: Any = DEFAULT_QUANTISER, table: Any = "checkpoint",
+             coder: Any = None, precision: Any = "fp32", search: Any = 0,
+             rate_weight: Any = DEFAULT_RATE_WEIGHT) -> Settings:
+    """The compress options checked, each named in its OptionError: the public entry's one gate."""
+    from ..models.inference import check_precision
     entropy = coder_for(coder or default_coder())
+    checked = Settings(bits=check_bits(bits), quantiser=check_choice(quantiser, QUANTISERS, "quantiser"),
+                       table=check_choice(table, TABLES, "table"), coder=entropy,
+                       precision=check_precision(precision), search=0, rate_weight=0.0)
+    search, rate_weight = check_search(search, rate_weight)
     if entropy.uses_constriction:
         _constriction()
     if entropy.predictive and table != "checkpoint":
         raise OptionError(f"the {entropy.name} coder needs table 'checkpoint': its predictor is too large to embed",
                           hint="use --table checkpoint, or --coder range with --table embedded")
-    ckpt = _checkpoint(checkpoint)
-    if entropy.predictive and ckpt.model_config.code_size < 2:
-        raise OptionError(f"the {entropy.name} coder predicts each code number from the earlier ones, and this model's "
-                          "code has only one", hint="use --coder range")
-    if not ckpt.model_config.is_image:
-        raise OptionError("the codec compresses images, and this model was trained on a table",
-                          hint="use `aelab encode` for a table's codes")
-    rows = as_pixel_rows(ckpt.model, images)
-    h, w = ckpt.model_config.image_size  # the channels come from the model
-    if rows.shape[0] >= 1 << 32:
-        raise DataError(f"too many images for one .aez file ({rows.shape[0]})", hint="split the set")
-    codes = encode(ckpt.model, rows, precision=precision)
-    if table == "checkpoint":
-        tab = codec_table(ckpt, bits, quantiser, data=data, coder=entropy, log=log)
-        table_blob = b""
-    else:
-        tab = fit_table(codes, bits, quantiser, model=ckpt.model, exact=True)
-    if search:
-        if log is not None:
-            log(f"Searching the symbols of {rows.shape[0]:,} images, {search} steps through the decoder ...")
-        symbols = search_symbols(ckpt.model, rows, codes, tab, steps=search, rate_weight=rate_weight,
-                                 rate_table=_plain_table(ckpt, tab, data))
-        if table == "embedded":  # the file's table is its symbols' exact histogram
-            tab = with_frequencies(tab, _frequencies(symbols, tab.levels, tab.max_levels, True))
-    else:
-        symbols = quantise(codes, tab)
-    if table == "embedded":
-        table_blob = _table_bytes(tab)
-    payload = entropy.encode(symbols, tab)
-    if len(payload) >= 1 << 32 or len(table_blob) >= 1 << 32:
-        raise DataError("the compressed set is too large for one .aez file (4 GiB)", hint="split the set")
-    head = HEADER.pack(MAGIC, VERSION, entropy.id, TABLES[table], bits, h, w, rows.shape[0],
-                       ckpt.model_config.code_size, QUANTISERS[quantiser], 0, _fingerprint_bytes(ckpt),
-                       tab.digest, len(table_blob), len(payload), _symbols_crc(symbols), 0)
-    crc = zlib.crc32(payload, zlib.crc32(table_blob, zlib.crc32(head[:_CRC_OFFSET])))
-    return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload, int(rows.shape[0]), entropy.name
+    return dataclasses.replace(checked, search=search, rate_weight=rate_weight)
 
 
 def check_search(search: Any, rate_weight: Any) -> tuple[int, float]:
@@ -191,21 +140,114 @@ def check_search(search: Any, rate_weight: Any) -> tuple[int, float]:
     return int(search), float(rate_weight)
 
 
-def _plain_table(ckpt: Checkpoint, tab: CodecTable, data: Any) -> CodecTable:
-    """The per-component table the search counts bits with: ``tab``, or for a predictive coder the
-    plain range coder's table on the same quantiser grid."""
-    if tab.predictor is None:
-        return tab
-    return codec_table(ckpt, tab.bits, tab.quantiser, data=data, coder=CODERS["range"])
+def fingerprint(checkpoint: Checkpoint | str | os.PathLike) -> str:
+    """The model's fingerprint (32 hex digits): SHA-256 of its config and weights' SHA-256, truncated."""
+    return model_fingerprint(cpu_checkpoint(checkpoint)).hex()
 
 
-def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any, log: Log = None) -> tuple[Checkpoint, np.ndarray]:
+def encode_bytes(images: Any, checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS, *,
+                 quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint", coder: str | None = None,
+                 data: Any = None, precision: str = "fp32", search: int = 0,
+                 rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> bytes:
+    """Images (uint8 or 0..255 floats, (n, h, w), (n, h, w, 3) or flat rows) -> the bytes of an ``.aez`` file.
+
+    ``bits``: quantiser bit depth, 2..16. ``quantiser``: ``"uniform"``
+    (each code number on its own [min, max] range) or ``"transform"``
+    (decorrelated components weighted by the decoder's sensitivity, one
+    step). ``table``: where the probability model lives, ``"checkpoint"``
+    (stored in the checkpoint, fitted to its training codes) or ``"embedded"``
+    (this set's own histogram, stored in the file). ``coder``:
+    ``"range"`` (constriction's range coder, the default), ``"range-ar"``
+    (the range coder on the residuals of an autoregressive predictor: 10%
+    smaller for mnist-conv; ``table="checkpoint"`` only), ``"range-ctx"``
+    (as range-ar, with a wider predictor that also estimates how far off it
+    may be, which picks one of 8 probability models per component: 4.5%
+    smaller than range-ar for mnist-codec at 7 bits) or ``"zlib"``.
+    ``data``: the model's training data, needed only for a table the checkpoint does not store
+    (a range-ar or range-ctx table not yet fitted with :func:`save_tables`, more than 8 bits, or a
+    checkpoint saved without its tables): it is then learned in memory, each time.
+    ``precision``: the encoder's arithmetic,
+    ``"fp32"`` or ``"bf16"`` (more than twice as fast for convolutional
+    models on CPUs with bfloat16 units, a few code numbers in a neighbouring
+    bin; see :func:`aelab.models.inference.computing_in`).
+    ``search``: steps of the encoder's search (:mod:`aelab.codec.search`): each image's symbols
+    moved, through the decoder, to lower ``squared error + rate_weight * bits``; slower, smaller
+    files at a higher PSNR, decoded as any other. 0 (the default) quantises the encoder's codes.
+    ``log``: called with a line before each slow step (a table learned, a search, many images).
+    Deterministic: the same images give the same bytes; on another machine too, unless a code lies
+    within float rounding of a quantiser bin's edge (docs/format.md says what may differ).
+    """
+    options = settings(bits, quantiser, table, coder, precision, search, rate_weight)
+    return _encode(images, cpu_checkpoint(checkpoint), options, data=data, log=log)[0]
+
+
+def _encode(images: Any, ckpt: Checkpoint, options: Settings, *, data: Any = None,
+            log: Log = None) -> tuple[bytes, int]:
+    """The checked ``options`` applied to ``images``: the file's bytes and its image count."""
+    from ..models.inference import as_pixel_rows, encode
+    _check_model(ckpt, options.coder)
+    rows = as_pixel_rows(ckpt.model, images)
+    if log is not None and rows.numel() >= _PROGRESS_VALUES:
+        log(f"Compressing {rows.shape[0]:,} images with the model in {ckpt.path} ...")
+    codes = encode(ckpt.model, rows, precision=options.precision)
+    tables = CheckpointTables(ckpt, data, log)
+    if options.table == "checkpoint":
+        tab = tables.table(options.quantiser, options.bits, options.coder)
+    else:
+        tab = _embedded_table(tables, codes, ckpt, options)
+    symbols = _symbols(ckpt, rows, codes, tab, tables, options, log)
+    table_blob = b""
+    if options.table == "embedded":  # the file's table is its symbols' exact histogram
+        tab = with_frequencies(tab, _frequencies(symbols, tab.levels, tab.max_levels, True))
+        table_blob = _table_bytes(tab)
+    blob = file_bytes(coder=options.coder.id, table=TABLES[options.table], bits=options.bits,
+                      image_shape=tuple(ckpt.model_config.image_size), count=int(rows.shape[0]),
+                      code_size=ckpt.model_config.code_size, quantiser=QUANTISERS[options.quantiser],
+                      fingerprint=model_fingerprint(ckpt), table_digest=tab.digest,
+                      symbols_crc32=_symbols_crc(symbols), table_blob=table_blob,
+                      payload=options.coder.encode(symbols, tab))
+    return blob, int(rows.shape[0])
+
+
+def _check_model(ckpt: Checkpoint, coder: Coder) -> None:
+    if not ckpt.model_config.is_image:
+        raise OptionError("the codec compresses images, and this model was trained on a table",
+                          hint="use `aelab encode` for a table's codes")
+    if coder.predictive and ckpt.model_config.code_size < 2:
+        raise OptionError(f"the {coder.name} coder predicts each code number from the earlier ones, and this model's "
+                          "code has only one", hint="use --coder range")
+
+
+def _embedded_table(tables: CheckpointTables, codes: np.ndarray, ckpt: Checkpoint, options: Settings) -> CodecTable:
+    """The quantiser of an embedded table: the checkpoint's stored grid for these settings (fixed, so the
+    file depends on the codes alone), else one fitted to ``codes``; its frequencies are their exact
+    histogram (the caller replaces them with the written symbols')."""
+    grid = tables.grid(options.quantiser, options.bits)
+    if grid is None:
+        return fitted_table(codes, options.bits, options.quantiser, model=ckpt.model, exact=True,
+                            transform=tables.transform() if options.quantiser == "transform" else None)
+    return with_frequencies(grid, _frequencies(quantise(codes, grid), grid.levels, grid.max_levels, True))
+
+
+def _symbols(ckpt: Checkpoint, rows: Any, codes: np.ndarray, tab: CodecTable, tables: CheckpointTables,
+             options: Settings, log: Log) -> np.ndarray:
+    """The symbols to write: the quantised codes, or with ``options.search`` the searched ones (their bits
+    counted with the plain range coder's table on the same grid)."""
+    if not options.search:
+        return quantise(codes, tab)
+    if log is not None:
+        log(f"Searching the symbols of {rows.shape[0]:,} images, {options.search} steps through the decoder ...")
+    rate_table = tab if tab.predictor is None else tables.table(tab.quantiser, tab.bits, CODERS["range"])
+    return search_symbols(ckpt.model, rows, codes, tab, steps=options.search, rate_weight=options.rate_weight,
+                          rate_table=rate_table)
+
+
+def _decode(blob: bytes, ckpt: Checkpoint, data: Any, path: Any, log: Log = None) -> np.ndarray:
     """Checked header and model -> the dequantised codes."""
     blob = bytes(blob)
     header = read_header(blob, path)
     entropy = CODERS[header.coder]
-    ckpt = _checkpoint(checkpoint)
-    fp = _fingerprint_bytes(ckpt).hex()
+    fp = model_fingerprint(ckpt).hex()
     if header.fingerprint != fp:
         raise CheckpointError(f"the file was made with another model (fingerprint {header.fingerprint}) than this "
                               f"checkpoint ({fp})", path=ckpt.path,
@@ -221,21 +263,14 @@ def _decode(blob: bytes, checkpoint: Any, data: Any, path: Any, log: Log = None)
         if tab.digest.hex() != header.table_digest:
             raise DataError("damaged .aez file: the embedded table does not match its digest", path=path)
     else:
-        tab = codec_table(ckpt, header.bits, header.quantiser, data=data, coder=entropy, log=log)
-        if tab.digest.hex() != header.table_digest:
-            raise CheckpointError(
-                f"the checkpoint's {header.quantiser} {header.bits}-bit probability table ({tab.digest.hex()}) is "
-                f"not the one the file was made with ({header.table_digest})", path=ckpt.path,
-                hint=f"use the checkpoint folder that compressed the file, with its {CACHE_FILE} (for a shipped "
-                     f"model: the compressing machine's {_user_cache_file(fp)}); a table learned again "
-                     "elsewhere can differ" + (f", and a {header.coder} predictor almost surely does"
-                                               if entropy.predictive else ""))
+        tab = CheckpointTables(ckpt, data, log).table_with_digest(header.quantiser, header.bits, entropy,
+                                                                 header.table_digest)
     symbols = entropy.decode(body[header.table_bytes:], header.count, tab, path)
     if _symbols_crc(symbols) != header.symbols_crc32:
         raise DataError("the decoded symbols fail their checksum: the file's entropy coder does not match this "
                         "one (another constriction version?)", path=path,
                         hint="decompress with the aelab and constriction versions that compressed the file")
-    return ckpt, dequantise(symbols, tab)
+    return dequantise(symbols, tab)
 
 
 def _symbols_crc(symbols: np.ndarray) -> int:
@@ -245,7 +280,7 @@ def _symbols_crc(symbols: np.ndarray) -> int:
 
 def decode_codes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, data: Any = None) -> np.ndarray:
     """The dequantised codes (float32 (n, code_size)) in the bytes of an ``.aez`` file."""
-    return _decode(blob, checkpoint, data, None)[1]
+    return _decode(blob, cpu_checkpoint(checkpoint), data, None)
 
 
 def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, data: Any = None,
@@ -258,11 +293,13 @@ def decode_bytes(blob: bytes, checkpoint: Checkpoint | str | os.PathLike, *, dat
     names the file in error messages. ``precision``: the decoder's
     arithmetic, ``"fp32"`` or ``"bf16"`` (see :func:`encode_bytes`); the
     codes are exact either way, the pixels differ by a few grey levels at most.
-    ``log``: called with a line before a predictor is learned (slow, once).
+    ``data``: the model's training data, needed only for a table the checkpoint does not store.
+    ``log``: called with a line before a table is learned (slow).
     """
     from ..models.inference import check_precision, decode_to_pixels
     check_precision(precision)
-    ckpt, codes = _decode(blob, checkpoint, data, path, log)
+    ckpt = cpu_checkpoint(checkpoint)
+    codes = _decode(blob, ckpt, data, path, log)
     return decode_to_pixels(ckpt.model, codes, precision=precision)
 
 
@@ -313,20 +350,18 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
     ``output`` (written atomically).
 
     Returns ``{"path", "count", "bytes", "bytes_per_image", "bits", "quantiser", "table", "coder"}``.
-    Labels are not stored. ``search`` and ``rate_weight``: see :func:`encode_bytes`. ``log``
-    (``print``, say) is called with a line before a predictor is learned (slow, once), so a caller
-    need not load the model a second time to ask beforehand.
+    Labels are not stored. The options are those of :func:`encode_bytes`. ``log`` (``print``, say)
+    is called with a line before each slow step (a table learned, a search, many images). Writes
+    nothing but ``output``: never into the checkpoint folder.
     """
-    bits = check_bits(bits)
-    check_search(search, rate_weight)
-    checkpoint = _checkpoint(checkpoint)
-    pixels = _load_input(images, checkpoint)
-    # the count and coder come from encoding: re-parsing the header just written would be a second pass
-    blob, count, coder = _encode(pixels, checkpoint, bits, quantiser=quantiser, table=table, coder=coder,
-                                 data=data, precision=precision, search=search, rate_weight=rate_weight, log=log)
+    options = settings(bits, quantiser, table, coder, precision, search, rate_weight)
+    ckpt = cpu_checkpoint(checkpoint)
+    pixels = _load_input(images, ckpt)
+    blob, count = _encode(pixels, ckpt, options, data=data, log=log)
     out = write_bytes(output, blob)
     return {"path": out, "count": count, "bytes": len(blob), "bytes_per_image": len(blob) / count if count else
-            float("nan"), "bits": bits, "quantiser": quantiser, "table": table, "coder": coder}
+            float("nan"), "bits": options.bits, "quantiser": options.quantiser, "table": options.table,
+            "coder": options.coder.name}
 
 
 def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike, *,
@@ -337,7 +372,8 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
     The output appears completely or not at all: files are written atomically,
     and a PNG folder is filled under a temporary name and then renamed. An
     existing PNG folder must be empty. Returns ``{"path", "format", "count"}``. The file is read, and
-    the model loaded, once; ``log`` is called with a line before a predictor is learned (slow, once).
+    the model loaded, once; ``log`` is called with a line before a table is learned (slow). Writes
+    nothing but ``output``: never into the checkpoint folder.
     """
     from ..data.idx import read_file_bytes
     fmt = output_format(output)

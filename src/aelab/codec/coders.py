@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .format import CODER_IDS
+from ..errors import DataError, OptionError
+from .format import CODER_IDS, check_choice
 from .predictor import CHUNK as PREDICTOR_CHUNK
 from .predictor import PredictorRun
-from .quantiser import CTX_CHUNK, CodecTable, _check_choice, _constriction
+from .quantiser import CTX_CHUNK, CodecTable
 
-__all__ = ["Coder", "CODERS", "PREDICTIVE_CODERS", "coder_for", "coder_help"]
+__all__ = ["Coder", "CODERS", "PREDICTIVE_CODERS", "coder_for", "coder_help", "default_coder"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,12 @@ class Coder:
         return f"{quantiser}.{self.cache_kind}{bits}."
 
     def learning_notice(self, bits: int) -> str | None:
-        """The line to show before its predictor is learned (slow, once); None if it has none."""
+        """The line to show before its predictor is learned (slow); None if it has none."""
         if not self.predictive:
             return None
         # the seconds are what the first run takes on the 2-core machines the README measures on
         return (f"Learning the {self.name} coder's predictor for {bits} bits from the model's training codes "
-                f"(once; about {self.learn_seconds} seconds on 2 cores) ...")
+                f"(about {self.learn_seconds} seconds on 2 cores; `aelab codec fit` stores it in the checkpoint) ...")
 
     def encode(self, symbols: np.ndarray, table: CodecTable) -> bytes:
         """The payload for ``symbols`` (n, d) under ``table``."""
@@ -60,6 +60,30 @@ class Coder:
     def decode(self, payload: bytes, n: int, table: CodecTable, path: Any = None) -> np.ndarray:
         """The ``n`` images' symbols (int32 (n, d)) in ``payload``; DataError (naming ``path``) for damage."""
         raise NotImplementedError
+
+
+# --- constriction -------------------------------------------------------------------------------
+
+def _has_constriction() -> bool:
+    try:
+        import constriction  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _constriction():
+    try:
+        import constriction
+    except ImportError as e:
+        raise OptionError("the range coder needs the 'constriction' package, which is not installed",
+                          hint="pip install constriction (or use coder 'zlib')") from e
+    return constriction
+
+
+def default_coder() -> str:
+    """``"range"`` when constriction is installed, else ``"zlib"``."""
+    return "range" if _has_constriction() else "zlib"
 
 
 # --- zlib -----------------------------------------------------------------------------------------
@@ -266,8 +290,8 @@ CODERS: dict[str, Coder] = {c.name: c for c in (
     ZlibCoder("zlib", "the symbols zlib-compressed, for when constriction is not installed",
               uses_constriction=False),
     ResidualRangeCoder("range-ar", "the range coder on what an autoregressive predictor of each component from "
-                       "the earlier ones leaves (--table checkpoint only; its table is learned once per bit depth "
-                       "and cached)", cache_kind="ar", predictive=True, learn_seconds=15),
+                       "the earlier ones leaves (--table checkpoint only; `aelab codec fit --coder range-ar` "
+                       "stores its table in the checkpoint)", cache_kind="ar", predictive=True, learn_seconds=15),
     SpreadRangeCoder("range-ctx", "as range-ar with a wider predictor that also picks a probability table per "
                      "component (fewest bytes, slower; docs/codec.md has the measurements)",
                      cache_kind="ctx", predictive=True, spread=True, learn_seconds=70),
@@ -281,7 +305,7 @@ def coder_for(coder: str | Coder | None = None, *, predictive: bool = False, spr
     if isinstance(coder, Coder):
         return coder
     if coder is not None:
-        return CODERS[_check_choice(coder, CODERS, "coder")]
+        return CODERS[check_choice(coder, CODERS, "coder")]
     predictive = bool(predictive or spread)
     return next(c for c in CODERS.values() if c.predictive == predictive and c.spread == bool(spread))
 

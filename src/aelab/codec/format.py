@@ -1,13 +1,15 @@
 """The ``.aez`` container (specified in ``docs/format.md``): magic, version, the fixed header and the
-ids the file gives coders, table modes and quantisers; :func:`read_header` checks a file and reads it."""
+ids the file gives coders, table modes and quantisers; :func:`file_bytes` writes a file and
+:func:`read_header` checks one and reads it."""
 from __future__ import annotations
 
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, OptionError
 
 MAGIC = b"\x89AEZ"
 VERSION = 1
@@ -16,7 +18,7 @@ MIN_BITS, MAX_BITS = 2, 16
 DEFAULT_BITS = 6
 # the encoder's search (aelab.codec.search): the squared error (pixels in 0..1, summed per image) one bit is worth
 DEFAULT_RATE_WEIGHT = 0.02
-CACHE_FILE = "codec.safetensors"
+CACHE_FILE = "codec.safetensors"   # the checkpoint's tables file (aelab.models.checkpoint.TABLES_FILE)
 
 # magic, version, coder, table mode, bits, height, width, count, code size, quantiser, reserved,
 # model fingerprint, table digest, table length, payload length, CRC-32 of the symbols, CRC-32 of the file
@@ -34,7 +36,40 @@ _CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
 _TABLE_NAMES = {v: k for k, v in TABLES.items()}
 
 
+# --- options: the ids and ranges above, as a caller names them ---------------------------------
+
+def check_bits(bits: Any) -> int:
+    """``bits`` as an int in 2..16, else OptionError."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not MIN_BITS <= bits <= MAX_BITS:
+        raise OptionError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}",
+                          hint="e.g. --bits 6; more bits: finer codes, more bytes")
+    return int(bits)
+
+
+def check_choice(value: str, choices: dict, what: str) -> str:
+    """``value`` if it is one of ``choices``' keys, else OptionError naming ``what``."""
+    if not isinstance(value, str) or value not in choices:
+        raise OptionError(f"unknown {what} {value!r}", hint=f"choose one of: {', '.join(choices)}")
+    return value
+
+
 # --- the file ------------------------------------------------------------------------------------
+
+def file_bytes(*, coder: int, table: int, bits: int, image_shape: tuple[int, int], count: int, code_size: int,
+               quantiser: int, fingerprint: bytes, table_digest: bytes, symbols_crc32: int, table_blob: bytes,
+               payload: bytes) -> bytes:
+    """A whole ``.aez`` file: the header (ids as in :data:`CODER_IDS`, :data:`TABLES` and
+    :data:`QUANTISERS`; its CRC over header, table and payload), the table section and the payload."""
+    if count >= 1 << 32:
+        raise DataError(f"too many images for one .aez file ({count})", hint="split the set")
+    if len(payload) >= 1 << 32 or len(table_blob) >= 1 << 32:
+        raise DataError("the compressed set is too large for one .aez file (4 GiB)", hint="split the set")
+    h, w = image_shape
+    head = HEADER.pack(MAGIC, VERSION, coder, table, bits, h, w, count, code_size, quantiser, 0, fingerprint,
+                       table_digest, len(table_blob), len(payload), symbols_crc32, 0)
+    crc = zlib.crc32(payload, zlib.crc32(table_blob, zlib.crc32(head[:_CRC_OFFSET])))
+    return head[:_CRC_OFFSET] + struct.pack("<I", crc) + table_blob + payload
+
 
 @dataclass(frozen=True)
 class AezHeader:

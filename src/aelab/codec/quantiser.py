@@ -4,23 +4,17 @@ The uniform and transform quantisers, the histogram smoothing and the predictive
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
-import json
-import os
 import struct
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..models.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
-from ..errors import CheckpointError, DataError, OptionError
-from .format import (
-    MIN_BITS, MAX_BITS, QUANTISERS)
+from ..errors import DataError, OptionError
+from .format import MAX_BITS, MIN_BITS, QUANTISERS, check_bits, check_choice
 from .predictor import Predictor, fit_predictor, fit_spread_head
 
 # the range-ctx coder's predictor: wider than range-ar's (256 units) and trained longer (20 epochs)
@@ -28,81 +22,6 @@ CTX_PREDICTOR = {"hidden": 384, "epochs": 80}
 CTX_CHUNK = 4096  # range-ctx codes its images in chunks of this many (docs/format.md): part of the format
 # the probability tables of table="checkpoint" hold integer frequencies of this total (about)
 _FREQ_SCALE = 1 << 24
-_CACHE_FORMAT = "aelab-codec-tables"
-_CACHE_VERSION = "1"   # bump when the fitting algorithm changes: older caches are then rebuilt
-
-
-
-# --- options ------------------------------------------------------------------------
-
-def check_bits(bits: Any) -> int:
-    """``bits`` as an int in 2..16, else OptionError."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise OptionError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}",
-                          hint="e.g. --bits 6; more bits: finer codes, more bytes")
-    return int(bits)
-
-
-def _check_choice(value: str, choices: dict, what: str) -> str:
-    if value not in choices:
-        raise OptionError(f"unknown {what} {value!r}", hint=f"choose one of: {', '.join(choices)}")
-    return value
-
-
-def _has_constriction() -> bool:
-    try:
-        import constriction  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _constriction():
-    try:
-        import constriction
-    except ImportError as e:
-        raise OptionError("the range coder needs the 'constriction' package, which is not installed",
-                          hint="pip install constriction (or use coder 'zlib')") from e
-    return constriction
-
-
-def default_coder() -> str:
-    """``"range"`` when constriction is installed, else ``"zlib"``."""
-    return "range" if _has_constriction() else "zlib"
-
-
-# --- the model and its fingerprint ---------------------------------------------------
-
-def _checkpoint(checkpoint: Checkpoint | str | os.PathLike) -> Checkpoint:
-    """A loaded checkpoint with its model on the CPU."""
-    if isinstance(checkpoint, Checkpoint):
-        model = checkpoint.model
-        if next(model.parameters()).device.type != "cpu":
-            checkpoint = Checkpoint(model=copy.deepcopy(model).cpu().eval(), model_config=checkpoint.model_config,
-                                    info=checkpoint.info, path=checkpoint.path)
-        return checkpoint
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise OptionError(f"checkpoint must be a folder or a loaded Checkpoint, got {type(checkpoint).__name__}")
-    return load_checkpoint(checkpoint, device="cpu")
-
-
-def _fingerprint_bytes(ckpt: Checkpoint) -> bytes:
-    weights = ckpt.info.get("weights_sha256")
-    if not weights:
-        try:
-            weights = hashlib.sha256((Path(ckpt.path) / WEIGHTS_FILE).read_bytes()).hexdigest()
-        except OSError as e:
-            raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=ckpt.path) from e
-    # the model description as config.json stores it: later aelab versions that add fields with defaults
-    # to ModelConfig do not change the fingerprint of an existing checkpoint
-    description = ckpt.info.get("model") or ckpt.model_config.to_dict()
-    text = json.dumps({"model": description, "weights_sha256": weights}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(b"aelab-model-fingerprint\0" + text.encode("utf-8")).digest()[:16]
-
-
-def fingerprint(checkpoint: Checkpoint | str | os.PathLike) -> str:
-    """The model's fingerprint (32 hex digits): SHA-256 of its config and weights' SHA-256, truncated."""
-    return _fingerprint_bytes(_checkpoint(checkpoint)).hex()
 
 
 # --- the quantiser and its probability tables ---------------------------------------------------
@@ -251,11 +170,38 @@ def components(codes: np.ndarray, table: CodecTable) -> np.ndarray:
 
 def quantise(codes: np.ndarray, table: CodecTable) -> np.ndarray:
     """Symbols (int32 (n, d)) of ``codes`` (n, d): component k goes to the nearest of its
-    ``levels[k]`` levels ``offset[k] + s * step[k]``; values beyond the ends to the end levels."""
-    y = components(codes, table)
-    step = table.step.astype(np.float64)
-    scaled = np.divide(y - table.offset.astype(np.float64), step, out=np.zeros_like(y), where=step > 0)
+    ``levels[k]`` levels ``offset[k] + s * step[k]``; values beyond the ends to the end levels.
+
+    The same symbols on every machine: the transform's product is taken by BLAS (fast, but its
+    rounding depends on the CPU), and every row with a component within a hair of halfway between
+    two levels is computed again in a fixed order (:func:`_product_in_order`), whose rounding is IEEE's
+    everywhere; BLAS's error is many orders of magnitude below that hair."""
+    scaled = _scaled(components(codes, table), table)
+    if table.matrix is not None:
+        near = np.abs(scaled - np.floor(scaled) - 0.5) < _NEAR_HALF
+        rows = np.flatnonzero(near.any(axis=1))
+        if rows.size:
+            z = np.asarray(codes, dtype=np.float64)[rows] - table.mean.astype(np.float64)
+            scaled[rows] = _scaled(_product_in_order(z, table.matrix.astype(np.float64)), table)
     return np.clip(np.rint(scaled), 0, table.levels - 1).astype(np.int32)
+
+
+_NEAR_HALF = 1e-6   # in quantiser steps: how close to halfway a component is computed again in a fixed order
+
+
+def _scaled(y: np.ndarray, table: CodecTable) -> np.ndarray:
+    """Components in units of steps from each one's first level (0 where a component has one level)."""
+    step = table.step.astype(np.float64)
+    return np.divide(y - table.offset.astype(np.float64), step, out=np.zeros_like(y), where=step > 0)
+
+
+def _product_in_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (float64) summed over j = 0, 1, ... in that order, one IEEE multiply and add at a
+    time: the same bits on every machine."""
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for j in range(a.shape[1]):
+        out += a[:, j:j + 1] * b[j]
+    return out
 
 
 def dequantise(symbols: np.ndarray, table: CodecTable) -> np.ndarray:
@@ -386,8 +332,13 @@ def fit_table(codes: np.ndarray, bits: int, quantiser: str = "uniform", *, model
     both chosen per component by held-out likelihood) and scaled to integer
     frequencies (total about 2**24).
     """
-    bits = check_bits(bits)
-    _check_choice(quantiser, QUANTISERS, "quantiser")
+    return fitted_table(codes, check_bits(bits), check_choice(quantiser, QUANTISERS, "quantiser"), model=model,
+                        exact=exact, transform=transform)
+
+
+def fitted_table(codes: np.ndarray, bits: int, quantiser: str, *, model: Any = None, exact: bool = False,
+                 transform: tuple[np.ndarray, np.ndarray] | None = None) -> CodecTable:
+    """:func:`fit_table` for ``bits`` and ``quantiser`` already checked."""
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim != 2 or codes.shape[1] < 1:
         raise DataError(f"codes must be (n, code_size), got shape {codes.shape}")
@@ -409,7 +360,7 @@ def fit_table(codes: np.ndarray, bits: int, quantiser: str = "uniform", *, model
                 raise OptionError("the transform quantiser needs the model (its decoder) to learn its transform")
             transform = _fit_transform(codes, model)
         mean, matrix = (np.asarray(a, dtype=np.float32) for a in transform)
-        y = (codes - mean.astype(np.float64)) @ matrix.astype(np.float64)
+        y = _product(codes - mean.astype(np.float64), matrix)
         ymin, ymax = (y.min(axis=0), y.max(axis=0)) if n else (np.zeros(d), np.zeros(d))
         span = float((ymax - ymin).max())
         delta = np.float32(span / (max_levels - 2) if span > 0 else 1.0)
@@ -487,6 +438,4 @@ def _class_frequencies(residuals: np.ndarray, classes: np.ndarray, count: int, l
                 freq[k * count + j, :levels[k]] = 1
     return freq
 
-
-# --- the checkpoint's tables: learned from the training codes, cached in codec.safetensors ----
 

@@ -1,48 +1,53 @@
-"""Where a checkpoint's codec tables come from: learned from its training codes, cached beside it
-(``codec.safetensors``) or in the user's cache, and their bytes when a file embeds one.
+"""A checkpoint's codec tables: fitted from its training codes and stored in the checkpoint
+(``codec.safetensors``, its SHA-256 in config.json), so that compressing and decompressing need
+the checkpoint folder alone; and the bytes of a table that a file embeds.
+
+Training stores the plain tables (both quantisers, :data:`FIT_BITS`) from the training images it has
+in hand (:func:`store_training_tables`); :func:`save_tables` (``aelab codec fit``) adds others, or
+fits them for a checkpoint saved without them. :class:`CheckpointTables` is where one compress or
+decompress call gets its table: what the checkpoint stores, else (a checkpoint saved without that
+table) learned in memory from the training data, when that can be found. Nothing here writes
+anywhere but in :func:`save_tables` and :func:`store_training_tables`.
 """
 from __future__ import annotations
 
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..models.checkpoint import Checkpoint
-from ..errors import CheckpointError, DataError, OptionError, OutputError
-from ..fileio import write_bytes
-from .coders import Coder, coder_for
-from .format import (
-    MIN_BITS, DEFAULT_BITS, CACHE_FILE, QUANTISERS, DEFAULT_QUANTISER)
+from ..errors import CheckpointError, DataError, OptionError
+from ..models.checkpoint import (TABLES_FILE, Checkpoint, cpu_checkpoint, model_fingerprint, read_tables_file,
+                                 write_tables_file)
+from .coders import CODERS, Coder, coder_for
+from .format import DEFAULT_BITS, DEFAULT_QUANTISER, MIN_BITS, QUANTISERS, check_bits, check_choice
 from .predictor import Predictor
-from .quantiser import (
-    CodecTable, _CACHE_FORMAT, _CACHE_VERSION, _check_choice, _checkpoint, _fingerprint_bytes, check_bits, fit_predictive_table, fit_table)
-# fitted tables and training codes, kept for the life of the process
-_training_codes_memo: dict[tuple[str, str], np.ndarray] = {}
-_table_memo: dict[tuple, "CodecTable"] = {}
+from .quantiser import CodecTable, fit_predictive_table, fit_table
+
+Log = Callable[[str], None] | None
+
+TABLES_FORMAT = "aelab-codec-tables"
+TABLES_VERSION = "1"   # the fitting algorithm's; stored tables of another version are still read
+FIT_BITS = range(MIN_BITS, 9)   # the plain tables training stores, for both quantisers
+# training fits its tables to at most this many of its images, evenly spaced: it runs at the end of every
+# `aelab train` (twice in the tutorial), and more images change a table's bytes per image very little
+TRAINING_FIT_IMAGES = 10_000
+
+
+# --- the training codes -----------------------------------------------------------------------
 
 def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
     """Codes of the images the model was trained on (the training split of its data)."""
     from ..data import Dataset
     from ..data.recorded import load_as_recorded
     from ..data.resolver import BUNDLED_NAME
-    from ..models.inference import encode
     record = ckpt.info.get("data") or {}
     name, want = record.get("name"), record.get("sha256")
-    fp = _fingerprint_bytes(ckpt).hex()
-    key = (fp, "" if data is None else (data.sha256 if isinstance(data, Dataset) else os.fspath(data)))
-    if key in _training_codes_memo:
-        return _training_codes_memo[key]
     if data is None:
         if name != BUNDLED_NAME:
-            raise CheckpointError(
-                f"the codec's probability model is learned from the model's training data "
-                f"({name or 'not recorded'}), which aelab cannot find, and {CACHE_FILE} holds no table "
-                f"for these settings", path=ckpt.path,
-                hint="pass the training data with --data (data=...), copy the checkpoint folder together with "
-                     f"its {CACHE_FILE}, or use --table embedded")
+            raise _no_table_error(ckpt, name)
     if isinstance(data, Dataset):
         dataset = data
     else:
@@ -52,57 +57,49 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
                         f"{dataset.sha256[:12]}... differs from the checkpoint's {str(want)[:12]}...)",
                         path=None if isinstance(data, Dataset) or data is None else data,
                         hint=f"pass the model's training data ({name}), or use --table embedded")
-    codes = encode(ckpt.model, dataset.train.images)
-    _training_codes_memo.clear()  # keep one set: 60000 x 32 floats is 7.7 MB
-    _training_codes_memo[key] = codes
-    return codes
+    return _codes_of(ckpt, dataset.train.images)
 
 
-def _user_cache_file(fp: str) -> Path:
-    """Where tables go when the checkpoint folder is not writable or is a shipped model:
-    ``$AELAB_CACHE`` or ``$XDG_CACHE_HOME/aelab`` or ``~/.cache/aelab``, then ``codec/<fingerprint>.safetensors``."""
-    root = os.environ.get("AELAB_CACHE")
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-                            "aelab")
-    return Path(root) / "codec" / f"{fp}.safetensors"
+def _codes_of(ckpt: Checkpoint, images: np.ndarray) -> np.ndarray:
+    from ..models.inference import encode
+    return encode(ckpt.model, images)
 
 
-def _is_shipped(folder: Path) -> bool:
-    """Whether ``folder`` is one of the package's shipped pretrained models (never written to)."""
-    try:
-        from ..models.checkpoint import pretrained_root
-        root = pretrained_root().resolve()
-        return root == folder.resolve() or root in folder.resolve().parents
-    except Exception:  # noqa: BLE001 - no registry: nothing is shipped
-        return False
+def _no_table_error(ckpt: Checkpoint, data_name: str | None, what: str = "table") -> CheckpointError:
+    """What to say when a checkpoint holds no table for the settings and its training data is not
+    at hand (a model saved without its tables, or settings training does not store)."""
+    data = f"the model's training data ({data_name})" if data_name else "the model's training data"
+    return CheckpointError(
+        f"the checkpoint holds no codec {what}, and it is learned from {data}, which this command was not "
+        "given", path=ckpt.path,
+        hint=f"store it in the checkpoint once with `aelab codec fit --checkpoint {ckpt.path} --data TRAINING-DATA` "
+             "(add its --bits and --coder; compress then needs nothing else), or pass --data TRAINING-DATA here, "
+             "or use --table embedded")
 
 
-def _read_cache(path: Path, fp: str) -> dict[str, np.ndarray]:
-    """The tensors of a tables file if it belongs to this model and algorithm, else {}."""
-    from safetensors import safe_open
-    if not path.is_file():
-        return {}
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if (meta.get("format") != _CACHE_FORMAT or meta.get("version") != _CACHE_VERSION
-                    or meta.get("fingerprint") != fp):
-                return {}  # another model's, or an older algorithm's: rebuilt and replaced
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the training data
-        return {}
+# --- tables as tensors ------------------------------------------------------------------------------
+
+def _prefix(coder: Coder, quantiser: str, bits: int) -> str:
+    return coder.cache_prefix(quantiser, bits)
 
 
-def _cached_transform(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
-    if "transform.mean" in tensors and "transform.matrix" in tensors:
-        return tensors["transform.mean"], tensors["transform.matrix"]
-    return None
+def _table_tensors(table: CodecTable, coder: Coder) -> dict[str, np.ndarray]:
+    """``coder``'s ``table`` as tables-file tensors (and the transform, shared by every table)."""
+    prefix = _prefix(coder, table.quantiser, table.bits)
+    tensors = {prefix + "offset": table.offset, prefix + "step": table.step,
+               prefix + "levels": table.levels.astype(np.int32), prefix + "freq": table.freq.astype(np.int32)}
+    if table.predictor is not None:  # int32 where the values fit (they do, as fitted): half the bytes
+        tensors.update({prefix + "predictor." + k: v.astype(np.int32) if np.abs(v).max(initial=0) < 2 ** 31 else v
+                        for k, v in table.predictor.tensors().items()})
+    if table.matrix is not None:
+        tensors.update({"transform.mean": table.mean, "transform.matrix": table.matrix})
+    return tensors
 
 
-def _table_from_cache(tensors: dict[str, np.ndarray], quantiser: str, bits: int, coder: Coder) -> CodecTable | None:
-    """``coder``'s table for ``quantiser`` and ``bits`` in a tables file's ``tensors``, or None."""
-    prefix = coder.cache_prefix(quantiser, bits)
+def _table_from_tensors(tensors: dict[str, np.ndarray], quantiser: str, bits: int, coder: Coder) -> CodecTable | None:
+    """``coder``'s table for ``quantiser`` and ``bits`` in a tables file's ``tensors``, or None (also for
+    one that is not valid: a predictor that could break its exactness, say)."""
+    prefix = _prefix(coder, quantiser, bits)
     try:
         fields = {k: tensors[prefix + k] for k in ("offset", "step", "levels", "freq")}
         extra = {}
@@ -116,178 +113,274 @@ def _table_from_cache(tensors: dict[str, np.ndarray], quantiser: str, bits: int,
         return None
 
 
-def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS,
-                quantiser: str = DEFAULT_QUANTISER, *, data: Any = None, cache: bool = True,
-                predictive: bool = False, spread: bool = False, coder: str | Coder | None = None,
-                log: Callable[[str], None] | None = None) -> CodecTable:
-    """The checkpoint's quantiser and probability model for ``bits`` and ``coder`` (a name or a
-    :class:`Coder`; default: the one the flags pick, see :func:`coder_for`). For a predictive coder
-    (``predictive``: ``"range-ar"``) the same quantiser, an autoregressive predictor and the residuals'
-    probability model (:func:`fit_predictive_table`; learning it takes about 15 seconds on 2 cores);
-    with ``spread`` (which implies ``predictive``), the ``"range-ctx"`` coder's (about 70 seconds).
-    ``log`` is called with the coder's :meth:`Coder.learning_notice` before a predictor is learned.
+def _transform_of(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    if "transform.mean" in tensors and "transform.matrix" in tensors:
+        return tensors["transform.mean"], tensors["transform.matrix"]
+    return None
 
-    Read from ``codec.safetensors`` in the checkpoint folder when it holds one
-    for this model (same fingerprint), quantiser and bit depth, else from the
-    user cache (``~/.cache/aelab/codec/<fingerprint>.safetensors``); else
-    learned from the codes of the model's training images (the bundled MNIST
-    when the model was trained on it, else ``data``: a path for
-    :func:`aelab.data.load_dataset` or a Dataset, whose sha256 must match the
-    checkpoint's) and, with ``cache``, added to ``codec.safetensors``
-    (written atomically), or to the user cache when the folder is not
-    writable or is a shipped pretrained model.
-    """
-    bits = check_bits(bits)
-    _check_choice(quantiser, QUANTISERS, "quantiser")
-    ckpt = _checkpoint(checkpoint)
-    fp = _fingerprint_bytes(ckpt).hex()
-    files = _cache_files(ckpt, fp)
-    coder = coder_for(coder, predictive=predictive, spread=spread)
-    key = (fp, quantiser, bits, coder.cache_kind, os.fspath(files[0].absolute()),
-           tuple(_file_stamp(f) for f in files))
-    if cache and key in _table_memo:
-        return _table_memo[key]
-    contents = [_read_cache(f, fp) for f in files] if cache else [{}, {}]
-    table = _first_cached_table(contents, quantiser, bits, coder)
-    if table is None:
+
+def _tables_blob(tensors: dict[str, np.ndarray], fp: str, ckpt: Checkpoint) -> bytes:
+    from safetensors.numpy import save
+    record = ckpt.info.get("data") or {}
+    meta = {"format": TABLES_FORMAT, "version": TABLES_VERSION, "fingerprint": fp,
+            "data_sha256": str(record.get("sha256") or "")}
+    return save({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, metadata=meta)
+
+
+def _tensors_of(blob: bytes, fp: str) -> dict[str, np.ndarray] | None:
+    """The tensors of a tables file if it is one and belongs to the model ``fp``, else None."""
+    from safetensors.numpy import load
+    try:
+        meta = _metadata(blob)
+        if meta.get("format") != TABLES_FORMAT or meta.get("fingerprint") != fp:
+            return None  # another model's: stale after retraining
+        return load(blob)
+    except Exception:  # noqa: BLE001 - a damaged file holds no table
+        return None
+
+
+def _metadata(blob: bytes) -> dict:
+    """A safetensors file's metadata: its JSON header's ``__metadata__``."""
+    import json
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + length])
+    return header.get("__metadata__") or {}
+
+
+# --- the tables a checkpoint stores ------------------------------------------------------------
+
+def stored_tensors(ckpt: Checkpoint, fp: str | None = None) -> dict[str, np.ndarray]:
+    """The tensors of the checkpoint's own ``codec.safetensors`` (none if it has none, or one of
+    another model's, as a folder retrained in place keeps until its tables are stored again)."""
+    found = read_tables_file(ckpt.path)
+    if found is None:
+        return {}
+    blob, vouched = found
+    tensors = _tensors_of(blob, fp or model_fingerprint(ckpt).hex())
+    if tensors is None and vouched:
+        raise CheckpointError(f"{TABLES_FILE} is not this model's tables file", path=Path(ckpt.path) / TABLES_FILE,
+                              hint="fit its tables anew with `aelab codec fit --checkpoint DIR --data TRAINING-DATA`")
+    return tensors or {}
+
+
+def _legacy_user_cache_file(fp: str) -> Path:
+    """Where aelab before complete checkpoints cached the tables of a model whose folder it could not
+    write (a shipped one): read to decode the files made with them, never written."""
+    root = os.environ.get("AELAB_CACHE")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                            "aelab")
+    return Path(root) / "codec" / f"{fp}.safetensors"
+
+
+def _legacy_user_cache(fp: str) -> dict[str, np.ndarray]:
+    path = _legacy_user_cache_file(fp)
+    try:
+        return _tensors_of(path.read_bytes(), fp) or {}
+    except OSError:
+        return {}
+
+
+def _what(coder: Coder, quantiser: str, bits: int) -> str:
+    return f"{coder.name} table for the {quantiser} quantiser at {bits} bits"
+
+
+class CheckpointTables:
+    """Where one compress or decompress call gets the checkpoint's tables: what the checkpoint stores;
+    else (a table it does not hold) learned from the model's training data in memory, when ``data``
+    is given or the model was trained on the bundled MNIST; else a CheckpointError that says what to pass.
+    Reads the checkpoint once and writes nothing."""
+
+    def __init__(self, ckpt: Checkpoint, data: Any = None, log: Log = None) -> None:
+        self.ckpt = ckpt
+        self.fp = model_fingerprint(ckpt).hex()
+        self.data = data
+        self.log = log
+        self.stored = stored_tensors(ckpt, self.fp)
+        self._codes: np.ndarray | None = None
+        self._learned: dict[tuple, CodecTable] = {}
+
+    def transform(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The stored transform quantiser's mean and matrix, or None."""
+        return _transform_of(self.stored)
+
+    def grid(self, quantiser: str, bits: int) -> CodecTable | None:
+        """The stored plain table's quantiser grid for ``quantiser`` and ``bits``, or None."""
+        return _table_from_tensors(self.stored, quantiser, bits, CODERS["range"])
+
+    def table(self, quantiser: str, bits: int, coder: Coder) -> CodecTable:
+        """``coder``'s table for ``quantiser`` and ``bits``: the stored one, else learned."""
+        return _table_from_tensors(self.stored, quantiser, bits, coder) or self._learn(quantiser, bits, coder)
+
+    def table_with_digest(self, quantiser: str, bits: int, coder: Coder, digest: str) -> CodecTable:
+        """The table a file names by ``digest``: the stored one, else one in the user cache that aelab
+        kept before checkpoints were complete, else learned; CheckpointError when none is that table."""
+        tried = []
+        for candidate in self._candidates(quantiser, bits, coder):
+            if candidate.digest.hex() == digest:
+                return candidate
+            tried.append(candidate.digest.hex())
+        raise CheckpointError(
+            f"the checkpoint's {quantiser} {bits}-bit {coder.name} probability table ({', '.join(tried)}) is not the "
+            f"one the file was made with ({digest})", path=self.ckpt.path,
+            hint=f"use the checkpoint folder that compressed the file, with its {TABLES_FILE}; a table learned "
+                 "again elsewhere can differ" + (f", and a {coder.name} predictor almost surely does"
+                                                  if coder.predictive else ""))
+
+    def _candidates(self, quantiser: str, bits: int, coder: Coder) -> Iterator[CodecTable]:
+        stored = _table_from_tensors(self.stored, quantiser, bits, coder)
+        if stored is not None:
+            yield stored
+        legacy = _table_from_tensors(_legacy_user_cache(self.fp), quantiser, bits, coder)
+        if legacy is not None:
+            yield legacy
+        if stored is None:
+            yield self._learn(quantiser, bits, coder)
+
+    def _learn(self, quantiser: str, bits: int, coder: Coder) -> CodecTable:
+        key = (quantiser, bits, coder.cache_kind)
+        if key in self._learned:
+            return self._learned[key]
         if coder.predictive:
-            if log is not None:
-                log(coder.learning_notice(bits))
-            plain = codec_table(ckpt, bits, quantiser, data=data, cache=cache)
-            table = fit_predictive_table(_training_codes(ckpt, data), plain, spread=coder.spread)
-            if cache:
-                contents = [_read_cache(f, fp) for f in files]  # now with the plain table
+            plain = self.table(quantiser, bits, CODERS["range"])
+            codes = self._training_codes(_what(coder, quantiser, bits))
+            if self.log is not None:
+                self.log(coder.learning_notice(bits))
+            table = fit_predictive_table(codes, plain, spread=coder.spread)
         else:
-            transform = _cached_transform(contents[0]) or _cached_transform(contents[1])
-            table = fit_table(_training_codes(ckpt, data), bits, quantiser, model=ckpt.model, transform=transform)
-        if cache:
-            _write_cache(ckpt, fp, files, contents, table, coder)
-            key = key[:5] + (tuple(_file_stamp(f) for f in files),)
-    if cache:
-        if len(_table_memo) >= 32:
-            _table_memo.clear()
-        _table_memo[key] = table
-    return table
+            codes = self._training_codes(_what(CODERS["range"], quantiser, bits))
+            transform = self.transform() if quantiser == "transform" else None
+            table = fit_table(codes, bits, quantiser, model=self.ckpt.model, transform=transform)
+        self._learned[key] = table
+        return table
+
+    def _training_codes(self, what: str) -> np.ndarray:
+        if self._codes is None:
+            record = self.ckpt.info.get("data") or {}
+            from ..data.resolver import BUNDLED_NAME
+            if self.data is None and record.get("name") != BUNDLED_NAME:
+                raise _no_table_error(self.ckpt, record.get("name"), what)
+            if self.log is not None:
+                self.log(f"The checkpoint holds no {what}: learning it from the model's training data "
+                         f"(each time; `aelab codec fit --checkpoint {self.ckpt.path}` stores it) ...")
+            self._codes = _training_codes(self.ckpt, self.data)
+        return self._codes
+
+
+def codec_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS,
+                quantiser: str = DEFAULT_QUANTISER, *, coder: str | Coder | None = None,
+                predictive: bool = False, spread: bool = False, data: Any = None) -> CodecTable:
+    """The checkpoint's quantiser and probability model for ``bits``, ``quantiser`` and ``coder`` (a name
+    or a :class:`Coder`; default: the one the flags pick, see :func:`coder_for`): the one it stores, else
+    learned in memory from its training data (``data``: a path or Dataset; the bundled MNIST when the
+    model was trained on it). Writes nothing; :func:`save_tables` stores tables."""
+    bits = check_bits(bits)
+    check_choice(quantiser, QUANTISERS, "quantiser")
+    tables = CheckpointTables(cpu_checkpoint(checkpoint), data)
+    return tables.table(quantiser, bits, coder_for(coder, predictive=predictive, spread=spread))
 
 
 def has_cached_table(checkpoint: Checkpoint | str | os.PathLike, bits: int = DEFAULT_BITS,
-                     quantiser: str = DEFAULT_QUANTISER, *, predictive: bool = False, spread: bool = False,
-                     coder: str | Coder | None = None) -> bool:
-    """Whether :func:`codec_table` would find this table cached (else it learns it: seconds, about
-    15 seconds with ``predictive``, about 70 with ``spread``). False for anything it cannot read."""
+                     quantiser: str = DEFAULT_QUANTISER, *,
+                     predictive: bool = False, spread: bool = False, coder: str | Coder | None = None) -> bool:
+    """Whether the checkpoint stores this table (else compressing must learn it from the training data:
+    seconds, about 15 seconds for range-ar, about 70 for range-ctx). False for anything it cannot read."""
     try:
-        ckpt = _checkpoint(checkpoint)
-        fp = _fingerprint_bytes(ckpt).hex()
-        contents = [_read_cache(f, fp) for f in _cache_files(ckpt, fp)]
-        table = _first_cached_table(contents, quantiser, check_bits(bits),
+        ckpt = cpu_checkpoint(checkpoint)
+        table = _table_from_tensors(stored_tensors(ckpt), quantiser, check_bits(bits),
                                     coder_for(coder, predictive=predictive, spread=spread))
         return table is not None
     except Exception:  # noqa: BLE001 - a question, not an operation: compress reports the real error
         return False
 
 
-def _cache_files(ckpt: Checkpoint, fp: str) -> tuple[Path, Path]:
-    """Where a checkpoint's tables are looked up, in order: its folder, then the user cache."""
-    return Path(ckpt.path) / CACHE_FILE, _user_cache_file(fp)
+# --- fitting and storing -----------------------------------------------------------------------------
 
+def _fit_into(tensors: dict[str, np.ndarray], ckpt: Checkpoint, training_codes: Callable[[], np.ndarray],
+              bits: list[int], quantisers: Any, chosen: dict[Coder, set[int]], log: Log = None) -> list[str]:
+    """Add to ``tensors`` every table of ``quantisers`` x ``bits`` (and ``chosen``'s predictive ones) that
+    it lacks, fitted to the codes ``training_codes()`` gives (asked only if one is lacking); the tables
+    it holds stay as they are (files made with them must keep decoding). Returns the prefixes of the
+    tables added."""
+    plain = CODERS["range"]
+    known: list[np.ndarray] = []
 
-def _first_cached_table(contents: list[dict[str, np.ndarray]], quantiser: str, bits: int,
-                        coder: Coder) -> CodecTable | None:
-    """The table in the first of the cache files' ``contents`` that holds it, or None."""
-    for tensors in contents:
-        table = _table_from_cache(tensors, quantiser, bits, coder)
-        if table is not None:
-            return table
-    return None
-
-
-def _file_stamp(path: Path) -> tuple | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
-
-
-def _write_cache(ckpt: Checkpoint, fp: str, files: tuple[Path, Path], contents: list[dict],
-                 table: CodecTable, coder: Coder) -> None:
-    """Add ``coder``'s ``table`` to the checkpoint folder's tables file, else (shipped model, read-only
-    folder) to the user cache; when neither can be written, nothing is cached."""
-    from safetensors.numpy import save
-    record = ckpt.info.get("data") or {}
-    # each coder's tables have their own stem, so replacing one's tensors never drops another's
-    prefix = coder.cache_prefix(table.quantiser, table.bits)
-    meta = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "fingerprint": fp,
-            "data_sha256": str(record.get("sha256") or "")}
-    for path, tensors in zip(files, contents):
-        if path == files[0] and _is_shipped(Path(ckpt.path)):
-            continue
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
-        tensors.update(_table_tensors(table, coder))
-        blob = save({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, metadata=meta)
-        try:
-            write_bytes(path, blob)
-            return
-        except OutputError:
-            continue  # a read-only folder: try the user cache; else the table is rebuilt next time
-
-
-def _table_tensors(table: CodecTable, coder: Coder) -> dict[str, np.ndarray]:
-    """``coder``'s ``table`` as tables-file tensors (and the transform, shared by every table)."""
-    prefix = coder.cache_prefix(table.quantiser, table.bits)
-    tensors = {prefix + "offset": table.offset, prefix + "step": table.step,
-               prefix + "levels": table.levels.astype(np.int32), prefix + "freq": table.freq.astype(np.int32)}
-    if table.predictor is not None:  # int32 where the values fit (they do, as fitted): half the bytes
-        tensors.update({prefix + "predictor." + k: v.astype(np.int32) if np.abs(v).max(initial=0) < 2 ** 31 else v
-                        for k, v in table.predictor.tensors().items()})
-    if table.matrix is not None:
-        tensors.update({"transform.mean": table.mean, "transform.matrix": table.matrix})
-    return tensors
-
-
-def save_tables(checkpoint: Checkpoint | str | os.PathLike, bits: Any = range(MIN_BITS, 9),
-                quantisers: Any = tuple(QUANTISERS), *, data: Any = None, predictive: Any = False,
-                spread: Any = False, keep: bool = False) -> Path:
-    """Learn the checkpoint's tables for every bit depth in ``bits`` and quantiser (and the range-ar
-    coder's: ``predictive=True`` for every one of those bit depths, or a list of bit depths; the
-    range-ctx coder's likewise with ``spread``), and write them all (one transform) into the
-    checkpoint folder's ``codec.safetensors``, even for a shipped model's folder: for packaging a
-    model so that compressing and decompressing with it never need its training data, and files
-    made with it decode on any machine. The file is replaced, unless ``keep``: then the tables it
-    already holds stay as they are (learning one again can change its last bits, and files made
-    with the old one would no longer decode) and only the missing ones are learned and added.
-    Returns the file's path."""
-    from safetensors.numpy import save
-    ckpt = _checkpoint(checkpoint)
-    fp = _fingerprint_bytes(ckpt).hex()
-    bits = [check_bits(b) for b in bits]
-    plain = coder_for()
-    chosen = {coder: _chosen_bits(coder, value, bits)
-              for coder, value in ((coder_for(predictive=True), predictive), (coder_for(spread=True), spread))}
-    for q in quantisers:
-        _check_choice(q, QUANTISERS, "quantiser")
-    path = Path(ckpt.path) / CACHE_FILE
-    tensors: dict[str, np.ndarray] = _read_cache(path, fp) if keep else {}
-    codes = _training_codes(ckpt, data)
-    transform = _cached_transform(tensors)
+    def codes() -> np.ndarray:
+        if not known:
+            known.append(training_codes())
+        return known[0]
+    added = []
+    transform = _transform_of(tensors)
     for quantiser in quantisers:
         for b in bits:
-            table = _table_from_cache(tensors, quantiser, b, plain)
+            table = _table_from_tensors(tensors, quantiser, b, plain)
             if table is None:
-                table = fit_table(codes, b, quantiser, model=ckpt.model,
+                table = fit_table(codes(), b, quantiser, model=ckpt.model,
                                   transform=transform if quantiser == "transform" else None)
                 tensors.update(_table_tensors(table, plain))
+                added.append(_prefix(plain, quantiser, b))
             if quantiser == "transform":
                 transform = (table.mean, table.matrix)
             for coder, chosen_bits in chosen.items():
-                if b in chosen_bits and _table_from_cache(tensors, quantiser, b, coder) is None:
-                    tensors.update(_table_tensors(fit_predictive_table(codes, table, spread=coder.spread), coder))
-    record = ckpt.info.get("data") or {}
-    meta = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "fingerprint": fp,
-            "data_sha256": str(record.get("sha256") or "")}
-    path = write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, metadata=meta))
-    _table_memo.clear()
-    return path
+                if b in chosen_bits and _table_from_tensors(tensors, quantiser, b, coder) is None:
+                    if log is not None:
+                        log(coder.learning_notice(b))
+                    tensors.update(_table_tensors(fit_predictive_table(codes(), table, spread=coder.spread), coder))
+                    added.append(_prefix(coder, quantiser, b))
+    return added
+
+
+def _store(ckpt: Checkpoint, fp: str, tensors: dict[str, np.ndarray]) -> Path:
+    return write_tables_file(ckpt.path, _tables_blob(tensors, fp, ckpt),
+                             {"format": TABLES_FORMAT, "version": TABLES_VERSION})
+
+
+def store_training_tables(checkpoint: Checkpoint | str | os.PathLike, images: np.ndarray,
+                          log: Log = None) -> Path | None:
+    """Fit the plain tables (both quantisers, :data:`FIT_BITS`) to the codes of ``images``, the model's
+    training images (at most :data:`TRAINING_FIT_IMAGES` of them, evenly spaced), and store them in the
+    checkpoint; what training calls once the checkpoint is saved. None (nothing stored) for a model the
+    codec does not compress (a table's)."""
+    ckpt = cpu_checkpoint(checkpoint)
+    if not ckpt.model_config.is_image or len(images) < 2:
+        return None
+    if len(images) > TRAINING_FIT_IMAGES:
+        images = images[np.linspace(0, len(images) - 1, TRAINING_FIT_IMAGES).astype(np.int64)]
+    if log is not None:
+        log("Fitting the codec's probability tables to the training codes ...")
+    fp = model_fingerprint(ckpt).hex()
+    tensors: dict[str, np.ndarray] = {}
+    _fit_into(tensors, ckpt, lambda: _codes_of(ckpt, images), list(FIT_BITS), tuple(QUANTISERS), {})
+    return _store(ckpt, fp, tensors)
+
+
+def save_tables(checkpoint: Checkpoint | str | os.PathLike, bits: Any = FIT_BITS,
+                quantisers: Any = tuple(QUANTISERS), *, data: Any = None, predictive: Any = False,
+                spread: Any = False, keep: bool = True, log: Log = None) -> Path:
+    """Fit the checkpoint's tables for every bit depth in ``bits`` and quantiser (and the range-ar
+    coder's: ``predictive=True`` for every one of those bit depths, or a list of bit depths; the
+    range-ctx coder's likewise with ``spread``) from its training data (``data``; by default the
+    bundled MNIST, for a model trained on it), and store them in the checkpoint (``codec.safetensors``,
+    its SHA-256 in config.json), even a shipped model's: ``aelab codec fit``. With ``keep`` (the
+    default) the tables it already stores stay as they are (learning one again can change its last
+    bits, and files made with the old one would no longer decode) and only the missing ones are
+    learned and added (nothing is written when none is missing); else every one is learned again.
+    Returns the tables file's path."""
+    ckpt = cpu_checkpoint(checkpoint)
+    if not ckpt.model_config.is_image:
+        raise OptionError("the codec compresses images, and this model was trained on a table",
+                          hint="use `aelab encode` for a table's codes")
+    fp = model_fingerprint(ckpt).hex()
+    bits = [check_bits(b) for b in bits]
+    chosen = {coder: _chosen_bits(coder, value, bits)
+              for coder, value in ((coder_for(predictive=True), predictive), (coder_for(spread=True), spread))}
+    for q in quantisers:
+        check_choice(q, QUANTISERS, "quantiser")
+    tensors = dict(stored_tensors(ckpt, fp)) if keep else {}
+    added = _fit_into(tensors, ckpt, lambda: _training_codes(ckpt, data), bits, quantisers, chosen, log)
+    if not added:  # it holds them all: nothing to write
+        return Path(ckpt.path) / TABLES_FILE
+    return _store(ckpt, fp, tensors)
 
 
 def _chosen_bits(coder: Coder, value: Any, bits: list[int]) -> set[int]:
@@ -338,7 +431,3 @@ def _table_from_bytes(blob: bytes, quantiser: str, bits: int, code_size: int, pa
                           matrix=None if "matrix" not in arrays else arrays["matrix"].astype(np.float32))
     except ValueError as e:
         raise DataError(f"damaged .aez file: invalid embedded table ({e})", path=path) from e
-
-
-# --- entropy coding ---------------------------------------------------------------------------
-

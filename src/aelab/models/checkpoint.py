@@ -1,13 +1,17 @@
-"""Checkpoints: a folder with ``model.safetensors`` and ``config.json``.
+"""Checkpoints: a folder with ``model.safetensors`` and ``config.json``, and the codec's ``codec.safetensors``.
 
 The weights are safetensors (loading them never unpickles anything); the JSON
 says how to rebuild the model (kind and sizes), how it was trained, on what
 data, what it scored, and with which package versions. It also records the
 SHA-256 of the weights file, so weights and JSON that do not belong together
-are refused.
+are refused, and likewise of the codec's probability tables (``codec.safetensors``,
+fitted by :mod:`aelab.codec` at the end of training), which make the checkpoint
+complete: compressing and decompressing with it need nothing else.
+The model's fingerprint (:func:`model_fingerprint`) names it in the files the codec writes.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.resources
 import json
@@ -25,7 +29,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from ..version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionError
 from ..fileio import ensure_dir, write_files_together
 from .networks import ModelConfig, build_model, model_config
 
@@ -33,6 +37,8 @@ FORMAT = "aelab-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TABLES_FILE = "codec.safetensors"
+MAX_TABLES_BYTES = 1 << 30   # the codec's tables: a few megabytes with every predictor
 
 
 @dataclass
@@ -257,3 +263,71 @@ def _check_tensors_fit(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
         t = tensors[name]
         if not t.is_floating_point() or not torch.isfinite(t).all():
             raise CheckpointError(f"tensor {name} holds non-finite or non-float values", path=path)
+
+
+# --- identity, the CPU copy and the codec's tables -------------------------------------------------
+
+def model_fingerprint(ckpt: Checkpoint) -> bytes:
+    """16 bytes naming the model (its description and weights): SHA-256 of both, truncated
+    (docs/format.md). Copying or renaming the folder keeps it; new weights change it."""
+    weights = ckpt.info.get("weights_sha256")
+    if not weights:
+        try:
+            weights = hashlib.sha256((Path(ckpt.path) / WEIGHTS_FILE).read_bytes()).hexdigest()
+        except OSError as e:
+            raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=ckpt.path) from e
+    # the model description as config.json stores it: later aelab versions that add fields with defaults
+    # to ModelConfig do not change the fingerprint of an existing checkpoint
+    description = ckpt.info.get("model") or ckpt.model_config.to_dict()
+    text = json.dumps({"model": description, "weights_sha256": weights}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(b"aelab-model-fingerprint\0" + text.encode("utf-8")).digest()[:16]
+
+
+def cpu_checkpoint(checkpoint: Checkpoint | str | os.PathLike) -> Checkpoint:
+    """A loaded checkpoint with its model on the CPU: ``checkpoint`` itself when it is one already,
+    a CPU copy of a model elsewhere, or the folder (or shipped name) loaded."""
+    if isinstance(checkpoint, Checkpoint):
+        model = checkpoint.model
+        if next(model.parameters()).device.type != "cpu":
+            checkpoint = Checkpoint(model=copy.deepcopy(model).cpu().eval(), model_config=checkpoint.model_config,
+                                    info=checkpoint.info, path=checkpoint.path)
+        return checkpoint
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise OptionError(f"checkpoint must be a folder or a loaded Checkpoint, got {type(checkpoint).__name__}")
+    return load_checkpoint(checkpoint, device="cpu")
+
+
+def read_tables_file(folder: str | os.PathLike) -> tuple[bytes, bool] | None:
+    """The bytes of the folder's ``codec.safetensors`` and whether config.json vouches for them (records
+    their SHA-256), or None when there is none. config.json is read afresh: tables stored after the
+    checkpoint was loaded count. A file that config.json names with another checksum is refused."""
+    folder = Path(folder)
+    path = folder / TABLES_FILE
+    try:
+        blob = _read_regular_file(path, MAX_TABLES_BYTES)
+    except FileNotFoundError:
+        return None
+    try:
+        record = read_checkpoint_info(folder).get("codec") or {}
+    except CheckpointError:
+        record = {}
+    want = record.get("sha256") if isinstance(record, dict) else None
+    if want and hashlib.sha256(blob).hexdigest() != want:
+        raise CheckpointError(f"{TABLES_FILE} does not match config.json (checksum differs): damaged, or from "
+                              "another checkpoint", path=path,
+                              hint="copy the checkpoint folder again, or fit its tables anew with "
+                                   "`aelab codec fit --checkpoint DIR --data TRAINING-DATA`")
+    return blob, bool(want)
+
+
+def write_tables_file(folder: str | os.PathLike, blob: bytes, record: dict) -> Path:
+    """Store the codec's tables ``blob`` as the folder's ``codec.safetensors`` and ``record`` (with the
+    blob's SHA-256 added) as config.json's ``codec`` entry, the two files together (tables first:
+    a crash between the renames leaves tables that config.json does not yet vouch for, which the
+    codec still checks by their fingerprint). Returns the tables file's path."""
+    folder = resolve_checkpoint(folder)
+    info = read_checkpoint_info(folder)
+    info["codec"] = {**record, "file": TABLES_FILE, "sha256": hashlib.sha256(blob).hexdigest()}
+    text = json.dumps(info, indent=2, sort_keys=False) + "\n"
+    write_files_together({folder / TABLES_FILE: blob, folder / CONFIG_FILE: text.encode("utf-8")})
+    return folder / TABLES_FILE
