@@ -310,12 +310,16 @@ class ReadOptions:
         return self.without(dropped)
 
     def refuse_unless_applicable(self, source: Source) -> None:
-        """Refuse a label column for anything but a table, and image options for anything but image files."""
+        """Refuse a label column for anything but a table, and image options for anything but image files
+        (a packed set checks both against those it was packed with)."""
+        if source.kind == "packed":
+            return
         if self.label_column is not None and source.kind != "table":
             raise OptionError("--label-column applies to tables only (.npy, .csv, .tsv, .parquet)",
-                              hint="image folders take their labels from class folders")
-        if source.reads_images or source.kind == "packed":
-            return  # a packed set checks its own: it was read with them when packed
+                              hint="image folders take their labels from class folders; IDX, CTF and .npz files "
+                                   "carry their own")
+        if source.reads_images:
+            return
         given = [k for k in IMAGE_OPTIONS if getattr(self, k)]
         if given:
             flags = ", ".join(OPTION_FLAGS[k] for k in given)
