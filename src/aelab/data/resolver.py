@@ -138,6 +138,9 @@ def _resolve_file(path: Path) -> Source:
         return Source("table", path)
     head = b"" if suffix in IMAGE_FILE_SUFFIXES else _first_bytes(path)
     if suffix == ".npz" or head.startswith(b"PK\x03\x04"):
+        if not head.startswith(b"PK"):  # no zip signature: numpy would call the bytes pickled data
+            raise DataError("not a .npz file: it is not a zip archive", path=path,
+                            hint="save it with numpy.savez or numpy.savez_compressed")
         return Source("npz", path, npz_layout=npz_layout(_npz_keys(path)))
     if suffix in IMAGE_FILE_SUFFIXES or head.startswith((b"\x89PNG", b"\xff\xd8\xff")):
         return Source("image file", path)
@@ -151,7 +154,8 @@ def _resolve_file(path: Path) -> Source:
 def _resolve_ctf_pair(text: str) -> Source:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise DataError(f"expected 'TRAIN,TEST' naming two CTF files, got {len(parts)} part(s)",
+        named = sum(1 for part in parts if part)
+        raise DataError(f"expected 'TRAIN,TEST' naming two CTF files, got {named} file name(s)",
                         path=text, hint="separate the train and test files with one comma")
     for part in parts:
         if not Path(part).is_file():
