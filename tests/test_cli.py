@@ -532,6 +532,13 @@ def test_unwritable_out_fails_before_training(capsys, monkeypatch, tiny_npz: Pat
     assert (tmp_path / "file").read_text() == "a regular file"
 
 
+def test_train_on_data_that_cannot_be_read_leaves_no_out_folder(capsys, tmp_path: Path) -> None:
+    message = user_error(capsys, "train", "--sweeps", "0.01", "--data", tmp_path / "missing", "--out", tmp_path / "m",
+                         "--device", "cpu", "--quiet")
+    assert "no such file or folder" in message
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("command", ["encode", "decode", "reconstruct", "tsne", "similarity", "tutorial"])
 def test_unwritable_outputs(capsys, cli_ckpt: Path, tiny_npz: Path, tmp_path: Path, command: str) -> None:
     (tmp_path / "file").write_text("a regular file")

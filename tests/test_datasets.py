@@ -201,6 +201,12 @@ def test_npz_problems(tmp_path, tiny):
     (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match="not a readable .npz"):
         load_dataset(tmp_path / "c.npz")
+    for content in (b"not a zip", b""):  # numpy's own message spoke of pickled data
+        (tmp_path / "d.npz").write_bytes(content)
+        with pytest.raises(DataError, match="not a .npz file: it is not a zip archive"):
+            load_dataset(tmp_path / "d.npz")
+    with pytest.raises(DataError, match="got 1 file name"):
+        load_dataset(f"{tmp_path / 'a.npz'},")
 
 
 def test_unusable_paths(tmp_path):

@@ -84,6 +84,7 @@ def test_differences_catch_a_stale_number_and_allow_rounding():
     assert runner.differences(nb, fresh)         # a number more: not the same output
 
 
+@pytest.mark.slow  # each notebook trains models end to end
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_and_prints_what_is_stored(path, tmp_path):
     """Top to bottom in a fresh kernel, on the CPU, in fast mode; the tutorial's asserts (test errors

@@ -127,6 +127,15 @@ def test_packing_an_image_folder_uses_the_folder_readers_plan(tmp_path, monkeypa
 
 # --- issue 27 faults ------------------------------------------------------------------------------
 
+def test_a_packed_table_takes_the_label_column_it_was_packed_with_and_refuses_another(tmp_path, capsys):
+    api.pack_data(_table(tmp_path / "t.csv"), tmp_path / "p", label_column="kind")
+    assert load_dataset(tmp_path / "p", label_column="kind").num_classes == 2
+    with pytest.raises(OptionError, match="read as it was packed.*--label-column"):
+        load_dataset(tmp_path / "p", label_column="a")
+    with pytest.raises(OptionError, match="tables only"):
+        load_dataset(_photos(tmp_path / "photos"), label_column="kind")
+
+
 def test_options_that_move_training_samples_into_the_test_split_are_refused(tmp_path, capsys):
     photos = _photos(tmp_path / "photos")
     data = load_dataset(photos, test_fraction=0.2)

@@ -568,8 +568,8 @@ def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_
     """
     config = train_config(options)
     config.validate()  # unknown model names and unusable options fail before data loads
+    data = load_data(options.get("data"), **data_options(options))  # bad data leaves no out folder behind
     out = ensure_dir(options["out"])  # an unusable out fails now, not after the training
-    data = load_data(options.get("data"), **data_options(options))
     if log is not None:
         log(f"Training {config.model} on {data.name} ({data.train.n} {'rows' if data.kind == 'table' else 'images'}), "
             f"device {describe_device(resolve_device(config.device))}")

@@ -42,6 +42,17 @@ class FolderImages:
     conversions: dict[str, int] = field(default_factory=dict)
     cached: bool = False
 
+    @property
+    def layout(self) -> str:
+        return _layout_name(self.in_test, self.class_names)
+
+
+def _layout_name(in_test: np.ndarray | None, classes: list[str] | None) -> str:
+    """How a folder holds its images, as ``Dataset.source["layout"]`` records it."""
+    if in_test is not None:
+        return "train/test"
+    return "class folders" if classes else "flat"
+
 
 def image_names(folder: Path) -> list[str]:
     """Every image file under ``folder``, recursively, as sorted relative POSIX names; hidden ones skipped.
@@ -96,9 +107,7 @@ class FolderPlan:
 
     @property
     def layout(self) -> str:
-        if self.in_test is not None:
-            return "train/test"
-        return "class folders" if self.classes else "flat"
+        return _layout_name(self.in_test, self.classes)
 
     def labels(self, keep: list[int] | np.ndarray) -> tuple[np.ndarray | None, list[str] | None]:
         """The kept files' labels, numbered in the sorted order of the class names, and those names."""

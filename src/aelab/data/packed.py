@@ -331,12 +331,13 @@ def check_reading_options(data: Dataset, options: Any, *, scaler: Any) -> None:
     split = packed.get("split") or {}
     was = {"channels": packed.get("channels"), "resize": packed.get("resize"), "crop": packed.get("crop") or None,
            "skip_bad": True if packed.get("skip_bad") or packed.get("skipped_count") else None,
-           "test_fraction": split.get("test_fraction"), "seed": split.get("seed")}
+           "test_fraction": split.get("test_fraction"), "seed": split.get("seed"),
+           "label_column": _text(packed.get("label_column"))}
     given = {"channels": options.channels, "resize": list(options.resize) if options.resize else None,
              "crop": options.crop, "skip_bad": options.skip_bad, "test_fraction": options.test_fraction,
-             "seed": options.seed}
+             "seed": options.seed, "label_column": _text(options.label_column)}
     flags = {"channels": "--grayscale/--rgb", "resize": "--resize", "crop": "--crop", "skip_bad": "--skip-bad",
-             "test_fraction": "--test-fraction", "seed": "--seed"}
+             "test_fraction": "--test-fraction", "seed": "--seed", "label_column": "--label-column"}
     differ = [f"{flags[k]} (packed with {_shown(was[k])})" for k, v in given.items() if v is not None and v != was[k]]
     scale = options.scale
     if scale not in (None, packed.get("scaler", {}).get("method")) and data.kind == "table":
@@ -351,6 +352,11 @@ def check_reading_options(data: Dataset, options: Any, *, scaler: Any) -> None:
         raise DataError("this packed table was scaled otherwise than the model's training data",
                         path=data.source.get("path"), hint="pack the table the model was trained on again, "
                                                            "or train on this packed set")
+
+
+def _text(label_column: Any) -> str | None:
+    """A label column as text: 0 from Python and '0' from the command line are the same column."""
+    return None if label_column is None else str(label_column)
 
 
 def _shown(value: Any) -> str:

@@ -138,6 +138,9 @@ def _resolve_file(path: Path) -> Source:
         return Source("table", path)
     head = b"" if suffix in IMAGE_FILE_SUFFIXES else _first_bytes(path)
     if suffix == ".npz" or head.startswith(b"PK\x03\x04"):
+        if not head.startswith(b"PK"):  # no zip signature: numpy would call the bytes pickled data
+            raise DataError("not a .npz file: it is not a zip archive", path=path,
+                            hint="save it with numpy.savez or numpy.savez_compressed")
         return Source("npz", path, npz_layout=npz_layout(_npz_keys(path)))
     if suffix in IMAGE_FILE_SUFFIXES or head.startswith((b"\x89PNG", b"\xff\xd8\xff")):
         return Source("image file", path)
@@ -151,7 +154,8 @@ def _resolve_file(path: Path) -> Source:
 def _resolve_ctf_pair(text: str) -> Source:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise DataError(f"expected 'TRAIN,TEST' naming two CTF files, got {len(parts)} part(s)",
+        named = sum(1 for part in parts if part)
+        raise DataError(f"expected 'TRAIN,TEST' naming two CTF files, got {named} file name(s)",
                         path=text, hint="separate the train and test files with one comma")
     for part in parts:
         if not Path(part).is_file():
@@ -310,12 +314,16 @@ class ReadOptions:
         return self.without(dropped)
 
     def refuse_unless_applicable(self, source: Source) -> None:
-        """Refuse a label column for anything but a table, and image options for anything but image files."""
+        """Refuse a label column for anything but a table, and image options for anything but image files
+        (a packed set checks both against those it was packed with)."""
+        if source.kind == "packed":
+            return
         if self.label_column is not None and source.kind != "table":
             raise OptionError("--label-column applies to tables only (.npy, .csv, .tsv, .parquet)",
-                              hint="image folders take their labels from class folders")
-        if source.reads_images or source.kind == "packed":
-            return  # a packed set checks its own: it was read with them when packed
+                              hint="image folders take their labels from class folders; IDX, CTF and .npz files "
+                                   "carry their own")
+        if source.reads_images:
+            return
         given = [k for k in IMAGE_OPTIONS if getattr(self, k)]
         if given:
             flags = ", ".join(OPTION_FLAGS[k] for k in given)

@@ -22,8 +22,7 @@ __all__ = ["load_folder_dataset", "pack_image_folder", "load_table_dataset", "lo
 def load_folder_dataset(folder: Path, options: ReadOptions) -> Dataset:
     found = read_image_folder(folder, channels=options.channels, resize=options.resize, crop=bool(options.crop),
                               skip_bad=bool(options.skip_bad))
-    layout = "train/test" if found.in_test is not None else ("class folders" if found.class_names else "flat")
-    source = _folder_source(folder, layout, options, found.skipped, found.conversions)
+    source = _folder_source(folder, found.layout, options, found.skipped, found.conversions)
     source["cached"] = found.cached
     train_rows, test_rows, source["split"] = split_rows(len(found.images), found.labels, found.in_test, options)
     name = folder.resolve().name or str(folder)
