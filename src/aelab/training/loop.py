@@ -202,9 +202,9 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     fresh = model is None
     model = _prepare_model(model or build_model(mconfig, seed=config.seed), saved, resume_file, device)
     if fresh and saved is None and hasattr(model, "fit_linear"):
-        # the whole training split, validation rows included: the PCA that a user would fit beside it, and a
-        # start whose validation error is in-sample, so a nonlinear part must beat it by a little more
-        model.fit_linear(_pca_rows(mconfig, data, config.seed).to(device), seed=config.seed)
+        # the rows trained on: the validation rows must stay unseen, or the start's validation error is
+        # in-sample, which on wide images no trained model catches up with
+        model.fit_linear(_pca_rows(mconfig, fitted, config.seed).to(device), seed=config.seed)
     images = training_rows(mconfig, fitted, device)  # one tensor, or a packed set's rows read in blocks
     total_minibatches = _count_minibatches(config, fitted.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
@@ -354,6 +354,9 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         metrics.close()
     if early is not None:
         early.restore_best(flat)
+        if fresh and early.best_step == 0 and hasattr(model, "fit_linear"):
+            # nothing beat the start: the model is the PCA of the whole training split, validation rows included
+            model.fit_linear(_pca_rows(mconfig, data, config.seed).to(device), seed=config.seed)
     model.eval()
     for p in model.parameters():
         p.grad = None
