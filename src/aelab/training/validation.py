@@ -24,7 +24,7 @@ from ..errors import OptionError
 from ..models.inference import tensor_view, to_model_rows
 
 EVALUATIONS = 40   # validation measurements per run (besides the one before the first step)
-PATIENCE = 10      # measurements in a row without a better loss that stop the run
+PATIENCE = 20      # measurements in a row without a better loss that stop the run (half of them)
 MIN_TRAIN_ROWS = 2
 EVAL_ROWS = 1024   # rows per forward pass while measuring
 MARGIN = 2.0       # standard errors by which a measurement must beat the starting point's per-row errors
