@@ -165,8 +165,8 @@ def test_a_table_training_reports_its_squared_error_not_a_pixel_percentage(capsy
 
 def test_train_is_reproducible_and_talks_unless_quiet(capsys, cli_ckpt: Path, tiny_npz: Path,
                                                       tmp_path: Path) -> None:
-    rc, out, _ = run(capsys, "train", "--sweeps", "0.01", "--data", tiny_npz, "--out", tmp_path / "again",
-                     "--device", "cpu", "--seed", "1")
+    rc, out, _ = run(capsys, "train", "--model", "simple", "--sweeps", "0.01", "--data", tiny_npz,
+                     "--out", tmp_path / "again", "--device", "cpu", "--seed", "1")
     assert rc == 0
     assert "Training simple on tiny (6400 images)" in out
     assert "Average training error:" in out and "Average test error:" in out
@@ -212,8 +212,8 @@ def test_evaluate_text_and_train_split(capsys, cli_ckpt: Path, tiny_npz: Path) -
 
 def test_auto_device_honours_test_device_cpu(capsys, monkeypatch, tiny_npz: Path, tmp_path: Path) -> None:
     monkeypatch.setenv("TEST_DEVICE", "cpu")
-    rc, out, err = run(capsys, "train", "--sweeps", "0.01", "--data", tiny_npz, "--out", tmp_path / "m",
-                       "--device", "auto")
+    rc, out, err = run(capsys, "train", "--model", "simple", "--sweeps", "0.01", "--data", tiny_npz,
+                       "--out", tmp_path / "m", "--device", "auto")
     assert rc == 0, err
     assert "device cpu" in out
     assert (tmp_path / "m" / "model.safetensors").is_file()
@@ -472,7 +472,8 @@ def test_argparse_rejects_bad_numbers(capsys, args: list[str], option: str) -> N
 
 
 def test_too_few_sweeps_for_one_minibatch(capsys, small_npz: Path, tmp_path: Path) -> None:
-    message = user_error(capsys, "train", "--sweeps", "0.5", "--data", small_npz, "--out", tmp_path / "m")
+    message = user_error(capsys, "train", "--model", "simple", "--sweeps", "0.5", "--data", small_npz,
+                         "--out", tmp_path / "m")
     assert "no minibatch" in message and "smaller minibatch" in message
 
 

@@ -17,7 +17,7 @@ NEW_KINDS = ("dense", "conv", "sparse", "vae")
 
 
 def test_registry_lists_every_kind():
-    assert set(MODEL_NAMES) == {"simple", "deep", "dense", "conv", "sparse", "vae"}
+    assert set(MODEL_NAMES) == {"simple", "deep", "dense", "conv", "sparse", "vae", "residual"}
     assert all(MODEL_KINDS[k].description for k in MODEL_NAMES)
     classes = {"dense": DenseAutoencoder, "conv": ConvAutoencoder, "sparse": SparseAutoencoder,
                "vae": VariationalAutoencoder}

@@ -170,3 +170,32 @@ def test_only_a_second_ctrl_c_typed_later_stops_at_once_and_never_during_the_sav
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
         assert stop["stop"] and stop["signal"] == signal.SIGTERM
+
+
+VALIDATED = ["--model", "residual", "--hidden", "64", "--loss", "mse", "--recipe", "fit", "--validation", "0.2",
+             "--sweeps", "6", "--seed", "2", "--device", "cpu", "--quiet"]
+
+
+def validation_record(folder):
+    import json
+    return json.loads((folder / "config.json").read_text())["training"]["validation_split"]
+
+
+def test_a_run_with_early_stopping_resumed_after_sigkill_ends_bit_identical(tiny_npz, tmp_path):
+    """The validation curve, the best weights kept so far and the patience count travel in the resume file."""
+    whole = tmp_path / "whole"
+    code, _, err = finish(aelab("train", *VALIDATED, "--data", str(tiny_npz), "--out", str(whole)))
+    assert code == 0, err
+    out = tmp_path / "run"
+    proc = aelab("train", *VALIDATED, "--data", str(tiny_npz), "--out", str(out), "--checkpoint-every", "0.05")
+    wait_for(out / RESUME_FILE, proc)
+    time.sleep(random.uniform(0.2, 0.6))
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert load_training_state(out / RESUME_FILE).validation["curve"]  # measured before the kill
+    code, _, err = finish(aelab("train", *VALIDATED, "--data", str(tiny_npz), "--out", str(out), "--resume"))
+    assert code == 0, err
+    for name, tensor in weights(out).items():
+        assert torch.equal(tensor, weights(whole)[name]), name
+    assert validation_record(out) == validation_record(whole)

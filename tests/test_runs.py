@@ -57,7 +57,8 @@ def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
 
 def test_metrics_csv_follows_the_progress_table_and_ends_at_the_last_step(tmp_path, tiny_npz):
     out = tmp_path / "m"
-    assert main(["train", "--data", str(tiny_npz), "--sweeps", "0.2", "--recipe", "adam", "--quiet",
+    assert main(["train", "--model", "simple", "--data", str(tiny_npz), "--sweeps", "0.2", "--recipe", "adam",
+                 "--quiet",
                  "--out", str(out)]) == 0
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -81,7 +82,8 @@ def _scalars(folder) -> dict[str, list[tuple[int, float]]]:
 
 def test_tensorboard_logs_the_values_of_metrics_csv(tmp_path, tiny_npz):
     out, board = tmp_path / "m", tmp_path / "board"
-    assert main(["train", "--data", str(tiny_npz), "--sweeps", "0.2", "--recipe", "adam", "--quiet",
+    assert main(["train", "--model", "simple", "--data", str(tiny_npz), "--sweeps", "0.2", "--recipe", "adam",
+                 "--quiet",
                  "--out", str(out), "--tensorboard", str(board)]) == 0
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))

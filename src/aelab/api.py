@@ -10,7 +10,7 @@ import csv
 import dataclasses
 import signal
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,7 +27,8 @@ from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
-from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold_for, write_scores
+from .evaluation.baseline import pca_scores
+from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold_for, threshold_for_fpr, write_scores
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, model_section, report_page
@@ -41,6 +42,8 @@ from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
+from .training import auto
+from .training.validation import carve
 from .training.distributed import process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
@@ -67,7 +70,7 @@ COMPARE_TSNE_LIMIT, QUICK_TSNE_LIMIT = 1000, 200  # test images in its t-SNE map
 __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS", "DEFAULT_RATE_WEIGHT",
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "COMPARE_MODELS", "COMPARE_SWEEPS", "QUICK_SWEEPS",
            "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT", "GRID_NAME", "PNG_PREFIX",
-           "TrainedModel", "train_model", "load_model", "input_images", "encode_images", "decode_codes",
+           "TrainedModel", "train_model", "train_settings", "check_train_settings", "load_model", "input_images", "encode_images", "decode_codes",
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
@@ -80,6 +83,51 @@ __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFA
 Log = Callable[[str], None] | None
 
 
+# TrainConfig's fields that `aelab train` leaves to the data when not given (None), and the
+# defaults they take when a model is named instead
+CHOSEN_FIELDS = ("model", "code_size", "recipe", "sweeps", "validation", "budget")
+NAMED_MODEL_DEFAULTS = {"code_size": 32, "recipe": "tutorial", "sweeps": 5.0, "validation": 0.0, "budget": None}
+
+
+def check_train_settings(**settings) -> None:
+    """Refuse unusable training settings (:class:`TrainConfig`'s fields; None: not given) before any data
+    loads: an unknown model name fails now, not after reading a large folder."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    _train_config({**NAMED_MODEL_DEFAULTS, "model": "residual", **given}).validate()
+
+
+def train_settings(data: Dataset, **settings) -> auto.Choice:
+    """The training settings for ``data``: :class:`TrainConfig`'s fields as given, with those left None chosen.
+
+    Without a ``model``, the settings are chosen for the data (:mod:`aelab.training.auto`: the residual
+    model sized for the data's kind and shape, a code size, the ``fit`` recipe, a length from the data's
+    size, early stopping on a validation split and a time budget); anything given is kept, and
+    ``Choice.reason`` says in one line what was chosen and why. With a ``model``, the others default as
+    they always have (code size 32, the tutorial's recipe, 5 sweeps, no validation split, no budget)
+    and the reason is empty.
+    """
+    given = {k: v for k, v in settings.items() if v is not None}
+    if given.get("model") is None:
+        base = _train_config({k: v for k, v in given.items() if k not in CHOSEN_FIELDS})
+        choice = auto.choose(data, base, code_size=given.get("code_size"), sweeps=given.get("sweeps"),
+                             budget=given.get("budget"))
+        kept = {k: given[k] for k in ("recipe", "validation", "minibatch_size", "hidden", "channels", "conv_depth",
+                                      "activation", "loss") if k in given}
+        config = replace(choice.config, **kept)
+        config.validate()
+        return auto.Choice(config, choice.reason)
+    config = _train_config({**NAMED_MODEL_DEFAULTS, **given})
+    config.validate()
+    return auto.Choice(config, "")
+
+
+def _train_config(settings: dict) -> TrainConfig:
+    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise OptionError(f"unknown training setting(s) {', '.join(unknown)}")
+    return TrainConfig(**settings)
+
+
 @dataclass
 class TrainedModel:
     """What :func:`train_model` made: the training result, its test scores and the checkpoint folder."""
@@ -90,7 +138,7 @@ class TrainedModel:
 
 def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
                 progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
-                overwrite: bool = True, **train_options) -> TrainedModel:
+                overwrite: bool = True, chosen: str | None = None, **train_options) -> TrainedModel:
     """Train, evaluate on the test split, and save the checkpoint into ``out``; see :func:`_train_and_save`.
 
     ``out`` is locked meanwhile: a second process writing into it is refused (OutputError). With
@@ -110,6 +158,7 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
         if not overwrite:
             _refuse_another_model(folder, config, data, train_options)
         return _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
+                               chosen=chosen,
                                **train_options)
 
 
@@ -122,6 +171,9 @@ def _refuse_to_discard_a_saved_run(train_options: dict) -> None:
                           hint="pass --resume to continue it, or --overwrite to discard it and start over")
 
 
+DEFAULT_TRAINING = TrainConfig().to_dict()  # what a checkpoint from before a setting existed meant by it
+
+
 def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, train_options: dict) -> None:
     resume_file = train_options.get("resume_file")
     if train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
@@ -131,7 +183,7 @@ def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, trai
     try:
         info = read_checkpoint_info(folder)
         saved, ours = info.get("training", {}), config.to_dict()
-        different = [k for k in ours if k != "device" and saved.get(k) != ours[k]]
+        different = [k for k in ours if k not in ("device", "budget") and saved.get(k, DEFAULT_TRAINING.get(k)) != ours[k]]
         if info.get("data", {}).get("sha256") != data.sha256:
             different.append("data")
     except CheckpointError:
@@ -143,7 +195,7 @@ def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, trai
 
 def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,
                     progress_bar: bool = False, on_trained: Callable[[TrainResult], None] | None = None,
-                    **train_options) -> TrainedModel:
+                    chosen: str | None = None, **train_options) -> TrainedModel:
     """Train, evaluate on the test split, and save the checkpoint into ``out``.
 
     ``on_trained`` runs right after training, before the evaluation (the tutorial starts its
@@ -151,6 +203,7 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     A resume file outlives the training: it is removed only once the checkpoint is on disk, so an
     interruption during the evaluation or the save loses nothing (resuming then just evaluates and saves).
     The training curve goes to ``out/metrics.csv`` as training goes (``metrics_file=None``: not).
+    ``chosen`` (the reason :func:`train_settings` gave for its choice) is kept in the checkpoint.
     """
     say = log or (lambda _msg: None)
     folder = ensure_dir(out)
@@ -161,11 +214,15 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     if on_trained is not None:
         on_trained(result)
     say(_training_score_line(result))
+    if result.validation:  # the held-out normal data's anomaly scores, which `aelab score --fpr` flags against
+        result.validation["scores"] = validation_scores(result.model, data, config)
     scores = evaluate(result.model, data.test.images)
     save_checkpoint(folder, result.model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
                               "samples_seen": result.samples_seen, "seconds": result.seconds,
-                              "train_error_pct": result.train_error_pct},
+                              "train_error_pct": result.train_error_pct,
+                              **({"validation_split": result.validation} if result.validation else {}),
+                              **({"chosen": chosen} if chosen else {})},
                     data=data_record(data),
                     metrics={k: v for k, v in scores.items() if k != "n"})
     store_training_tables(Checkpoint(result.model, result.model_config, read_checkpoint_info(folder), folder),
@@ -182,6 +239,12 @@ def _training_score_line(result: TrainResult) -> str:
         return f"Average training error: {result.train_error_pct:.2f}%"
     units = "" if result.model_config.is_image else " (scaled units)"
     return f"Average training MSE{units}: {result.train_error_pct / 100:.5f}"
+
+
+def validation_scores(model, data: Dataset, config: TrainConfig) -> list[float]:
+    """The anomaly scores (:func:`anomaly_scores`' units) of the run's validation split, sorted, to 6 digits."""
+    held_out = carve(data, config.validation, config.seed)[1]
+    return [float(f"{v:.6g}") for v in np.sort(sample_errors(model, held_out.images))]
 
 
 def _remove_finished_resume_file(path: str | Path) -> None:
@@ -245,6 +308,7 @@ def _metrics_curve(folder: Path) -> tuple[list[int], list[float]] | None:
     try:
         with open(folder / METRICS_FILE, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
+        rows = [r for r in rows if r["loss"]]  # validation lines have no training loss
         return [int(r["samples_seen"]) for r in rows], [float(r["loss"]) for r in rows]
     except (OSError, KeyError, ValueError, TypeError):
         return None  # no curve (a shipped model, or an unreadable file): the report goes without it
@@ -344,8 +408,13 @@ def check_models(names: tuple[str, ...]) -> None:
         model_config(name)
 
 
-def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", knn: bool = False) -> dict:
-    """Test scores of a model on one split; with ``knn``, the 5-NN accuracy on its codes too."""
+def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", knn: bool = False,
+                   pca: bool = True) -> dict:
+    """Test scores of a model on one split; with ``knn``, the 5-NN accuracy on its codes too.
+
+    With ``pca``, ``scores["pca"]`` holds the same scores of a PCA with the model's code size fitted on the
+    training split (:mod:`aelab.evaluation.baseline`): ``mse``, ``psnr_db`` for images, ``knn_acc`` with ``knn``.
+    """
     part = data.test if split == "test" else data.train
     scores = evaluate(checkpoint.model, part.images)
     if knn:
@@ -353,6 +422,9 @@ def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", k
             raise OptionError("--knn needs labelled training and test images")
         scores["knn_acc"] = knn_accuracy(checkpoint.model, data.train.images, data.train.labels, part.images,
                                          part.labels)
+    if pca:
+        scores["pca"] = pca_scores(checkpoint.model_config, data.train.images, part.images,
+                                   train_labels=data.train.labels, labels=part.labels, knn=knn)
     return {"checkpoint": str(checkpoint.path), "data": data.name, "split": split, **scores}
 
 
@@ -500,17 +572,21 @@ def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> 
 
 
 def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None, *,
-                   contamination: float | None = None, threshold: float | None = None,
+                   contamination: float | None = None, threshold: float | None = None, fpr: float | None = None,
                    output: str | Path | None = None) -> dict:
     """Each sample's anomaly score: its mean squared reconstruction error in the model's units (pixels
     / 255, or a table's scaled features); higher = more anomalous.
 
-    With ``contamination`` F, the top share F is flagged; with ``threshold`` T, scores above T.
+    With ``contamination`` F, the top share F is flagged; with ``threshold`` T, scores above T; with
+    ``fpr`` F, scores above the threshold that flags at most the share F of the held-out normal data
+    (the training run's validation split, whose scores the checkpoint keeps).
     Returns ``scores``, ``labels``, ``threshold``, ``flags`` (None without either) and ``table``
     (index, label, score, flag records), which goes to ``output`` (.csv or .npy) when given.
     """
-    if contamination is not None and threshold is not None:
-        raise OptionError("give a contamination or a threshold, not both")
+    if sum(v is not None for v in (contamination, threshold, fpr)) > 1:
+        raise OptionError("give one of a contamination, a threshold or a false-positive rate")
+    if fpr is not None:
+        threshold = threshold_for_fpr(_normal_scores(checkpoint), fpr)
     if threshold is not None and not np.isfinite(threshold):
         raise OptionError(f"the threshold must be a finite number, got {threshold!r}")
     if output is not None and Path(output).suffix not in (".csv", ".npy"):
@@ -525,6 +601,15 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
         write_scores(output, table)
     return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags, "table": table,
             "flagged": None if flags is None else int(flags.sum())}
+
+
+def _normal_scores(checkpoint: Checkpoint) -> np.ndarray:
+    scores = checkpoint.info.get("training", {}).get("validation_split", {}).get("scores")
+    if not scores:
+        raise OptionError("this model keeps no scores of held-out normal data to set a false-positive rate from",
+                          hint="train it with a validation split (aelab train --validation 0.1, the default "
+                               "without --model), or use --contamination")
+    return np.asarray(scores, dtype=np.float64)
 
 
 def export_model(checkpoint: Checkpoint, fmt: str, output: str | Path) -> list[Path]:
@@ -549,27 +634,34 @@ def data_options(options: Mapping[str, Any]) -> dict:
     return {**chosen, "channels": options.get("colour")}
 
 
-def train_config(options: Mapping[str, Any]) -> TrainConfig:
-    """The :class:`TrainConfig` that parsed ``options`` describe: each field from the option of its
-    name, a field whose option is missing or None keeps its default (sweeps: the tutorial's fast mode)."""
-    given = {f.name: options[f.name] for f in fields(TrainConfig) if options.get(f.name) is not None}
-    return TrainConfig(**{"sweeps": 5.0, **given})
+def train_config(options: Mapping[str, Any], data: Dataset) -> auto.Choice:
+    """The :class:`TrainConfig` that parsed ``options`` describe for ``data``: each field from the option of
+    its name; those missing or None chosen as :func:`train_settings` chooses them."""
+    return train_settings(data, **{f.name: options.get(f.name) for f in fields(TrainConfig)})
 
 
 def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_bar: bool = False,
                        run_config: str | None = None) -> TrainedModel:
     """``aelab train``: train as the parsed ``options`` say, evaluate, save the checkpoint into ``out``.
 
-    The model and training come from :func:`train_config`; ``data`` and its reading options
+    The model and training come from :func:`train_config` (settings not given are chosen for the data,
+    and ``log`` gets the one line saying what was chosen); ``data`` and its reading options
     (:func:`data_options`), ``out``, ``checkpoint_every``, ``resume``, ``overwrite`` and
     ``tensorboard`` from the options of those names. The run's state is kept in ``out``'s resume file,
     so an interruption after the training raises :class:`TrainingInterrupted` that names it.
-    ``run_config`` (the resolved options as TOML) is written beside the checkpoint.
+    ``run_config`` (the resolved options as TOML) is written beside the checkpoint, with the settings
+    chosen for the data in it, so that ``--config`` repeats the run.
     """
-    config = train_config(options)
-    config.validate()  # unknown model names and unusable options fail before data loads
+    # unknown model names and unusable options fail before data loads
+    check_train_settings(**{f.name: options.get(f.name) for f in fields(TrainConfig)})
     data = load_data(options.get("data"), **data_options(options))  # bad data leaves no out folder behind
     out = ensure_dir(options["out"])  # an unusable out fails now, not after the training
+    choice = train_config(options, data)
+    config = choice.config
+    if log is not None and choice.reason:
+        log(choice.reason)
+    if run_config is not None and choice.reason:
+        run_config = runconfig.with_settings(run_config, config.to_dict())
     if log is not None:
         log(f"Training {config.model} on {data.name} ({data.train.n} {'rows' if data.kind == 'table' else 'images'}), "
             f"device {describe_device(resolve_device(config.device))}")
@@ -577,7 +669,8 @@ def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_
     given = {k: options[k] for k in ("checkpoint_every", "tensorboard") if options.get(k) is not None}
     try:
         trained = train_model(data, config, out, log=log, progress_bar=progress_bar, resume_file=resume_file,
-                              resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")), **given)
+                              resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")),
+                              chosen=choice.reason or None, **given)
     except KeyboardInterrupt as e:  # e.g. during the final evaluation: the resume file keeps the run
         if not resume_file.exists():
             raise

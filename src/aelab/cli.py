@@ -17,8 +17,8 @@ from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPAR
                           DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, QUICK_SWEEPS,
                           QUICK_TSNE_LIMIT, RECIPE_NAMES)
 from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_input, _add_limit,
-                          _add_sweeps, _int_list, _non_negative_float, _non_negative_int, _positive_float,
-                          _positive_int)
+                          _add_sweeps, _duration, _int_list, _non_negative_float, _non_negative_int,
+                          _positive_float, _positive_int, _share)
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 from .terminal import Terminated, guarded_stdout, sigterm_interrupts
 from .version import __version__
@@ -66,12 +66,20 @@ def add_tutorial(sub) -> argparse.ArgumentParser:
 def add_train(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model and save it as a checkpoint folder",
                        description="Train an autoencoder and write DIR/model.safetensors and DIR/config.json.")
-    p.add_argument("--model", default="simple", help=f"model: {', '.join(MODEL_NAMES)} (default: simple)")
+    p.add_argument("--model", default=None, help=f"model: {', '.join(MODEL_NAMES)} (default: chosen for the data, "
+                                                 "with the options below not given; with a model named: simple's)")
     _add_sweeps(p)
-    p.add_argument("--code-size", type=_positive_int, default=32, metavar="N", help="code length (default: %(default)s)")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE,
-                   help=f"training recipe: {', '.join(RECIPE_NAMES)} (default: %(default)s, CNTK's FSAdaGrad at "
-                        f"lr {DEFAULT_RECIPE_LR:g} per sample, minibatch {DEFAULT_RECIPE_MINIBATCH})")
+    p.add_argument("--code-size", type=_positive_int, default=None, metavar="N",
+                   help="code length (default: chosen for the data; 32 with --model)")
+    p.add_argument("--recipe", default=None,
+                   help=f"training recipe: {', '.join(RECIPE_NAMES)} (default: chosen for the data; with --model, "
+                        f"{DEFAULT_RECIPE}: CNTK's FSAdaGrad at lr {DEFAULT_RECIPE_LR:g} per sample, minibatch "
+                        f"{DEFAULT_RECIPE_MINIBATCH})")
+    p.add_argument("--validation", type=_share, default=None, metavar="SHARE",
+                   help="hold out this share of the training split, stop once its loss stops improving and keep "
+                        "the best weights (default: chosen for the data; 0 with --model)")
+    p.add_argument("--budget", type=_duration, default=None, metavar="DURATION",
+                   help="train for at most this long: 90s, 10m, 1h (default: chosen for the data; none with --model)")
     p.add_argument("--minibatch-size", type=_positive_int, default=None, metavar="N",
                    help="override the recipe's minibatch size")
     p.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2,...",
@@ -393,13 +401,27 @@ def cmd_evaluate(args) -> int:
           f"{'images' if ckpt.model_config.is_image else 'rows'}")
     if "test_error_pct" in scores:
         print(f"Average {args.split} error: {scores['test_error_pct']:.2f}%")
-        print(f"BCE per pixel: {scores['test_bce']:.4f}   MSE: {scores['test_mse']:.5f}   "
-              f"PSNR: {scores['test_psnr_db']:.2f} dB")
+        bce = f"BCE per pixel: {scores['test_bce']:.4f}   " if "test_bce" in scores else ""
+        print(f"{bce}MSE: {scores['test_mse']:.5f}   PSNR: {scores['test_psnr_db']:.2f} dB")
     else:
         print(f"MSE (scaled units): {scores['test_mse']:.5f}   R^2: {scores['test_r2']:.4f}")
     if "knn_acc" in scores:
         print(f"5-NN accuracy on the codes: {100 * scores['knn_acc']:.2f}%")
+    if "pca" in scores:
+        print(_pca_line(scores))
     return 0
+
+
+def _pca_line(scores: dict) -> str:
+    """PCA with the model's code size on the same split, beside the model's MSE."""
+    pca = scores["pca"]
+    parts = [f"MSE {pca['mse']:.5f} ({scores['test_mse'] / pca['mse']:.2f}x for the model)" if pca["mse"] > 0
+             else f"MSE {pca['mse']:.5f}"]
+    if "psnr_db" in pca:
+        parts.append(f"PSNR {pca['psnr_db']:.2f} dB")
+    if "knn_acc" in pca:
+        parts.append(f"5-NN {100 * pca['knn_acc']:.2f}%")
+    return f"PCA with {pca['code_size']} components on the same split: " + ", ".join(parts)
 
 
 def cmd_denoise(args) -> int:

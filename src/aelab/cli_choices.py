@@ -11,14 +11,14 @@ from .codec.format import (  # noqa: F401 - re-exported for the parser
     DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS)
 
 # aelab.models.networks
-MODEL_NAMES = ("simple", "deep", "dense", "conv", "sparse", "vae")
+MODEL_NAMES = ("simple", "deep", "dense", "conv", "sparse", "vae", "residual")
 LOSSES = ("bce", "mse")
 # aelab.models.export
 EXPORT_FORMATS = ("onnx", "pt2")
 # aelab.data.scaling
 SCALE_METHODS = ("standard", "minmax", "none")
 # aelab.training.config: the recipes' names, and the settings of the default one
-RECIPE_NAMES = ("tutorial", "adam", "adam-long")
+RECIPE_NAMES = ("tutorial", "adam", "adam-long", "fit")
 DEFAULT_RECIPE = "tutorial"
 DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH = 3e-5, 64
 # aelab.codec.coders: the registry's coders, in its order, with their descriptions

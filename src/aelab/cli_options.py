@@ -33,6 +33,22 @@ def _unit_fraction(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = _non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 up to (not including) 1, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    from .errors import OptionError
+    from .runconfig import parse_duration
+    try:
+        return parse_duration(text)
+    except OptionError as e:
+        raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})") from None
+
+
 class _DeprecatedAlias(argparse.Action):
     """An old spelling of an option: still works, hidden from --help, with a one-line note on stderr."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .cli_choices import EXPORT_FORMATS
-from .cli_options import _add_checkpoint, _add_device, _add_input, _api
+from .cli_options import _add_checkpoint, _add_device, _add_input, _api, _unit_fraction
 
 
 def _fraction(text: str) -> float:
@@ -33,13 +33,16 @@ def add_score(sub) -> argparse.ArgumentParser:
                        description="Score each image or table row by its reconstruction error (the mean squared "
                                    "error per value, in the model's units: pixels / 255 or the table's scaled "
                                    "features; higher = more anomalous). Writes index, label (when known), score "
-                                   "and, with --contamination or --threshold, flag (1 = anomalous).")
+                                   "and, with --contamination, --threshold or --fpr, flag (1 = anomalous).")
     _add_checkpoint(p)
     _add_input(p, "samples")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--contamination", type=_fraction, metavar="F",
                      help="flag the share F (0 < F <= 0.5) of samples with the highest scores")
     cut.add_argument("--threshold", type=_finite, metavar="T", help="flag the samples scoring above T")
+    cut.add_argument("--fpr", type=_unit_fraction, metavar="F",
+                     help="flag at the false-positive rate F (0 < F < 1) on held-out normal data: the scores "
+                          "of the training run's validation split, kept in the checkpoint")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.csv (a header, one row per sample) or FILE.npy (a structured array with fields "
                         "index, label, score, flag)")
@@ -51,7 +54,7 @@ def cmd_score(args) -> int:
     ckpt = api.load_model(args.checkpoint, args.device)
     images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **api.data_options(vars(args)))
     result = api.anomaly_scores(ckpt, images, labels, contamination=args.contamination,
-                                threshold=args.threshold, output=args.output)
+                                threshold=args.threshold, fpr=args.fpr, output=args.output)
     flagged = "" if result["flags"] is None else \
         f"; {result['flagged']} flagged above {result['threshold']:.6g}"
     print(f"Wrote {len(result['scores'])} scores to {args.output}{flagged}")

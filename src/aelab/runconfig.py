@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -151,3 +152,28 @@ def to_toml(options: dict[str, Any]) -> str:
             value = list(value)
         lines.append(f"{key} = {json.dumps(value)}")  # JSON's strings, numbers, booleans and lists are TOML's
     return "\n".join(lines) + "\n"
+
+
+def with_settings(text: str, settings: dict[str, Any]) -> str:
+    """A run config (TOML ``text``) with ``settings`` written into it: the values of keys it has replaced,
+    the others (not None) added at the end."""
+    options = tomllib.loads(text)
+    options.update({k: v for k, v in settings.items() if v is not None})
+    return to_toml(options)
+
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from ``90``, ``90s``, ``10m`` or ``1.5h``; an unusable duration is an OptionError."""
+    raw = str(text).strip().lower()
+    unit = DURATION_UNITS.get(raw[-1:], None)
+    number = raw[:-1] if unit is not None else raw
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise OptionError(f"cannot read the duration {text!r}", hint="use seconds, minutes or hours: 90s, 10m, 1h")
+    return seconds

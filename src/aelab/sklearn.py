@@ -16,6 +16,7 @@ bytes, not torch objects.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ except ImportError:  # scikit-learn < 1.6
     def validate_data(estimator, X, **kwargs):
         return estimator._validate_data(X, **kwargs)
 
-from .api import load_model
+from .api import load_model, train_settings
 from .data import Dataset, Split
 from .data.scaling import Scaler
 from .errors import DataError
@@ -40,10 +41,12 @@ from .evaluation.anomaly import sample_errors
 from .models import inference
 from .models.checkpoint import save_checkpoint, weights_bytes
 from .models.networks import ModelConfig, build_model
-from .training import TrainConfig, train
+from .training import train
 from .training.config import get_recipe
 
 __all__ = ["AutoencoderTransformer"]
+
+NAMED_MODEL_DEFAULTS = {"code_size": 32, "recipe": "adam", "sweeps": 20.0}  # with a model named
 
 
 class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -52,18 +55,23 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     scikit-learn's outlier detectors).
 
     Parameters are ``aelab train``'s options of the same names: ``model`` (simple, deep, dense,
-    conv, sparse, vae), ``code_size``, ``hidden`` (dense widths, None: the model's), ``recipe``,
+    conv, sparse, vae, residual), ``code_size``, ``hidden`` (dense widths, None: the model's), ``recipe``,
     ``sweeps`` (passes over the training rows), ``minibatch_size`` (None: the recipe's, at most
     the number of rows), ``scale`` (a table's scaling: standard, minmax or none), ``loss`` (None:
     what the data suits), ``random_state`` (int, RandomState or None) and ``device``.
+    As with ``aelab train``, leaving ``model`` None chooses the model, and every other setting left
+    None, for the data (:func:`aelab.api.train_settings`: a residual model that starts as PCA, early
+    stopping on a validation split); with a ``model`` named, the others default to code size 32,
+    the ``adam`` recipe and 20 sweeps.
 
     Fitted attributes: ``model_`` (the torch module), ``model_config_``, ``scaler_`` (None for
     images), ``input_kind_`` ("table" or "images"), ``sample_shape_``, ``n_features_in_``,
-    ``train_loss_``.
+    ``train_loss_``, ``chosen_`` (the line saying what was chosen; empty with a ``model`` named).
     """
 
-    def __init__(self, model: str = "deep", code_size: int = 32, hidden: tuple[int, ...] | None = None,
-                 recipe: str = "adam", sweeps: float = 20.0, minibatch_size: int | None = None,
+    def __init__(self, model: str | None = None, code_size: int | None = None,
+                 hidden: tuple[int, ...] | None = None, recipe: str | None = None, sweeps: float | None = None,
+                 minibatch_size: int | None = None,
                  scale: str = "standard", loss: str | None = None, random_state: Any = None,
                  device: str = "auto") -> None:
         self.model = model
@@ -89,15 +97,19 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             self.scaler_ = None
         n = len(rows)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        minibatch = self.minibatch_size or get_recipe(self.recipe).minibatch_size
-        minibatch = max(1, min(minibatch, n, int(self.sweeps * n)))
-        config = TrainConfig(model=self.model, code_size=self.code_size,
-                             hidden=None if self.hidden is None else tuple(self.hidden), recipe=self.recipe,
-                             sweeps=float(self.sweeps), minibatch_size=minibatch, seed=seed, device=self.device,
-                             loss=self.loss)
         digest = hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
         data = Dataset(name="sklearn", train=Split(rows), test=Split(rows[: min(n, 256)]), sha256=digest)
+        named = {} if self.model is None else NAMED_MODEL_DEFAULTS
+        settings = {"code_size": self.code_size, "recipe": self.recipe, "sweeps": self.sweeps}
+        choice = train_settings(data, model=self.model, hidden=None if self.hidden is None else tuple(self.hidden),
+                                minibatch_size=self.minibatch_size, seed=seed, device=self.device, loss=self.loss,
+                                **{k: v if v is not None else named.get(k) for k, v in settings.items()})
+        config = choice.config
+        minibatch = config.minibatch_size or get_recipe(config.recipe).minibatch_size
+        held = max(1, round(config.validation * n)) if config.validation else 0
+        config = replace(config, minibatch_size=max(1, min(minibatch, n - held, int(config.sweeps * (n - held)))))
         result = train(data, config, log=None, progress_bar=False)
+        self.chosen_ = choice.reason
         self.model_ = result.model
         self.model_config_ = result.model_config
         self.train_loss_ = float(result.train_loss)

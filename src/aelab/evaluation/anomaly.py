@@ -43,6 +43,18 @@ def threshold_for(scores: np.ndarray, contamination: float) -> float:
     return float(np.percentile(scores, 100.0 * (1.0 - contamination)))
 
 
+def threshold_for_fpr(normal_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold that flags (``score > threshold``) at most the share ``fpr`` (0 < F < 1) of
+    ``normal_scores``, scores of held-out data known to be normal."""
+    if not 0 < fpr < 1:
+        raise OptionError(f"the false-positive rate must lie in (0, 1), got {fpr!r}", hint="e.g. --fpr 0.01")
+    scores = np.sort(np.asarray(normal_scores, dtype=np.float64))
+    if not len(scores):
+        raise OptionError("no scores of normal data to set a threshold from")
+    allowed = int(np.floor(fpr * len(scores) + 1e-9))  # normal samples that may lie above the threshold
+    return float(scores[len(scores) - 1 - allowed])
+
+
 def flags_for(scores: np.ndarray, threshold: float) -> np.ndarray:
     """1 where a score is above ``threshold`` (anomalous), else 0; int64 (n,)."""
     return (np.asarray(scores) > threshold).astype(np.int64)

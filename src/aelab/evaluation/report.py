@@ -23,6 +23,7 @@ import torch
 from ..data.dataset_types import Dataset
 from ..models.inference import encode, reconstruct
 from . import plots
+from .baseline import pca_scores
 from .evaluate import evaluate
 from .similarity import similarity_rows
 
@@ -37,7 +38,8 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
     """The HTML of one model's part of a report (see the module's docstring).
 
     ``curve`` is the training loss against samples seen; ``scores`` the test
-    scores (computed when not given); ``limit`` caps the map's points, and
+    scores (computed when not given, with those of a PCA of the model's code size fitted on
+    the training split beside them); ``limit`` caps the map's points, and
     ``points`` is a t-SNE embedding of the first test samples' codes made
     already (the tutorial's), else one is made here. ``figures`` holds PNGs
     drawn already of the same images (the tutorial's ``grid`` and
@@ -45,7 +47,9 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
     """
     figures = figures or {}
     test = data.test
-    scores = scores if scores is not None else evaluate(model, test.images)
+    if scores is None:
+        scores = evaluate(model, test.images)
+        scores["pca"] = pca_scores(model.config, data.train.images, test.images)
     parts = [f'<section class="model"><h2>{html.escape(name)}</h2>', _scores_table(scores)]
     if curve:
         parts.append(_figure("Training curve", _curve_png(name, *curve)))
@@ -76,6 +80,9 @@ def _scores_table(scores: dict) -> str:
              "test_psnr_db": "PSNR (dB)", "test_r2": "R²", "knn_acc": "5-NN accuracy of the codes"}
     rows = "".join(f"<tr><th>{label}</th><td>{scores[key]:.4g}</td></tr>"
                    for key, label in names.items() if isinstance(scores.get(key), (int, float)))
+    pca = scores.get("pca") or {}
+    rows += "".join(f"<tr><th>PCA with {pca['code_size']} components: {label}</th><td>{pca[key]:.4g}</td></tr>"
+                    for key, label in (("mse", "MSE per value"), ("psnr_db", "PSNR (dB)")) if key in pca)
     return f'<table class="scores">{rows}</table>'
 
 

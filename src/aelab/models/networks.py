@@ -27,6 +27,12 @@ calls instead (``extra_loss`` is summed over the minibatch, like the BCE):
     optional dense layers (``hidden``), then a linear code; the decoder mirrors
     it with transposed convolutions. Any image size works whose sides survive
     halving once per stage (at least ``2 ** len(channels)`` pixels).
+``residual``
+    :class:`ResidualPCAAutoencoder`: a linear path that starts as the PCA of
+    the training data (fitted by ``fit_linear`` before training), plus a
+    nonlinear part (the conv model's layers for images, dense layers for a
+    table) whose contribution starts at zero. Trained with early stopping on
+    a validation split, it starts where PCA ends and keeps only what improves on it.
 ``sparse``
     :class:`SparseAutoencoder`: ReLU code with an L1 penalty
     ``sparsity * sum(|code|)`` per image, in the units of the per-image summed
@@ -193,6 +199,8 @@ MODEL_KINDS: dict[str, ModelKind] = {
                         hidden=DENSE_PRESETS["deep"], sparsity=0.01),
     "vae": ModelKind("vae", "variational, the deep model's layers, Gaussian code (posterior mean), KL weight 1",
                      hidden=DENSE_PRESETS["deep"], beta=1.0),
+    "residual": ModelKind("residual", "PCA as a linear path, plus conv (images) or dense (tables) layers whose "
+                                      "part starts at zero; linear outputs", activation="silu"),
 }
 MODEL_NAMES = tuple(MODEL_KINDS)
 
@@ -522,8 +530,117 @@ class VariationalAutoencoder(ConvAutoencoder):
         return self.decode(z)
 
 
+LINEAR_STEP = 0.1  # the linear path's weights move at this fraction of the optimiser's step
+
+
+class ResidualPCAAutoencoder(nn.Module):
+    """PCA as a linear path, and a nonlinear correction that starts at zero.
+
+    With ``x`` the input divided by ``input_max`` and flattened, ``mean`` and ``components`` (code_size,
+    input_dim) the training data's PCA and ``scale`` the standard deviation of each PCA score:
+
+    ``code = (x - mean) E^T + scale * f(x)`` and ``output = mean + code D + g(code / scale)``,
+
+    where ``E = components + LINEAR_STEP * encoder_delta`` (``D`` likewise), and ``f``, ``g`` are the
+    encoder and decoder of a :class:`ConvAutoencoder` with this configuration (its convolutions for images,
+    its dense ``hidden`` layers otherwise) whose last layers start at zero. Before training, the model
+    is exactly the PCA (after :meth:`fit_linear`); training moves it only where the loss goes down, and
+    early stopping on a validation split keeps the best weights seen, the PCA's included. The deltas
+    reparametrise the PCA weights so that Adam's step on them is ``LINEAR_STEP`` times smaller than on
+    the nonlinear layers: a full step would knock the linear code off the PCA optimum at once.
+    The output is linear (``loss`` must be ``mse``), clipped to [0, 1] for images.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.loss != "mse":
+            raise OptionError("the residual model's PCA path needs linear outputs", hint="use --loss mse")
+        self.config = config
+        d, k = config.input_dim, config.code_size
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("components", torch.zeros(k, d))
+        self.register_buffer("scale", torch.ones(k))
+        self.encoder_delta = nn.Parameter(torch.zeros(k, d))
+        self.decoder_delta = nn.Parameter(torch.zeros(k, d))
+        self.body = ConvAutoencoder(config)
+        last = [m for m in self.body.decoder if isinstance(m, (nn.Linear, nn.ConvTranspose2d))][-1]
+        for layer in (self.body.code_layer, last):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @torch.no_grad()
+    def fit_linear(self, rows: torch.Tensor, seed: int = 0) -> None:
+        """Set the linear path to the PCA of ``rows`` ((n, input_dim), already divided by ``input_max``)."""
+        mean, components, scale = pca_basis(rows, self.config.code_size, seed=seed)
+        self.mean.copy_(mean)
+        self.components.copy_(components)
+        self.scale.copy_(scale)
+
+    def _scaled(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.to(self.mean.dtype) * (1.0 / self.config.input_max)
+
+    def _nonlinear_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.channels:
+            return x.reshape(x.shape[0], self.config.image_channels, *self.config.image_size)
+        return x
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw inputs (n, input_dim), pixels 0..255 or scaled features, to codes (n, code_size)."""
+        x = self._scaled(pixels)
+        weights = self.components + LINEAR_STEP * self.encoder_delta
+        linear = (x - self.mean) @ weights.t()
+        return linear + self.scale * self.body.code_layer(self.body.encoder(self._nonlinear_input(x)))
+
+    def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes to outputs (n, input_dim), before an image model's clipping."""
+        weights = self.components + LINEAR_STEP * self.decoder_delta
+        return torch.addmm(self.mean, codes, weights) + self.body.decoder(codes / self.scale)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes to outputs (n, input_dim): in [0, 1] for an image model (pixels / 255)."""
+        return output_of(self.decode_logits(codes), self.config)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(pixels))
+
+
+PCA_EXACT_LIMIT = 1024  # up to this many inputs the PCA comes from an exact eigendecomposition
+
+
+def pca_basis(rows: torch.Tensor, k: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mean (d,), the top ``k`` principal directions (k, d) and the standard deviation of each
+    direction's scores (k,) of ``rows`` (n, d), in float32.
+
+    Exact (the covariance's eigenvectors) up to ``PCA_EXACT_LIMIT`` inputs; above, a seeded randomised
+    SVD with enough power iterations to match the exact directions closely. Directions beyond the
+    data's rank (a code longer than the rows can fill) are zero, with scale 1. Each direction's sign
+    is fixed (its largest entry positive), so the result depends on the data and the seed alone.
+    """
+    x = rows.detach().to(torch.float64).cpu()
+    n, d = x.shape
+    mean = x.mean(dim=0)
+    centred = x - mean
+    if d <= PCA_EXACT_LIMIT or k >= d // 2:
+        values, vectors = torch.linalg.eigh(centred.t() @ centred)
+        order = torch.argsort(values, descending=True)[:k]
+        components = vectors[:, order].t()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _, _, v = torch.svd_lowrank(centred, q=min(k + 16, min(n, d)), niter=6)
+        components = v[:, :k].t()
+    components = torch.cat([components, torch.zeros(max(k - components.shape[0], 0), d, dtype=x.dtype)])
+    signs = torch.sign(components.gather(1, components.abs().argmax(dim=1, keepdim=True)))
+    components = components * torch.where(signs == 0, torch.ones_like(signs), signs)
+    scale = (centred @ components.t()).std(dim=0) if n > 1 else torch.ones(k, dtype=x.dtype)
+    rank = min(n - 1, d)
+    scale = torch.where((scale > 1e-8) & (torch.arange(k) < rank), scale, torch.ones_like(scale))
+    components[torch.arange(k) >= rank] = 0.0
+    return mean.float(), components.float(), scale.float()
+
+
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"conv": ConvAutoencoder, "sparse": SparseAutoencoder,
-                                             "vae": VariationalAutoencoder}
+                                             "vae": VariationalAutoencoder, "residual": ResidualPCAAutoencoder}
 
 
 def build_model(config: ModelConfig, *, seed: int | None = None) -> nn.Module:

@@ -44,6 +44,10 @@ RECIPES: dict[str, Recipe] = {
     # for long runs (the shipped models): Adam at a higher rate, 2% warm-up, cosine decay to 0
     "adam-long": Recipe("adam-long", "adam", lr=2e-3, minibatch_size=128, loss_reduction="mean",
                         schedule="cosine", warmup=0.02),
+    # what `aelab train` chooses for the user's own data: Adam, 5% warm-up, cosine decay, small minibatches
+    # (on the CPU the number of steps decides more than their size)
+    "fit": Recipe("fit", "adam", lr=1e-3, minibatch_size=64, loss_reduction="mean", schedule="cosine",
+                  warmup=0.05),
 }
 
 
@@ -72,6 +76,8 @@ class TrainConfig:
     sparsity: float | None = None       # the sparse model's L1 weight; None: its default
     beta: float | None = None           # the VAE's KL weight; None: its default
     loss: str | None = None             # "bce" or "mse"; None: what the data suits (bce for data in [0, 1])
+    validation: float = 0.0             # share of the training split held out for early stopping; 0: none
+    budget: float | None = None         # seconds of training at most (an upper bound on wall time); None: no limit
 
     def validate(self) -> None:
         parse_noise(self.noise)
@@ -86,6 +92,14 @@ class TrainConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise OptionError(f"seed must be a non-negative integer, got {self.seed!r}")
         get_recipe(self.recipe)
+        if not (isinstance(self.validation, (int, float)) and not isinstance(self.validation, bool)
+                and 0 <= self.validation < 1):
+            raise OptionError(f"the validation share must be a number in [0, 1), got {self.validation!r}",
+                              hint="use e.g. --validation 0.1")
+        if self.budget is not None and not (isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool)
+                                            and math.isfinite(self.budget) and self.budget > 0):
+            raise OptionError(f"the time budget must be a positive number of seconds, got {self.budget!r}",
+                              hint="use e.g. --budget 10m")
         if self.loss is not None and self.loss not in LOSSES:
             raise OptionError(f"unknown loss {self.loss!r}", hint=f"choose one of: {', '.join(LOSSES)}")
 
@@ -111,6 +125,7 @@ class TrainResult:
     minibatches: int
     seconds: float
     progress: list[dict] = field(default_factory=list)
+    validation: dict | None = None      # the validation split and its curve (see aelab.training.validation)
 
     @property
     def samples_per_second(self) -> float:

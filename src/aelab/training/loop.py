@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_l
 from .steps import flatten_parameters, make_step
 from .stream import minibatch_stream, noise_generator, training_rows
 from .resume import TrainingState, load_training_state, save_training_state
+from .validation import EarlyStopping, carve, model_rows
 
 
 class TrainingInterrupted(AelabError):
@@ -96,7 +98,8 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, groups: 
 
 def _check_resumable(saved: TrainingState, config: TrainConfig, data: Dataset, path: Path) -> None:
     ours = config.to_dict()
-    different = [k for k in ours if k not in ("sweeps", "device") and saved.config.get(k) != ours[k]]
+    different = [k for k in ours if k not in ("sweeps", "device", "budget") and saved.config.get(k, DEFAULT_CONFIG.get(k))
+                 != ours[k]]
     if different:
         details = ", ".join(f"{k}: saved {saved.config.get(k)!r}, now {ours[k]!r}" for k in different)
         raise OptionError(f"cannot resume with other settings ({details})", path=path,
@@ -104,6 +107,9 @@ def _check_resumable(saved: TrainingState, config: TrainConfig, data: Dataset, p
     if saved.data_sha256 != data.sha256:
         raise OptionError("cannot resume on other data (checksum differs)", path=path,
                           hint="pass the same --data, or drop --resume to start over")
+
+
+DEFAULT_CONFIG = TrainConfig().to_dict()  # what a resume file written before a setting existed meant by it
 
 
 def denormals_flushed() -> bool:
@@ -183,14 +189,24 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                           hint="use a larger --minibatch-size or fewer processes")
     if not ranks.main:  # rank 0 alone prints and writes
         log, progress_bar, metrics_file, tensorboard = None, False, None, None
+    if config.budget is not None and ranks.world > 1:
+        raise OptionError("--budget stops each process by its own clock, which several processes cannot share",
+                          hint="leave out --budget, or train in one process")
     mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
                            activation=config.activation, sparsity=config.sparsity, beta=config.beta,
-                           loss=loss_for(data, config.loss), input_max=255.0 if data.kind == "images" else 1.0)
+                           loss=loss_for(data, config.loss or PREFERRED_LOSS.get(config.model)),
+                           input_max=255.0 if data.kind == "images" else 1.0)
     saved = _load_resumable(resume_file, config, data) if resume else None
+    fitted, held_out, held_record = _held_out(data, config)  # the rows trained on, and the validation split
+    fresh = model is None
     model = _prepare_model(model or build_model(mconfig, seed=config.seed), saved, resume_file, device)
-    images = training_rows(mconfig, data, device)  # one tensor, or a packed set's rows read in blocks
-    total_minibatches = _count_minibatches(config, data.train.n, minibatch)
+    if fresh and saved is None and hasattr(model, "fit_linear"):
+        # the rows trained on: the validation rows must stay unseen, or the start's validation error is
+        # in-sample, which on wide images no trained model catches up with
+        model.fit_linear(_pca_rows(mconfig, fitted, config.seed).to(device), seed=config.seed)
+    images = training_rows(mconfig, fitted, device)  # one tensor, or a packed set's rows read in blocks
+    total_minibatches = _count_minibatches(config, fitted.train.n, minibatch)
     grad_scale = 1.0 / (minibatch * mconfig.input_dim) if recipe.loss_reduction == "mean" else 1.0
     noise = parse_noise(config.noise)
     bounded = mconfig.loss == "bce" or mconfig.is_image  # data in [0, 1]
@@ -201,6 +217,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     ranks.broadcast_(flat.data)  # every rank starts from rank 0's weights
     step = make_step(model, grad_scale, use_autograd)
     optimizer = make_optimizer([flat], recipe, minibatch, total_steps=total_minibatches)
+    early = None if held_out is None else \
+        EarlyStopping(model_rows(mconfig, held_out.images), total_minibatches, held_record)
     bar = ProgressBar(total_minibatches * minibatch, desc=f"training {config.model}",
                       enabled=progress_bar and log is not None)
     table = ProgressTable(bar.print_above(log) if log else None,
@@ -211,12 +229,15 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     metrics = None
     if metrics_file is not None or tensorboard is not None:
         metrics = MetricsLog(metrics_file, append=resume, tensorboard=tensorboard,
-                             resumed_at=saved.minibatches_done * minibatch if saved is not None else None)
+                             resumed_at=saved.minibatches_done * minibatch if saved is not None else None,
+                             validation=early is not None)
 
     # --- resume: the optimiser, the table and the windows from the resume file
     first, seconds_before = 0, 0.0
     if saved is not None:
         first, seconds_before = _restore(saved, resume_file, optimizer, table, windows, total_minibatches)
+        if early is not None:
+            _restore_early_stopping(early, saved, resume_file)
         bar.update(first * minibatch)
         if log:
             log(f"Resuming after {first * minibatch} samples ({first} minibatches)")
@@ -248,7 +269,14 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         save_training_state(resume_file, TrainingState(
             config=config.to_dict(), data_sha256=data.sha256, minibatches_done=k, model=model.state_dict(),
             optimizer_tensors=tensors, optimizer_groups=groups, table=table.state_dict(),
-            window=windows.state_dict(), seconds=seconds_before + time.perf_counter() - started))
+            window=windows.state_dict(), seconds=seconds_before + time.perf_counter() - started,
+            validation=None if early is None else early.state_dict(), best=None if early is None else early.best))
+
+    def validate(k: int) -> None:
+        loss = early.measure(model, flat, k)
+        if metrics is not None:
+            metrics.add_validation(k, k * minibatch, loss, current_learning_rate(optimizer),
+                                   seconds_before + time.perf_counter() - started)
 
     def eager_step(k: int) -> None:
         target = stream.next(minibatch, out=batch)
@@ -270,12 +298,23 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         kernels.warm_up()  # numba's compilation or cache load stays out of the measured seconds
     started = time.perf_counter()
     last_save = started
+    end, budget_spent = total_minibatches, False
     with stop_requests(resume_file is not None) as stop, flushing_denormals(), \
             threads_for(device, minibatch, mconfig.input_dim):
         ranks.stop = stop  # a collective left unanswered long after a stop was asked means a failed peer
+        if early is not None and first == 0:
+            validate(0)  # the starting point (for the residual model, the PCA) is a candidate too
         for k in range(first, total_minibatches):
+            if early is not None and (early.stop or early.stopped_at is not None):
+                end = early.stopped_at = early.stopped_at or k
+                break
+            if config.budget is not None and seconds_before + time.perf_counter() - started >= config.budget:
+                end, budget_spent = k, True
+                break
             train_step(k)
             done = k + 1
+            if early is not None and early.due(done):
+                validate(done)
             if table.due(done) or done == total_minibatches:
                 sum_windows()
                 check_finite(done)
@@ -312,8 +351,13 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     bar.close()
     if metrics is not None:
         if table.pending_row() is not None:  # the last steps, past the table's last doubling
-            metrics.add(total_minibatches, table.pending_row(), current_learning_rate(optimizer), seconds)
+            metrics.add(end, table.pending_row(), current_learning_rate(optimizer), seconds)
         metrics.close()
+    if early is not None:
+        early.restore_best(flat)
+        if fresh and early.best_step == 0 and hasattr(model, "fit_linear"):
+            # nothing beat the start: the model is the PCA of the whole training split, validation rows included
+            model.fit_linear(_pca_rows(mconfig, data, config.seed).to(device), seed=config.seed)
     model.eval()
     for p in model.parameters():
         p.grad = None
@@ -326,10 +370,45 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         if unremoved is not None:
             warnings.warn(f"{resume_file}: the run is complete, but its resume file could not be removed "
                           f"({unremoved.strerror or unremoved})", stacklevel=2)
+    stopped = {"budget_spent": budget_spent} if config.budget is not None else {}
     return TrainResult(model=model, model_config=mconfig, config=config, recipe=recipe,
                        device=describe_device(device), train_error_pct=100.0 * table.average_metric,
-                       train_loss=table.average_loss, samples_seen=total_minibatches * minibatch,
-                       minibatches=total_minibatches, seconds=seconds, progress=table.rows)
+                       train_loss=table.average_loss, samples_seen=end * minibatch,
+                       minibatches=end, seconds=seconds, progress=table.rows,
+                       validation=None if early is None else {**early.summary(), **stopped})
+
+
+# the loss a model kind trains with when none is asked for and the data allows it
+PREFERRED_LOSS = {"residual": "mse"}
+PCA_ROWS = 20_000  # the residual model's PCA is fitted on at most this many training rows
+
+
+def _held_out(data: Dataset, config: TrainConfig):
+    """The data to train on, the validation split (None without one) and its record."""
+    if not config.validation:
+        return data, None, None
+    if data.source.get("format") == "packed":
+        raise OptionError("a validation split needs the data in memory, and this is a packed data set",
+                          hint="train with --validation 0, or on the unpacked data")
+    return carve(data, config.validation, config.seed)
+
+
+def _pca_rows(mconfig, data: Dataset, seed: int) -> torch.Tensor:
+    """Up to ``PCA_ROWS`` training rows (drawn with ``seed``), divided by ``input_max``, as float32."""
+    n = data.train.n
+    index = np.arange(n) if n <= PCA_ROWS else np.sort(np.random.default_rng([seed, 0x9CA]).choice(n, PCA_ROWS, replace=False))
+    return model_rows(mconfig, np.asarray(data.train.images[index])).to(torch.float32) / mconfig.input_max
+
+
+def _restore_early_stopping(early: EarlyStopping, saved: TrainingState, resume_file) -> None:
+    if saved.validation is None:
+        raise CheckpointError("the resume file has no validation state, but this run holds a validation split",
+                              path=resume_file, hint="delete it to start the run over")
+    try:
+        early.load_state_dict(saved.validation, saved.best)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the resume file's validation state does not fit this run ({e!r})",
+                              path=resume_file, hint="delete it to start the run over") from e
 
 
 def loss_for(data: Dataset, asked: str | None) -> str:

@@ -197,14 +197,18 @@ class MetricsLog:
     written and flushed as training goes, so a crash keeps the curve so far; with ``tensorboard``,
     the same values as TensorBoard scalars in that folder (x axis: samples seen).
 
-    ``loss`` and ``metric`` are the averages per sample since the previous line; a resumed run
+    ``loss`` and ``metric`` are the averages per sample since the previous line. With ``validation``,
+    a last column ``val_loss`` holds the validation split's mean squared error per value, on lines of
+    their own (whose ``loss`` and ``metric`` are empty) at each step it is measured. A resumed run
     appends to the file it finds, less the lines the interrupted run wrote after ``resumed_at``
     samples (its state was saved there; it logs them again), and never a line for a point the file
     has already; TensorBoard drops what the interrupted run logged after ``resumed_at`` samples.
     """
 
-    def __init__(self, path=None, append: bool = False, tensorboard=None, resumed_at: int | None = None) -> None:
+    def __init__(self, path=None, append: bool = False, tensorboard=None, resumed_at: int | None = None,
+                 validation: bool = False) -> None:
         self.path = path
+        self.validation = validation
         self._board = tensorboard_writer(tensorboard, resumed_at) if tensorboard is not None else None
         self._file = None
         self._logged_to = -1  # the samples_seen of the file's last line
@@ -214,16 +218,23 @@ class MetricsLog:
                 self._logged_to = _keep_lines_up_to(path, resumed_at)
             self._file = open(path, "w" if fresh else "a", encoding="utf-8", newline="")
             if fresh:
-                self._write(",".join(METRICS_COLUMNS))
+                self._write(",".join(METRICS_COLUMNS + (("val_loss",) if validation else ())))
 
     def add(self, step: int, row: dict, learning_rate: float, seconds: float) -> None:
         if self._file is not None and row["examples"] > self._logged_to:
             self._write(f"{step},{row['examples']},{row['loss_since_last']:.6g},{row['metric_since_last']:.6g},"
-                        f"{learning_rate:.6g},{seconds:.3f}")
+                        f"{learning_rate:.6g},{seconds:.3f}" + ("," if self.validation else ""))
         if self._board is not None:
             for name, value in (("loss", row["loss_since_last"]), ("metric", row["metric_since_last"]),
                                 ("learning_rate", learning_rate), ("seconds", seconds)):
                 self._board.add_scalar(f"train/{name}", value, global_step=row["examples"])
+            self._board.flush()
+
+    def add_validation(self, step: int, examples: int, loss: float, learning_rate: float, seconds: float) -> None:
+        if self._file is not None and examples > self._logged_to:
+            self._write(f"{step},{examples},,,{learning_rate:.6g},{seconds:.3f},{loss:.6g}")
+        if self._board is not None:
+            self._board.add_scalar("validation/loss", loss, global_step=examples)
             self._board.flush()
 
     def _write(self, line: str) -> None:
@@ -240,12 +251,13 @@ class MetricsLog:
 def _keep_lines_up_to(path, samples: int) -> int:
     """Rewrite the metrics file ``path`` without its lines past ``samples`` samples seen; returns the
     samples_seen of the last line kept (-1: none)."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
         lines = f.read().splitlines()
     kept, last = lines[:1], -1
+    width = len(lines[0].split(",")) if lines else len(METRICS_COLUMNS)  # val_loss makes one more
     for line in lines[1:]:
         fields = line.split(",")
-        if len(fields) != len(METRICS_COLUMNS) or not fields[1].isdigit():
+        if len(fields) != width or not fields[1].isdigit():
             continue  # a line cut short by a kill
         seen = int(fields[1])
         if seen <= samples:

@@ -42,15 +42,21 @@ class TrainingState:
     table: dict                                  # ProgressTable.state_dict()
     window: dict[str, torch.Tensor]              # loss and metric sums since the last table row
     seconds: float
+    validation: dict | None = None               # EarlyStopping.state_dict(): its curve and best loss
+    best: torch.Tensor | None = None             # the flat parameter at the best validation loss
 
 
 def save_training_state(path: str | os.PathLike, state: TrainingState) -> Path:
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in state.model.items()}
     tensors.update({f"optimizer/{k}": v.detach().cpu().contiguous().clone() for k, v in state.optimizer_tensors.items()})
     tensors.update({f"window/{k}": v.detach().cpu().reshape(1).clone() for k, v in state.window.items()})
+    if state.best is not None:
+        tensors["best/flat"] = state.best.detach().cpu().contiguous().clone()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": state.config,
             "data_sha256": state.data_sha256, "minibatches_done": state.minibatches_done,
             "optimizer_groups": state.optimizer_groups, "table": state.table, "seconds": state.seconds}
+    if state.validation is not None:
+        meta["validation"] = state.validation
     # json floats round-trip exactly (repr), which bit-identical resuming needs
     text = json.dumps(meta)
     return write_bytes(path, save_safetensors(tensors, metadata={"aelab": text,
@@ -104,7 +110,8 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
                              minibatches_done=int(meta["minibatches_done"]), model=part("model/"),
                              optimizer_tensors=part("optimizer/"), optimizer_groups=meta["optimizer_groups"],
                              table=meta["table"], window={k: v.reshape(()) for k, v in part("window/").items()},
-                             seconds=float(meta["seconds"]))
+                             seconds=float(meta["seconds"]), validation=meta.get("validation"),
+                             best=tensors.get("best/flat"))
     except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf)
         raise CheckpointError(f"the resume file is incomplete ({e})", path=path,
                               hint="delete it to start the run over") from e

@@ -1,0 +1,152 @@
+"""The validation split and early stopping on it.
+
+``TrainConfig.validation`` holds out that share of the training split (drawn with the run's seed, so a
+resumed run holds out the same rows). The model's mean squared error on those rows, per value in the
+model's output units (pixels / 255, or a table's scaled features), is measured before the first step,
+at ``EVALUATIONS`` evenly spaced steps and at the end; training stops once ``PATIENCE`` measurements
+in a row found no better loss, and the weights of the best one are restored. A measurement only counts
+as better than the starting point (for the residual model: the PCA) when the per-row improvement is
+clear of the noise of a small validation split: its mean more than ``MARGIN`` standard errors above
+zero. On a few dozen rows, a lower mean alone often turns out worse on other data. Everything here depends
+only on the step count and the weights, so a resumed run stops, and ends, where an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..data.dataset_types import Dataset, Split
+from ..errors import OptionError
+from ..models.inference import tensor_view, to_model_rows
+
+EVALUATIONS = 40   # validation measurements per run (besides the one before the first step)
+PATIENCE = 20      # measurements in a row without a better loss that stop the run (half of them)
+MIN_TRAIN_ROWS = 2
+EVAL_ROWS = 1024   # rows per forward pass while measuring
+MARGIN = 2.0       # standard errors by which a measurement must beat the starting point's per-row errors
+
+
+def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices of the rows kept for training and of the rows held out, ``fraction`` of ``n``
+    (at least one), drawn with ``seed``."""
+    held = max(1, int(round(fraction * n)))
+    if n - held < MIN_TRAIN_ROWS:
+        raise OptionError(f"a validation share of {fraction:g} leaves {n - held} of {n} training samples",
+                          hint="use more data, or --validation 0 to train without early stopping")
+    order = np.random.default_rng([int(seed), 0x7A11D]).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def carve(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Split, dict]:
+    """``data`` with the validation rows taken out of its training split, those rows, and a record of
+    the split (share, seed, row count and a digest of the held-out indices) for the checkpoint."""
+    keep, held = split_rows(data.train.n, fraction, seed)
+    labels = data.train.labels
+    train = Split(np.ascontiguousarray(data.train.images[keep]), None if labels is None else labels[keep])
+    validation = Split(np.ascontiguousarray(data.train.images[held]), None if labels is None else labels[held])
+    record = {"share": float(fraction), "seed": int(seed), "rows": int(len(held)),
+              "rows_sha256": hashlib.sha256(held.astype("<i8").tobytes()).hexdigest()}
+    source = {k: v for k, v in data.source.items() if k not in ("packed", "format")}
+    return replace(data, train=train, source=source), validation, record
+
+
+def model_rows(config, samples: np.ndarray) -> torch.Tensor:
+    """Samples as the model's raw (n, input_dim) rows, on the CPU."""
+    return to_model_rows(config, tensor_view(samples))
+
+
+@torch.no_grad()
+def sample_errors(model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """Each row's mean squared reconstruction error in the model's output units (float64, on the CPU)."""
+    config = model.config
+    device = next(model.parameters()).device
+    errors = []
+    for start in range(0, rows.shape[0], EVAL_ROWS):
+        raw = rows[start:start + EVAL_ROWS].to(device)
+        target = raw.to(torch.float32) * (1.0 / config.input_max)
+        out = model.decode(model.encode(raw))
+        errors.append((out - target).square().mean(dim=1).to(torch.float64).cpu())
+    return torch.cat(errors)
+
+
+class EarlyStopping:
+    """The validation curve, the best loss and its weights, and when to stop.
+
+    ``due(step)`` says whether step ``step`` (minibatches done) is measured; ``measure`` records the
+    loss and keeps a copy of ``flat`` when it is the best so far; ``stop`` is set after ``PATIENCE``
+    measurements without improvement.
+    """
+
+    def __init__(self, rows: torch.Tensor, total_steps: int, record: dict) -> None:
+        self.rows = rows
+        self.every = max(1, total_steps // EVALUATIONS)
+        self.total = total_steps
+        self.record = record
+        self.curve: list[list[float]] = []   # [step, loss]
+        self.best_loss = math.inf
+        self.best_step = -1
+        self.since_best = 0
+        self.stopped_at: int | None = None
+        self.best: torch.Tensor | None = None
+        self.start: list[float] | None = None   # the per-row errors of the first measurement (step 0)
+
+    def due(self, step: int) -> bool:
+        return step == 0 or step == self.total or step % self.every == 0
+
+    @property
+    def stop(self) -> bool:
+        return self.since_best >= PATIENCE
+
+    def measure(self, model: torch.nn.Module, flat: torch.Tensor, step: int) -> float:
+        was_training = model.training
+        model.eval()
+        errors = sample_errors(model, self.rows)
+        loss = float(errors.mean())
+        model.train(was_training)
+        self.curve.append([step, loss])
+        if self.start is None and step == 0:
+            self.start = errors.tolist()
+        if loss < self.best_loss and (step == 0 or self.clearly_better_than_start(errors)):
+            self.best_loss, self.best_step, self.since_best = loss, step, 0
+            self.best = flat.detach().clone()
+        else:
+            self.since_best += 1
+        return loss
+
+    def clearly_better_than_start(self, errors: torch.Tensor) -> bool:
+        """Whether ``errors`` improve on the starting point's by more than ``MARGIN`` standard errors
+        (always, when the start was not measured: a resumed run from before it existed)."""
+        if self.start is None:
+            return True
+        gain = torch.tensor(self.start, dtype=torch.float64) - errors
+        if len(gain) < 2:
+            return False
+        return float(gain.mean()) > MARGIN * float(gain.std()) / math.sqrt(len(gain))
+
+    def restore_best(self, flat: torch.Tensor) -> None:
+        """Put the best weights back into ``flat`` (nothing measured yet: nothing changes)."""
+        if self.best is not None:
+            with torch.no_grad():
+                flat.copy_(self.best)
+
+    def state_dict(self) -> dict:
+        return {"curve": self.curve, "best_loss": self.best_loss, "best_step": self.best_step,
+                "since_best": self.since_best, "stopped_at": self.stopped_at, "start": self.start}
+
+    def load_state_dict(self, state: dict, best: torch.Tensor | None) -> None:
+        self.curve = [list(p) for p in state["curve"]]
+        self.best_loss = float(state["best_loss"])
+        self.best_step = int(state["best_step"])
+        self.since_best = int(state["since_best"])
+        self.stopped_at = state.get("stopped_at")
+        self.start = state.get("start")
+        self.best = None if best is None else best.clone()
+
+    def summary(self) -> dict:
+        """What the checkpoint keeps: the split's record, the best loss, where it was, and the curve."""
+        return {**self.record, "best_loss": self.best_loss, "best_step": self.best_step,
+                "stopped_at": self.stopped_at, "curve": self.curve}

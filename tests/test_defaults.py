@@ -1,0 +1,196 @@
+"""Good by default: the residual model starts as PCA, early stopping keeps the best weights, the budget
+bounds the time, and `aelab train --data PATH` alone chooses settings for the data and says so."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aelab.cli import main
+from aelab.data import Dataset, Split
+from aelab.errors import OptionError
+from aelab.models import inference
+from aelab.models.networks import build_model, model_config, pca_basis
+from aelab.training import TrainConfig, train
+from aelab.training.auto import choose, table_code_size
+from aelab.runconfig import parse_duration
+from aelab.training.validation import split_rows
+
+
+def curved_table(n: int = 600, columns: int = 12, seed: int = 0) -> Dataset:
+    """Rows on a curved 2-D surface in 12 columns, standardised: a nonlinear code of 2 beats PCA's."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(-2, 2, (n, 2))
+    basis = rng.normal(size=(5, columns))
+    features = np.column_stack([t[:, 0], t[:, 1], np.sin(2 * t[:, 0]), t[:, 0] * t[:, 1], np.cos(2 * t[:, 1])])
+    x = features @ basis + 0.05 * rng.normal(size=(n, columns))
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    labels = (t[:, 0] > 0).astype(np.int64) + 2 * (t[:, 1] > 0)
+    split = int(0.8 * n)
+    return Dataset("curved", Split(x[:split], labels[:split]), Split(x[split:], labels[split:]), sha256="c" * 64,
+                   num_classes=4)
+
+
+def mse(model, rows: np.ndarray) -> float:
+    return float(np.mean((inference.reconstruct(model, rows) - rows) ** 2))
+
+
+def pca_mse(train_rows: np.ndarray, test_rows: np.ndarray, k: int) -> float:
+    mean, components, _ = pca_basis(torch.from_numpy(train_rows), k)
+    out = (torch.from_numpy(test_rows) - mean) @ components.t() @ components + mean
+    return float(((out - torch.from_numpy(test_rows)) ** 2).mean())
+
+
+def test_pca_basis_matches_the_exact_pca_and_its_randomised_form_agrees():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy((rng.normal(size=(300, 6)) @ rng.normal(size=(6, 1100)) + 0.01 * rng.normal(
+        size=(300, 1100))).astype(np.float32))
+    mean, components, scale = pca_basis(x, 4)  # above the exact limit: randomised
+    centred = (x - x.mean(0)).double()
+    exact = torch.linalg.svd(centred, full_matrices=False).Vh[:4]
+    overlap = (components.double() @ exact.t()).abs()  # the same subspace: an orthogonal 4x4 matrix
+    assert torch.allclose(overlap @ overlap.t(), torch.eye(4, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(mean, x.mean(0), atol=1e-5) and bool((scale > 0).all())
+
+
+def test_the_residual_model_starts_as_the_pca_of_its_training_rows():
+    data = curved_table()
+    config = model_config("residual", input_shape=(12,), code_size=2, hidden=(16,), loss="mse", input_max=1.0)
+    model = build_model(config, seed=0)
+    model.fit_linear(torch.from_numpy(data.train.images))
+    assert mse(model, data.test.images) == pytest.approx(pca_mse(data.train.images, data.test.images, 2), rel=1e-5)
+
+
+def test_the_residual_model_refuses_bce():
+    with pytest.raises(OptionError, match="linear outputs"):
+        build_model(model_config("residual", input_shape=(12,), code_size=2, loss="bce"))
+
+
+def test_early_stopping_keeps_the_best_validation_weights_and_beats_pca_on_a_curved_table():
+    data = curved_table()
+    result = train(data, TrainConfig(model="residual", code_size=2, hidden=(64, 32), recipe="fit", sweeps=60,
+                                     minibatch_size=32, loss="mse", validation=0.15), log=None, progress_bar=False)
+    validation = result.validation
+    curve = [loss for _, loss in validation["curve"]]
+    assert validation["curve"][0][0] == 0  # the PCA start is measured
+    assert validation["best_loss"] == min(curve) <= curve[0]
+    keep, held = split_rows(data.train.n, 0.15, 0)
+    held_rows = data.train.images[held]
+    assert mse(result.model, held_rows) == pytest.approx(validation["best_loss"], rel=1e-5)  # the best, restored
+    assert mse(result.model, data.test.images) < 0.8 * pca_mse(data.train.images[keep], data.test.images, 2)
+
+
+def test_the_validation_split_is_seeded_disjoint_and_at_least_one_row():
+    keep, held = split_rows(100, 0.1, 3)
+    assert len(held) == 10 and not set(keep) & set(held) and len(keep) + len(held) == 100
+    assert np.array_equal(held, split_rows(100, 0.1, 3)[1]) and not np.array_equal(held, split_rows(100, 0.1, 4)[1])
+    assert len(split_rows(5, 0.01, 0)[1]) == 1
+    with pytest.raises(OptionError, match="validation"):
+        split_rows(2, 0.5, 0)
+
+
+def test_a_budget_stops_the_run_early_and_says_so():
+    data = curved_table()
+    result = train(data, TrainConfig(model="residual", code_size=2, hidden=(16,), recipe="fit", sweeps=1000,
+                                     loss="mse", validation=0.1, budget=0.5), log=None, progress_bar=False)
+    assert result.validation["budget_spent"] is True
+    assert result.minibatches < 1000 * 432 // 64
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "-5m", "0", "ten minutes", "inf"])
+def test_unreadable_durations_are_refused(text):
+    with pytest.raises(OptionError, match="duration"):
+        parse_duration(text)
+
+
+def test_the_choice_follows_the_data():
+    table = choose(curved_table())
+    assert table.config.model == "residual" and table.config.code_size == table_code_size(12) < 12
+    assert table.config.channels is None and table.config.hidden and "12 columns" in table.reason
+    images = Dataset("img", Split(np.zeros((500, 32, 32, 3), np.uint8)), Split(np.zeros((50, 32, 32, 3), np.uint8)),
+                     sha256="0" * 64)
+    chosen = choose(images, code_size=16)
+    assert chosen.config.channels and chosen.config.code_size == 16 and "colour" in chosen.reason
+    small = Dataset("img", Split(np.zeros((500, 8, 8), np.uint8)), Split(np.zeros((50, 8, 8), np.uint8)),
+                    sha256="0" * 64)
+    assert choose(small).config.channels is None  # too small for convolutions: dense layers
+    for choice in (table, chosen):
+        assert choice.config.recipe == "fit" and choice.config.validation > 0 and choice.config.budget
+
+
+def test_train_with_only_data_chooses_says_so_once_and_saves_the_choice(tmp_path, capsys):
+    data = curved_table(300)
+    table = tmp_path / "t.csv"
+    np.savetxt(table, np.column_stack([data.train.images, data.train.labels]), delimiter=",",
+               header=",".join([f"f{i}" for i in range(12)] + ["label"]), comments="")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(table), "--label-column", "label", "--sweeps", "20", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Chose")]
+    assert len(lines) == 1 and "residual" in lines[0] and "validation" in lines[0]
+    saved = (out / "run.toml").read_text()
+    assert 'model = "residual"' in saved and 'recipe = "fit"' in saved and "validation = 0.2" in saved  # a small set
+    info = json.loads((out / "config.json").read_text())
+    assert info["training"]["chosen"] == lines[0] and info["training"]["validation_split"]["rows"] == 43  # 20% of the 216 training rows
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r for r in rows if r["val_loss"]][0]["step"] == "0"
+    # the saved run.toml repeats the run without choosing again
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "run.toml"), "--out", str(tmp_path / "again")]) == 0
+    assert "Chose" not in capsys.readouterr().out
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_evaluate_shows_pca_with_the_same_code_size(tmp_path, capsys, tiny_npz):
+    out = tmp_path / "m"
+    assert main(["train", "--model", "simple", "--sweeps", "0.01", "--data", str(tiny_npz), "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(tiny_npz), "--knn", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    pca = scores["pca"]
+    assert pca["code_size"] == 32 and 0 < pca["mse"] < scores["test_mse"] and 0 <= pca["knn_acc"] <= 1
+    assert pca["psnr_db"] == pytest.approx(-10 * np.log10(pca["mse"]))
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(tiny_npz)]) == 0
+    assert "PCA with 32 components on the same split: MSE" in capsys.readouterr().out
+
+
+def test_score_fpr_flags_at_that_rate_on_the_held_out_normal_data(tmp_path, capsys):
+    from aelab.evaluation.anomaly import threshold_for_fpr
+    assert threshold_for_fpr(np.arange(100.0), 0.01) == 98.0  # one of 100 normal scores lies above
+    assert threshold_for_fpr(np.arange(10.0), 0.01) == 9.0     # none may: the largest
+    data = curved_table(300)
+    table = tmp_path / "t.csv"
+    np.savetxt(table, np.column_stack([data.train.images, data.train.labels]), delimiter=",",
+               header=",".join([f"f{i}" for i in range(12)] + ["label"]), comments="")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(table), "--label-column", "label", "--sweeps", "5", "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    normal = json.loads((out / "config.json").read_text())["training"]["validation_split"]["scores"]
+    assert len(normal) == 43 and normal == sorted(normal)
+    capsys.readouterr()
+    assert main(["score", "--checkpoint", str(out), "--data", str(table), "--fpr", "0.1", "-o",
+                 str(tmp_path / "s.csv")]) == 0
+    assert f"above {normal[-5]:.6g}" in capsys.readouterr().out  # 4 of 43 normal scores (9%) lie above
+    simple = tmp_path / "simple"
+    assert main(["train", "--model", "simple", "--data", str(table), "--label-column", "label", "--scale", "minmax",
+                 "--sweeps", "1", "--out", str(simple), "--device", "cpu", "--quiet"]) == 0
+    assert main(["score", "--checkpoint", str(simple), "--data", str(table), "--fpr", "0.1", "-o",
+                 str(tmp_path / "s2.csv")]) == 2
+    assert "--contamination" in capsys.readouterr().err
+
+
+def test_the_report_shows_pca_beside_the_model():
+    from aelab.evaluation.report import _scores_table
+    table = _scores_table({"test_mse": 0.01, "test_psnr_db": 20.0, "pca": {"code_size": 8, "mse": 0.02,
+                                                                           "psnr_db": 17.0}})
+    assert "PCA with 8 components: MSE per value</th><td>0.02" in table and "PCA with 8 components: PSNR" in table
