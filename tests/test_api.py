@@ -192,12 +192,18 @@ def test_train_config_takes_each_field_from_the_option_of_its_name() -> None:
     from dataclasses import fields
     from aelab import api
     from aelab.cli import build_parser
-    args = build_parser().parse_args([
-        "train", "--model", "deep", "--code-size", "7", "--hidden", "24,12", "--sweeps", "0.5", "--recipe", "adam",
-        "--minibatch-size", "16", "--seed", "3", "--device", "cpu", "--noise", "gaussian:0.5", "--channels", "8",
-        "--conv-depth", "2", "--activation", "silu", "--sparsity", "0.1", "--beta", "2", "--loss", "mse"])
-    config = api.train_config(vars(args))
-    given = [f.name for f in fields(api.TrainConfig) if hasattr(args, f.name)]
-    assert len(given) >= 15
-    assert all(getattr(config, name) == getattr(args, name) for name in given)
-    assert api.train_config({"model": "conv"}).sweeps == 5.0  # no --sweeps, --fast or --slow: the fast mode
+    from aelab.data import Dataset, Split
+    images = np.zeros((10, 28, 28), dtype=np.uint8)
+    data = Dataset(name="blank", train=Split(images[:8], None), test=Split(images[8:], None), sha256="0" * 64)
+    common = ["--code-size", "7", "--hidden", "24,12", "--sweeps", "0.5", "--recipe", "adam", "--minibatch-size", "16",
+              "--seed", "3", "--device", "cpu", "--noise", "gaussian:0.5", "--channels", "8", "--conv-depth", "2",
+              "--activation", "silu", "--loss", "mse", "--validation", "0.2", "--budget", "90s"]
+    checked = set()
+    for own in (["--model", "sparse", "--sparsity", "0.1"], ["--model", "vae", "--beta", "2"]):
+        args = build_parser().parse_args(["train", *own, *common])
+        config = api.train_config(vars(args), data).config
+        given = [f.name for f in fields(api.TrainConfig) if getattr(args, f.name, None) is not None]
+        assert all(getattr(config, name) == getattr(args, name) for name in given), given
+        checked.update(given)
+    assert len(checked) >= 17
+    assert api.train_config({"model": "conv"}, data).config.sweeps == 5.0  # no --sweeps, --fast or --slow: the fast mode

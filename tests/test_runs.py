@@ -231,3 +231,29 @@ def test_no_progress_bar_goes_into_a_redirected_log(tmp_path, tiny_npz):
                        env={**os.environ, "TQDM_MININTERVAL": "0"}, timeout=300, check=True)
     text = (tmp_path / "log").read_text()
     assert "\r" not in text and "training simple" not in text and "Average test error" in text
+
+
+def test_a_resumed_validation_run_keeps_its_lines_and_logs_each_point_once(tmp_path):
+    """A run with a validation split has a val_loss column; resuming keeps its lines up to the saved state
+    (a file it cannot decode is read, not a traceback) and logs no point twice."""
+    from aelab.training.progress import MetricsLog
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path, validation=True)
+    for step in (1, 3, 7, 15):
+        log.add(step, {"examples": 64 * step, "loss_since_last": 1.0, "metric_since_last": 0.5}, 1e-3, step / 10)
+        log.add_validation(step, 64 * step, 0.25, 1e-3, step / 10)
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b"\xff\xfe31,19")  # bytes a kill cut short, not UTF-8
+    log = MetricsLog(path, append=True, resumed_at=64 * 7, validation=True)
+    for step in (7, 15, 31):
+        log.add(step, {"examples": 64 * step, "loss_since_last": 2.0, "metric_since_last": 0.5}, 1e-3, step / 10)
+        log.add_validation(step, 64 * step, 0.5, 1e-3, step / 10)
+    log.close()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    train_rows = [r for r in rows if r["loss"]]
+    val_rows = [r for r in rows if r["val_loss"]]
+    assert [int(r["step"]) for r in train_rows] == [1, 3, 7, 15, 31]
+    assert [int(r["step"]) for r in val_rows] == [1, 3, 7, 15, 31]
+    assert [float(r["val_loss"]) for r in val_rows] == [0.25, 0.25, 0.25, 0.5, 0.5]
