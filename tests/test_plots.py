@@ -250,6 +250,18 @@ def test_save_training_curve(tmp_path: Path) -> None:
         plots.save_training_curve(tmp_path / "bad.png", {}, "e")
 
 
+def test_a_training_curve_marks_the_kept_weights_in_its_legend(tmp_path: Path, monkeypatch) -> None:
+    texts = _texts_drawn(monkeypatch)
+    curves = {"training": ([64, 128, 256], [0.9, 0.5, 0.4]), "validation": ([64, 128, 256], [0.8, 0.6, 0.7])}
+    plots.save_training_curve(tmp_path / "c.png", curves, "loss", mark=(128, "weights kept"))
+    assert {"training", "validation", "weights kept"} <= set(texts), texts
+    texts.clear()
+    plots.save_training_curve(tmp_path / "z.png", curves, "loss", mark=(0, "weights kept"))  # before the log axis
+    assert "weights kept" not in texts and {"training", "validation"} <= set(texts), texts
+    with pytest.raises(OptionError, match="mark"):
+        plots.save_training_curve(tmp_path / "bad.png", curves, "loss", mark=128)
+
+
 def test_figures_leave_matplotlib_settings_alone(tmp_path: Path) -> None:
     import matplotlib
 

@@ -235,3 +235,30 @@ def test_the_reports_grid_names_the_classes(trained, monkeypatch):
                    num_classes=2, class_names=["cat", "dog"])
     api.report_model(load_checkpoint(trained), data, limit=0)
     assert drawn == [["cat", "dog"] * 5]
+
+
+def test_a_validation_run_shows_both_losses_and_where_its_weights_were_kept(tmp_path, monkeypatch):
+    import csv
+    from aelab.evaluation import plots
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 12))
+    np.save(tmp_path / "t.npy", table)
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tmp_path / "t.npy"), "--model", "dense", "--code-size", "3",
+                 "--recipe", "adam", "--sweeps", "4", "--validation", "0.2", "--quiet", "--out", str(out)]) == 0
+    with open(out / "metrics.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    validation = [r for r in rows if r["val_loss"]]
+    best_step = load_checkpoint(out).info["training"]["validation_split"]["best_step"]
+    drawn = []
+    real = plots.save_training_curve
+    monkeypatch.setattr(plots, "save_training_curve", lambda *a, **k: drawn.append((a[1], k)) or real(*a, **k))
+    page = api.report_model(load_checkpoint(out), api.load_data(tmp_path / "t.npy"), limit=0)
+    ((curves, options),) = drawn
+    assert list(curves) == ["training MSE per value", "validation MSE per value"]
+    assert list(curves["validation MSE per value"][1]) == [float(r["val_loss"]) for r in validation]
+    assert list(curves["training MSE per value"][1]) == [float(r["metric"]) for r in rows if r["loss"]]
+    assert options["ylabel"] == "loss per value"
+    kept_at = next(int(r["samples_seen"]) for r in validation if int(r["step"]) == best_step)
+    assert options["mark"] == ((kept_at, "weights kept (best validation loss)") if kept_at else None)
+    assert "validation" in page and (f"measured at step {best_step}" in page if best_step else "before the first step" in page)

@@ -6,7 +6,6 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import signal
 import warnings
@@ -31,7 +30,7 @@ from .evaluation.baseline import pca_scores
 from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold_for, threshold_for_fpr, write_scores
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
-from .evaluation.report import MAP_LIMIT, model_section, report_page
+from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
 from .fileio import ensure_dir, remove_file, write_text
 from .locking import folder_lock
 from .models import inference
@@ -294,7 +293,7 @@ def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | Non
                  limit: int = MAP_LIMIT, seed: int = 0) -> str:
     """A self-contained HTML report of a model (scores, training curve from its ``metrics.csv``, images and
     decodings, similarities, an interactive map of the codes); written to ``output`` when given."""
-    section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint.path),
+    section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint),
                             limit=limit, seed=seed)
     page = report_page(f"aelab report: {checkpoint.path.name}", [section],
                        f"{checkpoint.model_config.kind} model, code size {checkpoint.model_config.code_size}; "
@@ -304,14 +303,9 @@ def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | Non
     return page
 
 
-def _metrics_curve(folder: Path) -> tuple[list[int], list[float]] | None:
-    try:
-        with open(folder / METRICS_FILE, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        rows = [r for r in rows if r["loss"]]  # validation lines have no training loss
-        return [int(r["samples_seen"]) for r in rows], [float(r["loss"]) for r in rows]
-    except (OSError, KeyError, ValueError, TypeError):
-        return None  # no curve (a shipped model, or an unreadable file): the report goes without it
+def _metrics_curve(checkpoint: Checkpoint) -> tuple[list[int], list[float]] | ValidationCurves | None:
+    return metrics_curves(checkpoint.path / METRICS_FILE, checkpoint.model_config,
+                          checkpoint.info.get("training", {}).get("validation_split"))
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:

@@ -440,12 +440,14 @@ def save_tsne_map(path: str | os.PathLike[str], points: Any, labels: Any,
 
 def save_training_curve(path: str | os.PathLike[str],
                         curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
-                        ylabel: str, title: str | None = None, logy: bool = False) -> Path:
-    """One line per model of a metric against samples seen (log x axis).
+                        ylabel: str, title: str | None = None, logy: bool = False,
+                        mark: tuple[float, str] | None = None) -> Path:
+    """One line per model (or per split) of a metric against samples seen (log x axis).
 
     Points with samples seen <= 0 cannot sit on a log axis and are left out;
     NaN metric values (a diverged run) leave gaps. ``logy`` draws the values on a log axis when they
-    span a power of ten or more (else a linear one, whose ticks are labelled).
+    span a power of ten or more (else a linear one, whose ticks are labelled). ``mark`` (samples seen,
+    label) draws a dashed vertical line there, named in the legend (left out at samples seen <= 0).
     """
     if not isinstance(curves, Mapping) or not curves:
         raise OptionError("curves must be a non-empty dict of name -> (samples, values)")
@@ -476,6 +478,7 @@ def save_training_curve(path: str | os.PathLike[str],
                               + (" and a positive value" if logy else ""))
         order = np.argsort(xs[keep], kind="stable")
         lines.append((str(name), xs[keep][order], ys[keep][order]))
+    mark = _mark(mark)
 
     from matplotlib import colormaps
 
@@ -486,6 +489,8 @@ def save_training_curve(path: str | os.PathLike[str],
             few = len(xs) <= 30
             ax.plot(xs, ys, color=cmap(i % cmap.N), label=name,
                     marker="o" if few else None, markersize=3.5)
+        if mark is not None:
+            ax.axvline(mark[0], color=_INK, linestyle="--", linewidth=1.0, alpha=0.7, label=mark[1])
         ax.set_xscale("log")
         _log_labels(ax.xaxis, [xs for _, xs, _ in lines], counts=True)
         if logy and _spans_a_decade([ys for _, _, ys in lines]):
@@ -495,11 +500,24 @@ def save_training_curve(path: str | os.PathLike[str],
         ax.set_xlabel("samples seen")
         ax.set_ylabel(ylabel)
         ax.tick_params(length=3)
-        if len(lines) > 1 or lines[0][0]:
+        if len(lines) > 1 or lines[0][0] or mark is not None:
             ax.legend(loc="best")
         if title:
             ax.set_title(title, fontsize=12.5, fontweight="bold", loc="left", pad=8)
         return _save(fig, path)
+
+
+def _mark(mark: Any) -> tuple[float, str] | None:
+    """``mark`` checked: None, or (samples seen > 0, label); a mark at or before the first sample is left out."""
+    if mark is None:
+        return None
+    try:
+        x, label = mark
+        x = float(x)
+    except (TypeError, ValueError):
+        raise OptionError("mark must be a pair (samples seen, label)") from None
+    label = _title(label, "mark label") or ""
+    return (x, label) if math.isfinite(x) and x > 0 else None
 
 
 def _log_tick_text(x: float, minor: bool, counts: bool) -> str:

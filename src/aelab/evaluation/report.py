@@ -10,10 +10,12 @@ page works offline and can be mailed as one file.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,13 +33,66 @@ MAP_LIMIT = 1000   # test samples on the map by default
 GRID_COLUMNS = 10  # images in the originals-over-decodings grid
 
 
+@dataclass(frozen=True)
+class ValidationCurves:
+    """A run with a validation split: its training and validation losses on one scale, against samples seen.
+
+    ``training`` is the training loss per value (``training_label`` says which loss), ``validation`` the
+    validation split's MSE per value; ``kept_at`` the samples seen at the measurement whose weights were
+    kept (None: not recorded), ``kept_step`` its step (0: before the first step).
+    """
+    training: tuple[Sequence[int], Sequence[float]]
+    validation: tuple[Sequence[int], Sequence[float]]
+    training_label: str = "training MSE per value"
+    kept_step: int | None = None
+    kept_at: int | None = None
+
+
+def metrics_curves(path: str | Path, config: Any, validation_split: dict | None = None
+                   ) -> tuple[list[int], list[float]] | ValidationCurves | None:
+    """The training curve in a run's ``metrics.csv`` at ``path``: the training loss per sample against samples
+    seen; where the file has validation lines, both losses per value (:class:`ValidationCurves`) and where the
+    kept weights were measured, from ``validation_split`` (the checkpoint's ``training.validation_split``).
+    ``config`` is the model's config. None when there is no file or it cannot be read (the report goes without)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        train_rows = [r for r in rows if r["loss"]]  # validation lines have no training loss
+        val_rows = [r for r in rows if r.get("val_loss")]
+        samples = [int(r["samples_seen"]) for r in train_rows]
+        if not val_rows:
+            return samples, [float(r["loss"]) for r in train_rows]
+        return _validation_curves(config, validation_split or {}, samples, train_rows, val_rows)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _validation_curves(config: Any, split: dict, samples: list[int], train_rows: list[dict],
+                       val_rows: list[dict]) -> ValidationCurves:
+    if config.loss == "mse":  # the metric column is the MSE per value, as the validation loss is
+        training = [float(r["metric"]) for r in train_rows]
+    else:  # the loss column is summed over a sample's values
+        training = [float(r["loss"]) / config.input_dim for r in train_rows]
+    kept_step = split.get("best_step")
+    kept_step = int(kept_step) if isinstance(kept_step, (int, float)) and kept_step >= 0 else None
+    kept_at = next((int(r["samples_seen"]) for r in val_rows if kept_step is not None
+                    and int(r["step"]) == kept_step), None)
+    return ValidationCurves(training=(samples, training),
+                            validation=([int(r["samples_seen"]) for r in val_rows],
+                                        [float(r["val_loss"]) for r in val_rows]),
+                            training_label=f"training {config.loss.upper()} per value",
+                            kept_step=kept_step, kept_at=kept_at)
+
+
 def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
-                  curve: tuple[Sequence[int], Sequence[float]] | None = None, scores: dict | None = None,
+                  curve: tuple[Sequence[int], Sequence[float]] | ValidationCurves | None = None,
+                  scores: dict | None = None,
                   limit: int = MAP_LIMIT, seed: int = 0, points: np.ndarray | None = None,
                   figures: dict[str, bytes] | None = None) -> str:
     """The HTML of one model's part of a report (see the module's docstring).
 
-    ``curve`` is the training loss against samples seen; ``scores`` the test
+    ``curve`` is the training loss against samples seen, or with a validation split both losses
+    (:class:`ValidationCurves`); ``scores`` the test
     scores (computed when not given, with those of a PCA of the model's code size fitted on
     the training split beside them); ``limit`` caps the map's points, and
     ``points`` is a t-SNE embedding of the first test samples' codes made
@@ -51,7 +106,10 @@ def model_section(name: str, model: torch.nn.Module, data: Dataset, *,
         scores = evaluate(model, test.images)
         scores["pca"] = pca_scores(model.config, data.train.images, test.images)
     parts = [f'<section class="model"><h2>{html.escape(name)}</h2>', _scores_table(scores)]
-    if curve:
+    if isinstance(curve, ValidationCurves):
+        if any(x > 0 for x in curve.training[0]):  # a log axis holds no point before the first sample
+            parts.append(_figure(_validation_caption(curve), _validation_png(curve)))
+    elif curve:
         parts.append(_figure("Training curve", _curve_png(name, *curve)))
     if data.kind == "images":
         n = min(GRID_COLUMNS, test.n)
@@ -103,6 +161,27 @@ def _png(draw, *args: Any, **kwargs: Any) -> bytes:
 def _curve_png(name: str, samples: Sequence[int], losses: Sequence[float]) -> bytes:
     return _png(plots.save_training_curve, {name: (samples, losses)}, ylabel="loss per sample",
                 title="Training loss (average since the previous point)", logy=True)
+
+
+def _validation_png(curves: ValidationCurves) -> bytes:
+    mark = None if not curves.kept_at else (curves.kept_at, "weights kept (best validation loss)")
+    lines = {curves.training_label: curves.training}
+    if any(x > 0 for x in curves.validation[0]):
+        lines["validation MSE per value"] = curves.validation
+    return _png(plots.save_training_curve, lines,
+                ylabel="loss per value", title="Training and validation loss", logy=True, mark=mark)
+
+
+def _validation_caption(curves: ValidationCurves) -> str:
+    caption = ("Training curve: the training loss (average since the previous point) and the validation "
+               "split's mean squared error, per value")
+    if curves.kept_step == 0:
+        return caption + "; no later measurement was clearly better than the start, so the weights from " \
+                         "before the first step were kept"
+    if curves.kept_step is not None:
+        return caption + f"; the weights kept are those measured at step {curves.kept_step}" + (
+            f" ({curves.kept_at} samples seen, dashed line)" if curves.kept_at else "")
+    return caption
 
 
 def _code_map(name: str, model: torch.nn.Module, data: Dataset, limit: int, seed: int,
