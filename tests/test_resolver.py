@@ -142,8 +142,8 @@ def test_options_that_move_training_samples_into_the_test_split_are_refused(tmp_
     ckpt = _checkpoint_for(data, tmp_path / "m")
     assert api.load_data(photos, ckpt).test.n == data.test.n  # the recorded split
     assert api.load_data(photos, ckpt, test_fraction=0.2).test.n == data.test.n  # the same split, named
-    for options in (dict(test_fraction=0.5), dict(seed=7)):
-        with pytest.raises(OptionError, match="trained on into the test split"):
+    for options, named in ((dict(test_fraction=0.5), "--test-fraction 0.5"), (dict(seed=7), "seed=7")):
+        with pytest.raises(OptionError, match=f"^{named} would put samples the model was trained on into the test"):
             api.load_data(photos, ckpt, **options)
     for command in ("evaluate", "tsne"):
         extra = ["-o", str(tmp_path / "map.png")] if command == "tsne" else []
@@ -167,7 +167,7 @@ def test_a_packed_set_refuses_split_and_skip_options_it_cannot_apply(tmp_path, c
     photos = _photos(tmp_path / "photos")
     out = api.pack_data(photos, tmp_path / "p", test_fraction=0.25)
     assert load_dataset(out, test_fraction=0.25).test.n == 5  # what it was packed with
-    for options, flag in ((dict(test_fraction=0.5), "--test-fraction"), (dict(seed=3), "--seed"),
+    for options, flag in ((dict(test_fraction=0.5), "--test-fraction"), (dict(seed=3), "seed="),
                           (dict(skip_bad=True), "--skip-bad")):
         with pytest.raises(OptionError, match=f"{flag} \\(packed with"):
             load_dataset(out, **options)

@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .dataset_types import Dataset
 from .datasets import load_single, load_source
-from .resolver import DEFAULT_SEED, OPTION_FLAGS, SPLIT_OPTIONS, ReadOptions, Source, resolve
+from .flags import option_given
+from .resolver import DEFAULT_SEED, SPLIT_OPTIONS, ReadOptions, Source, resolve
 from .scaling import Scaler
 from .tables import read_table
 
@@ -82,7 +83,7 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
         return
     given = [name for name in changed if getattr(options, name) is not None]
     if given:
-        what = ", ".join(f"{OPTION_FLAGS[n]} {now[n]}" for n in given)
+        what = ", ".join(option_given(n, now[n]) for n in given)
         hint = "leave the option out: the checkpoint's split is used"
     else:  # a packed copy split otherwise; `aelab data pack` takes --test-fraction, the seed only from Python
         what = f"the split {data.name!r} holds (test fraction {now['test_fraction']}, seed {now['seed']})"
