@@ -192,6 +192,36 @@ def test_a_table_model_with_a_label_column_scores_and_encodes_rows_without_it(tm
     assert len((tmp_path / "c.csv").read_text().splitlines()) == 8
 
 
+def test_encode_names_the_labels_by_the_classes_of_the_data_it_read(tmp_path, capsys):
+    import csv
+    import json
+
+    from aelab.data.codes import read_codes, write_codes
+    photos = _photos(tmp_path / "photos", size=(8, 8))  # cats, dogs
+    data = load_dataset(photos)
+    _checkpoint_for(data, tmp_path / "m")
+    assert main(["encode", "--checkpoint", str(tmp_path / "m"), "--data", str(photos),
+                 "-o", str(tmp_path / "test.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "test.csv").read_text().splitlines()))
+    assert [r[0] for r in rows[1:]] == [data.class_names[i] for i in data.test.labels]
+    # an INPUT folder numbers its labels by its own classes, which are not the training data's
+    rng = np.random.default_rng(0)
+    for name in ("birds", "sea, lions", "zebras"):
+        (tmp_path / "new" / name).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "new" / name / "0.png")
+    for out in ("new.csv", "new.npy"):
+        assert main(["encode", "--checkpoint", str(tmp_path / "m"), str(tmp_path / "new"),
+                     "-o", str(tmp_path / out)]) == 0
+    rows = list(csv.reader((tmp_path / "new.csv").read_text().splitlines()))
+    assert [r[0] for r in rows[1:]] == ["birds", "sea, lions", "zebras"]
+    assert np.load(tmp_path / "new.labels.npy").tolist() == [0, 1, 2]
+    assert json.loads((tmp_path / "new.classes.json").read_text()) == ["birds", "sea, lions", "zebras"]
+    assert np.allclose(read_codes(tmp_path / "new.csv"), np.load(tmp_path / "new.npy"), atol=1e-5)
+    # labels without names: no names are left from the run before to name them wrongly
+    write_codes(tmp_path / "new.npy", np.zeros((2, 2)), np.array([0, 1]))
+    assert not (tmp_path / "new.classes.json").exists()
+
+
 def test_the_positional_input_is_read_the_way_the_model_was_trained(tmp_path, capsys):
     photos = _photos(tmp_path / "photos", size=(16, 20))
     data = load_dataset(photos, resize="8x8", channels="grayscale")

@@ -94,24 +94,26 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
 
 
 def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_shape: tuple[int, ...],
-                       options: ReadOptions | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The samples (and labels) of one input (a file or folder, not a data set's split) for a model:
-    images read with the recorded channels, size and crop (``options`` given win), a table's rows
+                       options: ReadOptions | None = None
+                       ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """The samples, labels and class names of one input (a file or folder, not a data set's split) for a
+    model: images read with the recorded channels, size and crop (``options`` given win), a table's rows
     scaled with the recorded scaler, with or without the label column it was trained with. Data of
-    another shape than ``model_shape`` is refused."""
+    another shape than ``model_shape`` is refused. The class names are the input's own (its label numbers
+    count its own classes, not necessarily the training data's), None where it has none."""
     options = options or ReadOptions()
     source = resolve(path)
     if source.kind == "table":
         return _table_rows(source, record, model_shape, options)
     reading = options.over(recorded_options(record).applying_to(source))
-    images, labels, _, _ = load_single(source, reading)
+    images, labels, _, _, class_names = load_single(source, reading)
     shape = (3, *images.shape[1:3]) if images.ndim == 4 else tuple(images.shape[1:])
     check_fits(model_shape, shape, source.path.name if source.path else source.name)
-    return images, labels
+    return images, labels, class_names
 
 
 def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, ...],
-                options: ReadOptions) -> tuple[np.ndarray, np.ndarray | None]:
+                options: ReadOptions) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     scaler = recorded_scaler(record)
     if scaler is None:
         raise DataError("this model was trained on images, not a table", path=source.path,
@@ -123,7 +125,7 @@ def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, 
     else:
         table = read_table(source.path, label_column)
     check_fits(model_shape, (table.rows.shape[1],), source.path.name)
-    return scaler.transform(table.rows), table.labels
+    return scaler.transform(table.rows), table.labels, table.class_names
 
 
 def check_fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...], name: str) -> None:
