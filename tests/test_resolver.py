@@ -264,6 +264,29 @@ def test_crop_refuses_an_image_far_below_the_others_naming_it(tmp_path):
     assert load_dataset(folder, crop=True, resize="32x32").image_shape == (32, 32)
 
 
+def test_crop_without_resize_on_one_picture_is_refused_or_crops_to_the_models_size(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, size in enumerate([(12, 10), (14, 12), (13, 11), (12, 12)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(OptionError, match="--crop without --resize"):
+        load_images(tmp_path / "big.png", crop=True)
+    assert load_images(tmp_path / "big.png", crop=True, resize="8x8")[0].shape == (1, 8, 8, 3)
+    data = load_dataset(folder, crop=True)  # every picture cropped to the smallest, 12x10
+    ckpt = _checkpoint_for(data, tmp_path / "m")
+    assert api.input_images(tmp_path / "big.png", checkpoint=ckpt)[0].shape == (1, 12, 10, 3)
+
+
+def test_packing_an_image_folder_refuses_scale_before_decoding_it(tmp_path):
+    folder = _photos(tmp_path / "photos", per_class=2)
+    (folder / "cats" / "broken.png").write_bytes(b"not a picture")  # decoding it would fail first
+    with pytest.raises(OptionError, match="--scale standard applies to tables only"):
+        api.pack_data(folder, tmp_path / "p", scale="standard")
+    assert not (tmp_path / "p").exists()
+
+
 def test_whole_number_float_labels_are_not_hundreds_of_classes_and_numbers_sort_as_numbers(tmp_path):
     rng = np.random.default_rng(0)
     target = rng.choice(np.arange(5, 347, 7), 60).astype(np.float64)  # a price, say

@@ -106,7 +106,7 @@ def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_sh
     if source.kind == "table":
         return _table_rows(source, record, model_shape, options)
     reading = options.over(recorded_options(record).applying_to(source))
-    images, labels, _, _, class_names = load_single(source, reading)
+    images, labels, _, _, class_names = load_single(source, reading, crop_to=tuple(model_shape[-2:]))
     shape = (3, *images.shape[1:3]) if images.ndim == 4 else tuple(images.shape[1:])
     check_fits(model_shape, shape, source.path.name if source.path else source.name)
     return images, labels, class_names
