@@ -148,8 +148,7 @@ def add_encode(sub) -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.npy (codes; labels go to FILE.labels.npy, their class names to FILE.classes.json) "
-                        "or FILE.csv (label, by class name where the data names them, then the code)")
+                   help="FILE.npy (labels: FILE.labels.npy, class names: FILE.classes.json) or FILE.csv (label, then code)")
     return p
 
 
