@@ -235,15 +235,34 @@ def test_sigint_then_sigterm_at_once_still_saves_the_run(tmp_path: Path) -> None
 
 def test_once_a_peer_failed_torchruns_sigterm_cannot_cut_the_message_short() -> None:
     """torchrun SIGTERMs the survivors within milliseconds of a rank's death, while they print why they stop."""
-    script = ("import os, signal, sys, time\n"
+    script = ("import os, signal, sys, time, torch\n"
               "from aelab.terminal import sigterm_interrupts\n"
-              "from aelab.training.distributed import PeerFailed\n"
+              "from aelab.training.distributed import PeerFailed, _collective\n"
+              "def peer_gone(tensor, **options):\n"
+              "    raise RuntimeError('Connection closed by peer')\n"
+              "torch.distributed.init_process_group('gloo', store=torch.distributed.HashStore(), rank=0, world_size=1)\n"
               "with sigterm_interrupts():\n"
               "    try:\n"
-              "        raise PeerFailed('another training process failed or was stopped')\n"
+              "        _collective(peer_gone, torch.zeros(1), None)\n"
               "    except PeerFailed as e:\n"
               "        os.kill(os.getpid(), signal.SIGTERM)\n"
               "        time.sleep(0.2)\n"
-              "        print(f'error: {e}', file=sys.stderr)\n")
+              "        print(f'error: {e}', file=sys.stderr)\n"
+              "        sys.stderr.flush()\n"
+              "        os._exit(2)\n")
     result = run([sys.executable, "-c", script], timeout=60)
-    assert result.stderr.strip() == "error: another training process failed or was stopped", result.stderr
+    assert result.stderr.strip().startswith("error: another training process failed or was stopped "
+                                            "(Connection closed by peer)"), result.stderr
+
+
+def test_making_a_peer_failed_error_leaves_the_signals_and_the_exit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only finding the peers gone ignores SIGTERM and ends the process at exit without leaving the group."""
+    from aelab.training import distributed
+    monkeypatch.setattr(distributed, "_peers_lost", False)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        distributed.PeerFailed("another training process failed or was stopped")
+        assert signal.getsignal(signal.SIGTERM) == before
+        assert distributed._peers_lost is False
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -162,7 +162,7 @@ def test_a_csv_table_trains_evaluates_encodes_and_reconstructs_in_its_own_units(
 
     assert main(["encode", "--checkpoint", str(out), "--data", str(path), "-o", str(tmp_path / "c.csv")]) == 0
     header, first = (tmp_path / "c.csv").read_text().splitlines()[:2]
-    assert header == "label,c0,c1,c2" and first.split(",")[0] in ("0", "1")
+    assert header == "label,c0,c1,c2" and first.split(",")[0] in ("left", "right")  # the class names
 
     assert main(["reconstruct", "--checkpoint", str(out), str(path), "-o", str(tmp_path / "r.csv")]) == 0
     lines = (tmp_path / "r.csv").read_text().splitlines()

@@ -142,8 +142,8 @@ def test_options_that_move_training_samples_into_the_test_split_are_refused(tmp_
     ckpt = _checkpoint_for(data, tmp_path / "m")
     assert api.load_data(photos, ckpt).test.n == data.test.n  # the recorded split
     assert api.load_data(photos, ckpt, test_fraction=0.2).test.n == data.test.n  # the same split, named
-    for options in (dict(test_fraction=0.5), dict(seed=7)):
-        with pytest.raises(OptionError, match="trained on into the test split"):
+    for options, named in ((dict(test_fraction=0.5), "--test-fraction 0.5"), (dict(seed=7), "seed=7")):
+        with pytest.raises(OptionError, match=f"^{named} would put samples the model was trained on into the test"):
             api.load_data(photos, ckpt, **options)
     for command in ("evaluate", "tsne"):
         extra = ["-o", str(tmp_path / "map.png")] if command == "tsne" else []
@@ -167,7 +167,7 @@ def test_a_packed_set_refuses_split_and_skip_options_it_cannot_apply(tmp_path, c
     photos = _photos(tmp_path / "photos")
     out = api.pack_data(photos, tmp_path / "p", test_fraction=0.25)
     assert load_dataset(out, test_fraction=0.25).test.n == 5  # what it was packed with
-    for options, flag in ((dict(test_fraction=0.5), "--test-fraction"), (dict(seed=3), "--seed"),
+    for options, flag in ((dict(test_fraction=0.5), "--test-fraction"), (dict(seed=3), "seed="),
                           (dict(skip_bad=True), "--skip-bad")):
         with pytest.raises(OptionError, match=f"{flag} \\(packed with"):
             load_dataset(out, **options)
@@ -190,6 +190,36 @@ def test_a_table_model_with_a_label_column_scores_and_encodes_rows_without_it(tm
     assert main(["encode", "--checkpoint", str(tmp_path / "m"), str(tmp_path / "new.npy"),
                  "-o", str(tmp_path / "c.csv")]) == 0
     assert len((tmp_path / "c.csv").read_text().splitlines()) == 8
+
+
+def test_encode_names_the_labels_by_the_classes_of_the_data_it_read(tmp_path, capsys):
+    import csv
+    import json
+
+    from aelab.data.codes import read_codes, write_codes
+    photos = _photos(tmp_path / "photos", size=(8, 8))  # cats, dogs
+    data = load_dataset(photos)
+    _checkpoint_for(data, tmp_path / "m")
+    assert main(["encode", "--checkpoint", str(tmp_path / "m"), "--data", str(photos),
+                 "-o", str(tmp_path / "test.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "test.csv").read_text().splitlines()))
+    assert [r[0] for r in rows[1:]] == [data.class_names[i] for i in data.test.labels]
+    # an INPUT folder numbers its labels by its own classes, which are not the training data's
+    rng = np.random.default_rng(0)
+    for name in ("birds", "sea, lions", "zebras"):
+        (tmp_path / "new" / name).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "new" / name / "0.png")
+    for out in ("new.csv", "new.npy"):
+        assert main(["encode", "--checkpoint", str(tmp_path / "m"), str(tmp_path / "new"),
+                     "-o", str(tmp_path / out)]) == 0
+    rows = list(csv.reader((tmp_path / "new.csv").read_text().splitlines()))
+    assert [r[0] for r in rows[1:]] == ["birds", "sea, lions", "zebras"]
+    assert np.load(tmp_path / "new.labels.npy").tolist() == [0, 1, 2]
+    assert json.loads((tmp_path / "new.classes.json").read_text()) == ["birds", "sea, lions", "zebras"]
+    assert np.allclose(read_codes(tmp_path / "new.csv"), np.load(tmp_path / "new.npy"), atol=1e-5)
+    # labels without names: no names are left from the run before to name them wrongly
+    write_codes(tmp_path / "new.npy", np.zeros((2, 2)), np.array([0, 1]))
+    assert not (tmp_path / "new.classes.json").exists()
 
 
 def test_the_positional_input_is_read_the_way_the_model_was_trained(tmp_path, capsys):
@@ -232,6 +262,29 @@ def test_crop_refuses_an_image_far_below_the_others_naming_it(tmp_path):
     with pytest.raises(DataError, match=r"tiny\.png"):
         api.pack_data(folder, tmp_path / "p", crop=True)
     assert load_dataset(folder, crop=True, resize="32x32").image_shape == (32, 32)
+
+
+def test_crop_without_resize_on_one_picture_is_refused_or_crops_to_the_models_size(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, size in enumerate([(12, 10), (14, 12), (13, 11), (12, 12)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(OptionError, match="--crop without --resize"):
+        load_images(tmp_path / "big.png", crop=True)
+    assert load_images(tmp_path / "big.png", crop=True, resize="8x8")[0].shape == (1, 8, 8, 3)
+    data = load_dataset(folder, crop=True)  # every picture cropped to the smallest, 12x10
+    ckpt = _checkpoint_for(data, tmp_path / "m")
+    assert api.input_images(tmp_path / "big.png", checkpoint=ckpt)[0].shape == (1, 12, 10, 3)
+
+
+def test_packing_an_image_folder_refuses_scale_before_decoding_it(tmp_path):
+    folder = _photos(tmp_path / "photos", per_class=2)
+    (folder / "cats" / "broken.png").write_bytes(b"not a picture")  # decoding it would fail first
+    with pytest.raises(OptionError, match="--scale standard applies to tables only"):
+        api.pack_data(folder, tmp_path / "p", scale="standard")
+    assert not (tmp_path / "p").exists()
 
 
 def test_whole_number_float_labels_are_not_hundreds_of_classes_and_numbers_sort_as_numbers(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import Dataset, ReadOptions, load_dataset, load_images
+from .data import Dataset, ReadOptions, load_dataset, load_named_images
 from .data import recorded
 from .data.recorded import data_record
 from .data.scaling import SCALE_METHODS
@@ -69,7 +69,7 @@ COMPARE_TSNE_LIMIT, QUICK_TSNE_LIMIT = 1000, 200  # test images in its t-SNE map
 __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS", "DEFAULT_RATE_WEIGHT",
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "COMPARE_MODELS", "COMPARE_SWEEPS", "QUICK_SWEEPS",
            "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT", "GRID_NAME", "PNG_PREFIX",
-           "TrainedModel", "train_model", "train_settings", "check_train_settings", "load_model", "input_images", "encode_images", "decode_codes",
+           "TrainedModel", "train_model", "train_settings", "check_train_settings", "load_model", "input_images", "input_samples", "encode_images", "decode_codes",
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
@@ -313,10 +313,15 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
     return load_checkpoint(checkpoint, device=resolve_device(device))
 
 
-def input_images(source: str | Path | None = None, data: str | Path | None = None,
-                 limit: int | None = None, checkpoint: Checkpoint | None = None,
-                 **options) -> tuple[np.ndarray, np.ndarray | None]:
-    """Samples (and labels) from ``source`` (a file or folder), else the test split of ``data``.
+def input_images(source: str | Path | None = None, data: str | Path | None = None, limit: int | None = None,
+                 checkpoint: Checkpoint | None = None, **options) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples and labels of :func:`input_samples`."""
+    return input_samples(source, data, limit, checkpoint, **options)[:2]
+
+
+def input_samples(source: str | Path | None = None, data: str | Path | None = None, limit: int | None = None,
+                  checkpoint: Checkpoint | None = None, **options) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Samples, labels and class names (the source's own, or None) of ``source``, else of ``data``'s test split.
 
     With a ``checkpoint``, both are read as the model's training data was (:func:`load_data`; for
     ``source``, :func:`aelab.data.recorded.inputs_as_recorded`: images resized, cropped and of the
@@ -325,16 +330,16 @@ def input_images(source: str | Path | None = None, data: str | Path | None = Non
     """
     chosen = ReadOptions.of(**options)
     if source and checkpoint is not None:
-        images, labels = recorded.inputs_as_recorded(source, _record(checkpoint), checkpoint.model_config.input_shape,
-                                                     chosen)
+        images, labels, class_names = recorded.inputs_as_recorded(source, _record(checkpoint),
+                                                                  checkpoint.model_config.input_shape, chosen)
     elif source:
-        images, labels = load_images(source, chosen.without(("test_fraction", "seed", "scale")))
+        images, labels, class_names = load_named_images(source, chosen.without(("test_fraction", "seed", "scale")))
     else:
-        test = load_data(data, checkpoint, **options).test
-        images, labels = test.images, test.labels
+        dataset = load_data(data, checkpoint, **options)
+        images, labels, class_names = dataset.test.images, dataset.test.labels, dataset.class_names
     if limit:
         images, labels = images[:limit], None if labels is None else labels[:limit]
-    return images, labels
+    return images, labels, class_names
 
 
 def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | None) -> np.ndarray:
@@ -348,11 +353,11 @@ def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | 
 
 
 def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
-                  output: str | Path | None = None) -> np.ndarray:
-    """Codes of ``images``; also written to ``output`` (.npy or .csv) when given."""
+                  output: str | Path | None = None, class_names: list[str] | None = None) -> np.ndarray:
+    """Codes of ``images``; also written to ``output`` (.npy or .csv) when given, labels by their ``class_names``."""
     codes = inference.encode(checkpoint.model, images)
     if output is not None:
-        write_codes(output, codes, labels)
+        write_codes(output, codes, labels, class_names=class_names)
     return codes
 
 

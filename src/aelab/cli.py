@@ -148,7 +148,7 @@ def add_encode(sub) -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.npy (codes; labels go to FILE.labels.npy) or FILE.csv (label, then the code)")
+                   help="FILE.npy (labels: FILE.labels.npy, class names: FILE.classes.json) or FILE.csv (label, then code)")
     return p
 
 
@@ -329,9 +329,10 @@ def _load_data(args, checkpoint=None):
 
 
 def _input_samples(args, checkpoint):
-    """The positional INPUT, else the test split of ``--data``, read as ``checkpoint`` needs."""
+    """The positional INPUT, else the test split of ``--data``, read as ``checkpoint`` needs: samples, labels and
+    the names of the label numbers."""
     api = _api()
-    return api.input_images(args.input, args.data, args.limit, checkpoint, **api.data_options(vars(args)))
+    return api.input_samples(args.input, args.data, args.limit, checkpoint, **api.data_options(vars(args)))
 
 
 def _progress(message: str) -> None:
@@ -490,9 +491,9 @@ def cmd_models(args) -> int:
 
 def cmd_encode(args) -> int:
     ckpt = _load_model(args)
-    images, labels = _input_samples(args, ckpt)
+    images, labels, class_names = _input_samples(args, ckpt)
     _progress(f"Encoding {len(images)} samples ...")
-    codes = _api().encode_images(ckpt, images, labels, output=args.output)
+    codes = _api().encode_images(ckpt, images, labels, output=args.output, class_names=class_names)
     print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {args.output}")
     return 0
 
@@ -510,7 +511,7 @@ def cmd_decode(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     ckpt = _load_model(args)
-    images, labels = _input_samples(args, ckpt)
+    images, labels, _ = _input_samples(args, ckpt)
     decoded = _api().reconstruct_images(ckpt, images, labels, output=args.output)
     print(f"Wrote {_written(ckpt, len(decoded), 'decoded PNGs')} to {args.output}")
     return 0

@@ -15,7 +15,7 @@ core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
 """
 from .ctf import iter_ctf, read_ctf, write_ctf
 from .dataset_types import Dataset, Split
-from .datasets import load_dataset, load_images
+from .datasets import load_dataset, load_images, load_named_images
 from .resolver import ReadOptions, Source, resolve
 from .describe import describe, format_description
 from .saving import convert, save_dataset
@@ -27,7 +27,7 @@ from .idx import read_idx, write_idx
 
 __all__ = [
     "Dataset", "Split", "ReadOptions", "Source", "resolve",
-    "load_dataset", "load_images", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
+    "load_dataset", "load_images", "load_named_images", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
     "describe", "format_description", "parse_size", "Scaler", "default_scaling", "suggest_loss",
     "read_idx", "write_idx",
     "iter_ctf", "read_ctf", "write_ctf",

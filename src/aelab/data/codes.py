@@ -1,38 +1,51 @@
 """Codes files: the arrays ``aelab encode`` writes and ``aelab decode`` reads (.npy or .csv)."""
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, OptionError
-from ..fileio import atomic_write, write_text
+from ..fileio import atomic_write, remove_file, write_text
 
 
 def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None = None,
-                columns: list[str] | None = None) -> Path:
-    """Write codes (or any rows) to FILE.npy (labels to FILE.labels.npy) or FILE.csv (label, then the
-    values, under a header of ``columns``, default c0, c1, ...)."""
+                columns: list[str] | None = None, class_names: list[str] | None = None) -> Path:
+    """Write codes (or any rows) to FILE.npy (labels to FILE.labels.npy, and the ``class_names`` that name
+    their numbers to FILE.classes.json) or FILE.csv (label, by its class name when ``class_names`` are
+    given, then the values, under a header of ``columns``, default c0, c1, ...)."""
     out = Path(path)
     if out.suffix == ".csv":
-        write_text(out, _codes_csv(codes, labels, columns))
+        write_text(out, _codes_csv(codes, labels, columns, class_names))
     elif out.suffix == ".npy":
         with atomic_write(out) as f:
             np.save(f, codes)
         if labels is not None:
             with atomic_write(out.with_suffix(".labels.npy")) as f:
                 np.save(f, np.asarray(labels))
+            names = out.with_suffix(".classes.json")
+            if class_names:
+                write_text(names, json.dumps(list(class_names), indent=1) + "\n")
+            else:
+                remove_file(names)  # another run's names would name these labels wrongly
     else:
         raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
     return out
 
 
-def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] | None = None) -> str:
+def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] | None = None,
+               class_names: list[str] | None = None) -> str:
     names = columns if columns and len(columns) == codes.shape[1] else [f"c{i}" for i in range(codes.shape[1])]
-    header = ("label," if labels is not None else "") + ",".join(names)
-    rows = [(f"{int(labels[i])}," if labels is not None else "") + ",".join(f"{v:.6g}" for v in code)
-            for i, code in enumerate(codes)]
-    return header + "\n" + "\n".join(rows) + "\n"
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow((["label"] if labels is not None else []) + names)
+    for i, code in enumerate(codes):
+        label = [] if labels is None else [class_names[int(labels[i])] if class_names else int(labels[i])]
+        writer.writerow(label + [f"{v:.6g}" for v in code])
+    return text.getvalue()
 
 
 def read_codes(path: str | Path) -> np.ndarray:
@@ -53,10 +66,11 @@ def read_codes(path: str | Path) -> np.ndarray:
 def _parse_codes_csv(lines: list[str], path: Path) -> np.ndarray:
     if not lines:
         raise DataError("empty codes file", path=path)
-    header = lines[0].split(",")
+    rows = list(csv.reader(lines))
+    header = rows[0] or [""]
     skip = 1 if header and header[0] == "label" else 0
     start = 0 if _is_number(header[0]) else 1
-    return np.array([[float(v) for v in line.split(",")[skip:]] for line in lines[start:] if line.strip()],
+    return np.array([[float(v) for v in row[skip:]] for row in rows[start:] if "".join(row).strip()],
                     dtype=np.float32)
 
 

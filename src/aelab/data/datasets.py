@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Split, _shape_text, combined_digest
 from .folders import read_image_folder
@@ -32,10 +32,11 @@ from .packed import check_destination, check_reading_options, load_packed, pack
 from .pictures import decode as decode_picture
 from .resolver import ACCEPTED_SOURCES, BUNDLED_NAME, IDX_FILES, ReadOptions, Source, resolve
 from .scaling import Scaler
-from .sources import load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder
+from .sources import (load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder,
+                      refuse_scale_for_images)
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
 
-__all__ = ["Split", "Dataset", "load_dataset", "load_source", "load_images", "load_single", "pack_dataset",
+__all__ = ["Split", "Dataset", "load_dataset", "load_source", "load_images", "load_named_images", "load_single", "pack_dataset",
            "BUNDLED_NAME"]
 
 
@@ -104,7 +105,9 @@ def pack_dataset(path: str | os.PathLike | None, out: str | os.PathLike, options
     options = ReadOptions.of(options, **given)
     check_destination(Path(out))  # before the source is read: a mistyped -o fails at once
     source = resolve(path)
-    if source.kind == "image folder" and options.label_column is None and options.scale in (None, "none"):
+    if source.kind == "image folder":
+        refuse_scale_for_images(options.scale)  # before the folder is decoded
+    if source.kind == "image folder" and options.label_column is None:
         return pack_image_folder(source.path, Path(out), options)
     return pack(load_source(source, options), out)
 
@@ -305,32 +308,46 @@ def load_images(path: str | os.PathLike, options: ReadOptions | None = None,
     ``crop`` and ``skip_bad`` as there, for folders and pictures), given as
     ``options`` or keywords.
     """
-    images, labels, _, _ = load_single(resolve(path), ReadOptions.of(options, **given))
+    images, labels, _ = load_named_images(path, options, **given)
     return images, labels
 
 
-def load_single(source: Source, options: ReadOptions
-                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str]:
-    """``(images, labels, {file: sha256}, format)`` of a resolved source that is one set of images."""
+def load_named_images(path: str | os.PathLike, options: ReadOptions | None = None,
+                      **given: Any) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """:func:`load_images` and the names of the label numbers (a folder's class folders), None where the
+    source names none."""
+    images, labels, _, _, class_names = load_single(resolve(path), ReadOptions.of(options, **given))
+    return images, labels, class_names
+
+
+def load_single(source: Source, options: ReadOptions, crop_to: tuple[int, int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str, list[str] | None]:
+    """``(images, labels, {file: sha256}, format, class names)`` of a resolved source that is one set of images;
+    the class names (None where the source has none) name the label numbers of this source itself. One
+    picture is cropped to ``crop_to`` (a model's size) where ``--crop`` is given without ``--resize``."""
     options.without(("test_fraction", "seed", "scale")).refuse_unless_applicable(source)
     path = source.path
     if source.kind == "image folder":
         found = read_image_folder(path, channels=options.channels, resize=options.resize, crop=bool(options.crop),
                                   skip_bad=bool(options.skip_bad))
-        return np.asarray(found.images), found.labels, {source.name + "/": found.sha256}, "images"
+        return np.asarray(found.images), found.labels, {source.name + "/": found.sha256}, "images", found.class_names
     if source.kind == "image file":
         size = options.resize
-        pixels, _, digest = decode_picture(path, options.channels, size, size if options.crop else None,
-                                           _max_pixels())
-        return pixels[None], None, {path.name: digest}, "image"
+        if options.crop and not (size or crop_to):
+            raise OptionError("--crop without --resize crops a folder's pictures to the smallest of them; one "
+                              "picture has nothing to be cropped to", path=path,
+                              hint="pass --resize HxW with --crop, or leave --crop out")
+        pixels, _, digest = decode_picture(path, options.channels, size,
+                                           (size or crop_to) if options.crop else None, _max_pixels())
+        return pixels[None], None, {path.name: digest}, "image", None
     if source.kind == "npz":
-        return (*_load_npz_images(path), "npz")
+        return (*_load_npz_images(path), "npz", None)
     if source.kind == "idx file":
-        return _idx_images(path, *read_idx_with_digest(path))
+        return (*_idx_images(path, *read_idx_with_digest(path)), None)
     if source.kind == "ctf file":
         flat, labels, _, digest = read_ctf_with_digest(path)
         images = flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path))
-        return images, labels, {path.name: digest}, "ctf"
+        return images, labels, {path.name: digest}, "ctf", None
     what = "a table" if source.kind == "table" else f"a data set ({source.kind})"
     raise DataError(f"is {what}, not one set of images", path=path or BUNDLED_NAME,
                     hint="pass an IDX, CTF or .npz file, a picture or a folder of pictures")

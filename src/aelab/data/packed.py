@@ -37,6 +37,7 @@ from ..errors import DataError, OptionError, OutputError
 from ..fileio import FILE_MODE
 from .chunks import READ_BYTES, row_chunks  # noqa: F401 - row_chunks: part of this module's API
 from .dataset_types import Dataset, Split, combined_digest
+from .flags import OPTION_FLAGS
 
 __all__ = ["pack", "PackWriter", "load_packed", "is_packed", "row_chunks", "INDEX_FILE", "FORMAT", "FORMAT_VERSION"]
 
@@ -336,9 +337,7 @@ def check_reading_options(data: Dataset, options: Any, *, scaler: Any) -> None:
     given = {"channels": options.channels, "resize": list(options.resize) if options.resize else None,
              "crop": options.crop, "skip_bad": options.skip_bad, "test_fraction": options.test_fraction,
              "seed": options.seed, "label_column": _text(options.label_column)}
-    flags = {"channels": "--grayscale/--rgb", "resize": "--resize", "crop": "--crop", "skip_bad": "--skip-bad",
-             "test_fraction": "--test-fraction", "seed": "--seed", "label_column": "--label-column"}
-    differ = [f"{flags[k]} (packed with {_shown(was[k])})" for k, v in given.items() if v is not None and v != was[k]]
+    differ = [f"{OPTION_FLAGS[k]} (packed with {_shown(was[k])})" for k, v in given.items() if v is not None and v != was[k]]
     scale = options.scale
     if scale not in (None, packed.get("scaler", {}).get("method")) and data.kind == "table":
         differ.append(f"--scale (packed with {packed.get('scaler', {}).get('method')})")

@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .dataset_types import Dataset
 from .datasets import load_single, load_source
-from .resolver import DEFAULT_SEED, OPTION_FLAGS, SPLIT_OPTIONS, ReadOptions, Source, resolve
+from .flags import option_given
+from .resolver import DEFAULT_SEED, SPLIT_OPTIONS, ReadOptions, Source, resolve
 from .scaling import Scaler
 from .tables import read_table
 
@@ -82,7 +83,7 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
         return
     given = [name for name in changed if getattr(options, name) is not None]
     if given:
-        what = ", ".join(f"{OPTION_FLAGS[n]} {now[n]}" for n in given)
+        what = ", ".join(option_given(n, now[n]) for n in given)
         hint = "leave the option out: the checkpoint's split is used"
     else:  # a packed copy split otherwise; `aelab data pack` takes --test-fraction, the seed only from Python
         what = f"the split {data.name!r} holds (test fraction {now['test_fraction']}, seed {now['seed']})"
@@ -93,24 +94,26 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
 
 
 def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_shape: tuple[int, ...],
-                       options: ReadOptions | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The samples (and labels) of one input (a file or folder, not a data set's split) for a model:
-    images read with the recorded channels, size and crop (``options`` given win), a table's rows
+                       options: ReadOptions | None = None
+                       ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """The samples, labels and class names of one input (a file or folder, not a data set's split) for a
+    model: images read with the recorded channels, size and crop (``options`` given win), a table's rows
     scaled with the recorded scaler, with or without the label column it was trained with. Data of
-    another shape than ``model_shape`` is refused."""
+    another shape than ``model_shape`` is refused. The class names are the input's own (its label numbers
+    count its own classes, not necessarily the training data's), None where it has none."""
     options = options or ReadOptions()
     source = resolve(path)
     if source.kind == "table":
         return _table_rows(source, record, model_shape, options)
     reading = options.over(recorded_options(record).applying_to(source))
-    images, labels, _, _ = load_single(source, reading)
+    images, labels, _, _, class_names = load_single(source, reading, crop_to=tuple(model_shape[-2:]))
     shape = (3, *images.shape[1:3]) if images.ndim == 4 else tuple(images.shape[1:])
     check_fits(model_shape, shape, source.path.name if source.path else source.name)
-    return images, labels
+    return images, labels, class_names
 
 
 def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, ...],
-                options: ReadOptions) -> tuple[np.ndarray, np.ndarray | None]:
+                options: ReadOptions) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     scaler = recorded_scaler(record)
     if scaler is None:
         raise DataError("this model was trained on images, not a table", path=source.path,
@@ -122,7 +125,7 @@ def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, 
     else:
         table = read_table(source.path, label_column)
     check_fits(model_shape, (table.rows.shape[1],), source.path.name)
-    return scaler.transform(table.rows), table.labels
+    return scaler.transform(table.rows), table.labels, table.class_names
 
 
 def check_fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...], name: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, OptionError
+from .flags import OPTION_FLAGS
 from .folders import has_images
 from .idx import GZIP_MAGIC
 from .packed import is_packed
@@ -228,10 +229,6 @@ def listing(folder: Path, limit: int = 12) -> str:
 
 # --- ReadOptions -------------------------------------------------------------------------
 
-# how the command line spells each option, for messages
-OPTION_FLAGS = {"test_fraction": "--test-fraction", "seed": "--seed", "label_column": "--label-column",
-                "channels": "--grayscale/--rgb", "resize": "--resize", "crop": "--crop", "skip_bad": "--skip-bad",
-                "scale": "--scale"}
 IMAGE_OPTIONS = ("channels", "resize", "crop", "skip_bad")
 SPLIT_OPTIONS = ("test_fraction", "seed")
 

@@ -91,6 +91,12 @@ def pack_image_folder(folder: Path, out: Path, options: ReadOptions) -> Path:
                                              "files": files_digest, "source": source}})
 
 
+def refuse_scale_for_images(scale: str | None) -> None:
+    """Refuse a ``--scale`` other than none for images."""
+    if scale not in (None, "none"):
+        raise OptionError(f"--scale {scale} applies to tables only", hint="images are scaled to [0, 1] by the models")
+
+
 def load_table_dataset(path: Path, options: ReadOptions, scaler: Scaler | None = None) -> Dataset:
     table = read_table(path, options.label_column)
     source = {"path": str(path), "format": table.format, "kind": "table", "columns": table.columns,
@@ -164,8 +170,8 @@ def finish(name: str, x: np.ndarray, labels: np.ndarray | None, class_names: lis
         x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
         source["scaler"] = scaler.to_dict()
         source["loss"] = suggest_loss(x_train)
-    elif scale not in (None, "none"):
-        raise OptionError(f"--scale {scale} applies to tables only", hint="images are scaled to [0, 1] by the models")
+    else:
+        refuse_scale_for_images(scale)
     y_train, y_test = (None, None) if labels is None else (labels[train_rows], labels[test_rows])
     num_classes = len(class_names) if class_names else (int(labels.max()) + 1 if labels is not None else 0)
     source["split"] = record

@@ -43,16 +43,19 @@ WAKE_EVERY = datetime.timedelta(seconds=1)  # how often a waiting collective let
 class PeerFailed(AelabError):
     """Another training process stopped or became unreachable in the middle of a collective."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        global _peers_lost
-        _peers_lost = True  # leaving the process group would wait for them
-        if threading.current_thread() is threading.main_thread():
-            # torchrun SIGTERMs the survivors at once: that must not cut this error's message short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
 
 _peers_lost = False
+
+
+def _peers_gone(message: str, hint: str) -> PeerFailed:
+    """The error to raise on finding the other processes gone, once this process is ready to report it:
+    leaving the process group will not wait for them, and torchrun's SIGTERM, which reaches the survivors
+    at once, cannot cut the message short."""
+    global _peers_lost
+    _peers_lost = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return PeerFailed(message, hint=hint)
 
 
 class Ranks:
@@ -94,7 +97,6 @@ class Ranks:
         votes = self.sum_(torch.tensor([float(f) for f in flags], device=self.device))
         return [bool(v > 0) for v in votes.tolist()]
 
-
     def saved(self) -> None:
         """Every rank waits here until rank 0 has saved the resume file (however long that takes: no rank
         ends, making torchrun end the others, before it). Rank 0 has saved: a peer gone by now changes nothing."""
@@ -126,10 +128,10 @@ def _collective(operation, tensor: torch.Tensor, stop: dict | None, **options) -
         work = operation(tensor, async_op=True, **options)
         while not _answered(work):
             if stop is not None and stop["stop"] and time.monotonic() - stop["since"] > GIVE_UP_AFTER:
-                raise PeerFailed(f"another training process failed or was stopped (no answer {GIVE_UP_AFTER:g} s "
-                                 "after this one was asked to stop)", hint=PEER_HINT)
+                raise _peers_gone(f"another training process failed or was stopped (no answer {GIVE_UP_AFTER:g} s "
+                                  "after this one was asked to stop)", hint=PEER_HINT)
     except (RuntimeError, OSError) as e:  # gloo and NCCL raise RuntimeError subclasses when a peer is gone
-        raise PeerFailed(f"another training process failed or was stopped ({_gist(e)})", hint=PEER_HINT) from None
+        raise _peers_gone(f"another training process failed or was stopped ({_gist(e)})", hint=PEER_HINT) from None
 
 
 PEER_HINT = "see that rank's own message above; run again, with --resume if a resume file was saved"
@@ -169,8 +171,8 @@ def ranks_from_environment(device: torch.device) -> Ranks:
         try:
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         except (RuntimeError, ValueError, OSError) as e:
-            raise PeerFailed(f"the training processes could not meet ({_gist(e)})",
-                             hint="check torchrun's --rdzv-endpoint and that every node was started") from None
+            raise _peers_gone(f"the training processes could not meet ({_gist(e)})",
+                              hint="check torchrun's --rdzv-endpoint and that every node was started") from None
         atexit.register(_leave)
     return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
 
