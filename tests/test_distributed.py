@@ -100,7 +100,7 @@ def assert_same_model(a: Path, b: Path) -> None:
 
 
 def test_two_processes_train_the_model_one_process_trains(digits: Path, tmp_path: Path) -> None:
-    options = ["--sweeps", "3", "--recipe", "adam", "--noise", "gaussian:0.2", "--seed", "3"]
+    options = ["--model", "simple", "--sweeps", "3", "--recipe", "adam", "--noise", "gaussian:0.2", "--seed", "3"]
     one = run([sys.executable, *aelab_train(digits, tmp_path / "one", *options)])
     assert one.returncode == 0, one.stderr
     two = run([*standalone(2), *aelab_train(digits, tmp_path / "two", *options)])
@@ -116,7 +116,7 @@ def test_two_processes_train_the_model_one_process_trains(digits: Path, tmp_path
 
 
 def test_two_machines_on_one_host_train_the_model_one_process_trains(cancer: Path, tmp_path: Path) -> None:
-    options = ["--label-column", "label", "--sweeps", "4", "--recipe", "adam", "--minibatch-size", "33"]
+    options = ["--model", "simple", "--label-column", "label", "--sweeps", "4", "--recipe", "adam", "--minibatch-size", "33"]
     one = run([sys.executable, *aelab_train(cancer, tmp_path / "one", *options)])
     assert one.returncode == 0, one.stderr
     endpoint = f"127.0.0.1:{free_port()}"

@@ -43,7 +43,7 @@ from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 from .training import auto
 from .training.validation import carve
-from .training.distributed import process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
+from .training.distributed import finish_together, process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
 from .codec import FIT_BITS as CODEC_FIT_BITS, save_tables, store_training_tables
@@ -151,14 +151,17 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
     if not overwrite:  # every rank: they refuse together
         _refuse_to_discard_a_saved_run(train_options)
     if process_rank() != 0:  # train() itself keeps such a rank silent and its files unwritten
-        return TrainedModel(train(data, config, **train_options), {}, Path(out))
+        result = train(data, config, **train_options)
+        finish_together()
+        return TrainedModel(result, {}, Path(out))
     folder = ensure_dir(out)
     with folder_lock(folder):
         if not overwrite:
             _refuse_another_model(folder, config, data, train_options)
-        return _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
-                               chosen=chosen,
-                               **train_options)
+        trained = _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
+                                  chosen=chosen, **train_options)
+    finish_together()
+    return trained
 
 
 def _refuse_to_discard_a_saved_run(train_options: dict) -> None:

@@ -177,6 +177,15 @@ def ranks_from_environment(device: torch.device) -> Ranks:
     return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
 
 
+def finish_together() -> None:
+    """Under torchrun, wait here until every process has got here: the other ranks wait for rank 0's
+    evaluation and checkpoint, so that none leaves the process group while another still works in it
+    (gloo could abort a process that left first). One process: nothing to wait for."""
+    if process_count() > 1 and torch.distributed.is_initialized():
+        device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"  # NCCL sums CUDA tensors only
+        _collective(torch.distributed.all_reduce, torch.zeros(1, device=device), None)
+
+
 def _leave() -> None:
     if _peers_lost:
         # gloo's unanswered work would keep the process from ever finishing its exit: end it here, the error
