@@ -181,9 +181,14 @@ def finish_together() -> None:
     """Under torchrun, wait here until every process has got here: the other ranks wait for rank 0's
     evaluation and checkpoint, so that none leaves the process group while another still works in it
     (gloo could abort a process that left first). One process: nothing to wait for."""
+    global _finished
     if process_count() > 1 and torch.distributed.is_initialized():
         device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"  # NCCL sums CUDA tensors only
         _collective(torch.distributed.all_reduce, torch.zeros(1, device=device), None)
+        _finished = True
+
+
+_finished = False  # every rank got to finish_together: the run is done and rank 0 has saved it
 
 
 def _leave() -> None:
@@ -196,6 +201,13 @@ def _leave() -> None:
         os._exit(EXIT_USER_ERROR)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if _finished and process_rank() != 0:
+        # a helper rank whose share rank 0 has saved ends here, without the interpreter's C++ teardown, which
+        # sometimes aborted it ('terminate called without an active exception') and made torchrun report a failure
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 def process_count() -> int:
