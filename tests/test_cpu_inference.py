@@ -26,6 +26,8 @@ def test_grey_transposed_conv_as_taps_equals_the_transposed_convolution(output_p
     ("conv", dict(channels=(4, 8), input_shape=(28, 28))),
     ("conv", dict(channels=(4, 8), input_shape=(27, 21), hidden=(16,), conv_depth=2, activation="silu")),
     ("conv", dict(channels=(3,), input_shape=(9, 10), conv_depth=1)),
+    ("conv", dict(channels=(4, 8), input_shape=(15, 17), res_blocks=2, activation="silu")),
+    ("conv", dict(channels=(8, 12), input_shape=(16, 16), res_blocks=1, norm="group")),
     ("sparse", dict(channels=(4, 8))),
     ("vae", dict(channels=(4, 8), input_shape=(15, 17))),
 ])

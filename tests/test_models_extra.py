@@ -10,7 +10,8 @@ from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.cli import main
 from aelab.errors import OptionError
 from aelab.models.networks import (MODEL_KINDS, MODEL_NAMES, ConvAutoencoder, DenseAutoencoder, ModelConfig,
-                          SparseAutoencoder, VariationalAutoencoder, build_model, model_config)
+                                   ResidualBlock, SparseAutoencoder, VariationalAutoencoder, build_model,
+                                   model_config)
 from aelab.training.loop import TrainConfig, get_recipe, train
 
 NEW_KINDS = ("dense", "conv", "sparse", "vae")
@@ -54,7 +55,10 @@ def test_conv_rejects_images_too_small_for_its_stages():
                                     {"kind": "sparse", "sparsity": -1.0}, {"kind": "vae", "beta": 0.0},
                                     {"kind": "sparse", "beta": 2.0}, {"kind": "vae", "sparsity": float("nan")},
                                     {"kind": "deep", "activation": "silu"}, {"kind": "conv", "activation": "tanh"},
-                                    {"kind": "conv", "conv_depth": 0}, {"kind": "vae", "conv_depth": 2}])
+                                    {"kind": "conv", "conv_depth": 0}, {"kind": "vae", "conv_depth": 2},
+                                    {"kind": "conv", "res_blocks": -1}, {"kind": "conv", "res_blocks": True},
+                                    {"kind": "deep", "res_blocks": 1}, {"kind": "residual", "res_blocks": 1},
+                                    {"kind": "conv", "norm": "batch"}, {"kind": "dense", "norm": "group"}])
 def test_bad_options_for_new_kinds(kwargs):
     kind = kwargs.pop("kind")
     with pytest.raises(OptionError):
@@ -70,6 +74,38 @@ def test_config_round_trip_keeps_every_field_and_old_configs_load():
     assert sum(isinstance(layer, torch.nn.Conv2d) for layer in m.encoder) == 4
     old = {"kind": "deep", "input_shape": [28, 28], "code_size": 32, "hidden": [128, 64]}
     assert ModelConfig.from_dict(old) == model_config("deep")
+    assert "res_blocks" not in cfg.to_dict() and "norm" not in cfg.to_dict()  # older checkpoints read as before
+
+
+def test_residual_blocks_follow_each_stage_and_round_trip():
+    cfg = model_config("residual", input_shape=(3, 16, 12), code_size=5, channels=(4, 8), res_blocks=2, norm="group",
+                       loss="mse")
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    model = build_model(cfg, seed=0)
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 2 * 2 * 2  # encoder and decoder, two stages, two blocks each
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == len(convs) - 1  # every convolution but the output's is normalised
+    assert {m.num_groups for m in norms} == {4, 8}  # as many groups as divide the channels, up to 8
+    x = torch.rand(3, 3 * 16 * 12) * 255
+    with torch.no_grad():  # the nonlinear part starts at zero whatever its blocks: the model is its linear path
+        linear = (x / 255 - model.mean) @ model.components.t()
+        torch.testing.assert_close(model.encode(x), linear)
+
+
+def test_a_residual_block_adds_its_input_even_with_in_place_activations():
+    torch.manual_seed(0)
+    block = ResidualBlock(4, torch.nn.ReLU)
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        want = torch.relu(x + block.body(x))
+        for m in block.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = True
+        kept = x.clone()
+        torch.testing.assert_close(block(x), want)
+    assert torch.equal(x, kept)
 
 
 @pytest.fixture(scope="module")

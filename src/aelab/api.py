@@ -111,6 +111,7 @@ def train_settings(data: Dataset, **settings) -> auto.Choice:
         choice = auto.choose(data, base, code_size=given.get("code_size"), sweeps=given.get("sweeps"),
                              budget=given.get("budget"))
         kept = {k: given[k] for k in ("recipe", "validation", "minibatch_size", "hidden", "channels", "conv_depth",
+                                      "res_blocks", "norm",
                                       "activation", "loss") if k in given}
         config = replace(choice.config, **kept)
         config.validate()

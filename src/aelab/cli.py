@@ -14,7 +14,7 @@ from typing import Sequence
 
 from . import cli_codec, cli_data, cli_pipeline, runconfig
 from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPARE_TSNE_LIMIT, DEFAULT_RECIPE,
-                          DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, QUICK_SWEEPS,
+                          DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, NORMS, QUICK_SWEEPS,
                           QUICK_TSNE_LIMIT, RECIPE_NAMES)
 from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_input, _add_limit,
                           _add_sweeps, _duration, _int_list, _non_negative_float, _non_negative_int,
@@ -89,6 +89,11 @@ def add_train(sub) -> argparse.ArgumentParser:
                    help="channels of the stride-2 convolution stages (conv; also sparse and vae; default: the model's)")
     p.add_argument("--conv-depth", type=_positive_int, default=None, metavar="N",
                    help="3x3 convolutions per stage, the first with stride 2 (default: the model's)")
+    p.add_argument("--res-blocks", type=_non_negative_int, default=None, metavar="N",
+                   help="residual blocks (two 3x3 convolutions and a skip) after each stage's convolutions "
+                        "(default: the model's)")
+    p.add_argument("--norm", choices=NORMS, default=None,
+                   help="normalisation after each convolution: none, or group (GroupNorm; default: the model's)")
     p.add_argument("--activation", choices=("relu", "silu"), default=None,
                    help="nonlinearity of conv, sparse and vae models (default: the model's)")
     p.add_argument("--sparsity", type=_non_negative_float, default=None, metavar="W",

@@ -13,6 +13,7 @@ from .codec.format import (  # noqa: F401 - re-exported for the parser
 # aelab.models.networks
 MODEL_NAMES = ("simple", "deep", "dense", "conv", "sparse", "vae", "residual")
 LOSSES = ("bce", "mse")
+NORMS = ("none", "group")
 # aelab.models.export
 EXPORT_FORMATS = ("onnx", "pt2")
 # aelab.data.scaling

@@ -23,8 +23,9 @@ calls instead (``extra_loss`` is summed over the minibatch, like the BCE):
 ``simple``, ``deep``, ``dense``
     :class:`DenseAutoencoder`: dense layers, ReLU everywhere (the code too).
 ``conv``
-    :class:`ConvAutoencoder`: stride-2 3x3 convolutions (``channels``), then
-    optional dense layers (``hidden``), then a linear code; the decoder mirrors
+    :class:`ConvAutoencoder`: stride-2 3x3 convolutions (``channels``), each
+    stage optionally deeper (``conv_depth``) and with residual blocks
+    (``res_blocks``), then optional dense layers (``hidden``), then a linear code; the decoder mirrors
     it with transposed convolutions. Any image size works whose sides survive
     halving once per stage (at least ``2 ** len(channels)`` pixels).
 ``residual``
@@ -64,7 +65,9 @@ class ModelConfig:
     ``channels`` lists the output channels of the stride-2 convolutions that
     come first in ``conv`` (and optionally ``sparse``, ``vae``) encoders;
     ``conv_depth`` is the number of 3x3 convolutions per stage (the first
-    strided, the others not). ``activation`` is the hidden layers'
+    strided, the others not), ``res_blocks`` the residual blocks that follow them in each stage (two 3x3
+    convolutions whose output is added to the block's input), ``norm`` the normalisation after each of
+    their convolutions (``none``, or ``group``: GroupNorm). ``activation`` is the hidden layers'
     nonlinearity in conv, sparse and vae models (``relu`` or ``silu``; the
     dense models are ReLU throughout).
     ``sparsity`` weighs the sparse model's L1 penalty; ``beta`` the VAE's KL term.
@@ -78,6 +81,8 @@ class ModelConfig:
     hidden: tuple[int, ...] = ()
     channels: tuple[int, ...] = ()
     conv_depth: int = 1
+    res_blocks: int = 0
+    norm: str = "none"
     activation: str = "relu"
     sparsity: float = 0.0
     beta: float = 1.0
@@ -125,6 +130,7 @@ class ModelConfig:
         return cls(kind=str(d["kind"]), input_shape=tuple(int(v) for v in d["input_shape"]),
                    code_size=int(d["code_size"]), hidden=tuple(int(v) for v in d.get("hidden", ())),
                    channels=tuple(int(v) for v in d.get("channels", ())), conv_depth=int(d.get("conv_depth", 1)),
+                   res_blocks=int(d.get("res_blocks", 0)), norm=str(d.get("norm", "none")),
                    activation=str(d.get("activation", "relu")),
                    sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)),
                    loss=str(d.get("loss", "bce")), input_max=float(d.get("input_max", 255.0)))
@@ -153,7 +159,7 @@ def _json_kind(default: object) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(default), "valid")
 
 
-OPTIONAL_FIELDS = ("channels", "conv_depth", "activation", "sparsity", "beta", "loss", "input_max")
+OPTIONAL_FIELDS = ("channels", "conv_depth", "res_blocks", "norm", "activation", "sparsity", "beta", "loss", "input_max")
 LOSSES = ("bce", "mse")
 _DEFAULTS = {name: getattr(ModelConfig, name) for name in OPTIONAL_FIELDS}
 
@@ -168,6 +174,8 @@ class ModelKind:
     hidden: tuple[int, ...] = ModelConfig.hidden
     channels: tuple[int, ...] = ModelConfig.channels
     conv_depth: int = ModelConfig.conv_depth
+    res_blocks: int = ModelConfig.res_blocks
+    norm: str = ModelConfig.norm
     activation: str = ModelConfig.activation
     sparsity: float = ModelConfig.sparsity
     beta: float = ModelConfig.beta
@@ -229,6 +237,34 @@ def _finite_number(value: object, what: str, *, positive: bool) -> float:
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
+MAX_RES_BLOCKS = 16
+NORMS = ("none", "group")
+GROUPS = 8  # GroupNorm's groups (fewer where the channels are not a multiple of it)
+
+
+def normalisation(norm: str, channels: int) -> list[nn.Module]:
+    """The layer that follows a convolution with ``channels`` outputs: none, or GroupNorm."""
+    return [nn.GroupNorm(math.gcd(GROUPS, channels), channels)] if norm == "group" else []
+
+
+class ResidualBlock(nn.Module):
+    """``act(x + conv(act(conv(x))))`` with 3x3 convolutions that keep the channels and the size,
+    each convolution followed by ``norm``'s layer.
+
+    The activation comes after the sum, never on ``x`` itself, so activations that work in place
+    (:mod:`aelab.models.cpu_inference`) leave the block's input intact for the sum.
+    """
+
+    def __init__(self, channels: int, act: type[nn.Module], norm: str = "none") -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), *normalisation(norm, channels), act(),
+                                  nn.Conv2d(channels, channels, 3, padding=1), *normalisation(norm, channels))
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
 def conv_sizes(input_shape: tuple[int, int], stages: int) -> list[tuple[int, int]]:
     """The feature-map sizes of a conv encoder: the input, then each stride-2 stage's ceil(size / 2)."""
     sizes = [tuple(input_shape)]
@@ -241,7 +277,8 @@ def conv_sizes(input_shape: tuple[int, int], stages: int) -> list[tuple[int, int
 def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28),
                  code_size: int = 32, hidden: tuple[int, ...] | None = None,
                  channels: tuple[int, ...] | None = None, conv_depth: int | None = None,
-                 activation: str | None = None, sparsity: float | None = None,
+                 res_blocks: int | None = None, norm: str | None = None, activation: str | None = None,
+                 sparsity: float | None = None,
                  beta: float | None = None, loss: str = "bce", input_max: float = 255.0) -> ModelConfig:
     """Validate the options and return the configuration of a registered model.
 
@@ -281,6 +318,18 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
         raise OptionError(f"conv depth must be a positive integer, got {depth!r}")
     if depth != 1 and not stages:
         raise OptionError(f"conv depth {depth} needs convolution stages", hint="add --channels, e.g. 32,64")
+    blocks = preset.res_blocks if res_blocks is None else res_blocks
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= MAX_RES_BLOCKS:
+        raise OptionError(f"residual blocks per stage must be an integer from 0 to {MAX_RES_BLOCKS}, got {blocks!r}")
+    if blocks and not stages:
+        raise OptionError(f"{blocks} residual block(s) per stage need convolution stages",
+                          hint="add --channels, e.g. 32,64, or leave out --res-blocks")
+    normalised = preset.norm if norm is None else norm
+    if normalised not in NORMS:
+        raise OptionError(f"unknown normalisation {normalised!r}", hint=f"choose one of: {', '.join(NORMS)}")
+    if normalised != "none" and not stages:
+        raise OptionError(f"--norm {normalised} normalises convolutions, and the {kind} model has none",
+                          hint="add --channels, e.g. 32,64, or leave out --norm")
     act = preset.activation if activation is None else activation
     if act not in ACTIVATIONS:
         raise OptionError(f"unknown activation {act!r}", hint=f"choose one of: {', '.join(ACTIVATIONS)}")
@@ -297,8 +346,8 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
         raise OptionError(f"unknown loss {loss!r}", hint=f"choose one of: {', '.join(LOSSES)}")
     input_max = _finite_number(input_max, "input_max", positive=True)
     return ModelConfig(kind=kind, input_shape=input_shape, code_size=code_size, hidden=widths,
-                       channels=stages, conv_depth=depth, activation=act, sparsity=sparsity, beta=beta,
-                       loss=loss, input_max=input_max)
+                       channels=stages, conv_depth=depth, res_blocks=blocks, norm=normalised, activation=act,
+                       sparsity=sparsity, beta=beta, loss=loss, input_max=input_max)
 
 
 def _checked_input_shape(shape: tuple) -> tuple[int, ...]:
@@ -377,10 +426,11 @@ class ConvAutoencoder(nn.Module):
 
     Encoder: for each of ``config.channels`` a 3x3 convolution with stride 2
     and padding 1 (halving each side, rounding up) and the activation, then
-    ``conv_depth - 1`` 3x3 convolutions with stride 1 and the activation; the
-    feature map flattened; a dense layer and the activation for each of
-    ``config.hidden``; a linear
-    layer to the code. Decoder: the mirror image, with 3x3 transposed
+    ``conv_depth - 1`` 3x3 convolutions with stride 1 and the activation, then
+    ``res_blocks`` residual blocks (:class:`ResidualBlock`), each convolution
+    followed by ``config.norm``'s layer (none, or GroupNorm); the feature map
+    flattened; a dense layer and the activation for each of ``config.hidden``;
+    a linear layer to the code. Decoder: the mirror image, with 3x3 transposed
     convolutions whose output padding restores each side exactly (so odd
     sizes work), the activation (``config.activation``, ReLU by default)
     between layers and none on the output logits.
@@ -397,10 +447,12 @@ class ConvAutoencoder(nn.Module):
         self.sizes = conv_sizes(config.image_size, len(config.channels))
         channels = [config.image_channels, *config.channels]
         encoder: list[nn.Module] = []
+        norm = config.norm
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), act()]
+            encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), *normalisation(norm, c_out), act()]
             for _ in range(config.conv_depth - 1):
-                encoder += [nn.Conv2d(c_out, c_out, 3, padding=1), act()]
+                encoder += [nn.Conv2d(c_out, c_out, 3, padding=1), *normalisation(norm, c_out), act()]
+            encoder += [ResidualBlock(c_out, act, norm) for _ in range(config.res_blocks)]
         encoder.append(nn.Flatten())
         fh, fw = self.sizes[-1]
         features = channels[-1] * fh * fw if config.channels else config.input_dim
@@ -421,12 +473,14 @@ class ConvAutoencoder(nn.Module):
             for stage in range(len(config.channels), 0, -1):
                 (th, tw), (sh, sw) = self.sizes[stage - 1], self.sizes[stage]
                 padding = (th - (2 * sh - 1), tw - (2 * sw - 1))  # 0 or 1: hits the encoder's size exactly
+                c = channels[stage]
+                decoder += [ResidualBlock(c, act, norm) for _ in range(config.res_blocks)]
                 for _ in range(config.conv_depth - 1):
-                    decoder += [nn.Conv2d(channels[stage], channels[stage], 3, padding=1), act()]
-                decoder.append(nn.ConvTranspose2d(channels[stage], channels[stage - 1], 3, stride=2, padding=1,
+                    decoder += [nn.Conv2d(c, c, 3, padding=1), *normalisation(norm, c), act()]
+                decoder.append(nn.ConvTranspose2d(c, channels[stage - 1], 3, stride=2, padding=1,
                                                   output_padding=padding))
                 if stage > 1:
-                    decoder.append(act())
+                    decoder += [*normalisation(norm, channels[stage - 1]), act()]
             decoder.append(nn.Flatten())
         self.decoder = nn.Sequential(*decoder)
 
@@ -604,7 +658,7 @@ class ResidualPCAAutoencoder(nn.Module):
         return self.decode(self.encode(pixels))
 
 
-PCA_EXACT_LIMIT = 1024  # up to this many inputs the PCA comes from an exact eigendecomposition
+PCA_EXACT_LIMIT = 4096  # up to this many inputs (32x32 colour and more) the PCA comes from an exact eigendecomposition
 
 
 def pca_basis(rows: torch.Tensor, k: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -34,6 +34,7 @@ class Recipe:
     variance_time_constant: float = 720_000.0
     schedule: str = "constant"          # "cosine": warm-up, then cosine decay to 0 over the run (Adam only)
     warmup: float = 0.0                 # fraction of the run's minibatches spent warming up
+    weight_decay: float = 0.0           # Adam only: decoupled (AdamW's), per step lr * weight_decay * weight
 
 
 RECIPES: dict[str, Recipe] = {
@@ -72,6 +73,8 @@ class TrainConfig:
     noise: str | None = None            # denoising: corrupt inputs, e.g. "gaussian:0.5"
     channels: tuple[int, ...] | None = None  # conv stages (conv, sparse, vae); None: the model's default
     conv_depth: int | None = None       # 3x3 convolutions per conv stage; None: the model's default
+    res_blocks: int | None = None       # residual blocks per conv stage; None: the model's default
+    norm: str | None = None             # "none" or "group" (GroupNorm after each convolution); None: the model's
     activation: str | None = None       # conv, sparse, vae: "relu" or "silu"; None: the model's default
     sparsity: float | None = None       # the sparse model's L1 weight; None: its default
     beta: float | None = None           # the VAE's KL weight; None: its default
@@ -82,7 +85,8 @@ class TrainConfig:
     def validate(self) -> None:
         parse_noise(self.noise)
         model_config(self.model, code_size=self.code_size, hidden=self.hidden, channels=self.channels,
-                     conv_depth=self.conv_depth, activation=self.activation, sparsity=self.sparsity,
+                     conv_depth=self.conv_depth, res_blocks=self.res_blocks, norm=self.norm,
+                     activation=self.activation, sparsity=self.sparsity,
                      beta=self.beta,
                      input_shape=(1 << 16, 1 << 16))  # image size: in train()
         if not (isinstance(self.sweeps, (int, float)) and math.isfinite(self.sweeps) and self.sweeps > 0):
@@ -132,6 +136,10 @@ class TrainResult:
         return self.samples_seen / self.seconds if self.seconds > 0 else math.inf
 
 
+def _decay(recipe: Recipe) -> dict:
+    return {"weight_decay": recipe.weight_decay, "decoupled_weight_decay": True} if recipe.weight_decay else {}
+
+
 def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: int,
                    total_steps: int | None = None) -> torch.optim.Optimizer | FlatFSAdaGrad:
     """The recipe's optimizer over ``params``, the engine's one flat parameter."""
@@ -143,7 +151,7 @@ def make_optimizer(params: list[torch.Tensor], recipe: Recipe, minibatch_size: i
         if total_steps is None:
             raise OptionError(f"recipe {recipe.name!r} has a learning-rate schedule and needs the run's length")
         return ScheduledAdam(params, lr=recipe.lr, total_steps=total_steps, schedule=recipe.schedule,
-                             warmup_steps=int(recipe.warmup * total_steps), foreach=True)
+                             warmup_steps=int(recipe.warmup * total_steps), foreach=True, **_decay(recipe))
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, foreach=True)
+        return torch.optim.Adam(params, lr=recipe.lr, foreach=True, **_decay(recipe))
     raise OptionError(f"unknown optimizer {recipe.optimizer!r}")

@@ -194,6 +194,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                           hint="leave out --budget, or train in one process")
     mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
+                           res_blocks=config.res_blocks, norm=config.norm,
                            activation=config.activation, sparsity=config.sparsity, beta=config.beta,
                            loss=loss_for(data, config.loss or PREFERRED_LOSS.get(config.model)),
                            input_max=255.0 if data.kind == "images" else 1.0)
