@@ -119,3 +119,16 @@ def test_update_is_step_without_the_wrapper():
         opt_b.update(n)
     assert torch.equal(a, b)
     assert opt_a.param_groups[0]["smoothed_count"] == opt_b.param_groups[0]["smoothed_count"]
+
+
+def test_a_recipes_weight_decay_is_decoupled_from_the_gradient():
+    """AdamW's decay: with a zero gradient the weights shrink by lr * weight_decay a step, Adam's own step
+    being zero; without weight_decay they stay."""
+    from dataclasses import replace as replaced
+    from aelab.training.config import RECIPES, make_optimizer
+    for decay, factor in ((0.5, 1 - 1e-3 * 0.5), (0.0, 1.0)):
+        weights = torch.nn.Parameter(torch.full((4,), 2.0))
+        optimizer = make_optimizer([weights], replaced(RECIPES["adam"], weight_decay=decay), 64)
+        weights.grad = torch.zeros(4)
+        optimizer.step()
+        torch.testing.assert_close(weights.detach(), torch.full((4,), 2.0 * factor))
