@@ -140,13 +140,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ar-bits", type=_int_list_or_none, default=None, metavar="LIST",
                    help="bit depths also measured with the range-ar coder (transform quantiser; its table takes "
                         f"about 15 s to learn per bit depth; default: {','.join(map(str, AR_BITS))}, "
-                        f"with --quick {','.join(map(str, QUICK_AR_BITS))} and only where the checkpoint stores the table; "
-                        "'none' for none)")
+                        f"with --quick {','.join(map(str, QUICK_AR_BITS))} and only where the checkpoint stores "
+                        "the table; 'none' for none)")
     p.add_argument("--ctx-bits", type=_int_list_or_none, default=None, metavar="LIST",
                    help="bit depths also measured with the range-ctx coder (transform quantiser; its table takes "
                         f"about 70 s to learn per bit depth, unless shipped; default: {','.join(map(str, CTX_BITS))}, "
-                        f"with --quick {','.join(map(str, QUICK_CTX_BITS))} and only where the checkpoint stores the table, "
-                        "as for the shipped mnist-codec and mnist-conv; 'none' for none)")
+                        f"with --quick {','.join(map(str, QUICK_CTX_BITS))} and only where the checkpoint stores "
+                        "the table, as for the shipped mnist-codec and mnist-conv; 'none' for none)")
     p.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="also measure the encoder's search (aelab compress --search STEPS) at --search-bits, with "
                         "the range coder and, where its table is there, range-ctx: slow, about a minute per setting "
