@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import own_data_quality as odq  # noqa: E402
 
 from aelab.models import networks  # noqa: E402
+from aelab.models.layers import ResidualBlock  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "architecture-study"
 PLAIN_BODY = networks.ConvAutoencoder  # the residual model's conv body, as aelab builds it
@@ -96,7 +97,7 @@ def groupnorm_body(config):
         layers = []
         for layer in sequential:
             layers.append(layer)
-            if isinstance(layer, networks.ResidualBlock):
+            if isinstance(layer, ResidualBlock):
                 convs = [m for m in layer.body if isinstance(m, nn.Conv2d)]
                 layer.body = nn.Sequential(convs[0], nn.GroupNorm(8, convs[0].out_channels), layer.body[1], convs[1],
                                            nn.GroupNorm(8, convs[1].out_channels))

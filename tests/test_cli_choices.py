@@ -52,11 +52,11 @@ def test_the_aelab_command_help_imports_no_torch():
 def _owner(name: str):
     from aelab import api
     from aelab.evaluation import compare
-    from aelab.models import networks
+    from aelab.models import layers
     from aelab.training.config import RECIPES
     return {
         "MODEL_NAMES": api.MODEL_NAMES, "LOSSES": api.LOSSES, "EXPORT_FORMATS": api.EXPORT_FORMATS,
-        "NORMS": networks.NORMS,
+        "NORMS": layers.NORMS,
         "SCALE_METHODS": api.SCALE_METHODS, "RECIPE_NAMES": tuple(RECIPES),
         "DEFAULT_RECIPE": api.TrainConfig().recipe,
         "DEFAULT_RECIPE_LR": RECIPES[api.TrainConfig().recipe].lr,
@@ -69,7 +69,8 @@ def _owner(name: str):
     }[name]
 
 
-@pytest.mark.parametrize("name", ["MODEL_NAMES", "LOSSES", "NORMS", "EXPORT_FORMATS", "SCALE_METHODS", "RECIPE_NAMES",
+@pytest.mark.parametrize("name", ["MODEL_NAMES", "LOSSES", "NORMS", "EXPORT_FORMATS", "SCALE_METHODS",
+                                  "RECIPE_NAMES",
                                   "DEFAULT_RECIPE", "DEFAULT_RECIPE_LR", "DEFAULT_RECIPE_MINIBATCH", "CODERS",
                                   "PREDICTIVE_CODERS", "CODEC_FIT_BITS",
                                   "COMPARE_MODELS", "COMPARE_RECIPE", "COMPARE_SWEEPS", "QUICK_SWEEPS",

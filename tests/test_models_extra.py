@@ -9,9 +9,9 @@ import torch
 from aelab.models.checkpoint import load_checkpoint, save_checkpoint
 from aelab.cli import main
 from aelab.errors import OptionError
+from aelab.models.layers import ResidualBlock
 from aelab.models.networks import (MODEL_KINDS, MODEL_NAMES, ConvAutoencoder, DenseAutoencoder, ModelConfig,
-                                   ResidualBlock, SparseAutoencoder, VariationalAutoencoder, build_model,
-                                   model_config)
+                                   SparseAutoencoder, VariationalAutoencoder, build_model, model_config)
 from aelab.training.loop import TrainConfig, get_recipe, train
 
 NEW_KINDS = ("dense", "conv", "sparse", "vae")

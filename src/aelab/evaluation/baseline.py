@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..models.inference import tensor_view, to_model_rows
-from ..models.networks import pca_basis
+from ..models.pca import pca_basis
 from .metrics import knn_accuracy, psnr_db
 
 PCA_ROWS = 20_000  # the PCA is fitted on at most this many training rows (drawn with the seed)

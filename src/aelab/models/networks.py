@@ -54,6 +54,8 @@ import torch
 from torch import nn
 
 from ..errors import OptionError
+from .layers import ACTIVATIONS, MAX_RES_BLOCKS, NORMS, ResidualBlock, conv_sizes, normalisation
+from .pca import pca_basis
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def _json_kind(default: object) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(default), "valid")
 
 
-OPTIONAL_FIELDS = ("channels", "conv_depth", "res_blocks", "norm", "activation", "sparsity", "beta", "loss", "input_max")
+OPTIONAL_FIELDS = ("channels", "conv_depth", "res_blocks", "norm", "activation", "sparsity", "beta", "loss",
+                   "input_max")
 LOSSES = ("bce", "mse")
 _DEFAULTS = {name: getattr(ModelConfig, name) for name in OPTIONAL_FIELDS}
 
@@ -232,46 +235,6 @@ def _finite_number(value: object, what: str, *, positive: bool) -> float:
             or value < 0 or (positive and value == 0):
         raise OptionError(f"{what} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
-
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
-
-
-MAX_RES_BLOCKS = 16
-NORMS = ("none", "group")
-GROUPS = 8  # GroupNorm's groups (fewer where the channels are not a multiple of it)
-
-
-def normalisation(norm: str, channels: int) -> list[nn.Module]:
-    """The layer that follows a convolution with ``channels`` outputs: none, or GroupNorm."""
-    return [nn.GroupNorm(math.gcd(GROUPS, channels), channels)] if norm == "group" else []
-
-
-class ResidualBlock(nn.Module):
-    """``act(x + conv(act(conv(x))))`` with 3x3 convolutions that keep the channels and the size,
-    each convolution followed by ``norm``'s layer.
-
-    The activation comes after the sum, never on ``x`` itself, so activations that work in place
-    (:mod:`aelab.models.cpu_inference`) leave the block's input intact for the sum.
-    """
-
-    def __init__(self, channels: int, act: type[nn.Module], norm: str = "none") -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), *normalisation(norm, channels), act(),
-                                  nn.Conv2d(channels, channels, 3, padding=1), *normalisation(norm, channels))
-        self.act = act()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.body(x))
-
-
-def conv_sizes(input_shape: tuple[int, int], stages: int) -> list[tuple[int, int]]:
-    """The feature-map sizes of a conv encoder: the input, then each stride-2 stage's ceil(size / 2)."""
-    sizes = [tuple(input_shape)]
-    for _ in range(stages):
-        h, w = sizes[-1]
-        sizes.append(((h + 1) // 2, (w + 1) // 2))
-    return sizes
 
 
 def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28),
@@ -656,41 +619,6 @@ class ResidualPCAAutoencoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))
-
-
-PCA_EXACT_LIMIT = 4096  # up to this many inputs (32x32 colour and more) the PCA comes from an exact eigendecomposition
-
-
-def pca_basis(rows: torch.Tensor, k: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The mean (d,), the top ``k`` principal directions (k, d) and the standard deviation of each
-    direction's scores (k,) of ``rows`` (n, d), in float32.
-
-    Exact (the covariance's eigenvectors) up to ``PCA_EXACT_LIMIT`` inputs; above, a seeded randomised
-    SVD with enough power iterations to match the exact directions closely. Directions beyond the
-    data's rank (a code longer than the rows can fill) are zero, with scale 1. Each direction's sign
-    is fixed (its largest entry positive), so the result depends on the data and the seed alone.
-    """
-    x = rows.detach().to(torch.float64).cpu()
-    n, d = x.shape
-    mean = x.mean(dim=0)
-    centred = x - mean
-    if d <= PCA_EXACT_LIMIT or k >= d // 2:
-        values, vectors = torch.linalg.eigh(centred.t() @ centred)
-        order = torch.argsort(values, descending=True)[:k]
-        components = vectors[:, order].t()
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            _, _, v = torch.svd_lowrank(centred, q=min(k + 16, min(n, d)), niter=6)
-        components = v[:, :k].t()
-    components = torch.cat([components, torch.zeros(max(k - components.shape[0], 0), d, dtype=x.dtype)])
-    signs = torch.sign(components.gather(1, components.abs().argmax(dim=1, keepdim=True)))
-    components = components * torch.where(signs == 0, torch.ones_like(signs), signs)
-    scale = (centred @ components.t()).std(dim=0) if n > 1 else torch.ones(k, dtype=x.dtype)
-    rank = min(n - 1, d)
-    scale = torch.where((scale > 1e-8) & (torch.arange(k) < rank), scale, torch.ones_like(scale))
-    components[torch.arange(k) >= rank] = 0.0
-    return mean.float(), components.float(), scale.float()
 
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"conv": ConvAutoencoder, "sparse": SparseAutoencoder,

@@ -1,0 +1,39 @@
+"""The principal components of a set of rows: the residual model's starting point and the baseline
+that ``aelab evaluate`` shows beside every model."""
+from __future__ import annotations
+
+import torch
+
+PCA_EXACT_LIMIT = 4096  # up to this many inputs (32x32 colour and more) the PCA comes from an exact eigendecomposition
+
+
+def pca_basis(rows: torch.Tensor, k: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mean (d,), the top ``k`` principal directions (k, d) and the standard deviation of each
+    direction's scores (k,) of ``rows`` (n, d), in float32.
+
+    Exact (the covariance's eigenvectors) up to ``PCA_EXACT_LIMIT`` inputs; above, a seeded randomised
+    SVD with enough power iterations to match the exact directions closely. Directions beyond the
+    data's rank (a code longer than the rows can fill) are zero, with scale 1. Each direction's sign
+    is fixed (its largest entry positive), so the result depends on the data and the seed alone.
+    """
+    x = rows.detach().to(torch.float64).cpu()
+    n, d = x.shape
+    mean = x.mean(dim=0)
+    centred = x - mean
+    if d <= PCA_EXACT_LIMIT or k >= d // 2:
+        values, vectors = torch.linalg.eigh(centred.t() @ centred)
+        order = torch.argsort(values, descending=True)[:k]
+        components = vectors[:, order].t()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _, _, v = torch.svd_lowrank(centred, q=min(k + 16, min(n, d)), niter=6)
+        components = v[:, :k].t()
+    components = torch.cat([components, torch.zeros(max(k - components.shape[0], 0), d, dtype=x.dtype)])
+    signs = torch.sign(components.gather(1, components.abs().argmax(dim=1, keepdim=True)))
+    components = components * torch.where(signs == 0, torch.ones_like(signs), signs)
+    scale = (centred @ components.t()).std(dim=0) if n > 1 else torch.ones(k, dtype=x.dtype)
+    rank = min(n - 1, d)
+    scale = torch.where((scale > 1e-8) & (torch.arange(k) < rank), scale, torch.ones_like(scale))
+    components[torch.arange(k) >= rank] = 0.0
+    return mean.float(), components.float(), scale.float()
