@@ -13,9 +13,11 @@ from aelab.cli import main
 from aelab.data import Dataset, Split
 from aelab.errors import OptionError
 from aelab.models import inference
-from aelab.models.networks import build_model, model_config, pca_basis
+from aelab.models import pca
+from aelab.models.networks import build_model, model_config
+from aelab.models.pca import pca_basis
 from aelab.training import TrainConfig, train
-from aelab.training.auto import choose, table_code_size
+from aelab.training.auto import choose, conv_channels, table_code_size
 from aelab.runconfig import parse_duration
 from aelab.training.validation import split_rows
 
@@ -44,16 +46,21 @@ def pca_mse(train_rows: np.ndarray, test_rows: np.ndarray, k: int) -> float:
     return float(((out - torch.from_numpy(test_rows)) ** 2).mean())
 
 
-def test_pca_basis_matches_the_exact_pca_and_its_randomised_form_agrees():
+@pytest.mark.parametrize("limit", [None, 1000])  # the exact eigendecomposition, and the randomised SVD above
+def test_pca_basis_matches_the_exact_pca_and_its_randomised_form_agrees(limit, monkeypatch):
+    if limit is not None:
+        monkeypatch.setattr(pca, "PCA_EXACT_LIMIT", limit)
     rng = np.random.default_rng(1)
     x = torch.from_numpy((rng.normal(size=(300, 6)) @ rng.normal(size=(6, 1100)) + 0.01 * rng.normal(
         size=(300, 1100))).astype(np.float32))
-    mean, components, scale = pca_basis(x, 4)  # above the exact limit: randomised
+    mean, components, scale = pca_basis(x, 4)
     centred = (x - x.mean(0)).double()
     exact = torch.linalg.svd(centred, full_matrices=False).Vh[:4]
     overlap = (components.double() @ exact.t()).abs()  # the same subspace: an orthogonal 4x4 matrix
     assert torch.allclose(overlap @ overlap.t(), torch.eye(4, dtype=torch.float64), atol=1e-3)
     assert torch.allclose(mean, x.mean(0), atol=1e-5) and bool((scale > 0).all())
+    if limit is None:  # exact: each direction itself, up to its sign
+        torch.testing.assert_close(overlap, torch.eye(4, dtype=torch.float64), atol=1e-4, rtol=0)
 
 
 def test_the_residual_model_starts_as_the_pca_of_its_training_rows():
@@ -119,11 +126,25 @@ def test_the_choice_follows_the_data():
                      sha256="0" * 64)
     chosen = choose(images, code_size=16)
     assert chosen.config.channels and chosen.config.code_size == 16 and "colour" in chosen.reason
+    assert chosen.config.res_blocks == 1 and chosen.config.norm == "group" and "residual block" in chosen.reason
     small = Dataset("img", Split(np.zeros((500, 8, 8), np.uint8)), Split(np.zeros((50, 8, 8), np.uint8)),
                     sha256="0" * 64)
     assert choose(small).config.channels is None  # too small for convolutions: dense layers
+    assert choose(small).config.res_blocks is None and table.config.res_blocks is None
+    assert choose(small).config.norm is None and table.config.norm is None
     for choice in (table, chosen):
         assert choice.config.recipe == "fit" and choice.config.validation > 0 and choice.config.budget
+
+
+@pytest.mark.parametrize("side", [16, 17, 24, 28, 31, 32, 33, 64, 100, 128, 1000])
+def test_conv_stages_halve_down_to_four_pixels_or_stop_at_four_stages(side):
+    sides = [side]
+    for _ in conv_channels(side):
+        sides.append((sides[-1] + 1) // 2)
+    stages = len(sides) - 1
+    assert 1 <= stages <= 4 and (sides[-1] <= 4 or stages == 4)
+    assert sides[-2] > 4  # no stage halves a map that was already small enough
+    model_config("residual", input_shape=(side, side), channels=conv_channels(side), res_blocks=1, loss="mse")
 
 
 def test_train_with_only_data_chooses_says_so_once_and_saves_the_choice(tmp_path, capsys):

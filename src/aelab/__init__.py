@@ -6,7 +6,8 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
 - data: ``load_dataset``, ``load_data`` (as ``--data`` reads it), ``Dataset``, ``load_images``, ``save_dataset``, ``convert``, ``describe``,
   ``download_mnist``, ``read_codes``, ``write_codes``
 - train: ``TrainConfig``, ``RECIPES``, ``MODEL_NAMES``, ``train``, ``train_model`` (train, evaluate, save),
-  ``train_from_options`` (the same from ``aelab train``'s options)
+  ``train_from_options`` (the same from ``aelab train``'s options), ``train_settings`` (the settings
+  ``aelab train --data`` chooses)
 - models: ``load_model``, ``list_pretrained``, ``TrainedModel``
 - evaluate: ``evaluate_model``, ``evaluate``, ``knn_accuracy``
 - codes and images: ``input_images``, ``input_samples``, ``encode_images``, ``decode_codes``, ``reconstruct_images``,
@@ -34,7 +35,8 @@ _WHERE = {
     "convert": "aelab.data", "describe": "aelab.data", "download_mnist": "aelab.data",
     "Dataset": "aelab.data", "read_codes": "aelab.data.codes", "write_codes": "aelab.data.codes",
     "TrainConfig": "aelab.training", "RECIPES": "aelab.training", "train": "aelab.training",
-    "MODEL_NAMES": "aelab.api", "train_model": "aelab.api", "train_from_options": "aelab.api", "TrainedModel": "aelab.api",
+    "MODEL_NAMES": "aelab.api", "train_model": "aelab.api", "train_settings": "aelab.api",
+    "train_from_options": "aelab.api", "TrainedModel": "aelab.api",
     "load_model": "aelab.api", "list_pretrained": "aelab.models.zoo",
     "evaluate": "aelab.evaluation.evaluate", "knn_accuracy": "aelab.evaluation.evaluate",
     "input_images": "aelab.api", "input_samples": "aelab.api", "encode_images": "aelab.api", "decode_codes": "aelab.api",

@@ -2,13 +2,15 @@
 
 The model is the ``residual`` kind (PCA plus a nonlinear part that starts at zero, see
 :mod:`aelab.models.networks`), so that, with early stopping on a validation split, what it learns
-starts from the best linear code and keeps only what improves on it. Its size follows the data: conv
-stages for images of 16 pixels a side and more (one per halving down to about 4 to 8 pixels, at most
-four), dense layers for smaller images and tables, a few times wider than a table's columns. The
-code size, when not given, is 32 for images (at most a quarter of the inputs) and about a quarter of
-a table's columns (always fewer than its columns). The recipe is ``fit`` (Adam, warm-up, cosine
-decay); the length is a number of optimiser steps that shrinks for large inputs, turned into sweeps
-of the data, with early stopping and a time budget as upper bounds.
+starts from the best linear code and keeps only what improves on it. Its size follows the data: for
+images of 16 pixels a side and more, conv stages (one per halving down to 4 pixels or fewer, at most
+four), each a strided convolution and one residual block, with GroupNorm after every convolution
+(``benchmarks/architecture_study.py`` measured the alternatives; docs/own-data.md has the study);
+for smaller images and tables, dense layers a few times wider than a table's columns. The code size,
+when not given, is 32 for images (at most a quarter of the inputs) and about a quarter of a table's
+columns (always fewer than its columns). The recipe is ``fit`` (Adam, warm-up, cosine decay); the
+length is a number of optimiser steps that shrinks for large inputs, turned into sweeps of the data,
+with early stopping and a time budget as upper bounds.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ STEPS = 6000               # optimiser steps for inputs up to REFERENCE_INPUTS v
 REFERENCE_INPUTS = 3 * 32 * 32
 MIN_SWEEPS, MAX_SWEEPS = 3.0, 1000.0
 IMAGE_CODE = 32
+RES_BLOCKS = 1             # residual blocks per conv stage
+NORM = "group"             # GroupNorm after each convolution
+MAX_STAGES = 4
 SMALL_SET, SMALL_MINIBATCH = 2000, 32  # below this many training rows, smaller minibatches: more steps per sweep
 
 
@@ -51,12 +56,15 @@ def image_code_size(inputs: int) -> int:
 
 
 def conv_channels(side: int) -> tuple[int, ...]:
-    """Conv stages for images whose shorter side is ``side``: halvings down to 4..8 pixels, at most four;
-    none below 16 pixels (dense layers do better there)."""
+    """Conv stages for images whose shorter side is ``side``: halvings (rounding up) down to 4 pixels
+    or fewer, at most ``MAX_STAGES``; none below 16 pixels (dense layers do better there). A small last
+    feature map keeps the dense code layer small, which overfits less."""
     if side < 16:
         return ()
-    stages = max(1, min(4, int(math.log2(side)) - 2))
-    return (32, 64, 64) [:stages] if stages <= 3 else (16, 32, 64, 64)
+    stages = 0
+    while side > 4 and stages < MAX_STAGES:
+        side, stages = (side + 1) // 2, stages + 1
+    return (32, 64, 64)[:stages] if stages <= 3 else (16, 32, 64, 64)
 
 
 def dense_widths(inputs: int, rows: int) -> tuple[int, int]:
@@ -100,9 +108,11 @@ def choose(data: Dataset, base: TrainConfig | None = None, *, code_size: int | N
     validation = 0.0 if packed else share
     budget = budget if budget is not None else (None if process_count() > 1 else AUTO_BUDGET)
     config = replace(base, model="residual", code_size=code, hidden=hidden, channels=channels or None,
-                     conv_depth=None, activation=None, recipe=AUTO_RECIPE, sweeps=length,
-                     minibatch_size=minibatch, loss="mse", validation=validation, budget=budget)
-    body = f"conv stages {','.join(map(str, channels))}" if channels else \
+                     conv_depth=None, res_blocks=RES_BLOCKS if channels else None,
+                     norm=NORM if channels else None, activation=None,
+                     recipe=AUTO_RECIPE, sweeps=length, minibatch_size=minibatch, loss="mse",
+                     validation=validation, budget=budget)
+    body = f"conv stages {','.join(map(str, channels))} with a residual block each, GroupNorm" if channels else \
         f"dense layers {','.join(map(str, hidden))}"
     shape = f"{data.train.n} rows of {inputs} columns" if data.kind == "table" else \
         f"{data.train.n} {data.image_shape[0]}x{data.image_shape[1]} {'colour' if data.channels == 3 else 'grey'} images"
