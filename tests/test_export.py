@@ -27,14 +27,18 @@ def channels_first(images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models(mnist, tmp_path_factory):
-    """A dense model on grey MNIST, a conv model on colour images, a dense model on a table."""
+    """A dense model on grey MNIST, a conv model on colour images, a dense model on a table, and the
+    residual model with the conv part the defaults choose, on colour images."""
     rng = np.random.default_rng(0)
     colour = rng.integers(0, 256, size=(64, 12, 10, 3), dtype=np.uint8)
     table = rng.normal(size=(64, 7)).astype(np.float32)
     made = {}
     for name, kind, rows, extra in [("dense", "deep", mnist.train.images[:256], {}),
                                     ("conv", "conv", colour, {"channels": (4, 8)}),
-                                    ("table", "deep", table, {"hidden": (8,)})]:
+                                    ("table", "deep", table, {"hidden": (8,)}),
+                                    # what `aelab train --data` chooses for images: PCA, residual blocks, GroupNorm
+                                    ("chosen", "residual", colour, {"channels": (8, 16), "res_blocks": 1,
+                                                                    "norm": "group", "loss": "mse"})]:
         data = Dataset(name=name, train=Split(rows), test=Split(rows[:16]), sha256="0" * 64)
         result = train(data, TrainConfig(model=kind, code_size=6, sweeps=0.5, minibatch_size=16, device="cpu",
                                          recipe="adam", **extra), log=None, progress_bar=False)
@@ -43,7 +47,7 @@ def models(mnist, tmp_path_factory):
     return made
 
 
-@pytest.mark.parametrize("name", ["dense", "conv", "table"])
+@pytest.mark.parametrize("name", ["dense", "conv", "table", "chosen"])
 def test_onnx_files_match_aelab(models, name, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'aelab[export]'")
     folder, rows = models[name]
@@ -69,7 +73,7 @@ def test_onnx_files_match_aelab(models, name, tmp_path, capsys):
             assert decoded.shape == inputs.shape and 0 <= decoded.min() and decoded.max() <= 1
 
 
-@pytest.mark.parametrize("name", ["dense", "conv"])
+@pytest.mark.parametrize("name", ["dense", "conv", "chosen"])
 def test_pt2_programs_match_aelab(models, name, tmp_path):
     folder, rows = models[name]
     ckpt = api.load_model(folder, "cpu")
