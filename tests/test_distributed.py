@@ -167,7 +167,7 @@ def wait_for_rows(csv: Path, rows: int, process: subprocess.Popen, limit: float 
 
 @pytest.mark.slow
 def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_model(tmp_path: Path) -> None:
-    options = ["--sweeps", "3", "--checkpoint-every", "0"]
+    options = ["--sweeps", "1", "--checkpoint-every", "0"]  # the default model: a sweep is minutes on 2 cores
     whole = run([*standalone(2), *AELAB, "train", "--out", str(tmp_path / "whole"), "--quiet", *options], 300)
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "cut"
