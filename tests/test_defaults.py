@@ -11,7 +11,7 @@ import torch
 
 from aelab.cli import main
 from aelab.data import Dataset, Split
-from aelab.errors import OptionError
+from aelab.errors import CheckpointError, OptionError
 from aelab.models import inference
 from aelab.models import pca
 from aelab.models.networks import build_model, model_config
@@ -19,7 +19,9 @@ from aelab.models.pca import pca_basis
 from aelab.training import TrainConfig, train
 from aelab.training.auto import choose, conv_channels, table_code_size
 from aelab.runconfig import parse_duration
-from aelab.training.validation import split_rows
+from aelab.training import validation as validation_module
+from aelab.training.loop import _restore_early_stopping
+from aelab.training.validation import EarlyStopping, measured_rows, split_rows
 
 
 def curved_table(n: int = 600, columns: int = 12, seed: int = 0) -> Dataset:
@@ -88,6 +90,37 @@ def test_early_stopping_keeps_the_best_validation_weights_and_beats_pca_on_a_cur
     held_rows = data.train.images[held]
     assert mse(result.model, held_rows) == pytest.approx(validation["best_loss"], rel=1e-5)  # the best, restored
     assert mse(result.model, data.test.images) < 0.8 * pca_mse(data.train.images[keep], data.test.images, 2)
+
+
+def test_a_large_validation_split_is_measured_on_evenly_spaced_rows_that_keep_every_class():
+    rows = torch.arange(1000).repeat_interleave(3).reshape(-1, 3)  # row i holds i: a file sorted by class i // 100
+    assert measured_rows(rows, 1000) is rows
+    chosen = measured_rows(rows, 50)[:, 0]
+    assert len(chosen) == 50 and chosen[0] == 0 and chosen[-1] == 999 and bool((chosen.diff() > 0).all())
+    assert set((chosen // 100).tolist()) == set(range(10))
+    assert chosen.diff().max() - chosen.diff().min() <= 1  # evenly spaced
+
+
+def test_early_stopping_measures_at_most_its_row_limit_and_keeps_the_best_on_those_rows(monkeypatch):
+    monkeypatch.setattr(validation_module, "MEASURED_ROWS", 16)
+    data = curved_table()
+    result = train(data, TrainConfig(model="residual", code_size=2, hidden=(64, 32), recipe="fit", sweeps=20,
+                                     minibatch_size=32, loss="mse", validation=0.15), log=None, progress_bar=False)
+    validation = result.validation
+    held = split_rows(data.train.n, 0.15, 0)[1]
+    assert validation["rows"] == len(held) > 16 and validation["measured_rows"] == 16
+    measured = measured_rows(torch.from_numpy(data.train.images[held]), 16).numpy()
+    assert validation["best_loss"] == min(loss for _, loss in validation["curve"])
+    assert mse(result.model, measured) == pytest.approx(validation["best_loss"], rel=1e-5)
+
+
+def test_a_resume_file_measured_on_other_rows_is_refused_with_a_hint():
+    early = EarlyStopping(torch.zeros(40, 3), total_steps=100, record={})
+    state = {"curve": [[0, 1.0]], "best_loss": 1.0, "best_step": 0, "since_best": 0, "stopped_at": None,
+             "start": [0.5] * 30}
+    saved = type("Saved", (), {"validation": state, "best": None})()
+    with pytest.raises(CheckpointError, match="measures 40"):
+        _restore_early_stopping(early, saved, "resume.safetensors")
 
 
 def test_the_validation_split_is_seeded_disjoint_and_at_least_one_row():

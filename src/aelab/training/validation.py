@@ -3,7 +3,9 @@
 ``TrainConfig.validation`` holds out that share of the training split (drawn with the run's seed, so a
 resumed run holds out the same rows). The model's mean squared error on those rows, per value in the
 model's output units (pixels / 255, or a table's scaled features), is measured before the first step,
-at ``EVALUATIONS`` evenly spaced steps and at the end; training stops once ``PATIENCE`` measurements
+at ``EVALUATIONS`` evenly spaced steps and at the end, on at most ``MEASURED_ROWS`` of them, evenly
+spaced (the held-out rows are a random draw already), so that on a large set the measurements cost a
+bounded share of the run, not several passes over the data; training stops once ``PATIENCE`` measurements
 in a row found no better loss, and the weights of the best one are restored. A measurement only counts
 as better than the starting point (for the residual model: the PCA) when the per-row improvement is
 clear of the noise of a small validation split: its mean more than ``MARGIN`` standard errors above
@@ -28,6 +30,7 @@ PATIENCE = 20      # measurements in a row without a better loss that stop the r
 MIN_TRAIN_ROWS = 2
 EVAL_ROWS = 1024   # rows per forward pass while measuring
 MARGIN = 2.0       # standard errors by which a measurement must beat the starting point's per-row errors
+MEASURED_ROWS = 2048  # validation rows measured during the run: enough for MARGIN's test, cheap on MNIST
 
 
 def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +62,15 @@ def model_rows(config, samples: np.ndarray) -> torch.Tensor:
     return to_model_rows(config, tensor_view(samples))
 
 
+def measured_rows(rows: torch.Tensor, limit: int) -> torch.Tensor:
+    """The rows early stopping measures: all of them up to ``limit``, else ``limit`` evenly spaced ones
+    (first and last included), so that a split held out from a file sorted by class keeps every class."""
+    n = rows.shape[0]
+    if n <= limit:
+        return rows
+    return rows[torch.from_numpy(np.linspace(0, n - 1, limit).round().astype(np.int64))]
+
+
 @torch.no_grad()
 def sample_errors(model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
     """Each row's mean squared reconstruction error in the model's output units (float64, on the CPU)."""
@@ -82,7 +94,7 @@ class EarlyStopping:
     """
 
     def __init__(self, rows: torch.Tensor, total_steps: int, record: dict) -> None:
-        self.rows = rows
+        self.rows = measured_rows(rows, MEASURED_ROWS)
         self.every = max(1, total_steps // EVALUATIONS)
         self.total = total_steps
         self.record = record
@@ -144,9 +156,12 @@ class EarlyStopping:
         self.since_best = int(state["since_best"])
         self.stopped_at = state.get("stopped_at")
         self.start = state.get("start")
+        if self.start is not None and len(self.start) != self.rows.shape[0]:
+            raise ValueError(f"its start holds {len(self.start)} rows' errors, this run measures {self.rows.shape[0]}")
         self.best = None if best is None else best.clone()
 
     def summary(self) -> dict:
-        """What the checkpoint keeps: the split's record, the best loss, where it was, and the curve."""
-        return {**self.record, "best_loss": self.best_loss, "best_step": self.best_step,
+        """What the checkpoint keeps: the split's record, the rows measured, the best loss, where it was,
+        and the curve."""
+        return {**self.record, "measured_rows": int(self.rows.shape[0]), "best_loss": self.best_loss, "best_step": self.best_step,
                 "stopped_at": self.stopped_at, "curve": self.curve}
