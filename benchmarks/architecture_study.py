@@ -38,6 +38,7 @@ import pickle
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,6 +163,20 @@ def baseline_config(data):
                    activation=None)
 
 
+@contextmanager
+def body_built_by(body):
+    """Within this block the residual model's conv body is ``body(config)`` (None: aelab's own); the
+    model builds it through the name ``networks.ConvAutoencoder``, which is put back afterwards."""
+    if body is None:
+        yield
+        return
+    networks.ConvAutoencoder = type("StudyBody", (PLAIN_BODY,), {"__new__": lambda cls, c: body(c)})
+    try:
+        yield
+    finally:
+        networks.ConvAutoencoder = PLAIN_BODY
+
+
 def run_one(job: tuple[str, str, str]) -> dict:
     """Train variant ``job[1]`` on data set ``job[0]`` (files under ``job[2]``); its scores against PCA."""
     name, variant, root = job
@@ -171,16 +186,14 @@ def run_one(job: tuple[str, str, str]) -> dict:
     decay = spec.pop("_weight_decay", 0.0)
     config = replace(baseline_config(data), **spec)
     pca = odq.pca_scores(data, config.code_size)
-    if body is not None:  # the residual model builds its body through this name
-        networks.ConvAutoencoder = type("StudyBody", (PLAIN_BODY,), {"__new__": lambda cls, c: body(c)})
     from aelab.training import config as training_config
     recipe = training_config.RECIPES[config.recipe]
     training_config.RECIPES[config.recipe] = replace(recipe, weight_decay=decay)
     try:
-        torch.manual_seed(0)
-        ae = odq.ae_scores(data, config)
+        with body_built_by(body):
+            torch.manual_seed(0)
+            ae = odq.ae_scores(data, config)
     finally:
-        networks.ConvAutoencoder = PLAIN_BODY
         training_config.RECIPES[config.recipe] = recipe
     row = {"data": name, "variant": variant, "channels": list(config.channels or ()), "weight_decay": decay,
            "conv_depth": config.conv_depth, "res_blocks": config.res_blocks, "activation": config.activation,

@@ -44,12 +44,12 @@ def test_the_gdn_variant_puts_gdn_where_the_activations_after_convolutions_were(
         torch.testing.assert_close(study.GDN(8, inverse=True)(x), x * torch.sqrt(1 + 0.1 * x * x))
 
 
-def test_a_swapped_body_is_used_by_the_residual_model_and_put_back(study, monkeypatch):
-    body = study.gdn_body
-    monkeypatch.setattr(networks, "ConvAutoencoder",
-                        type("StudyBody", (study.PLAIN_BODY,), {"__new__": lambda cls, c: body(c)}))
-    model = build_model(_config(channels=(8, 16)), seed=0)
+def test_a_swapped_body_is_used_by_the_residual_model_and_put_back(study):
+    with study.body_built_by(study.gdn_body):
+        model = build_model(_config(channels=(8, 16)), seed=0)
     assert any(isinstance(m, study.GDN) for m in model.modules())
+    assert networks.ConvAutoencoder is study.PLAIN_BODY
+    assert not any(isinstance(m, study.GDN) for m in build_model(_config(channels=(8, 16)), seed=0).modules())
     x = torch.rand(2, 3 * 32 * 32) * 255
     with torch.no_grad():  # its output layer starts at zero: the model is still its linear path
         torch.testing.assert_close(model.encode(x), (x / 255 - model.mean) @ model.components.t())
