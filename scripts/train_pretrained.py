@@ -48,9 +48,10 @@ SHIPPED = (
                           "of 2 3x3 convolutions, SiLU, linear code",
             dict(model="conv", channels=(32, 64), conv_depth=2, activation="silu", recipe="adam-long", sweeps=40,
                  seed=0)),
-    Shipped("mnist-denoise", "a denoiser for gaussian noise of 0.5 (clipped to 0..1), the conv model's layers",
-            dict(model="conv", channels=(32, 64), conv_depth=2, activation="silu", noise="gaussian:0.5",
-                 recipe="adam-long", sweeps=20, seed=0)),
+    Shipped("mnist-denoise", "a denoiser for gaussian noise of 0.5 (clipped to 0..1): the residual model (PCA plus "
+                             "3 conv stages of 32, 64, 64 channels, a residual block each, GroupNorm), squared error",
+            dict(model="residual", channels=(32, 64, 64), res_blocks=1, norm="group", loss="mse", recipe="fit",
+                 noise="gaussian:0.5", validation=0.05, sweeps=20, seed=0)),
     Shipped("mnist-vae", "a variational autoencoder (dense 784-128-64, Gaussian code; `aelab sample`)",
             dict(model="vae", hidden=(128, 64), recipe="adam-long", sweeps=30, seed=0)),
     Shipped("mnist-sparse", "a sparse autoencoder (dense 784-128-64, ReLU code with an L1 penalty of 0.01)",
@@ -104,9 +105,16 @@ def fine_tune_steps(sweeps: float, n: int, minibatch_size: int) -> int:
     return max(1, int(sweeps * n / minibatch_size))
 
 
+def decoded_pixels(model, logits):
+    """The decoded pixels / 255 that the squared error compares, with gradients: the sigmoid of a BCE model's
+    outputs; an MSE model's own outputs (clipping them to [0, 1], as decoding does, would stop the gradient
+    of every value outside)."""
+    return logits.sigmoid() if model.config.loss == "bce" else logits
+
+
 def fine_tune_squared_error(model, images, spec: FineTuned, say=print) -> float:
-    """Fine-tune the conv ``model`` in place on ``images`` (uint8 (n, h, w)) for the squared error of its decoded
-    images (sigmoid of the logits) summed over the pixels; returns the seconds it took."""
+    """Fine-tune the conv or residual ``model`` in place on ``images`` (uint8 (n, h, w)) for the squared error of
+    its decoded images (``decoded_pixels``) summed over the pixels; returns the seconds it took."""
     import numpy as np
     import torch
     torch.manual_seed(spec.seed)
@@ -122,7 +130,7 @@ def fine_tune_squared_error(model, images, spec: FineTuned, say=print) -> float:
         order = torch.randperm(n)
         for i in range(0, n - batch + 1, batch):
             x = shifted(pixels[order[i:i + batch]], spec.shift_probability).reshape(batch, -1)
-            decoded = torch.sigmoid(model.decode_logits(model.encode(x)).reshape(batch, -1))
+            decoded = decoded_pixels(model, model.decode_logits(model.encode(x)).reshape(batch, -1))
             loss = ((decoded - x.float() / 255) ** 2).sum(1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +157,8 @@ def fine_tune_record(spec: FineTuned, sweeps: float, seconds: float, n: int, bas
     top (what ``aelab models`` and ``aelab compare`` show), the model it started from under ``base``."""
     base = base_info["training"]
     steps = fine_tune_steps(sweeps, n, spec.minibatch_size)
-    return {**{k: base[k] for k in ("model", "code_size", "hidden", "channels", "conv_depth", "activation", "noise",
+    return {**{k: base[k] for k in ("model", "code_size", "hidden", "channels", "conv_depth", "res_blocks", "norm",
+                                    "loss", "activation", "noise",
                                     "sparsity", "beta") if k in base},
             "recipe": "fine-tune: squared error, shifts", "sweeps": sweeps, "minibatch_size": spec.minibatch_size,
             "seed": spec.seed, "device": "cpu", "samples_seen": steps * spec.minibatch_size, "seconds": seconds,
@@ -179,6 +188,7 @@ def command(spec: Shipped, out: str) -> str:
     """The `aelab train` command line that trains ``spec`` the same way."""
     flags = {"model": "--model", "hidden": "--hidden", "channels": "--channels", "conv_depth": "--conv-depth",
              "activation": "--activation",
+             "res_blocks": "--res-blocks", "norm": "--norm", "loss": "--loss", "validation": "--validation",
              "sparsity": "--sparsity", "beta": "--beta", "noise": "--noise", "recipe": "--recipe",
              "sweeps": "--sweeps", "seed": "--seed"}
     args = ["aelab", "train"]

@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from aelab.models.networks import build_model, model_config
@@ -34,16 +35,18 @@ def test_shifted_images_move_by_at_most_a_pixel_as_often_as_the_spec_says():
     assert len(set(offsets)) == 9
 
 
-def test_the_fine_tune_lowers_the_squared_error_of_a_conv_model(mnist):
+@pytest.mark.parametrize("kind", ["conv", "residual"])
+def test_the_fine_tune_lowers_the_squared_error_of_a_conv_model(mnist, kind):
+    """The conv model's BCE outputs pass through the sigmoid, the residual model's MSE outputs are the pixels."""
     script = _script()
-    model = build_model(model_config("conv", channels=(4, 8)), seed=0).float()
+    model = build_model(model_config(kind, channels=(4, 8), **({"loss": "mse"} if kind == "residual" else {})),
+                        seed=0).float()
     images = mnist.train.images[:256]
     x = torch.from_numpy(np.ascontiguousarray(images)).reshape(256, -1)
 
     def squared_error() -> float:
         with torch.no_grad():
-            decoded = torch.sigmoid(model.decode_logits(model.encode(x)))
-            return float(((decoded - x.float() / 255) ** 2).sum(1).mean())
+            return float(((model.decode(model.encode(x)) - x.float() / 255) ** 2).sum(1).mean())
 
     before = squared_error()
     spec = dataclasses.replace(script.FINE_TUNED[0], sweeps=10, lr=3e-3, minibatch_size=64, warmup_steps=1)

@@ -481,13 +481,14 @@ def cmd_models(args) -> int:
     if not models:
         print("No pretrained models are installed.")
         return 0
-    print(f"{'name':<16} {'kind':<7} {'code':>4} {'params':>8} {'KB':>5} {'PSNR dB':>8} {'5-NN':>7}  description")
+    kind = max(len("kind"), *(len(m["kind"]) for m in models))  # the kind column fits the longest kind
+    print(f"{'name':<16} {'kind':<{kind}} {'code':>4} {'params':>8} {'KB':>5} {'PSNR dB':>8} {'5-NN':>7}  description")
     for m in models:
         knn = f"{100 * m['knn_acc']:.2f}%" if m.get("knn_acc") is not None else "-"
         psnr = f"{m['test_psnr_db']:.2f}" if m.get("test_psnr_db") is not None else "-"
         extra = (f" (denoises {m['noise']}: {m['noisy_psnr_db']:.1f} -> {m['denoised_psnr_db']:.1f} dB)"
                  if m.get("noise") and m.get("noisy_psnr_db") is not None else "")
-        print(f"{m['name']:<16} {m['kind']:<7} {m['code_size']:>4} {m['params'] or 0:>8,} "
+        print(f"{m['name']:<16} {m['kind']:<{kind}} {m['code_size']:>4} {m['params'] or 0:>8,} "
               f"{m['weights_bytes'] / 1024:>5.0f} {psnr:>8} {knn:>7}  {m['description']}{extra}")
     print("Use a name wherever --checkpoint is asked for, e.g. aelab evaluate --checkpoint "
           f"{models[0]['name']}")
