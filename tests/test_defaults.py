@@ -14,7 +14,7 @@ from aelab.data import Dataset, Split
 from aelab.errors import CheckpointError, OptionError
 from aelab.models import inference
 from aelab.models import pca
-from aelab.models.networks import build_model, model_config
+from aelab.models.networks import ModelConfig, build_model, model_config
 from aelab.models.pca import pca_basis
 from aelab.training import TrainConfig, train
 from aelab.training.auto import choose, conv_channels, table_code_size
@@ -71,6 +71,33 @@ def test_the_residual_model_starts_as_the_pca_of_its_training_rows():
     model = build_model(config, seed=0)
     model.fit_linear(torch.from_numpy(data.train.images))
     assert mse(model, data.test.images) == pytest.approx(pca_mse(data.train.images, data.test.images, 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("step", [1.0, 0.1])
+def test_the_residual_models_linear_path_moves_by_its_linear_step(step):
+    config = model_config("residual", input_shape=(12,), code_size=2, hidden=(16,), loss="mse", input_max=1.0,
+                          linear_step=step)
+    model = build_model(config, seed=0)
+    model.fit_linear(torch.from_numpy(curved_table().train.images))
+    with torch.no_grad():
+        model.encoder_delta.normal_()
+        model.decoder_delta.normal_()
+    x = torch.from_numpy(curved_table().test.images[:5])
+    codes = (x - model.mean) @ (model.components + step * model.encoder_delta).t()
+    with torch.no_grad():  # the nonlinear part's last layers start at zero: the codes are the linear path's
+        torch.testing.assert_close(model.encode(x), codes)
+        torch.testing.assert_close(model.decode(codes), model.mean + codes @ (model.components + step * model.decoder_delta))
+
+
+def test_new_residual_models_take_the_full_linear_step_and_older_descriptions_read_as_a_tenth():
+    config = model_config("residual", input_shape=(12,), code_size=2, loss="mse")
+    assert config.linear_step == 1.0 and config.to_dict()["linear_step"] == 1.0
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    older = {k: v for k, v in config.to_dict().items() if k != "linear_step"}  # saved before the field existed
+    assert ModelConfig.from_dict(older).linear_step == 0.1
+    assert "linear_step" not in model_config("conv").to_dict()
+    with pytest.raises(OptionError, match="linear step applies to the residual model"):
+        model_config("conv", linear_step=1.0)
 
 
 def test_the_residual_model_refuses_bce():

@@ -163,7 +163,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         mconfig = model_config(raw.kind, input_shape=raw.input_shape, code_size=raw.code_size, hidden=raw.hidden,
                                channels=raw.channels, conv_depth=raw.conv_depth, res_blocks=raw.res_blocks,
                                norm=raw.norm, activation=raw.activation,
-                               sparsity=raw.sparsity, beta=raw.beta, loss=raw.loss, input_max=raw.input_max)
+                               sparsity=raw.sparsity, beta=raw.beta, linear_step=raw.linear_step, loss=raw.loss,
+                               input_max=raw.input_max)
         # shapes only, no memory: a damaged config.json may describe a model of terabytes, which the
         # weights' shapes refuse below before anything is allocated
         with torch.device("meta"):

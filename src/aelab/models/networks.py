@@ -73,6 +73,8 @@ class ModelConfig:
     nonlinearity in conv, sparse and vae models (``relu`` or ``silu``; the
     dense models are ReLU throughout).
     ``sparsity`` weighs the sparse model's L1 penalty; ``beta`` the VAE's KL term.
+    ``linear_step`` is the residual model's step on its linear path, as a fraction of the optimiser's
+    (see :class:`ResidualPCAAutoencoder`; models saved before it was a field used 0.1).
     ``input_shape`` is ``(h, w)`` for grey images, ``(c, h, w)`` for colour, ``(d,)`` for a table;
     ``loss`` (``bce`` or ``mse``) decides the output layer, ``input_max`` the raw input that means 1.
     """
@@ -88,6 +90,7 @@ class ModelConfig:
     activation: str = "relu"
     sparsity: float = 0.0
     beta: float = 1.0
+    linear_step: float = 0.1
     loss: str = "bce"
     input_max: float = 255.0
 
@@ -135,7 +138,7 @@ class ModelConfig:
                    res_blocks=int(d.get("res_blocks", 0)), norm=str(d.get("norm", "none")),
                    activation=str(d.get("activation", "relu")),
                    sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)),
-                   loss=str(d.get("loss", "bce")), input_max=float(d.get("input_max", 255.0)))
+                   linear_step=float(d.get("linear_step", 0.1)), loss=str(d.get("loss", "bce")), input_max=float(d.get("input_max", 255.0)))
 
 
 def _check_json_types(d: dict) -> None:
@@ -161,8 +164,8 @@ def _json_kind(default: object) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(default), "valid")
 
 
-OPTIONAL_FIELDS = ("channels", "conv_depth", "res_blocks", "norm", "activation", "sparsity", "beta", "loss",
-                   "input_max")
+OPTIONAL_FIELDS = ("channels", "conv_depth", "res_blocks", "norm", "activation", "sparsity", "beta",
+                   "linear_step", "loss", "input_max")
 LOSSES = ("bce", "mse")
 _DEFAULTS = {name: getattr(ModelConfig, name) for name in OPTIONAL_FIELDS}
 
@@ -182,6 +185,7 @@ class ModelKind:
     activation: str = ModelConfig.activation
     sparsity: float = ModelConfig.sparsity
     beta: float = ModelConfig.beta
+    linear_step: float = ModelConfig.linear_step
 
     @property
     def dense(self) -> bool:
@@ -211,7 +215,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
     "vae": ModelKind("vae", "variational, the deep model's layers, Gaussian code (posterior mean), KL weight 1",
                      hidden=DENSE_PRESETS["deep"], beta=1.0),
     "residual": ModelKind("residual", "PCA as a linear path, plus conv (images) or dense (tables) layers whose "
-                                      "part starts at zero; linear outputs", activation="silu"),
+                                      "part starts at zero; linear outputs", activation="silu", linear_step=1.0),
 }
 MODEL_NAMES = tuple(MODEL_KINDS)
 
@@ -242,7 +246,8 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
                  channels: tuple[int, ...] | None = None, conv_depth: int | None = None,
                  res_blocks: int | None = None, norm: str | None = None, activation: str | None = None,
                  sparsity: float | None = None,
-                 beta: float | None = None, loss: str = "bce", input_max: float = 255.0) -> ModelConfig:
+                 beta: float | None = None, linear_step: float | None = None, loss: str = "bce",
+                 input_max: float = 255.0) -> ModelConfig:
     """Validate the options and return the configuration of a registered model.
 
     Options left as None take the kind's defaults (``MODEL_KINDS``); an option
@@ -303,14 +308,18 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
         raise OptionError(f"--sparsity applies to the sparse model, not {kind!r}", hint="use --model sparse")
     if beta is not None and kind != "vae" and beta != 1.0:
         raise OptionError(f"--beta applies to the vae model, not {kind!r}", hint="use --model vae")
+    if linear_step is not None and kind != "residual" and linear_step != ModelConfig.linear_step:
+        raise OptionError(f"a linear step applies to the residual model, not {kind!r}")
     sparsity = _finite_number(preset.sparsity if sparsity is None else sparsity, "sparsity", positive=False)
     beta = _finite_number(preset.beta if beta is None else beta, "beta", positive=True)
+    linear_step = _finite_number(preset.linear_step if linear_step is None else linear_step, "linear step",
+                                 positive=True)
     if loss not in LOSSES:
         raise OptionError(f"unknown loss {loss!r}", hint=f"choose one of: {', '.join(LOSSES)}")
     input_max = _finite_number(input_max, "input_max", positive=True)
     return ModelConfig(kind=kind, input_shape=input_shape, code_size=code_size, hidden=widths,
                        channels=stages, conv_depth=depth, res_blocks=blocks, norm=normalised, activation=act,
-                       sparsity=sparsity, beta=beta, loss=loss, input_max=input_max)
+                       sparsity=sparsity, beta=beta, linear_step=linear_step, loss=loss, input_max=input_max)
 
 
 def _checked_input_shape(shape: tuple) -> tuple[int, ...]:
@@ -547,9 +556,6 @@ class VariationalAutoencoder(ConvAutoencoder):
         return self.decode(z)
 
 
-LINEAR_STEP = 0.1  # the linear path's weights move at this fraction of the optimiser's step
-
-
 class ResidualPCAAutoencoder(nn.Module):
     """PCA as a linear path, and a nonlinear correction that starts at zero.
 
@@ -558,13 +564,15 @@ class ResidualPCAAutoencoder(nn.Module):
 
     ``code = (x - mean) E^T + scale * f(x)`` and ``output = mean + code D + g(code / scale)``,
 
-    where ``E = components + LINEAR_STEP * encoder_delta`` (``D`` likewise), and ``f``, ``g`` are the
+    where ``E = components + linear_step * encoder_delta`` (``D`` likewise), and ``f``, ``g`` are the
     encoder and decoder of a :class:`ConvAutoencoder` with this configuration (its convolutions for images,
     its dense ``hidden`` layers otherwise) whose last layers start at zero. Before training, the model
     is exactly the PCA (after :meth:`fit_linear`); training moves it only where the loss goes down, and
     early stopping on a validation split keeps the best weights seen, the PCA's included. The deltas
-    reparametrise the PCA weights so that Adam's step on them is ``LINEAR_STEP`` times smaller than on
-    the nonlinear layers: a full step would knock the linear code off the PCA optimum at once.
+    reparametrise the PCA weights so that Adam's step on them is ``config.linear_step`` times the step
+    on the nonlinear layers. New models take the full step (1.0): the codes are then free to move off
+    the PCA's geometry, which kept 5-NN on them close to PCA's; models saved before the field existed
+    moved at a tenth.
     The output is linear (``loss`` must be ``mse``), clipped to [0, 1] for images.
     """
 
@@ -604,13 +612,13 @@ class ResidualPCAAutoencoder(nn.Module):
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Raw inputs (n, input_dim), pixels 0..255 or scaled features, to codes (n, code_size)."""
         x = self._scaled(pixels)
-        weights = self.components + LINEAR_STEP * self.encoder_delta
+        weights = self.components + self.config.linear_step * self.encoder_delta
         linear = (x - self.mean) @ weights.t()
         return linear + self.scale * self.body.code_layer(self.body.encoder(self._nonlinear_input(x)))
 
     def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes to outputs (n, input_dim), before an image model's clipping."""
-        weights = self.components + LINEAR_STEP * self.decoder_delta
+        weights = self.components + self.config.linear_step * self.decoder_delta
         return torch.addmm(self.mean, codes, weights) + self.body.decoder(codes / self.scale)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
