@@ -138,7 +138,8 @@ class ModelConfig:
                    res_blocks=int(d.get("res_blocks", 0)), norm=str(d.get("norm", "none")),
                    activation=str(d.get("activation", "relu")),
                    sparsity=float(d.get("sparsity", 0.0)), beta=float(d.get("beta", 1.0)),
-                   linear_step=float(d.get("linear_step", 0.1)), loss=str(d.get("loss", "bce")), input_max=float(d.get("input_max", 255.0)))
+                   linear_step=float(d.get("linear_step", 0.1)), loss=str(d.get("loss", "bce")),
+                   input_max=float(d.get("input_max", 255.0)))
 
 
 def _check_json_types(d: dict) -> None:
