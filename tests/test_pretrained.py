@@ -107,9 +107,9 @@ def test_evaluate_reproduces_the_stored_metrics(full_evaluations, name):
 
 
 def test_denoise_reproduces_the_stored_denoising_psnr(tmp_path, capsys):
-    """The shipped denoiser is a residual model saved before ``linear_step`` was a field: read as 0.1."""
+    """The shipped denoiser is a residual model, its linear path trained at the full step."""
     loaded = load_checkpoint("mnist-denoise")
-    assert loaded.model_config.kind == "residual" and loaded.model_config.linear_step == 0.1
+    assert loaded.model_config.kind == "residual" and loaded.model_config.linear_step == 1.0
     stored = loaded.info["metrics"]
     assert main(["denoise", "--checkpoint", "mnist-denoise", "--draw", "2", "-o", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
