@@ -86,7 +86,8 @@ def test_the_residual_models_linear_path_moves_by_its_linear_step(step):
     codes = (x - model.mean) @ (model.components + step * model.encoder_delta).t()
     with torch.no_grad():  # the nonlinear part's last layers start at zero: the codes are the linear path's
         torch.testing.assert_close(model.encode(x), codes)
-        torch.testing.assert_close(model.decode(codes), model.mean + codes @ (model.components + step * model.decoder_delta))
+        decoded = model.mean + codes @ (model.components + step * model.decoder_delta)
+        torch.testing.assert_close(model.decode(codes), decoded)
 
 
 def test_new_residual_models_take_the_full_linear_step_and_older_descriptions_read_as_a_tenth():

@@ -163,5 +163,5 @@ class EarlyStopping:
     def summary(self) -> dict:
         """What the checkpoint keeps: the split's record, the rows measured, the best loss, where it was,
         and the curve."""
-        return {**self.record, "measured_rows": int(self.rows.shape[0]), "best_loss": self.best_loss, "best_step": self.best_step,
-                "stopped_at": self.stopped_at, "curve": self.curve}
+        return {**self.record, "measured_rows": int(self.rows.shape[0]), "best_loss": self.best_loss,
+                "best_step": self.best_step, "stopped_at": self.stopped_at, "curve": self.curve}
