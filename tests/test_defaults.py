@@ -12,6 +12,7 @@ import torch
 from aelab.cli import main
 from aelab.data import Dataset, Split
 from aelab.errors import CheckpointError, OptionError
+from aelab.evaluation.baseline import PCABaseline
 from aelab.models import inference
 from aelab.models import pca
 from aelab.models.networks import ModelConfig, build_model, model_config
@@ -19,6 +20,7 @@ from aelab.models.pca import pca_basis
 from aelab.training import TrainConfig, train
 from aelab.training.auto import choose, conv_channels, table_code_size
 from aelab.runconfig import parse_duration
+from aelab.training import loop
 from aelab.training import validation as validation_module
 from aelab.training.loop import _restore_early_stopping
 from aelab.training.validation import EarlyStopping, measured_rows, split_rows
@@ -71,6 +73,16 @@ def test_the_residual_model_starts_as_the_pca_of_its_training_rows():
     model = build_model(config, seed=0)
     model.fit_linear(torch.from_numpy(data.train.images))
     assert mse(model, data.test.images) == pytest.approx(pca_mse(data.train.images, data.test.images, 2), rel=1e-5)
+
+
+def test_the_residual_models_start_is_the_baseline_pca_when_both_draw_rows(monkeypatch):
+    monkeypatch.setattr(pca, "PCA_ROWS", 100)  # fewer than the 480 training rows: both fit on a seeded draw
+    data = curved_table()
+    config = model_config("residual", input_shape=(12,), code_size=2, hidden=(16,), loss="mse", input_max=1.0)
+    model = build_model(config, seed=0)
+    model.fit_linear(loop._pca_rows(config, data, seed=3), seed=3)
+    _, baseline = PCABaseline(config, data.train.images, seed=3).reconstruct_rows(data.test.images)
+    np.testing.assert_allclose(inference.reconstruct(model, data.test.images), baseline.numpy(), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("step", [1.0, 0.1])

@@ -9,10 +9,8 @@ import numpy as np
 import torch
 
 from ..models.inference import tensor_view, to_model_rows
-from ..models.pca import pca_basis
+from ..models.pca import pca_basis, pca_row_index
 from .metrics import knn_accuracy, psnr_db
-
-PCA_ROWS = 20_000  # the PCA is fitted on at most this many training rows (drawn with the seed)
 
 
 class PCABaseline:
@@ -20,10 +18,7 @@ class PCABaseline:
 
     def __init__(self, config, train_samples, seed: int = 0) -> None:
         self.config = config
-        n = len(train_samples)
-        index = np.arange(n) if n <= PCA_ROWS else np.sort(np.random.default_rng([seed, 0xBA5E]).choice(
-            n, PCA_ROWS, replace=False))
-        rows = self._rows(np.asarray(train_samples[index]))
+        rows = self._rows(np.asarray(train_samples[pca_row_index(len(train_samples), seed)]))
         self.mean, self.components, _ = pca_basis(rows, min(config.code_size, config.input_dim), seed=seed)
 
     def _rows(self, samples) -> torch.Tensor:

@@ -2,9 +2,20 @@
 that ``aelab evaluate`` shows beside every model."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+PCA_ROWS = 20_000  # a PCA is fitted on at most this many rows: the residual model's start and the baseline alike
 PCA_EXACT_LIMIT = 4096  # up to this many inputs (32x32 colour and more) the PCA comes from an exact eigendecomposition
+
+
+def pca_row_index(n: int, seed: int = 0) -> np.ndarray:
+    """Which of ``n`` training rows a PCA is fitted on: all of them up to ``PCA_ROWS``, else that many
+    drawn with ``seed``, in order. The residual model's starting PCA and the baseline PCA both use it,
+    so with the same rows and seed the model starts exactly where the baseline stands."""
+    if n <= PCA_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 0x9CA]).choice(n, PCA_ROWS, replace=False))
 
 
 def pca_basis(rows: torch.Tensor, k: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ from ..data.scaling import in_unit_range
 from ..fileio import remove_file
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config, store_matrices_transposed
+from ..models.pca import pca_row_index
 from . import cuda_graphs, kernels
 from .distributed import ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
@@ -381,7 +382,6 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
 
 # the loss a model kind trains with when none is asked for and the data allows it
 PREFERRED_LOSS = {"residual": "mse"}
-PCA_ROWS = 20_000  # the residual model's PCA is fitted on at most this many training rows
 
 
 def _held_out(data: Dataset, config: TrainConfig):
@@ -395,9 +395,8 @@ def _held_out(data: Dataset, config: TrainConfig):
 
 
 def _pca_rows(mconfig, data: Dataset, seed: int) -> torch.Tensor:
-    """Up to ``PCA_ROWS`` training rows (drawn with ``seed``), divided by ``input_max``, as float32."""
-    n = data.train.n
-    index = np.arange(n) if n <= PCA_ROWS else np.sort(np.random.default_rng([seed, 0x9CA]).choice(n, PCA_ROWS, replace=False))
+    """The training rows a PCA is fitted on (``pca_row_index``), divided by ``input_max``, as float32."""
+    index = pca_row_index(data.train.n, seed)
     return model_rows(mconfig, np.asarray(data.train.images[index])).to(torch.float32) / mconfig.input_max
 
 
