@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..data.dataset_types import Dataset
+from ..models.layers import conv_sizes
 from .config import TrainConfig, get_recipe
 from .distributed import process_count
 
@@ -61,9 +62,8 @@ def conv_channels(side: int) -> tuple[int, ...]:
     feature map keeps the dense code layer small (28 px: 1,024 inputs to it, not 3,136)."""
     if side < 16:
         return ()
-    stages = 0
-    while side > 4 and stages < MAX_STAGES:
-        side, stages = (side + 1) // 2, stages + 1
+    sides = [h for h, _ in conv_sizes((side, side), MAX_STAGES)]  # after 0, 1, ... halvings
+    stages = next((i for i, s in enumerate(sides) if s <= 4), MAX_STAGES)
     return (32, 64, 64)[:stages] if stages <= 3 else (16, 32, 64, 64)
 
 
