@@ -172,7 +172,7 @@ def test_only_a_second_ctrl_c_typed_later_stops_at_once_and_never_during_the_sav
         assert stop["stop"] and stop["signal"] == signal.SIGTERM
 
 
-VALIDATED = ["--model", "residual", "--hidden", "64", "--loss", "mse", "--recipe", "fit", "--validation", "0.2",
+VALIDATED = ["--model", "residual", "--hidden", "64", "--loss", "mse", "--recipe", "fit", "--validation", "0.2", "--shift", "1",
              "--sweeps", "6", "--seed", "2", "--device", "cpu", "--quiet"]
 
 

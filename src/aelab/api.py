@@ -18,6 +18,7 @@ import numpy as np
 from .data import Dataset, ReadOptions, load_dataset, load_named_images
 from .data import recorded
 from .data.recorded import data_record
+from .data.augment import check_shift_fits
 from .data.scaling import SCALE_METHODS
 from .data import images as image_files
 from .data.codes import read_codes, write_codes
@@ -84,8 +85,9 @@ Log = Callable[[str], None] | None
 
 # TrainConfig's fields that `aelab train` leaves to the data when not given (None), and the
 # defaults they take when a model is named instead
-CHOSEN_FIELDS = ("model", "code_size", "recipe", "sweeps", "validation", "budget")
-NAMED_MODEL_DEFAULTS = {"code_size": 32, "recipe": "tutorial", "sweeps": 5.0, "validation": 0.0, "budget": None}
+CHOSEN_FIELDS = ("model", "code_size", "recipe", "sweeps", "validation", "budget", "shift")
+NAMED_MODEL_DEFAULTS = {"code_size": 32, "recipe": "tutorial", "sweeps": 5.0, "validation": 0.0, "budget": None,
+                        "shift": 0}
 
 
 def check_train_settings(**settings) -> None:
@@ -102,22 +104,24 @@ def train_settings(data: Dataset, **settings) -> auto.Choice:
     model sized for the data's kind and shape, a code size, the ``fit`` recipe, a length from the data's
     size, early stopping on a validation split and a time budget); anything given is kept, and
     ``Choice.reason`` says in one line what was chosen and why. With a ``model``, the others default as
-    they always have (code size 32, the tutorial's recipe, 5 sweeps, no validation split, no budget)
-    and the reason is empty.
+    they always have (code size 32, the tutorial's recipe, 5 sweeps, no validation split, no budget,
+    no shifts) and the reason is empty.
     """
     given = {k: v for k, v in settings.items() if v is not None}
     if given.get("model") is None:
         base = _train_config({k: v for k, v in given.items() if k not in CHOSEN_FIELDS})
         choice = auto.choose(data, base, code_size=given.get("code_size"), sweeps=given.get("sweeps"),
-                             budget=given.get("budget"))
+                             budget=given.get("budget"), shift=given.get("shift"))
         kept = {k: given[k] for k in ("recipe", "validation", "minibatch_size", "hidden", "channels", "conv_depth",
                                       "res_blocks", "norm",
                                       "activation", "loss") if k in given}
         config = replace(choice.config, **kept)
         config.validate()
+        check_shift_fits(config.shift, data.kind == "images")
         return auto.Choice(config, choice.reason)
     config = _train_config({**NAMED_MODEL_DEFAULTS, **given})
     config.validate()
+    check_shift_fits(config.shift, data.kind == "images")
     return auto.Choice(config, "")
 
 
@@ -658,8 +662,8 @@ def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_
     # unknown model names and unusable options fail before data loads
     check_train_settings(**{f.name: options.get(f.name) for f in fields(TrainConfig)})
     data = load_data(options.get("data"), **data_options(options))  # bad data leaves no out folder behind
+    choice = train_config(options, data)  # settings that do not fit the data fail before out exists
     out = ensure_dir(options["out"])  # an unusable out fails now, not after the training
-    choice = train_config(options, data)
     config = choice.config
     if log is not None and choice.reason:
         log(choice.reason)

@@ -104,6 +104,10 @@ def add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--noise", default=None, metavar="SPEC",
                    help="train a denoiser: corrupt the inputs (targets stay clean) with gaussian:SIGMA, "
                         "masking:P or salt-pepper:P, e.g. gaussian:0.5")
+    p.add_argument("--shift", type=_non_negative_int, default=None, metavar="PIXELS",
+                   help="images: move each training image by its own random offset of up to PIXELS each way "
+                        "(edges repeated), so a small set gives more distinct images; 0: none (default: chosen "
+                        "for the data; 0 with --model)")
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="bce (sigmoid outputs, for images and data in [0, 1]) or mse (linear outputs, for "
                         "anything else; an image model's are clipped to [0, 1]); default: bce for images and "

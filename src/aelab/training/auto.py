@@ -10,7 +10,8 @@ for smaller images and tables, dense layers a few times wider than a table's col
 when not given, is 32 for images (at most a quarter of the inputs) and about a quarter of a table's
 columns (always fewer than its columns). The recipe is ``fit`` (Adam, warm-up, cosine decay); the
 length is a number of optimiser steps that shrinks for large inputs, turned into sweeps of the data,
-with early stopping and a time budget as upper bounds.
+with early stopping and a time budget as upper bounds. Images of 16 pixels and more move by a pixel
+or a few each way during training (:mod:`aelab.data.augment`): a small set then overfits much later.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..data.dataset_types import Dataset
 from ..models.layers import conv_sizes
+from ..data.augment import MAX_SHIFT
 from .config import TrainConfig, get_recipe
 from .distributed import process_count
 
@@ -36,6 +38,7 @@ IMAGE_CODE = 32
 RES_BLOCKS = 1             # residual blocks per conv stage
 NORM = "group"             # GroupNorm after each convolution
 MAX_STAGES = 4
+SHIFT_PER_PIXELS = 16      # conv-sized images move by up to a pixel each way per this many pixels of side
 SMALL_SET, SMALL_MINIBATCH = 2000, 32  # below this many training rows, smaller minibatches: more steps per sweep
 
 
@@ -67,6 +70,13 @@ def conv_channels(side: int) -> tuple[int, ...]:
     return (32, 64, 64)[:stages] if stages <= 3 else (16, 32, 64, 64)
 
 
+def image_shift(side: int) -> int:
+    """Pixels each way that training images of shorter side ``side`` (16 and more: conv stages) move:
+    about one per ``SHIFT_PER_PIXELS``. Smaller images, dense layers, get none: on 8x8 digits a pixel is
+    an eighth of the picture, and moving them doubled the test error where it brought nothing new."""
+    return min(MAX_SHIFT, max(1, round(side / SHIFT_PER_PIXELS)))
+
+
 def dense_widths(inputs: int, rows: int) -> tuple[int, int]:
     """Two hidden layers, the first about four times the inputs (32 to 512, a power of two), and
     at most an eighth of the training rows: wider layers overfit a few hundred rows within a few
@@ -85,10 +95,10 @@ def training_sweeps(rows: int, inputs: int, minibatch: int) -> float:
 
 
 def choose(data: Dataset, base: TrainConfig | None = None, *, code_size: int | None = None,
-           sweeps: float | None = None, budget: float | None = None) -> Choice:
+           sweeps: float | None = None, budget: float | None = None, shift: int | None = None) -> Choice:
     """Settings for ``data``: the model, code size, recipe and length that :mod:`aelab.training.auto`
-    describes, on top of ``base`` (seed, device, noise: kept as given). ``code_size``, ``sweeps`` and
-    ``budget`` given are kept; the others are chosen."""
+    describes, on top of ``base`` (seed, device, noise: kept as given). ``code_size``, ``sweeps``,
+    ``budget`` and ``shift`` given are kept; the others are chosen."""
     base = base or TrainConfig()
     inputs = data.input_dim
     share = SMALL_VALIDATION if data.train.n < SMALL_ROWS else AUTO_VALIDATION
@@ -103,6 +113,7 @@ def choose(data: Dataset, base: TrainConfig | None = None, *, code_size: int | N
         channels = conv_channels(min(data.image_shape))
         hidden = () if channels else dense_widths(min(inputs, 128), train_rows)
     length = sweeps or training_sweeps(train_rows, inputs, minibatch)
+    shift = shift if shift is not None else image_shift(min(data.image_shape)) if channels else 0
     # early stopping needs the data in memory, and a budget one clock: neither for a packed set or torchrun
     packed = data.source.get("format") == "packed"
     validation = 0.0 if packed else share
@@ -111,7 +122,7 @@ def choose(data: Dataset, base: TrainConfig | None = None, *, code_size: int | N
                      conv_depth=None, res_blocks=RES_BLOCKS if channels else None,
                      norm=NORM if channels else None, activation=None,
                      recipe=AUTO_RECIPE, sweeps=length, minibatch_size=minibatch, loss="mse",
-                     validation=validation, budget=budget)
+                     validation=validation, budget=budget, shift=shift)
     body = f"conv stages {','.join(map(str, channels))} with a residual block each, GroupNorm" if channels else \
         f"dense layers {','.join(map(str, hidden))}"
     shape = f"{data.train.n} rows of {inputs} columns" if data.kind == "table" else \
@@ -121,5 +132,7 @@ def choose(data: Dataset, base: TrainConfig | None = None, *, code_size: int | N
               f"recipe {AUTO_RECIPE} (Adam, warm-up, cosine decay), {length:g} sweeps of minibatch {minibatch}"
               + (f", early stopping on a {validation:g} validation split" if validation else
                  ", no early stopping (a packed data set)")
+              + (f", each training image moved by up to {shift} pixel{'s' if shift > 1 else ''} each way"
+                 if shift else "")
               + (f", budget {budget:g} s" if budget else ""))
     return Choice(config, reason)

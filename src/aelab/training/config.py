@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..data.augment import check_shift
 from ..data.noise import parse_noise
 from ..errors import OptionError
 from ..models.networks import LOSSES, ModelConfig, model_config
@@ -81,9 +82,11 @@ class TrainConfig:
     loss: str | None = None             # "bce" or "mse"; None: what the data suits (bce for data in [0, 1])
     validation: float = 0.0             # share of the training split held out for early stopping; 0: none
     budget: float | None = None         # seconds of training at most (an upper bound on wall time); None: no limit
+    shift: int = 0                      # images: each training image moves by up to this many pixels each way
 
     def validate(self) -> None:
         parse_noise(self.noise)
+        check_shift(self.shift)
         model_config(self.model, code_size=self.code_size, hidden=self.hidden, channels=self.channels,
                      conv_depth=self.conv_depth, res_blocks=self.res_blocks, norm=self.norm,
                      activation=self.activation, sparsity=self.sparsity,
@@ -111,6 +114,8 @@ class TrainConfig:
         d = asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
         d["channels"] = None if self.channels is None else list(self.channels)
+        if not self.shift:  # as configs stored before the field existed: they compare equal on resuming
+            del d["shift"]
         return d
 
 

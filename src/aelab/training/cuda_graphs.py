@@ -29,7 +29,7 @@ WARMUP_STEPS = 3  # eager steps on a side stream before capture, as PyTorch asks
 
 def applies(device: torch.device, step, optimizer, noise) -> bool:
     """Whether to graph the step: asked for (``AELAB_CUDA_GRAPHS=1``), and CUDA, the dense explicit
-    backward pass, FSAdaGrad, no input noise."""
+    backward pass, FSAdaGrad, no input noise or image shifts (``noise``: either)."""
     return (device.type == "cuda" and type(step) is DenseBackprop and isinstance(optimizer, FlatFSAdaGrad)
             and not noise and os.environ.get("AELAB_CUDA_GRAPHS", "0") == "1")
 

@@ -30,6 +30,7 @@ from ..device import describe_device, resolve_device
 from ..errors import AelabError, CheckpointError, OptionError
 from ..data.scaling import in_unit_range
 from ..fileio import remove_file
+from ..data.augment import check_shift_fits, shift_images
 from ..data.noise import corrupt, parse_noise
 from ..models.networks import build_model, model_config, store_matrices_transposed
 from ..models.pca import pca_row_index
@@ -38,7 +39,7 @@ from .distributed import ranks_from_environment
 from .config import RECIPES, TrainConfig, TrainResult, get_recipe, make_optimizer  # noqa: F401 - RECIPES: the CLI imports it from here
 from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_learning_rate
 from .steps import flatten_parameters, make_step
-from .stream import minibatch_stream, noise_generator, training_rows
+from .stream import minibatch_stream, noise_generator, shift_generator, training_rows
 from .resume import TrainingState, load_training_state, save_training_state
 from .validation import EarlyStopping, carve, model_rows
 
@@ -215,6 +216,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     if noise is not None and noise.kind == "salt-pepper" and not bounded:
         raise OptionError("salt-pepper noise sets values to 0 or 1, which means nothing for data outside [0, 1]",
                           hint="use gaussian:SIGMA or masking:P")
+    check_shift_fits(config.shift, mconfig.is_image)
     flat = flatten_parameters(model)
     ranks.broadcast_(flat.data)  # every rank starts from rank 0's weights
     step = make_step(model, grad_scale, use_autograd)
@@ -282,6 +284,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
 
     def eager_step(k: int) -> None:
         target = stream.next(minibatch, out=batch)
+        if config.shift:
+            target = shift_images(target, mconfig.image_size, config.shift, shift_generator(config.seed, k, device))
         inputs = corrupt(target, noise, noise_generator(config.seed, k, device), bounded) if noise else target
         if ranks.world > 1:  # this rank's share of the global minibatch (noise drawn for all of it, as one process)
             target, inputs = target[mine], inputs[mine]
@@ -291,7 +295,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
 
     mine = ranks.part(minibatch)
     train_step = eager_step
-    if cuda_graphs.applies(device, step, optimizer, noise) and images.dtype == torch.uint8 and ranks.world == 1:
+    if cuda_graphs.applies(device, step, optimizer, noise or config.shift) and images.dtype == torch.uint8 and ranks.world == 1:
         graphed = cuda_graphs.GraphedStep(images, stream, step, optimizer, minibatch, windows.loss, windows.metric)
         train_step = lambda k: graphed.run()  # noqa: E731 - eager_step's work as one CUDA graph
 

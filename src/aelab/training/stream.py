@@ -26,6 +26,11 @@ def noise_generator(seed: int, minibatch_index: int, device: torch.device) -> to
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + minibatch_index) * 2 + 1)
 
 
+def shift_generator(seed: int, minibatch_index: int, device: torch.device) -> torch.Generator:
+    """The generator for minibatch k's image shifts: seeded from (seed, k), apart from the noise's."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + minibatch_index) * 2)
+
+
 def minibatch_stream(images: torch.Tensor | PackedRows, seed: int, start_sample: int = 0,
                      scale: float = 1.0 / 255.0) -> SweepStream | BlockStream:
     """The stream of minibatches over ``images`` from sample ``start_sample`` on: shuffled sweeps of a tensor,
