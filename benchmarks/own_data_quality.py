@@ -358,10 +358,11 @@ def _fmt_pct(v) -> str:
 
 
 def _conv_extras(config: dict) -> str:
-    """", a residual block each, GroupNorm" for the conv part's residual blocks and normalisation, if any."""
-    blocks = config.get("res_blocks") or 0
+    """", a residual block each, GroupNorm, shifts of up to 2 px" for the conv part's residual blocks,
+    normalisation and training images' shifts, if any."""
+    blocks, shift = config.get("res_blocks") or 0, config.get("shift") or 0
     extras = ([f"{'a' if blocks == 1 else blocks} residual block{'s' if blocks > 1 else ''} each"] if blocks else []) \
-        + (["GroupNorm"] if config.get("norm") == "group" else [])
+        + (["GroupNorm"] if config.get("norm") == "group" else []) + ([f"shifts of up to {shift} px"] if shift else [])
     return "".join(f", {e}" for e in extras)
 
 

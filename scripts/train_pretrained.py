@@ -190,7 +190,7 @@ def command(spec: Shipped, out: str) -> str:
              "activation": "--activation",
              "res_blocks": "--res-blocks", "norm": "--norm", "loss": "--loss", "validation": "--validation",
              "sparsity": "--sparsity", "beta": "--beta", "noise": "--noise", "recipe": "--recipe",
-             "sweeps": "--sweeps", "seed": "--seed"}
+             "sweeps": "--sweeps", "seed": "--seed", "shift": "--shift"}
     args = ["aelab", "train"]
     for key, value in spec.options.items():
         text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
