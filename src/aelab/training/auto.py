@@ -73,7 +73,7 @@ def conv_channels(side: int) -> tuple[int, ...]:
 def image_shift(side: int) -> int:
     """Pixels each way that training images of shorter side ``side`` (16 and more: conv stages) move:
     about one per ``SHIFT_PER_PIXELS``. Smaller images, dense layers, get none: on 8x8 digits a pixel is
-    an eighth of the picture, and moving them doubled the test error where it brought nothing new."""
+    an eighth of the picture, and moving them raised the test error (docs/own-data.md)."""
     return min(MAX_SHIFT, max(1, round(side / SHIFT_PER_PIXELS)))
 
 
