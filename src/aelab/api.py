@@ -113,16 +113,13 @@ def train_settings(data: Dataset, **settings) -> auto.Choice:
         choice = auto.choose(data, base, code_size=given.get("code_size"), sweeps=given.get("sweeps"),
                              budget=given.get("budget"), shift=given.get("shift"))
         kept = {k: given[k] for k in ("recipe", "validation", "minibatch_size", "hidden", "channels", "conv_depth",
-                                      "res_blocks", "norm",
-                                      "activation", "loss") if k in given}
-        config = replace(choice.config, **kept)
-        config.validate()
-        check_shift_fits(config.shift, data.kind == "images")
-        return auto.Choice(config, choice.reason)
-    config = _train_config({**NAMED_MODEL_DEFAULTS, **given})
+                                      "res_blocks", "norm", "activation", "loss") if k in given}
+        config, reason = replace(choice.config, **kept), choice.reason
+    else:
+        config, reason = _train_config({**NAMED_MODEL_DEFAULTS, **given}), ""
     config.validate()
     check_shift_fits(config.shift, data.kind == "images")
-    return auto.Choice(config, "")
+    return auto.Choice(config, reason)
 
 
 def _train_config(settings: dict) -> TrainConfig:
