@@ -204,7 +204,10 @@ def test_ctrl_c_stops_the_command_and_its_helper_at_once(tmp_path: Path) -> None
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     stopped = time.monotonic() - interrupted
-    assert proc.returncode == 130, err
+    # 130, or death by SIGINT, which a shell reports as 130 too: under `python -m`, a KeyboardInterrupt that
+    # escapes code run by eval() (numba's first use imports numpy.f2py, which evals) marks CPython's
+    # interpreter, and though the command catches it, the interpreter ends itself with SIGINT on the way out
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and "interrupted" in err
     assert stopped < 5, f"took {stopped:.1f} s to stop: it waited for the helper"
     for _ in range(40):  # nothing of the group runs on
