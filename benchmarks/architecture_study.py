@@ -157,10 +157,11 @@ def plain_channels(side: int) -> tuple[int, ...]:
 
 def baseline_config(data):
     """What ``aelab train`` chose for images before this study: its chosen recipe, length and
-    validation, one convolution per stage down to 4..8 pixels, no residual blocks, SiLU."""
+    validation, one convolution per stage down to 4..8 pixels, no residual blocks, SiLU, and no
+    shifts of the training images (``--shift`` came after the study)."""
     config = odq.train_config(data, odq.SETTINGS[data.name], quick=False).config
     return replace(config, channels=plain_channels(min(data.image_shape)), conv_depth=None, res_blocks=None,
-                   activation=None)
+                   activation=None, shift=0)
 
 
 @contextmanager
