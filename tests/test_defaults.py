@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aelab.cli import main
-from aelab.data import Dataset, Split
+from aelab.data import Dataset, Split, load_dataset
 from aelab.errors import CheckpointError, OptionError
 from aelab.evaluation.baseline import PCABaseline
 from aelab.models import inference
@@ -23,7 +23,7 @@ from aelab.runconfig import parse_duration
 from aelab.training import loop
 from aelab.training import validation as validation_module
 from aelab.training.loop import _restore_early_stopping
-from aelab.training.validation import EarlyStopping, measured_rows, split_rows
+from aelab.training.validation import MARGIN, EarlyStopping, margin, measured_rows, split_rows
 
 
 def curved_table(n: int = 600, columns: int = 12, seed: int = 0) -> Dataset:
@@ -130,6 +130,51 @@ def test_early_stopping_keeps_the_best_validation_weights_and_beats_pca_on_a_cur
     held_rows = data.train.images[held]
     assert mse(result.model, held_rows) == pytest.approx(validation["best_loss"], rel=1e-5)  # the best, restored
     assert mse(result.model, data.test.images) < 0.8 * pca_mse(data.train.images[keep], data.test.images, 2)
+
+
+@pytest.mark.parametrize("rows, quantile", [(2, 12.7062), (3, 4.3027), (10, 2.2622), (31, 2.0423)])
+def test_the_margin_is_students_t_on_few_rows(rows, quantile):
+    assert margin(rows) == pytest.approx(quantile, abs=1e-4)  # printed tables: one-sided 2.5%, rows - 1 dof
+
+
+def test_the_margin_never_drops_below_two_standard_errors():
+    assert [margin(n) for n in (62, 100, 2048)] == [MARGIN] * 3
+    assert all(margin(n) >= margin(n + 1) for n in range(2, 200))
+
+
+def gain_of(rows: int, standard_errors: float) -> tuple[list[float], torch.Tensor]:
+    """Starting errors and later ones whose per-row gains have a mean of ``standard_errors`` standard errors."""
+    gain = torch.from_numpy(np.random.default_rng(rows).normal(size=rows))
+    gain = (gain - gain.mean()) / gain.std() + standard_errors / rows ** 0.5  # std 1: mean is the SE count
+    start = torch.full((rows,), 10.0, dtype=torch.float64)
+    return start.tolist(), start - gain
+
+
+@pytest.mark.parametrize("rows, standard_errors, accepted",
+                         [(5, 30.0, False), (9, 30.0, False), (10, 2.2, False), (20, 2.2, True), (200, 2.5, True)])
+def test_a_gain_counts_only_when_it_clears_the_margin_on_enough_rows(rows, standard_errors, accepted):
+    early = EarlyStopping(torch.zeros(rows, 2), total_steps=100, record={})
+    early.start, errors = gain_of(rows, standard_errors)
+    assert early.clearly_better_than_start(errors) is accepted
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_a_tiny_table_stays_the_pca_where_a_gain_on_three_validation_rows_did_not_hold(tmp_path, labelled):
+    """Linnerud: 20 rows, 16 trained on, 3 of them held out. With a flat two-standard-error margin the
+    default model kept a gain measured on those 3 rows and ended 1.16 times PCA's test error (labelled,
+    a stratified split); without labels, even Student's t let through one at 2.35 times."""
+    from sklearn.datasets import load_linnerud
+    linnerud = load_linnerud()
+    path = tmp_path / "linnerud.csv"
+    heavy = (linnerud.target[:, 0] > 180).astype(int)  # a label, for a stratified split
+    np.savetxt(path, np.column_stack([linnerud.data, heavy]) if labelled else linnerud.data, delimiter=",", fmt="%g")
+    data = load_dataset(path, label_column=3 if labelled else None, scale="standard", test_fraction=0.2, seed=0)
+    config = choose(data, TrainConfig(seed=0), code_size=2).config
+    torch.manual_seed(0)
+    result = train(data, config, log=None, progress_bar=False)
+    assert result.validation["rows"] == 3 and result.validation["best_step"] == 0
+    test = data.test.images
+    assert mse(result.model, test) == pytest.approx(pca_mse(data.train.images, test, 2), rel=1e-4)
 
 
 def test_a_large_validation_split_is_measured_on_evenly_spaced_rows_that_keep_every_class():
