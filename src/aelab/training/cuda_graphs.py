@@ -27,11 +27,12 @@ from .steps import DenseBackprop
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as PyTorch asks
 
 
-def applies(device: torch.device, step, optimizer, noise) -> bool:
+def applies(device: torch.device, step, optimizer, varies_inputs: bool) -> bool:
     """Whether to graph the step: asked for (``AELAB_CUDA_GRAPHS=1``), and CUDA, the dense explicit
-    backward pass, FSAdaGrad, no input noise or image shifts (``noise``: either)."""
+    backward pass, FSAdaGrad, and inputs that are the stored rows as they are (``varies_inputs``: input
+    noise or image shifts, which the captured graph does not draw)."""
     return (device.type == "cuda" and type(step) is DenseBackprop and isinstance(optimizer, FlatFSAdaGrad)
-            and not noise and os.environ.get("AELAB_CUDA_GRAPHS", "0") == "1")
+            and not varies_inputs and os.environ.get("AELAB_CUDA_GRAPHS", "0") == "1")
 
 
 class GraphedStep:

@@ -295,7 +295,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
 
     mine = ranks.part(minibatch)
     train_step = eager_step
-    if cuda_graphs.applies(device, step, optimizer, noise or config.shift) and images.dtype == torch.uint8 and ranks.world == 1:
+    varies_inputs = bool(noise or config.shift)
+    if cuda_graphs.applies(device, step, optimizer, varies_inputs) and images.dtype == torch.uint8 and ranks.world == 1:
         graphed = cuda_graphs.GraphedStep(images, stream, step, optimizer, minibatch, windows.loss, windows.metric)
         train_step = lambda k: graphed.run()  # noqa: E731 - eager_step's work as one CUDA graph
 
