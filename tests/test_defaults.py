@@ -67,6 +67,25 @@ def test_pca_basis_matches_the_exact_pca_and_its_randomised_form_agrees(limit, m
         torch.testing.assert_close(overlap, torch.eye(4, dtype=torch.float64), atol=1e-4, rtol=0)
 
 
+def test_pca_rows_are_capped_by_count_and_by_values_seeded_sorted_and_distinct(monkeypatch):
+    monkeypatch.setattr(pca, "PCA_ROWS", 300)
+    monkeypatch.setattr(pca, "PCA_VALUES", 50_000)
+    assert np.array_equal(pca.pca_row_index(250, 0, inputs=100), np.arange(250))  # under both limits: all
+    for n, inputs, expected in [(1000, 100, 300), (1000, 1000, 50), (1000, 10**9, 2)]:
+        index = pca.pca_row_index(n, 5, inputs)
+        assert len(index) == len(np.unique(index)) == expected and np.all(np.diff(index) > 0) and index[-1] < n
+        assert np.array_equal(index, pca.pca_row_index(n, 5, inputs))
+        assert not np.array_equal(index, pca.pca_row_index(n, 6, inputs))
+
+
+def test_pca_basis_leaves_its_rows_as_they_were():
+    rows = torch.from_numpy(np.random.default_rng(2).normal(3.0, 1.0, size=(50, 8)))  # float64: no copy by dtype
+    before = rows.clone()
+    mean, components, _ = pca_basis(rows, 3)
+    assert torch.equal(rows, before)
+    torch.testing.assert_close(pca_basis(rows.float(), 3)[1], components)
+
+
 def test_the_residual_model_starts_as_the_pca_of_its_training_rows():
     data = curved_table()
     config = model_config("residual", input_shape=(12,), code_size=2, hidden=(16,), loss="mse", input_max=1.0)
@@ -75,8 +94,10 @@ def test_the_residual_model_starts_as_the_pca_of_its_training_rows():
     assert mse(model, data.test.images) == pytest.approx(pca_mse(data.train.images, data.test.images, 2), rel=1e-5)
 
 
-def test_the_residual_models_start_is_the_baseline_pca_when_both_draw_rows(monkeypatch):
-    monkeypatch.setattr(pca, "PCA_ROWS", 100)  # fewer than the 480 training rows: both fit on a seeded draw
+@pytest.mark.parametrize("limit", ["PCA_ROWS", "PCA_VALUES"])
+def test_the_residual_models_start_is_the_baseline_pca_when_both_draw_rows(monkeypatch, limit):
+    # fewer than the 480 training rows (of 12 values): both fit on a seeded draw
+    monkeypatch.setattr(pca, limit, 100 if limit == "PCA_ROWS" else 100 * 12)
     data = curved_table()
     config = model_config("residual", input_shape=(12,), code_size=2, hidden=(16,), loss="mse", input_max=1.0)
     model = build_model(config, seed=0)

@@ -18,7 +18,8 @@ class PCABaseline:
 
     def __init__(self, config, train_samples, seed: int = 0) -> None:
         self.config = config
-        rows = self._rows(np.asarray(train_samples[pca_row_index(len(train_samples), seed)]))
+        index = pca_row_index(len(train_samples), seed, config.input_dim)
+        rows = self._rows(np.asarray(train_samples[index]))
         self.mean, self.components, _ = pca_basis(rows, min(config.code_size, config.input_dim), seed=seed)
 
     def _rows(self, samples) -> torch.Tensor:

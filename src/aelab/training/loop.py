@@ -401,7 +401,7 @@ def _held_out(data: Dataset, config: TrainConfig):
 
 def _pca_rows(mconfig, data: Dataset, seed: int) -> torch.Tensor:
     """The training rows a PCA is fitted on (``pca_row_index``), divided by ``input_max``, as float32."""
-    index = pca_row_index(data.train.n, seed)
+    index = pca_row_index(data.train.n, seed, mconfig.input_dim)
     return model_rows(mconfig, np.asarray(data.train.images[index])).to(torch.float32) / mconfig.input_max
 
 
