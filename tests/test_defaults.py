@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aelab.cli import main
+from aelab.models.checkpoint import load_checkpoint
 from aelab.data import Dataset, Split, load_dataset
 from aelab.errors import CheckpointError, OptionError
 from aelab.evaluation.baseline import PCABaseline
@@ -347,6 +348,45 @@ def test_score_fpr_flags_at_that_rate_on_the_held_out_normal_data(tmp_path, caps
     assert main(["score", "--checkpoint", str(simple), "--data", str(table), "--fpr", "0.1", "-o",
                  str(tmp_path / "s2.csv")]) == 2
     assert "--contamination" in capsys.readouterr().err
+
+
+def test_fpr_scores_are_held_out_even_when_the_model_is_refitted_on_the_whole_split(tmp_path):
+    """A model that stays the PCA is refitted on the whole training split, validation rows included; the
+    scores --fpr sets its threshold from must be those rows' errors under the PCA that had not seen them.
+    (They were in-sample: on 150 such rows --fpr 0.05 flagged 17% of new normal rows.)"""
+    rng = np.random.default_rng(5)
+    rows = (rng.normal(size=(150, 5)) @ rng.normal(size=(5, 30)) + rng.normal(size=(150, 30)))
+    table = tmp_path / "lowrank.csv"
+    np.savetxt(table, rows, delimiter=",", header=",".join(f"x{i}" for i in range(30)), comments="")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(table), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    split = json.loads((out / "config.json").read_text())["training"]["validation_split"]
+    assert split["best_step"] == 0  # nothing beat the PCA: refitted
+    data = load_dataset(table, scale="standard")
+    fitted, held, _ = validation_module.carve(data, split["share"], 0)
+    mean, components, _ = pca_basis(torch.from_numpy(fitted.train.images), 8)
+    x = torch.from_numpy(held.images)
+    unseen = ((x - mean) @ components.t() @ components + mean - x).square().mean(dim=1).double()
+    np.testing.assert_allclose(split["scores"], np.sort(unseen.numpy()), rtol=1e-4)
+    refitted = validation_module.sample_errors(load_checkpoint(out).model, x)
+    assert float(refitted.mean()) < 0.9 * float(unseen.mean())  # in-sample errors are markedly lower
+
+
+def test_a_false_positive_rate_below_one_in_the_held_out_count_is_warned_about(tmp_path, capsys):
+    data = curved_table(60)
+    table = tmp_path / "t.csv"
+    np.savetxt(table, data.train.images, delimiter=",", header=",".join(f"f{i}" for i in range(12)), comments="")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(table), "--sweeps", "5", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    held = len(json.loads((out / "config.json").read_text())["training"]["validation_split"]["scores"])
+    capsys.readouterr()
+    assert main(["score", "--checkpoint", str(out), "--data", str(table), "--fpr", "0.01", "-o",
+                 str(tmp_path / "s.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"{held} scores of held-out normal data" in err and "highest" in err
+    assert main(["score", "--checkpoint", str(out), "--data", str(table), "--fpr", "0.5", "-o",
+                 str(tmp_path / "s.csv")]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_the_report_shows_pca_beside_the_model():

@@ -7,6 +7,7 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import warnings
 from dataclasses import dataclass, fields, replace
@@ -43,7 +44,6 @@ from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, train
 from .training import auto
-from .training.validation import carve
 from .training.distributed import finish_together, process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
@@ -218,8 +218,6 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     if on_trained is not None:
         on_trained(result)
     say(_training_score_line(result))
-    if result.validation:  # the held-out normal data's anomaly scores, which `aelab score --fpr` flags against
-        result.validation["scores"] = validation_scores(result.model, data, config)
     scores = evaluate(result.model, data.test.images)
     save_checkpoint(folder, result.model, result.model_config,
                     training={**config.to_dict(), "recipe_settings": result.recipe.__dict__,
@@ -243,12 +241,6 @@ def _training_score_line(result: TrainResult) -> str:
         return f"Average training error: {result.train_error_pct:.2f}%"
     units = "" if result.model_config.is_image else " (scaled units)"
     return f"Average training MSE{units}: {result.train_error_pct / 100:.5f}"
-
-
-def validation_scores(model, data: Dataset, config: TrainConfig) -> list[float]:
-    """The anomaly scores (:func:`anomaly_scores`' units) of the run's validation split, sorted, to 6 digits."""
-    held_out = carve(data, config.validation, config.seed)[1]
-    return [float(f"{v:.6g}") for v in np.sort(sample_errors(model, held_out.images))]
 
 
 def _remove_finished_resume_file(path: str | Path) -> None:
@@ -590,7 +582,9 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
     if sum(v is not None for v in (contamination, threshold, fpr)) > 1:
         raise OptionError("give one of a contamination, a threshold or a false-positive rate")
     if fpr is not None:
-        threshold = threshold_for_fpr(_normal_scores(checkpoint), fpr)
+        normal = _normal_scores(checkpoint)
+        _warn_if_too_few_to_tell(len(normal), fpr)
+        threshold = threshold_for_fpr(normal, fpr)
     if threshold is not None and not np.isfinite(threshold):
         raise OptionError(f"the threshold must be a finite number, got {threshold!r}")
     if output is not None and Path(output).suffix not in (".csv", ".npy"):
@@ -605,6 +599,14 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
         write_scores(output, table)
     return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags, "table": table,
             "flagged": None if flags is None else int(flags.sum())}
+
+
+def _warn_if_too_few_to_tell(count: int, fpr: float) -> None:
+    if fpr * count < 1:
+        warnings.warn(f"the model keeps {count} scores of held-out normal data, too few to set a false-positive "
+                      f"rate of {fpr:g} (at least {math.ceil(1 / fpr)} are needed); the threshold is the highest of "
+                      f"them, which flags about 1 in {count + 1} normal samples (train on more data, or with a larger "
+                      f"--validation share)", stacklevel=3)
 
 
 def _normal_scores(checkpoint: Checkpoint) -> np.ndarray:

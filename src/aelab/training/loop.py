@@ -41,7 +41,7 @@ from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_l
 from .steps import flatten_parameters, make_step
 from .stream import minibatch_stream, noise_generator, shift_generator, training_rows
 from .resume import TrainingState, load_training_state, save_training_state
-from .validation import EarlyStopping, carve, model_rows
+from .validation import EarlyStopping, carve, held_out_scores, model_rows
 
 
 class TrainingInterrupted(AelabError):
@@ -360,8 +360,11 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         if table.pending_row() is not None:  # the last steps, past the table's last doubling
             metrics.add(end, table.pending_row(), current_learning_rate(optimizer), seconds)
         metrics.close()
+    held_scores = None
     if early is not None:
         early.restore_best(flat)
+        model.eval()
+        held_scores = held_out_scores(model, model_rows(mconfig, held_out.images))  # before a refit sees them
         if fresh and early.best_step == 0 and hasattr(model, "fit_linear"):
             # nothing beat the start: the model is the PCA of the whole training split, validation rows included
             model.fit_linear(_pca_rows(mconfig, data, config.seed).to(device), seed=config.seed)
@@ -382,7 +385,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                        device=describe_device(device), train_error_pct=100.0 * table.average_metric,
                        train_loss=table.average_loss, samples_seen=end * minibatch,
                        minibatches=end, seconds=seconds, progress=table.rows,
-                       validation=None if early is None else {**early.summary(), **stopped})
+                       validation=None if early is None else {**early.summary(), **stopped, "scores": held_scores})
 
 
 # the loss a model kind trains with when none is asked for and the data allows it
