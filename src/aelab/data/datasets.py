@@ -32,6 +32,7 @@ from .packed import check_destination, check_reading_options, load_packed, pack
 from .pictures import decode as decode_picture
 from .resolver import ACCEPTED_SOURCES, BUNDLED_NAME, IDX_FILES, ReadOptions, Source, resolve
 from .scaling import Scaler
+from .tables import ModelColumns
 from .sources import (load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder,
                       refuse_scale_for_images)
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
@@ -72,8 +73,10 @@ def load_dataset(path: str | os.PathLike | None = None, options: ReadOptions | N
     return load_source(resolve(path), options, scaler=scaler)
 
 
-def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None = None) -> Dataset:
-    """The train/test dataset of a resolved ``source``, read with ``options``."""
+def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None = None,
+                model_columns: ModelColumns | None = None) -> Dataset:
+    """The train/test dataset of a resolved ``source``, read with ``options``; a table's rows for a trained
+    model with its ``scaler`` and ``model_columns``."""
     options.refuse_unless_applicable(source)
     kind = source.kind
     if kind == "bundled":
@@ -89,7 +92,7 @@ def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None =
     if kind == "image folder":
         return load_folder_dataset(source.path, options)
     if kind == "table":
-        return load_table_dataset(source.path, options, scaler=scaler)
+        return load_table_dataset(source.path, options, scaler=scaler, model=model_columns)
     if kind == "npz":
         return _load_npz_dataset(source, options, scaler)
     raise DataError("a single file is not a train/test dataset", path=source.path,

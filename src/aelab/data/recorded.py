@@ -19,10 +19,10 @@ from .datasets import load_single, load_source
 from .flags import option_given
 from .resolver import DEFAULT_SEED, SPLIT_OPTIONS, ReadOptions, Source, resolve
 from .scaling import Scaler
-from .tables import read_table
+from .tables import ModelColumns, read_table
 
-__all__ = ["data_record", "recorded_options", "recorded_scaler", "load_as_recorded", "inputs_as_recorded",
-           "check_fits"]
+__all__ = ["data_record", "recorded_options", "recorded_scaler", "recorded_columns", "load_as_recorded",
+           "inputs_as_recorded", "check_fits"]
 
 
 def data_record(data: Dataset) -> dict[str, Any]:
@@ -49,16 +49,26 @@ def recorded_scaler(record: dict[str, Any]) -> Scaler | None:
     return Scaler.from_dict(record["scaler"]) if record.get("scaler") else None
 
 
+def recorded_columns(record: dict[str, Any]) -> ModelColumns | None:
+    """The columns a table model reads (their names where its training table had a header); None for images."""
+    scaler = recorded_scaler(record)
+    if scaler is None or scaler.columns is None:
+        return None
+    return ModelColumns.recorded(scaler.columns, record.get("columns"))
+
+
 def load_as_recorded(path: str | os.PathLike | None, record: dict[str, Any], model_shape: tuple[int, ...],
                      options: ReadOptions | None = None) -> Dataset:
     """The data set at ``path`` read as ``record`` says the model's training data was read: ``options``
-    given win over the recorded ones, a table is scaled with the recorded scaler, and data of another
-    shape than ``model_shape`` is refused. An option that would move training samples into the test
+    given win over the recorded ones, a table's columns are taken as :func:`recorded_columns` says (by name
+    where it has a header) and scaled with the recorded scaler, and data of another shape than
+    ``model_shape`` is refused. An option that would move training samples into the test
     split of the model's own training data is refused too."""
     options = options or ReadOptions()
     source = resolve(path)
     recorded = recorded_options(record)
-    data = load_source(source, options.over(recorded.applying_to(source)), scaler=recorded_scaler(record))
+    data = load_source(source, options.over(recorded.applying_to(source)), scaler=recorded_scaler(record),
+                       model_columns=recorded_columns(record))
     _refuse_another_split(data, record, recorded, options)
     check_fits(model_shape, data.input_shape, data.name)
     return data
@@ -98,7 +108,8 @@ def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_sh
                        ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """The samples, labels and class names of one input (a file or folder, not a data set's split) for a
     model: images read with the recorded channels, size and crop (``options`` given win), a table's rows
-    scaled with the recorded scaler, with or without the label column it was trained with. Data of
+    scaled with the recorded scaler, its columns taken by name where it and the model's training table have
+    a header (else by position), with or without the label column it was trained with. Data of
     another shape than ``model_shape`` is refused. The class names are the input's own (its label numbers
     count its own classes, not necessarily the training data's), None where it has none."""
     options = options or ReadOptions()
@@ -119,11 +130,10 @@ def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, 
         raise DataError("this model was trained on images, not a table", path=source.path,
                         hint="pass images of the kind it was trained on")
     label_column = options.label_column
-    if label_column is None:  # the recorded one, when the rows have it: new rows may come without labels
+    optional_label = label_column is None  # the recorded one, when the rows have it: new rows may come without labels
+    if optional_label:
         label_column = recorded_options(record).label_column
-        table = read_table(source.path, label_column, features=scaler.columns)
-    else:
-        table = read_table(source.path, label_column)
+    table = read_table(source.path, label_column, model=recorded_columns(record), optional_label=optional_label)
     check_fits(model_shape, (table.rows.shape[1],), source.path.name)
     return scaler.transform(table.rows), table.labels, table.class_names
 

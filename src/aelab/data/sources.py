@@ -14,7 +14,7 @@ from .folders import crop_size, decode_all, plan_folder, read_image_folder, seen
 from .resolver import ReadOptions
 from .scaling import Scaler, default_scaling, suggest_loss
 from .splitting import split_indices
-from .tables import checked_rows, read_table
+from .tables import ModelColumns, checked_rows, read_table
 
 __all__ = ["load_folder_dataset", "pack_image_folder", "load_table_dataset", "load_array_dataset", "split_rows"]
 
@@ -97,8 +97,11 @@ def refuse_scale_for_images(scale: str | None) -> None:
         raise OptionError(f"--scale {scale} applies to tables only", hint="images are scaled to [0, 1] by the models")
 
 
-def load_table_dataset(path: Path, options: ReadOptions, scaler: Scaler | None = None) -> Dataset:
-    table = read_table(path, options.label_column)
+def load_table_dataset(path: Path, options: ReadOptions, scaler: Scaler | None = None,
+                       model: ModelColumns | None = None) -> Dataset:
+    """A table as a data set; ``model``: the columns a trained model reads (:func:`read_table` takes them by
+    name or by position), with its ``scaler``."""
+    table = read_table(path, options.label_column, model=model)
     source = {"path": str(path), "format": table.format, "kind": "table", "columns": table.columns,
               "label_column": options.label_column}
     return finish(path.stem, table.rows, table.labels, table.class_names, None, {path.name: table.sha256},

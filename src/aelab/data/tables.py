@@ -1,8 +1,11 @@
 """Feature tables: ``.npy``, ``.csv``/``.tsv`` (header sniffed) and ``.parquet`` (optional extra).
 
-Every reader returns float32 rows ``(n, d)`` checked for NaN and infinity, the
-labels picked by ``label_column`` (a name or an index) and the class names
+Every reader returns float32 rows ``(n, d)`` checked for NaN, infinity and numbers beyond
+float32's range, the labels picked by ``label_column`` (a name or an index) and the class names
 when the labels were not already class numbers 0, 1, ...
+
+Rows read for a trained model (:class:`ModelColumns`) take the model's columns by name where both
+the file and the model's training table name their columns, else by position.
 """
 from __future__ import annotations
 
@@ -11,15 +14,17 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import DataError, OptionError
 from .idx import read_file_bytes
 
-__all__ = ["Table", "TABLE_SUFFIXES", "read_table", "checked_rows", "labels_from_values"]
+__all__ = ["Table", "ModelColumns", "TABLE_SUFFIXES", "read_table", "checked_rows", "labels_from_values"]
 
 TABLE_SUFFIXES = (".npy", ".csv", ".tsv", ".parquet")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # about 3.4e38: larger numbers become infinity as float32
 
 
 @dataclass(frozen=True)
@@ -32,27 +37,103 @@ class Table:
     format: str
 
 
-def read_table(path: Path, label_column: str | int | None = None, *, features: int | None = None) -> Table:
+@dataclass(frozen=True)
+class ModelColumns:
+    """The feature columns a trained model reads: how many, and their names where the table it was trained
+    on named them (None: a ``.npy`` or a file without a header, whose columns are matched by position)."""
+    count: int
+    names: tuple[str, ...] | None = None
+
+    @classmethod
+    def recorded(cls, count: int, names: Sequence[str] | None) -> ModelColumns:
+        """The columns a checkpoint recorded. A file without a header records its columns' positions
+        (0, 1, ...), which name nothing: such a model matches columns by position."""
+        if not names or len(names) != count or all(_is_number(str(n)) for n in names):
+            return cls(count)
+        return cls(count, tuple(str(n) for n in names))
+
+
+def read_table(path: Path, label_column: str | int | None = None, *, model: ModelColumns | None = None,
+               optional_label: bool = False) -> Table:
     """Read a ``.npy``, ``.csv``, ``.tsv`` or ``.parquet`` file as a :class:`Table`.
 
-    ``features``: how many feature columns a model expects; a table of exactly that many columns has
-    no label column (new rows to score), and ``label_column`` is then not looked for.
+    ``model``: the columns a trained model reads. A file whose header names them (in any order, beside
+    other columns, which are dropped) gives them in the model's order; a model column it lacks is refused.
+    A file without a header, or a model that recorded no names, is matched by position, and a file of
+    another number of columns is refused. ``optional_label``: new rows may come without ``label_column``.
     """
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _read_npy(path, label_column, features)
+        return _read_npy(path, label_column, model, optional_label)
     if suffix == ".parquet":
-        return _read_parquet(path, label_column, features)
-    return _read_text_table(path, label_column, features, delimiter="\t" if suffix == ".tsv" else None)
+        return _read_parquet(path, label_column, model, optional_label)
+    return _read_text_table(path, label_column, model, optional_label,
+                            delimiter="\t" if suffix == ".tsv" else None)
 
 
-def _label_column_of(label_column: str | int | None, width: int, features: int | None) -> str | int | None:
-    return None if features is not None and width == features else label_column
+# --- which columns are the features, which the labels ---------------------------------------
+
+def _pick_columns(columns: list[str], named: bool, label_column: str | int | None, model: ModelColumns | None,
+                  optional_label: bool, path: Path) -> tuple[list[int], int | None]:
+    """The file's feature columns, in the order the model reads them, and its label column (None: none).
+    ``named``: the file's header names its columns (else they are its positions)."""
+    if model is not None and model.names is not None and named:
+        features = _model_columns_by_name(columns, model.names, path)
+        return features, _label_beside(label_column, columns, features, optional_label, path)
+    return _columns_by_position(columns, named, label_column, model, optional_label, path)
+
+
+def _model_columns_by_name(columns: list[str], names: tuple[str, ...], path: Path) -> list[int]:
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise DataError(f"lacks the model's column{'s' if len(missing) > 1 else ''} {_listed(missing, 5)}; "
+                        f"its columns are {_listed(columns, 8)}", path=path,
+                        hint="name the columns as in the table the model was trained on; their order does not matter")
+    repeated = next((name for name in names if columns.count(name) > 1), None)
+    if repeated is not None:
+        raise DataError(f"names the column {repeated!r} {columns.count(repeated)} times", path=path,
+                        hint="rename or drop the copies: the model reads one column of each name")
+    return [columns.index(name) for name in names]
+
+
+def _label_beside(label_column: str | int | None, columns: list[str], features: list[int], optional_label: bool,
+                  path: Path) -> int | None:
+    """The label column of a file whose features were picked by name; an optional one the file lacks (or
+    one that names a feature column) is none."""
+    if label_column is None:
+        return None
+    if not optional_label:
+        return _column_index(label_column, columns, path, named=True)
+    try:
+        index = _column_index(label_column, columns, path, named=True)
+    except OptionError:
+        return None
+    return None if index in features else index
+
+
+def _columns_by_position(columns: list[str], named: bool, label_column: str | int | None,
+                         model: ModelColumns | None, optional_label: bool, path: Path) -> tuple[list[int], int | None]:
+    width = len(columns)
+    if model is not None and optional_label and width == model.count:
+        label_column = None  # new rows without their labels
+    if model is not None and width - (label_column is not None) != model.count:
+        label = "" if label_column is None else f" and a label column {label_column!r}"
+        label += " that new rows may leave out" if label and optional_label else ""
+        raise DataError(f"has {width} columns, but the model was trained on {model.count}{label}", path=path,
+                        hint="pass the columns the model was trained on, in the same order")
+    label_index = None if label_column is None else _column_index(label_column, columns, path, named)
+    return [c for c in range(width) if c != label_index], label_index
+
+
+def _listed(names: Sequence[str], limit: int) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 # --- .npy ------------------------------------------------------------------------
 
-def _read_npy(path: Path, label_column: str | int | None, features: int | None) -> Table:
+def _read_npy(path: Path, label_column: str | int | None, model: ModelColumns | None, optional_label: bool
+              ) -> Table:
     data = read_file_bytes(path)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
@@ -73,35 +154,56 @@ def _read_npy(path: Path, label_column: str | int | None, features: int | None) 
     if array.size == 0:
         raise DataError(f"is empty (shape {array.shape})", path=path, hint="a table needs rows and columns")
     columns = [str(i) for i in range(array.shape[1])]
+    features, index = _pick_columns(columns, False, label_column, model, optional_label, path)
     labels = class_names = None
-    label_column = _label_column_of(label_column, len(columns), features)
-    if label_column is not None:
-        index = _column_index(label_column, columns, path, named=False)
-        labels, class_names = labels_from_values(array[:, index].tolist(), path, f"column {index}")
-        array = np.delete(array, index, axis=1)
-    rows = checked_rows(array, path)
+    if index is not None:
+        labels, class_names = labels_from_values(array[:, index].tolist(), path,
+                                                 lambda i: f"row {i + 1}, column {index + 1}")
+    rows = checked_rows(array[:, features], path)
     return Table(rows, labels, class_names, None, hashlib.sha256(data).hexdigest(), "npy")
 
 
 def checked_rows(array: np.ndarray, path: Path | str, columns: list[str] | None = None) -> np.ndarray:
-    """``array`` as float32 ``(n, d)``; a NaN or infinity is named by row and column."""
+    """``array`` as float32 ``(n, d)``; a NaN, an infinity or a number beyond float32's range is named by
+    row and column."""
     if array.shape[1] == 0:
         raise DataError("has no feature columns (only the label column)", path=path)
-    rows = np.ascontiguousarray(array, dtype=np.float32)
-    bad = ~np.isfinite(rows)
+    _refuse_missing_values(array, path, columns)
+    _refuse_numbers_beyond_float32(array, path, columns)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _refuse_missing_values(array: np.ndarray, path: Path | str, columns: list[str] | None) -> None:
+    bad = ~np.isfinite(array)
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
-        name = f" ({columns[c]!r})" if columns else ""
-        raise DataError(f"row {r + 1}, column {c + 1}{name} is {rows[r, c]} (NaN or infinity) "
+        raise DataError(f"row {r + 1}, {_cell_column(c, columns)} is {array[r, c]} (NaN or infinity) "
                         f"in {int(bad.sum())} cell(s)", path=path,
                         hint="fill or drop the missing values in the file, then pass it again")
-    return rows
 
 
-def labels_from_values(values: list, path: Path | str, where: str) -> tuple[np.ndarray, list[str] | None]:
+def _refuse_numbers_beyond_float32(array: np.ndarray, path: Path | str, columns: list[str] | None) -> None:
+    if array.dtype.kind != "f" or np.finfo(array.dtype).max <= FLOAT32_MAX:
+        return  # integers and float32 or narrower all fit
+    bad = np.abs(array) > FLOAT32_MAX
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"row {r + 1}, {_cell_column(c, columns)}: {float(array[r, c]):.6g} is beyond float32's "
+                        f"range (about 3.4e38), in {int(bad.sum())} cell(s)", path=path,
+                        hint="rescale that column, e.g. divide it by a power of ten, then pass the file again")
+
+
+def _cell_column(index: int, columns: list[str] | None) -> str:
+    return f"column {index + 1}" + (f" ({columns[index]!r})" if columns else "")
+
+
+def labels_from_values(values: list, path: Path | str, cell: Callable[[int], str]
+                       ) -> tuple[np.ndarray, list[str] | None]:
     """Integer labels. Class numbers 0, 1, ..., k-1 (every one present) stay; any other values become
     class names, the distinct values in numeric order when all are numbers (-1, 5, 1000000), else in
-    text order. So a whole-number target such as a price is not read as hundreds of mostly empty classes."""
+    text order. So a whole-number target such as a price is not read as hundreds of mostly empty classes.
+    An empty label (an empty cell, None or NaN) is refused, naming ``cell(i)``, where value ``i`` is."""
+    _refuse_empty_labels(values, path, cell)
     numbers = [_number(v) for v in values]
     if values and all(n is not None for n in numbers):
         if all(n == int(n) for n in numbers) and set(numbers) == set(range(int(max(numbers)) + 1)):
@@ -112,6 +214,23 @@ def labels_from_values(values: list, path: Path | str, where: str) -> tuple[np.n
     names = sorted({str(v) for v in values})
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[str(v)] for v in values], dtype=np.int64), names
+
+
+def _refuse_empty_labels(values: list, path: Path | str, cell: Callable[[int], str]) -> None:
+    empty = next((i for i, v in enumerate(values) if _is_empty_label(v)), None)
+    if empty is not None:
+        count = sum(_is_empty_label(v) for v in values)
+        more = f", as in {count - 1} more row(s)" if count > 1 else ""
+        raise DataError(f"{cell(empty)}: the label is empty{more}", path=path,
+                        hint="fill it or drop the row, then pass the file again")
+
+
+def _is_empty_label(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
 
 
 def _number(value: object) -> float | None:
@@ -145,8 +264,8 @@ def _column_index(label_column: str | int, columns: list[str], path: Path | str,
 
 # --- CSV / TSV -----------------------------------------------------------------------
 
-def _read_text_table(path: Path, label_column: str | int | None, features: int | None,
-                     delimiter: str | None) -> Table:
+def _read_text_table(path: Path, label_column: str | int | None, model: ModelColumns | None,
+                     optional_label: bool, delimiter: str | None) -> Table:
     data = read_file_bytes(path)
     try:
         text = data.decode("utf-8-sig")
@@ -172,13 +291,13 @@ def _read_text_table(path: Path, label_column: str | int | None, features: int |
             raise DataError(f"line {i + first_line} has {len(row)} fields, expected {width}", path=path,
                             hint="every row needs the same number of columns (a ragged row)")
     columns = [c.strip() for c in header] if header else [str(i) for i in range(width)]
+    feature_columns, label_index = _pick_columns(columns, header is not None, label_column, model,
+                                                 optional_label, path)
     labels = class_names = None
-    label_index = None
-    label_column = _label_column_of(label_column, width, features)
-    if label_column is not None:
-        label_index = _column_index(label_column, columns, path, named=header is not None)
-        labels, class_names = labels_from_values([r[label_index].strip() for r in body], path, "labels")
-    feature_columns = [c for c in range(width) if c != label_index]
+    if label_index is not None:
+        where = _cell_column(label_index, columns if header else None)
+        labels, class_names = labels_from_values([r[label_index].strip() for r in body], path,
+                                                 lambda i: f"line {i + first_line}, {where}")
     array = _parse_numbers(body, feature_columns, columns, path, first_line)
     names = [columns[c] for c in feature_columns]
     return Table(checked_rows(array, path, names), labels, class_names, names,
@@ -227,7 +346,8 @@ def _parse_numbers(body: list[list[str]], feature_columns: list[int], columns: l
 
 # --- Parquet (optional extra) -------------------------------------------------------------
 
-def _read_parquet(path: Path, label_column: str | int | None, features: int | None) -> Table:
+def _read_parquet(path: Path, label_column: str | int | None, model: ModelColumns | None, optional_label: bool
+                  ) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
@@ -239,22 +359,20 @@ def _read_parquet(path: Path, label_column: str | int | None, features: int | No
     except Exception as e:  # pyarrow raises its own error types
         raise DataError(f"not a readable Parquet file ({e})", path=path, hint="write it again") from e
     columns = [str(c) for c in table.column_names]
+    feature_columns, label_index = _pick_columns(columns, True, label_column, model, optional_label, path)
     labels = class_names = None
-    label_index = None
-    label_column = _label_column_of(label_column, len(columns), features)
-    if label_column is not None:
-        label_index = _column_index(label_column, columns, path, named=True)
-        labels, class_names = labels_from_values(table.column(label_index).to_pylist(), path, "labels")
+    if label_index is not None:
+        where = _cell_column(label_index, columns)
+        labels, class_names = labels_from_values(table.column(label_index).to_pylist(), path,
+                                                 lambda i: f"row {i + 1}, {where}")
     feature_arrays = []
-    for c, name in enumerate(columns):
-        if c == label_index:
-            continue
+    for c in feature_columns:
         column = table.column(c).to_numpy(zero_copy_only=False)
         if column.dtype.kind not in "biuf":
-            raise DataError(f"column {name!r} holds {table.schema.field(c).type}, not numbers", path=path,
+            raise DataError(f"column {columns[c]!r} holds {table.schema.field(c).type}, not numbers", path=path,
                             hint="pass it as --label-column, or drop it")
         feature_arrays.append(column)
-    names = [n for c, n in enumerate(columns) if c != label_index]
+    names = [columns[c] for c in feature_columns]
     array = np.stack(feature_arrays, axis=1) if feature_arrays else np.zeros((table.num_rows, 0))
     if len(array) == 0:
         raise DataError("has no rows", path=path)
