@@ -262,3 +262,26 @@ def test_a_validation_run_shows_both_losses_and_where_its_weights_were_kept(tmp_
     kept_at = next(int(r["samples_seen"]) for r in validation if int(r["step"]) == best_step)
     assert options["mark"] == ((kept_at, "weights kept (best validation loss)") if kept_at else None)
     assert "validation" in page and (f"measured at step {best_step}" in page if best_step else "before the first step" in page)
+
+
+def test_a_metrics_file_of_another_run_is_left_out_with_a_warning(tmp_path, monkeypatch):
+    """An --overwrite stopped part-way leaves the new run's metrics.csv beside the old model: the report
+    must not draw that curve as the model's."""
+    from aelab.evaluation import plots
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "t.npy", rng.normal(size=(300, 6)) @ rng.normal(size=(6, 10)))
+    runs = {}
+    for name, sweeps in (("kept", "2"), ("other", "3")):
+        runs[name] = tmp_path / name
+        assert main(["train", "--data", str(tmp_path / "t.npy"), "--model", "dense", "--code-size", "3",
+                     "--sweeps", sweeps, "--quiet", "--out", str(runs[name])]) == 0
+    drawn = []
+    real = plots.save_training_curve
+    monkeypatch.setattr(plots, "save_training_curve", lambda *a, **k: drawn.append(a) or real(*a, **k))
+    data = api.load_data(tmp_path / "t.npy")
+    api.report_model(load_checkpoint(runs["kept"]), data, limit=0)
+    assert len(drawn) == 1  # its own curve is drawn
+    shutil.copy(runs["other"] / "metrics.csv", runs["kept"] / "metrics.csv")
+    with pytest.warns(UserWarning, match="another run"):
+        api.report_model(load_checkpoint(runs["kept"]), data, limit=0)
+    assert len(drawn) == 1

@@ -7,7 +7,6 @@ here too, so the CLI's ``--help`` and errors never keep their own copies.
 from __future__ import annotations
 
 import dataclasses
-import math
 import signal
 import warnings
 from dataclasses import dataclass, fields, replace
@@ -33,7 +32,7 @@ from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
-from .fileio import ensure_dir, remove_file, write_text
+from .fileio import ensure_dir, remove_empty_folder, remove_file, write_text
 from .locking import folder_lock
 from .models import inference
 from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info
@@ -301,8 +300,7 @@ def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | Non
 
 
 def _metrics_curve(checkpoint: Checkpoint) -> tuple[list[int], list[float]] | ValidationCurves | None:
-    return metrics_curves(checkpoint.path / METRICS_FILE, checkpoint.model_config,
-                          checkpoint.info.get("training", {}).get("validation_split"))
+    return metrics_curves(checkpoint.path / METRICS_FILE, checkpoint.model_config, checkpoint.info.get("training"))
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
@@ -582,9 +580,7 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
     if sum(v is not None for v in (contamination, threshold, fpr)) > 1:
         raise OptionError("give one of a contamination, a threshold or a false-positive rate")
     if fpr is not None:
-        normal = _normal_scores(checkpoint)
-        _warn_if_too_few_to_tell(len(normal), fpr)
-        threshold = threshold_for_fpr(normal, fpr)
+        threshold = threshold_for_fpr(_normal_scores(checkpoint), fpr)
     if threshold is not None and not np.isfinite(threshold):
         raise OptionError(f"the threshold must be a finite number, got {threshold!r}")
     if output is not None and Path(output).suffix not in (".csv", ".npy"):
@@ -599,14 +595,6 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
         write_scores(output, table)
     return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags, "table": table,
             "flagged": None if flags is None else int(flags.sum())}
-
-
-def _warn_if_too_few_to_tell(count: int, fpr: float) -> None:
-    if fpr * count < 1:
-        warnings.warn(f"the model keeps {count} scores of held-out normal data, too few to set a false-positive "
-                      f"rate of {fpr:g} (at least {math.ceil(1 / fpr)} are needed); the threshold is the highest of "
-                      f"them, which flags about 1 in {count + 1} normal samples (train on more data, or with a larger "
-                      f"--validation share)", stacklevel=3)
 
 
 def _normal_scores(checkpoint: Checkpoint) -> np.ndarray:
@@ -655,14 +643,24 @@ def train_from_options(options: Mapping[str, Any], *, log: Log = None, progress_
     (:func:`data_options`), ``out``, ``checkpoint_every``, ``resume``, ``overwrite`` and
     ``tensorboard`` from the options of those names. The run's state is kept in ``out``'s resume file,
     so an interruption after the training raises :class:`TrainingInterrupted` that names it.
-    ``run_config`` (the resolved options as TOML) is written beside the checkpoint, with the settings
-    chosen for the data in it, so that ``--config`` repeats the run.
-    """
+    ``run_config`` (the resolved options as TOML, with the settings chosen for the data) is written
+    beside the checkpoint, so that ``--config`` repeats the run. """
     # unknown model names and unusable options fail before data loads
     check_train_settings(**{f.name: options.get(f.name) for f in fields(TrainConfig)})
     data = load_data(options.get("data"), **data_options(options))  # bad data leaves no out folder behind
     choice = train_config(options, data)  # settings that do not fit the data fail before out exists
+    made_out = not Path(options["out"]).exists()
     out = ensure_dir(options["out"])  # an unusable out fails now, not after the training
+    try:
+        return _train_into(out, data, choice, options, log=log, progress_bar=progress_bar, run_config=run_config)
+    except BaseException:
+        if made_out:  # refused once under way (no CUDA, too few samples for a minibatch): no empty folder left
+            remove_empty_folder(out)
+        raise
+
+
+def _train_into(out: Path, data: Dataset, choice: auto.Choice, options: Mapping[str, Any], *, log: Log,
+                progress_bar: bool, run_config: str | None) -> TrainedModel:
     config = choice.config
     if log is not None and choice.reason:
         log(choice.reason)

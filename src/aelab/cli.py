@@ -7,18 +7,17 @@ parser imports nothing heavy (choices and defaults come from :mod:`aelab.cli_cho
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from typing import Sequence
 
-from . import cli_codec, cli_data, cli_pipeline, runconfig
+from . import cli_codec, cli_data, cli_pipeline, fileio, runconfig
 from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPARE_TSNE_LIMIT, DEFAULT_RECIPE,
                           DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, NORMS, QUICK_SWEEPS,
                           QUICK_TSNE_LIMIT, RECIPE_NAMES)
 from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_input, _add_limit,
-                          _add_sweeps, _duration, _int_list, _non_negative_float, _non_negative_int,
-                          _positive_float, _positive_int, _share)
+                          _add_sweeps, _duration, _int_list, _json, _non_negative_float, _non_negative_int,
+                          _positive_float, _positive_int, _seed, _share)
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 from .terminal import Terminated, guarded_stdout, sigterm_interrupts
 from .version import __version__
@@ -43,7 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
                 add_interpolate,
                 add_compare, add_models, cli_data.add_data_tools, cli_pipeline.add_score, cli_pipeline.add_export):
         add(sub)
+    _name_outputs(sub)
     return parser
+
+
+OUTPUT_DESTS = ("output", "out", "dest", "dir")  # the arguments that name where a command writes
+INPUT_DESTS = ("input", "codes", "data", "source")  # the arguments that name the samples a command reads
+
+
+def _name_outputs(sub: argparse._SubParsersAction) -> None:
+    """Give each command's parser the argument that names its output (``output_dest``) and how the user
+    writes it (``output_option``: -o, --out, DEST), for the errors about it."""
+    for parser in sub.choices.values():
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _name_outputs(action)
+            elif action.dest in OUTPUT_DESTS:
+                option = action.option_strings[0] if action.option_strings else action.metavar or action.dest.upper()
+                parser.set_defaults(output_dest=action.dest, output_option=option)
 
 
 def add_tutorial(sub) -> argparse.ArgumentParser:
@@ -54,7 +70,7 @@ def add_tutorial(sub) -> argparse.ArgumentParser:
     _add_data(p, reading=False)
     _add_sweeps(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--tsne-limit", dest="tsne_limit", type=_non_negative_int, default=1000, metavar="N",
                    help="test images in the t-SNE map; 0 skips it (default: %(default)s)")
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _non_negative_int)
@@ -114,7 +130,7 @@ def add_train(sub) -> argparse.ArgumentParser:
                         "data in [0, 1], else mse")
     _add_data(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--out", default="aelab-model", metavar="DIR", help="checkpoint folder (default: ./aelab-model)")
     p.add_argument("--checkpoint-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
                    help="save the run's state to DIR/resume.safetensors this often, so that a crash loses "
@@ -169,7 +185,8 @@ def add_decode(sub) -> argparse.ArgumentParser:
     _add_device(p)
     _add_limit(p, "codes")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
+                   help="folder for img-NNNNN.png and grid.png: new, empty or an earlier output (a table model: "
+                        "FILE.csv or FILE.npy of rows)")
     return p
 
 
@@ -180,7 +197,8 @@ def add_reconstruct(sub) -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="folder for img-NNNNN.png and grid.png (a table model: FILE.csv or FILE.npy of rows)")
+                   help="folder for img-NNNNN.png and grid.png: new, empty or an earlier output (a table model: "
+                        "FILE.csv or FILE.npy of rows)")
     return p
 
 
@@ -206,7 +224,7 @@ def add_tsne(sub) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=2000, metavar="N",
                    help="test images in the map (default: %(default)s)")
     _add_alias(p, "--samples", "--limit", "limit", _positive_int)
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--perplexity", type=_positive_float, default=None, metavar="P",
                    help="t-SNE's perplexity, below the number of images (default: scikit-learn's, lowered for "
                         "small sets)")
@@ -247,7 +265,7 @@ def add_denoise(sub) -> argparse.ArgumentParser:
                    help="gaussian:SIGMA, masking:P or salt-pepper:P (default: the noise the model was trained with)")
     _add_data(p)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="seed of the noise (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of the noise (default: 0)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="only the first N test images (default: all)")
     p.add_argument("--draw", type=_non_negative_int, default=10, metavar="N",
@@ -266,7 +284,7 @@ def add_sample(sub) -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--draw", type=_positive_int, default=64, metavar="N", help="images to draw (default: %(default)s)")
     _add_alias(p, "-n", "--draw", "draw", _positive_int)
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
     return p
@@ -308,7 +326,7 @@ def add_compare(sub) -> argparse.ArgumentParser:
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _positive_int)
     _add_data(p, reading=False)
     _add_device(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", default="aelab-compare", metavar="DIR",
                    help="folder for quality.md, quality.json and quality.png (default: ./aelab-compare)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
@@ -405,7 +423,7 @@ def cmd_evaluate(args) -> int:
     ckpt = _load_model(args)
     scores = _api().evaluate_model(ckpt, _load_data(args, ckpt), args.split, knn=args.knn)
     if args.json:
-        print(json.dumps(scores))
+        print(_json(scores))
         return 0
     print(f"{args.split} split of {scores['data']}: {scores['n']} "
           f"{'images' if ckpt.model_config.is_image else 'rows'}")
@@ -439,7 +457,7 @@ def cmd_denoise(args) -> int:
     summary = _api().denoise_images(ckpt, _load_data(args, ckpt), args.noise, seed=args.seed, limit=args.limit,
                                  draw=args.draw, output=args.output)
     if args.json:
-        print(json.dumps(summary))
+        print(_json(summary))
         return 0
     print(f"{summary['n']} test images of {summary['data']} with {summary['noise']} noise (seed {args.seed}):")
     print(f"PSNR of the noisy images: {summary['noisy_psnr_db']:.2f} dB")
@@ -469,7 +487,7 @@ def cmd_compare(args) -> int:
                                 tsne_limit=args.tsne_limit, seed=args.seed, device=args.device,
                                 output=args.output, log=None if args.json else print)
     if args.json:
-        print(json.dumps(result["rows"]))
+        print(_json(result["rows"]))
         return 0
     paths = result["paths"]
     print(api.markdown_table(result))
@@ -480,7 +498,7 @@ def cmd_compare(args) -> int:
 def cmd_models(args) -> int:
     models = _api().list_pretrained()
     if args.json:
-        print(json.dumps(models))
+        print(_json(models))
         return 0
     if not models:
         print("No pretrained models are installed.")
@@ -533,7 +551,7 @@ def cmd_similarity(args) -> int:
                                 None if args.pair is None else tuple(args.pair), output=args.output)
     plain = [{k: v for k, v in r.items() if k.startswith(("title", "index", "cos"))} for r in rows]
     if args.json:
-        print(json.dumps(plain))
+        print(_json(plain))
         return 0
     for r in plain:
         print(f"{r['title']} (test images {r['index_a']}, {r['index_b']}): cosine similarity of originals "
@@ -560,7 +578,7 @@ def cmd_bench(args) -> int:
     api = _api()
     result = api.run_benchmark(args.quick, args.device)
     print(api.benchmark_table(result))
-    print(json.dumps(result))
+    print(_json(result))
     return 0
 
 
@@ -596,13 +614,23 @@ def command_name(args: argparse.Namespace) -> str:
     return f"{args.command} {action}" if action else args.command
 
 
+def _refuse_output_over_input(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs, lies inside one or holds one."""
+    output = getattr(args, getattr(args, "output_dest", ""), None)
+    if output is not None:
+        fileio.refuse_output_over_input(output, [v for v in (getattr(args, d, None) for d in INPUT_DESTS) if v])
+
+
 def _run(args, argv: Sequence[str] | None, name: str) -> int:
     try:
         api = _api()
         if api.process_count() > 1 and args.command != "train":
             raise OptionError(f"aelab {name} runs in one process; torchrun starts several for aelab train only",
                               hint=f"run aelab {name} without torchrun")
-        return COMMANDS[args.command](_with_config(args, argv))
+        args = _with_config(args, argv)
+        with fileio.output_option(getattr(args, "output_option", None)):
+            _refuse_output_over_input(args)
+            return COMMANDS[args.command](args)
     except AelabError as e:
         signum = getattr(e, "signum", None)  # a TrainingInterrupted: the signal that stopped the training
         if signum is not None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from .cli_options import _add_reading_options, _api
+from .cli_options import _add_reading_options, _api, _json
 
 
 def add_data_tools(sub) -> argparse.ArgumentParser:
@@ -54,7 +53,7 @@ def cmd_data(args) -> int:
     api = _api()
     if args.data_command == "info":
         d = api.describe_data(args.path, **api.data_options(vars(args)))
-        print(json.dumps(d, indent=2) if args.json else api.format_description(d))
+        print(_json(d, indent=2) if args.json else api.format_description(d))
     elif args.data_command == "convert":
         print(f"Wrote {api.convert_data(_source(args.source), args.dest, args.fmt)}")
     elif args.data_command == "pack":

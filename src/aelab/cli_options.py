@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 
 from .cli_choices import SCALE_METHODS
+from .runconfig import MAX_SEED
 
 
 def _number(kind: type, minimum: float, inclusive: bool, what: str):
@@ -22,6 +25,13 @@ def _number(kind: type, minimum: float, inclusive: bool, what: str):
 
 _positive_int = _number(int, 0, False, "a positive integer")
 _non_negative_int = _number(int, 0, True, "an integer >= 0")
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED} (2**32 - 1), got {text}")
+    return value
 _positive_float = _number(float, 0, False, "a positive number")
 _non_negative_float = _number(float, 0, True, "a number >= 0")
 
@@ -151,3 +161,19 @@ def _add_sweeps(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sweeps", dest="sweeps", type=_positive_float, metavar="N",
                    help="number of sweeps (epochs) over the training data")
     p.set_defaults(sweeps=None)
+
+
+def _json(value, **options) -> str:
+    """``value`` as strict JSON: NaN and infinities (an R² of data without variance) become null, which
+    every JSON reader takes, where Python's NaN is not JSON."""
+    return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

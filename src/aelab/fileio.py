@@ -7,12 +7,13 @@ Windows), so a crash or a kill leaves either the old file or the new one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from .errors import OutputError
 
@@ -37,18 +38,74 @@ def unfinished_temporaries() -> list[str]:
     return list(_UNFINISHED)
 
 
+# the option that names the output of the command running now ("-o", "--out"), for the hints of errors
+# about it; None (the Python API) leaves the option out
+_OUTPUT_OPTION: contextvars.ContextVar[str | None] = contextvars.ContextVar("aelab_output_option", default=None)
+
+
+@contextlib.contextmanager
+def output_option(option: str | None) -> Iterator[None]:
+    """While active, hints about an unusable output name ``option`` as the way to choose another."""
+    token = _OUTPUT_OPTION.set(option)
+    try:
+        yield
+    finally:
+        _OUTPUT_OPTION.reset(token)
+
+
+def choose_another(what: str) -> str:
+    """The hint for an unusable output: ``choose another output folder with -o`` (the option the command has)."""
+    option = _OUTPUT_OPTION.get()
+    return f"choose another {what} with {option}" if option else f"choose another {what}"
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed; raise OutputError if impossible."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError("is a file, not a folder", path=p, hint=choose_another("output folder"))
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create folder: {e.strerror or e}", path=p,
-                          hint="choose another output folder with --out") from e
+                          hint=choose_another("output folder")) from e
     if not os.access(p, os.W_OK):
-        raise OutputError("folder is not writable", path=p,
-                          hint="choose another output folder with --out")
+        raise OutputError("folder is not writable", path=p, hint=choose_another("output folder"))
     return p
+
+
+def refuse_output_over_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise OutputError, before anything is written, if ``output`` would replace or mix with one of
+    ``inputs``: the same file or folder (after resolving links and relative paths), a path inside an input
+    folder, or a folder that holds an input. Inputs that do not exist are left to their readers."""
+    target = Path(os.path.realpath(output))
+    for given in inputs:
+        for source_path in _existing_parts(given):
+            relation = _overlap(output, target, source_path)
+            if relation is not None:
+                raise OutputError(f"the output {relation} {os.fspath(source_path)}", path=output,
+                                  hint=f"writing there would replace or mix with your data; "
+                                       f"{choose_another('output')}")
+
+
+def _existing_parts(given: str | os.PathLike) -> list[Path]:
+    """The existing paths an input names: itself, or the parts of a comma-separated pair (TRAIN.txt,TEST.txt)."""
+    path = Path(given)
+    if path.exists():
+        return [path]
+    return [Path(part) for part in os.fspath(given).split(",") if part and Path(part).exists()]
+
+
+def _overlap(output: str | os.PathLike, target: Path, source_path: Path) -> str | None:
+    """How the output (``target``, resolved) meets the input ``source_path``: as words, or None if apart."""
+    source = Path(os.path.realpath(source_path))
+    if target == source or (os.path.exists(output) and os.path.samefile(output, source_path)):
+        return "is the input folder" if source.is_dir() else "is the input"
+    if source in target.parents:
+        return "lies inside the input folder"
+    if target in source.parents:
+        return "holds the input"
+    return None
 
 
 def _temporary_beside(target: Path) -> tuple[int, str]:
@@ -169,3 +226,9 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
     finally:
         for tmp, _ in staged:
             _forget(tmp)
+
+
+def remove_empty_folder(folder: str | os.PathLike) -> None:
+    """Remove ``folder`` if it is empty (a folder a failed command made); anything else stays as it is."""
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)

@@ -26,6 +26,8 @@ RUN_CONFIG_FILE = "run.toml"  # the resolved options of `aelab train`, beside it
 # options that say what to do with the config, never stored in it
 NOT_KEPT = ("config", "print_config", "help")
 MAX_CONFIG_BYTES = 1 << 20  # a run config is a few lines; anything this large is not one
+MAX_SEED = 2**32 - 1  # the largest seed: scikit-learn's random_state takes no more, and torch's generators,
+                      # seeded with multiples of it, stay within 64 bits
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:

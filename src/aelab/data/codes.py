@@ -49,18 +49,25 @@ def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] 
 
 
 def read_codes(path: str | Path) -> np.ndarray:
-    """Codes from a .npy array (n, code size) or a .csv written by :func:`write_codes`."""
+    """Codes from a .npy array (n, code size) or a .csv written by :func:`write_codes`; at least one."""
     p = Path(path)
     try:
         if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
+            return _some_codes(np.load(p, allow_pickle=False), p)
         if p.suffix == ".csv":
-            return _parse_codes_csv(p.read_text(encoding="utf-8").splitlines(), p)
+            return _some_codes(_parse_codes_csv(p.read_text(encoding="utf-8").splitlines(), p), p)
     except FileNotFoundError:
         raise DataError("codes file not found", path=p) from None
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read codes: {e}", path=p, hint="pass a file written by `aelab encode`") from e
     raise OptionError(f"cannot tell the format of {p}", hint="pass a .npy or .csv file")
+
+
+def _some_codes(codes: np.ndarray, path: Path) -> np.ndarray:
+    if codes.size == 0:
+        raise DataError(f"holds no codes (shape {codes.shape})", path=path,
+                        hint="pass codes of at least one sample, as `aelab encode` writes them")
+    return codes
 
 
 def _parse_codes_csv(lines: list[str], path: Path) -> np.ndarray:

@@ -6,13 +6,17 @@ once and says what was wrong.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import OptionError
-from ..fileio import atomic_write, ensure_dir
+from ..errors import OptionError, OutputError
+from ..fileio import atomic_write, choose_another, ensure_dir
+from .folders import image_names
+
+GRID_FILE = "grid.png"  # the picture decode and reconstruct write beside their PNGs (aelab.api.GRID_NAME)
 
 
 def _array(x: Any, name: str) -> np.ndarray:
@@ -105,6 +109,21 @@ def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
         raise OptionError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise OptionError(f"start must be a non-negative integer, got {start!r}")
+    check_no_foreign_pictures(folder, prefix)
     out = ensure_dir(folder)
     last = int(start) + len(pixels) - 1
     return [save_png(out / png_name(prefix, int(start) + i, last), img) for i, img in enumerate(pixels)]
+
+
+def check_no_foreign_pictures(folder: str | os.PathLike[str], prefix: str) -> None:
+    """Refuse an output ``folder`` that holds pictures other than an earlier run's (``{prefix}-N.png`` and
+    grid.png): new PNGs there would mix with the user's images, or replace them."""
+    path = Path(folder)
+    if not path.is_dir():
+        return
+    ours = re.compile(rf"{re.escape(prefix)}-\d+\.png")
+    foreign = [name for name in image_names(path) if not ours.fullmatch(name) and name != GRID_FILE]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputError(f"holds pictures that are not an earlier output of aelab ({foreign[0]}{more})",
+                          path=path, hint=choose_another("output folder") + ": a new or empty one")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import OptionError
+from ..runconfig import MAX_SEED
 
 __all__ = ["split_indices", "check_test_fraction", "indices_digest"]
 
@@ -37,6 +39,11 @@ def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
     if count < 2:
         raise OptionError(f"cannot split {count} sample(s) into train and test",
                           hint="give at least two samples, or a separate test set")
+    if math.ceil(fraction * count) >= count:
+        raise OptionError(f"a test fraction of {fraction:g} of {count} samples leaves no training samples",
+                          hint="use a smaller --test-fraction, e.g. 0.2")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise OptionError(f"the split's seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
     stratify = labels if labels is not None and _can_stratify(labels, count, fraction) else None
     train, test = train_test_split(np.arange(count), test_size=fraction, random_state=seed,
                                    shuffle=True, stratify=stratify)

@@ -5,7 +5,9 @@ units (pixels / 255, or a table's scaled features), so scores of one model compa
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,11 @@ def threshold_for_fpr(normal_scores: np.ndarray, fpr: float) -> float:
     scores = np.sort(np.asarray(normal_scores, dtype=np.float64))
     if not len(scores):
         raise OptionError("no scores of normal data to set a threshold from")
+    if fpr * len(scores) < 1:
+        warnings.warn(f"the model keeps {len(scores)} scores of held-out normal data, too few to set a false-positive "
+                      f"rate of {fpr:g} (at least {math.ceil(1 / fpr)} are needed); the threshold is the highest of "
+                      f"them, which flags about 1 in {len(scores) + 1} normal samples (train on more data, or with a "
+                      "larger --validation share)", stacklevel=3)
     allowed = int(np.floor(fpr * len(scores) + 1e-9))  # normal samples that may lie above the threshold
     return float(scores[len(scores) - 1 - allowed])
 

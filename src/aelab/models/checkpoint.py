@@ -122,13 +122,21 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
     return shipped if shipped is not None else path
 
 
+def _check_is_folder(folder: Path) -> None:
+    """Refuse a checkpoint path that is missing, or is a file: a checkpoint is a folder of config.json and
+    model.safetensors."""
+    if folder.is_dir():
+        return
+    what = (f"is a file, not a checkpoint folder (one holding {CONFIG_FILE} and {WEIGHTS_FILE})"
+            if folder.exists() else "checkpoint folder not found")
+    raise CheckpointError(what, path=folder, hint="pass the folder that `aelab train --out` wrote, or a shipped "
+                                                  "model's name (`aelab models` lists them)")
+
+
 def read_checkpoint_info(folder: str | os.PathLike) -> dict:
     """Read and check ``config.json`` alone (``folder`` may name a shipped model, as for load_checkpoint)."""
     folder = resolve_checkpoint(folder)
-    if not folder.is_dir():
-        raise CheckpointError("checkpoint folder not found", path=folder,
-                              hint="pass the folder that `aelab train --out` wrote, or a shipped model's name "
-                                   "(`aelab models` lists them)")
+    _check_is_folder(folder)
     path = folder / CONFIG_FILE
     try:
         info = json.loads(_read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"))

@@ -206,7 +206,15 @@ def _decoded_batches(model: torch.nn.Module, codes, batch_size: int | None, prec
     device = _device_of(model)
     with computing_in(model, precision) as m:
         for b in _batches(z, batch_size, model):
-            yield m.decode(b.to(device)).float().cpu()
+            yield _finite_decodings(m.decode(b.to(device)).float().cpu(), b)
+
+
+def _finite_decodings(decoded: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``decoded`` if all finite; codes far outside the model's range overflow the decoder, which is the codes' fault."""
+    if not torch.isfinite(decoded).all():
+        raise DataError(f"codes as large as {float(codes.abs().max()):.3g} overflow the decoder (it returns NaN or "
+                        "infinite values)", hint="pass codes in the range `aelab encode` writes for this model")
+    return decoded
 
 
 @torch.no_grad()

@@ -264,6 +264,8 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
         raise OptionError(f"code size must be a positive integer up to {MAX_SIZE}, got {code_size!r}",
                           hint="use e.g. --code-size 32")
     input_shape = _checked_input_shape(input_shape)
+    if kind == "residual":
+        _check_code_reduces(code_size, math.prod(input_shape))
     widths = _positive_ints(preset.hidden if hidden is None else hidden, "hidden widths")
     stages = _positive_ints(preset.channels if channels is None else channels, "conv channels")
     if preset.dense and stages:
@@ -321,6 +323,15 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
     return ModelConfig(kind=kind, input_shape=input_shape, code_size=code_size, hidden=widths,
                        channels=stages, conv_depth=depth, res_blocks=blocks, norm=normalised, activation=act,
                        sparsity=sparsity, beta=beta, linear_step=linear_step, loss=loss, input_max=input_max)
+
+
+def _check_code_reduces(code_size: int, inputs: int) -> None:
+    """The residual model's PCA path reduces: a code as long as the inputs would copy them."""
+    if inputs == 1:
+        raise OptionError("a table of one column has nothing to reduce", hint="give the table two columns or more")
+    if code_size >= inputs:
+        raise OptionError(f"a code of {code_size} numbers is no smaller than the {inputs} values of each sample: "
+                          "it would copy them, not reduce them", hint=f"choose a --code-size below {inputs}")
 
 
 def _checked_input_shape(shape: tuple) -> tuple[int, ...]:

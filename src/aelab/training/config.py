@@ -9,6 +9,7 @@ import torch
 from ..data.augment import check_shift
 from ..data.noise import parse_noise
 from ..errors import OptionError
+from ..runconfig import MAX_SEED
 from ..models.networks import LOSSES, ModelConfig, model_config
 from .optim import FlatFSAdaGrad
 from .schedules import ScheduledAdam
@@ -96,8 +97,8 @@ class TrainConfig:
             raise OptionError(f"sweeps must be a positive number, got {self.sweeps!r}", hint="use e.g. --sweeps 5")
         if self.minibatch_size is not None and (not isinstance(self.minibatch_size, int) or self.minibatch_size < 1):
             raise OptionError(f"minibatch size must be a positive integer, got {self.minibatch_size!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise OptionError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise OptionError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {self.seed!r}")
         get_recipe(self.recipe)
         if not (isinstance(self.validation, (int, float)) and not isinstance(self.validation, bool)
                 and 0 <= self.validation < 1):
