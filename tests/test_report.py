@@ -285,3 +285,32 @@ def test_a_metrics_file_of_another_run_is_left_out_with_a_warning(tmp_path, monk
     with pytest.warns(UserWarning, match="another run"):
         api.report_model(load_checkpoint(runs["kept"]), data, limit=0)
     assert len(drawn) == 1
+
+
+def test_an_overwrite_stopped_part_way_keeps_the_old_model_with_its_own_curve(tmp_path, monkeypatch):
+    """A run replacing a checkpoint writes its curve aside (metrics.next.csv) until its own checkpoint is
+    saved: stopped before that, the folder holds the old model and the old curve, untouched; resumed, it
+    ends with the new model and the new curve."""
+    import hashlib
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "t.npy", rng.normal(size=(300, 6)) @ rng.normal(size=(6, 10)))
+    out = tmp_path / "m"
+    common = ["train", "--data", str(tmp_path / "t.npy"), "--model", "dense", "--code-size", "3", "--quiet",
+              "--out", str(out)]
+    assert main([*common, "--sweeps", "2"]) == 0
+    digests = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}  # noqa: E731
+    before = digests()
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(api, "evaluate", stop)  # after the training, before the new checkpoint is saved
+    assert main([*common, "--sweeps", "3", "--overwrite"]) == 130
+    after = digests()
+    assert {name: after[name] for name in before} == before  # the old model, its curve, its run.toml
+    assert set(after) - set(before) == {"metrics.next.csv", "resume.safetensors"}
+    monkeypatch.undo()
+    assert main([*common, "--sweeps", "3", "--overwrite", "--resume"]) == 0
+    assert not (out / "metrics.next.csv").exists() and not (out / "resume.safetensors").exists()
+    model = load_checkpoint(out)
+    drawn = api._metrics_curve(model)
+    assert drawn is not None and max(drawn[0]) == model.info["training"]["samples_seen"]  # the new run's curve

@@ -36,7 +36,7 @@ from .fileio import ensure_dir, remove_empty_folder, remove_file, write_text
 from .locking import folder_lock
 from .models import inference
 from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info
-from .models.checkpoint import save_checkpoint
+from .models.checkpoint import METRICS_FILE, adopt_curve, curve_file, save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
@@ -58,7 +58,6 @@ from .terminal import Terminated
 from .training.loop import TrainingInterrupted
 from .training.resume import RESUME_FILE
 
-METRICS_FILE = "metrics.csv"  # train_model's training curve, beside the checkpoint
 GRID_NAME = "grid.png"   # the picture decode, reconstruct and decompress write next to their PNGs
 PNG_PREFIX = "img"       # their PNGs: img-00000.png, img-00001.png, ... as decompress names them
 GRID_IMAGES = 50
@@ -205,13 +204,14 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
     t-SNE there); ``train_options`` go to :func:`aelab.training.loop.train` (resume_file, ...).
     A resume file outlives the training: it is removed only once the checkpoint is on disk, so an
     interruption during the evaluation or the save loses nothing (resuming then just evaluates and saves).
-    The training curve goes to ``out/metrics.csv`` as training goes (``metrics_file=None``: not).
+    The training curve goes to ``out/metrics.csv`` as training goes (beside a checkpoint it replaces, to
+    ``metrics.next.csv`` until its own is saved; ``metrics_file=None``: nowhere).
     ``chosen`` (the reason :func:`train_settings` gave for its choice) is kept in the checkpoint.
     """
     say = log or (lambda _msg: None)
     folder = ensure_dir(out)
     resume_file = train_options.get("resume_file")
-    train_options.setdefault("metrics_file", folder / METRICS_FILE)
+    curve = train_options.setdefault("metrics_file", curve_file(folder, bool(train_options.get("resume"))))
     result = train(data, config, log=log, progress_bar=progress_bar, keep_resume_file=resume_file is not None,
                    **train_options)
     if on_trained is not None:
@@ -226,6 +226,7 @@ def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log:
                               **({"chosen": chosen} if chosen else {})},
                     data=data_record(data),
                     metrics={k: v for k, v in scores.items() if k != "n"})
+    adopt_curve(curve)  # the new curve replaces the old model's only now, beside the new model
     store_training_tables(Checkpoint(result.model, result.model_config, read_checkpoint_info(folder), folder),
                           data.train.images)  # the codec's tables: the checkpoint alone then compresses
     if resume_file is not None:

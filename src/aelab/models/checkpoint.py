@@ -37,6 +37,8 @@ FORMAT = "aelab-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"  # the training curve of the checkpoint beside it
+NEXT_METRICS_FILE = "metrics.next.csv"  # the curve of a run that is to replace the checkpoint beside it
 TABLES_FILE = "codec.safetensors"
 MAX_TABLES_BYTES = 1 << 30   # the codec's tables: a few megabytes with every predictor
 
@@ -90,6 +92,22 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
     text = json.dumps(info, indent=2, sort_keys=False) + "\n"  # fails here, before any file is touched
     write_files_together({folder / WEIGHTS_FILE: blob, folder / CONFIG_FILE: text.encode("utf-8")})
     return folder
+
+
+def curve_file(folder: str | os.PathLike, resume: bool = False) -> Path:
+    """Where a run training into ``folder`` writes its curve as it goes: ``metrics.csv``; beside a saved
+    checkpoint that the run is to replace (``--overwrite``), ``metrics.next.csv``, so that until the new
+    checkpoint is saved the folder keeps the old model with its own curve. A resumed run goes on with
+    the file it was writing."""
+    folder = Path(folder)
+    replacing = (folder / NEXT_METRICS_FILE).exists() if resume else (folder / CONFIG_FILE).exists()
+    return folder / (NEXT_METRICS_FILE if replacing else METRICS_FILE)
+
+
+def adopt_curve(curve: str | os.PathLike | None) -> None:
+    """Once the checkpoint beside ``curve`` is saved, its run's curve becomes the folder's ``metrics.csv``."""
+    if curve is not None and Path(curve).name == NEXT_METRICS_FILE and Path(curve).exists():
+        os.replace(curve, Path(curve).with_name(METRICS_FILE))
 
 
 def pretrained_root() -> Path:
