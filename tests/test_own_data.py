@@ -194,6 +194,7 @@ def test_npy_of_any_real_dtype_and_a_label_column(tmp_path):
     assert d.input_dim == 3 and d.num_classes == 2 and d.source["split"]["stratified"]
 
 
+@pytest.mark.filterwarnings("ignore:.*single sample")  # a few rows a class, on purpose
 def test_csv_with_and_without_header_tsv_and_text_labels(tmp_path):
     (tmp_path / "h.csv").write_text("a,b,kind\n0.1,0.2,x\n0.3,0.4,y\n0.5,0.6,x\n0.7,0.8,y\n")
     d = load_dataset(tmp_path / "h.csv", label_column="kind", test_fraction=0.5)

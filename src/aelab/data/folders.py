@@ -2,8 +2,10 @@
 
 Layouts: ``train/`` and ``test/`` subfolders (each flat or with class folders);
 class folders ``DIR/<class>/...`` (labels are the sorted folder names); or a
-flat folder (no labels). Files are found recursively and read in sorted order
-of their relative paths; hidden files and other extensions are ignored.
+flat folder (no labels). Class folders with image files beside them at the top
+are read as a flat folder, with a warning naming those files. Files are found
+recursively and read in sorted order of their relative paths; hidden files and
+other extensions are ignored.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,12 +85,36 @@ def has_images(folder: Path) -> bool:
     return False
 
 
-def _classes_of(names: list[str]) -> list[str] | None:
-    """The class folder of each name, or None when any file lies at the top."""
-    classes = [name.partition("/") for name in names]
-    if not classes or any(not sep for _, sep, _ in classes):
+def _classes_of(names: list[str], folder: Path) -> list[str] | None:
+    """The class folder of each name, or None when any file lies at the top of ``folder``: a flat folder,
+    or class folders with loose files beside them (read without labels, with a warning)."""
+    if _loose_beside_classes(names):
+        _warn_loose_files(names, folder)
+    if not names or any("/" not in name for name in names):
         return None
-    return [c for c, _, _ in classes]
+    return [name.partition("/")[0] for name in names]
+
+
+def _loose_beside_classes(names: list[str]) -> bool:
+    """Whether files lie at the top beside two or more class folders (one subfolder beside loose files is
+    just a flat folder's nesting: its single "class" would label nothing)."""
+    subfolders = {name.partition("/")[0] for name in names if "/" in name}
+    return len(subfolders) >= 2 and any("/" not in name for name in names)
+
+
+SHOWN_CLASSES = 8  # class folders a warning names before "and N more"
+
+
+def _warn_loose_files(names: list[str], folder: Path) -> None:
+    """One warning for a folder of class folders that also holds image files at its top level."""
+    loose = [name for name in names if "/" not in name]
+    classes = sorted({name.partition("/")[0] for name in names if "/" in name})
+    shown = ", ".join(classes[:SHOWN_CLASSES]) + (f" and {len(classes) - SHOWN_CLASSES} more"
+                                                   if len(classes) > SHOWN_CLASSES else "")
+    files = f"{len(loose)} image files (e.g. {loose[0]}) lie" if len(loose) > 1 else f"the image file {loose[0]} lies"
+    warnings.warn(f"{folder}: {files} at the top level beside the class folders {shown}: the folder is read without "
+                  "labels (to keep the labels, move the loose files into a class folder or out of the folder)",
+                  stacklevel=4)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +148,21 @@ class FolderPlan:
         return None if self.in_test is None else self.in_test[np.asarray(keep, dtype=np.int64)]
 
 
+def _train_test_classes(train: list[str], test: list[str], folder: Path) -> list[str] | None:
+    """The class folder of each train then test name; None (with a warning where only one side has class
+    folders) unless both train/ and test/ hold class folders."""
+    train_classes, test_classes = _classes_of(train, folder / "train"), _classes_of(test, folder / "test")
+    if train_classes and test_classes:
+        return train_classes + test_classes
+    if train_classes or test_classes:
+        labelled, other, other_names = ("train", "test", test) if train_classes else ("test", "train", train)
+        if not _loose_beside_classes(other_names):  # that case has its own warning
+            warnings.warn(f"{folder}: {labelled}/ holds class folders but {other}/ does not: the folder is read "
+                          f"without labels (to keep them, put {other}/'s images into the same class folders)",
+                          stacklevel=4)
+    return None
+
+
 def plan_folder(folder: Path) -> FolderPlan:
     """The :class:`FolderPlan` of ``folder``; a folder without images is refused."""
     train_dir, test_dir = folder / "train", folder / "test"
@@ -129,15 +171,14 @@ def plan_folder(folder: Path) -> FolderPlan:
         if not train or not test:
             raise DataError("holds no images", path=train_dir if not train else test_dir,
                             hint="both train/ and test/ need images (PNG, JPEG, WebP, BMP, TIFF)")
-        train_classes, test_classes = _classes_of(train), _classes_of(test)
-        classes = train_classes + test_classes if train_classes and test_classes else None
+        classes = _train_test_classes(train, test, folder)
         in_test = np.r_[np.zeros(len(train), bool), np.ones(len(test), bool)]
         return FolderPlan(folder, ["train/" + n for n in train] + ["test/" + n for n in test], classes, in_test)
     names = image_names(folder)
     if not names:
         raise DataError("holds no images", path=folder,
                         hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
-    return FolderPlan(folder, names, _classes_of(names), None)
+    return FolderPlan(folder, names, _classes_of(names, folder), None)
 
 
 def read_image_folder(folder: Path, *, channels: str | None = None, resize: tuple[int, int] | None = None,

@@ -52,6 +52,9 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
             data = f.read()
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror or e})", path=path) from e
+    if not data:
+        raise DataError("is empty (0 bytes)", path=path,
+                        hint="replace it with the image, remove it, or pass --skip-bad")
     suffix = os.path.splitext(path)[1]
     expected = IMAGE_FILE_SUFFIXES.get(suffix.lower())
     try:
@@ -64,22 +67,27 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
                 raise DataError(f"is {w}x{h} = {w * h} pixels, past the decompression-bomb limit of "
                                 f"{max_pixels}", path=path, hint="shrink it first, or drop it (--skip-bad)")
             picture.load()
-            pixels, rule = _to_channels(picture, channels)
+            pixels, rule = _to_channels(picture, channels, path)
             pixels = _fit(pixels, resize, crop, path)
     except Image.DecompressionBombError as e:
         raise DataError(f"is past Pillow's decompression-bomb limit ({_first_line(e)})", path=path,
                         hint="shrink it first, or drop it (--skip-bad)") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except UnidentifiedImageError as e:
+        raise DataError("not a readable image (no PNG, JPEG, WebP, BMP or TIFF data found in it)", path=path,
+                        hint="the file is corrupt or not an image; replace it, or pass --skip-bad") from e
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({_first_line(e)})", path=path,
                         hint="the file is corrupt or truncated; replace it, or pass --skip-bad") from e
     return pixels, rule, hashlib.sha256(data).hexdigest()
 
 
 def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
+    """The first line of Pillow's message, without the repr of the in-memory file it was given."""
+    line = (str(e).splitlines() or [type(e).__name__])[0]
+    return re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", line) or type(e).__name__
 
 
-def _to_channels(picture, channels: str | None) -> tuple[np.ndarray, str]:
+def _to_channels(picture, channels: str | None, path: str | Path) -> tuple[np.ndarray, str]:
     mode = picture.mode
     rule = ""
     if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
@@ -90,7 +98,8 @@ def _to_channels(picture, channels: str | None) -> tuple[np.ndarray, str]:
             return np.repeat(pixels[..., None], 3, axis=2), rule + "; grey repeated to RGB"
         return pixels, rule
     if mode == "F":
-        raise ValueError("32-bit float pixels are not supported")
+        raise DataError("has 32-bit float pixels, which aelab does not read", path=path,
+                        hint="convert it to 8-bit (or 16-bit) integer pixels, or pass --skip-bad")
     if mode in ("1", "L", "LA"):
         rule = "alpha dropped" if mode == "LA" else ""
         target = "RGB" if channels == "rgb" else "L"

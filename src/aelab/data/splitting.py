@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
     """Sorted train and test row indices, and how they were drawn.
 
     Stratified by ``labels`` when there are any and every class has at least
-    two members (scikit-learn cannot stratify otherwise; the record says so).
+    two members (scikit-learn cannot stratify otherwise; the record says so,
+    and a class with a single member gets a warning).
     """
     from sklearn.model_selection import train_test_split
 
@@ -44,7 +46,7 @@ def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
                           hint="use a smaller --test-fraction, e.g. 0.2")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
         raise OptionError(f"the split's seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
-    stratify = labels if labels is not None and _can_stratify(labels, count, fraction) else None
+    stratify = None if labels is None else _stratify_by(np.asarray(labels), count, fraction)
     train, test = train_test_split(np.arange(count), test_size=fraction, random_state=seed,
                                    shuffle=True, stratify=stratify)
     train, test = np.sort(train), np.sort(test)
@@ -54,7 +56,24 @@ def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
     return train, test, record
 
 
-def _can_stratify(labels: np.ndarray, count: int, fraction: float) -> bool:
-    counts = np.unique(labels, return_counts=True)[1]
+def _stratify_by(labels: np.ndarray, count: int, fraction: float) -> np.ndarray | None:
+    """``labels`` where a stratified split can be drawn, else None (with a warning where a class has a single
+    sample: the whole split is then drawn without regard to the classes)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        _warn_single_sample_classes(classes[counts < 2].tolist())
+        return None
     test_count = int(np.ceil(fraction * count))
-    return counts.min() >= 2 and len(counts) <= min(test_count, count - test_count)
+    return labels if len(counts) <= min(test_count, count - test_count) else None
+
+
+SHOWN_CLASSES = 8  # classes a warning names before "and N more"
+
+
+def _warn_single_sample_classes(classes: list) -> None:
+    named = ", ".join(str(c) for c in classes[:SHOWN_CLASSES]) + (
+        f" and {len(classes) - SHOWN_CLASSES} more" if len(classes) > SHOWN_CLASSES else "")
+    which = f"class {named} has a single sample" if len(classes) == 1 else f"classes {named} have a single sample each"
+    warnings.warn(f"{which} (classes numbered from 0), so the test split is not stratified by class and such a class "
+                  "lands in only one of train and test (give every class at least two samples, or remove the single "
+                  "ones)", stacklevel=4)
