@@ -165,17 +165,30 @@ def with_settings(text: str, settings: dict[str, Any]) -> str:
 
 
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_HINT = "use seconds, minutes or hours: 90s, 10m, 1h"
 
 
 def parse_duration(text: str | float) -> float:
-    """Seconds from ``90``, ``90s``, ``10m`` or ``1.5h``; an unusable duration is an OptionError."""
+    """Seconds from ``90``, ``90s``, ``10m`` or ``1.5h``, more than 0 and finite (a time budget); an
+    unreadable, zero, negative or infinite duration is an OptionError."""
+    seconds = _duration_seconds(text)
+    if seconds is None:
+        raise OptionError(f"cannot read the duration {text!r}", hint=DURATION_HINT)
+    if not seconds > 0:
+        raise OptionError(f"the budget must be a positive duration, got {text!r}", hint=DURATION_HINT)
+    if not math.isfinite(seconds):
+        raise OptionError(f"the budget must be a finite duration, got {text!r}", hint=DURATION_HINT)
+    return seconds
+
+
+def _duration_seconds(text: str | float) -> float | None:
+    """The seconds ``text`` says (maybe 0, negative or infinite); None where it is no number of seconds,
+    minutes or hours."""
     raw = str(text).strip().lower()
     unit = DURATION_UNITS.get(raw[-1:], None)
     number = raw[:-1] if unit is not None else raw
     try:
         seconds = float(number) * (unit or 1.0)
     except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise OptionError(f"cannot read the duration {text!r}", hint="use seconds, minutes or hours: 90s, 10m, 1h")
-    return seconds
+        return None
+    return None if math.isnan(seconds) else seconds

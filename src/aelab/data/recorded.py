@@ -70,8 +70,21 @@ def load_as_recorded(path: str | os.PathLike | None, record: dict[str, Any], mod
     data = load_source(source, options.over(recorded.applying_to(source)), scaler=recorded_scaler(record),
                        model_columns=recorded_columns(record))
     _refuse_another_split(data, record, recorded, options)
-    check_fits(model_shape, data.input_shape, data.name)
+    if path is None:
+        _refuse_the_default_for_other_data(model_shape, data, record)
+    check_fits(model_shape, data.input_shape, data.name, image_options_apply=source.reads_images)
     return data
+
+
+def _refuse_the_default_for_other_data(model_shape: tuple[int, ...], data: Dataset, record: dict[str, Any]) -> None:
+    """With no data given, the bundled MNIST is read; a model trained on other data of another shape is
+    refused naming the data it was trained on, which is what the user forgot to pass."""
+    trained_on = record.get("name")
+    if not trained_on or _fits(model_shape, data.input_shape):
+        return
+    raise DataError(f"no --data given: the model was trained on {trained_on!r} ({_describe_shape(tuple(model_shape))}), "
+                    f"not the bundled {data.name!r} ({_describe_shape(_model_view(data.input_shape))})",
+                    hint=f"pass the data {trained_on!r} with --data PATH")
 
 
 def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadOptions,
@@ -119,7 +132,8 @@ def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_sh
     reading = options.over(recorded_options(record).applying_to(source))
     images, labels, _, _, class_names = load_single(source, reading, crop_to=tuple(model_shape[-2:]))
     shape = (3, *images.shape[1:3]) if images.ndim == 4 else tuple(images.shape[1:])
-    check_fits(model_shape, shape, source.path.name if source.path else source.name)
+    check_fits(model_shape, shape, source.path.name if source.path else source.name,
+               image_options_apply=source.reads_images)
     return images, labels, class_names
 
 
@@ -138,14 +152,26 @@ def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, 
     return scaler.transform(table.rows), table.labels, table.class_names
 
 
-def check_fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...], name: str) -> None:
+def check_fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...], name: str, *,
+               image_options_apply: bool = True) -> None:
     """Refuse samples of ``input_shape`` (channels first, or (d,)) that a model of ``model_shape`` was
-    not trained on."""
-    mine = tuple(model_shape)
-    theirs = tuple(input_shape[1:]) if len(input_shape) == 3 and input_shape[0] == 1 else tuple(input_shape)
-    if mine != theirs:
-        raise DataError(f"{name!r} holds {_describe_shape(theirs)}, but the model was trained on "
-                        f"{_describe_shape(mine)}", hint=_fit_hint(mine, theirs))
+    not trained on. ``image_options_apply``: the samples are decoded image files, which --resize,
+    --grayscale and --rgb can fit to the model (the hint names them only then)."""
+    if _fits(model_shape, input_shape):
+        return
+    mine, theirs = tuple(model_shape), _model_view(input_shape)
+    raise DataError(f"{name!r} holds {_describe_shape(theirs)}, but the model was trained on "
+                    f"{_describe_shape(mine)}", hint=_fit_hint(mine, theirs, image_options_apply))
+
+
+def _fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> bool:
+    return tuple(model_shape) == _model_view(input_shape)
+
+
+def _model_view(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``input_shape`` as a model's input shape says it: grey images as (h, w), without their channel."""
+    shape = tuple(input_shape)
+    return shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
 
 
 def _describe_shape(shape: tuple[int, ...]) -> str:
@@ -156,7 +182,7 @@ def _describe_shape(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[2]} colour images ({shape[0]} channels)"
 
 
-def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
+def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...], image_options_apply: bool) -> str:
     if len(mine) == 1 or len(theirs) == 1:
         return "pass data of the kind the model was trained on"
     steps = []
@@ -164,4 +190,7 @@ def _fit_hint(mine: tuple[int, ...], theirs: tuple[int, ...]) -> str:
         steps.append(f"--resize {mine[-2]}x{mine[-1]}")
     if len(mine) != len(theirs):
         steps.append("--grayscale" if len(mine) == 2 else "--rgb")
+    if not image_options_apply:
+        return (f"{' and '.join(steps)} appl{'ies' if len(steps) == 1 else 'y'} to image files only: convert "
+                f"these to {_describe_shape(mine)} yourself, or pass data of that shape")
     return "read it with " + " ".join(steps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -77,6 +78,8 @@ def _pick_columns(columns: list[str], named: bool, label_column: str | int | Non
                   optional_label: bool, path: Path) -> tuple[list[int], int | None]:
     """The file's feature columns, in the order the model reads them, and its label column (None: none).
     ``named``: the file's header names its columns (else they are its positions)."""
+    if named:
+        _refuse_repeated_names(columns, path)
     if model is not None and model.names is not None and named:
         features = _model_columns_by_name(columns, model.names, path)
         return features, _label_beside(label_column, columns, features, optional_label, path)
@@ -89,11 +92,16 @@ def _model_columns_by_name(columns: list[str], names: tuple[str, ...], path: Pat
         raise DataError(f"lacks the model's column{'s' if len(missing) > 1 else ''} {_listed(missing, 5)}; "
                         f"its columns are {_listed(columns, 8)}", path=path,
                         hint="name the columns as in the table the model was trained on; their order does not matter")
-    repeated = next((name for name in names if columns.count(name) > 1), None)
+    return [columns.index(name) for name in names]
+
+
+def _refuse_repeated_names(columns: list[str], path: Path) -> None:
+    """A header that names a column twice (an empty name aside: empty cells are refused as such) is refused:
+    a column taken by name (--label-column, a model's columns) would be one of the copies, unsaid."""
+    repeated = next((name for name in columns if name and columns.count(name) > 1), None)
     if repeated is not None:
         raise DataError(f"names the column {repeated!r} {columns.count(repeated)} times", path=path,
-                        hint="rename or drop the copies: the model reads one column of each name")
-    return [columns.index(name) for name in names]
+                        hint="rename the copies so that every column has its own name, or drop them")
 
 
 def _label_beside(label_column: str | int | None, columns: list[str], features: list[int], optional_label: bool,
@@ -278,6 +286,7 @@ def _read_text_table(path: Path, label_column: str | int | None, model: ModelCol
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise DataError("is empty", path=path, hint="a table needs at least one row of numbers")
+    _refuse_decimal_commas(lines[:20], delimiter, path)
     delimiter = delimiter or _sniff_delimiter(lines[:20])
     rows = list(csv.reader(lines, delimiter=delimiter))
     header = rows[0] if _looks_like_header(rows) else None
@@ -309,6 +318,40 @@ def _sniff_delimiter(lines: list[str]) -> str:
         return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t| ").delimiter
     except csv.Error:
         return ","
+
+
+# a number written with a decimal comma, as in many European locales: 0,5 or -1.234,5 or 2,5e-3
+_DECIMAL_COMMA = re.compile(r"[-+]?\d[\d.]*,\d+(?:[eE][-+]?\d+)?")
+# the separators a file with decimal commas may use (a comma cannot be one), as messages name them
+_DECIMAL_COMMA_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}
+
+
+def _refuse_decimal_commas(lines: list[str], delimiter: str | None, path: Path) -> None:
+    """Refuse a table of numbers with decimal commas (``0,5;1,25``), naming it as what it looks like, rather
+    than reading its header as data or its numbers as text. It is not converted: a comma is ambiguous
+    (``1,234`` is 1.234 or 1234), and numbers taken wrongly would train a model without a word."""
+    for separator in [delimiter] if delimiter else _DECIMAL_COMMA_SEPARATORS:
+        example = _decimal_comma_cell(lines, separator)
+        if example is not None:
+            name = _DECIMAL_COMMA_SEPARATORS.get(separator, repr(separator))
+            raise DataError(f"looks like a {name}-separated table with decimal commas (such as {example!r}), "
+                            "which aelab does not read", path=path,
+                            hint=f"convert the decimal commas to points: save it from the spreadsheet with '.' as the "
+                                 f"decimal separator, or run sed 's/,/./g' {path.name} > fixed{path.suffix} (where no "
+                                 "text cell holds a comma)")
+
+
+def _decimal_comma_cell(lines: list[str], separator: str) -> str | None:
+    """A cell with a decimal comma, where every line splits into the same number (two or more) of fields on
+    ``separator`` and some line has two such cells (one could be a text label, such as '1,2'); else None."""
+    rows = list(csv.reader(lines, delimiter=separator))
+    if len(rows[0]) < 2 or any(len(row) != len(rows[0]) for row in rows):
+        return None
+    for row in rows:
+        cells = [cell.strip() for cell in row if _DECIMAL_COMMA.fullmatch(cell.strip())]
+        if len(cells) >= 2:
+            return cells[0]
+    return None
 
 
 def _is_number(cell: str) -> bool:
