@@ -106,3 +106,12 @@ def test_json_output_is_strict_json_where_a_figure_is_undefined(tmp_path, capsys
     printed = capsys.readouterr().out
     scores = json.loads(printed, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert scores["test_r2"] is None and scores["test_mse"] >= 0
+
+
+def test_an_unknown_split_is_refused_not_read_as_the_training_split():
+    from aelab.data import Dataset, Split
+    rows = np.zeros((4, 3), np.float32)
+    data = Dataset("t", Split(rows), Split(rows[:2]), sha256="e" * 64)
+    assert data.part("train").n == 4 and data.part("test").n == 2
+    with pytest.raises(OptionError, match="unknown split 'validation'"):
+        data.part("validation")

@@ -121,3 +121,43 @@ print("same")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2"})
     assert result.stdout.strip() == "same", result.stderr[-2000:]
+
+
+def test_a_refit_that_fails_leaves_the_transformer_unfitted_not_half_old():
+    from sklearn.exceptions import NotFittedError
+    from aelab.errors import OptionError
+    x1, x2 = table(seed=0)[0], table(seed=1)[0] * 100 + 7
+    est = tiny().fit(x1)
+    est.set_params(code_size=0)
+    with pytest.raises(OptionError):
+        est.fit(x2)
+    with pytest.raises(NotFittedError):  # not the old model beside x2's scaling
+        est.transform(x1)
+
+
+@pytest.mark.parametrize("method", ["transform", "score_samples", "inverse_transform"])
+def test_using_it_before_fit_raises_not_fitted(method):
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        getattr(tiny(), method)(table()[0])
+
+
+def test_numpy_integers_are_taken_as_integers_and_a_bare_width_is_refused_in_one_line():
+    from aelab.errors import OptionError
+    x, y = table()
+    codes = tiny(code_size=np.int64(2), hidden=[np.int64(8)]).fit(x).transform(x)
+    assert codes.shape == (len(x), 2)
+    pipe = Pipeline([("ae", tiny()), ("clf", LogisticRegression())])
+    search = GridSearchCV(pipe, {"ae__code_size": np.arange(1, 3)}, cv=2, error_score="raise").fit(x, y)
+    assert search.best_params_["ae__code_size"] in (1, 2)  # np.arange hands the grid numpy integers
+    with pytest.raises(OptionError, match="sequence of positive integers"):
+        tiny(hidden=8).fit(x)
+
+
+def test_samples_that_do_not_fit_are_value_errors_as_scikit_learns_checks_are():
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    est = tiny().fit(images)
+    with pytest.raises(ValueError, match="do not fit"):
+        est.transform(images[:, :6, :6])
+    with pytest.raises(DataError):
+        est.inverse_transform(np.zeros((3, est.model_config_.code_size + 1)))

@@ -41,8 +41,8 @@ from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, model_config
 from .device import resolve_device
-from .training import RECIPES, TrainConfig, TrainResult, train
-from .training import auto
+from .training import RECIPES, TrainConfig, TrainResult, auto, train
+from .training.config import plain_settings
 from .training.distributed import finish_together, process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
@@ -91,7 +91,7 @@ NAMED_MODEL_DEFAULTS = {"code_size": 32, "recipe": "tutorial", "sweeps": 5.0, "v
 def check_train_settings(**settings) -> None:
     """Refuse unusable training settings (:class:`TrainConfig`'s fields; None: not given) before any data
     loads: an unknown model name fails now, not after reading a large folder."""
-    given = {k: v for k, v in settings.items() if v is not None}
+    given = plain_settings({k: v for k, v in settings.items() if v is not None})
     _train_config({**NAMED_MODEL_DEFAULTS, "model": "residual", **given}).validate()
 
 
@@ -105,7 +105,7 @@ def train_settings(data: Dataset, **settings) -> auto.Choice:
     they always have (code size 32, the tutorial's recipe, 5 sweeps, no validation split, no budget,
     no shifts) and the reason is empty.
     """
-    given = {k: v for k, v in settings.items() if v is not None}
+    given = plain_settings({k: v for k, v in settings.items() if v is not None})
     if given.get("model") is None:
         base = _train_config({k: v for k, v in given.items() if k not in CHOSEN_FIELDS})
         choice = auto.choose(data, base, code_size=given.get("code_size"), sweeps=given.get("sweeps"),
@@ -410,7 +410,7 @@ def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", k
     With ``pca``, ``scores["pca"]`` holds the same scores of a PCA with the model's code size fitted on the
     training split (:mod:`aelab.evaluation.baseline`): ``mse``, ``psnr_db`` for images, ``knn_acc`` with ``knn``.
     """
-    part = data.test if split == "test" else data.train
+    part = data.part(split)
     scores = evaluate(checkpoint.model, part.images)
     if knn:
         if data.train.labels is None or part.labels is None:

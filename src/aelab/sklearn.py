@@ -47,6 +47,13 @@ from .training.config import get_recipe
 __all__ = ["AutoencoderTransformer"]
 
 NAMED_MODEL_DEFAULTS = {"code_size": 32, "recipe": "adam", "sweeps": 20.0}  # with a model named
+FITTED_ATTRIBUTES = ("model_", "model_config_", "scaler_", "train_loss_", "chosen_", "input_kind_", "sample_shape_",
+                     "n_features_in_")
+
+
+class SampleError(DataError, ValueError):
+    """Samples that do not fit the transformer: a DataError, and a ValueError, as scikit-learn's own
+    input checks raise (so ``except ValueError`` catches both)."""
 
 
 class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -88,7 +95,9 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # --- fitting -----------------------------------------------------------------------------
 
     def fit(self, X, y=None) -> "AutoencoderTransformer":
-        """Train on the rows (or images) of ``X``; ``y`` is ignored."""
+        """Train on the rows (or images) of ``X``; ``y`` is ignored. A refit that fails (refused settings,
+        unusable rows) leaves the transformer unfitted, never its old model beside the new rows' scaling."""
+        self._forget_fit()
         rows = self._input(X, reset=True)
         if self.input_kind_ == "table":
             self.scaler_ = Scaler(self.scale).fit(rows)
@@ -101,7 +110,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         data = Dataset(name="sklearn", train=Split(rows), test=Split(rows[: min(n, 256)]), sha256=digest)
         named = {} if self.model is None else NAMED_MODEL_DEFAULTS
         settings = {"code_size": self.code_size, "recipe": self.recipe, "sweeps": self.sweeps}
-        choice = train_settings(data, model=self.model, hidden=None if self.hidden is None else tuple(self.hidden),
+        choice = train_settings(data, model=self.model, hidden=self.hidden,
                                 minibatch_size=self.minibatch_size, seed=seed, device=self.device, loss=self.loss,
                                 **{k: v if v is not None else named.get(k) for k, v in settings.items()})
         config = choice.config
@@ -115,6 +124,10 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.train_loss_ = float(result.train_loss)
         return self
 
+    def _forget_fit(self) -> None:
+        for name in FITTED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+
     def _input(self, X, reset: bool) -> np.ndarray:
         """``X`` validated: uint8 images (n, h, w) / (n, h, w, 3) as they are, anything else as
         float32 rows (n, d) via scikit-learn's checks (which refuse NaN, sparse, empty input)."""
@@ -123,13 +136,13 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 self.input_kind_, self.sample_shape_ = "images", tuple(int(s) for s in X.shape[1:])
                 self.n_features_in_ = int(np.prod(X.shape[1:]))
             elif getattr(self, "input_kind_", None) != "images" or tuple(X.shape[1:]) != self.sample_shape_:
-                raise DataError(f"images of shape {tuple(X.shape[1:])} do not fit this transformer, fitted on "
+                raise SampleError(f"images of shape {tuple(X.shape[1:])} do not fit this transformer, fitted on "
                                 f"{self._fitted_on()}")
             if not len(X):
-                raise DataError("no images: X is empty")
+                raise SampleError("no images: X is empty")
             return X
         if not reset and getattr(self, "input_kind_", None) == "images":
-            raise DataError(f"X of shape {np.shape(X)} does not fit this transformer, fitted on {self._fitted_on()}",
+            raise SampleError(f"X of shape {np.shape(X)} does not fit this transformer, fitted on {self._fitted_on()}",
                             hint="pass uint8 images of that shape")
         rows = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
         if reset:
@@ -149,7 +162,8 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def transform(self, X) -> np.ndarray:
         """The codes of ``X``: float32 (n, code_size)."""
-        return inference.encode(self.model_, self._model_input(X))
+        rows = self._model_input(X)  # first: it checks that the transformer is fitted
+        return inference.encode(self.model_, rows)
 
     def inverse_transform(self, X) -> np.ndarray:
         """Rows decoded from codes ``X`` (n, code_size): a table's rows in its own units (the scaling
@@ -157,7 +171,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         check_is_fitted(self, "model_")
         codes = check_array(X, dtype=[np.float32, np.float64])
         if codes.shape[1] != self.model_config_.code_size:
-            raise DataError(f"codes of {codes.shape[1]} columns do not fit this transformer's code size "
+            raise SampleError(f"codes of {codes.shape[1]} columns do not fit this transformer's code size "
                             f"{self.model_config_.code_size}")
         decoded = inference.decode(self.model_, codes.astype(np.float32, copy=False))
         if self.scaler_ is not None:
@@ -166,7 +180,8 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def score_samples(self, X) -> np.ndarray:
         """Minus each sample's mean squared reconstruction error (model units): higher = more normal."""
-        return -sample_errors(self.model_, self._model_input(X))
+        rows = self._model_input(X)
+        return -sample_errors(self.model_, rows)
 
     @property
     def _n_features_out(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, OptionError
 
 # --- the data classes ----------------------------------------------------------
 
@@ -117,6 +117,12 @@ class Dataset:
     def input_dim(self) -> int:
         """The number of inputs per sample: ``c * h * w`` pixels, or ``d`` columns."""
         return int(np.prod(self.train.images.shape[1:]))
+
+    def part(self, split: str) -> Split:
+        """The split named ``split``: ``"train"`` or ``"test"``."""
+        if split not in ("train", "test"):
+            raise OptionError(f"unknown split {split!r}", hint="choose 'train' or 'test'")
+        return self.train if split == "train" else self.test
 
     @property
     def scaler(self) -> Any:

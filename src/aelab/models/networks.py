@@ -229,7 +229,10 @@ MAX_SIZE = 2**31 - 1  # any size (code, width, channels, image side) above this 
 
 
 def _positive_ints(values: tuple, what: str) -> tuple[int, ...]:
-    values = tuple(values)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise OptionError(f"{what} must be a sequence of positive integers, got {values!r}",
+                          hint="e.g. (128, 64); one layer is (128,)")
+    values = tuple(int(v) if isinstance(v, np.integer) else v for v in values)
     if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIZE for v in values):
         raise OptionError(f"{what} must be positive integers up to {MAX_SIZE}, got {values!r}")
     return values

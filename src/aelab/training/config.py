@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from ..data.augment import check_shift
@@ -58,6 +59,20 @@ def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise OptionError(f"unknown recipe {name!r}", hint=f"choose one of: {', '.join(RECIPES)}")
     return RECIPES[name]
+
+
+def plain_settings(settings: dict) -> dict:
+    """``settings`` with numpy numbers as Python's (``np.int64(32)`` as 32; a grid search over
+    ``np.arange`` hands those), and their lists as tuples, so the checks take them."""
+    return {key: _plain(value) for key, value in settings.items()}
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_plain(v) for v in value)
+    return value
 
 
 @dataclass
