@@ -21,14 +21,15 @@ from .data.recorded import data_record
 from .data.augment import check_shift_fits
 from .data.scaling import SCALE_METHODS
 from .data import images as image_files
-from .data.codes import read_codes, write_codes
+from .data.codes import check_limit, given_codes, read_codes, write_codes
 from .errors import CheckpointError, DataError, OptionError
 from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.baseline import pca_scores
-from .evaluation.anomaly import flags_for, sample_errors, score_table, threshold_for, threshold_for_fpr, write_scores
+from .evaluation.anomaly import check_threshold, flags_for, sample_errors, score_table, threshold_for, threshold_for_fpr
+from .evaluation.anomaly import write_scores
 from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
@@ -333,7 +334,7 @@ def input_samples(source: str | Path | None = None, data: str | Path | None = No
     else:
         dataset = load_data(data, checkpoint, **options)
         images, labels, class_names = dataset.test.images, dataset.test.labels, dataset.class_names
-    if limit:
+    if check_limit(limit) is not None:
         images, labels = images[:limit], None if labels is None else labels[:limit]
     return images, labels, class_names
 
@@ -359,12 +360,9 @@ def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray
 
 def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output: str | Path | None = None,
                  limit: int | None = None) -> np.ndarray:
-    """Images decoded from ``codes`` (an array or a codes file); PNGs and grid.png in ``output`` when given."""
-    if not isinstance(codes, np.ndarray):
-        codes = read_codes(codes)
-    if limit:
-        codes = codes[:limit]
-    images = inference.decode(checkpoint.model, codes)
+    """Images decoded from the first ``limit`` (None: all) ``codes`` (an array or a codes file's path); PNGs
+    and grid.png in ``output`` when given."""
+    images = inference.decode(checkpoint.model, given_codes(codes, limit))
     if not checkpoint.model_config.is_image:
         return table_output(checkpoint, images, output)
     if output is not None:
@@ -378,12 +376,11 @@ def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.nd
     decoded = inference.reconstruct(checkpoint.model, images)
     if not checkpoint.model_config.is_image:
         return table_output(checkpoint, decoded, output)
-    if output is not None:
+    if output is not None and len(decoded):  # no images: nothing to write, as without an output
         image_files.save_pngs(output, decoded, prefix=PNG_PREFIX)
         n = min(len(images), 20)
-        if n:
-            plots.save_reconstruction_grid(Path(output) / GRID_NAME, images[:n], decoded[:n],
-                                           labels=None if labels is None else labels[:n])
+        plots.save_reconstruction_grid(Path(output) / GRID_NAME, images[:n], decoded[:n],
+                                       labels=None if labels is None else labels[:n])
     return decoded
 
 
@@ -582,13 +579,12 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
         raise OptionError("give one of a contamination, a threshold or a false-positive rate")
     if fpr is not None:
         threshold = threshold_for_fpr(_normal_scores(checkpoint), fpr)
-    if threshold is not None and not np.isfinite(threshold):
-        raise OptionError(f"the threshold must be a finite number, got {threshold!r}")
+    check_threshold(threshold)
     if output is not None and Path(output).suffix not in (".csv", ".npy"):
         raise OptionError(f"cannot tell the format of {output}", hint="name the output FILE.csv or FILE.npy")
-    if not len(images):
+    scores = sample_errors(checkpoint.model, images)  # first: it checks the samples' type and shape
+    if not len(scores):
         raise DataError("no samples to score")
-    scores = sample_errors(checkpoint.model, images)
     cut = threshold_for(scores, contamination) if contamination is not None else threshold
     flags = None if cut is None else flags_for(scores, cut)
     table = score_table(scores, labels, flags)

@@ -39,6 +39,7 @@ from .data.scaling import Scaler
 from .errors import DataError
 from .evaluation.anomaly import sample_errors
 from .models import inference
+from .models.inference import check_float32_range
 from .models.checkpoint import save_checkpoint, weights_bytes
 from .models.networks import ModelConfig, build_model
 from .training import train
@@ -129,25 +130,37 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             self.__dict__.pop(name, None)
 
     def _input(self, X, reset: bool) -> np.ndarray:
-        """``X`` validated: uint8 images (n, h, w) / (n, h, w, 3) as they are, anything else as
-        float32 rows (n, d) via scikit-learn's checks (which refuse NaN, sparse, empty input)."""
-        if isinstance(X, np.ndarray) and X.dtype == np.uint8 and (X.ndim == 3 or (X.ndim == 4 and X.shape[3] == 3)):
-            if reset:
-                self.input_kind_, self.sample_shape_ = "images", tuple(int(s) for s in X.shape[1:])
-                self.n_features_in_ = int(np.prod(X.shape[1:]))
-            elif getattr(self, "input_kind_", None) != "images" or tuple(X.shape[1:]) != self.sample_shape_:
-                raise SampleError(f"images of shape {tuple(X.shape[1:])} do not fit this transformer, fitted on "
-                                f"{self._fitted_on()}")
-            if not len(X):
-                raise SampleError("no images: X is empty")
-            return X
+        """``X`` validated: uint8 images (n, h, w) / (n, h, w, 3) as they are, anything else of 3 or 4
+        dimensions refused as images of the wrong kind, and the rest as float32 rows (n, d) via
+        scikit-learn's checks (which refuse NaN, sparse, empty input)."""
+        images = _image_array(X)
+        if images is not None:
+            return self._images(images, reset)
         if not reset and getattr(self, "input_kind_", None) == "images":
-            raise SampleError(f"X of shape {np.shape(X)} does not fit this transformer, fitted on {self._fitted_on()}",
-                            hint="pass uint8 images of that shape")
+            raise SampleError(f"X of shape {_shape_of(X)} does not fit this transformer, fitted on {self._fitted_on()}",
+                              hint=self._images_hint(X))
         rows = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+        check_float32_range(rows, "X", SampleError)
         if reset:
             self.input_kind_, self.sample_shape_ = "table", (int(rows.shape[1]),)
         return rows.astype(np.float32, copy=False)
+
+    def _images(self, X: np.ndarray, reset: bool) -> np.ndarray:
+        """uint8 images (n, h, w) / (n, h, w, 3), checked against what fit saw."""
+        if reset:
+            self.input_kind_, self.sample_shape_ = "images", tuple(int(s) for s in X.shape[1:])
+            self.n_features_in_ = int(np.prod(X.shape[1:]))
+        elif getattr(self, "input_kind_", None) != "images" or tuple(X.shape[1:]) != self.sample_shape_:
+            raise SampleError(f"images of shape {tuple(X.shape[1:])} do not fit this transformer, fitted on "
+                              f"{self._fitted_on()}")
+        if not len(X):
+            raise SampleError("no images: X is empty")
+        return X
+
+    def _images_hint(self, X) -> str:
+        if _shape_of(X) == getattr(self, "sample_shape_", None):
+            return "a single image: pass X[None], a batch of one"
+        return "pass uint8 images of that shape"
 
     def _fitted_on(self) -> str:
         kind = getattr(self, "input_kind_", "table")
@@ -173,6 +186,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         if codes.shape[1] != self.model_config_.code_size:
             raise SampleError(f"codes of {codes.shape[1]} columns do not fit this transformer's code size "
                             f"{self.model_config_.code_size}")
+        check_float32_range(codes, "the codes", SampleError)
         decoded = inference.decode(self.model_, codes.astype(np.float32, copy=False))
         if self.scaler_ is not None:
             return self.scaler_.inverse_transform(decoded)
@@ -206,7 +220,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """A fitted transformer from a checkpoint folder (any aelab checkpoint, or the name of a
         shipped model): the parameters it was saved with, the model, its scaler."""
         ckpt = load_model(folder, device)
-        params = ckpt.info.get("training", {}).get("sklearn") or {}
+        params = ckpt.info.get("training", {}).get("sklearn") or _checkpoint_params(ckpt.model_config, ckpt.info)
         known = cls().get_params()
         est = cls(**{k: (tuple(v) if k == "hidden" and v is not None else v) for k, v in params.items() if k in known})
         scaler = ckpt.info.get("data", {}).get("scaler")
@@ -251,6 +265,63 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.non_deterministic = False
         return tags
+
+
+# the transformer's parameters that a training record keeps under the same names
+TRAINING_PARAMS = ("hidden", "recipe", "sweeps", "minibatch_size", "loss")
+
+
+def _checkpoint_params(config: ModelConfig, info: dict) -> dict:
+    """The transformer's parameters that describe a checkpoint it did not save (a shipped model, one
+    ``aelab train`` made): its model and code size, and what its training record and scaler say, so
+    that ``clone`` makes an estimator of the same kind."""
+    training, scaler = info.get("training") or {}, (info.get("data") or {}).get("scaler")
+    params = {k: training[k] for k in TRAINING_PARAMS if training.get(k) is not None}
+    if scaler:
+        params["scale"] = scaler["method"]
+    return {**params, "model": config.kind, "code_size": config.code_size}
+
+
+def _shape_of(X) -> tuple | str:
+    try:
+        return np.shape(X)
+    except ValueError:  # a ragged list
+        return "?"
+
+
+def _image_array(X) -> np.ndarray | None:
+    """``X`` as uint8 images (n, h, w) / (n, h, w, 3) when it has their 3 or 4 dimensions; None when it
+    has not (a table, for scikit-learn's checks). Images of another dtype or channel count are refused
+    with what to pass instead."""
+    try:
+        array = X if isinstance(X, np.ndarray) else np.asarray(X)
+    except (ValueError, TypeError):  # ragged lists and the like: scikit-learn's checks say what is wrong
+        return None
+    if array.ndim not in (3, 4):
+        return None
+    if array.ndim == 4 and array.shape[3] != 3:
+        channels = array.shape[3]
+        raise SampleError(f"images must be grey (n, h, w) or colour (n, h, w, 3), got {channels} "
+                          f"channel{'s' if channels != 1 else ''} (shape {array.shape})", hint=_channels_hint(channels))
+    if array.dtype != np.uint8:
+        raise SampleError(f"images must be uint8 pixels 0..255, grey (n, h, w) or colour (n, h, w, 3); got "
+                          f"{array.dtype} {type(X).__name__} of shape {array.shape}", hint=_pixels_hint(array))
+    return array
+
+
+def _channels_hint(channels: int) -> str:
+    if channels == 1:
+        return "grey images have no channel axis: pass X[..., 0]"
+    if channels == 4:
+        return "drop the alpha channel: pass X[..., :3]"
+    return "pass grey or RGB images, or flatten them to rows (n, h*w*c) to treat them as a table"
+
+
+def _pixels_hint(array: np.ndarray) -> str:
+    table = "or flatten them to rows (n, h*w) to treat them as a table"
+    if array.dtype.kind == "f" and array.size and np.nanmax(array) <= 1:
+        return f"float images in 0..1: pass uint8 pixels ((X * 255).round().astype(np.uint8)), {table}"
+    return f"pass uint8 pixels (X.astype(np.uint8) if they lie in 0..255), {table}"
 
 
 def _json_params(params: dict) -> dict:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import numbers
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +49,39 @@ def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] 
         label = [] if labels is None else [class_names[int(labels[i])] if class_names else int(labels[i])]
         writer.writerow(label + [f"{v:.6g}" for v in code])
     return text.getvalue()
+
+
+def given_codes(codes: Any, limit: int | None = None) -> Any:
+    """The first ``limit`` (None: all) of ``codes`` given to decode: a codes file's path (str or PathLike,
+    read with :func:`read_codes`), or an array-like (an array, a tensor, a list of rows) taken as it is,
+    for the decoder to check. Anything else is refused with what to pass."""
+    check_limit(limit)
+    if isinstance(codes, (str, os.PathLike)):
+        codes = read_codes(codes)
+    elif not hasattr(codes, "shape"):
+        codes = _codes_array(codes)
+    return codes if limit is None else codes[:limit]
+
+
+def _codes_array(codes: Any) -> np.ndarray:
+    try:
+        array = np.asarray(codes)
+    except (ValueError, TypeError) as e:  # ragged rows
+        raise DataError(f"codes must be rows of equal length: {e}", hint=CODES_HINT) from None
+    if array.ndim == 0:
+        raise OptionError(f"codes must be an array or a codes file's path, got {type(codes).__name__}",
+                          hint=CODES_HINT)
+    return array
+
+
+CODES_HINT = "pass an array (n, code size), as encode_images returns, or the path of a .npy or .csv codes file"
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` (how many samples to take; None: all) if it is a positive integer, as ``--limit`` must be."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise OptionError(f"limit must be a positive integer (or None for all), got {limit!r}")
+    return limit
 
 
 def read_codes(path: str | Path) -> np.ndarray:

@@ -100,6 +100,7 @@ def resolve(path: str | os.PathLike | None) -> Source:
     a path that is none of these."""
     if path is None:
         return Source("bundled", None)
+    _check_path(path)
     p = Path(path)
     if p.is_dir():
         return _resolve_folder(p)
@@ -111,6 +112,17 @@ def resolve(path: str | os.PathLike | None) -> Source:
     if text == BUNDLED_NAME:
         return Source("bundled", None)
     raise DataError("no such file or folder", path=p, hint=f"pass {ACCEPTED_SOURCES}")
+
+
+def _check_path(path: object) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise OptionError(f"data must be the path of a file or folder (or None for the bundled MNIST), got "
+                          f"{type(path).__name__}", hint=ARRAYS_HINT)
+
+
+ARRAYS_HINT = ("arrays need no loading: pass them to encode_images, reconstruct_images, anomaly_scores or "
+               "AutoencoderTransformer.fit, or make a data set of them with Dataset(name, Split(images, labels), "
+               "Split(test_images, test_labels), sha256)")
 
 
 def _resolve_folder(folder: Path) -> Source:

@@ -6,6 +6,7 @@ units (pixels / 255, or a table's scaled features), so scores of one model compa
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -62,6 +63,14 @@ def threshold_for_fpr(normal_scores: np.ndarray, fpr: float) -> float:
     return float(scores[len(scores) - 1 - allowed])
 
 
+def check_threshold(threshold: float | None) -> float | None:
+    """``threshold`` (None: none) if it is a finite real number."""
+    number = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+    if threshold is not None and not (number and math.isfinite(threshold)):
+        raise OptionError(f"the threshold must be a finite number, got {threshold!r}", hint="e.g. threshold=0.05")
+    return threshold
+
+
 def flags_for(scores: np.ndarray, threshold: float) -> np.ndarray:
     """1 where a score is above ``threshold`` (anomalous), else 0; int64 (n,)."""
     return (np.asarray(scores) > threshold).astype(np.int64)
@@ -76,10 +85,21 @@ def score_table(scores: np.ndarray, labels: np.ndarray | None = None, flags: np.
     table["index"] = np.arange(len(scores))
     table["score"] = scores
     if labels is not None:
-        table["label"] = labels
+        table["label"] = _sample_labels(labels, len(scores))
     if flags is not None:
         table["flag"] = flags
     return table
+
+
+def _sample_labels(labels, n: int) -> np.ndarray:
+    """``labels`` as integers (n,), one per sample scored, or an OptionError that says what they were."""
+    array = np.asarray(labels)
+    if array.shape != (n,):
+        raise OptionError(f"labels must have shape ({n},), one per sample, got {array.shape}",
+                          hint="pass the labels of the samples scored, or none")
+    if array.dtype.kind not in "biu" and not (array.dtype.kind == "f" and np.all(array == np.round(array))):
+        raise OptionError(f"labels must be integers, got dtype {array.dtype}", hint="number the classes 0, 1, ...")
+    return array
 
 
 def write_scores(path: str | os.PathLike, table: np.ndarray) -> Path:

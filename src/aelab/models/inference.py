@@ -72,7 +72,7 @@ def sample_shape(config) -> tuple[int, ...]:
 def to_model_rows(config, samples) -> torch.Tensor:
     """Samples in the caller's layout (see :func:`sample_shape`; a single one, or already flat rows in
     the model's channels-first order) as (n, input_dim) rows; a shape that does not fit names both."""
-    arr = samples if isinstance(samples, torch.Tensor) else tensor_view(np.asarray(samples))
+    arr = samples if isinstance(samples, torch.Tensor) else tensor_view(numeric_array(samples, "inputs"))
     one, dim = sample_shape(config), config.input_dim
     if tuple(arr.shape[1:]) == one:
         rows = arr
@@ -82,10 +82,58 @@ def to_model_rows(config, samples) -> torch.Tensor:
         return arr
     else:
         raise DataError(f"inputs of shape {tuple(arr.shape)} do not fit this model, which was trained on "
-                        f"{_describe(config)}", hint=f"pass (n, {', '.join(map(str, one))}) or (n, {dim}) values")
+                        f"{_describe(config)}", hint=f"pass {_fitting_shapes(one, dim)} values")
     if len(one) == 3:  # channels last as stored -> channels first, as the model's rows
         rows = rows.permute(0, 3, 1, 2)
     return rows.reshape(rows.shape[0], dim)
+
+
+def _fitting_shapes(one: tuple[int, ...], dim: int) -> str:
+    """The shapes a model takes: samples as callers hold them, and flat rows where those differ."""
+    shapes = [f"(n, {', '.join(map(str, one))})"] + ([f"(n, {dim})"] if one != (dim,) else [])
+    return " or ".join(shapes)
+
+
+def numeric_array(values, what: str) -> np.ndarray:
+    """``values`` (an array, a list, ...) as a NumPy array of numbers; sparse matrices and arrays of
+    strings or objects are refused with a DataError that names what they were and what is accepted."""
+    if _is_sparse(values):
+        raise DataError(f"{what} must be a dense numeric array, got a {type(values).__name__} (scipy.sparse)",
+                        hint="convert it with .toarray()")
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as e:  # ragged lists, objects numpy cannot hold as an array
+        raise DataError(f"{what} must be a numeric array: {e}", hint=ACCEPTED_ARRAYS) from None
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise DataError(f"{what} must be a numeric array, got dtype {array.dtype} ({type(values).__name__})",
+                        hint=ACCEPTED_ARRAYS)
+    return array
+
+
+NUMERIC_KINDS = "biufc"  # bool, integers, floats, complex: numbers (bool and complex are refused later, by name)
+ACCEPTED_ARRAYS = "pass uint8 images (or pixel values 0..255) or a float array of rows (n, d)"
+
+
+def _is_sparse(values) -> bool:
+    return type(values).__module__.startswith("scipy.sparse")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(values, what: str, error: type[DataError] = DataError) -> None:
+    """Refuse finite values too large for float32, which models compute in (raising ``error``): cast,
+    they would become infinite, and then NaN codes or a diverged training, far from their cause."""
+    if values.dtype not in (np.float64, torch.float64) or not _count(values):
+        return
+    largest = float(abs(values).max())
+    if FLOAT32_MAX < largest < float("inf"):
+        raise error(f"values as large as {largest:.3g} in {what} are beyond float32's range (at most "
+                    f"{FLOAT32_MAX:.3g}), which models compute in", hint="rescale them, e.g. divide by a power of ten")
+
+
+def _count(values) -> int:
+    return values.numel() if isinstance(values, torch.Tensor) else values.size
 
 
 def tensor_view(array: np.ndarray) -> torch.Tensor:
@@ -126,6 +174,7 @@ def as_pixel_rows(model: torch.nn.Module, images) -> torch.Tensor:
         raise DataError(f"inputs must be real numbers, got dtype {rows.dtype}")
     if rows.is_floating_point() and not torch.isfinite(rows).all():
         raise DataError("inputs contain NaN or infinite values", hint="clean the data first")
+    check_float32_range(rows, "inputs")
     if config.is_image:
         _check_pixel_range(rows, config.input_max)
     return rows
@@ -137,10 +186,19 @@ def _check_pixel_range(rows: torch.Tensor, top: float) -> None:
     low, high = float(rows.min()), float(rows.max())
     if low < 0 or high > top:
         raise DataError(f"pixel values must lie in 0..{top:g}, found {low:g}..{high:g}",
-                        hint="pass raw pixel values, not values already scaled to 0..1" if high <= 1 else None)
+                        hint=_pixel_range_hint(low, high))
     if rows.is_floating_point() and 0 < high <= 1 < top:
         raise DataError(f"pixel values lie in {low:g}..{high:g}: they look scaled to 0..1 already, but models "
                         f"take raw pixels 0..{top:g}", hint="pass the raw 8-bit values (multiply by 255)")
+
+
+def _pixel_range_hint(low: float, high: float) -> str | None:
+    """What values outside the pixel range suggest: scaled to 0..1 or -1..1, or not pixels at all."""
+    if -1 <= low and high <= 1:
+        return "pass raw pixel values, not values already scaled to 0..1 or -1..1"
+    if low < 0:
+        return "pass raw 8-bit pixel values; pixels are never negative, so undo any standardising first"
+    return None
 
 
 def default_batch_size(model: torch.nn.Module) -> int:
@@ -193,7 +251,8 @@ def decode_to_pixels(model: torch.nn.Module, codes, batch_size: int | None = Non
 
 def _decoded_batches(model: torch.nn.Module, codes, batch_size: int | None, precision: str) -> Iterator[torch.Tensor]:
     """Validated ``codes``, decoded batch by batch: float32 (b, h*w) on the CPU."""
-    z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes, dtype=np.float32))
+    z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(numeric_array(codes, "codes"))
+    check_float32_range(z, "codes")
     size = model.config.code_size
     if z.ndim == 1 and z.shape[0] == size:
         z = z.reshape(1, size)

@@ -1,0 +1,158 @@
+"""Inputs of the wrong kind given to the API and the scikit-learn transformer: each is refused with an
+aelab error that names what was wrong and what to pass, never a torch, numpy or pathlib traceback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+
+import aelab
+from aelab.cli import main
+from aelab.errors import DataError, OptionError
+from aelab.models import inference
+from aelab.sklearn import AutoencoderTransformer, SampleError
+
+
+def tiny(**params) -> AutoencoderTransformer:
+    return AutoencoderTransformer(**{"model": "simple", "code_size": 3, "sweeps": 2, "device": "cpu",
+                                     "random_state": 0, **params})
+
+
+@pytest.fixture(scope="module")
+def model():
+    return aelab.load_model("mnist-deep", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images(mnist):
+    return mnist.test.images[:8]
+
+
+@pytest.fixture(scope="module")
+def grey():
+    return np.random.default_rng(0).integers(0, 256, (12, 6, 6)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+
+
+CALLS = {
+    "encode_images": lambda m, x, tmp: aelab.encode_images(m, x),
+    "reconstruct_images": lambda m, x, tmp: aelab.reconstruct_images(m, x),
+    "anomaly_scores": lambda m, x, tmp: aelab.anomaly_scores(m, x),
+    "compress": lambda m, x, tmp: aelab.compress(x, m, tmp / "x.aez"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("kind, named", [("object", "dtype object"), ("str", "dtype <U"),
+                                         ("sparse", "csr_matrix .*toarray")])
+def test_non_numeric_and_sparse_inputs_are_refused_by_name(model, images, tmp_path, call, kind, named):
+    given = {"object": images.astype(object), "str": images.astype(str),
+             "sparse": sp.csr_matrix(images.reshape(len(images), -1))}[kind]
+    with pytest.raises(DataError, match=named):
+        CALLS[call](model, given, tmp_path)
+
+
+def test_decode_codes_takes_a_list_of_codes(model, images):
+    codes = aelab.encode_images(model, images)
+    np.testing.assert_array_equal(aelab.decode_codes(model, codes.tolist()), aelab.decode_codes(model, codes))
+
+
+def test_decode_codes_refuses_what_is_neither_codes_nor_a_path(model):
+    with pytest.raises(OptionError, match="codes must be an array or a codes file's path, got dict"):
+        aelab.decode_codes(model, {"codes": [0.0] * 32})
+    with pytest.raises(DataError, match="rows of equal length"):
+        aelab.decode_codes(model, [[0.0] * 32, [0.0]])
+
+
+def test_load_data_given_an_array_says_it_takes_a_path(images):
+    with pytest.raises(OptionError, match="must be the path of a file or folder.*got ndarray.*encode_images"):
+        aelab.load_data(images)
+
+
+def test_anomaly_scores_refuses_labels_of_another_length_and_a_threshold_that_is_no_number(model, images):
+    with pytest.raises(OptionError, match=r"labels must have shape \(8,\), one per sample, got \(3,\)"):
+        aelab.anomaly_scores(model, images, labels=np.arange(3))
+    with pytest.raises(OptionError, match="the threshold must be a finite number, got '0.1'"):
+        aelab.anomaly_scores(model, images, threshold="0.1")
+    scored = aelab.anomaly_scores(model, images, labels=[0, 1] * 4, threshold=np.float32(0.5))
+    assert scored["table"]["label"].tolist() == [0, 1] * 4 and scored["flagged"] == 0
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5])
+def test_decode_codes_refuses_limits_below_one(model, images, limit):
+    codes = aelab.encode_images(model, images)
+    with pytest.raises(OptionError, match="limit must be a positive integer"):
+        aelab.decode_codes(model, codes, limit=limit)
+    assert aelab.decode_codes(model, codes, limit=np.int64(3)).shape == (3, 28, 28)
+
+
+def test_float_and_one_channel_images_say_what_the_transformer_takes(grey):
+    with pytest.raises(SampleError, match=r"uint8 pixels 0..255.*float32.*\(12, 6, 6\).*\* 255.*rows \(n, h\*w\)"):
+        tiny().fit(grey / np.float32(255))
+    with pytest.raises(SampleError, match=r"got 1 channel .*X\[\.\.\., 0\]"):
+        tiny().fit(grey[..., None])
+    fitted = tiny().fit(grey)
+    with pytest.raises(SampleError, match="uint8 pixels 0..255.*got float32"):
+        fitted.transform(grey.astype(np.float32))
+    with pytest.raises(SampleError, match="uint8 pixels 0..255.*got int64 list"):
+        fitted.transform(grey.tolist())
+    with pytest.raises(SampleError, match=r"a single image: pass X\[None\]"):
+        fitted.transform(grey[0])
+    assert fitted.transform(grey).shape == (12, 3)
+
+
+def test_values_beyond_float32_range_are_named_as_such(model, images, rows):
+    with pytest.raises(SampleError, match="beyond float32's range"):
+        tiny().fit(rows.astype(np.float64) * 1e300)
+    fitted = tiny().fit(rows)
+    with pytest.raises(SampleError, match="beyond float32's range"):
+        fitted.transform(rows.astype(np.float64) * 1e39)
+    with pytest.raises(SampleError, match="beyond float32's range"):
+        fitted.inverse_transform(fitted.transform(rows).astype(np.float64) * 1e300)
+    codes = aelab.encode_images(model, images)
+    with pytest.raises(DataError, match=r"1.*e\+30\d in codes are beyond float32's range"):
+        aelab.decode_codes(model, codes.astype(np.float64) * 1e300)
+
+
+def test_a_loaded_shipped_model_gives_parameters_that_clone_the_same_kind():
+    loaded = AutoencoderTransformer.load("mnist-deep")
+    params = clone(loaded).get_params()
+    assert params["model"] == "deep" and params["code_size"] == 32
+    assert params["recipe"] == "adam-long" and params["sweeps"] == 30.0
+
+
+def test_a_loaded_cli_trained_table_model_gives_its_training_parameters(tmp_path, rows):
+    np.savetxt(tmp_path / "t.csv", rows * 10 + 3, delimiter=",", header="a,b,c,d,e", comments="")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--model", "simple", "--code-size", "2",
+                 "--sweeps", "1", "--minibatch-size", "8", "--scale", "minmax", "--device", "cpu",
+                 "--out", str(tmp_path / "ck")]) == 0
+    params = AutoencoderTransformer.load(tmp_path / "ck").get_params()
+    assert (params["model"], params["code_size"], params["sweeps"], params["scale"]) == ("simple", 2, 1.0, "minmax")
+    assert params["minibatch_size"] == 8 and params["recipe"] == "tutorial"
+    assert clone(AutoencoderTransformer.load(tmp_path / "ck")).fit(rows).transform(rows).shape == (40, 2)
+
+
+def test_negative_pixels_are_not_called_scaled(model, images):
+    with pytest.raises(DataError, match="found -300..-45") as refused:
+        aelab.encode_images(model, images.astype(np.int64) - 300)
+    assert "scaled" not in str(refused.value) and "never negative" in str(refused.value)
+    with pytest.raises(DataError, match="already scaled to 0..1 or -1..1"):
+        aelab.encode_images(model, images / 127.5 - 1)
+
+
+def test_a_table_model_names_the_shape_it_takes_once(rows):
+    fitted = tiny().fit(rows)
+    with pytest.raises(DataError) as refused:
+        inference.encode(fitted.model_, rows[:, :3])
+    assert refused.value.hint == "pass (n, 5) values"
+
+
+def test_reconstruct_images_of_no_images_works_with_and_without_output(model, tmp_path):
+    empty = np.zeros((0, 28, 28), np.uint8)
+    assert aelab.reconstruct_images(model, empty).shape == (0, 28, 28)
+    assert aelab.reconstruct_images(model, empty, output=tmp_path / "out").shape == (0, 28, 28)
