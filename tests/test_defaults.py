@@ -174,10 +174,25 @@ def gain_of(rows: int, standard_errors: float) -> tuple[list[float], torch.Tenso
 
 @pytest.mark.parametrize("rows, standard_errors, accepted",
                          [(5, 30.0, False), (9, 30.0, False), (10, 2.2, False), (20, 2.2, True), (200, 2.5, True)])
-def test_a_gain_counts_only_when_it_clears_the_margin_on_enough_rows(rows, standard_errors, accepted):
-    early = EarlyStopping(torch.zeros(rows, 2), total_steps=100, record={})
+def test_a_gain_over_a_pca_start_counts_only_when_it_clears_the_margin_on_enough_rows(rows, standard_errors,
+                                                                                      accepted):
+    early = EarlyStopping(torch.zeros(rows, 2), total_steps=100, record={}, baseline_start=True)
     early.start, errors = gain_of(rows, standard_errors)
     assert early.clearly_better_than_start(errors) is accepted
+
+
+@pytest.mark.parametrize("rows, standard_errors, accepted", [(3, 30.0, True), (3, 4.0, False), (5, 30.0, True)])
+def test_a_random_start_is_left_behind_on_a_few_rows_once_the_t_margin_is_cleared(rows, standard_errors, accepted):
+    early = EarlyStopping(torch.zeros(rows, 2), total_steps=100, record={})  # a named model: nothing worth keeping
+    early.start, errors = gain_of(rows, standard_errors)
+    assert early.clearly_better_than_start(errors) is accepted
+
+
+def test_a_named_model_on_a_few_validation_rows_keeps_its_training(tmp_path):
+    data = curved_table(40)  # 32 training rows, 5 of them held out
+    result = train(data, TrainConfig(model="dense", code_size=2, hidden=(16,), recipe="adam", sweeps=200,
+                                     minibatch_size=8, loss="mse", validation=0.15), log=None, progress_bar=False)
+    assert result.validation["rows"] == 5 and result.validation["best_step"] > 0
 
 
 @pytest.mark.parametrize("labelled", [True, False])

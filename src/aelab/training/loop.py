@@ -222,7 +222,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     step = make_step(model, grad_scale, use_autograd)
     optimizer = make_optimizer([flat], recipe, minibatch, total_steps=total_minibatches)
     early = None if held_out is None else \
-        EarlyStopping(model_rows(mconfig, held_out.images), total_minibatches, held_record)
+        EarlyStopping(model_rows(mconfig, held_out.images), total_minibatches, held_record,
+                      baseline_start=hasattr(model, "fit_linear"))
     bar = ProgressBar(total_minibatches * minibatch, desc=f"training {config.model}",
                       enabled=progress_bar and log is not None)
     table = ProgressTable(bar.print_above(log) if log else None,

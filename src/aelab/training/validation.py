@@ -12,7 +12,8 @@ clear of the noise of a small validation split: its mean more than ``margin(n)``
 zero, where ``margin`` is Student's t quantile for ``n`` rows (one-sided 2.5%), at least ``MARGIN``. On a
 few dozen rows, a lower mean alone often turns out worse on other data; on a handful, two standard
 errors are no margin at all, since the standard error is itself a guess from those few rows, and
-below ``MIN_GAIN_ROWS`` rows nothing counts as a gain (a tiny table stays the PCA). Everything here depends
+below ``MIN_GAIN_ROWS`` rows nothing counts as a gain over a start worth keeping (a tiny table stays the
+PCA; a randomly initialised model is still trained). Everything here depends
 only on the step count and the weights, so a resumed run stops, and ends, where an uninterrupted one does.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ PATIENCE = 20      # measurements in a row without a better loss that stop the r
 MIN_TRAIN_ROWS = 2
 EVAL_ROWS = 1024   # rows per forward pass while measuring
 MARGIN = 2.0       # standard errors by which a measurement must beat the starting point's per-row errors (at least)
-MIN_GAIN_ROWS = 10  # fewer validation rows cannot show a gain over the start: Linnerud's 3 held out of 16 rows
+MIN_GAIN_ROWS = 10  # fewer validation rows cannot show a gain over a PCA start: Linnerud's 3 held out of 16 rows
                     # passed even the t test with a model at 2.35 times PCA's test error
 MARGIN_TAIL = 0.025  # the t test's one-sided tail: from 62 rows on, the flat MARGIN is the larger
 MEASURED_ROWS = 2048  # validation rows measured during the run: enough for MARGIN's test, cheap on MNIST
@@ -116,8 +117,9 @@ class EarlyStopping:
     measurements without improvement.
     """
 
-    def __init__(self, rows: torch.Tensor, total_steps: int, record: dict) -> None:
+    def __init__(self, rows: torch.Tensor, total_steps: int, record: dict, *, baseline_start: bool = False) -> None:
         self.rows = measured_rows(rows, MEASURED_ROWS)
+        self.baseline_start = baseline_start  # the start is a model worth keeping (the residual model's PCA)
         self.every = max(1, total_steps // EVALUATIONS)
         self.total = total_steps
         self.record = record
@@ -158,7 +160,7 @@ class EarlyStopping:
         if self.start is None:
             return True
         gain = torch.tensor(self.start, dtype=torch.float64) - errors
-        if len(gain) < MIN_GAIN_ROWS:
+        if len(gain) < (MIN_GAIN_ROWS if self.baseline_start else 2):
             return False
         return float(gain.mean()) > margin(len(gain)) * float(gain.std()) / math.sqrt(len(gain))
 
