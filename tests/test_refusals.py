@@ -115,3 +115,12 @@ def test_an_unknown_split_is_refused_not_read_as_the_training_split():
     assert data.part("train").n == 4 and data.part("test").n == 2
     with pytest.raises(OptionError, match="unknown split 'validation'"):
         data.part("validation")
+
+
+def test_a_residual_checkpoint_saved_with_a_long_code_still_loads(tmp_path):
+    """The refusal is of training such a model; one saved before it existed loads and encodes."""
+    from aelab.models.checkpoint import load_checkpoint, save_checkpoint
+    from aelab.models.networks import build_model, model_config
+    config = model_config("residual", input_shape=(6,), code_size=8, hidden=(8,), loss="mse", input_max=1.0)
+    save_checkpoint(tmp_path / "old", build_model(config, seed=0), config)
+    assert load_checkpoint(tmp_path / "old").model_config.code_size == 8

@@ -264,29 +264,6 @@ def test_a_validation_run_shows_both_losses_and_where_its_weights_were_kept(tmp_
     assert "validation" in page and (f"measured at step {best_step}" in page if best_step else "before the first step" in page)
 
 
-def test_a_metrics_file_of_another_run_is_left_out_with_a_warning(tmp_path, monkeypatch):
-    """An --overwrite stopped part-way leaves the new run's metrics.csv beside the old model: the report
-    must not draw that curve as the model's."""
-    from aelab.evaluation import plots
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "t.npy", rng.normal(size=(300, 6)) @ rng.normal(size=(6, 10)))
-    runs = {}
-    for name, sweeps in (("kept", "2"), ("other", "3")):
-        runs[name] = tmp_path / name
-        assert main(["train", "--data", str(tmp_path / "t.npy"), "--model", "dense", "--code-size", "3",
-                     "--sweeps", sweeps, "--quiet", "--out", str(runs[name])]) == 0
-    drawn = []
-    real = plots.save_training_curve
-    monkeypatch.setattr(plots, "save_training_curve", lambda *a, **k: drawn.append(a) or real(*a, **k))
-    data = api.load_data(tmp_path / "t.npy")
-    api.report_model(load_checkpoint(runs["kept"]), data, limit=0)
-    assert len(drawn) == 1  # its own curve is drawn
-    shutil.copy(runs["other"] / "metrics.csv", runs["kept"] / "metrics.csv")
-    with pytest.warns(UserWarning, match="another run"):
-        api.report_model(load_checkpoint(runs["kept"]), data, limit=0)
-    assert len(drawn) == 1
-
-
 def test_an_overwrite_stopped_part_way_keeps_the_old_model_with_its_own_curve(tmp_path, monkeypatch):
     """A run replacing a checkpoint writes its curve aside (metrics.next.csv) until its own checkpoint is
     saved: stopped before that, the folder holds the old model and the old curve, untouched; resumed, it
@@ -300,6 +277,7 @@ def test_an_overwrite_stopped_part_way_keeps_the_old_model_with_its_own_curve(tm
     assert main([*common, "--sweeps", "2"]) == 0
     digests = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}  # noqa: E731
     before = digests()
+    (tmp_path / "old-metrics.csv").write_bytes((out / "metrics.csv").read_bytes())
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
@@ -314,3 +292,4 @@ def test_an_overwrite_stopped_part_way_keeps_the_old_model_with_its_own_curve(tm
     model = load_checkpoint(out)
     drawn = api._metrics_curve(model)
     assert drawn is not None and max(drawn[0]) == model.info["training"]["samples_seen"]  # the new run's curve
+    assert (out / "metrics.csv").read_bytes() != (tmp_path / "old-metrics.csv").read_bytes()

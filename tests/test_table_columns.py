@@ -183,3 +183,23 @@ def test_an_empty_label_is_refused_naming_its_line(tmp_path, capsys):
     np.save(tmp_path / "labels.npy", np.c_[np.ones((12, 2)), labels])
     with pytest.raises(DataError, match=r"row 3, column 3: the label is empty, as in 1 more row"):
         load_dataset(tmp_path / "labels.npy", label_column=2)
+
+
+def test_a_label_column_given_by_position_that_lands_on_a_feature_is_refused(tmp_path):
+    """Trained with --label-column 6 on a..f,y; a file with an extra column first has feature f at
+    position 6: taking it as the labels would make every value a class."""
+    from aelab.cli import main
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(80, 6))
+    labels = rng.integers(0, 2, 80)
+    train_csv = tmp_path / "train.csv"
+    np.savetxt(train_csv, np.column_stack([rows, labels]), delimiter=",", header="a,b,c,d,e,f,y", comments="",
+               fmt="%g")
+    shifted = tmp_path / "shifted.csv"
+    np.savetxt(shifted, np.column_stack([np.arange(80), rows, labels]), delimiter=",", header="id,a,b,c,d,e,f,y",
+               comments="", fmt="%g")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(train_csv), "--label-column", "6", "--out", str(out), "--model", "deep",
+                 "--hidden", "8", "--code-size", "2", "--sweeps", "1", "--quiet"]) == 0
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(train_csv), "--knn"]) == 0
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(shifted), "--knn"]) == 2

@@ -40,7 +40,7 @@ from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_check
 from .models.checkpoint import METRICS_FILE, adopt_curve, curve_file, save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
-from .models.networks import LOSSES, MODEL_NAMES, model_config
+from .models.networks import LOSSES, MODEL_NAMES, check_code_reduces, model_config
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, auto, train
 from .training.config import plain_settings
@@ -118,6 +118,7 @@ def train_settings(data: Dataset, **settings) -> auto.Choice:
         config, reason = _train_config({**NAMED_MODEL_DEFAULTS, **given}), ""
     config.validate()
     check_shift_fits(config.shift, data.kind == "images")
+    check_code_reduces(config.model, config.code_size, data.input_dim)
     return auto.Choice(config, reason)
 
 

@@ -185,7 +185,7 @@ def add_decode(sub) -> argparse.ArgumentParser:
     _add_device(p)
     _add_limit(p, "codes")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="folder for img-NNNNN.png and grid.png: new, empty or an earlier output (a table model: "
+                   help="folder for img-NNNNN.png and grid.png, not one holding your own pictures (a table model: "
                         "FILE.csv or FILE.npy of rows)")
     return p
 
@@ -197,7 +197,7 @@ def add_reconstruct(sub) -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="folder for img-NNNNN.png and grid.png: new, empty or an earlier output (a table model: "
+                   help="folder for img-NNNNN.png and grid.png, not one holding your own pictures (a table model: "
                         "FILE.csv or FILE.npy of rows)")
     return p
 
@@ -615,7 +615,7 @@ def command_name(args: argparse.Namespace) -> str:
 
 
 def _refuse_output_over_input(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output that is one of the command's inputs, lies inside one or holds one."""
+    """Refuse, before any work, an output that is one of the command's inputs or lies inside one."""
     output = getattr(args, getattr(args, "output_dest", ""), None)
     if output is not None:
         fileio.refuse_output_over_input(output, [v for v in (getattr(args, d, None) for d in INPUT_DESTS) if v])

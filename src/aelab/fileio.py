@@ -76,8 +76,8 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 def refuse_output_over_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
     """Raise OutputError, before anything is written, if ``output`` would replace or mix with one of
-    ``inputs``: the same file or folder (after resolving links and relative paths), a path inside an input
-    folder, or a folder that holds an input. Inputs that do not exist are left to their readers."""
+    ``inputs``: the same file or folder (after resolving links and relative paths), or a path inside an input
+    folder. Inputs that do not exist are left to their readers."""
     target = Path(os.path.realpath(output))
     for given in inputs:
         for source_path in _existing_parts(given):
@@ -103,9 +103,7 @@ def _overlap(output: str | os.PathLike, target: Path, source_path: Path) -> str 
         return "is the input folder" if source.is_dir() else "is the input"
     if source in target.parents:
         return "lies inside the input folder"
-    if target in source.parents:
-        return "holds the input"
-    return None
+    return None  # a folder that holds the input gets new files beside it, which neither replace nor mix with it
 
 
 def _temporary_beside(target: Path) -> tuple[int, str]:

@@ -116,14 +116,22 @@ def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
 
 
 def check_no_foreign_pictures(folder: str | os.PathLike[str], prefix: str) -> None:
-    """Refuse an output ``folder`` that holds pictures other than an earlier run's (``{prefix}-N.png`` and
-    grid.png): new PNGs there would mix with the user's images, or replace them."""
+    """Refuse an output ``folder`` that holds, at its top, pictures aelab does not write (``{prefix}-N.png``,
+    grid.png, tsne.png and its other figures, any ``NAME-N.png``): new PNGs there would mix with the user's
+    images, or replace them. Subfolders are not looked at."""
     path = Path(folder)
     if not path.is_dir():
         return
-    ours = re.compile(rf"{re.escape(prefix)}-\d+\.png")
-    foreign = [name for name in image_names(path) if not ours.fullmatch(name) and name != GRID_FILE]
+    foreign = [name for name in image_names(path) if "/" not in name and not _written_by_aelab(name, prefix)]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise OutputError(f"holds pictures that are not an earlier output of aelab ({foreign[0]}{more})",
                           path=path, hint=choose_another("output folder") + ": a new or empty one")
+
+
+AELAB_FIGURES = {GRID_FILE, "tsne.png", "training.png", "similarity.png", "pair.png", "triplets.png", "samples.png",
+                 "interpolation.png"}  # the fixed names of the pictures aelab's commands write
+
+
+def _written_by_aelab(name: str, prefix: str) -> bool:
+    return name in AELAB_FIGURES or re.fullmatch(rf"({re.escape(prefix)}|[a-z]+)-\d+\.png", name) is not None

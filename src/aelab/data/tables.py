@@ -111,7 +111,13 @@ def _label_beside(label_column: str | int | None, columns: list[str], features: 
     if label_column is None:
         return None
     if not optional_label:
-        return _column_index(label_column, columns, path, named=True)
+        index = _column_index(label_column, columns, path, named=True)
+        if index in features:  # a label given by position, where this file has one of the model's columns
+            raise DataError(f"column {index + 1} ({columns[index]!r}), the label column by its position, is one of "
+                            "the model's feature columns in this file", path=path,
+                            hint="give the label column by name (--label-column NAME), or pass the columns in "
+                                 "the training table's order")
+        return index
     try:
         index = _column_index(label_column, columns, path, named=True)
     except OptionError:

@@ -15,7 +15,6 @@ import html
 import io
 import json
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -54,21 +53,15 @@ def metrics_curves(path: str | Path, config: Any, training: dict | None = None
     """The training curve in a run's ``metrics.csv`` at ``path``: the training loss per sample against samples
     seen; where the file has validation lines, both losses per value (:class:`ValidationCurves`) and where the
     kept weights were measured. ``config`` is the model's config, ``training`` the checkpoint's record of its
-    training (its ``validation_split`` and ``samples_seen``). None when there is no file or it cannot be read
-    (the report goes without), or when its last line is not at the checkpoint's ``samples_seen``: the curve of
-    another run, such as an unfinished ``--overwrite`` of the folder (with a warning)."""
-    training = training or {}
-    samples_seen, validation_split = training.get("samples_seen"), training.get("validation_split")
+    training (its ``validation_split``). None when there is no file or it cannot be read (the report goes
+    without)."""
+    validation_split = (training or {}).get("validation_split")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         train_rows = [r for r in rows if r["loss"]]  # validation lines have no training loss
         val_rows = [r for r in rows if r.get("val_loss")]
         samples = [int(r["samples_seen"]) for r in train_rows]
-        if samples_seen is not None and max(int(r["samples_seen"]) for r in rows) != samples_seen:
-            warnings.warn(f"{path} ends at another point than the model's training ({samples_seen} samples): "
-                          "the curve of another run, left out of the report", stacklevel=2)
-            return None
         if not val_rows:
             return samples, [float(r["loss"]) for r in train_rows]
         return _validation_curves(config, validation_split or {}, samples, train_rows, val_rows)

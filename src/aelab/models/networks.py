@@ -267,8 +267,6 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
         raise OptionError(f"code size must be a positive integer up to {MAX_SIZE}, got {code_size!r}",
                           hint="use e.g. --code-size 32")
     input_shape = _checked_input_shape(input_shape)
-    if kind == "residual":
-        _check_code_reduces(code_size, math.prod(input_shape))
     widths = _positive_ints(preset.hidden if hidden is None else hidden, "hidden widths")
     stages = _positive_ints(preset.channels if channels is None else channels, "conv channels")
     if preset.dense and stages:
@@ -328,8 +326,11 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
                        sparsity=sparsity, beta=beta, linear_step=linear_step, loss=loss, input_max=input_max)
 
 
-def _check_code_reduces(code_size: int, inputs: int) -> None:
-    """The residual model's PCA path reduces: a code as long as the inputs would copy them."""
+def check_code_reduces(kind: str, code_size: int, inputs: int) -> None:
+    """Refuse training a residual model whose code is as long as the inputs: its PCA path would copy them.
+    (Checked before training, not on loading: a checkpoint saved before this check still loads.)"""
+    if kind != "residual":
+        return
     if inputs == 1:
         raise OptionError("a table of one column has nothing to reduce", hint="give the table two columns or more")
     if code_size >= inputs:

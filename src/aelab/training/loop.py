@@ -32,7 +32,7 @@ from ..data.scaling import in_unit_range
 from ..fileio import remove_file
 from ..data.augment import check_shift_fits, shift_images
 from ..data.noise import corrupt, parse_noise
-from ..models.networks import build_model, model_config, store_matrices_transposed
+from ..models.networks import build_model, check_code_reduces, model_config, store_matrices_transposed
 from ..models.pca import pca_row_index
 from . import cuda_graphs, kernels
 from .distributed import ranks_from_environment
@@ -194,6 +194,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     if config.budget is not None and ranks.world > 1:
         raise OptionError("--budget stops each process by its own clock, which several processes cannot share",
                           hint="leave out --budget, or train in one process")
+    check_code_reduces(config.model, config.code_size, data.input_dim)
     mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
                            res_blocks=config.res_blocks, norm=config.norm,

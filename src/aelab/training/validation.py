@@ -12,8 +12,8 @@ clear of the noise of a small validation split: its mean more than ``margin(n)``
 zero, where ``margin`` is Student's t quantile for ``n`` rows (one-sided 2.5%), at least ``MARGIN``. On a
 few dozen rows, a lower mean alone often turns out worse on other data; on a handful, two standard
 errors are no margin at all, since the standard error is itself a guess from those few rows, and
-below ``MIN_GAIN_ROWS`` rows nothing counts as a gain over a start worth keeping (a tiny table stays the
-PCA; a randomly initialised model is still trained). Everything here depends
+below ``MIN_GAIN_ROWS`` rows nothing counts as a gain. Both apply to a start worth keeping (the residual
+model's PCA); a randomly initialised model needs ``MARGIN`` standard errors on 2 rows or more. Everything here depends
 only on the step count and the weights, so a resumed run stops, and ends, where an uninterrupted one does.
 """
 from __future__ import annotations
@@ -162,7 +162,8 @@ class EarlyStopping:
         gain = torch.tensor(self.start, dtype=torch.float64) - errors
         if len(gain) < (MIN_GAIN_ROWS if self.baseline_start else 2):
             return False
-        return float(gain.mean()) > margin(len(gain)) * float(gain.std()) / math.sqrt(len(gain))
+        needed = margin(len(gain)) if self.baseline_start else MARGIN
+        return float(gain.mean()) > needed * float(gain.std()) / math.sqrt(len(gain))
 
     def restore_best(self, flat: torch.Tensor) -> None:
         """Put the best weights back into ``flat`` (nothing measured yet: nothing changes)."""
