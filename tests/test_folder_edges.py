@@ -122,11 +122,11 @@ def test_a_float_tiff_is_refused_as_unsupported_not_corrupt(tmp_path, capsys):
 
 def test_only_a_class_of_one_sample_warns_that_the_split_is_not_stratified(tmp_path, capsys):
     folder = _classes(tmp_path / "one", per_class=(10, 10, 1), names=("a", "b", "c"))
-    with pytest.warns(UserWarning, match=r"class 2 has a single sample .* not stratified") as caught:
+    with pytest.warns(UserWarning, match=r"class c has a single sample, so the test split is not stratified") as caught:
         d = load_dataset(folder, test_fraction=0.2)
     assert len(caught) == 1 and not d.source["split"]["stratified"]
     assert main(["data", "info", str(folder)]) == 0
-    assert capsys.readouterr().err.count("aelab data info: warning: class 2 has a single sample") == 1
+    assert capsys.readouterr().err.count("aelab data info: warning: class c has a single sample") == 1
     few = _classes(tmp_path / "few", per_class=(3, 3, 3), names=("a", "b", "c"))
     d = _no_warnings(lambda: load_dataset(few, test_fraction=0.2))  # not stratified for another reason: 2 test rows
     assert not d.source["split"]["stratified"]

@@ -24,7 +24,8 @@ def load_folder_dataset(folder: Path, options: ReadOptions) -> Dataset:
                               skip_bad=bool(options.skip_bad))
     source = _folder_source(folder, found.layout, options, found.skipped, found.conversions)
     source["cached"] = found.cached
-    train_rows, test_rows, source["split"] = split_rows(len(found.images), found.labels, found.in_test, options)
+    train_rows, test_rows, source["split"] = split_rows(len(found.images), found.labels, found.in_test, options,
+                                                        found.class_names)
     name = folder.resolve().name or str(folder)
     return finish(name, np.asarray(found.images), found.labels, found.class_names, (train_rows, test_rows),
                   {name + "/": found.sha256}, source, options)
@@ -41,12 +42,14 @@ def _folder_source(folder: Path, layout: str, options: ReadOptions, skipped: lis
 
 
 def split_rows(count: int, labels: np.ndarray | None, in_test: np.ndarray | None,
-               options: ReadOptions) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+               options: ReadOptions, class_names: list[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Train and test rows, and their record: those ``in_test`` marks when the source gave a split,
-    else a seeded draw of ``options``' test fraction (stratified by ``labels`` when possible)."""
+    else a seeded draw of ``options``' test fraction (stratified by ``labels`` when possible; a warning
+    names ``class_names`` where it is not)."""
     if in_test is not None:
         return np.flatnonzero(~in_test), np.flatnonzero(in_test), {"method": "given"}
-    return split_indices(count, labels, options.split_fraction, options.split_seed)
+    return split_indices(count, labels, options.split_fraction, options.split_seed, class_names)
 
 
 FOLDER_CHUNK = 2048  # images a folder is packed with at a time
@@ -71,7 +74,8 @@ def pack_image_folder(folder: Path, out: Path, options: ReadOptions) -> Path:
     keep = summary.keep
     labels, class_names = plan.labels(keep)
     source = _folder_source(folder, plan.layout, options, summary.skipped, summary.conversions)
-    train_rows, test_rows, source["split"] = split_rows(len(keep), labels, plan.test_mask(keep), options)
+    train_rows, test_rows, source["split"] = split_rows(len(keep), labels, plan.test_mask(keep), options,
+                                                        class_names)
     h, w = summary.size
     name = folder.resolve().name or str(folder)
     with PackWriter(out, (h, w, 3) if summary.colour else (h, w), np.uint8, labels=labels is not None) as writer:
@@ -158,7 +162,7 @@ def finish(name: str, x: np.ndarray, labels: np.ndarray | None, class_names: lis
     a checkpoint's), and record both in ``source`` (a split already recorded there is kept)."""
     scale = options.scale
     if given is None:
-        train_rows, test_rows, record = split_rows(len(x), labels, None, options)
+        train_rows, test_rows, record = split_rows(len(x), labels, None, options, class_names)
     else:
         train_rows, test_rows = given
         record = source.get("split") or {"method": "given"}

@@ -27,8 +27,8 @@ def indices_digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
 
 
-def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def split_indices(count: int, labels: np.ndarray | None, test_fraction: float, seed: int,
+                  class_names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Sorted train and test row indices, and how they were drawn.
 
     Stratified by ``labels`` when there are any and every class has at least
@@ -46,7 +46,7 @@ def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
                           hint="use a smaller --test-fraction, e.g. 0.2")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
         raise OptionError(f"the split's seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
-    stratify = None if labels is None else _stratify_by(np.asarray(labels), count, fraction)
+    stratify = None if labels is None else _stratify_by(np.asarray(labels), count, fraction, class_names)
     train, test = train_test_split(np.arange(count), test_size=fraction, random_state=seed,
                                    shuffle=True, stratify=stratify)
     train, test = np.sort(train), np.sort(test)
@@ -56,12 +56,15 @@ def split_indices(count: int, labels: np.ndarray | None, test_fraction: float,
     return train, test, record
 
 
-def _stratify_by(labels: np.ndarray, count: int, fraction: float) -> np.ndarray | None:
+def _stratify_by(labels: np.ndarray, count: int, fraction: float,
+                 class_names: list[str] | None = None) -> np.ndarray | None:
     """``labels`` where a stratified split can be drawn, else None (with a warning where a class has a single
     sample: the whole split is then drawn without regard to the classes)."""
     classes, counts = np.unique(labels, return_counts=True)
     if counts.min() < 2:
-        _warn_single_sample_classes(classes[counts < 2].tolist())
+        single = classes[counts < 2].tolist()
+        by_name = bool(class_names) and max(single) < len(class_names)
+        _warn_single_sample_classes([class_names[c] for c in single] if by_name else single, by_name=by_name)
         return None
     test_count = int(np.ceil(fraction * count))
     return labels if len(counts) <= min(test_count, count - test_count) else None
@@ -70,10 +73,11 @@ def _stratify_by(labels: np.ndarray, count: int, fraction: float) -> np.ndarray 
 SHOWN_CLASSES = 8  # classes a warning names before "and N more"
 
 
-def _warn_single_sample_classes(classes: list) -> None:
-    named = ", ".join(str(c) for c in classes[:SHOWN_CLASSES]) + (
+def _warn_single_sample_classes(classes: list, by_name: bool = False) -> None:
+    shown = ", ".join(str(c) for c in classes[:SHOWN_CLASSES]) + (
         f" and {len(classes) - SHOWN_CLASSES} more" if len(classes) > SHOWN_CLASSES else "")
-    which = f"class {named} has a single sample" if len(classes) == 1 else f"classes {named} have a single sample each"
-    warnings.warn(f"{which} (classes numbered from 0), so the test split is not stratified by class and such a class "
+    which = f"class {shown} has a single sample" if len(classes) == 1 else f"classes {shown} have a single sample each"
+    numbered = "" if by_name else " (classes numbered from 0)"
+    warnings.warn(f"{which}{numbered}, so the test split is not stratified by class and such a class "
                   "lands in only one of train and test (give every class at least two samples, or remove the single "
                   "ones)", stacklevel=4)
