@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import sys
@@ -70,7 +69,7 @@ import numpy as np
 
 from aelab.codec import api as codec
 from aelab.data import load_dataset
-from aelab.fileio import atomic_write, ensure_dir, write_text
+from aelab.fileio import atomic_write, ensure_dir, strict_json, write_text
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "rate_distortion"
 JPEG_QUALITIES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -586,20 +585,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def plot(path: Path, aelab: list[dict], traditional: list[dict], head: dict, n: int) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -706,14 +691,14 @@ def run(argv: Sequence[str] | None = None, say=print) -> dict:
         f"- {f['label']}: {f['kind']}, code size {f['code_size']}, fingerprint {f['fingerprint']} ({f['how']}); "
         f"unquantised codes: PSNR {f['unquantised_psnr_db']:.2f} dB, SSIM {f['unquantised_ssim']:.4f}" for f in facts)
     write_text(paths["table"], f"# Rate-distortion on {n:,} MNIST test images\n\nModels:\n\n{model_lines}\n\n"
-                               f"{table}\n\nHeadline ({head['rule']}): {json.dumps(_json_safe(head))}\n"
+                               f"{table}\n\nHeadline ({head['rule']}): {strict_json(head)}\n"
                                + (f"\nOne image per file, headers included, at the headline setting:\n\n"
                                   f"{single_image_table(singles)}\n" if singles else ""))
     result = {"n_images": n, "headline": head, "headline_per_model": per_model, "single_image": singles,
               "speed": speed,
               "models": facts, "rows": rows, "seconds": time.perf_counter() - start,
               "files": {k: str(v) for k, v in paths.items()}}
-    write_text(paths["json"], json.dumps(_json_safe(result), indent=1) + "\n")
+    write_text(paths["json"], strict_json(result, indent=1) + "\n")
     plot(paths["plot"], aelab, traditional, head, n)
 
     say("")
@@ -762,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     final = {"headline": result["headline"], "n_images": result["n_images"], "single_image": result["single_image"],
              "speed": result["speed"],
              "files": result["files"]}
-    print(json.dumps(_json_safe(final)), flush=True)
+    print(strict_json(final), flush=True)
     return 0
 
 

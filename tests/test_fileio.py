@@ -33,3 +33,15 @@ def test_files_written_together_all_change_or_none(tmp_path):
         write_files_together({a: b"new", tmp_path / "file" / "inside": b"x"})
     assert a.read_bytes() == b"1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "file"]
+
+
+def test_strict_json_writes_null_for_nan_and_python_numbers_for_numpy_scalars():
+    import json
+    import math
+    import numpy as np
+    from aelab.fileio import strict_json
+    value = {"r2": float("nan"), "top": math.inf, "mse": np.float32(0.25), "n": np.int64(3), "ok": np.bool_(True),
+             "rows": [(1, float("-inf"))]}
+    text = strict_json(value, indent=1)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "r2": None, "top": None, "mse": 0.25, "n": 3, "ok": True, "rows": [[1, None]]}

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 
 from .cli_choices import SCALE_METHODS
+from .fileio import strict_json as _json  # noqa: F401 - the commands' --json output
 from .runconfig import MAX_SEED
 
 
@@ -161,19 +160,3 @@ def _add_sweeps(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sweeps", dest="sweeps", type=_positive_float, metavar="N",
                    help="number of sweeps (epochs) over the training data")
     p.set_defaults(sweeps=None)
-
-
-def _json(value, **options) -> str:
-    """``value`` as strict JSON: NaN and infinities (an R² of data without variance) become null, which
-    every JSON reader takes, where Python's NaN is not JSON."""
-    return json.dumps(_finite(value), allow_nan=False, **options)
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
+import math
 import os
 import signal
 import tempfile
@@ -230,3 +232,21 @@ def remove_empty_folder(folder: str | os.PathLike) -> None:
     """Remove ``folder`` if it is empty (a folder a failed command made); anything else stays as it is."""
     with contextlib.suppress(OSError):
         os.rmdir(folder)
+
+
+def strict_json(value, **options) -> str:
+    """``value`` as strict JSON text (``json.dumps``'s ``options``): NaN and infinities become null, which
+    every JSON reader takes (Python's NaN is not JSON), and numpy's scalars Python's numbers."""
+    return json.dumps(_json_plain(value), allow_nan=False, **options)
+
+
+def _json_plain(value):
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy scalars, found without importing numpy here
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_plain(v) for v in value]
+    return value
