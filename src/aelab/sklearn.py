@@ -185,7 +185,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         codes = check_array(X, dtype=[np.float32, np.float64])
         if codes.shape[1] != self.model_config_.code_size:
             raise SampleError(f"codes of {codes.shape[1]} columns do not fit this transformer's code size "
-                            f"{self.model_config_.code_size}")
+                              f"{self.model_config_.code_size}")
         check_float32_range(codes, "the codes", SampleError)
         decoded = inference.decode(self.model_, codes.astype(np.float32, copy=False))
         if self.scaler_ is not None:

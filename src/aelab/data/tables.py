@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -87,20 +88,22 @@ def _pick_columns(columns: list[str], named: bool, label_column: str | int | Non
 
 
 def _model_columns_by_name(columns: list[str], names: tuple[str, ...], path: Path) -> list[int]:
-    missing = [name for name in names if name not in columns]
+    position = {name: i for i, name in reversed(list(enumerate(columns)))}  # each name's first column
+    missing = [name for name in names if name not in position]
     if missing:
         raise DataError(f"lacks the model's column{'s' if len(missing) > 1 else ''} {_listed(missing, 5)}; "
                         f"its columns are {_listed(columns, 8)}", path=path,
                         hint="name the columns as in the table the model was trained on; their order does not matter")
-    return [columns.index(name) for name in names]
+    return [position[name] for name in names]
 
 
 def _refuse_repeated_names(columns: list[str], path: Path) -> None:
     """A header that names a column twice (an empty name aside: empty cells are refused as such) is refused:
     a column taken by name (--label-column, a model's columns) would be one of the copies, unsaid."""
-    repeated = next((name for name in columns if name and columns.count(name) > 1), None)
+    counts = Counter(columns)  # one pass: a header may have thousands of columns
+    repeated = next((name for name in columns if name and counts[name] > 1), None)
     if repeated is not None:
-        raise DataError(f"names the column {repeated!r} {columns.count(repeated)} times", path=path,
+        raise DataError(f"names the column {repeated!r} {counts[repeated]} times", path=path,
                         hint="rename the copies so that every column has its own name, or drop them")
 
 
