@@ -754,3 +754,18 @@ def test_no_check_in_a_function_is_an_assert():
             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 found += [f"{path.name}:{node.lineno}" for node in ast.walk(function) if isinstance(node, ast.Assert)]
     assert found == []
+
+
+def test_a_stop_asked_while_signals_are_deferred_comes_when_they_are_no_longer():
+    """numba's compiler calls back into Python from C, where an exception is swallowed (with a traceback):
+    warm-up defers SIGTERM and SIGINT, which then stop the command right after it."""
+    import os
+    import signal
+    from aelab.terminal import Terminated, sigterm_interrupts, signals_deferred
+    reached = []
+    with sigterm_interrupts(), pytest.raises(Terminated):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("after the signal, still inside")
+        reached.append("never: the stop comes on leaving")
+    assert reached == ["after the signal, still inside"]

@@ -107,6 +107,23 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While active, SIGINT and SIGTERM wait (blocked, then delivered on leaving): for code that calls
+    back into Python from C, such as numba's compiler, where the exception a handler raises would be
+    swallowed and printed as a traceback instead of stopping the command. A no-op where signals cannot
+    be blocked (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _remove_unfinished_and_exit(signum, frame) -> None:
     for path in unfinished_temporaries():
         with contextlib.suppress(OSError):

@@ -19,6 +19,8 @@ import sys
 import numpy as np
 import torch
 
+from ..terminal import signals_deferred
+
 
 def _prefer_512_bit_vectors() -> None:
     """Let numba's compiler use the full 512-bit vectors of a CPU with AVX-512.
@@ -383,6 +385,11 @@ def warm_up() -> None:
     """
     if numba is None:  # pragma: no cover
         return
+    with signals_deferred():  # a stop asked while numba compiles comes once it is done, not lost inside it
+        _run_each_loop_once()
+
+
+def _run_each_loop_once() -> None:
     x = np.ones(4, dtype=np.float32)
     fsadagrad_(x, x.copy(), x.copy(), x.copy(), nu=0.5, mu=0.5, gain_scale=1.0, cap=1.0, lr=0.0)
     gather_scaled(np.zeros((2, 3), dtype=np.uint8), np.arange(2), 0, 1, 1.0, np.empty((1, 3), dtype=np.float32))
