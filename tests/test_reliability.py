@@ -457,14 +457,15 @@ def _write_slowly(path: str) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_helper_ended_inside_an_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     import time
-    from aelab.tutorial.run import helper_pool, stop_helper
+    from aelab.terminal import stop_pool
+    from aelab.tutorial.run import HELPER_GRACE_SECONDS, helper_pool
     pool = helper_pool("process")
     pool.submit(_write_slowly, str(tmp_path / "grid.png"))
     deadline = time.monotonic() + 60
     while not _temporaries(tmp_path):
         assert time.monotonic() < deadline, "the helper never started writing"
         time.sleep(0.02)
-    stop_helper(pool)
+    stop_pool(pool, HELPER_GRACE_SECONDS)
     time.sleep(0.2)
     assert _temporaries(tmp_path) == [] and not (tmp_path / "grid.png").exists()
 
@@ -701,6 +702,32 @@ def test_folder_decoding_workers_leave_stops_to_the_parent() -> None:
     from aelab.data.folders import leave_stops_to_the_parent
     with concurrent.futures.ProcessPoolExecutor(1, initializer=leave_stops_to_the_parent) as pool:
         assert pool.submit(_handlers).result() == (signal.SIG_IGN, signal.SIG_DFL)
+
+
+def test_a_stopped_process_pool_fails_its_queued_work_and_prints_nothing(monkeypatch) -> None:
+    """Stopping a pool must not cancel the futures its manager thread is failing at the same moment: on
+    Python 3.11 the loser of that race printed an InvalidStateError traceback from the manager thread
+    under the command's one-line message (CI saw it once, under a SIGTERM to the whole group)."""
+    import concurrent.futures
+    import concurrent.futures.process
+    import threading
+    import time
+    from aelab.terminal import stop_pool
+    unhandled = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    pool = concurrent.futures.ProcessPoolExecutor(1)
+    running = pool.submit(time.sleep, 30)
+    queued = [pool.submit(abs, -i) for i in range(50)]
+    deadline = time.monotonic() + 60
+    while not running.running():
+        assert time.monotonic() < deadline, "the worker never started"
+        time.sleep(0.01)
+    started = time.monotonic()
+    stop_pool(pool, 2.0)
+    assert time.monotonic() - started < 20  # the sleeping worker was ended, not waited for
+    assert unhandled == []
+    assert all(f.done() and not f.cancelled() for f in [running, *queued])
+    assert isinstance(queued[-1].exception(), concurrent.futures.process.BrokenProcessPool)
 
 
 def _children(pid: int) -> list[int]:

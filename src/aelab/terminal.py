@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import Executor
 from typing import Iterator
 
 from .fileio import unfinished_temporaries
@@ -122,6 +123,31 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def stop_pool(pool: Executor, grace_seconds: float) -> None:
+    """Drop a pool's queued work without waiting for it. A process pool's workers are ended now (SIGTERM,
+    then SIGKILL after ``grace_seconds``); a thread cannot be ended, so a thread pool's current task runs on.
+
+    A process pool's queued futures are not cancelled: once its workers are gone, the pool's manager thread
+    fails them itself, and cancelling them too races it (before Python 3.12 the loser printed an
+    InvalidStateError traceback from that thread: CPython gh-107219).
+    """
+    # shutdown() forgets the worker processes, so take them first (CPython keeps them in _processes)
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    if not workers:
+        pool.shutdown(wait=False, cancel_futures=True)
+        return
+    for process in workers:
+        process.terminate()
+    for process in workers:  # SIGTERM waits for the end of a call into C; then the worker is killed
+        process.join(timeout=grace_seconds)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    # with its workers ended, the manager thread stops at once: wait for it, or its exit races the
+    # interpreter's own (CPython 3.11 then prints an OSError from a closed pipe)
+    pool.shutdown(wait=True)
 
 
 def _remove_unfinished_and_exit(signum, frame) -> None:

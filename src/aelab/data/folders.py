@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
+from ..terminal import stop_pool
 from .folder_cache import cache_key, load_cached, save_cached
 from .pictures import IMAGE_FILE_SUFFIXES, decode
 
@@ -32,6 +33,7 @@ __all__ = ["FolderImages", "FolderPlan", "FolderSummary", "read_image_folder", "
 
 PARALLEL_FROM = 64  # fewer files than this decode in the calling thread: a pool would cost more
 CHUNK = 256
+WORKER_GRACE_SECONDS = 2.0  # a worker's SIGTERM waits for the end of its call into C; then it is killed
 
 
 @dataclass
@@ -282,11 +284,14 @@ def _pooled(executor: str, workers: int | None, arguments: tuple) -> list[list[D
     pool = concurrent.futures.ProcessPoolExecutor(count, initializer=leave_stops_to_the_parent)
     try:
         with _stops_held():  # the workers start here: none may see a stop before its handlers are set
-            results = pool.map(_decode_chunk, *arguments)
-        return list(results)
-    finally:
-        # on Ctrl-C or SIGTERM in the parent, the chunks not yet started are dropped, not decoded first
-        pool.shutdown(wait=True, cancel_futures=True)
+            futures = [pool.submit(_decode_chunk, *chunk_arguments) for chunk_arguments in zip(*arguments)]
+        results = [future.result() for future in futures]
+    except BaseException:
+        # on Ctrl-C, SIGTERM or a worker's death, the chunks not yet decoded are dropped, not waited for
+        stop_pool(pool, WORKER_GRACE_SECONDS)
+        raise
+    pool.shutdown(wait=True)
+    return results
 
 
 _STOPS = {signal.SIGINT, signal.SIGTERM}

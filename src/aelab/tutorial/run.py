@@ -24,6 +24,7 @@ from ..device import describe_device, resolve_device
 from ..errors import OptionError
 from ..fileio import ensure_dir, write_text
 from ..locking import folder_lock
+from ..terminal import stop_pool
 from ..evaluation.evaluate import format_image_stats, image_stats
 from ..models.inference import encode, reconstruct
 from ..evaluation.similarity import similarity_rows
@@ -151,24 +152,6 @@ def _interrupts_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def stop_helper(pool: Executor) -> None:
-    """Cancel the queued work and, for a process, end it now rather than after its current task.
-
-    A thread cannot be ended: the interpreter waits for its current t-SNE at exit.
-    """
-    # shutdown() forgets the worker processes, so take them first (CPython keeps them in _processes)
-    workers = list((getattr(pool, "_processes", None) or {}).values())
-    for process in workers:
-        process.terminate()
-    for process in workers:  # SIGTERM waits for the end of a call into C; then the helper is killed
-        process.join(timeout=HELPER_GRACE_SECONDS)
-        if process.is_alive():
-            process.kill()
-    # with its workers ended, the pool's manager thread stops at once: wait for it, or its exit
-    # races the interpreter's own (CPython 3.11 then prints an OSError from a closed pipe)
-    pool.shutdown(wait=bool(workers), cancel_futures=True)
 
 
 def finish_tsne(job: TsneJob, say: Callable[[str], None], background: Background) -> None:
@@ -356,7 +339,7 @@ def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: i
         background.wait()
     except BaseException:
         if pool is not None:  # Ctrl-C or an error: drop the queued work, do not wait for it
-            stop_helper(pool)
+            stop_pool(pool, HELPER_GRACE_SECONDS)
         raise
     if pool is not None:
         pool.shutdown(wait=True)
