@@ -389,3 +389,13 @@ def test_a_config_json_describing_a_huge_model_is_refused_before_allocating_it(c
     info["model"]["input_shape"], info["model"]["code_size"] = [1000, 1000], 1_000_000
     _write_info(ckpt, info)
     _refused(ckpt, str(ckpt / WEIGHTS_FILE), "disagree")
+
+
+def test_an_undefined_metric_is_saved_as_null_so_config_json_stays_json(tmp_path: Path) -> None:
+    """The R² of data without variance is NaN, which Python writes as a bare `NaN` that JSON readers refuse."""
+    config = model_config("simple", input_shape=(5,), code_size=2)
+    save_checkpoint(tmp_path / "m", build_model(config), config, metrics={"r2": float("nan"), "mse": 0.5})
+    text = (tmp_path / "m" / CONFIG_FILE).read_text(encoding="utf-8")
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in config.json"))["metrics"] == \
+        {"r2": None, "mse": 0.5}
+    assert load_checkpoint(tmp_path / "m").info["metrics"]["r2"] is None

@@ -199,3 +199,18 @@ def test_the_golden_images_give_the_same_files_on_another_cpu(tmp_path):
     from aelab.data import load_dataset
     np.save(tmp_path / "images.npy", load_dataset().test.images[:20])
     assert _written_in(_OTHER_CPU, tmp_path / "images.npy") == _written_in({}, tmp_path / "images.npy")
+
+
+def test_a_model_saved_over_another_leaves_none_of_its_tables_and_the_same_model_keeps_them(own_model, tmp_path):
+    """`aelab train --overwrite` with a table model over an image model left the image model's
+    codec.safetensors behind, unvouched and unused; re-saving the very same weights keeps them."""
+    from aelab.models.checkpoint import load_checkpoint, save_checkpoint
+    from aelab.models.networks import build_model, model_config
+    folder = Path(shutil.copytree(own_model, tmp_path / "model"))
+    same = load_checkpoint(folder)
+    save_checkpoint(folder, same.model, same.model_config, training=same.info["training"])
+    assert json.loads((folder / "config.json").read_text())["codec"]["sha256"] == \
+        hashlib.sha256((folder / codec.CACHE_FILE).read_bytes()).hexdigest()
+    config = model_config("simple", input_shape=(5,), code_size=2)
+    save_checkpoint(folder, build_model(config), config)
+    assert not (folder / codec.CACHE_FILE).exists() and "codec" not in json.loads((folder / "config.json").read_text())

@@ -30,7 +30,7 @@ from safetensors.torch import save as save_safetensors
 
 from ..version import __version__
 from ..errors import CheckpointError, OptionError
-from ..fileio import ensure_dir, write_files_together
+from ..fileio import ensure_dir, strict_json, write_files_together
 from .networks import ModelConfig, build_model, model_config
 
 FORMAT = "aelab-checkpoint"
@@ -78,20 +78,38 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, model_con
     """
     folder = ensure_dir(folder)
     blob = weights_bytes(model)
+    weights_sha256 = hashlib.sha256(blob).hexdigest()
+    tables = _tables_record_of(folder, weights_sha256)
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": model_config.to_dict(),
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_sha256": weights_sha256,
         "training": training or {},
         "data": data or {},
         "metrics": metrics or {},
         "versions": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    text = json.dumps(info, indent=2, sort_keys=False) + "\n"  # fails here, before any file is touched
+    if tables:
+        info["codec"] = tables
+    text = strict_json(info, indent=2) + "\n"  # fails here, before any file is touched; NaN metrics become null
     write_files_together({folder / WEIGHTS_FILE: blob, folder / CONFIG_FILE: text.encode("utf-8")})
+    if not tables:  # the codec's tables of the model this one replaced (they match its weights, not these)
+        (folder / TABLES_FILE).unlink(missing_ok=True)
     return folder
+
+
+def _tables_record_of(folder: Path, weights_sha256: str) -> dict | None:
+    """config.json's record of the folder's codec tables if they belong to these very weights (the same
+    model saved again), else None."""
+    try:
+        info = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    same_weights = isinstance(info, dict) and info.get("weights_sha256") == weights_sha256
+    record = info.get("codec") if same_weights else None
+    return record if isinstance(record, dict) and (folder / TABLES_FILE).is_file() else None
 
 
 def curve_file(folder: str | os.PathLike, resume: bool = False) -> Path:
@@ -356,6 +374,6 @@ def write_tables_file(folder: str | os.PathLike, blob: bytes, record: dict) -> P
     folder = resolve_checkpoint(folder)
     info = read_checkpoint_info(folder)
     info["codec"] = {**record, "file": TABLES_FILE, "sha256": hashlib.sha256(blob).hexdigest()}
-    text = json.dumps(info, indent=2, sort_keys=False) + "\n"
+    text = strict_json(info, indent=2) + "\n"
     write_files_together({folder / TABLES_FILE: blob, folder / CONFIG_FILE: text.encode("utf-8")})
     return folder / TABLES_FILE
