@@ -96,6 +96,16 @@ def test_a_budget_of_zero_or_less_must_be_positive(option, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("args,written", [(("train", "--budget", "-5s"), "--budget=VALUE"),
+                                         (("data", "pack", "folder", "-o", "-x"), "--out=VALUE")])
+def test_a_value_that_starts_with_a_dash_is_told_how_to_be_written(args, written, capsys):
+    """argparse reads `--budget -5s` as two options and says only "expected one argument"."""
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and "expected one argument" in err and f"is written {written}" in err
+
+
 def test_durations_say_what_is_wrong_with_them():
     with pytest.raises(OptionError, match="must be a positive duration, got '0'"):
         parse_duration("0")

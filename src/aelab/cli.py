@@ -7,9 +7,10 @@ parser imports nothing heavy (choices and defaults come from :mod:`aelab.cli_cho
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from . import cli_codec, cli_data, cli_pipeline, fileio, runconfig
 from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPARE_TSNE_LIMIT, DEFAULT_RECIPE,
@@ -25,8 +26,21 @@ from .version import __version__
 EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "expected one argument" says how to give a value that starts with '-'
+    (``--budget -5s`` reads ``-5s`` as an option; only ``--budget=-5s`` reaches the option's own check)."""
+
+    def error(self, message: str) -> NoReturn:
+        missing = re.fullmatch(r"argument ([^:]+): expected one argument", message)
+        if missing:
+            names = missing[1].split("/")
+            name = next((n for n in names if n.startswith("--")), names[0])
+            message += f" (a value that starts with '-' is written {name}=VALUE)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aelab",
         description="Autoencoders for MNIST-style images: compress 28x28 digits into small codes and back. "
                     "`aelab tutorial` reproduces the CNTK 105 tutorial end to end.",
