@@ -86,6 +86,17 @@ def test_save_load_and_pickle_keep_the_model(tmp_path):
                                   t.inverse_transform(t.transform(X)))
 
 
+def test_a_transformer_without_a_training_loss_saves_as_json_and_loads(tmp_path):
+    """config.json holds null where a figure is NaN (strict JSON); loading reads it back as NaN."""
+    import json
+    X, _ = table()
+    t = tiny(hidden=None, code_size=2).fit(X)
+    t.train_loss_ = float("nan")
+    folder = t.save(tmp_path / "ae")
+    assert json.loads((folder / "config.json").read_text())["training"]["train_loss"] is None
+    assert np.isnan(AutoencoderTransformer.load(folder).train_loss_)
+
+
 def test_a_saved_transformer_works_with_aelab_score(tmp_path, capsys):
     from aelab.cli import main
     X, _ = table()

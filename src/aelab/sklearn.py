@@ -224,8 +224,9 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         known = cls().get_params()
         est = cls(**{k: (tuple(v) if k == "hidden" and v is not None else v) for k, v in params.items() if k in known})
         scaler = ckpt.info.get("data", {}).get("scaler")
+        train_loss = ckpt.info.get("training", {}).get("train_loss")  # null where it was NaN
         est._set_fitted(ckpt.model, ckpt.model_config, Scaler.from_dict(scaler) if scaler else None,
-                        float(ckpt.info.get("training", {}).get("train_loss", float("nan"))))
+                        float("nan") if train_loss is None else float(train_loss))
         return est
 
     def _set_fitted(self, model: torch.nn.Module, config: ModelConfig, scaler: Scaler | None,
