@@ -150,6 +150,7 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
     Under ``torchrun`` every process calls this; rank 0 alone locks, evaluates and writes, and the
     others return their TrainedModel with empty ``scores`` once their share of the training is done.
     """
+    config.validate()  # before the folder exists: a refused run leaves none
     if not overwrite:  # every rank: they refuse together
         _refuse_to_discard_a_saved_run(train_options)
     if process_rank() != 0:  # train() itself keeps such a rank silent and its files unwritten
@@ -450,10 +451,9 @@ def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = No
     images = data.test.images[:limit] if limit else data.test.images
     result = denoise(checkpoint.model, images, noise, seed=seed)
     k = min(draw, result["n"]) if out is not None else 0
-    for i in range(k):
-        image_files.save_png(out / f"triplet-{i:05d}.png",
-                             np.concatenate([result["clean"][i], result["noisy"][i], result["denoised"][i]], axis=1))
-    if k:
+    if k:  # clean, noisy and denoised side by side; an earlier run's surplus triplets removed
+        image_files.save_pngs(out, np.concatenate([result[key][:k] for key in ("clean", "noisy", "denoised")],
+                                                  axis=2), prefix="triplet")
         save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
                                                "denoised": result["denoised"][:k]},
                         title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "

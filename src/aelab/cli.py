@@ -476,7 +476,8 @@ def cmd_denoise(args) -> int:
     print(f"{summary['n']} test images of {summary['data']} with {summary['noise']} noise (seed {args.seed}):")
     print(f"PSNR of the noisy images: {summary['noisy_psnr_db']:.2f} dB")
     print(f"PSNR of the denoised images: {summary['denoised_psnr_db']:.2f} dB")
-    print(f"Wrote {summary['triplets']} triplets (clean | noisy | denoised) and triplets.png to {args.output}")
+    if summary["triplets"]:
+        print(f"Wrote {summary['triplets']} triplets (clean | noisy | denoised) and triplets.png to {args.output}")
     return 0
 
 

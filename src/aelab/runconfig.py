@@ -47,6 +47,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise OptionError(f"cannot read the config file: {e.strerror or e}", path=p) from e
     except tomllib.TOMLDecodeError as e:
         raise OptionError(f"not a valid TOML file ({e})", path=p, hint="keys as `code_size = 16`, one per line") from e
+    except UnicodeDecodeError:  # TOML is UTF-8; some Windows editors save UTF-16
+        raise OptionError("the config file is not UTF-8 text", path=p,
+                          hint="save it as UTF-8, the encoding TOML files use, then pass it again") from None
     nested = [k for k, v in config.items() if isinstance(v, dict)]
     if nested:
         raise OptionError(f"the config file has tables ({', '.join(nested)}); expected plain `key = value` lines",

@@ -24,16 +24,18 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
     if out.suffix == ".csv":
         write_text(out, _codes_csv(codes, labels, columns, class_names))
     elif out.suffix == ".npy":
+        labels_file, names_file = out.with_suffix(".labels.npy"), out.with_suffix(".classes.json")
+        # an earlier run's companions would pair its labels or names with these codes: gone before they are
+        for stale, kept in ((labels_file, labels is not None), (names_file, labels is not None and class_names)):
+            if not kept:
+                remove_file(stale)
         with atomic_write(out) as f:
             np.save(f, codes)
         if labels is not None:
-            with atomic_write(out.with_suffix(".labels.npy")) as f:
+            with atomic_write(labels_file) as f:
                 np.save(f, np.asarray(labels))
-            names = out.with_suffix(".classes.json")
             if class_names:
-                write_text(names, json.dumps(list(class_names), indent=1) + "\n")
-            else:
-                remove_file(names)  # another run's names would name these labels wrongly
+                write_text(names_file, json.dumps(list(class_names), indent=1) + "\n")
     else:
         raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
     return out

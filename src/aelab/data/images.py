@@ -112,7 +112,17 @@ def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
     check_no_foreign_pictures(folder, prefix)
     out = ensure_dir(folder)
     last = int(start) + len(pixels) - 1
-    return [save_png(out / png_name(prefix, int(start) + i, last), img) for i, img in enumerate(pixels)]
+    written = [save_png(out / png_name(prefix, int(start) + i, last), img) for i, img in enumerate(pixels)]
+    if start == 0:
+        _remove_other_numbered_pngs(out, prefix, {p.name for p in written})
+    return written
+
+
+def _remove_other_numbered_pngs(folder: Path, prefix: str, kept: set[str]) -> None:
+    """An earlier, longer output's ``{prefix}-N.png`` beyond the new ones would pass for part of this one."""
+    for name in os.listdir(folder):
+        if name not in kept and re.fullmatch(rf"{re.escape(prefix)}-\d+\.png", name) and (folder / name).is_file():
+            (folder / name).unlink()
 
 
 def check_no_foreign_pictures(folder: str | os.PathLike[str], prefix: str) -> None:

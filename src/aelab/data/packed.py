@@ -300,6 +300,8 @@ def load_packed(path: str | os.PathLike, verify: bool = True) -> Dataset:
         record = index["splits"][name]
         images = _open_samples(folder, index, record, verify)
         labels = _open_labels(folder, record, verify) if index["labels"] else None
+        if labels is not None:
+            _check_labels_in_classes(labels, int(index.get("num_classes") or 0), folder / INDEX_FILE)
         splits[name] = Split(images, labels)
     from_ = index.get("packed_from") or {}
     source = dict(from_.get("source") or {})
@@ -431,6 +433,7 @@ def _check_index(index: dict, path: Path) -> None:
     field.count(index, "block_rows", "block_rows")
     field.count(index, "buffer_blocks", "buffer_blocks")
     labelled = field.get(index, "labels", "labels", bool)
+    _check_classes(index, field)
     splits = field.get(index, "splits", "splits", dict)
     for name in SPLITS:
         record = field.get(splits, name, f"splits.{name}", dict)
@@ -451,6 +454,24 @@ def _check_index(index: dict, path: Path) -> None:
             field.get(record, "labels_sha256", f"splits.{name}.labels_sha256", str)
     if index.get("sha256") != identity(index):
         raise field.bad("sha256", "does not match its shards and block settings")
+
+
+def _check_classes(index: dict, field: _IndexField) -> None:
+    """The class count and names that encode's classes.json and the report carry: whole, and agreeing."""
+    classes = index.get("num_classes") or 0
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+        raise field.bad("num_classes", f"is {classes!r}, not a whole number")
+    names = index.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                                  and len(names) == classes):
+        count = len(names) if isinstance(names, list) else repr(names)
+        raise field.bad("class_names", f"are {count} names for num_classes {classes}")
+
+
+def _check_labels_in_classes(labels: np.ndarray, classes: int, path: Path) -> None:
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise DataError(f"the packed data set's index is inconsistent: labels run from {int(labels.min())} to "
+                        f"{int(labels.max())}, where num_classes is {classes}", path=path, hint="pack the data again")
 
 
 def _open_samples(folder: Path, index: dict, record: dict, verify: bool) -> np.ndarray:

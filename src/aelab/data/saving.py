@@ -30,6 +30,8 @@ def save_dataset(dataset: Dataset, dest: str | os.PathLike, fmt: str) -> Path:
     file is written atomically.
     """
     fmt = _checked_format(fmt)
+    if fmt != "npz":
+        _refuse_all_but_grey_images(dataset, fmt)
     if fmt in ("idx", "idx.gz"):
         return _save_idx(dataset, Path(dest), compress=fmt == "idx.gz")
     if fmt == "ctf":
@@ -41,6 +43,16 @@ def _checked_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise OptionError(f"format {fmt!r} is not supported", hint=f"use one of {', '.join(FORMATS)}")
     return fmt
+
+
+def _refuse_all_but_grey_images(dataset: Dataset, fmt: str) -> None:
+    """IDX and CTF files as MNIST and the tutorial lay them out hold grey images, one value per pixel:
+    colour written there came back as other data (a CTF file's 16x16x3 images as rows of 768 grey values)."""
+    if dataset.kind == "images" and dataset.channels == 1:
+        return
+    what = "a table" if dataset.kind == "table" else "colour images"
+    raise OptionError(f"{fmt} files hold grey images, and {dataset.name!r} holds {what}",
+                      hint="write a .npz file instead (DEST.npz), which keeps it as it is")
 
 
 def _label_dtype(dataset: Dataset) -> np.dtype:

@@ -445,8 +445,9 @@ def save_training_curve(path: str | os.PathLike[str],
     """One line per model (or per split) of a metric against samples seen (log x axis).
 
     Points with samples seen <= 0 cannot sit on a log axis and are left out;
-    NaN metric values (a diverged run) leave gaps. ``logy`` draws the values on a log axis when they
-    span a power of ten or more (else a linear one, whose ticks are labelled). ``mark`` (samples seen,
+    NaN metric values (a diverged run) leave gaps. ``logy`` draws the positive values on a log axis
+    when they span a power of ten or more (else, or when a curve has none, all values on a linear one, whose
+    ticks are labelled). ``mark`` (samples seen,
     label) draws a dashed vertical line there, named in the legend (left out at samples seen <= 0).
     """
     if not isinstance(curves, Mapping) or not curves:
@@ -471,11 +472,12 @@ def save_training_curve(path: str | os.PathLike[str],
         ys = ys.astype(np.float64)
         ys[~np.isfinite(ys)] = np.nan
         keep = np.isfinite(xs) & (xs > 0)
-        if logy:
+        if logy and (keep & (ys > 0)).any():  # values of 0 (a loss reached exactly): a linear axis then
             keep &= ~(ys <= 0)
+        elif logy:
+            logy = False
         if not keep.any():
-            raise OptionError(f"{where} has no point with samples seen > 0"
-                              + (" and a positive value" if logy else ""))
+            raise OptionError(f"{where} has no point with samples seen > 0")
         order = np.argsort(xs[keep], kind="stable")
         lines.append((str(name), xs[keep][order], ys[keep][order]))
     mark = _mark(mark)

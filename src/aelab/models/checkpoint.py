@@ -40,6 +40,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"  # the training curve of the checkpoint beside it
 NEXT_METRICS_FILE = "metrics.next.csv"  # the curve of a run that is to replace the checkpoint beside it
 TABLES_FILE = "codec.safetensors"
+DAMAGED_HINT = "copy the checkpoint folder again, whole, or train the model again"
 MAX_TABLES_BYTES = 1 << 30   # the codec's tables: a few megabytes with every predictor
 
 
@@ -216,8 +217,10 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:
         # OverflowError: int(inf); RuntimeError: torch refusing sizes whose storage would overflow
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch appends a C++ frame dump
+        if isinstance(e, KeyError):  # its str() is the repr of the missing key
+            reason = f"no {e.args[0]!r} entry" if e.args else "an entry is missing"
         raise CheckpointError(f"config.json has no valid model description ({reason})",
-                              path=folder / CONFIG_FILE) from e
+                              path=folder / CONFIG_FILE, hint=DAMAGED_HINT) from e
     weights_path = folder / WEIGHTS_FILE
     blob = _read_weights(weights_path, skeleton)
     if info.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
@@ -285,7 +288,7 @@ def _read_weights(path: Path, skeleton: torch.nn.Module) -> bytes:
     try:  # 8 bytes per value: float64 at most
         return _read_regular_file(path, 8 + MAX_HEADER_BYTES + 8 * values, header=MAX_HEADER_BYTES)
     except FileNotFoundError as e:
-        raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=path) from e
+        raise CheckpointError(f"cannot read the weights: {e.strerror or e}", path=path, hint=DAMAGED_HINT) from e
 
 
 def _parse_weights(blob: bytes, path: Path) -> dict[str, torch.Tensor]:

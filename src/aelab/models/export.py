@@ -86,6 +86,9 @@ def export_model(model: torch.nn.Module, fmt: str, folder: str | Path, scaler: d
                         else "rows in the scaled units"},
             "model": config.to_dict(), "scaler": scaler}
     paths.append(write_text(out / "export.json", json.dumps(info, indent=2) + "\n"))
+    for other in set(FORMATS) - {fmt}:  # an earlier export's other format would pass for part of this one
+        for name, *_ in parts:
+            (out / f"{name}.{other}").unlink(missing_ok=True)
     return paths
 
 

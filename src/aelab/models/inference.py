@@ -107,6 +107,10 @@ def numeric_array(values, what: str) -> np.ndarray:
     if array.dtype.kind not in NUMERIC_KINDS:
         raise DataError(f"{what} must be a numeric array, got dtype {array.dtype} ({type(values).__name__})",
                         hint=ACCEPTED_ARRAYS)
+    if array.dtype.kind == "u" and array.dtype.itemsize > 1:  # torch has no arithmetic on uint16 and wider
+        array = array.astype(np.int64 if array.dtype.itemsize < 8 else np.float64)
+    if any(stride < 0 for stride in array.strides):  # a flipped view, which torch cannot share
+        array = array.copy()
     return array
 
 
@@ -259,9 +263,12 @@ def _decoded_batches(model: torch.nn.Module, codes, batch_size: int | None, prec
     if z.ndim != 2 or z.shape[1] != size:
         raise DataError(f"codes of shape {tuple(z.shape)} do not fit this model's code size {size}",
                         hint=f"pass an array of shape (n, {size})")
+    if z.dtype == torch.bool or z.dtype.is_complex:
+        raise DataError(f"codes must be real numbers, got {str(z.dtype).replace('torch.', '')} values",
+                        hint="pass the float codes that encode gave")
     z = z.to(torch.float32)
     if not torch.isfinite(z).all():
-        raise DataError("codes contain NaN or infinite values")
+        raise DataError("codes contain NaN or infinite values", hint="pass the finite codes that encode gave")
     device = _device_of(model)
     with computing_in(model, precision) as m:
         for b in _batches(z, batch_size, model):

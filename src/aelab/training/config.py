@@ -100,6 +100,10 @@ class TrainConfig:
     budget: float | None = None         # seconds of training at most (an upper bound on wall time); None: no limit
     shift: int = 0                      # images: each training image moves by up to this many pixels each way
 
+    def __post_init__(self) -> None:  # numpy's numbers as Python's, so the checks take them and JSON holds them
+        for name, value in plain_settings(asdict(self)).items():
+            setattr(self, name, value)
+
     def validate(self) -> None:
         parse_noise(self.noise)
         check_shift(self.shift)
