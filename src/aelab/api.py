@@ -24,13 +24,14 @@ from .data import images as image_files
 from .data.codes import check_limit, given_codes, read_codes, write_codes
 from .errors import CheckpointError, DataError, OptionError
 from .evaluation import plots
-from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, run_comparison, write_results
+from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, recorded_checkpoint, run_comparison
+from .evaluation.compare import write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.baseline import pca_scores
 from .evaluation.anomaly import check_threshold, flags_for, sample_errors, score_table, threshold_for, threshold_for_fpr
 from .evaluation.anomaly import write_scores
-from .evaluation.generate import denoise, interpolate, sample, save_grid, save_image_rows
+from .evaluation.generate import check_interpolation, denoise, draw_samples, interpolate, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
 from .fileio import ensure_dir, remove_empty_folder, remove_file, write_text
@@ -425,12 +426,13 @@ def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", k
 def compare_models(specs: tuple[str, ...] | None = None, *, data: str | Path | None = None,
                    recipe: str = COMPARE_RECIPE, sweeps: float | None = None, quick: bool = False,
                    pca: bool = True, tsne_limit: int | None = None, seed: int = 0, device: str = "auto",
-                   output: str | Path | None = None, log: Log = None) -> dict:
-    """Train or load models and measure them all the same way; writes quality.md/.json/.png to ``output``."""
+                   output: str | Path | None = None, log: Log = None, **options) -> dict:
+    """Train or load models and measure them all the same way; writes quality.md/.json (and .png of images) to
+    ``output``. ``data`` is read with ``options`` as the first checkpoint compared remembers (:func:`load_data`)."""
     entries = entries_from(COMPARE_MODELS if specs is None else specs, recipe=recipe,
                            sweeps=sweeps or (QUICK_SWEEPS if quick else COMPARE_SWEEPS), seed=seed,
                            device=str(resolve_device(device)))
-    dataset = load_dataset(data)
+    dataset = load_data(data, recorded_checkpoint(entries), **options)
     if quick:
         dataset = quick_subset(dataset)
     result = run_comparison(dataset, entries, pca=pca, seed=seed,
@@ -447,9 +449,9 @@ def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = No
     if not noise:
         raise OptionError("this model was not trained as a denoiser, so there is no noise to default to",
                           hint="name one, e.g. --noise gaussian:0.5")
-    out = None if output is None else ensure_dir(output)
     images = data.test.images[:limit] if limit else data.test.images
     result = denoise(checkpoint.model, images, noise, seed=seed)
+    out = None if output is None else ensure_dir(output)  # after denoise's refusals: none leaves a folder
     k = min(draw, result["n"]) if out is not None else 0
     if k:  # clean, noisy and denoised side by side; an earlier run's surplus triplets removed
         image_files.save_pngs(out, np.concatenate([result[key][:k] for key in ("clean", "noisy", "denoised")],
@@ -496,6 +498,7 @@ def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, st
 
     Returns ``row`` (images) and ``titles`` (one per image); the row is drawn to ``output`` when given.
     """
+    check_interpolation(checkpoint.model, steps, drawing=output is not None)
     images = data.test.images
     _check_test_index(images, a, b)
     walk = interpolate(checkpoint.model, images[a], images[b], steps=steps)
@@ -524,10 +527,7 @@ def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int
 def sample_images(checkpoint: Checkpoint, draw: int = 64, seed: int = 0, columns: int = 8,
                   output: str | Path | None = None) -> np.ndarray:
     """``draw`` new images in [0, 1] from a VAE's prior; a grid of ``columns`` per row to ``output``."""
-    images = sample(checkpoint.model, draw, seed=seed)
-    if output is not None:
-        save_grid(output, images, ncols=min(columns, draw))
-    return images
+    return draw_samples(checkpoint.model, draw, seed=seed, columns=columns, output=output)
 
 
 def _predictor_notice(checkpoint: Checkpoint | str | Path, bits: int, quantiser: str, coder: str | None) -> str | None:

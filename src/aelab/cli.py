@@ -16,9 +16,9 @@ from . import cli_codec, cli_data, cli_pipeline, fileio, runconfig
 from .cli_choices import (COMPARE_MODELS, COMPARE_RECIPE, COMPARE_SWEEPS, COMPARE_TSNE_LIMIT, DEFAULT_RECIPE,
                           DEFAULT_RECIPE_LR, DEFAULT_RECIPE_MINIBATCH, LOSSES, MODEL_NAMES, NORMS, QUICK_SWEEPS,
                           QUICK_TSNE_LIMIT, RECIPE_NAMES)
-from .cli_options import (_api, _add_alias, _add_checkpoint, _add_data, _add_device, _add_input, _add_limit,
-                          _add_sweeps, _duration, _int_list, _json, _non_negative_float, _non_negative_int,
-                          _positive_float, _positive_int, _seed, _share)
+from .cli_options import (MAX_PICTURE_IMAGES, _api, _add_alias, _add_checkpoint, _add_data, _add_device,
+                          _add_input, _add_limit, _add_sweeps, _duration, _int_list, _json, _non_negative_float,
+                          _non_negative_int, _positive_float, _positive_int, _seed, _share)
 from .errors import EXIT_USER_ERROR, AelabError, OptionError
 from .terminal import Terminated, guarded_stdout, sigterm_interrupts
 from .version import __version__
@@ -296,7 +296,8 @@ def add_sample(sub) -> argparse.ArgumentParser:
                        description="Decode codes drawn from a VAE's prior N(0, I) into a grid of new images.")
     _add_checkpoint(p)
     _add_device(p)
-    p.add_argument("--draw", type=_positive_int, default=64, metavar="N", help="images to draw (default: %(default)s)")
+    p.add_argument("--draw", type=_positive_int, default=64, metavar="N",
+                   help=f"images to draw, at most {MAX_PICTURE_IMAGES} (default: %(default)s)")
     _add_alias(p, "-n", "--draw", "draw", _positive_int)
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--columns", type=_positive_int, default=8, metavar="N", help="images per row (default: %(default)s)")
@@ -307,12 +308,12 @@ def add_sample(sub) -> argparse.ArgumentParser:
 def add_interpolate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("interpolate", help="walk the code space between two test images",
                        description="Encode test images A and B, decode evenly spaced codes on the line between "
-                                   "their codes, and draw them between the two originals.")
+                                   "their codes, and draw them between the two originals (image models only).")
     _add_checkpoint(p)
     p.add_argument("a", type=_non_negative_int, metavar="A", help="index of the first test image")
     p.add_argument("b", type=_non_negative_int, metavar="B", help="index of the second test image")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N",
-                   help="decoded codes, both ends included (default: %(default)s)")
+                   help=f"decoded codes, both ends included, at most {MAX_PICTURE_IMAGES} (default: %(default)s)")
     _add_data(p)
     _add_device(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="picture to write")
@@ -324,7 +325,9 @@ def add_compare(sub) -> argparse.ArgumentParser:
                        description="Train each model with a named recipe (or load checkpoints and shipped models) "
                                    "and report on the test split: parameters, training seconds, BCE, MSE, PSNR, "
                                    "SSIM, 5-NN accuracy on the codes, t-SNE trustworthiness and denoising PSNR, "
-                                   "with a PCA baseline. Writes DIR/quality.md, .json and .png.")
+                                   "with a PCA baseline of the models' code size. Writes DIR/quality.md, .json "
+                                   "and, for images, .png. With a checkpoint, --data is read as the first one "
+                                   "remembers (its label column, scaling and test split).")
     p.add_argument("--models", default=None,
                    help="comma-separated: model kinds to train (KIND or KIND@NOISE for a denoiser), checkpoint "
                         f"folders or shipped names (default: {','.join(COMPARE_MODELS)})")
@@ -338,11 +341,11 @@ def add_compare(sub) -> argparse.ArgumentParser:
     p.add_argument("--tsne-limit", dest="tsne_limit", type=_positive_int, default=None, metavar="N",
                    help=f"test images in the t-SNE map (default: {COMPARE_TSNE_LIMIT}; {QUICK_TSNE_LIMIT} with --quick)")
     _add_alias(p, "--tsne-samples", "--tsne-limit", "tsne_limit", _positive_int)
-    _add_data(p, reading=False)
+    _add_data(p)
     _add_device(p)
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("-o", "--output", default="aelab-compare", metavar="DIR",
-                   help="folder for quality.md, quality.json and quality.png (default: ./aelab-compare)")
+                   help="folder for quality.md, quality.json and, for images, quality.png (default: ./aelab-compare)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     return p
 
@@ -488,9 +491,10 @@ def cmd_sample(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
+    api = _api()
     ckpt = _load_model(args)
-    _api().interpolate_images(ckpt, _load_data(args, ckpt), args.a, args.b, steps=args.steps,
-                           output=args.output)
+    api.check_interpolation(ckpt.model, args.steps)  # before the data are read
+    api.interpolate_images(ckpt, _load_data(args, ckpt), args.a, args.b, steps=args.steps, output=args.output)
     print(f"Wrote {args.output}: test images {args.a} and {args.b} with {args.steps} decoded codes between them")
     return 0
 
@@ -500,13 +504,13 @@ def cmd_compare(args) -> int:
     result = api.compare_models(None if args.models is None else tuple(args.models.split(",")), data=args.data,
                                 recipe=args.recipe, sweeps=args.sweeps, quick=args.quick, pca=args.pca,
                                 tsne_limit=args.tsne_limit, seed=args.seed, device=args.device,
-                                output=args.output, log=None if args.json else print)
+                                output=args.output, log=None if args.json else print, **api.data_options(vars(args)))
     if args.json:
         print(_json(result["rows"]))
         return 0
-    paths = result["paths"]
+    *first, last = result["paths"].values()
     print(api.markdown_table(result))
-    print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['picture']}")
+    print(f"Wrote {', '.join(map(str, first))} and {last}")
     return 0
 
 

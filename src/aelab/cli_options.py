@@ -8,6 +8,10 @@ from .cli_choices import SCALE_METHODS
 from .fileio import strict_json as _json  # noqa: F401 - the commands' --json output
 from .runconfig import MAX_SEED
 
+# aelab.evaluation.generate's cap on the images in one picture of `aelab sample` or `aelab interpolate`,
+# repeated here because building the parser must not import torch (tests/test_drawing_faults.py checks it)
+MAX_PICTURE_IMAGES = 1024
+
 
 def _number(kind: type, minimum: float, inclusive: bool, what: str):
     """An argparse type: ``kind`` (int or float) above ``minimum`` (or equal, if inclusive), finite."""

@@ -68,36 +68,40 @@ COLUMNS = (
 class PCAModel(nn.Module):
     """PCA as an autoencoder with aelab's model protocol, for baselines.
 
-    ``encode`` projects pixels/255 on the components; ``decode`` maps back and
-    clips to [``EPS``, 1 - ``EPS``] (so BCE stays finite); ``decode_logits`` is
-    the logit of that, so :func:`aelab.models.inference.evaluate` scores it like any model.
+    ``encode`` projects pixels/255 (a table's rows: their scaled values) on the components; ``decode``
+    maps back and, for images, clips to [``EPS``, 1 - ``EPS``] (so BCE stays finite); ``decode_logits``
+    is the logit of that (a table's values: themselves, as an ``mse`` model's), so
+    :func:`aelab.models.inference.evaluate` scores it like any model.
     """
 
     EPS = 1e-4
 
-    def __init__(self, components: np.ndarray, mean: np.ndarray, input_shape: tuple[int, int]) -> None:
+    def __init__(self, components: np.ndarray, mean: np.ndarray, input_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.components = nn.Parameter(torch.as_tensor(components, dtype=torch.float32), requires_grad=False)
         self.mean = nn.Parameter(torch.as_tensor(mean, dtype=torch.float32), requires_grad=False)
-        self.config = ModelConfig(kind="pca", input_shape=tuple(input_shape), code_size=int(components.shape[0]))
+        table = {} if len(input_shape) >= 2 else {"loss": "mse", "input_max": 1.0}
+        self.config = ModelConfig(kind="pca", input_shape=tuple(input_shape), code_size=int(components.shape[0]),
+                                  **table)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels.to(torch.float32) * (1.0 / 255.0) - self.mean) @ self.components.T
+        return (pixels.to(torch.float32) * (1.0 / self.config.input_max) - self.mean) @ self.components.T
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return (codes @ self.components + self.mean).clamp(self.EPS, 1.0 - self.EPS)
+        values = codes @ self.components + self.mean
+        return values.clamp(self.EPS, 1.0 - self.EPS) if self.config.is_image else values
 
     def decode_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        return torch.logit(self.decode(codes))
+        return torch.logit(self.decode(codes)) if self.config.is_image else self.decode(codes)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))
 
 
 def fit_pca(images: np.ndarray, code_size: int = 32, seed: int = 0) -> PCAModel:
-    """PCA with ``code_size`` components fitted on ``images`` (n, h, w) 0..255."""
+    """PCA with ``code_size`` components fitted on ``images`` (n, h, w) 0..255, or a table's scaled rows (n, d)."""
     from sklearn.decomposition import PCA
-    x = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    x = images.reshape(len(images), -1).astype(np.float32) / (255.0 if images.ndim > 2 else 1.0)
     pca = PCA(n_components=code_size, svd_solver="randomized", random_state=seed).fit(x)
     return PCAModel(pca.components_, pca.mean_, images.shape[1:])
 
@@ -162,7 +166,8 @@ def quality_metrics(model: nn.Module, data, *, tsne_samples: int = 1000, seed: i
     row = {"params": int(count_parameters(model)), "code_size": int(model.config.code_size)}
     scores = evaluate(model, test.images)
     row.update({k: v for k, v in scores.items() if k != "n"})
-    row["test_ssim"] = mean_ssim(reconstruct(model, test.images), test.images)
+    if model.config.is_image:  # SSIM and the denoising noise are defined on pixels
+        row["test_ssim"] = mean_ssim(reconstruct(model, test.images), test.images)
     test_codes = encode(model, test.images)
     row["code_zeros"] = float(np.mean(test_codes == 0))
     if data.train.labels is not None and test.labels is not None:
@@ -170,7 +175,7 @@ def quality_metrics(model: nn.Module, data, *, tsne_samples: int = 1000, seed: i
     n = min(tsne_samples, test.n)
     if n >= 4:
         row["tsne_trust"], row["tsne_trust_pixels"] = tsne_trustworthiness(test_codes[:n], test.images[:n], seed=seed)
-    if denoise_noise:
+    if denoise_noise and model.config.is_image:
         d = denoising_psnr(model, test.images, denoise_noise, seed=seed)
         row["denoised_psnr_db"] = d["denoised_psnr_db"]
     return row
@@ -184,6 +189,7 @@ class Entry:
     config: object = None            # a TrainConfig to train, or None
     model: nn.Module | None = None   # a ready model (checkpoint, shipped, PCA)
     info: dict = field(default_factory=dict)
+    checkpoint: object = None        # the Checkpoint the model was loaded from, which remembers its data
 
 
 def parse_model_spec(spec: str, recipe: str, sweeps: float, seed: int, device: str):
@@ -212,8 +218,8 @@ def entries_from(specs: Sequence[str], *, recipe: str, sweeps: float, seed: int 
             entries.append(Entry(spec, parse_model_spec(spec, recipe, sweeps, seed, device)))
         elif Path(spec).is_dir() or spec in shipped:
             ckpt = load_checkpoint(spec, device="cpu")
-            entries.append(Entry(spec, model=ckpt.model, info={"checkpoint": str(ckpt.path),
-                                                                "training": ckpt.info.get("training", {})}))
+            entries.append(Entry(spec, model=ckpt.model, checkpoint=ckpt,
+                                 info={"checkpoint": str(ckpt.path), "training": ckpt.info.get("training", {})}))
         else:
             raise OptionError(f"{spec!r} is neither a model kind nor a checkpoint",
                               hint=f"use kinds ({', '.join(MODEL_KINDS)}, optionally KIND@NOISE), checkpoint "
@@ -223,21 +229,38 @@ def entries_from(specs: Sequence[str], *, recipe: str, sweeps: float, seed: int 
     return entries
 
 
-def run_comparison(data, entries: Sequence[Entry], *, pca: bool = True, code_size: int = 32, seed: int = 0,
+def recorded_checkpoint(entries: Sequence[Entry]):
+    """The first checkpoint compared (None if every model is trained here): the data are read as it
+    remembers its training data was (label column, scaler, test split), as `aelab evaluate` reads them."""
+    return next((e.checkpoint for e in entries if e.checkpoint is not None), None)
+
+
+def pca_code_size(entries: Sequence[Entry], data) -> int:
+    """The PCA baseline's components: the largest code size of the models compared, at most what the
+    training split allows (its samples, and the values in one sample)."""
+    sizes = [e.model.config.code_size if e.model is not None else e.config.code_size for e in entries]
+    values = math.prod(data.train.images.shape[1:])
+    return max(1, min(max(sizes, default=32), data.train.n, values))
+
+
+def run_comparison(data, entries: Sequence[Entry], *, pca: bool = True, code_size: int | None = None, seed: int = 0,
                    tsne_samples: int = 1000, reconstruct_count: int = 10,
                    log: Callable[[str], None] | None = print) -> dict:
     """Train (where needed) and measure each entry, PCA first; returns ``{"meta", "rows", "reconstructions"}``.
 
-    ``reconstructions`` maps each row's name to the decodings of the first
-    ``reconstruct_count`` test images (``"original"`` holds those images).
+    The PCA has ``code_size`` components (None: :func:`pca_code_size`). ``reconstructions`` maps each
+    row's name to the decodings of the first ``reconstruct_count`` test images (``"original"`` holds
+    those images); it is empty for a table, whose rows are not pictures.
     """
     from ..models.inference import reconstruct
     from ..training.loop import train
     say = log or (lambda _m: None)
-    shown = data.test.images[:reconstruct_count]
-    rows, pictures = [], {"original": shown.astype(np.float32) / 255.0}
+    images = data.test.images.ndim > 2
+    shown = data.test.images[:reconstruct_count] if images else data.test.images[:0]
+    rows, pictures = [], {"original": shown.astype(np.float32) / 255.0} if images else {}
     todo: list[Entry] = list(entries)
     if pca:
+        code_size = code_size or pca_code_size(entries, data)
         started = time.perf_counter()
         model = fit_pca(data.train.images, code_size, seed)
         todo.insert(0, Entry(f"pca-{code_size}", model=model, info={"train_seconds": time.perf_counter() - started,
@@ -260,13 +283,15 @@ def run_comparison(data, entries: Sequence[Entry], *, pca: bool = True, code_siz
         say(f"measuring {entry.name}")
         row.update(quality_metrics(model, data, tsne_samples=tsne_samples, seed=seed))
         rows.append(row)
-        pictures[entry.name] = reconstruct(model, shown)
+        if images:
+            pictures[entry.name] = reconstruct(model, shown)
         say("  " + ", ".join(f"{h} {_fmt(row.get(k), f)}" for k, h, f in COLUMNS[1:]))
-    meta = {"data": data.name, "train_images": int(data.train.n), "test_images": int(data.test.n),
-            "tsne_samples": int(min(tsne_samples, data.test.n)), "knn_neighbours": KNN_NEIGHBOURS,
-            "tsne_neighbours": TSNE_NEIGHBOURS, "seed": seed, "denoise_noise": DENOISE_NOISE,
-            "noisy_psnr_db": _noisy_psnr(data.test.images, DENOISE_NOISE, seed), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    meta = {"data": data.name, "samples": "images" if images else "table rows", "train_images": int(data.train.n),
+            "test_images": int(data.test.n), "tsne_samples": int(min(tsne_samples, data.test.n)),
+            "knn_neighbours": KNN_NEIGHBOURS, "tsne_neighbours": TSNE_NEIGHBOURS, "seed": seed,
+            "denoise_noise": DENOISE_NOISE if images else None,
+            "noisy_psnr_db": _noisy_psnr(data.test.images, DENOISE_NOISE, seed) if images else None,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
     settings = {(e.config.recipe, e.config.sweeps) for e in entries if e.config is not None}
     if len(settings) == 1:
         meta["recipe"], meta["sweeps"] = settings.pop()
@@ -290,9 +315,12 @@ def _fmt(value, spec: str) -> str:
 def markdown_table(result: dict) -> str:
     """The rows as a Markdown table, with a line on what was measured."""
     meta = result["meta"]
-    lines = [f"Test split of {meta['data']} ({meta['test_images']:,} images; {meta['train_images']:,} for "
-             f"training and the 5-NN fit); t-SNE on the first {meta['tsne_samples']:,} test images; denoising "
-             f"with {meta['denoise_noise']} (noisy images: {meta['noisy_psnr_db']:.2f} dB)."
+    samples = meta.get("samples", "images")
+    pictured = (f"denoising with {meta['denoise_noise']} (noisy images: {meta['noisy_psnr_db']:.2f} dB)."
+                if meta.get("noisy_psnr_db") is not None else
+                f"SSIM, denoising and the reconstruction picture are for images: none for {samples}.")
+    lines = [f"Test split of {meta['data']} ({meta['test_images']:,} {samples}; {meta['train_images']:,} for "
+             f"training and the 5-NN fit); t-SNE on the first {meta['tsne_samples']:,} test {samples}; {pictured}"
              + (f" Models trained with recipe {meta['recipe']} for {meta['sweeps']:g} sweeps, seed {meta['seed']}."
                 if meta.get("recipe") and meta.get("sweeps") else ""), "",
              "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
@@ -325,14 +353,15 @@ def save_reconstructions(path: str | Path, pictures: dict[str, np.ndarray]) -> P
 
 
 def write_results(result: dict, out: str | Path, stem: str = "quality") -> dict[str, Path]:
-    """Write ``stem.md``, ``stem.json`` and ``stem.png`` (reconstructions) into ``out``."""
+    """Write ``stem.md``, ``stem.json`` and, for images, ``stem.png`` (reconstructions) into ``out``."""
     from ..fileio import ensure_dir, write_text
     folder = ensure_dir(out)
-    paths = {"markdown": folder / f"{stem}.md", "json": folder / f"{stem}.json", "picture": folder / f"{stem}.png"}
+    paths = {"markdown": folder / f"{stem}.md", "json": folder / f"{stem}.json"}
+    if result["reconstructions"]:  # none for a table: its rows are not pictures
+        paths["picture"] = save_reconstructions(folder / f"{stem}.png", result["reconstructions"])
     write_text(paths["markdown"], f"# Autoencoder quality\n\n{markdown_table(result)}")
     plain = {"meta": result["meta"], "rows": result["rows"]}
     write_text(paths["json"], json.dumps(plain, indent=2, default=_json_default) + "\n")
-    save_reconstructions(paths["picture"], result["reconstructions"])
     return paths
 
 

@@ -12,6 +12,10 @@ import torch
 
 from ..errors import OptionError
 
+# the most images one picture of `aelab sample` or `aelab interpolate` holds: 1,024 take ~20 s to draw on one
+# core; 5,000 took 90 s and 2 GB, and nobody reads that many tiles (cli_options repeats it for --help)
+MAX_PICTURE_IMAGES = 1024
+
 
 def denoise(model: torch.nn.Module, images: np.ndarray, noise: str, seed: int = 0, batch_size: int = 4096) -> dict:
     """Corrupt ``images`` (n, h, w) 0..255 with ``noise`` (seeded) and run ``model`` on the result.
@@ -23,6 +27,7 @@ def denoise(model: torch.nn.Module, images: np.ndarray, noise: str, seed: int = 
     from ..models.inference import as_pixel_rows
     from .metrics import psnr_db
     from ..data.noise import corrupt, parse_noise
+    refuse_table_model(model, "denoise", "score a table model's reconstructions with `aelab evaluate`")
     spec = parse_noise(noise)
     if spec is None:
         raise OptionError("denoising needs a noise", hint="e.g. --noise gaussian:0.5")
@@ -42,22 +47,67 @@ def denoise(model: torch.nn.Module, images: np.ndarray, noise: str, seed: int = 
             "denoised_psnr_db": psnr_db(float(((out - clean).double() ** 2).mean()))}
 
 
-def sample(model: torch.nn.Module, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` new images (n, h, w) in [0, 1] from a VAE's prior, reproducible for a ``seed``."""
+def refuse_table_model(model: torch.nn.Module, command: str, instead: str) -> None:
+    """Refuse, before any work, a table model in a command that draws images; ``instead`` says what serves a table."""
+    if not model.config.is_image:
+        raise OptionError(f"{command} draws images, and this model was trained on table rows", hint=instead)
+
+
+def check_picture_size(n: int, what: str, option: str) -> None:
+    """Refuse, before any work, a picture of more than :data:`MAX_PICTURE_IMAGES` images (``n`` ``what``)."""
+    if n > MAX_PICTURE_IMAGES:
+        raise OptionError(f"one picture holds at most {MAX_PICTURE_IMAGES:,} images, and {n:,} {what} were asked for",
+                          hint=f"use {option} {MAX_PICTURE_IMAGES} or less")
+
+
+def check_sampling(model: torch.nn.Module, n: int, drawing: bool = True) -> None:
+    """Refuse, before any work, what :func:`draw_samples` cannot do: a table model, a model without a
+    prior, a count that is not a positive integer, or (``drawing``) more than one picture holds."""
+    refuse_table_model(model, "sample", "decode codes of your choosing into table rows with `aelab decode`")
     if not hasattr(model, "sample"):
         raise OptionError(f"a {model.config.kind} model cannot draw new images: it has no prior",
                           hint="use a vae checkpoint, e.g. --checkpoint mnist-vae")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise OptionError(f"the number of samples must be a positive integer, got {n!r}")
+    if drawing:
+        check_picture_size(n, "samples", "--draw")
+
+
+def sample(model: torch.nn.Module, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` new images (n, h, w) in [0, 1] from a VAE's prior, reproducible for a ``seed``."""
+    check_sampling(model, n, drawing=False)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return model.sample(n, generator).cpu().reshape(-1, *model.config.input_shape).numpy()
+
+
+def draw_samples(model: torch.nn.Module, n: int, seed: int = 0, columns: int = 8,
+                 output: str | os.PathLike | None = None) -> np.ndarray:
+    """:func:`sample`'s ``n`` images, drawn as a grid of ``columns`` per row to ``output`` when given."""
+    check_sampling(model, n, drawing=output is not None)
+    images = sample(model, n, seed=seed)
+    if output is not None:
+        save_grid(output, images, ncols=min(columns, n))
+    return images
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise OptionError(f"interpolation needs at least 2 steps, got {steps!r}")
+
+
+def check_interpolation(model: torch.nn.Module, steps: int, drawing: bool = True) -> None:
+    """Refuse, before any work, what interpolating between two images cannot do: a table model, fewer than
+    2 steps, or (``drawing``) more steps than one picture holds."""
+    refuse_table_model(model, "interpolate", "use `aelab encode` and `aelab decode` for a table's codes and rows")
+    _check_steps(steps)
+    if drawing:
+        check_picture_size(steps, "steps", "--steps")
 
 
 def interpolate(model: torch.nn.Module, image_a: np.ndarray, image_b: np.ndarray, steps: int = 10) -> dict:
     """Decodings of ``steps`` codes evenly spaced on the line from image A's code to image B's (ends included)."""
     from ..models.inference import decode, encode
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise OptionError(f"interpolation needs at least 2 steps, got {steps!r}")
+    _check_steps(steps)
     codes = encode(model, np.stack([image_a, image_b]))
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     path = (1.0 - t) * codes[0] + t * codes[1]
