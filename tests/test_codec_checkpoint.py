@@ -214,3 +214,22 @@ def test_a_model_saved_over_another_leaves_none_of_its_tables_and_the_same_model
     config = model_config("simple", input_shape=(5,), code_size=2)
     save_checkpoint(folder, build_model(config), config)
     assert not (folder / codec.CACHE_FILE).exists() and "codec" not in json.loads((folder / "config.json").read_text())
+
+
+def test_compress_takes_the_reading_options_its_hints_name(own_model, tmp_path, capsys):
+    """compress refused colour or larger pictures with a hint to pass --grayscale or --resize, which it did
+    not accept: it reads its INPUT's image files with them now."""
+    rng = np.random.default_rng(2)
+    (tmp_path / "colour").mkdir()
+    (tmp_path / "large").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "colour" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (24, 20), dtype=np.uint8)).save(tmp_path / "large" / f"{i}.png")
+    for folder, option in (("colour", ["--grayscale"]), ("large", ["--resize", "12x10"])):
+        args = ["compress", str(tmp_path / folder), "--checkpoint", str(own_model), "-o", str(tmp_path / "x.aez")]
+        assert main(args) == 2
+        assert option[0] in capsys.readouterr().err
+        assert main(args + option) == 0, capsys.readouterr().err
+        assert main(["decompress", str(tmp_path / "x.aez"), "--checkpoint", str(own_model), "-o",
+                     str(tmp_path / f"{folder}.npz")]) == 0
+        assert np.load(tmp_path / f"{folder}.npz")["images"].shape == (3, 12, 10)

@@ -7,7 +7,7 @@ import sys
 
 from .cli_choices import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .cli_choices import CODEC_FIT_BITS, PREDICTIVE_CODERS, coder_help
-from .cli_options import _add_checkpoint, _api, _non_negative_float, _non_negative_int
+from .cli_options import _add_checkpoint, _add_image_reading, _api, _non_negative_float, _non_negative_int
 
 
 def add_compress(sub) -> argparse.ArgumentParser:
@@ -15,8 +15,10 @@ def add_compress(sub) -> argparse.ArgumentParser:
                        description="Encode images with a trained model, quantise the codes (--bits) and entropy code "
                                    "them into one .aez file (format: docs/format.md). `aelab decompress` reverses it "
                                    "with the same model.")
-    p.add_argument("input", help="images: an IDX, CTF or .npz file, a PNG, or a folder of PNGs")
+    p.add_argument("input", help="images: an IDX, CTF or .npz file, a picture, or a folder of them")
     _add_checkpoint(p)
+    _add_image_reading(p.add_argument_group("reading INPUT's image files (default: as the model's training "
+                                            "images were read)"))
     p.add_argument("-o", "--output", required=True, metavar="FILE.aez", help="the compressed file to write")
     p.add_argument("--bits", type=int, default=DEFAULT_BITS, metavar="N",
                    help=f"quantiser bit depth, {MIN_BITS} to {MAX_BITS}: at most 2**N levels per component "
@@ -93,7 +95,8 @@ def _notice(line: str | None) -> None:
 def cmd_compress(args) -> int:
     result = _api().compress(args.input, args.checkpoint, args.output, args.bits, quantiser=args.quantiser,
                           table=args.table, coder=args.coder, data=args.data, precision=args.precision,
-                          search=args.search, rate_weight=args.rate_weight, log=_notice)
+                          search=args.search, rate_weight=args.rate_weight, log=_notice,
+                          **_api().data_options(vars(args)))
     print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
           f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
           f"{result['table']} table): {result['path']}")

@@ -117,6 +117,14 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
                         "split (default: 0.1)")
     g.add_argument("--label-column", default=None, metavar="NAME|INDEX",
                    help="a table's column of labels, by header name or 0-based index")
+    _add_image_reading(g)
+    g.add_argument("--scale", choices=SCALE_METHODS, default=None,
+                   help="how a table's columns are scaled on the training split (default: none for data in "
+                        "[0, 1], else standard)")
+
+
+def _add_image_reading(g) -> None:
+    """How image files are read: grey or colour, their size, and bad files (a parser or an argument group)."""
     colour = g.add_mutually_exclusive_group()
     colour.add_argument("--grayscale", dest="colour", action="store_const", const="grayscale",
                         help="read images as grey (default: colour if any image is)")
@@ -125,9 +133,6 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", action="store_true",
                    help="centre-crop every image to the --resize size (default: the smallest size found)")
     g.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of failing")
-    g.add_argument("--scale", choices=SCALE_METHODS, default=None,
-                   help="how a table's columns are scaled on the training split (default: none for data in "
-                        "[0, 1], else standard)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

@@ -333,21 +333,24 @@ def output_format(output: str | os.PathLike) -> str:
     return "png"
 
 
-def _load_input(images: Any, ckpt: Checkpoint) -> np.ndarray:
-    """``images``, or the images at a path read as the model's training images were (size, crop, channels)."""
+def _load_input(images: Any, ckpt: Checkpoint, reading: dict) -> np.ndarray:
+    """``images``, or the images at a path read as the model's training images were (size, crop, channels),
+    but for the ``reading`` options given (the fields of :class:`aelab.data.ReadOptions`)."""
     if isinstance(images, (str, os.PathLike)):
+        from ..data import ReadOptions
         from ..data.recorded import inputs_as_recorded
-        return inputs_as_recorded(images, ckpt.info.get("data") or {}, ckpt.model_config.input_shape)[0]
+        return inputs_as_recorded(images, ckpt.info.get("data") or {}, ckpt.model_config.input_shape,
+                                  ReadOptions.of(**reading))[0]
     return images
 
 
 def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike,
              bits: int = DEFAULT_BITS, *, quantiser: str = DEFAULT_QUANTISER, table: str = "checkpoint",
              coder: str | None = None, data: Any = None, precision: str = "fp32", search: int = 0,
-             rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None) -> dict:
+             rate_weight: float = DEFAULT_RATE_WEIGHT, log: Log = None, **reading) -> dict:
     """Compress ``images`` (an array, or a path :func:`aelab.data.load_images` reads: IDX, CTF,
-    .npz, a PNG or a folder of PNGs, read as the model's training images were) into the ``.aez`` file
-    ``output`` (written atomically).
+    .npz, a picture or a folder of them, read as the model's training images were but for the ``reading``
+    options given: colour, resize, crop, skip_bad) into the ``.aez`` file ``output`` (written atomically).
 
     Returns ``{"path", "count", "bytes", "bytes_per_image", "bits", "quantiser", "table", "coder"}``.
     Labels are not stored. The options are those of :func:`encode_bytes`. ``log`` (``print``, say)
@@ -356,7 +359,7 @@ def compress(images: Any, checkpoint: Checkpoint | str | os.PathLike, output: st
     """
     options = settings(bits, quantiser, table, coder, precision, search, rate_weight)
     ckpt = cpu_checkpoint(checkpoint)
-    pixels = _load_input(images, ckpt)
+    pixels = _load_input(images, ckpt, reading)
     blob, count = _encode(pixels, ckpt, options, data=data, log=log)
     out = write_bytes(output, blob)
     return {"path": out, "count": count, "bytes": len(blob), "bytes_per_image": len(blob) / count if count else
