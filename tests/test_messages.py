@@ -106,6 +106,22 @@ def test_a_value_that_starts_with_a_dash_is_told_how_to_be_written(args, written
     assert stop.value.code == 2 and "expected one argument" in err and f"is written {written}" in err
 
 
+@pytest.mark.parametrize("args,prefix", [
+    (("score", "--threshold", "nan"), "aelab score: error: argument --threshold"),
+    (("sample", "--draw", "0"), "aelab sample: error: argument --draw"),
+    (("train", "--bogus"), "aelab train: error: unrecognized arguments: --bogus"),
+    (("data", "pack", "x", "-o", "y", "--zzz"), "aelab data pack: error: unrecognized arguments: --zzz"),
+])
+def test_an_option_error_is_one_line_that_names_the_command_and_its_help(args, prefix, capsys):
+    """argparse printed the command's whole usage (up to eight lines) before its error, and named the top
+    command (`aelab: error: unrecognized arguments`) for another command's unknown option."""
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(prefix) and len(err.strip().splitlines()) == 1
+    assert f"`{prefix.split(':')[0]} --help`" in err
+
+
 def test_durations_say_what_is_wrong_with_them():
     with pytest.raises(OptionError, match="must be a positive duration, got '0'"):
         parse_duration("0")

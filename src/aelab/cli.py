@@ -27,8 +27,10 @@ EXIT_INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, whose "expected one argument" says how to give a value that starts with '-'
-    (``--budget -5s`` reads ``-5s`` as an option; only ``--budget=-5s`` reaches the option's own check)."""
+    """argparse's parser, whose errors are one line, as aelab's own are (argparse prints the whole usage
+    first, up to eight lines; ``--help`` shows it), but for a missing command, where the usage lists them.
+    Its "expected one argument" says how to give a value that starts with '-' (``--budget -5s`` reads
+    ``-5s`` as an option; only ``--budget=-5s`` reaches the option's own check)."""
 
     def error(self, message: str) -> NoReturn:
         missing = re.fullmatch(r"argument ([^:]+): expected one argument", message)
@@ -36,7 +38,19 @@ class _Parser(argparse.ArgumentParser):
             names = missing[1].split("/")
             name = next((n for n in names if n.startswith("--")), names[0])
             message += f" (a value that starts with '-' is written {name}=VALUE)"
-        super().error(message)
+        if "COMMAND" in message:
+            super().error(message)
+        self._one_line(self.prog, message)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:  # argparse names the top command here: name the one whose options these are not
+            prog = f"aelab {command_name(parsed)}" if getattr(parsed, "command", None) else self.prog
+            self._one_line(prog, f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+    def _one_line(self, prog: str, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{prog}: error: {message} (`{prog} --help` lists the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
