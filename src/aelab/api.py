@@ -119,7 +119,7 @@ def train_settings(data: Dataset, **settings) -> auto.Choice:
         config, reason = _train_config({**NAMED_MODEL_DEFAULTS, **given}), ""
     config.validate()
     check_shift_fits(config.shift, data.kind == "images")
-    check_code_reduces(config.model, config.code_size, data.input_dim)
+    check_code_reduces(config.model, config.code_size, data.input_dim, images=data.kind == "images")
     return auto.Choice(config, reason)
 
 

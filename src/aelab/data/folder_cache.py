@@ -20,7 +20,9 @@ from ..errors import OutputError
 
 __all__ = ["cache_dir", "cache_key", "load_cached", "save_cached"]
 
-VERSION = 1
+# Raised whenever decoding changes what a file gives, so entries decoded the old way miss:
+# 2: EXIF orientations applied, 32-bit integer pixels refused.
+VERSION = 2
 
 
 def cache_dir() -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DataError
 from ..terminal import stop_pool
 from .folder_cache import cache_key, load_cached, save_cached
-from .pictures import IMAGE_FILE_SUFFIXES, decode
+from .pictures import IMAGE_FILE_SUFFIXES, decode, displayed_size
 
 __all__ = ["FolderImages", "FolderPlan", "FolderSummary", "read_image_folder", "plan_folder", "crop_size", "summarize",
            "seen", "image_names", "list_images", "has_images", "decode_all"]
@@ -220,7 +220,7 @@ def crop_size(paths: list[str], resize: tuple[int, int] | None) -> tuple[int, in
     for path in paths:
         try:
             with Image.open(path) as picture:
-                sizes.append((path, picture.size[::-1]))
+                sizes.append((path, displayed_size(picture)))
         except Exception:  # unreadable files are reported by the decode pass
             continue
     if not sizes:

@@ -3,7 +3,9 @@
 Rules (never silent: :func:`decode` says which applied): grey (``1``, ``L``)
 stays one channel; ``LA`` drops alpha to grey; ``RGBA`` drops alpha;
 palette (``P``) and other colour modes convert to RGB; 16-bit grey is scaled
-to 8 bits; ``channels`` ``'grayscale'``/``'rgb'`` forces one or the other.
+to 8 bits (32-bit integer and float pixels are refused); ``channels``
+``'grayscale'``/``'rgb'`` forces one or the other. An EXIF orientation (as a
+phone photo carries) is applied first, so an image is read the way it looks.
 """
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 
-__all__ = ["IMAGE_FILE_SUFFIXES", "decode", "parse_size", "CHANNEL_CHOICES"]
+__all__ = ["IMAGE_FILE_SUFFIXES", "decode", "displayed_size", "parse_size", "CHANNEL_CHOICES"]
 
 IMAGE_FILE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                        ".tif": "TIFF", ".tiff": "TIFF"}
 CHANNEL_CHOICES = ("grayscale", "rgb")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+SIXTEEN_BIT_MAX = 65535
+EXIF_ORIENTATION = 0x0112  # 1: as stored; 2 to 8: flipped and/or turned for display
+BITS_PER_SAMPLE = 258  # the TIFF tag
 
 
 def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
@@ -66,8 +72,11 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
             if max_pixels and w * h > max_pixels:
                 raise DataError(f"is {w}x{h} = {w * h} pixels, past the decompression-bomb limit of "
                                 f"{max_pixels}", path=path, hint="shrink it first, or drop it (--skip-bad)")
+            orientation = _exif_orientation(picture)  # read before load(), which turns a TIFF upright itself
             picture.load()
-            pixels, rule = _to_channels(picture, channels, path)
+            _refuse_32_bit_integers(picture, path)
+            upright, turned = _upright(picture, orientation)
+            pixels, rule = _to_channels(upright, channels, path)
             pixels = _fit(pixels, resize, crop, path)
     except Image.DecompressionBombError as e:
         raise DataError(f"is past Pillow's decompression-bomb limit ({_first_line(e)})", path=path,
@@ -78,7 +87,7 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({_first_line(e)})", path=path,
                         hint="the file is corrupt or truncated; replace it, or pass --skip-bad") from e
-    return pixels, rule, hashlib.sha256(data).hexdigest()
+    return pixels, "; ".join(filter(None, [turned, rule])), hashlib.sha256(data).hexdigest()
 
 
 def _first_line(e: Exception) -> str:
@@ -87,12 +96,56 @@ def _first_line(e: Exception) -> str:
     return re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", line) or type(e).__name__
 
 
+def _exif_orientation(picture) -> int:
+    """The EXIF orientation, 1 (as stored) where there is none. An EXIF block Pillow cannot parse leaves the
+    image as stored, as before orientations were applied, rather than refusing an image that reads."""
+    try:
+        orientation = picture.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # Pillow's EXIF parser raises many kinds of errors on damaged blocks
+        return 1
+    return orientation if orientation in range(2, 9) else 1
+
+
+def displayed_size(picture) -> tuple[int, int]:
+    """``(h, w)`` of an opened picture as it is displayed (and :func:`decode` reads it): EXIF orientations 5 to
+    8 turn it a quarter, swapping the two; Pillow gives a TIFF's size turned already."""
+    w, h = picture.size
+    turned = picture.format != "TIFF" and _exif_orientation(picture) >= 5
+    return (w, h) if turned else (h, w)
+
+
+def _upright(picture, orientation: int) -> tuple:
+    """``(the picture as it is displayed, the rule applied or '')``."""
+    if orientation == 1:
+        return picture, ""
+    from PIL import ImageOps
+
+    # a no-op where the decoder applied the orientation already (TIFF), as exif_transpose then finds none
+    return ImageOps.exif_transpose(picture), "turned upright by its EXIF orientation"
+
+
+def _refuse_32_bit_integers(picture, path: str | Path) -> None:
+    """Refuse 32-bit integer pixels rather than squash them into 16 bits. Pillow opens those as mode ``I``,
+    as it does some 16-bit files (PGM); a TIFF says which it holds, other files are judged by their values."""
+    if picture.mode != "I":
+        return
+    bits = picture.tag_v2.get(BITS_PER_SAMPLE) if hasattr(picture, "tag_v2") else None
+    if max(bits if isinstance(bits, tuple) else (bits or 0,)) > 16:
+        raise DataError("has 32-bit integer pixels, which aelab does not read", path=path,
+                        hint="convert it to 8- or 16-bit integer pixels, or pass --skip-bad")
+    low, high = picture.getextrema()
+    if low < 0 or high > SIXTEEN_BIT_MAX:
+        raise DataError(f"has integer pixels from {low} to {high}, beyond 16 bits (0 to {SIXTEEN_BIT_MAX}), "
+                        "which aelab does not read", path=path,
+                        hint="convert it to 8- or 16-bit integer pixels, or pass --skip-bad")
+
+
 def _to_channels(picture, channels: str | None, path: str | Path) -> tuple[np.ndarray, str]:
     mode = picture.mode
     rule = ""
-    if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+    if mode in SIXTEEN_BIT_MODES or mode == "I":  # mode I here holds 16-bit values: see _refuse_32_bit_integers
         wide = np.asarray(picture).astype(np.int64)
-        pixels = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        pixels = ((wide * 255 + SIXTEEN_BIT_MAX // 2) // SIXTEEN_BIT_MAX).astype(np.uint8)
         rule = "16-bit scaled to 8 bits"
         if channels == "rgb":
             return np.repeat(pixels[..., None], 3, axis=2), rule + "; grey repeated to RGB"

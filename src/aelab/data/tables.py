@@ -200,7 +200,7 @@ def _refuse_missing_values(array: np.ndarray, path: Path | str, columns: list[st
 
 
 def _refuse_numbers_beyond_float32(array: np.ndarray, path: Path | str, columns: list[str] | None) -> None:
-    if array.dtype.kind != "f" or np.finfo(array.dtype).max <= FLOAT32_MAX:
+    if array.dtype.kind != "f" or np.can_cast(array.dtype, np.float32):
         return  # integers and float32 or narrower all fit
     bad = np.abs(array) > FLOAT32_MAX
     if bad.any():
@@ -371,16 +371,30 @@ def _is_number(cell: str) -> bool:
     return True
 
 
+# pandas writes a boolean column as True/False: such cells read as 1/0, as a bool .npy or Parquet column does
+_TRUTH_VALUES = {"true": "1", "false": "0"}
+
+
+def _is_value(cell: str) -> bool:
+    """A cell a number column may hold: a number, or True/False."""
+    return _is_number(cell) or cell.strip().lower() in _TRUTH_VALUES
+
+
 def _looks_like_header(rows: list[list[str]]) -> bool:
     """A first row with a non-number where the second row has a number."""
     if len(rows) < 2:
-        return not all(_is_number(c) for c in rows[0])
-    return any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1]))
+        return not all(_is_value(c) for c in rows[0])
+    return any(not _is_value(a) and _is_value(b) for a, b in zip(rows[0], rows[1]))
 
 
 def _parse_numbers(body: list[list[str]], feature_columns: list[int], columns: list[str], path: Path,
                    first_line: int) -> np.ndarray:
     cells = [[row[c] for c in feature_columns] for row in body]
+    try:
+        return np.asarray(cells, dtype=np.float64)
+    except ValueError:
+        pass
+    cells = [[_TRUTH_VALUES.get(cell.strip().lower(), cell) for cell in row] for row in cells]
     try:
         return np.asarray(cells, dtype=np.float64)
     except ValueError:
@@ -398,16 +412,26 @@ def _parse_numbers(body: list[list[str]], feature_columns: list[int], columns: l
 
 # --- Parquet (optional extra) -------------------------------------------------------------
 
+def _read_parquet_unthreaded(data: bytes):
+    """The file's table, read without starting any of pyarrow's threads. pq.read_table starts its CPU and
+    I/O thread pools (even with use_threads=False), and a process that has loaded torch as well then aborts
+    at exit about one time in three ('terminate called without an active exception', exit status 134)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+
+
 def _read_parquet(path: Path, label_column: str | int | None, model: ModelColumns | None, optional_label: bool
                   ) -> Table:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet  # noqa: F401  (here only to name the extra when it is missing)
     except ImportError as e:
         raise DataError("reading .parquet needs pyarrow, which is not installed", path=path,
                         hint="pip install 'aelab[parquet]'") from e
     data = read_file_bytes(path)
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = _read_parquet_unthreaded(data)
     except Exception as e:  # pyarrow raises its own error types
         raise DataError(f"not a readable Parquet file ({e})", path=path, hint="write it again") from e
     columns = [str(c) for c in table.column_names]

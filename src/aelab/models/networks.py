@@ -326,11 +326,15 @@ def model_config(kind: str = "simple", *, input_shape: tuple[int, ...] = (28, 28
                        sparsity=sparsity, beta=beta, linear_step=linear_step, loss=loss, input_max=input_max)
 
 
-def check_code_reduces(kind: str, code_size: int, inputs: int) -> None:
+def check_code_reduces(kind: str, code_size: int, inputs: int, *, images: bool) -> None:
     """Refuse training a residual model whose code is as long as the inputs: its PCA path would copy them.
-    (Checked before training, not on loading: a checkpoint saved before this check still loads.)"""
+    (Checked before training, not on loading: a checkpoint saved before this check still loads.)
+    ``images``: whether the samples are images (else table rows), for the message."""
     if kind != "residual":
         return
+    if inputs == 1 and images:
+        raise OptionError("1x1 grey images hold one value each: there is nothing to reduce",
+                          hint="use larger images, or pass --resize HxW")
     if inputs == 1:
         raise OptionError("a table of one column has nothing to reduce", hint="give the table two columns or more")
     if code_size >= inputs:

@@ -194,7 +194,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
     if config.budget is not None and ranks.world > 1:
         raise OptionError("--budget stops each process by its own clock, which several processes cannot share",
                           hint="leave out --budget, or train in one process")
-    check_code_reduces(config.model, config.code_size, data.input_dim)
+    check_code_reduces(config.model, config.code_size, data.input_dim, images=data.kind == "images")
     mconfig = model_config(config.model, input_shape=data.input_shape, code_size=config.code_size,
                            hidden=config.hidden, channels=config.channels, conv_depth=config.conv_depth,
                            res_blocks=config.res_blocks, norm=config.norm,
