@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -579,7 +580,10 @@ def test_a_kill_at_a_random_moment_leaves_the_old_state_or_the_new_one(tiny_npz,
     # -SIGTERM: it came before the command set up its handler (starting Python) or after it ended
     assert proc.returncode in (0, -signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM), err
     assert "Traceback" not in err, err
-    assert _temporaries(out) == [], "a half-written file was left"
+    if signame == "SIGTERM":  # caught: the write under way removes its temporary file
+        assert _temporaries(out) == [], "a half-written file was left"
+    else:  # nothing outlives SIGKILL, and a write cut short leaves its hidden temporary file: the next run
+        assert all(re.fullmatch(r"\.[\w.]+\.\w+\.tmp", t) for t in _temporaries(out))  # removes it, below
     if (out / RESUME_FILE).exists():  # the new run's state: intact, and it finishes the run exactly
         load_training_state(out / RESUME_FILE)
         resumed = _start(*INJECT_B, "--overwrite", "--resume", "--data", str(tiny_npz), "--out", str(out))
@@ -589,6 +593,25 @@ def test_a_kill_at_a_random_moment_leaves_the_old_state_or_the_new_one(tiny_npz,
     else:  # no run in progress: the old checkpoint or the new one, whole
         weights = load_checkpoint(out).model.state_dict()
         assert _same_weights(weights, old_weights) or _same_weights(weights, new_weights)
+        if _temporaries(out):
+            rerun = _start(*INJECT_B, "--overwrite", "--data", str(tiny_npz), "--out", str(out))
+            _, err = rerun.communicate(timeout=300)
+            assert rerun.returncode == 0, err
+    assert _temporaries(out) == [], "the next run left a killed run's temporary file"
+
+
+def test_a_run_removes_the_temporary_files_a_killed_run_left(tiny_npz, tmp_path) -> None:
+    """SIGKILL (or a power cut) during a write leaves its hidden ``.NAME.*.tmp``: nothing can remove it then.
+    The next run into the folder, holding its lock, removes those of its own files, and no other."""
+    out = tmp_path / "run"
+    out.mkdir()
+    left = [out / ".resume.safetensors.k1l2m3.tmp", out / ".model.safetensors.a1b2c3.tmp", out / ".config.json.x.tmp"]
+    mine = [out / ".notes.tmp", out / ".grid.png.q.tmp"]  # not what training writes
+    for path in left + mine:
+        path.write_bytes(b"half")
+    done = run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert [p for p in left if p.exists()] == [] and all(p.exists() for p in mine)
 
 
 def test_a_sigterm_between_the_two_renames_of_a_checkpoint_waits_for_both(trained, tmp_path, monkeypatch) -> None:

@@ -34,11 +34,11 @@ from .evaluation.anomaly import write_scores
 from .evaluation.generate import check_interpolation, denoise, draw_samples, interpolate, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
-from .fileio import ensure_dir, remove_empty_folder, remove_file, write_text
+from .fileio import ensure_dir, remove_empty_folder, remove_file, remove_stale_temporaries, write_text
 from .locking import folder_lock
 from .models import inference
 from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info
-from .models.checkpoint import METRICS_FILE, adopt_curve, curve_file, save_checkpoint
+from .models.checkpoint import METRICS_FILE, NEXT_METRICS_FILE, adopt_curve, curve_file, save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
 from .models.networks import LOSSES, MODEL_NAMES, check_code_reduces, model_config
@@ -160,6 +160,7 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
         return TrainedModel(result, {}, Path(out))
     folder = ensure_dir(out)
     with folder_lock(folder):
+        remove_stale_temporaries(folder, (WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, NEXT_METRICS_FILE, RESUME_FILE))
         if not overwrite:
             _refuse_another_model(folder, config, data, train_options)
         trained = _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import json
 import math
 import os
@@ -151,6 +152,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         if isinstance(e, OSError):
             raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """Remove the temporary files that a killed writer (SIGKILL, a power cut) left of ``names`` in ``folder``:
+    ``.NAME.*.tmp``, as :func:`atomic_write` makes them. For a writer that holds the folder's lock, so no
+    other process is writing them now."""
+    for name in names:
+        for stale in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+            remove_file(stale)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
