@@ -1,4 +1,6 @@
 """`aelab score`: anomaly scores per sample, through the CLI, on tiny images and a tiny table."""
+import json
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,59 @@ def test_api_anomaly_scores_threshold_and_contamination_exclusive(trained):
     ckpt = api.load_model(trained.folder, "cpu")
     with pytest.raises(api.OptionError):
         api.anomaly_scores(ckpt, trained.data.test.images, contamination=0.1, threshold=0.1)
+
+
+def _digit_folder(folder, images, classes):
+    """The ``images`` as PNGs under ``folder/<class>/NN.png``, shared out over ``classes`` in turn."""
+    from PIL import Image
+    for i, pixels in enumerate(images):
+        place = folder / classes[i % len(classes)]
+        place.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(place / f"{i:02d}.png")
+    return folder
+
+
+def test_score_of_an_image_folder_names_each_file_and_its_class(trained, tmp_path, capsys):
+    images = trained.data.test.images[:12]
+    folder = _digit_folder(tmp_path / "digits", images, ["plain", "odd, \"quoted\""])
+    out = tmp_path / "s.csv"
+    rc, said, _ = run_cli(capsys, "score", "--checkpoint", trained.folder, folder, "-o", out)
+    assert rc == 0 and "Wrote 12 scores" in said
+    import csv
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["index", "file", "label", "score"]
+    by_file = {row["file"]: row for row in rows}
+    # a row's file and class are the ones whose pixels it scored, whatever order the folder is read in
+    expected = sample_errors(trained.model, images)
+    for i in range(12):
+        cls = ["plain", "odd, \"quoted\""][i % 2]
+        row = by_file[f"{cls}/{i:02d}.png"]
+        assert row["label"] == cls and float(row["score"]) == pytest.approx(expected[i], rel=1e-6)
+
+    npy = tmp_path / "s.npy"
+    assert run_cli(capsys, "score", "--checkpoint", trained.folder, folder, "--limit", "5", "-o", npy)[0] == 0
+    table = np.load(npy, allow_pickle=False)
+    assert table.dtype.names == ("index", "file", "label", "score") and len(table) == 5
+    classes = json.loads(npy.with_suffix(".classes.json").read_text())
+    assert classes == sorted(["plain", "odd, \"quoted\""])
+    assert all(f.startswith(classes[label] + "/") for f, label in zip(table["file"], table["label"]))
+    assert list(table["file"]) == [row["file"] for row in rows[:5]]
+
+    # one picture: its file name, no labels, and no class names left from the folder's run
+    one = folder / "plain" / "00.png"
+    assert run_cli(capsys, "score", "--checkpoint", trained.folder, one, "-o", npy)[0] == 0
+    table = np.load(npy, allow_pickle=False)
+    assert table.dtype.names == ("index", "file", "score") and table["file"].tolist() == ["00.png"]
+    assert not npy.with_suffix(".classes.json").exists()
+
+
+def test_scores_of_arrays_have_no_file_column_and_names_must_match(trained):
+    ckpt = api.load_model(trained.folder, "cpu")
+    images = trained.data.test.images[:4]
+    assert "file" not in api.anomaly_scores(ckpt, images)["table"].dtype.names
+    named = api.anomaly_scores(ckpt, images, names=["a", "b", "c", "d"])["table"]
+    assert named["file"].tolist() == ["a", "b", "c", "d"]
+    with pytest.raises(api.OptionError, match="one file name per sample"):
+        api.anomaly_scores(ckpt, images, names=["a"])
+    with pytest.raises(api.OptionError, match="class names cannot name"):
+        api.anomaly_scores(ckpt, images, labels=[0, 1, 2, 3], class_names=["x", "y"], output="never.csv")

@@ -10,7 +10,7 @@ Everything the ``aelab`` command line does, for notebooks (names load on first u
   ``aelab train --data`` chooses)
 - models: ``load_model``, ``list_pretrained``, ``TrainedModel``
 - evaluate: ``evaluate_model``, ``evaluate``, ``knn_accuracy``
-- codes and images: ``input_images``, ``input_samples``, ``encode_images``, ``decode_codes``, ``reconstruct_images``,
+- codes and images: ``input_images``, ``input_samples``, ``read_input``, ``encode_images``, ``decode_codes``, ``reconstruct_images``,
   ``similarity_pairs``, ``tsne_map``
 - codec: ``compress``, ``decompress``, ``save_tables`` (``aelab codec fit``), ``compress_notice``,
   ``decompress_notice``, ``CODERS``, ``QUANTISERS``, ``DEFAULT_BITS``
@@ -39,7 +39,7 @@ _WHERE = {
     "train_from_options": "aelab.api", "TrainedModel": "aelab.api",
     "load_model": "aelab.api", "list_pretrained": "aelab.models.zoo",
     "evaluate": "aelab.evaluation.evaluate", "knn_accuracy": "aelab.evaluation.evaluate",
-    "input_images": "aelab.api", "input_samples": "aelab.api", "encode_images": "aelab.api", "decode_codes": "aelab.api",
+    "input_images": "aelab.api", "input_samples": "aelab.api", "read_input": "aelab.api", "encode_images": "aelab.api", "decode_codes": "aelab.api",
     "reconstruct_images": "aelab.api",
     "compress": "aelab.api", "decompress": "aelab.api",
     "CODERS": "aelab.api", "QUANTISERS": "aelab.api", "DEFAULT_BITS": "aelab.api",

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import Dataset, ReadOptions, load_dataset, load_named_images
+from .data import Dataset, ReadOptions, Samples, load_dataset, load_samples
 from .data import recorded
 from .data.recorded import data_record
 from .data.augment import check_shift_fits
@@ -29,8 +29,7 @@ from .evaluation.compare import write_results
 from .evaluation.compare import DEFAULT_RECIPE as COMPARE_RECIPE
 from .evaluation.evaluate import evaluate, knn_accuracy
 from .evaluation.baseline import pca_scores
-from .evaluation.anomaly import check_threshold, flags_for, sample_errors, score_table, threshold_for, threshold_for_fpr
-from .evaluation.anomaly import write_scores
+from .evaluation.anomaly import score_samples, threshold_for_fpr, write_scores
 from .evaluation.generate import check_interpolation, denoise, draw_samples, interpolate, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
 from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
@@ -70,7 +69,7 @@ COMPARE_TSNE_LIMIT, QUICK_TSNE_LIMIT = 1000, 200  # test images in its t-SNE map
 __all__ = ["MODEL_NAMES", "RECIPES", "CODERS", "coder_help", "QUANTISERS", "DEFAULT_QUANTISER", "DEFAULT_BITS", "DEFAULT_RATE_WEIGHT",
            "MIN_BITS", "MAX_BITS", "COMPARE_RECIPE", "COMPARE_MODELS", "COMPARE_SWEEPS", "QUICK_SWEEPS",
            "COMPARE_TSNE_LIMIT", "QUICK_TSNE_LIMIT", "GRID_NAME", "PNG_PREFIX",
-           "TrainedModel", "train_model", "train_settings", "check_train_settings", "load_model", "input_images", "input_samples", "encode_images", "decode_codes",
+           "TrainedModel", "train_model", "train_settings", "check_train_settings", "load_model", "input_images", "input_samples", "read_input", "encode_images", "decode_codes",
            "reconstruct_images", "evaluate_model", "compare_models", "denoise_images", "write_pngs",
            "check_models", "load_dataset", "PREDICTIVE_CODERS", "compress", "decompress",
            "has_cached_table", "read_header", "similarity_pairs", "interpolate_images", "tsne_map",
@@ -316,13 +315,21 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
 
 def input_images(source: str | Path | None = None, data: str | Path | None = None, limit: int | None = None,
                  checkpoint: Checkpoint | None = None, **options) -> tuple[np.ndarray, np.ndarray | None]:
-    """The samples and labels of :func:`input_samples`."""
-    return input_samples(source, data, limit, checkpoint, **options)[:2]
+    """The samples and labels of :func:`read_input`."""
+    return read_input(source, data, limit, checkpoint, **options)[:2]
 
 
 def input_samples(source: str | Path | None = None, data: str | Path | None = None, limit: int | None = None,
                   checkpoint: Checkpoint | None = None, **options) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """Samples, labels and class names (the source's own, or None) of ``source``, else of ``data``'s test split.
+    """The samples, labels and class names of :func:`read_input`."""
+    return read_input(source, data, limit, checkpoint, **options)[:3]
+
+
+def read_input(source: str | Path | None = None, data: str | Path | None = None, limit: int | None = None,
+               checkpoint: Checkpoint | None = None, **options) -> Samples:
+    """The first ``limit`` samples of ``source``, else of ``data``'s test split: images, labels, class names
+    (the source's own, or None) and each sample's file (a folder's, relative to it; None for samples
+    that are not files, and for ``data``).
 
     With a ``checkpoint``, both are read as the model's training data was (:func:`load_data`; for
     ``source``, :func:`aelab.data.recorded.inputs_as_recorded`: images resized, cropped and of the
@@ -331,16 +338,13 @@ def input_samples(source: str | Path | None = None, data: str | Path | None = No
     """
     chosen = ReadOptions.of(**options)
     if source and checkpoint is not None:
-        images, labels, class_names = recorded.inputs_as_recorded(source, _record(checkpoint),
-                                                                  checkpoint.model_config.input_shape, chosen)
+        samples = recorded.inputs_as_recorded(source, _record(checkpoint), checkpoint.model_config.input_shape, chosen)
     elif source:
-        images, labels, class_names = load_named_images(source, chosen.without(("test_fraction", "seed", "scale")))
+        samples = load_samples(source, chosen.without(("test_fraction", "seed", "scale")))
     else:
         dataset = load_data(data, checkpoint, **options)
-        images, labels, class_names = dataset.test.images, dataset.test.labels, dataset.class_names
-    if check_limit(limit) is not None:
-        images, labels = images[:limit], None if labels is None else labels[:limit]
-    return images, labels, class_names
+        samples = Samples(dataset.test.images, dataset.test.labels, dataset.class_names, None)
+    return samples.first(check_limit(limit))
 
 
 def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | None) -> np.ndarray:
@@ -567,7 +571,8 @@ def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> 
 
 def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None, *,
                    contamination: float | None = None, threshold: float | None = None, fpr: float | None = None,
-                   output: str | Path | None = None) -> dict:
+                   output: str | Path | None = None, names: list[str] | None = None,
+                   class_names: list[str] | None = None) -> dict:
     """Each sample's anomaly score: its mean squared reconstruction error in the model's units (pixels
     / 255, or a table's scaled features); higher = more anomalous.
 
@@ -575,25 +580,21 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
     ``fpr`` F, scores above the threshold that flags at most the share F of the held-out normal data
     (the training run's validation split, whose scores the checkpoint keeps).
     Returns ``scores``, ``labels``, ``threshold``, ``flags`` (None without either) and ``table``
-    (index, label, score, flag records), which goes to ``output`` (.csv or .npy) when given.
+    (index, file, label, score, flag records; file where ``names`` name each sample's file, as
+    :func:`read_input` does), which goes to ``output`` (.csv or .npy) when given, labels by their
+    ``class_names`` where given.
     """
-    if sum(v is not None for v in (contamination, threshold, fpr)) > 1:
+    if fpr is not None and (contamination, threshold) != (None, None):
         raise OptionError("give one of a contamination, a threshold or a false-positive rate")
-    if fpr is not None:
-        threshold = threshold_for_fpr(_normal_scores(checkpoint), fpr)
-    check_threshold(threshold)
     if output is not None and Path(output).suffix not in (".csv", ".npy"):
         raise OptionError(f"cannot tell the format of {output}", hint="name the output FILE.csv or FILE.npy")
-    scores = sample_errors(checkpoint.model, images)  # first: it checks the samples' type and shape
-    if not len(scores):
-        raise DataError("no samples to score")
-    cut = threshold_for(scores, contamination) if contamination is not None else threshold
-    flags = None if cut is None else flags_for(scores, cut)
-    table = score_table(scores, labels, flags)
+    if fpr is not None:
+        threshold = threshold_for_fpr(_normal_scores(checkpoint), fpr)
+    scored = score_samples(checkpoint.model, images, labels, contamination=contamination, threshold=threshold,
+                           names=names)
     if output is not None:
-        write_scores(output, table)
-    return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags, "table": table,
-            "flagged": None if flags is None else int(flags.sum())}
+        write_scores(output, scored["table"], class_names)
+    return scored
 
 
 def _normal_scores(checkpoint: Checkpoint) -> np.ndarray:

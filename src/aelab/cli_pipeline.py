@@ -32,8 +32,10 @@ def add_score(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="anomaly scores: each sample's reconstruction error (.csv or .npy)",
                        description="Score each image or table row by its reconstruction error (the mean squared "
                                    "error per value, in the model's units: pixels / 255 or the table's scaled "
-                                   "features; higher = more anomalous). Writes index, label (when known), score "
-                                   "and, with --contamination, --threshold or --fpr, flag (1 = anomalous).")
+                                   "features; higher = more anomalous). Writes index, file (for image files: a "
+                                   "folder's relative to it), label (when known, by its class folder's name in "
+                                   ".csv), score and, with --contamination, --threshold or --fpr, flag "
+                                   "(1 = anomalous).")
     _add_checkpoint(p)
     _add_input(p, "samples")
     cut = p.add_mutually_exclusive_group()
@@ -45,19 +47,21 @@ def add_score(sub) -> argparse.ArgumentParser:
                           "of the training run's validation split, kept in the checkpoint")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.csv (a header, one row per sample) or FILE.npy (a structured array with fields "
-                        "index, label, score, flag)")
+                        "index, file, label, score, flag; class names in FILE.classes.json)")
     return p
 
 
 def cmd_score(args) -> int:
     api = _api()
     ckpt = api.load_model(args.checkpoint, args.device)
-    images, labels = api.input_images(args.input, args.data, args.limit, ckpt, **api.data_options(vars(args)))
-    result = api.anomaly_scores(ckpt, images, labels, contamination=args.contamination,
-                                threshold=args.threshold, fpr=args.fpr, output=args.output)
+    samples = api.read_input(args.input, args.data, args.limit, ckpt, **api.data_options(vars(args)))
+    result = api.anomaly_scores(ckpt, samples.images, samples.labels, contamination=args.contamination,
+                                threshold=args.threshold, fpr=args.fpr, output=args.output, names=samples.names,
+                                class_names=samples.class_names)
     flagged = "" if result["flags"] is None else \
         f"; {result['flagged']} flagged above {result['threshold']:.6g}"
-    print(f"Wrote {len(result['scores'])} scores to {args.output}{flagged}")
+    count = len(result["scores"])
+    print(f"Wrote {count} score{'' if count == 1 else 's'} to {args.output}{flagged}")
     return 0
 
 

@@ -340,7 +340,7 @@ def _load_input(images: Any, ckpt: Checkpoint, reading: dict) -> np.ndarray:
         from ..data import ReadOptions
         from ..data.recorded import inputs_as_recorded
         return inputs_as_recorded(images, ckpt.info.get("data") or {}, ckpt.model_config.input_shape,
-                                  ReadOptions.of(**reading))[0]
+                                  ReadOptions.of(**reading)).images
     return images
 
 

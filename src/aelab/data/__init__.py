@@ -3,7 +3,7 @@
 Owns what a path is (``resolver``: :func:`resolve` decides a source's kind once, and
 :class:`ReadOptions` says how to read it), reading data as a checkpoint recorded its training
 data (``recorded``), the file formats (IDX, the CNTK text format CTF, npz, image files and
-folders, feature tables), the ``Dataset`` and ``Split`` types (``dataset_types``;
+folders, feature tables), the ``Dataset``, ``Split`` and ``Samples`` types (``dataset_types``;
 the array layout is documented there), the seeded test split (``splitting``),
 the table ``Scaler`` (``scaling``), image-folder decoding and its cache
 (``folders``, ``pictures``, ``folder_cache``), the bundled MNIST (``aelab/data/mnist``,
@@ -14,8 +14,8 @@ core modules: ``aelab.errors``, ``aelab.fileio``, ``aelab.device`` and
 ``aelab.version``.
 """
 from .ctf import iter_ctf, read_ctf, write_ctf
-from .dataset_types import Dataset, Split
-from .datasets import load_dataset, load_images, load_named_images
+from .dataset_types import Dataset, Samples, Split
+from .datasets import load_dataset, load_images, load_named_images, load_samples
 from .resolver import ReadOptions, Source, resolve
 from .describe import describe, format_description
 from .saving import convert, save_dataset
@@ -26,8 +26,8 @@ from .scaling import Scaler, default_scaling, suggest_loss
 from .idx import read_idx, write_idx
 
 __all__ = [
-    "Dataset", "Split", "ReadOptions", "Source", "resolve",
-    "load_dataset", "load_images", "load_named_images", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
+    "Dataset", "Split", "Samples", "ReadOptions", "Source", "resolve",
+    "load_dataset", "load_images", "load_named_images", "load_samples", "save_dataset", "convert", "pack", "load_packed", "PackWriter",
     "describe", "format_description", "parse_size", "Scaler", "default_scaling", "suggest_loss",
     "read_idx", "write_idx",
     "iter_ctf", "read_ctf", "write_ctf",

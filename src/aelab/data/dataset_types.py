@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -48,6 +48,25 @@ class Split:
     def n(self) -> int:
         """The number of samples."""
         return len(self.images)
+
+
+class Samples(NamedTuple):
+    """One input's samples (a file or folder, not a data set's split): the samples as :class:`Split` holds
+    them, their labels or None, the names of the label numbers (None where the input names none), and each
+    sample's file (a folder's, relative to it; None where the samples are not files of their own)."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: list[str] | None
+    names: list[str] | None
+
+    def first(self, limit: int | None) -> Samples:
+        """The first ``limit`` samples (None: all)."""
+        if limit is None:
+            return self
+        cut = slice(None, limit)
+        return Samples(self.images[cut], None if self.labels is None else self.labels[cut], self.class_names,
+                       None if self.names is None else self.names[cut])
 
 
 def _is_known_layout(a: np.ndarray) -> bool:

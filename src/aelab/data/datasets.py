@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
-from .dataset_types import Dataset, Split, _shape_text, combined_digest
+from .dataset_types import Dataset, Samples, Split, _shape_text, combined_digest
 from .folders import read_image_folder
 from .packed import check_destination, check_reading_options, load_packed, pack
 from .pictures import decode as decode_picture
@@ -319,21 +319,26 @@ def load_named_images(path: str | os.PathLike, options: ReadOptions | None = Non
                       **given: Any) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """:func:`load_images` and the names of the label numbers (a folder's class folders), None where the
     source names none."""
-    images, labels, _, _, class_names = load_single(resolve(path), ReadOptions.of(options, **given))
-    return images, labels, class_names
+    return load_samples(path, options, **given)[:3]
+
+
+def load_samples(path: str | os.PathLike, options: ReadOptions | None = None, **given: Any) -> Samples:
+    """:func:`load_images` as :class:`Samples`: with the names of the label numbers and each sample's file."""
+    return load_single(resolve(path), ReadOptions.of(options, **given))[0]
 
 
 def load_single(source: Source, options: ReadOptions, crop_to: tuple[int, int] | None = None
-                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str], str, list[str] | None]:
-    """``(images, labels, {file: sha256}, format, class names)`` of a resolved source that is one set of images;
-    the class names (None where the source has none) name the label numbers of this source itself. One
+                ) -> tuple[Samples, dict[str, str], str]:
+    """``(samples, {file: sha256}, format)`` of a resolved source that is one set of images; the samples'
+    class names (None where the source has none) name the label numbers of this source itself. One
     picture is cropped to ``crop_to`` (a model's size) where ``--crop`` is given without ``--resize``."""
     options.without(("test_fraction", "seed", "scale")).refuse_unless_applicable(source)
     path = source.path
     if source.kind == "image folder":
         found = read_image_folder(path, channels=options.channels, resize=options.resize, crop=bool(options.crop),
                                   skip_bad=bool(options.skip_bad))
-        return np.asarray(found.images), found.labels, {source.name + "/": found.sha256}, "images", found.class_names
+        samples = Samples(np.asarray(found.images), found.labels, found.class_names, found.names)
+        return samples, {source.name + "/": found.sha256}, "images"
     if source.kind == "image file":
         size = options.resize
         if options.crop and not (size or crop_to):
@@ -342,15 +347,17 @@ def load_single(source: Source, options: ReadOptions, crop_to: tuple[int, int] |
                               hint="pass --resize HxW with --crop, or leave --crop out")
         pixels, _, digest = decode_picture(path, options.channels, size,
                                            (size or crop_to) if options.crop else None, _max_pixels())
-        return pixels[None], None, {path.name: digest}, "image", None
+        return Samples(pixels[None], None, None, [path.name]), {path.name: digest}, "image"
     if source.kind == "npz":
-        return (*_load_npz_images(path), "npz", None)
+        images, labels, files = _load_npz_images(path)
+        return Samples(images, labels, None, None), files, "npz"
     if source.kind == "idx file":
-        return (*_idx_images(path, *read_idx_with_digest(path)), None)
+        images, labels, files, fmt = _idx_images(path, *read_idx_with_digest(path))
+        return Samples(images, labels, None, None), files, fmt
     if source.kind == "ctf file":
         flat, labels, _, digest = read_ctf_with_digest(path)
         images = flat.reshape((len(flat),) + ctf_image_shape(flat.shape[1], path))
-        return images, labels, {path.name: digest}, "ctf", None
+        return Samples(images, labels, None, None), {path.name: digest}, "ctf"
     what = "a table" if source.kind == "table" else f"a data set ({source.kind})"
     raise DataError(f"is {what}, not one set of images", path=path or BUNDLED_NAME,
                     hint="pass an IDX, CTF or .npz file, a picture or a folder of pictures")

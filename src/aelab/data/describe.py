@@ -63,7 +63,7 @@ def _describe_single(source: Source, options: ReadOptions) -> dict:
             return _describe_idx_array(path, array, digest)
         images, labels, files, fmt = _idx_images(path, array, digest)
     else:
-        images, labels, files, fmt, _ = load_single(source, options)
+        (images, labels, *_), files, fmt = load_single(source, options)
     split = Split(images, labels)
     num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
     return _description(path.stem if path.is_file() else source.name, str(path), fmt,

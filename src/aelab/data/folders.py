@@ -46,6 +46,7 @@ class FolderImages:
     skipped: list[str] = field(default_factory=list)
     conversions: dict[str, int] = field(default_factory=dict)
     cached: bool = False
+    names: list[str] = field(default_factory=list)  # each image's file, relative to the folder (POSIX)
 
     @property
     def layout(self) -> str:
@@ -387,5 +388,5 @@ def _check_one_size(sizes: list[tuple[int, int]], names: list[str], folder: Path
 def _assemble(images: np.ndarray, meta: dict, plan: FolderPlan, cached: bool) -> FolderImages:
     keep = np.asarray(meta["kept"], dtype=np.int64)
     labels, class_names = plan.labels(keep)
-    return FolderImages(images, labels, class_names, plan.test_mask(keep),
-                        meta["sha256"], list(meta["skipped"]), dict(meta["conversions"]), cached)
+    return FolderImages(images, labels, class_names, plan.test_mask(keep), meta["sha256"], list(meta["skipped"]),
+                        dict(meta["conversions"]), cached, [plan.names[i] for i in keep])

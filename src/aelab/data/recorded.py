@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, OptionError
-from .dataset_types import Dataset
+from .dataset_types import Dataset, Samples
 from .datasets import load_single, load_source
 from .flags import option_given
 from .resolver import DEFAULT_SEED, SPLIT_OPTIONS, ReadOptions, Source, resolve
@@ -117,9 +117,8 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
 
 
 def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_shape: tuple[int, ...],
-                       options: ReadOptions | None = None
-                       ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """The samples, labels and class names of one input (a file or folder, not a data set's split) for a
+                       options: ReadOptions | None = None) -> Samples:
+    """The samples, labels, class names and file names of one input (a file or folder, not a data set's split) for a
     model: images read with the recorded channels, size and crop (``options`` given win), a table's rows
     scaled with the recorded scaler, its columns taken by name where it and the model's training table have
     a header (else by position), with or without the label column it was trained with. Data of
@@ -130,15 +129,16 @@ def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_sh
     if source.kind == "table":
         return _table_rows(source, record, model_shape, options)
     reading = options.over(recorded_options(record).applying_to(source))
-    images, labels, _, _, class_names = load_single(source, reading, crop_to=tuple(model_shape[-2:]))
+    samples = load_single(source, reading, crop_to=tuple(model_shape[-2:]))[0]
+    images = samples.images
     shape = (3, *images.shape[1:3]) if images.ndim == 4 else tuple(images.shape[1:])
     check_fits(model_shape, shape, source.path.name if source.path else source.name,
                image_options_apply=source.reads_images)
-    return images, labels, class_names
+    return samples
 
 
 def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, ...],
-                options: ReadOptions) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+                options: ReadOptions) -> Samples:
     scaler = recorded_scaler(record)
     if scaler is None:
         raise DataError("this model was trained on images, not a table", path=source.path,
@@ -149,7 +149,7 @@ def _table_rows(source: Source, record: dict[str, Any], model_shape: tuple[int, 
         label_column = recorded_options(record).label_column
     table = read_table(source.path, label_column, model=recorded_columns(record), optional_label=optional_label)
     check_fits(model_shape, (table.rows.shape[1],), source.path.name)
-    return scaler.transform(table.rows), table.labels, table.class_names
+    return Samples(scaler.transform(table.rows), table.labels, table.class_names, None)
 
 
 def check_fits(model_shape: tuple[int, ...], input_shape: tuple[int, ...], name: str, *,

@@ -5,17 +5,21 @@ units (pixels / 255, or a table's scaled features), so scores of one model compa
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import numbers
 import os
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..errors import OptionError
-from ..fileio import atomic_write, write_text
+from ..errors import DataError, OptionError
+from ..fileio import atomic_write, remove_file, write_text
 from ..models.inference import _batches, _device_of, as_pixel_rows, computing_in
 from ..models.networks import output_of
 
@@ -76,19 +80,48 @@ def flags_for(scores: np.ndarray, threshold: float) -> np.ndarray:
     return (np.asarray(scores) > threshold).astype(np.int64)
 
 
-def score_table(scores: np.ndarray, labels: np.ndarray | None = None, flags: np.ndarray | None = None) -> np.ndarray:
-    """One record per sample: ``index``, ``label`` (when known), ``score``, ``flag`` (when set): a
-    structured array, which ``np.load`` reads back without pickle."""
-    fields = [("index", np.int64)] + ([("label", np.int64)] if labels is not None else []) + \
+def score_samples(model: torch.nn.Module, images, labels: np.ndarray | None = None, *,
+                  contamination: float | None = None, threshold: float | None = None,
+                  names: Sequence[str] | None = None) -> dict:
+    """:func:`sample_errors` of ``images``, flagged above ``threshold`` or in the top share ``contamination``
+    (at most one of them; neither: no flags), and their :func:`score_table`."""
+    if contamination is not None and threshold is not None:
+        raise OptionError("give one of a contamination, a threshold or a false-positive rate")
+    check_threshold(threshold)
+    scores = sample_errors(model, images)  # first: it checks the samples' type and shape
+    if not len(scores):
+        raise DataError("no samples to score")
+    cut = threshold_for(scores, contamination) if contamination is not None else threshold
+    flags = None if cut is None else flags_for(scores, cut)
+    return {"scores": scores, "labels": labels, "threshold": cut, "flags": flags,
+            "table": score_table(scores, labels, flags, names), "flagged": None if flags is None else int(flags.sum())}
+
+
+def score_table(scores: np.ndarray, labels: np.ndarray | None = None, flags: np.ndarray | None = None,
+                names: Sequence[str] | None = None) -> np.ndarray:
+    """One record per sample: ``index``, ``file`` (when the samples are files: ``names``), ``label`` (when
+    known), ``score``, ``flag`` (when set): a structured array, which ``np.load`` reads back without pickle."""
+    files = None if names is None else _sample_names(names, len(scores))
+    fields = [("index", np.int64)] + ([("file", files.dtype)] if files is not None else []) + \
+        ([("label", np.int64)] if labels is not None else []) + \
         [("score", np.float64)] + ([("flag", np.int64)] if flags is not None else [])
     table = np.zeros(len(scores), dtype=fields)
     table["index"] = np.arange(len(scores))
     table["score"] = scores
+    if files is not None:
+        table["file"] = files
     if labels is not None:
         table["label"] = _sample_labels(labels, len(scores))
     if flags is not None:
         table["flag"] = flags
     return table
+
+
+def _sample_names(names: Sequence[str], n: int) -> np.ndarray:
+    """``names`` as a unicode array (n,), one per sample scored, or an OptionError."""
+    if isinstance(names, (str, bytes)) or len(names) != n:
+        raise OptionError(f"names must be one file name per sample scored ({n})", hint="pass a list of names, or none")
+    return np.asarray([str(name) for name in names], dtype=str) if n else np.zeros(0, dtype="U1")
 
 
 def _sample_labels(labels, n: int) -> np.ndarray:
@@ -102,17 +135,39 @@ def _sample_labels(labels, n: int) -> np.ndarray:
     return array
 
 
-def write_scores(path: str | os.PathLike, table: np.ndarray) -> Path:
-    """:func:`score_table`'s records to FILE.csv (a header, one row per sample) or FILE.npy."""
+def write_scores(path: str | os.PathLike, table: np.ndarray, class_names: Sequence[str] | None = None) -> Path:
+    """:func:`score_table`'s records to FILE.csv (a header, one row per sample; a label by its class name
+    when ``class_names`` name the label numbers) or FILE.npy (with the class names in FILE.classes.json,
+    as ``aelab encode`` writes them)."""
     out = Path(path)
+    named = bool(class_names) and "label" in table.dtype.names
+    if named and len(table) and not 0 <= table["label"].min() <= table["label"].max() < len(class_names):
+        raise OptionError(f"{len(class_names)} class names cannot name the labels {table['label'].min()} to "
+                          f"{table['label'].max()}", hint="pass the names of the label numbers 0, 1, ...")
     if out.suffix == ".csv":
-        names = table.dtype.names
-        lines = [",".join(names)] + [",".join(f"{row[n]:.9g}" if n == "score" else str(int(row[n])) for n in names)
-                                     for row in table]
-        write_text(out, "\n".join(lines) + "\n")
+        write_text(out, _scores_csv(table, list(class_names) if named else None))
     elif out.suffix == ".npy":
+        names_file = out.with_suffix(".classes.json")
+        remove_file(names_file)  # an earlier run's names would name these labels
         with atomic_write(out) as f:
             np.save(f, table)
+        if named:
+            write_text(names_file, json.dumps(list(class_names), indent=1) + "\n")
     else:
         raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.csv or FILE.npy")
     return out
+
+
+def _scores_csv(table: np.ndarray, class_names: list[str] | None) -> str:
+    def cell(row, field: str):
+        if field == "score":
+            return f"{row[field]:.9g}"
+        if field == "file":
+            return str(row[field])
+        return class_names[int(row[field])] if field == "label" and class_names else int(row[field])
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")  # quotes a file name with a comma or a quote in it
+    writer.writerow(table.dtype.names)
+    writer.writerows([cell(row, field) for field in table.dtype.names] for row in table)
+    return text.getvalue()
