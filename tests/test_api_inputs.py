@@ -156,3 +156,33 @@ def test_reconstruct_images_of_no_images_works_with_and_without_output(model, tm
     empty = np.zeros((0, 28, 28), np.uint8)
     assert aelab.reconstruct_images(model, empty).shape == (0, 28, 28)
     assert aelab.reconstruct_images(model, empty, output=tmp_path / "out").shape == (0, 28, 28)
+
+
+# every API function whose first argument is a model: its other arguments, for a grey 28x28 model
+MODEL_CALLS = {
+    "encode_images": lambda m, x, data: aelab.encode_images(m, x),
+    "decode_codes": lambda m, x, data: aelab.decode_codes(m, np.zeros((2, 32), np.float32)),
+    "reconstruct_images": lambda m, x, data: aelab.reconstruct_images(m, x),
+    "anomaly_scores": lambda m, x, data: aelab.anomaly_scores(m, x)["scores"],
+    "evaluate_model": lambda m, x, data: aelab.evaluate_model(m, data)["test_mse"],
+    "similarity_pairs": lambda m, x, data: [v for v in aelab.similarity_pairs(m, data, pair=(0, 1))[0].values()
+                                                     if isinstance(v, float)],
+    "interpolate_images": lambda m, x, data: aelab.interpolate_images(m, data, 0, 1, steps=3)["codes"],
+    "export_model": lambda m, x, data: None,  # writes files; its loading is the same as the others'
+}
+
+
+@pytest.mark.parametrize("call", MODEL_CALLS)
+def test_a_checkpoint_folder_or_a_shipped_name_serves_where_a_loaded_model_does(model, images, mnist, call):
+    """``aelab.encode_images("mnist-deep", x)`` loads the model as load_model would; a number or a dict is
+    refused saying what to pass (it raised AttributeError: 'str' object has no attribute 'model')."""
+    from aelab.data import Dataset, Split
+    data = Dataset(name="few", train=Split(images, None), test=Split(images, None), sha256="0" * 64)
+    by_name = MODEL_CALLS[call]("mnist-deep", images, data)
+    loaded = MODEL_CALLS[call](model, images, data)
+    if by_name is not None:
+        np.testing.assert_allclose(np.asarray(by_name, dtype=np.float64), np.asarray(loaded, dtype=np.float64),
+                                   rtol=1e-5, atol=1e-6)
+    for wrong in (42, {"model": "mnist-deep"}):
+        with pytest.raises(OptionError, match="checkpoint must be a loaded model, a checkpoint folder or a shipped"):
+            getattr(aelab, call)(wrong, images)

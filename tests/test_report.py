@@ -14,6 +14,7 @@ from PIL import Image
 from aelab import api
 from aelab.cli import main
 from aelab.data import Dataset, Split
+from aelab.evaluation import report
 from aelab.models.checkpoint import load_checkpoint
 from aelab.tutorial.run import run_tutorial
 
@@ -290,6 +291,6 @@ def test_an_overwrite_stopped_part_way_keeps_the_old_model_with_its_own_curve(tm
     assert main([*common, "--sweeps", "3", "--overwrite", "--resume"]) == 0
     assert not (out / "metrics.next.csv").exists() and not (out / "resume.safetensors").exists()
     model = load_checkpoint(out)
-    drawn = api._metrics_curve(model)
+    drawn = report._metrics_curve(model)
     assert drawn is not None and max(drawn[0]) == model.info["training"]["samples_seen"]  # the new run's curve
     assert (out / "metrics.csv").read_bytes() != (tmp_path / "old-metrics.csv").read_bytes()

@@ -32,11 +32,11 @@ from .evaluation.baseline import pca_scores
 from .evaluation.anomaly import score_samples, threshold_for_fpr, write_scores
 from .evaluation.generate import check_interpolation, denoise, draw_samples, interpolate, save_image_rows
 from .evaluation.similarity import pair_similarity, similarity_rows
-from .evaluation.report import MAP_LIMIT, ValidationCurves, metrics_curves, model_section, report_page
+from .evaluation.report import report_model
 from .fileio import ensure_dir, remove_empty_folder, remove_file, remove_stale_temporaries, write_text
 from .locking import folder_lock
 from .models import inference
-from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info
+from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info, taking_paths
 from .models.checkpoint import METRICS_FILE, NEXT_METRICS_FILE, adopt_curve, curve_file, save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
@@ -285,27 +285,10 @@ def pack_data(path: str | Path | None, out: str | Path, **options) -> Path:
     return pack_dataset(path, out, ReadOptions.of(**options))
 
 
+@taking_paths
 def check_fits(checkpoint: Checkpoint, input_shape: tuple[int, ...], name: str) -> None:
     """Refuse samples of ``input_shape`` (channels first, or (d,)) that the model was not trained on."""
     recorded.check_fits(checkpoint.model_config.input_shape, input_shape, name)
-
-
-def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | None = None, *,
-                 limit: int = MAP_LIMIT, seed: int = 0) -> str:
-    """A self-contained HTML report of a model (scores, training curve from its ``metrics.csv``, images and
-    decodings, similarities, an interactive map of the codes); written to ``output`` when given."""
-    section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint),
-                            limit=limit, seed=seed)
-    page = report_page(f"aelab report: {checkpoint.path.name}", [section],
-                       f"{checkpoint.model_config.kind} model, code size {checkpoint.model_config.code_size}; "
-                       f"test split of {data.name}")
-    if output is not None:
-        write_text(output, page)
-    return page
-
-
-def _metrics_curve(checkpoint: Checkpoint) -> tuple[list[int], list[float]] | ValidationCurves | None:
-    return metrics_curves(checkpoint.path / METRICS_FILE, checkpoint.model_config, checkpoint.info.get("training"))
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> Checkpoint:
@@ -347,6 +330,7 @@ def read_input(source: str | Path | None = None, data: str | Path | None = None,
     return samples.first(check_limit(limit))
 
 
+@taking_paths
 def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | None) -> np.ndarray:
     """A table model's decoded rows in the data's own units (the scaler undone); written to
     ``output`` (.csv or .npy) when given."""
@@ -357,6 +341,7 @@ def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | 
     return values
 
 
+@taking_paths
 def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
                   output: str | Path | None = None, class_names: list[str] | None = None) -> np.ndarray:
     """Codes of ``images``; also written to ``output`` (.npy or .csv) when given, labels by their ``class_names``."""
@@ -366,6 +351,7 @@ def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray
     return codes
 
 
+@taking_paths
 def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output: str | Path | None = None,
                  limit: int | None = None) -> np.ndarray:
     """Images decoded from the first ``limit`` (None: all) ``codes`` (an array or a codes file's path); PNGs
@@ -378,6 +364,7 @@ def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output:
     return images
 
 
+@taking_paths
 def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
                        output: str | Path | None = None) -> np.ndarray:
     """Encode and decode ``images``; PNGs and a comparison grid.png in ``output`` when given."""
@@ -408,6 +395,7 @@ def check_models(names: tuple[str, ...]) -> None:
         model_config(name)
 
 
+@taking_paths
 def evaluate_model(checkpoint: Checkpoint, data: Dataset, split: str = "test", knn: bool = False,
                    pca: bool = True) -> dict:
     """Test scores of a model on one split; with ``knn``, the 5-NN accuracy on its codes too.
@@ -447,6 +435,7 @@ def compare_models(specs: tuple[str, ...] | None = None, *, data: str | Path | N
     return result
 
 
+@taking_paths
 def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = None, *, seed: int = 0,
                    limit: int | None = None, draw: int = 10, output: str | Path | None = None) -> dict:
     """Corrupt test images, denoise them and score both; ``draw`` triplet pictures go to ``output``."""
@@ -476,6 +465,7 @@ def _check_test_index(images: np.ndarray, *indices: int) -> None:
             raise OptionError(f"test image index {i} is out of range", hint=f"use 0..{len(images) - 1}")
 
 
+@taking_paths
 def similarity_pairs(checkpoint: Checkpoint, data: Dataset, pair: tuple[int, int] | None = None,
                      output: str | Path | None = None) -> list[dict]:
     """Cosine similarities of two test images, their decodings and their codes, one row per pair.
@@ -497,6 +487,7 @@ def similarity_pairs(checkpoint: Checkpoint, data: Dataset, pair: tuple[int, int
     return rows
 
 
+@taking_paths
 def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, steps: int = 10,
                        output: str | Path | None = None) -> dict:
     """Test images ``a`` and ``b`` with ``steps`` decodings of the codes between them, as one row in [0, 1].
@@ -514,6 +505,7 @@ def interpolate_images(checkpoint: Checkpoint, data: Dataset, a: int, b: int, st
     return {"row": row, "titles": titles, "t": walk["t"], "codes": walk["codes"]}
 
 
+@taking_paths
 def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int = 0,
              output: str | Path | None = None, perplexity: float | None = None) -> np.ndarray:
     """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``.
@@ -529,6 +521,7 @@ def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int
     return points
 
 
+@taking_paths
 def sample_images(checkpoint: Checkpoint, draw: int = 64, seed: int = 0, columns: int = 8,
                   output: str | Path | None = None) -> np.ndarray:
     """``draw`` new images in [0, 1] from a VAE's prior; a grid of ``columns`` per row to ``output``."""
@@ -569,6 +562,7 @@ def decompress_notice(path: str | Path, checkpoint: Checkpoint | str | Path) -> 
     return _predictor_notice(checkpoint, header.bits, header.quantiser, header.coder)
 
 
+@taking_paths
 def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None, *,
                    contamination: float | None = None, threshold: float | None = None, fpr: float | None = None,
                    output: str | Path | None = None, names: list[str] | None = None,
@@ -606,6 +600,7 @@ def _normal_scores(checkpoint: Checkpoint) -> np.ndarray:
     return np.asarray(scores, dtype=np.float64)
 
 
+@taking_paths
 def export_model(checkpoint: Checkpoint, fmt: str, output: str | Path) -> list[Path]:
     """The model's encoder and decoder as ``encoder.onnx``/``decoder.onnx`` (``fmt="onnx"``) or
     torch.export programs ``encoder.pt2``/``decoder.pt2`` (``"pt2"``) in the folder ``output``, with

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from ..data.dataset_types import Dataset
+from ..fileio import write_text
+from ..models.checkpoint import METRICS_FILE, Checkpoint, taking_paths
 from ..models.inference import encode, reconstruct
 from . import plots
 from .baseline import pca_scores
@@ -84,6 +86,25 @@ def _validation_curves(config: Any, split: dict, samples: list[int], train_rows:
                                         [float(r["val_loss"]) for r in val_rows]),
                             training_label=f"training {config.loss.upper()} per value",
                             kept_step=kept_step, kept_at=kept_at)
+
+
+@taking_paths
+def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | None = None, *,
+                 limit: int = MAP_LIMIT, seed: int = 0) -> str:
+    """A self-contained HTML report of a model (scores, training curve from its ``metrics.csv``, images and
+    decodings, similarities, an interactive map of the codes); written to ``output`` when given."""
+    section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint),
+                            limit=limit, seed=seed)
+    page = report_page(f"aelab report: {checkpoint.path.name}", [section],
+                       f"{checkpoint.model_config.kind} model, code size {checkpoint.model_config.code_size}; "
+                       f"test split of {data.name}")
+    if output is not None:
+        write_text(output, page)
+    return page
+
+
+def _metrics_curve(checkpoint: Checkpoint) -> tuple[list[int], list[float]] | ValidationCurves | None:
+    return metrics_curves(checkpoint.path / METRICS_FILE, checkpoint.model_config, checkpoint.info.get("training"))
 
 
 def model_section(name: str, model: torch.nn.Module, data: Dataset, *,

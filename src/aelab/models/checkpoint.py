@@ -12,6 +12,7 @@ The model's fingerprint (:func:`model_fingerprint`) names it in the files the co
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -21,6 +22,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..device import resolve_device
 from ..version import __version__
 from ..errors import CheckpointError, OptionError
 from ..fileio import ensure_dir, strict_json, write_files_together
@@ -335,15 +338,36 @@ def model_fingerprint(ckpt: Checkpoint) -> bytes:
 def cpu_checkpoint(checkpoint: Checkpoint | str | os.PathLike) -> Checkpoint:
     """A loaded checkpoint with its model on the CPU: ``checkpoint`` itself when it is one already,
     a CPU copy of a model elsewhere, or the folder (or shipped name) loaded."""
+    if not isinstance(checkpoint, Checkpoint):
+        return as_checkpoint(checkpoint, device="cpu")
+    model = checkpoint.model
+    if next(model.parameters()).device.type != "cpu":
+        checkpoint = Checkpoint(model=copy.deepcopy(model).cpu().eval(), model_config=checkpoint.model_config,
+                                info=checkpoint.info, path=checkpoint.path)
+    return checkpoint
+
+
+def as_checkpoint(checkpoint: Checkpoint | str | os.PathLike, device: str = "auto") -> Checkpoint:
+    """``checkpoint`` when it is a loaded one, else the folder (or shipped model's name) loaded on ``device``
+    (``auto``: the best there is); anything else is refused, saying what to pass."""
     if isinstance(checkpoint, Checkpoint):
-        model = checkpoint.model
-        if next(model.parameters()).device.type != "cpu":
-            checkpoint = Checkpoint(model=copy.deepcopy(model).cpu().eval(), model_config=checkpoint.model_config,
-                                    info=checkpoint.info, path=checkpoint.path)
         return checkpoint
     if not isinstance(checkpoint, (str, os.PathLike)):
-        raise OptionError(f"checkpoint must be a folder or a loaded Checkpoint, got {type(checkpoint).__name__}")
-    return load_checkpoint(checkpoint, device="cpu")
+        raise OptionError(f"checkpoint must be a loaded model, a checkpoint folder or a shipped model's name, got "
+                          f"{type(checkpoint).__name__}", hint="load one with aelab.load_model(folder)")
+    return load_checkpoint(checkpoint, device=resolve_device(device))
+
+
+Function = TypeVar("Function", bound=Callable)
+
+
+def taking_paths(function: Function) -> Function:
+    """``function``, whose first argument is a loaded :class:`Checkpoint`, taking there a checkpoint folder
+    or a shipped model's name too (:func:`as_checkpoint`)."""
+    @functools.wraps(function)
+    def with_checkpoint(checkpoint, *args, **kwargs):
+        return function(as_checkpoint(checkpoint), *args, **kwargs)
+    return with_checkpoint  # type: ignore[return-value]
 
 
 def read_tables_file(folder: str | os.PathLike) -> tuple[bytes, bool] | None:
