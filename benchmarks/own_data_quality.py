@@ -60,14 +60,14 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {
-    "digits": Setting(code_size=8, quick_sweeps=50),
-    "breast-cancer": Setting(code_size=4, quick_sweeps=100),
-    "wine": Setting(code_size=3, quick_sweeps=100),
-    "digits-png": Setting(quick_sweeps=20),
-    "mnist-png": Setting(quick_sweeps=3),
-    "mnist-colour": Setting(quick_sweeps=3),
-    "patches": Setting(quick_sweeps=5),
-    "patches-32": Setting(quick_sweeps=3),
+    "digits": Setting(code_size=8, quick_sweeps=20),
+    "breast-cancer": Setting(code_size=4, quick_sweeps=40),
+    "wine": Setting(code_size=3, quick_sweeps=40),
+    "digits-png": Setting(quick_sweeps=8),
+    "mnist-png": Setting(quick_sweeps=2),
+    "mnist-colour": Setting(quick_sweeps=2),
+    "patches": Setting(quick_sweeps=3),
+    "patches-32": Setting(quick_sweeps=2),
     "shapes": Setting(quick_sweeps=2),
 }
 DATASETS = tuple(SETTINGS)
@@ -222,18 +222,18 @@ def make_dataset(name: str, root: Path, quick: bool, seed: int = 0):
     if name == "digits-png":
         return load_dataset(make_digits_png(root), test_fraction=0.2, seed=seed)
     if name == "patches":
-        return load_dataset(make_patches(root, 500 if quick else PATCHES_PER_PHOTO, seed=seed), test_fraction=0.2,
+        return load_dataset(make_patches(root, 250 if quick else PATCHES_PER_PHOTO, seed=seed), test_fraction=0.2,
                             seed=seed)
     if name == "patches-32":
-        return load_dataset(make_patches(root, 200 if quick else PATCHES_32_PER_PHOTO, size=32, seed=seed),
+        return load_dataset(make_patches(root, 100 if quick else PATCHES_32_PER_PHOTO, size=32, seed=seed),
                             test_fraction=0.2, seed=seed)
     if name == "mnist-png":
-        return load_dataset(make_mnist_png(root, *((2000, 500) if quick else (6000, 1000))))
+        return load_dataset(make_mnist_png(root, *((1000, 200) if quick else (6000, 1000))))
     if name == "mnist-colour":
-        return load_dataset(make_mnist_colour(root, 2000 if quick else 7000, seed=seed), test_fraction=1 / 7,
+        return load_dataset(make_mnist_colour(root, 1000 if quick else 7000, seed=seed), test_fraction=1 / 7,
                             seed=seed)
     if name == "shapes":
-        return load_dataset(make_shapes(root, 2000 if quick else SHAPE_IMAGES, seed=seed), test_fraction=0.1,
+        return load_dataset(make_shapes(root, 800 if quick else SHAPE_IMAGES, seed=seed), test_fraction=0.1,
                             seed=seed)
     raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
 

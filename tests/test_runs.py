@@ -226,11 +226,11 @@ def test_no_progress_bar_goes_into_a_redirected_log(tmp_path, tiny_npz):
     import os
     import subprocess
     with open(tmp_path / "log", "w") as log:
-        subprocess.run([sys.executable, "-m", "aelab", "train", "--data", str(tiny_npz), "--sweeps", "1",
-                        "--recipe", "adam", "--out", str(tmp_path / "m")], stdout=log, stderr=subprocess.STDOUT,
+        subprocess.run([sys.executable, "-m", "aelab", "train", "--data", str(tiny_npz), "--model", "simple",
+                        "--sweeps", "1", "--recipe", "adam", "--out", str(tmp_path / "m")], stdout=log, stderr=subprocess.STDOUT,
                        env={**os.environ, "TQDM_MININTERVAL": "0"}, timeout=300, check=True)
     text = (tmp_path / "log").read_text()
-    assert "\r" not in text and "training simple" not in text and "Average test error" in text
+    assert "\r" not in text and "training simple" not in text and "Average test error" in text  # the bar's title
 
 
 def test_a_resumed_validation_run_keeps_its_lines_and_logs_each_point_once(tmp_path):
