@@ -1,9 +1,11 @@
 """load_dataset / load_images / save_dataset / convert / describe on every supported source."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from aelab.data import datasets as datasets_module
@@ -215,9 +217,45 @@ def test_unusable_paths(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no dataset files found; the folder holds: nothing"):
         load_dataset(tmp_path / "empty")
-    (tmp_path / "single.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
-    with pytest.raises(DataError, match="single file is not a train/test dataset"):
+    (tmp_path / "single.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")  # a labels file, no images
+    with pytest.raises(DataError, match=r"images have shape \(0,\), expected 3 dimensions"):
         load_dataset(tmp_path / "single.idx")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "one.png")
+    with pytest.raises(DataError, match="a single picture is not a train/test dataset"):
+        load_dataset(tmp_path / "one.png")
+
+
+def _one_set_files(folder, images, labels):
+    """The same images and labels as one IDX file (with its labels beside it), one CTF file and one .npz."""
+    from aelab.data import Dataset, Split, save_dataset
+    set_of = Dataset(name="set", train=Split(images, labels), test=Split(images[:1], labels[:1]), sha256="0" * 64,
+                     num_classes=int(labels.max()) + 1)
+    save_dataset(set_of, folder / "idx", "idx")
+    save_dataset(set_of, folder / "ctf", "ctf")
+    np.savez(folder / "set.npz", images=images, labels=labels)
+    return {"idx": folder / "idx" / "train-images-idx3-ubyte", "ctf": next((folder / "ctf").glob("Train-*")),
+            "npz": folder / "set.npz"}
+
+
+@pytest.mark.parametrize("kind", ["idx", "ctf", "npz"])
+def test_one_set_of_images_in_one_file_is_split_as_a_folder_is(tmp_path, mnist, kind):
+    """An IDX images file (labels from its sibling), a CTF file or a .npz of images and labels given as --data:
+    refused before ("a single file is not a train/test dataset", "missing x_train"); now split with the
+    test fraction and seed, stratified, as a folder of images is."""
+    images, labels = mnist.test.images[:200], mnist.test.labels[:200]
+    path = _one_set_files(tmp_path, images, labels)[kind]
+    data = load_dataset(path, test_fraction=0.25, seed=3)
+    assert (data.train.n, data.test.n) == (150, 50) and data.num_classes == 10
+    assert data.source["split"]["method"] == "fraction" and data.source["split"]["test_fraction"] == 0.25
+    # every sample once, with its own label
+    rebuilt = np.concatenate([data.train.images, data.test.images]).reshape(200, -1)
+    order = np.lexsort(rebuilt.T[::-1])
+    original = images.reshape(200, -1)
+    np.testing.assert_array_equal(rebuilt[order], original[np.lexsort(original.T[::-1])])
+    assert np.bincount(np.concatenate([data.train.labels, data.test.labels])).tolist() == \
+        np.bincount(labels).tolist()
+    again = load_dataset(path, test_fraction=0.25, seed=3)
+    np.testing.assert_array_equal(again.test.images, data.test.images)
 
 
 # --- saving and converting ----------------------------------------------------------
@@ -367,3 +405,16 @@ def test_load_images_folder_problems(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="holds no images"):
         load_images(tmp_path / "empty")
+
+
+def test_a_model_trained_on_one_file_is_evaluated_on_its_own_test_split(tmp_path, mnist, capsys):
+    from aelab.cli import main
+    path = _one_set_files(tmp_path, mnist.test.images[:200], mnist.test.labels[:200])["npz"]
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(path), "--model", "simple", "--code-size", "4", "--sweeps", "1",
+                 "--minibatch-size", "16", "--test-fraction", "0.3", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 60  # the 30% it was not trained on
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(path), "--test-fraction", "0.1"]) == 2
+    assert "would put samples the model was trained on into the test split" in capsys.readouterr().err

@@ -1,9 +1,11 @@
+import errno
 import os
 import stat
 
 import pytest
 
 from aelab.errors import OutputError
+from aelab import fileio
 from aelab.fileio import FILE_MODE, atomic_write, write_bytes, write_files_together
 
 
@@ -45,3 +47,23 @@ def test_strict_json_writes_null_for_nan_and_python_numbers_for_numpy_scalars():
     text = strict_json(value, indent=1)
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
         "r2": None, "top": None, "mse": 0.25, "n": 3, "ok": True, "rows": [[1, None]]}
+
+
+@pytest.mark.parametrize("code, fix", [(errno.ENOSPC, "free some disk space, or choose another output"),
+                                       (errno.EROFS, "read-only: choose another output"),
+                                       (errno.EACCES, "check the folder's permissions"),
+                                       (errno.EIO, "(choose another output)")])
+def test_a_write_that_fails_says_what_to_do_and_leaves_nothing(tmp_path, monkeypatch, code, fix):
+    """A full disk, a read-only file system or a denied folder: the one line names the file, the cause and a fix
+    (it said only "cannot write: No space left on device"); the old file stays and no temporary is left."""
+    target = tmp_path / "out.csv"
+    target.write_text("old\n")
+
+    def failing_replace(src, dst):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(fileio.os, "replace", failing_replace)
+    with pytest.raises(OutputError) as raised:
+        fileio.write_text(target, "new\n")
+    said = str(raised.value)
+    assert str(target) in said and os.strerror(code) in said and fix in said and "\n" not in said
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]

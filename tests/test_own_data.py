@@ -113,6 +113,18 @@ def test_mixed_sizes_are_named_and_resize_or_crop_fix_them(tmp_path):
         parse_size("32")
 
 
+@pytest.mark.parametrize("given", [(32, 24), [32, 24], (np.int64(32), np.int32(24)), np.array([32, 24])])
+def test_a_size_given_from_python_may_be_any_two_integers(given):
+    """``load_data(path, resize=(h, w))`` with numpy integers (from an array's shape) was refused as not HxW."""
+    assert parse_size(given) == (32, 24) and all(type(v) is int for v in parse_size(given))
+
+
+@pytest.mark.parametrize("given", [(32.0, 24), (True, True), (32, 24, 3), 32, (0, 24)])
+def test_a_size_that_is_not_two_positive_integers_is_refused(given):
+    with pytest.raises(OptionError, match="not HxW|must be positive"):
+        parse_size(given)
+
+
 def test_parallel_reader_matches_a_plain_loop(tmp_path):
     _class_folder(tmp_path / "p", per_class=40)
     paths = list_images(tmp_path / "p")

@@ -188,6 +188,9 @@ def test_a_parquet_data_error_is_still_one_line(tmp_path, capsys):
     pq.write_table(pa.table({"a": [1.0, 2.0], "e": pa.array([[1.0], [2.0]])}), tmp_path / "list.parquet")
     line = _one_line_error(capsys, ["data", "info", str(tmp_path / "list.parquet")])
     assert "column 'e' holds list<element: double>, not numbers" in line
+    pq.write_table(pa.table({"a": pa.array([], pa.float64())}), tmp_path / "empty.parquet")
+    line = _one_line_error(capsys, ["data", "info", str(tmp_path / "empty.parquet")])
+    assert "has no rows" in line and "a table needs at least one row of numbers" in line
 
 
 # --- 1x1 images ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import glob
 import json
 import math
@@ -62,6 +63,19 @@ def choose_another(what: str) -> str:
     return f"choose another {what} with {option}" if option else f"choose another {what}"
 
 
+# what to do about an OSError a write raised, by its errno (others: choose another place)
+_WRITE_FIXES = {errno.ENOSPC: "free some disk space, or {another}", errno.EDQUOT: "free some of your disk quota, or {another}",
+                errno.EROFS: "that file system is read-only: {another}", errno.ENAMETOOLONG: "{another}, with a shorter name",
+                errno.EACCES: "check the folder's permissions, or {another}",
+                errno.EPERM: "check the permissions (and attributes, such as chattr +i) there, or {another}"}
+
+
+def cannot_write(error: OSError, path: str | os.PathLike, what: str = "output") -> OutputError:
+    """The one-line error for a write to ``path`` that raised ``error``, with what to do about it."""
+    fix = _WRITE_FIXES.get(error.errno, "{another}").format(another=choose_another(what))
+    return OutputError(f"cannot write: {error.strerror or error}", path=path, hint=fix)
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed; raise OutputError if impossible."""
     p = Path(path)
@@ -114,7 +128,7 @@ def _temporary_beside(target: Path) -> tuple[int, str]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
-        raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
+        raise cannot_write(e, target) from e
     _UNFINISHED.add(tmp)
     return fd, tmp
 
@@ -150,7 +164,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException as e:
         _forget(tmp)
         if isinstance(e, OSError):
-            raise OutputError(f"cannot write: {e.strerror or e}", path=target) from e
+            raise cannot_write(e, target) from e
         raise
 
 
@@ -232,7 +246,7 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
             for tmp, target in staged:
                 os.replace(tmp, target)
     except OSError as e:
-        raise OutputError(f"cannot write: {e.strerror or e}", path=Path(target).parent) from e
+        raise cannot_write(e, Path(target).parent) from e
     finally:
         for tmp, _ in staged:
             _forget(tmp)

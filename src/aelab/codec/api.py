@@ -69,7 +69,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import CheckpointError, DataError, OptionError, OutputError
-from ..fileio import atomic_write, ensure_dir, write_bytes
+from ..fileio import atomic_write, cannot_write, ensure_dir, write_bytes
 from ..models.checkpoint import Checkpoint, cpu_checkpoint, model_fingerprint
 from .coders import (  # noqa: F401
     CODERS, PREDICTIVE_CODERS, Coder, _constriction, _least_bits_per_image, coder_for, coder_help, default_coder)
@@ -404,7 +404,7 @@ def _write_png_folder(out: Path, images: np.ndarray) -> None:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as e:
-        raise OutputError(f"cannot write: {e.strerror or e}", path=out) from e
+        raise cannot_write(e, out) from e
     try:
         for i, image in enumerate(images):
             save_png(tmp / png_name("img", i, len(images) - 1), image)
@@ -418,5 +418,5 @@ def _write_png_folder(out: Path, images: np.ndarray) -> None:
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise OutputError(f"cannot write: {e.strerror or e}", path=out) from e
+            raise cannot_write(e, out) from e
         raise

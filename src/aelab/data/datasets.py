@@ -33,7 +33,7 @@ from .pictures import decode as decode_picture
 from .resolver import ACCEPTED_SOURCES, BUNDLED_NAME, IDX_FILES, ReadOptions, Source, resolve
 from .scaling import Scaler
 from .tables import ModelColumns
-from .sources import (load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder,
+from .sources import (finish, load_array_dataset, load_folder_dataset, load_table_dataset, pack_image_folder,
                       refuse_scale_for_images)
 from .idx import GZIP_MAGIC, maybe_gunzip, parse_idx, read_file_bytes, read_idx_with_digest
 
@@ -52,7 +52,8 @@ def load_dataset(path: str | os.PathLike | None = None, options: ReadOptions | N
     MNIST IDX files (each optionally ``.gz``); a folder holding the tutorial's
     ``Train-HxW_cntk_text.txt`` and ``Test-HxW_cntk_text.txt``; a ``.npz`` with
     ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test`` (uint8 grey
-    or colour images, or any numbers as a table), or with one array; a string
+    or colour images, or any numbers as a table), with ``images`` (and ``labels``), or with one
+    array; one IDX images file (its labels from the sibling labels file) or one CTF file; a string
     ``"TRAIN,TEST"`` naming two CTF files; a folder of images (see
     :mod:`aelab.data.folders`: ``train/``+``test/``, class folders or flat); or
     a feature table (``.npy``, ``.csv``, ``.tsv``, ``.parquet``); or a packed data set's folder
@@ -93,10 +94,20 @@ def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None =
         return load_folder_dataset(source.path, options)
     if kind == "table":
         return load_table_dataset(source.path, options, scaler=scaler, model=model_columns)
+    if source.is_single and kind != "image file":
+        return _load_single_dataset(source, options)
     if kind == "npz":
         return _load_npz_dataset(source, options, scaler)
-    raise DataError("a single file is not a train/test dataset", path=source.path,
+    raise DataError("a single picture is not a train/test dataset", path=source.path,
                     hint=f"pass {ACCEPTED_SOURCES}")
+
+
+def _load_single_dataset(source: Source, options: ReadOptions) -> Dataset:
+    """One set of images (an IDX or CTF file, a .npz of ``images`` and ``labels``) split as a folder is:
+    ``options``' test fraction drawn with its seed."""
+    samples, files, fmt = load_single(source, options)
+    record = {"path": str(source.path), "format": fmt, "kind": "images"}
+    return finish(source.name, samples.images, samples.labels, samples.class_names, None, files, record, options)
 
 
 def pack_dataset(path: str | os.PathLike | None, out: str | os.PathLike, options: ReadOptions | None = None,

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DataError, OptionError, OutputError
-from ..fileio import FILE_MODE
+from ..fileio import FILE_MODE, cannot_write
 from .chunks import READ_BYTES, row_chunks  # noqa: F401 - row_chunks: part of this module's API
 from .dataset_types import Dataset, Split, combined_digest
 from .flags import OPTION_FLAGS
@@ -184,7 +184,7 @@ class PackWriter:
                            for s in SPLITS}
         except OSError as e:
             self.abandon()
-            raise OutputError(f"cannot write: {e.strerror or e}", path=self.out) from e
+            raise cannot_write(e, self.out, "output folder") from e
         except BaseException:  # Ctrl-C or SIGTERM before the writer is whole: no `with` will clean up
             self.abandon()
             raise
@@ -199,7 +199,7 @@ class PackWriter:
         try:
             writer.add(samples, labels)
         except OSError as e:
-            raise OutputError(f"cannot write: {e.strerror or e}", path=self.out) from e
+            raise cannot_write(e, self.out, "output folder") from e
 
     def close(self, meta: dict) -> Path:
         """Finish the files, write the index (``meta``: name, num_classes, class_names, source) and rename
@@ -228,7 +228,7 @@ class PackWriter:
             _sync_folder(self.out.parent)
         except OSError as e:
             self.abandon()
-            raise OutputError(f"cannot write: {e.strerror or e}", path=self.out) from e
+            raise cannot_write(e, self.out, "output folder") from e
         except BaseException:
             self.abandon()
             raise

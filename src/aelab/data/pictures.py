@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import numbers
 import os
 import re
 from pathlib import Path
@@ -31,9 +32,10 @@ BITS_PER_SAMPLE = 258  # the TIFF tag
 
 
 def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
-    """``"32x32"`` (height x width) or ``(h, w)`` as ``(h, w)`` of positive integers."""
-    if isinstance(text, (tuple, list)) and len(text) == 2 and all(isinstance(v, int) for v in text):
-        h, w = text
+    """``"32x32"`` (height x width) or ``(h, w)`` (any two integers: Python's, numpy's, an array's) as
+    ``(h, w)`` of positive integers."""
+    if _two_integers(text):
+        h, w = (int(v) for v in text)
     else:
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
         if not match:
@@ -42,6 +44,12 @@ def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise OptionError(f"size {text!r} must be positive", hint="e.g. 32x32")
     return int(h), int(w)
+
+
+def _two_integers(value) -> bool:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        return False
+    return all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value)
 
 
 def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | None,

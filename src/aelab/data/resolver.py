@@ -318,7 +318,7 @@ class ReadOptions:
             dropped += IMAGE_OPTIONS
         if source.kind != "table":
             dropped += ("label_column",)
-        if source.kind == "packed" or source.is_single:
+        if source.kind == "packed":
             dropped += SPLIT_OPTIONS
         return self.without(dropped)
 

@@ -451,6 +451,6 @@ def _read_parquet(path: Path, label_column: str | int | None, model: ModelColumn
     names = [columns[c] for c in feature_columns]
     array = np.stack(feature_arrays, axis=1) if feature_arrays else np.zeros((table.num_rows, 0))
     if len(array) == 0:
-        raise DataError("has no rows", path=path)
+        raise DataError("has no rows", path=path, hint="a table needs at least one row of numbers")
     return Table(checked_rows(array, path, names), labels, class_names, names,
                  hashlib.sha256(data).hexdigest(), "parquet")
