@@ -267,3 +267,12 @@ def test_other_words_in_a_number_column_are_still_refused(tmp_path, capsys, cell
     (tmp_path / "t.csv").write_text(f"a,b\n{cell},1.5\nTrue,0.5\n")
     line = _one_line_error(capsys, ["data", "info", str(tmp_path / "t.csv")])
     assert f"line 2, column 1 ('a'): {cell!r} is not a number" in line
+
+
+def test_images_saved_as_npy_are_pointed_to_the_npz_that_reads_them_as_images(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((10, 6, 6, 3), np.uint8))
+    line = _one_line_error(capsys, ["data", "info", str(tmp_path / "x.npy")])
+    assert "numpy.savez('images.npz', images=x)" in line
+    np.savez(tmp_path / "images.npz", images=np.zeros((10, 6, 6, 3), np.uint8))
+    assert main(["data", "info", str(tmp_path / "images.npz")]) == 0  # ... which does read them as images
+    assert "6 x 6 uint8, 3 channels (RGB)" in capsys.readouterr().out

@@ -271,9 +271,11 @@ def _is_grey_npz(arrays: dict[str, np.ndarray]) -> bool:
 
 
 def _checked_npz_images(images: np.ndarray, path: Path, key: str) -> np.ndarray:
-    if images.dtype != np.uint8 or images.ndim != 3 or 0 in images.shape:
+    layout = images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)
+    if images.dtype != np.uint8 or not layout or 0 in images.shape:
         raise DataError(f"array {key} is {images.dtype} of shape {images.shape}, expected uint8 "
-                        "(n, height, width) with n >= 1", path=path, hint="images must be 8-bit grayscale")
+                        "(n, height, width) or, for colour, (n, height, width, 3) with n >= 1", path=path,
+                        hint="images must be 8-bit grey or RGB, channels last")
     return images
 
 

@@ -96,6 +96,7 @@ def _description(name: str, source: str, fmt: str, splits: dict[str, Split], num
         "image_shape": None if is_table else list(first.images.shape[1:3]),
         "input_dim": int(np.prod(first.images.shape[1:])),
         "dtype": str(first.images.dtype),
+        "channels": None if is_table else (3 if first.images.ndim == 4 else 1),
         "num_classes": num_classes,
         "pixel_mean": mean,
         "pixel_std": std,

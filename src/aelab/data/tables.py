@@ -166,8 +166,11 @@ def _read_npy(path: Path, label_column: str | int | None, model: ModelColumns | 
         raise DataError(f"is {array.dtype}, expected real numbers", path=path,
                         hint="save a numeric (n, d) array")
     if array.ndim != 2:
-        raise DataError(f"has shape {array.shape}, expected a table (n rows, d columns)", path=path,
-                        hint="reshape it to (n, d), e.g. x.reshape(len(x), -1)")
+        images = array.dtype == np.uint8 and (array.ndim == 3 or (array.ndim == 4 and array.shape[3] == 3))
+        hint = ("8-bit images go in a .npz, which aelab reads as images: numpy.savez('images.npz', images=x) "
+                "(with labels=y); for a table of their pixels, reshape to (n, d)" if images else
+                "reshape it to (n, d), e.g. x.reshape(len(x), -1)")
+        raise DataError(f"has shape {array.shape}, expected a table (n rows, d columns)", path=path, hint=hint)
     if array.size == 0:
         raise DataError(f"is empty (shape {array.shape})", path=path, hint="a table needs rows and columns")
     columns = [str(i) for i in range(array.shape[1])]
