@@ -255,7 +255,7 @@ def run_comparison(data, entries: Sequence[Entry], *, pca: bool = True, code_siz
     from ..models.inference import reconstruct
     from ..training.loop import train
     say = log or (lambda _m: None)
-    images = data.test.images.ndim > 2
+    images = data.kind == "images"
     shown = data.test.images[:reconstruct_count] if images else data.test.images[:0]
     rows, pictures = [], {"original": shown.astype(np.float32) / 255.0} if images else {}
     todo: list[Entry] = list(entries)
