@@ -125,3 +125,27 @@ def test_scores_of_arrays_have_no_file_column_and_names_must_match(trained):
         api.anomaly_scores(ckpt, images, names=["a"])
     with pytest.raises(api.OptionError, match="class names cannot name"):
         api.anomaly_scores(ckpt, images, labels=[0, 1, 2, 3], class_names=["x", "y"], output="never.csv")
+
+
+def test_encode_of_an_image_folder_names_each_row_file_and_decode_reads_it_back(trained, tmp_path, capsys):
+    """`aelab encode folder -o codes.csv` wrote label and code only: which row was which file was lost."""
+    images = trained.data.test.images[:6]
+    folder = _digit_folder(tmp_path / "digits", images, ["a, b", "c"])
+    out = tmp_path / "codes.csv"
+    assert run_cli(capsys, "encode", "--checkpoint", trained.folder, folder, "-o", out)[0] == 0
+    import csv
+    rows = list(csv.reader(out.open()))
+    assert rows[0][:3] == ["file", "label", "c0"]
+    expected = api.encode_images(api.load_model(trained.folder, "cpu"), images)
+    for row in rows[1:]:
+        i = int(row[0].split("/")[1][:2])
+        assert row[0] == f"{['a, b', 'c'][i % 2]}/{i:02d}.png" and row[1] == ["a, b", "c"][i % 2]
+        np.testing.assert_allclose([float(v) for v in row[2:]], expected[i], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(api.read_codes(out), [[float(v) for v in row[2:]] for row in rows[1:]])
+
+    npy = tmp_path / "codes.npy"
+    assert run_cli(capsys, "encode", "--checkpoint", trained.folder, folder, "-o", npy)[0] == 0
+    assert json.loads(npy.with_suffix(".files.json").read_text()) == [row[0] for row in rows[1:]]
+    # the test split of --data has no file names: none are left from the run before beside its codes
+    assert run_cli(capsys, "encode", "--checkpoint", trained.folder, "--data", folder, "-o", npy)[0] == 0
+    assert not npy.with_suffix(".files.json").exists()

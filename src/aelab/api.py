@@ -343,11 +343,13 @@ def table_output(checkpoint: Checkpoint, rows: np.ndarray, output: str | Path | 
 
 @taking_paths
 def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
-                  output: str | Path | None = None, class_names: list[str] | None = None) -> np.ndarray:
-    """Codes of ``images``; also written to ``output`` (.npy or .csv) when given, labels by their ``class_names``."""
+                  output: str | Path | None = None, class_names: list[str] | None = None,
+                  names: list[str] | None = None) -> np.ndarray:
+    """Codes of ``images``; also written to ``output`` (.npy or .csv) when given, labels by their
+    ``class_names``, each row with its sample's file where ``names`` are given (:func:`read_input`'s)."""
     codes = inference.encode(checkpoint.model, images)
     if output is not None:
-        write_codes(output, codes, labels, class_names=class_names)
+        write_codes(output, codes, labels, class_names=class_names, names=names)
     return codes
 
 

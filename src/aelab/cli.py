@@ -201,7 +201,8 @@ def add_encode(sub) -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.npy (labels: FILE.labels.npy, class names: FILE.classes.json) or FILE.csv (label, then code)")
+                   help="FILE.npy (labels: FILE.labels.npy, class names: FILE.classes.json, image files' names: "
+                        "FILE.files.json) or FILE.csv (file, label, then code)")
     return p
 
 
@@ -387,10 +388,10 @@ def _load_data(args, checkpoint=None):
 
 
 def _input_samples(args, checkpoint):
-    """The positional INPUT, else the test split of ``--data``, read as ``checkpoint`` needs: samples, labels and
-    the names of the label numbers."""
+    """The positional INPUT, else the test split of ``--data``, read as ``checkpoint`` needs: samples, labels,
+    the names of the label numbers and the samples' files (:func:`aelab.api.read_input`)."""
     api = _api()
-    return api.input_samples(args.input, args.data, args.limit, checkpoint, **api.data_options(vars(args)))
+    return api.read_input(args.input, args.data, args.limit, checkpoint, **api.data_options(vars(args)))
 
 
 def _progress(message: str) -> None:
@@ -552,10 +553,11 @@ def cmd_models(args) -> int:
 
 def cmd_encode(args) -> int:
     ckpt = _load_model(args)
-    images, labels, class_names = _input_samples(args, ckpt)
-    _progress(f"Encoding {len(images)} samples ...")
-    codes = _api().encode_images(ckpt, images, labels, output=args.output, class_names=class_names)
-    print(f"Wrote {len(codes)} codes of {codes.shape[1]} numbers to {args.output}")
+    samples = _input_samples(args, ckpt)
+    _progress(f"Encoding {len(samples.images)} samples ...")
+    codes = _api().encode_images(ckpt, samples.images, samples.labels, output=args.output,
+                                 class_names=samples.class_names, names=samples.names)
+    print(f"Wrote {len(codes)} code{'' if len(codes) == 1 else 's'} of {codes.shape[1]} numbers to {args.output}")
     return 0
 
 
@@ -572,7 +574,7 @@ def cmd_decode(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     ckpt = _load_model(args)
-    images, labels, _ = _input_samples(args, ckpt)
+    images, labels, *_ = _input_samples(args, ckpt)
     decoded = _api().reconstruct_images(ckpt, images, labels, output=args.output)
     print(f"Wrote {_written(ckpt, len(decoded), 'decoded PNGs')} to {args.output}")
     return 0

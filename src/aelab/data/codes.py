@@ -16,17 +16,23 @@ from ..fileio import atomic_write, remove_file, write_text
 
 
 def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None = None,
-                columns: list[str] | None = None, class_names: list[str] | None = None) -> Path:
-    """Write codes (or any rows) to FILE.npy (labels to FILE.labels.npy, and the ``class_names`` that name
-    their numbers to FILE.classes.json) or FILE.csv (label, by its class name when ``class_names`` are
-    given, then the values, under a header of ``columns``, default c0, c1, ...)."""
+                columns: list[str] | None = None, class_names: list[str] | None = None,
+                names: list[str] | None = None) -> Path:
+    """Write codes (or any rows) to FILE.npy (labels to FILE.labels.npy, the ``class_names`` that name
+    their numbers to FILE.classes.json, and each sample's file, ``names``, to FILE.files.json) or FILE.csv
+    (the file, the label, by its class name when ``class_names`` are given, then the values, under a
+    header of ``columns``, default c0, c1, ...)."""
     out = Path(path)
+    if names is not None and len(names) != len(codes):
+        raise OptionError(f"names must be one file name per row ({len(codes)}), got {len(names)}")
     if out.suffix == ".csv":
-        write_text(out, _codes_csv(codes, labels, columns, class_names))
+        write_text(out, _codes_csv(codes, labels, columns, class_names, names))
     elif out.suffix == ".npy":
-        labels_file, names_file = out.with_suffix(".labels.npy"), out.with_suffix(".classes.json")
+        labels_file, classes_file, files_file = (out.with_suffix(s) for s in (".labels.npy", ".classes.json",
+                                                                              ".files.json"))
         # an earlier run's companions would pair its labels or names with these codes: gone before they are
-        for stale, kept in ((labels_file, labels is not None), (names_file, labels is not None and class_names)):
+        for stale, kept in ((labels_file, labels is not None), (classes_file, labels is not None and class_names),
+                            (files_file, names is not None)):
             if not kept:
                 remove_file(stale)
         with atomic_write(out) as f:
@@ -35,21 +41,24 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
             with atomic_write(labels_file) as f:
                 np.save(f, np.asarray(labels))
             if class_names:
-                write_text(names_file, json.dumps(list(class_names), indent=1) + "\n")
+                write_text(classes_file, json.dumps(list(class_names), indent=1) + "\n")
+        if names is not None:
+            write_text(files_file, json.dumps([str(name) for name in names], indent=1, ensure_ascii=False) + "\n")
     else:
         raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
     return out
 
 
 def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] | None = None,
-               class_names: list[str] | None = None) -> str:
-    names = columns if columns and len(columns) == codes.shape[1] else [f"c{i}" for i in range(codes.shape[1])]
+               class_names: list[str] | None = None, names: list[str] | None = None) -> str:
+    values = columns if columns and len(columns) == codes.shape[1] else [f"c{i}" for i in range(codes.shape[1])]
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow((["label"] if labels is not None else []) + names)
+    writer = csv.writer(text, lineterminator="\n")  # quotes a file or class name with a comma in it
+    writer.writerow((["file"] if names is not None else []) + (["label"] if labels is not None else []) + values)
     for i, code in enumerate(codes):
+        file = [] if names is None else [str(names[i])]
         label = [] if labels is None else [class_names[int(labels[i])] if class_names else int(labels[i])]
-        writer.writerow(label + [f"{v:.6g}" for v in code])
+        writer.writerow(file + label + [f"{v:.6g}" for v in code])
     return text.getvalue()
 
 
@@ -113,7 +122,7 @@ def _parse_codes_csv(lines: list[str], path: Path) -> np.ndarray:
         raise DataError("empty codes file", path=path)
     rows = list(csv.reader(lines))
     header = rows[0] or [""]
-    skip = 1 if header and header[0] == "label" else 0
+    skip = next((i for i, name in enumerate(header) if name not in ("file", "label")), len(header))
     start = 0 if _is_number(header[0]) else 1
     return np.array([[float(v) for v in row[skip:]] for row in rows[start:] if "".join(row).strip()],
                     dtype=np.float32)
