@@ -213,7 +213,9 @@ def test_encode_names_the_labels_by_the_classes_of_the_data_it_read(tmp_path, ca
         assert main(["encode", "--checkpoint", str(tmp_path / "m"), str(tmp_path / "new"),
                      "-o", str(tmp_path / out)]) == 0
     rows = list(csv.reader((tmp_path / "new.csv").read_text().splitlines()))
-    assert [r[0] for r in rows[1:]] == ["birds", "sea, lions", "zebras"]
+    assert rows[0][:2] == ["file", "label"]  # image files are named, then labelled
+    assert [r[:2] for r in rows[1:]] == [["birds/0.png", "birds"], ["sea, lions/0.png", "sea, lions"],
+                                         ["zebras/0.png", "zebras"]]
     assert np.load(tmp_path / "new.labels.npy").tolist() == [0, 1, 2]
     assert json.loads((tmp_path / "new.classes.json").read_text()) == ["birds", "sea, lions", "zebras"]
     assert np.allclose(read_codes(tmp_path / "new.csv"), np.load(tmp_path / "new.npy"), atol=1e-5)
