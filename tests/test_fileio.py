@@ -67,3 +67,29 @@ def test_a_write_that_fails_says_what_to_do_and_leaves_nothing(tmp_path, monkeyp
     said = str(raised.value)
     assert str(target) in said and os.strerror(code) in said and fix in said and "\n" not in said
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_a_fifo_is_written_through_and_a_link_keeps_pointing_to_the_new_file(tmp_path):
+    """`-o pipe.csv`, `-o /dev/null`, `-o link.csv`: the write replaced the FIFO (or the device: as root, the
+    system's /dev/null) and the link itself with a regular file, and the file the link named kept its old
+    contents. A FIFO or device is now written through; a link's target is replaced, the link kept."""
+    import threading
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    fileio.write_text(pipe, "through\n")
+    reader.join(timeout=10)
+    assert received == ["through\n"] and stat.S_ISFIFO(os.lstat(pipe).st_mode)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "scores.csv").write_text("old\n")
+    (tmp_path / "link.csv").symlink_to("results/scores.csv")
+    (tmp_path / "dangling.csv").symlink_to("results/new.csv")
+    fileio.write_text(tmp_path / "link.csv", "new\n")
+    with atomic_write(tmp_path / "dangling.csv") as f:
+        f.write(b"made\n")
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "results" / "scores.csv").read_text() == "new\n"
+    assert (tmp_path / "dangling.csv").is_symlink() and (tmp_path / "results" / "new.csv").read_bytes() == b"made\n"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["new.csv", "scores.csv"]  # no temporaries

@@ -134,9 +134,21 @@ def _setting(action) -> list[str]:
 def _train_options():
     """Every option of `aelab train` that a run config keeps, one long name each, from the parser itself."""
     import argparse
-    from aelab.runconfig import NOT_KEPT
-    return [a for a in _train_parser()._actions
-            if a.option_strings and a.dest not in NOT_KEPT and a.help != argparse.SUPPRESS]
+    from aelab.runconfig import NOT_KEPT, THIS_RUN_ONLY
+    return [a for a in _train_parser()._actions if a.option_strings and a.dest not in NOT_KEPT + THIS_RUN_ONLY
+            and a.help != argparse.SUPPRESS]
+
+
+def test_run_toml_repeats_the_run_not_what_to_do_that_once(tmp_path, capsys):
+    """--overwrite, --resume and --quiet were saved, so `--config run.toml --out OTHER` replaced OTHER's model
+    without a word. A config of the user's own may still say them."""
+    assert main(["train", "--model", "simple", "--overwrite", "--resume", "--quiet", "--out", str(tmp_path / "m"),
+                 "--print-config"]) == 0
+    saved = capsys.readouterr().out
+    assert "model = \"simple\"" in saved and not {"overwrite", "resume", "quiet"} & {
+        line.split(" = ")[0] for line in saved.splitlines()}
+    config = _toml(tmp_path / "own.toml", "model = \"simple\"\noverwrite = true\n")
+    assert main(["train", "--config", config, "--out", str(tmp_path / "m"), "--print-config"]) == 0
 
 
 @pytest.mark.parametrize("action", _train_options(), ids=lambda a: a.option_strings[-1])

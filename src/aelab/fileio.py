@@ -14,6 +14,7 @@ import json
 import math
 import os
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -153,10 +154,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     if mode not in ("wb", "w"):
         raise ValueError("mode must be 'wb' or 'w'")
-    target = Path(path)
+    text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+    if _is_special(path):  # /dev/null, a FIFO, /dev/stdout: written through, never renamed over
+        try:
+            with open(path, mode, **text) as f:
+                yield f
+        except OSError as e:
+            raise cannot_write(e, path) from e
+        return
+    target = replaced_file(path)
     fd, tmp = _temporary_beside(target)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as f:
+        with os.fdopen(fd, mode, **text) as f:
             yield f
             _finish(f)
         os.replace(tmp, target)
@@ -166,6 +175,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         if isinstance(e, OSError):
             raise cannot_write(e, target) from e
         raise
+
+
+def _is_special(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (or what its link points to) exists and is a device, a FIFO or a socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def replaced_file(path: str | os.PathLike) -> Path:
+    """The file a write to ``path`` replaces: a symbolic link's target (the link stays, pointing to the new
+    file, as ``cp`` writes through it), else ``path`` itself."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
@@ -237,8 +261,8 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for target, data in contents.items():
-            fd, tmp = _temporary_beside(Path(target))
-            staged.append((tmp, Path(target)))
+            fd, tmp = _temporary_beside(replaced_file(target))
+            staged.append((tmp, replaced_file(target)))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 _finish(f)

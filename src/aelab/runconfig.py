@@ -25,6 +25,9 @@ else:  # pragma: no cover - Python 3.10
 RUN_CONFIG_FILE = "run.toml"  # the resolved options of `aelab train`, beside its checkpoint
 # options that say what to do with the config, never stored in it
 NOT_KEPT = ("config", "print_config", "help")
+# what to do this once, not a setting of the run: a config may say it, run.toml never repeats it (an
+# `overwrite = true` saved there replaced whatever model a later --config --out pointed to)
+THIS_RUN_ONLY = ("overwrite", "resume", "quiet")
 MAX_CONFIG_BYTES = 1 << 20  # a run config is a few lines; anything this large is not one
 MAX_SEED = 2**32 - 1  # the largest seed: scikit-learn's random_state takes no more, and torch's generators,
                       # seeded with multiples of it, stay within 64 bits
@@ -148,10 +151,11 @@ def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def to_toml(options: dict[str, Any]) -> str:
-    """Resolved options as a TOML run config (None values left out: they mean "the default")."""
+    """Resolved options as a TOML run config (None values left out: they mean "the default"; so are
+    :data:`THIS_RUN_ONLY`'s)."""
     lines = []
     for key, value in options.items():
-        if key in NOT_KEPT or value is None:
+        if key in NOT_KEPT or key in THIS_RUN_ONLY or value is None:
             continue
         if isinstance(value, tuple):
             value = list(value)
