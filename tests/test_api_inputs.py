@@ -186,3 +186,11 @@ def test_a_checkpoint_folder_or_a_shipped_name_serves_where_a_loaded_model_does(
     for wrong in (42, {"model": "mnist-deep"}):
         with pytest.raises(OptionError, match="checkpoint must be a loaded model, a checkpoint folder or a shipped"):
             getattr(aelab, call)(wrong, images)
+
+
+def test_encode_images_refuses_labels_of_another_length(model, images, tmp_path):
+    """Three codes were written beside fifty labels (.npy), or with the first three of them (.csv)."""
+    for out in ("c.npy", "c.csv"):
+        with pytest.raises(OptionError, match=r"labels must have shape \(3,\)"):
+            aelab.encode_images(model, images[:3], labels=np.arange(8), output=tmp_path / out)
+    assert list(tmp_path.iterdir()) == []

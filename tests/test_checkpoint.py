@@ -399,3 +399,19 @@ def test_an_undefined_metric_is_saved_as_null_so_config_json_stays_json(tmp_path
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in config.json"))["metrics"] == \
         {"r2": None, "mse": 0.5}
     assert load_checkpoint(tmp_path / "m").info["metrics"]["r2"] is None
+
+
+@pytest.mark.parametrize("edit, section", [(lambda c: c.update(data="t"), "data"),
+                                           (lambda c: c["data"].update(options=["y"]), "data.options"),
+                                           (lambda c: c.update(training="x"), "training")])
+def test_a_config_json_whose_sections_are_not_objects_is_damaged(trained, tmp_path, edit, section):
+    """An edited config.json whose data or training section was not an object gave an AttributeError or
+    TypeError in whichever command read it first."""
+    folder = tmp_path / "ced"
+    shutil.copytree(trained.folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["data"].setdefault("options", {})
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(aelab.AelabError, match=f"is damaged: {section} must be an object"):
+        aelab.load_model(folder, "cpu")

@@ -610,3 +610,12 @@ def test_python_dash_m_evaluate(cli_ckpt: Path, tiny_npz: Path) -> None:
     scores = json.loads(proc.stdout)
     assert set(scores) >= {"test_error_pct", "test_bce", "test_mse", "test_psnr_db"}
     assert scores["test_error_pct"] == pytest.approx(load_checkpoint(cli_ckpt).info["metrics"]["test_error_pct"])
+
+
+@pytest.mark.parametrize("argv", [["train", "--model", "simple", "--out", ""], ["encode", "--checkpoint", "mnist-simple",
+                                                                               "-o", " "]])
+def test_an_empty_output_name_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
+    """`--out ""` trained into the current folder, beside whatever the user kept there."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "is empty" in capsys.readouterr().err and list(tmp_path.iterdir()) == []

@@ -1,6 +1,7 @@
 """Image folders at their edges: loose files beside class folders, empty and float images, a class of one."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -130,3 +131,16 @@ def test_only_a_class_of_one_sample_warns_that_the_split_is_not_stratified(tmp_p
     few = _classes(tmp_path / "few", per_class=(3, 3, 3), names=("a", "b", "c"))
     d = _no_warnings(lambda: load_dataset(few, test_fraction=0.2))  # not stratified for another reason: 2 test rows
     assert not d.source["split"]["stratified"]
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    """A Latin-1 name from an old archive crashed every command that read the folder (UnicodeEncodeError
+    while hashing the names for the cache)."""
+    for name in ("a", "b"):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4), i * 50, np.uint8)).save(tmp_path / "f" / name / f"{i}.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(os.fsencode(tmp_path / "f" / "a") + b"/caf\xe9.png", format="PNG")
+    assert main(["data", "info", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'a/caf\\xe9.png' is not valid UTF-8" in err and "rename it" in err

@@ -650,8 +650,12 @@ def command_name(args: argparse.Namespace) -> str:
 
 
 def _refuse_output_over_input(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output that is one of the command's inputs or lies inside one."""
+    """Refuse, before any work, an empty output name (`--out ""` wrote into the current folder), and an
+    output that is one of the command's inputs or lies inside one."""
     output = getattr(args, getattr(args, "output_dest", ""), None)
+    if output is not None and not str(output).strip():
+        option = getattr(args, "output_option", "the output")
+        raise OptionError(f"{option} is empty", hint=f"name the file or folder to write with {option}")
     if output is not None:
         fileio.refuse_output_over_input(output, [v for v in (getattr(args, d, None) for d in INPUT_DESTS) if v])
 

@@ -25,6 +25,9 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
     out = Path(path)
     if names is not None and len(names) != len(codes):
         raise OptionError(f"names must be one file name per row ({len(codes)}), got {len(names)}")
+    if labels is not None and np.shape(labels) != (len(codes),):
+        raise OptionError(f"labels must have shape ({len(codes)},), one per row, got {np.shape(labels)}",
+                          hint="pass the labels of the samples encoded, or none")
     if out.suffix == ".csv":
         write_text(out, _codes_csv(codes, labels, columns, class_names, names))
     elif out.suffix == ".npy":

@@ -73,7 +73,20 @@ def image_names(folder: Path) -> list[str]:
         prefix = "" if prefix == "." else prefix + "/"
         found += [prefix + f for f in files
                   if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_FILE_SUFFIXES]
+    for name in found:
+        _refuse_undecodable(name, folder)
     return sorted(found)
+
+
+def _refuse_undecodable(name: str, folder: Path) -> None:
+    """A file or folder name that is not UTF-8 (Latin-1 names from old archives) cannot be cached, labelled
+    or written to a CSV; refused naming it, with the fix."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise DataError(f"the name '{shown}' is not valid UTF-8", path=folder,
+                        hint="rename it (convmv -f latin1 -t utf8 -r --notest FOLDER converts Latin-1 names)") from None
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -194,7 +194,20 @@ def read_checkpoint_info(folder: str | os.PathLike) -> dict:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint format version {version!r} is newer than this aelab understands "
                               f"({FORMAT_VERSION})", path=path, hint="upgrade aelab")
+    for section, value in _sections(info):
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"is damaged: {section} must be an object, got {type(value).__name__}", path=path,
+                                  hint=DAMAGED_HINT)
     return info
+
+
+def _sections(info: dict) -> list[tuple[str, object]]:
+    """The parts of config.json that readers take as objects (``data``, ``training``, ...), by name."""
+    parts = [(name, info.get(name)) for name in ("model", "training", "data", "metrics", "versions")]
+    for outer, inner in (("data", "options"), ("data", "scaler"), ("training", "validation_split")):
+        if isinstance(info.get(outer), dict):
+            parts.append((f"{outer}.{inner}", info[outer].get(inner)))
+    return parts
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
