@@ -194,3 +194,20 @@ def test_encode_images_refuses_labels_of_another_length(model, images, tmp_path)
         with pytest.raises(OptionError, match=r"labels must have shape \(3,\)"):
             aelab.encode_images(model, images[:3], labels=np.arange(8), output=tmp_path / out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_or_name_serves_as_the_checkpoint_of_load_data_and_read_input(model, mnist, tmp_path):
+    np.savez(tmp_path / "few.npz", images=mnist.test.images[:20], labels=mnist.test.labels[:20])
+    by_name = aelab.load_data(tmp_path / "few.npz", "mnist-deep")
+    loaded = aelab.load_data(tmp_path / "few.npz", model)
+    np.testing.assert_array_equal(by_name.test.images, loaded.test.images)
+    assert aelab.read_input(tmp_path / "few.npz", checkpoint="mnist-deep").images.shape == (20, 28, 28)
+    with pytest.raises(OptionError, match="checkpoint must be a loaded model"):
+        aelab.load_data(tmp_path / "few.npz", 3)
+
+
+def test_encode_images_refuses_class_names_that_cannot_name_the_labels(model, images, tmp_path):
+    with pytest.raises(OptionError, match="1 class names cannot name the labels 0 to 9"):
+        aelab.encode_images(model, images[:3], labels=np.array([0, 5, 9]), class_names=["zero"],
+                            output=tmp_path / "cn.csv")
+    assert list(tmp_path.iterdir()) == []

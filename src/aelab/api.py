@@ -36,7 +36,8 @@ from .evaluation.report import report_model
 from .fileio import ensure_dir, remove_empty_folder, remove_file, remove_stale_temporaries, write_text
 from .locking import folder_lock
 from .models import inference
-from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkpoint, read_checkpoint_info, taking_paths
+from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, as_checkpoint, load_checkpoint, read_checkpoint_info
+from .models.checkpoint import taking_paths
 from .models.checkpoint import METRICS_FILE, NEXT_METRICS_FILE, adopt_curve, curve_file, save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
@@ -258,7 +259,7 @@ def _remove_finished_resume_file(path: str | Path) -> None:
 DATA_OPTIONS = tuple(f.name for f in dataclasses.fields(ReadOptions))
 
 
-def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = None, **options) -> Dataset:
+def load_data(path: str | Path | None = None, checkpoint: Checkpoint | str | Path | None = None, **options) -> Dataset:
     """The data set at ``path`` (None: the bundled MNIST), read as ``options`` (:data:`DATA_OPTIONS`) say.
 
     With a ``checkpoint``, options not given are those it was trained with (the same test split,
@@ -269,6 +270,7 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | None = No
     chosen = ReadOptions.of(**options)
     if checkpoint is None:
         return load_dataset(path, chosen)
+    checkpoint = as_checkpoint(checkpoint)  # a folder or a shipped name serves too
     return recorded.load_as_recorded(path, _record(checkpoint), checkpoint.model_config.input_shape, chosen)
 
 
@@ -320,6 +322,7 @@ def read_input(source: str | Path | None = None, data: str | Path | None = None,
     column), and must fit the model.
     """
     chosen = ReadOptions.of(**options)
+    checkpoint = None if checkpoint is None else as_checkpoint(checkpoint)
     if source and checkpoint is not None:
         samples = recorded.inputs_as_recorded(source, _record(checkpoint), checkpoint.model_config.input_shape, chosen)
     elif source:

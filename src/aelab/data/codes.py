@@ -28,6 +28,9 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
     if labels is not None and np.shape(labels) != (len(codes),):
         raise OptionError(f"labels must have shape ({len(codes)},), one per row, got {np.shape(labels)}",
                           hint="pass the labels of the samples encoded, or none")
+    if labels is not None and class_names and len(labels) and not 0 <= np.min(labels) <= np.max(labels) < len(class_names):
+        raise OptionError(f"{len(class_names)} class names cannot name the labels {np.min(labels)} to {np.max(labels)}",
+                          hint="pass the names of the label numbers 0, 1, ...")
     if out.suffix == ".csv":
         write_text(out, _codes_csv(codes, labels, columns, class_names, names))
     elif out.suffix == ".npy":
