@@ -10,6 +10,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from aelab.errors import DataError
+from aelab.cli import main
 from aelab.sklearn import AutoencoderTransformer
 
 
@@ -84,6 +85,23 @@ def test_save_load_and_pickle_keep_the_model(tmp_path):
     assert b"torch" not in blob  # the weights travel as safetensors bytes, not pickled tensors
     np.testing.assert_array_equal(pickle.loads(blob).inverse_transform(t.transform(X)),
                                   t.inverse_transform(t.transform(X)))
+
+
+def test_a_transformer_saved_over_a_trained_model_leaves_none_of_its_curve_or_options(tmp_path):
+    """The replaced model's metrics.csv and run.toml stayed, so `aelab report` drew its curve under the new
+    model and `--config run.toml` trained the old one again."""
+    X, _ = table()
+    folder = tmp_path / "ae"
+    assert main(["train", "--data", str(_saved_table(tmp_path, X)), "--model", "simple", "--code-size", "3",
+                 "--sweeps", "1", "--minibatch-size", "8", "--out", str(folder), "--quiet"]) == 0
+    assert {"metrics.csv", "run.toml"} <= {p.name for p in folder.iterdir()}
+    tiny(hidden=None, code_size=5).fit(X).save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def _saved_table(folder, X):
+    np.save(folder / "table.npy", X)
+    return folder / "table.npy"
 
 
 def test_a_transformer_without_a_training_loss_saves_as_json_and_loads(tmp_path):

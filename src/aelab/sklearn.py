@@ -38,10 +38,12 @@ from .data import Dataset, Split
 from .data.scaling import Scaler
 from .errors import DataError
 from .evaluation.anomaly import sample_errors
+from .fileio import remove_file
 from .models import inference
 from .models.inference import check_float32_range
-from .models.checkpoint import save_checkpoint, weights_bytes
+from .models.checkpoint import METRICS_FILE, NEXT_METRICS_FILE, save_checkpoint, weights_bytes
 from .models.networks import ModelConfig, build_model
+from .runconfig import RUN_CONFIG_FILE
 from .training import train
 from .training.config import get_recipe
 
@@ -212,8 +214,11 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             record["scaler"] = self.scaler_.to_dict()
         else:
             record["channels"] = 3 if len(self.sample_shape_) == 3 else 1
-        return save_checkpoint(folder, self.model_, self.model_config_, data=record,
-                               training={"sklearn": _json_params(self.get_params()), "train_loss": self.train_loss_})
+        saved = save_checkpoint(folder, self.model_, self.model_config_, data=record,
+                                training={"sklearn": _json_params(self.get_params()), "train_loss": self.train_loss_})
+        for other_run in (METRICS_FILE, NEXT_METRICS_FILE, RUN_CONFIG_FILE):  # a replaced model's curve and options
+            remove_file(saved / other_run)
+        return saved
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> "AutoencoderTransformer":
