@@ -418,3 +418,21 @@ def test_a_model_trained_on_one_file_is_evaluated_on_its_own_test_split(tmp_path
     assert json.loads(capsys.readouterr().out)["n"] == 60  # the 30% it was not trained on
     assert main(["evaluate", "--checkpoint", str(out), "--data", str(path), "--test-fraction", "0.1"]) == 2
     assert "would put samples the model was trained on into the test split" in capsys.readouterr().err
+
+
+def test_a_table_is_converted_in_its_own_units_with_its_label_column(tmp_path, capsys):
+    """`aelab data convert t.csv t.npz` wrote z-scores fitted on a training split, with the label column as a
+    seventh scaled feature, and refused --label-column, which its own error told the user to pass."""
+    from aelab.cli import main
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)) * [1, 10, 100]
+    y = (x[:, 0] > 0).astype(int)
+    np.savetxt(tmp_path / "t.csv", np.c_[x, y], delimiter=",", header="a,b,c,y", comments="", fmt="%.6g")
+    assert main(["data", "convert", str(tmp_path / "t.csv"), str(tmp_path / "t.npz"), "--label-column", "y"]) == 0
+    saved = np.load(tmp_path / "t.npz")
+    rows = np.concatenate([saved["x_train"], saved["x_test"]])
+    labels = np.concatenate([saved["y_train"], saved["y_test"]])
+    assert rows.shape == (40, 3)
+    order, original = np.argsort(rows[:, 0]), np.argsort(x[:, 0])
+    np.testing.assert_allclose(rows[order], x[original], rtol=1e-5)  # the table's own values, every row once
+    np.testing.assert_array_equal(labels[order], y[original])

@@ -687,10 +687,11 @@ def _train_into(out: Path, data: Dataset, choice: auto.Choice, options: Mapping[
     return trained
 
 
-def convert_data(source: str | Path | None, dest: str | Path, fmt: str | None = None) -> Path:
-    """``aelab data convert``: the data set at ``source`` (None: the bundled MNIST) written to ``dest`` as
-    ``fmt`` (idx, idx.gz, ctf, npz; None: npz, which ``dest`` must then end in)."""
-    return convert(source, dest, fmt)
+def convert_data(source: str | Path | None, dest: str | Path, fmt: str | None = None, **options) -> Path:
+    """``aelab data convert``: the data set at ``source`` (None: the bundled MNIST), read as ``options``
+    (:data:`DATA_OPTIONS`) say, written to ``dest`` as ``fmt`` (idx, idx.gz, ctf, npz; None: npz, which
+    ``dest`` must then end in); a table in its own units unless ``scale`` is given."""
+    return convert(source, dest, fmt, **options)
 
 
 def describe_data(path: str | Path | None = None, **options) -> dict:

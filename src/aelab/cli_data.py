@@ -17,12 +17,14 @@ def add_data_tools(sub) -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     _add_reading_options(q)
     q = dsub.add_parser("convert", help="convert a dataset between IDX, CTF and .npz",
-                        description="Convert a dataset (anything --data accepts) to IDX files, the tutorial's "
-                                    "CTF files, or one .npz.")
+                        description="Convert a dataset (anything --data accepts, read with the options below) to IDX "
+                                    "files, the tutorial's CTF files, or one .npz; a table keeps its own units "
+                                    "unless --scale is given.")
     q.add_argument("source", help="anything --data accepts; 'mnist' for the bundled copy")
     q.add_argument("dest", help="a folder (idx, idx.gz, ctf) or a .npz file")
     q.add_argument("--to", dest="fmt", choices=("idx", "idx.gz", "ctf", "npz"), default=None,
                    help="output format (default: npz when DEST ends in .npz)")
+    _add_reading_options(q)
     q = dsub.add_parser("pack", help="write a data set to disk in shards, to train on it with bounded memory",
                         description="Pack a data set (anything --data accepts, read with the options below) into "
                                     "folder OUT: its samples in checksummed shards with an index.json (a folder "
@@ -55,7 +57,7 @@ def cmd_data(args) -> int:
         d = api.describe_data(args.path, **api.data_options(vars(args)))
         print(_json(d, indent=2) if args.json else api.format_description(d))
     elif args.data_command == "convert":
-        print(f"Wrote {api.convert_data(_source(args.source), args.dest, args.fmt)}")
+        print(f"Wrote {api.convert_data(_source(args.source), args.dest, args.fmt, **api.data_options(vars(args)))}")
     elif args.data_command == "pack":
         out = api.pack_data(_source(args.source), args.out, **api.data_options(vars(args)))
         data = api.load_data(out)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from .ctf import write_ctf
 from .dataset_types import Dataset
 from .datasets import IDX_FILES, load_dataset
 from .idx import write_idx
+from .resolver import ReadOptions, resolve
 
 __all__ = ["save_dataset", "convert", "FORMATS", "ctf_file_names"]
 
@@ -103,10 +105,11 @@ def _save_npz(dataset: Dataset, path: Path) -> Path:
     return path
 
 
-def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Load ``src`` with :func:`load_dataset` and save it to ``dest`` in ``fmt``.
+def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | None = None, **options: Any) -> Path:
+    """Load ``src`` with :func:`load_dataset`, read as ``options`` say, and save it to ``dest`` in ``fmt``.
 
-    ``fmt`` may be left out when ``dest`` ends with ``.npz``. Returns ``dest``.
+    ``fmt`` may be left out when ``dest`` ends with ``.npz``. A table keeps its own units unless ``scale`` is
+    given (its label column, named by ``label_column``, goes to the labels). Returns ``dest``.
     """
     if fmt is None:
         if not os.fspath(dest).lower().endswith(".npz"):
@@ -115,4 +118,7 @@ def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | N
                                    "destination FILE.npz")
         fmt = "npz"
     _checked_format(fmt)
-    return save_dataset(load_dataset(src), dest, fmt)
+    reading = ReadOptions.of(**options)
+    if reading.scale is None and resolve(src).kind == "table":
+        reading = ReadOptions.of(reading, scale="none")  # converted, not standardised on a training split
+    return save_dataset(load_dataset(src, reading), dest, fmt)
