@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+import aelab
 from aelab import api
+from aelab.cli import main
 from aelab.data import load_dataset
 from aelab.data.packed import INDEX_FILE, PackWriter, _SplitWriter, load_packed, pack
 from aelab.errors import DataError, OptionError, OutputError
@@ -409,3 +411,24 @@ def test_a_signal_while_packing_leaves_nothing(tmp_path, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig and "Traceback" not in err, err
     assert list(work.iterdir()) == []
+
+
+def test_a_model_trained_on_a_packed_table_reads_its_source_as_the_pack_holds_it(tmp_path, capsys):
+    """The checkpoint kept no options of a pack, so its CSV source was read without the label column and with
+    another split: 16 of 20 "test" rows had been training rows, and no option was given to refuse."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    np.savetxt(tmp_path / "t.csv", np.c_[x, (x[:, 0] > 0).astype(int)], delimiter=",", header="a,b,c,d,y",
+               comments="", fmt="%.6g")
+    assert main(["data", "pack", str(tmp_path / "t.csv"), "--label-column", "y", "--test-fraction", "0.25",
+                 "-o", str(tmp_path / "pk")]) == 0
+    assert main(["train", "--data", str(tmp_path / "pk"), "--model", "simple", "--code-size", "2", "--sweeps", "1",
+                 "--minibatch-size", "8", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    model = aelab.load_model(tmp_path / "m", "cpu")
+    packed, source = aelab.load_data(tmp_path / "pk"), aelab.load_data(tmp_path / "t.csv", model)
+    np.testing.assert_allclose(source.test.images, packed.test.images, atol=1e-6)  # the same test rows, as scaled
+    np.testing.assert_array_equal(source.test.labels, packed.test.labels)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m"), "--data", str(tmp_path / "t.csv"),
+                 "--test-fraction", "0.5"]) == 2
+    assert "would put samples the model was trained on into the test split" in capsys.readouterr().err

@@ -36,6 +36,9 @@ def data_record(data: Dataset) -> dict[str, Any]:
             record["scaler"] = data.source["scaler"]
         if data.source.get("columns"):
             record["columns"] = data.source["columns"]
+        packed_from = (data.source.get("packed_from") or {}).get("sha256")
+        if packed_from:  # trained on a packed set: the data it was packed from is the training data too
+            record["packed_from_sha256"] = packed_from
     return record
 
 
@@ -94,7 +97,8 @@ def _refuse_another_split(data: Dataset, record: dict[str, Any], recorded: ReadO
     if recorded.test_fraction is None:
         return  # trained on a split the source gave (or on a packed set): options cannot move it
     origin = data.source.get("packed_from") or {}
-    if record.get("sha256") not in (data.sha256, origin.get("sha256")):
+    trained_on = {record.get("sha256"), record.get("packed_from_sha256")} - {None}
+    if not trained_on & {data.sha256, origin.get("sha256")}:
         return  # other data: any split is a fair test
     split = (origin.get("source") or {}).get("split") if origin else data.source.get("split")
     split = split or {}

@@ -343,7 +343,11 @@ class ReadOptions:
     def recorded_in(cls, source: dict[str, Any]) -> ReadOptions:
         """The options that read a source as ``source`` (a ``Dataset.source``) records it was read: the
         split's fraction and seed, a folder's channels, size and crop, a table's label column (what a
-        checkpoint keeps, so that evaluate and encode see the data as training did)."""
+        checkpoint keeps, so that evaluate and encode see the data as training did). A packed set's are
+        those its source was read with when packed: its source then reads as the pack holds it."""
+        packed_from = (source.get("packed_from") or {}).get("source")
+        if packed_from:
+            return cls.recorded_in(packed_from)
         options: dict[str, Any] = {}
         split = source.get("split") or {}
         if split.get("method") == "fraction":
