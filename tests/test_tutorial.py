@@ -300,3 +300,17 @@ def test_the_tutorials_figures_name_the_classes(tmp_path: Path, monkeypatch) -> 
                  log=None, progress_bar=False, helper="none")
     assert {(name, tuple(names or ())) for name, names in named} == \
         {("save_reconstruction_grid", ("cat", "dog")), ("save_tsne_map", ("cat", "dog"))}  # grid.png, report.html
+
+
+def test_a_tutorial_refused_once_under_way_leaves_no_empty_folders(tmp_path, capsys):
+    """Too few samples for the tutorial's minibatch: the error came after out/simple/checkpoint was made."""
+    from aelab.cli import main
+    np.savez(tmp_path / "s.npz", x_train=np.zeros((30, 8, 8), np.uint8), x_test=np.zeros((10, 8, 8), np.uint8))
+    assert main(["tutorial", "--data", str(tmp_path / "s.npz"), "--sweeps", "1", "--tsne-limit", "0", "--models",
+                 "simple", "--out", str(tmp_path / "tut"), "--quiet"]) == 2
+    assert "make no minibatch" in capsys.readouterr().err and not (tmp_path / "tut").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine\n")
+    assert main(["tutorial", "--data", str(tmp_path / "s.npz"), "--sweeps", "1", "--tsne-limit", "0", "--models",
+                 "simple", "--out", str(tmp_path / "mine"), "--quiet"]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine\n"  # a folder the user had stays

@@ -282,6 +282,15 @@ def remove_empty_folder(folder: str | os.PathLike) -> None:
         os.rmdir(folder)
 
 
+def remove_empty_tree(folder: str | os.PathLike) -> None:
+    """Remove ``folder`` and the folders in it if they hold no file (what a run that failed before its first
+    file made); a folder with a file anywhere in it stays, and so does every file."""
+    if not os.path.isdir(folder):
+        return
+    for root, _dirs, _files in os.walk(folder, topdown=False):
+        remove_empty_folder(root)
+
+
 def strict_json(value, **options) -> str:
     """``value`` as strict JSON text (``json.dumps``'s ``options``): NaN and infinities become null, which
     every JSON reader takes (Python's NaN is not JSON), and numpy's scalars Python's numbers."""

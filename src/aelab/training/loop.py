@@ -459,7 +459,7 @@ def _count_minibatches(config: TrainConfig, samples: int, minibatch: int) -> int
     total = int(config.sweeps * samples) // minibatch
     if total < 1:
         raise OptionError(f"{config.sweeps} sweeps of {samples} samples make no minibatch of {minibatch}",
-                          hint="train for more sweeps or use a smaller minibatch")
+                          hint="train for more sweeps, or with a smaller minibatch (aelab train --minibatch-size N)")
     return total
 
 

@@ -54,7 +54,8 @@ def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     held = max(1, int(round(fraction * n)))
     if n - held < MIN_TRAIN_ROWS:
         raise OptionError(f"a validation share of {fraction:g} leaves {n - held} of {n} training samples",
-                          hint="use more data, or --validation 0 to train without early stopping")
+                          hint="use more data, or train without early stopping: --validation 0 (TrainConfig: "
+                               "validation=0; the scikit-learn transformer: a named model, such as model='simple')")
     order = np.random.default_rng([int(seed), 0x7A11D]).permutation(n)
     return np.sort(order[held:]), np.sort(order[:held])
 

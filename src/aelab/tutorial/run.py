@@ -22,7 +22,7 @@ from ..api import train_model
 from ..data import Dataset, load_dataset
 from ..device import describe_device, resolve_device
 from ..errors import OptionError
-from ..fileio import ensure_dir, write_text
+from ..fileio import ensure_dir, remove_empty_tree, write_text
 from ..locking import folder_lock
 from ..terminal import stop_pool
 from ..evaluation.evaluate import format_image_stats, image_stats
@@ -295,6 +295,7 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     if tsne_samples > 0 and dataset.test.labels is not None and min(tsne_samples, dataset.test.n) <= plots.TSNE_PERPLEXITY:
         raise OptionError(f"a t-SNE map needs more than {plots.TSNE_PERPLEXITY:g} test images, got "
                           f"{min(tsne_samples, dataset.test.n)}", hint="raise --tsne-samples, or 0 to skip the map")
+    made = not Path(out).exists()
     out = ensure_dir(out)  # after the data's checks: a refused run leaves no folder behind
     sweeps = sweeps if sweeps is not None else (SLOW_SWEEPS if slow else FAST_SWEEPS)
     say = log or (lambda _msg: None)
@@ -305,9 +306,14 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
     summary: dict = {"data": {"name": dataset.name, "train": dataset.train.n, "test": dataset.test.n,
                               "sha256": dataset.sha256},
                      "device": device_name, "mode": run_mode(sweeps), "models": {}}
-    with folder_lock(out):  # one tutorial writing into `out` at a time
-        return _run_locked(out, dataset, sweeps, device, seed, tsne_samples, models, log, progress_bar, helper,
-                           say, summary, started)
+    try:
+        with folder_lock(out):  # one tutorial writing into `out` at a time
+            return _run_locked(out, dataset, sweeps, device, seed, tsne_samples, models, log, progress_bar, helper,
+                               say, summary, started)
+    except BaseException:
+        if made:  # refused once under way (too few samples for a minibatch): no empty folders left
+            remove_empty_tree(out)
+        raise
 
 
 def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: int, tsne_samples: int,
