@@ -619,3 +619,15 @@ def test_an_empty_output_name_is_refused_before_any_work(argv, tmp_path, capsys,
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert "is empty" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, what", [(["tsne", "--checkpoint", "mnist-simple", "-o", "map.jpg"], "a PNG picture"),
+                                        (["sample", "--checkpoint", "mnist-vae", "-o", "s.pdf"], "a PNG picture"),
+                                        (["report", "--checkpoint", "mnist-simple", "-o", "r.png"], "an HTML page")])
+def test_a_picture_or_page_named_with_another_suffix_is_refused_before_any_work(argv, what, tmp_path, capsys,
+                                                                              monkeypatch):
+    """`-o map.jpg` got PNG bytes, `report -o r.png` an HTML page, after the whole computation."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"writes {what}" in err and len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

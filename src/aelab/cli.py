@@ -10,6 +10,7 @@ import argparse
 import re
 import sys
 import warnings
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from . import cli_codec, cli_data, cli_pipeline, fileio, runconfig
@@ -87,7 +88,9 @@ def _name_outputs(sub: argparse._SubParsersAction) -> None:
                 _name_outputs(action)
             elif action.dest in OUTPUT_DESTS:
                 option = action.option_strings[0] if action.option_strings else action.metavar or action.dest.upper()
-                parser.set_defaults(output_dest=action.dest, output_option=option)
+                suffix = Path(action.metavar or "").suffix  # FILE.png: a picture, FILE.html: a page
+                parser.set_defaults(output_dest=action.dest, output_option=option,
+                                    output_suffix=suffix if suffix in (".png", ".html") else None)
 
 
 def add_tutorial(sub) -> argparse.ArgumentParser:
@@ -653,9 +656,14 @@ def _refuse_output_over_input(args: argparse.Namespace) -> None:
     """Refuse, before any work, an empty output name (`--out ""` wrote into the current folder), and an
     output that is one of the command's inputs or lies inside one."""
     output = getattr(args, getattr(args, "output_dest", ""), None)
+    option = getattr(args, "output_option", "the output")
     if output is not None and not str(output).strip():
-        option = getattr(args, "output_option", "the output")
         raise OptionError(f"{option} is empty", hint=f"name the file or folder to write with {option}")
+    suffix = getattr(args, "output_suffix", None)
+    if output is not None and suffix and Path(output).suffix.lower() != suffix:
+        what = "an HTML page" if suffix == ".html" else "a PNG picture"
+        raise OptionError(f"{option} {output}: aelab {command_name(args)} writes {what}",
+                          hint=f"name it FILE{suffix}")
     if output is not None:
         fileio.refuse_output_over_input(output, [v for v in (getattr(args, d, None) for d in INPUT_DESTS) if v])
 
