@@ -432,3 +432,23 @@ def test_a_model_trained_on_a_packed_table_reads_its_source_as_the_pack_holds_it
     assert main(["evaluate", "--checkpoint", str(tmp_path / "m"), "--data", str(tmp_path / "t.csv"),
                  "--test-fraction", "0.5"]) == 2
     assert "would put samples the model was trained on into the test split" in capsys.readouterr().err
+
+
+def test_codec_tables_fitted_on_a_packs_source_are_those_of_the_pack(tmp_path, capsys):
+    """`codec fit --data SRC` on a model trained on a pack of SRC said SRC was not its training data, and its
+    hint said to pass SRC."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "img" / name).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "img" / name / f"{i}.png")
+    assert main(["data", "pack", str(tmp_path / "img"), "--test-fraction", "0.3", "-o", str(tmp_path / "pk")]) == 0
+    model = tmp_path / "m"
+    assert main(["train", "--data", str(tmp_path / "pk"), "--model", "simple", "--code-size", "4", "--sweeps", "2",
+                 "--minibatch-size", "4", "--out", str(model), "--quiet"]) == 0
+    tables = {}
+    for data in ("img", "pk"):
+        assert main(["codec", "fit", "--checkpoint", str(model), "--data", str(tmp_path / data), "--bits", "9"]) == 0
+        tables[data] = (model / "codec.safetensors").read_bytes()
+    assert tables["img"] == tables["pk"]

@@ -52,7 +52,7 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
         dataset = data
     else:
         dataset = load_as_recorded(data, record, ckpt.model_config.input_shape)
-    if want and dataset.sha256 != want:
+    if want and dataset.sha256 not in (want, record.get("packed_from_sha256")):  # a pack's source reads as packed
         raise DataError(f"{dataset.name!r} is not the data this model was trained on (its sha256 "
                         f"{dataset.sha256[:12]}... differs from the checkpoint's {str(want)[:12]}...)",
                         path=None if isinstance(data, Dataset) or data is None else data,
