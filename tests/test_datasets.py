@@ -436,3 +436,14 @@ def test_a_table_is_converted_in_its_own_units_with_its_label_column(tmp_path, c
     order, original = np.argsort(rows[:, 0]), np.argsort(x[:, 0])
     np.testing.assert_allclose(rows[order], x[original], rtol=1e-5)  # the table's own values, every row once
     np.testing.assert_array_equal(labels[order], y[original])
+
+
+@pytest.mark.parametrize("fmt", ["ctf", "idx"])
+def test_converting_into_a_folder_that_holds_data_is_refused(tmp_path, tiny, fmt):
+    """A second CTF conversion of other-sized images into the same folder left two Train files that no reader
+    takes; one of the same names replaced the user's own files."""
+    save_dataset(tiny, tmp_path / "conv", fmt)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "conv").iterdir()}
+    with pytest.raises(OutputError, match="already holds data files"):
+        save_dataset(tiny, tmp_path / "conv", fmt)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "conv").iterdir()} == before

@@ -34,11 +34,25 @@ def save_dataset(dataset: Dataset, dest: str | os.PathLike, fmt: str) -> Path:
     fmt = _checked_format(fmt)
     if fmt != "npz":
         _refuse_all_but_grey_images(dataset, fmt)
+        _refuse_a_folder_with_data(Path(dest))
     if fmt in ("idx", "idx.gz"):
         return _save_idx(dataset, Path(dest), compress=fmt == "idx.gz")
     if fmt == "ctf":
         return _save_ctf(dataset, Path(dest))
     return _save_npz(dataset, Path(dest))
+
+
+def _refuse_a_folder_with_data(folder: Path) -> None:
+    """A folder that already holds IDX or CTF files: the new set would replace a user's own files of the same
+    names, or lie beside another's (CTF files of another size), where neither could be read."""
+    if not folder.is_dir():
+        return
+    idx_names = {stem + gz for stem in IDX_FILES.values() for gz in ("", ".gz")}
+    held = sorted(p.name for p in folder.iterdir() if p.name in idx_names or p.name.endswith("_cntk_text.txt"))
+    if held:
+        raise OutputError(f"the folder already holds data files ({', '.join(held[:4])}"
+                          f"{', ...' if len(held) > 4 else ''}): a new set would replace or mix with them",
+                          path=folder, hint="convert into a new or empty folder")
 
 
 def _checked_format(fmt: str) -> str:
