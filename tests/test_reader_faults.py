@@ -276,3 +276,14 @@ def test_images_saved_as_npy_are_pointed_to_the_npz_that_reads_them_as_images(tm
     np.savez(tmp_path / "images.npz", images=np.zeros((10, 6, 6, 3), np.uint8))
     assert main(["data", "info", str(tmp_path / "images.npz")]) == 0  # ... which does read them as images
     assert "6 x 6 uint8, 3 channels (RGB)" in capsys.readouterr().out
+
+
+def test_a_multi_page_tiff_says_only_its_first_page_is_read(tmp_path, capsys):
+    """Microscope and scanner stacks lost every page but the first without a word."""
+    from PIL import Image
+    (tmp_path / "stack").mkdir()
+    for k in range(4):
+        pages = [Image.fromarray(np.full((6, 6), 40 * j, np.uint8)) for j in range(5)]
+        pages[0].save(tmp_path / "stack" / f"s{k}.tif", save_all=True, append_images=pages[1:])
+    assert main(["data", "info", str(tmp_path / "stack")]) == 0
+    assert "4 image(s): only the first of its pages or frames read" in capsys.readouterr().out

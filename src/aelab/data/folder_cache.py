@@ -21,8 +21,8 @@ from ..errors import OutputError
 __all__ = ["cache_dir", "cache_key", "load_cached", "save_cached"]
 
 # Raised whenever decoding changes what a file gives, so entries decoded the old way miss:
-# 2: EXIF orientations applied, 32-bit integer pixels refused.
-VERSION = 2
+# 2: EXIF orientations applied, 32-bit integer pixels refused; 3: multi-page files counted as converted.
+VERSION = 3
 
 
 def cache_dir() -> Path:

@@ -81,6 +81,7 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
                 raise DataError(f"is {w}x{h} = {w * h} pixels, past the decompression-bomb limit of "
                                 f"{max_pixels}", path=path, hint="shrink it first, or drop it (--skip-bad)")
             orientation = _exif_orientation(picture)  # read before load(), which turns a TIFF upright itself
+            pages = "only the first of its pages or frames read" if getattr(picture, "n_frames", 1) > 1 else ""
             picture.load()
             _refuse_32_bit_integers(picture, path)
             upright, turned = _upright(picture, orientation)
@@ -95,7 +96,7 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({_first_line(e)})", path=path,
                         hint="the file is corrupt or truncated; replace it, or pass --skip-bad") from e
-    return pixels, "; ".join(filter(None, [turned, rule])), hashlib.sha256(data).hexdigest()
+    return pixels, "; ".join(filter(None, [pages, turned, rule])), hashlib.sha256(data).hexdigest()
 
 
 def _first_line(e: Exception) -> str:
