@@ -447,3 +447,20 @@ def test_converting_into_a_folder_that_holds_data_is_refused(tmp_path, tiny, fmt
     with pytest.raises(OutputError, match="already holds data files"):
         save_dataset(tiny, tmp_path / "conv", fmt)
     assert {p.name: p.read_bytes() for p in (tmp_path / "conv").iterdir()} == before
+
+
+def test_a_conversion_stopped_between_its_files_leaves_none_of_them(tmp_path, tiny, monkeypatch):
+    """Ctrl-C after the Train CTF file left a folder that no reader takes (Train without Test)."""
+    from aelab.data import saving
+    written = []
+    real = saving.write_ctf
+
+    def stopped_after_one(path, *args, **kwargs):
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(saving, "write_ctf", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        save_dataset(tiny, tmp_path / "conv", "ctf")
+    assert written and not (tmp_path / "conv").exists()

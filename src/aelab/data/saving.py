@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, OutputError
-from ..fileio import atomic_write, ensure_dir
+from ..fileio import atomic_write, ensure_dir, remove_empty_folder, remove_file
 from .ctf import write_ctf
 from .dataset_types import Dataset
 from .datasets import IDX_FILES, load_dataset
@@ -32,27 +32,40 @@ def save_dataset(dataset: Dataset, dest: str | os.PathLike, fmt: str) -> Path:
     file is written atomically.
     """
     fmt = _checked_format(fmt)
-    if fmt != "npz":
-        _refuse_all_but_grey_images(dataset, fmt)
-        _refuse_a_folder_with_data(Path(dest))
-    if fmt in ("idx", "idx.gz"):
-        return _save_idx(dataset, Path(dest), compress=fmt == "idx.gz")
-    if fmt == "ctf":
-        return _save_ctf(dataset, Path(dest))
-    return _save_npz(dataset, Path(dest))
+    if fmt == "npz":
+        return _save_npz(dataset, Path(dest))
+    _refuse_all_but_grey_images(dataset, fmt)
+    folder = Path(dest)
+    _refuse_a_folder_with_data(folder)
+    made = not folder.exists()
+    try:
+        if fmt == "ctf":
+            return _save_ctf(dataset, folder)
+        return _save_idx(dataset, folder, compress=fmt == "idx.gz")
+    except BaseException:  # Ctrl-C or an error between the files: none of this set stays (there was none before)
+        for name in _data_files(folder):
+            remove_file(folder / name)
+        if made:
+            remove_empty_folder(folder)
+        raise
 
 
 def _refuse_a_folder_with_data(folder: Path) -> None:
     """A folder that already holds IDX or CTF files: the new set would replace a user's own files of the same
     names, or lie beside another's (CTF files of another size), where neither could be read."""
-    if not folder.is_dir():
-        return
-    idx_names = {stem + gz for stem in IDX_FILES.values() for gz in ("", ".gz")}
-    held = sorted(p.name for p in folder.iterdir() if p.name in idx_names or p.name.endswith("_cntk_text.txt"))
+    held = _data_files(folder)
     if held:
         raise OutputError(f"the folder already holds data files ({', '.join(held[:4])}"
                           f"{', ...' if len(held) > 4 else ''}): a new set would replace or mix with them",
                           path=folder, hint="convert into a new or empty folder")
+
+
+def _data_files(folder: Path) -> list[str]:
+    """The names of the IDX and CTF files in ``folder`` (none where it is no folder)."""
+    if not folder.is_dir():
+        return []
+    idx_names = {stem + gz for stem in IDX_FILES.values() for gz in ("", ".gz")}
+    return sorted(p.name for p in folder.iterdir() if p.name in idx_names or p.name.endswith("_cntk_text.txt"))
 
 
 def _checked_format(fmt: str) -> str:
