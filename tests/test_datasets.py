@@ -464,3 +464,19 @@ def test_a_conversion_stopped_between_its_files_leaves_none_of_them(tmp_path, ti
     with pytest.raises(KeyboardInterrupt):
         save_dataset(tiny, tmp_path / "conv", "ctf")
     assert written and not (tmp_path / "conv").exists()
+
+
+def test_a_test_fraction_for_data_with_its_own_split_is_refused(tmp_path, tiny, capsys):
+    """`--test-fraction 0.5` on a file with x_train and x_test did nothing (and was saved in run.toml); a model
+    trained on data it split still reads such data with the data's own split."""
+    from aelab.cli import main
+    save_dataset(tiny, tmp_path / "own.npz", "npz")
+    with pytest.raises(OptionError, match="'own' has one"):
+        load_dataset(tmp_path / "own.npz", test_fraction=0.5)
+    images = np.random.default_rng(2).integers(0, 256, (100, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "one.npz", images=images, labels=np.arange(100) % 3)
+    assert main(["train", "--data", str(tmp_path / "one.npz"), "--model", "simple", "--code-size", "4", "--sweeps",
+                 "1", "--minibatch-size", "16", "--test-fraction", "0.2", "--out", str(tmp_path / "m"), "--quiet"]) == 0, \
+        capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m"), "--data", str(tmp_path / "own.npz")]) == 0
+    assert f"{tiny.test.n} images" in capsys.readouterr().out

@@ -75,10 +75,22 @@ def load_dataset(path: str | os.PathLike | None = None, options: ReadOptions | N
 
 
 def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None = None,
-                model_columns: ModelColumns | None = None) -> Dataset:
+                model_columns: ModelColumns | None = None, given: ReadOptions | None = None) -> Dataset:
     """The train/test dataset of a resolved ``source``, read with ``options``; a table's rows for a trained
-    model with its ``scaler`` and ``model_columns``."""
+    model with its ``scaler`` and ``model_columns``. A test fraction among the options the user ``given``
+    (default: ``options``) is refused for data with a test split of its own, where it would do nothing."""
     options.refuse_unless_applicable(source)
+    data = _load_source(source, options, scaler, model_columns)
+    fraction = (given or options).test_fraction
+    if fraction is not None and source.kind != "packed" and \
+            (data.source.get("split") or {}).get("method") != "fraction":
+        raise OptionError(f"--test-fraction {fraction:g} applies to data without a test split of its "
+                          f"own, and {data.name!r} has one", hint="leave --test-fraction out: its own split is used")
+    return data
+
+
+def _load_source(source: Source, options: ReadOptions, scaler: Scaler | None,
+                 model_columns: ModelColumns | None) -> Dataset:
     kind = source.kind
     if kind == "bundled":
         return _load_bundled()

@@ -71,7 +71,7 @@ def load_as_recorded(path: str | os.PathLike | None, record: dict[str, Any], mod
     source = resolve(path)
     recorded = recorded_options(record)
     data = load_source(source, options.over(recorded.applying_to(source)), scaler=recorded_scaler(record),
-                       model_columns=recorded_columns(record))
+                       model_columns=recorded_columns(record), given=options)
     _refuse_another_split(data, record, recorded, options)
     if path is None:
         _refuse_the_default_for_other_data(model_shape, data, record)
