@@ -157,6 +157,8 @@ OUTPUT_NAMING = {
     ("aelab.data.saving", "convert"),         # the format to write
     ("aelab.codec.api", "output_format"),     # what decompress writes
     ("aelab.evaluation.anomaly", "write_scores"), ("aelab.api", "anomaly_scores"),  # the scores file
+    ("aelab.cli", "_name_outputs"), ("aelab.cli", "_refuse_output_over_input"),  # FILE.png/FILE.html outputs
+    ("aelab.data.saving", "_data_files"),     # the files a conversion would write over or beside
 }
 
 
