@@ -211,3 +211,16 @@ def test_encode_images_refuses_class_names_that_cannot_name_the_labels(model, im
         aelab.encode_images(model, images[:3], labels=np.array([0, 5, 9]), class_names=["zero"],
                             output=tmp_path / "cn.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_indices_and_neighbour_counts_that_are_not_whole_numbers_are_refused(model, images):
+    """pair=(0.0, 1) raised numpy's IndexError; knn_accuracy(k=0) scikit-learn's InvalidParameterError."""
+    from aelab.data import Dataset, Split
+    data = Dataset(name="few", train=Split(images, None), test=Split(images, None), sha256="0" * 64)
+    for pair in ((0.0, 1), (True, 1), (0, 8)):
+        with pytest.raises(OptionError, match="out of range"):
+            aelab.similarity_pairs(model, data, pair=pair)
+    labels = np.arange(8) % 2
+    for k in (0, -1, 2.5):
+        with pytest.raises(OptionError, match="k must be a positive integer"):
+            aelab.knn_accuracy(model.model, images, labels, images, labels, k=k)

@@ -465,9 +465,9 @@ def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = No
 
 
 def _check_test_index(images: np.ndarray, *indices: int) -> None:
-    for i in indices:
-        if not 0 <= i < len(images):
-            raise OptionError(f"test image index {i} is out of range", hint=f"use 0..{len(images) - 1}")
+    for i in indices:  # an integer (not a bool or 0.0) in range
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(images):
+            raise OptionError(f"test image index {i!r} is out of range", hint=f"use an integer 0..{len(images) - 1}")
 
 
 @taking_paths

@@ -51,6 +51,8 @@ def knn_accuracy(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: 
                  test_labels: np.ndarray, k: int = KNN_NEIGHBOURS) -> float:
     """Accuracy (0..1) on the test codes of a k-NN classifier fitted on the training codes."""
     from sklearn.neighbors import KNeighborsClassifier
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise OptionError(f"k must be a positive integer, got {k!r}", hint=f"e.g. k={KNN_NEIGHBOURS}")
     if len(train_codes) < k:
         raise OptionError(f"a {k}-NN classifier needs at least {k} training codes, got {len(train_codes)}")
     clf = KNeighborsClassifier(n_neighbors=k).fit(np.asarray(train_codes, np.float32), np.asarray(train_labels))
