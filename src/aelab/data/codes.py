@@ -7,7 +7,7 @@ import json
 import numbers
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -28,9 +28,7 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
     if labels is not None and np.shape(labels) != (len(codes),):
         raise OptionError(f"labels must have shape ({len(codes)},), one per row, got {np.shape(labels)}",
                           hint="pass the labels of the samples encoded, or none")
-    if labels is not None and class_names and len(labels) and not 0 <= np.min(labels) <= np.max(labels) < len(class_names):
-        raise OptionError(f"{len(class_names)} class names cannot name the labels {np.min(labels)} to {np.max(labels)}",
-                          hint="pass the names of the label numbers 0, 1, ...")
+    check_class_names(labels, class_names)
     if out.suffix == ".csv":
         write_text(out, _codes_csv(codes, labels, columns, class_names, names))
     elif out.suffix == ".npy":
@@ -47,12 +45,27 @@ def write_codes(path: str | Path, codes: np.ndarray, labels: np.ndarray | None =
             with atomic_write(labels_file) as f:
                 np.save(f, np.asarray(labels))
             if class_names:
-                write_text(classes_file, json.dumps(list(class_names), indent=1) + "\n")
+                write_class_names(classes_file, class_names)
         if names is not None:
             write_text(files_file, json.dumps([str(name) for name in names], indent=1, ensure_ascii=False) + "\n")
     else:
         raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.npy or FILE.csv")
     return out
+
+
+def check_class_names(labels: Any, class_names: Sequence[str] | None) -> None:
+    """Refuse ``class_names`` that cannot name every one of ``labels`` (the numbers 0, 1, ...); none: nothing to name."""
+    if labels is None or not class_names or not len(labels):
+        return
+    low, high = np.min(labels), np.max(labels)
+    if not 0 <= low <= high < len(class_names):
+        raise OptionError(f"{len(class_names)} class names cannot name the labels {low} to {high}",
+                          hint="pass the names of the label numbers 0, 1, ...")
+
+
+def write_class_names(path: str | Path, class_names: Sequence[str]) -> Path:
+    """The names of the label numbers 0, 1, ... as a JSON list (FILE.classes.json beside codes or scores)."""
+    return write_text(path, json.dumps(list(class_names), indent=1) + "\n")
 
 
 def _codes_csv(codes: np.ndarray, labels: np.ndarray | None, columns: list[str] | None = None,

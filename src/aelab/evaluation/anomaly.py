@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import numbers
 import os
@@ -18,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.codes import check_class_names, write_class_names
 from ..errors import DataError, OptionError
 from ..fileio import atomic_write, remove_file, write_text
 from ..models.inference import _batches, _device_of, as_pixel_rows, computing_in
@@ -141,9 +141,8 @@ def write_scores(path: str | os.PathLike, table: np.ndarray, class_names: Sequen
     as ``aelab encode`` writes them)."""
     out = Path(path)
     named = bool(class_names) and "label" in table.dtype.names
-    if named and len(table) and not 0 <= table["label"].min() <= table["label"].max() < len(class_names):
-        raise OptionError(f"{len(class_names)} class names cannot name the labels {table['label'].min()} to "
-                          f"{table['label'].max()}", hint="pass the names of the label numbers 0, 1, ...")
+    if named:
+        check_class_names(table["label"], class_names)
     if out.suffix == ".csv":
         write_text(out, _scores_csv(table, list(class_names) if named else None))
     elif out.suffix == ".npy":
@@ -152,7 +151,7 @@ def write_scores(path: str | os.PathLike, table: np.ndarray, class_names: Sequen
         with atomic_write(out) as f:
             np.save(f, table)
         if named:
-            write_text(names_file, json.dumps(list(class_names), indent=1) + "\n")
+            write_class_names(names_file, class_names)
     else:
         raise OptionError(f"cannot tell the format of {out}", hint="name the output FILE.csv or FILE.npy")
     return out
