@@ -535,6 +535,38 @@ def test_training_into_a_folder_with_another_finished_model_needs_overwrite(tiny
     assert load_checkpoint(out).info["training"]["seed"] == 5
 
 
+def test_files_of_a_checkpoints_names_that_aelab_did_not_write_need_overwrite(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "myproject"
+    out.mkdir()
+    (out / "metrics.csv").write_text("epoch,accuracy\n1,0.5\n")
+    (out / "run.toml").write_text("[my settings]\n")
+    line = one_line_error(run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)))
+    assert "metrics.csv, run.toml but no aelab checkpoint" in line and "--overwrite" in line
+    assert (out / "metrics.csv").read_text() == "epoch,accuracy\n1,0.5\n"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "run.toml"]
+    proc = run_aelab(*TINY_TRAIN, "--quiet", "--overwrite", "--data", str(tiny_npz), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    load_checkpoint(out)
+
+
+def test_a_curve_left_by_a_run_stopped_before_saving_does_not_block_the_next(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)).returncode == 0
+    for name in (CONFIG_FILE, WEIGHTS_FILE, "codec.safetensors", "run.toml"):  # as if stopped before the save
+        (out / name).unlink()
+    proc = run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_config_json_that_is_no_checkpoint_is_not_replaced_silently(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CONFIG_FILE).write_text('{"editor.fontSize": 12}\n')
+    line = one_line_error(run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)))
+    assert "checkpoint that cannot be read" in line and "--overwrite" in line
+    assert (out / CONFIG_FILE).read_text() == '{"editor.fontSize": 12}\n'
+
+
 # --- fault injection: SIGKILL or SIGTERM at a random moment of `aelab train` never loses both states
 
 INJECT_B = ["train", "--model", "simple", "--sweeps", "2", "--seed", "7", "--device", "cpu", "--quiet"]

@@ -145,6 +145,29 @@ def test_log_lines_and_no_tsne(tiny_data, tmp_path: Path) -> None:
     assert summary["models"]["simple"]["files"]["tsne"] is None
     assert not (tmp_path / "out" / "simple" / "tsne.png").exists()
     assert "tsne" not in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    # an earlier tutorial's outputs are replaced by the next run's
+    again = run_tutorial(tmp_path / "out", data=tiny_data, sweeps=0.05, tsne_samples=0, models=("simple",),
+                         device="cpu", log=None, progress_bar=False)
+    assert again["models"]["simple"]["test_error_pct"] == summary["models"]["simple"]["test_error_pct"]
+
+
+@pytest.mark.parametrize("theirs", ["report.md", "summary.json", "simple"])
+def test_files_of_the_tutorials_names_that_it_did_not_write_are_kept(theirs, tiny_data, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    import aelab.tutorial.run as tutorial
+    monkeypatch.setattr(tutorial, "train_model", lambda *a, **k: pytest.fail("trained before refusing"))
+    out = tmp_path / "notes"
+    out.mkdir()
+    if theirs == "simple":
+        (out / theirs).mkdir()
+        (out / theirs / "mine.txt").write_text("my results\n")
+    else:
+        (out / theirs).write_text('{"mine": 1}\n')
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(OptionError, match=f"holds {theirs}, which the tutorial would replace"):
+        run_tutorial(out, data=tiny_data, sweeps=0.05, tsne_samples=0, models=("simple",), log=None,
+                     progress_bar=False)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_negative_tsne_samples(tiny_data, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from .data.augment import check_shift_fits
 from .data.scaling import SCALE_METHODS
 from .data import images as image_files
 from .data.codes import check_limit, given_codes, read_codes, write_codes
-from .errors import CheckpointError, DataError, OptionError
+from .errors import DataError, OptionError
 from .evaluation import plots
 from .evaluation.compare import DEFAULT_MODELS, entries_from, quick_subset, recorded_checkpoint, run_comparison
 from .evaluation.compare import write_results
@@ -45,6 +45,7 @@ from .models.networks import LOSSES, MODEL_NAMES, check_code_reduces, model_conf
 from .device import resolve_device
 from .training import RECIPES, TrainConfig, TrainResult, auto, train
 from .training.config import plain_settings
+from .training.out_folder import refuse_to_discard_a_saved_run, refuse_to_replace
 from .training.distributed import finish_together, process_count, process_rank  # noqa: F401 - process_count: the CLI asks it
 from .codec import CODERS, DEFAULT_BITS, DEFAULT_QUANTISER, DEFAULT_RATE_WEIGHT, MAX_BITS, MIN_BITS, QUANTISERS
 from .codec import PREDICTIVE_CODERS, coder_help, compress, decompress, has_cached_table, read_header
@@ -153,7 +154,7 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
     """
     config.validate()  # before the folder exists: a refused run leaves none
     if not overwrite:  # every rank: they refuse together
-        _refuse_to_discard_a_saved_run(train_options)
+        refuse_to_discard_a_saved_run(train_options)
     if process_rank() != 0:  # train() itself keeps such a rank silent and its files unwritten
         result = train(data, config, **train_options)
         finish_together()
@@ -162,42 +163,11 @@ def train_model(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log
     with folder_lock(folder):
         remove_stale_temporaries(folder, (WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, NEXT_METRICS_FILE, RESUME_FILE))
         if not overwrite:
-            _refuse_another_model(folder, config, data, train_options)
+            refuse_to_replace(folder, config, data.sha256, train_options)
         trained = _train_and_save(data, config, folder, log=log, progress_bar=progress_bar, on_trained=on_trained,
                                   chosen=chosen, **train_options)
     finish_together()
     return trained
-
-
-def _refuse_to_discard_a_saved_run(train_options: dict) -> None:
-    """A run that starts over where an interrupted run's state is saved would delete that state."""
-    resume_file = train_options.get("resume_file")
-    if not train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
-        raise OptionError("the folder holds the saved state of an interrupted run, which starting over would "
-                          "discard", path=resume_file,
-                          hint="pass --resume to continue it, or --overwrite to discard it and start over")
-
-
-DEFAULT_TRAINING = TrainConfig().to_dict()  # what a checkpoint from before a setting existed meant by it
-
-
-def _refuse_another_model(folder: Path, config: TrainConfig, data: Dataset, train_options: dict) -> None:
-    resume_file = train_options.get("resume_file")
-    if train_options.get("resume") and resume_file is not None and Path(resume_file).exists():
-        return  # the run being resumed owns the folder
-    if not (folder / CONFIG_FILE).exists() and not (folder / WEIGHTS_FILE).exists():
-        return
-    try:
-        info = read_checkpoint_info(folder)
-        saved, ours = info.get("training", {}), config.to_dict()
-        different = [k for k in ours if k not in ("device", "budget") and saved.get(k, DEFAULT_TRAINING.get(k)) != ours[k]]
-        if info.get("data", {}).get("sha256") != data.sha256:
-            different.append("data")
-    except CheckpointError:
-        different = ["an unreadable checkpoint"]
-    if different:
-        raise OptionError(f"the folder already holds another trained model (it differs in {', '.join(different)})",
-                          path=folder, hint="pass --overwrite to replace it, or choose another --out")
 
 
 def _train_and_save(data: Dataset, config: TrainConfig, out: str | Path, *, log: Log = None,

@@ -97,7 +97,9 @@ def add_tutorial(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("tutorial", help="the CNTK 105 tutorial end to end: train both models, write every output",
                        description="Train the simple and the deep autoencoder as the CNTK 105 tutorial does and "
                                    "write pictures, checkpoints, summary.json and report.md into --out.")
-    p.add_argument("--out", default="aelab-out", metavar="DIR", help="output folder (default: ./aelab-out)")
+    p.add_argument("--out", default="aelab-out", metavar="DIR",
+                   help="output folder: new, empty, or an earlier tutorial's, whose outputs are replaced "
+                        "(default: ./aelab-out)")
     _add_data(p, reading=False)
     _add_sweeps(p)
     _add_device(p)
@@ -170,8 +172,9 @@ def add_train(sub) -> argparse.ArgumentParser:
                    help="continue the interrupted run whose state is in DIR/resume.safetensors "
                         "(same options; --sweeps may change)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a trained model already in DIR that has other settings or data, or discard "
-                        "the saved state of an interrupted run there (default: refuse)")
+                   help="replace a trained model already in DIR that has other settings or data, or files of "
+                        "a checkpoint's names that aelab did not write, or discard the saved state of an "
+                        "interrupted run there (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress table or bar")
     p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
                    help="also log the training curve (DIR/metrics.csv's values) for TensorBoard into LOGDIR "

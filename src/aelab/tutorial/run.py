@@ -248,6 +248,29 @@ def run_model(name: str, data: Dataset, out: Path, config: TrainConfig, tsne_sam
 
 
 HTML_REPORT = "report.html"
+SUMMARY_FILE = "summary.json"
+TOP_LEVEL_OUTPUTS = (SUMMARY_FILE, "report.md", HTML_REPORT, "training.png")
+
+
+def _refuse_outputs_of_others(out: Path, models: tuple[str, ...]) -> None:
+    """The tutorial writes over an earlier tutorial's outputs in ``out``, never over files of the same
+    names that something else wrote (a user's notes in report.md, another program's summary.json)."""
+    if not out.is_dir() or _holds_a_tutorial(out, models):
+        return
+    taken = [name for name in (*TOP_LEVEL_OUTPUTS, *models) if os.path.lexists(out / name)]
+    if taken:
+        raise OptionError(f"the folder holds {', '.join(taken)}, which the tutorial would replace, and is not the "
+                          "output of an earlier tutorial", path=out, hint="choose another --out")
+
+
+def _holds_a_tutorial(out: Path, models: tuple[str, ...]) -> bool:
+    if any((out / name / "checkpoint" / "config.json").is_file() for name in models):
+        return True
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and isinstance(summary.get("models"), dict) and "mode" in summary
 
 
 def write_html_report(out: Path, data: Dataset, summary: dict, jobs: dict[str, TsneJob]) -> None:
@@ -296,6 +319,7 @@ def run_tutorial(out: str | os.PathLike = "aelab-out", *, data: str | os.PathLik
         raise OptionError(f"a t-SNE map needs more than {plots.TSNE_PERPLEXITY:g} test images, got "
                           f"{min(tsne_samples, dataset.test.n)}", hint="raise --tsne-samples, or 0 to skip the map")
     made = not Path(out).exists()
+    _refuse_outputs_of_others(Path(out), models)
     out = ensure_dir(out)  # after the data's checks: a refused run leaves no folder behind
     sweeps = sweeps if sweeps is not None else (SLOW_SWEEPS if slow else FAST_SWEEPS)
     say = log or (lambda _msg: None)
@@ -350,7 +374,7 @@ def _run_locked(out: Path, dataset: Dataset, sweeps: float, device: str, seed: i
     if pool is not None:
         pool.shutdown(wait=True)
     summary["total_seconds"] = time.perf_counter() - started
-    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     write_report(out, summary)
     say(f"\nWrote {out / 'summary.json'}, {out / 'report.md'} and {out / HTML_REPORT} "
         f"({summary['total_seconds']:.1f} s in all)")
