@@ -224,3 +224,24 @@ def test_indices_and_neighbour_counts_that_are_not_whole_numbers_are_refused(mod
     for k in (0, -1, 2.5):
         with pytest.raises(OptionError, match="k must be a positive integer"):
             aelab.knn_accuracy(model.model, images, labels, images, labels, k=k)
+
+
+DATA_CALLS = {
+    "evaluate_model": lambda m, data: aelab.evaluate_model(m, data)["test_mse"],
+    "similarity_pairs": lambda m, data: [v for v in aelab.similarity_pairs(m, data, pair=(0, 1))[0].values()
+                                         if isinstance(v, float)],
+    "interpolate_images": lambda m, data: aelab.interpolate_images(m, data, 0, 1, steps=3)["codes"],
+    "denoise_images": lambda m, data: aelab.denoise_images(m, data, "gaussian:0.3", limit=4)["denoised_psnr_db"],
+}
+
+
+@pytest.mark.parametrize("call", DATA_CALLS)
+def test_a_data_path_serves_where_a_loaded_data_set_does(model, mnist, tmp_path, call):
+    """``aelab.evaluate_model(model, "few.npz")`` reads the data as load_data(path, model) would (it raised
+    AttributeError: 'str' object has no attribute 'part'); a number is refused saying what to pass."""
+    np.savez(tmp_path / "few.npz", images=mnist.test.images[:40], labels=mnist.test.labels[:40])
+    by_path = DATA_CALLS[call](model, tmp_path / "few.npz")
+    loaded = DATA_CALLS[call](model, aelab.load_data(tmp_path / "few.npz", model))
+    np.testing.assert_array_equal(np.asarray(by_path, dtype=np.float64), np.asarray(loaded, dtype=np.float64))
+    with pytest.raises(OptionError, match="data must be a data set or the path of one, got int"):
+        DATA_CALLS[call](model, 3)

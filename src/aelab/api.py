@@ -37,7 +37,7 @@ from .fileio import ensure_dir, remove_empty_folder, remove_file, remove_stale_t
 from .locking import folder_lock
 from .models import inference
 from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, as_checkpoint, load_checkpoint, read_checkpoint_info
-from .models.checkpoint import taking_paths
+from .models.checkpoint import as_dataset, taking_paths
 from .models.checkpoint import METRICS_FILE, NEXT_METRICS_FILE, adopt_curve, curve_file, save_checkpoint
 from .models import export as exporting
 from .models.export import FORMATS as EXPORT_FORMATS
@@ -240,8 +240,7 @@ def load_data(path: str | Path | None = None, checkpoint: Checkpoint | str | Pat
     chosen = ReadOptions.of(**options)
     if checkpoint is None:
         return load_dataset(path, chosen)
-    checkpoint = as_checkpoint(checkpoint)  # a folder or a shipped name serves too
-    return recorded.load_as_recorded(path, _record(checkpoint), checkpoint.model_config.input_shape, chosen)
+    return as_dataset(path, as_checkpoint(checkpoint), chosen)  # a folder or a shipped name serves too
 
 
 def _record(checkpoint: Checkpoint) -> dict:

@@ -15,6 +15,7 @@ import copy
 import functools
 import hashlib
 import importlib.resources
+import inspect
 import json
 import os
 import platform
@@ -30,6 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..data import Dataset, ReadOptions
+from ..data.recorded import load_as_recorded
 from ..device import resolve_device
 from ..version import __version__
 from ..errors import CheckpointError, OptionError
@@ -376,11 +379,37 @@ Function = TypeVar("Function", bound=Callable)
 
 def taking_paths(function: Function) -> Function:
     """``function``, whose first argument is a loaded :class:`Checkpoint`, taking there a checkpoint folder
-    or a shipped model's name too (:func:`as_checkpoint`)."""
+    or a shipped model's name too (:func:`as_checkpoint`); where it takes a :class:`Dataset` as ``data``,
+    a data path serves there, read as the model's training data was (:func:`as_dataset`)."""
+    signature = inspect.signature(function)
+    takes_data = "data" in signature.parameters
+
     @functools.wraps(function)
     def with_checkpoint(checkpoint, *args, **kwargs):
-        return function(as_checkpoint(checkpoint), *args, **kwargs)
+        checkpoint = as_checkpoint(checkpoint)
+        if not takes_data:
+            return function(checkpoint, *args, **kwargs)
+        try:
+            bound = signature.bind(checkpoint, *args, **kwargs)
+        except TypeError as e:  # the arguments do not fit: Python's own error, as without the decorator
+            raise TypeError(f"{function.__name__}(): {e}") from None
+        if "data" in bound.arguments:
+            bound.arguments["data"] = as_dataset(bound.arguments["data"], checkpoint)
+        return function(*bound.args, **bound.kwargs)
     return with_checkpoint  # type: ignore[return-value]
+
+
+def as_dataset(data: Dataset | str | os.PathLike | None, checkpoint: Checkpoint,
+               options: ReadOptions | None = None) -> Dataset:
+    """``data`` when it is a loaded data set, else the data at that path (None: the bundled MNIST) read as
+    ``checkpoint``'s training data was (its test split, image size and channels, a table's scaler; ``options`` given win), and
+    refused where its samples do not fit the model; anything else is refused, saying what to pass."""
+    if isinstance(data, Dataset):
+        return data
+    if data is not None and not isinstance(data, (str, os.PathLike)):
+        raise OptionError(f"data must be a data set or the path of one, got {type(data).__name__}",
+                          hint="pass a path, or aelab.load_data(path, checkpoint)")
+    return load_as_recorded(data, checkpoint.info.get("data") or {}, checkpoint.model_config.input_shape, options)
 
 
 def read_tables_file(folder: str | os.PathLike) -> tuple[bytes, bool] | None:
