@@ -245,3 +245,15 @@ def test_a_data_path_serves_where_a_loaded_data_set_does(model, mnist, tmp_path,
     np.testing.assert_array_equal(np.asarray(by_path, dtype=np.float64), np.asarray(loaded, dtype=np.float64))
     with pytest.raises(OptionError, match="data must be a data set or the path of one, got int"):
         DATA_CALLS[call](model, 3)
+
+
+def test_reconstruct_stopped_before_its_grid_leaves_none_of_its_pngs(model, images, tmp_path, monkeypatch):
+    """Its PNGs and grid.png appear together, or not at all (Ctrl-C left the PNGs without the grid)."""
+    from aelab.evaluation import plots
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plots, "save_reconstruction_grid", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        aelab.reconstruct_images(model, images, output=tmp_path / "rec")
+    assert list(tmp_path.iterdir()) == []

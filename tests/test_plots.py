@@ -109,6 +109,44 @@ def test_png_names_sort_in_number_order_from_100000_images_on(tmp_path: Path) ->
     assert names == sorted(names) == ["img-000000.png", "img-000009.png", "img-099999.png", "img-100000.png"]
     assert images.png_name("img", 7, 99_999) == "img-00007.png"  # up to 100,000 images: five digits, as before
 
+
+
+def _stopping_after(count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """images.save_png writes ``count`` files, then the user presses Ctrl-C."""
+    real, calls = images.save_png, []
+
+    def save_png(path, image):
+        if len(calls) == count:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real(path, image)
+    monkeypatch.setattr(images, "save_png", save_png)
+
+
+def test_pngs_stopped_part_way_leave_no_new_folder_and_an_old_output_as_it_was(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in `aelab reconstruct` left thousands of PNGs and no grid, mixed with the earlier output's."""
+    old = images.save_pngs(tmp_path / "old", _digits(5))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
+    _stopping_after(3, monkeypatch)
+    for folder in (tmp_path / "new", tmp_path / "old"):
+        with pytest.raises(KeyboardInterrupt):
+            images.save_pngs(folder, _digits(7, seed=1))
+    assert not (tmp_path / "new").exists()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before  # no hidden folder either
+    assert [p.name for p in old] == sorted(before)
+
+
+def test_a_picture_folder_replaces_an_earlier_output_once_complete(tmp_path: Path) -> None:
+    images.save_pngs(tmp_path / "out", _digits(4))
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with images.picture_folder(tmp_path / "out") as stage:
+        images.save_pngs(stage, _digits(2, seed=1))
+        assert sorted(p.name for p in (tmp_path / "out").glob("img-*.png")) == [f"img-0000{i}.png" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img-00000.png", "img-00001.png", "notes.txt"]
+    np.testing.assert_array_equal(np.asarray(_png(tmp_path / "out" / "img-00001.png")), _digits(2, seed=1)[1])
+
+
 # ---------------------------------------------------------------- figures
 
 

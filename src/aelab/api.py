@@ -346,19 +346,21 @@ def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.nd
     if not checkpoint.model_config.is_image:
         return table_output(checkpoint, decoded, output)
     if output is not None and len(decoded):  # no images: nothing to write, as without an output
-        image_files.save_pngs(output, decoded, prefix=PNG_PREFIX)
         n = min(len(images), 20)
-        plots.save_reconstruction_grid(Path(output) / GRID_NAME, images[:n], decoded[:n],
-                                       labels=None if labels is None else labels[:n])
+        with image_files.picture_folder(output, PNG_PREFIX) as stage:  # all of them, or stopped, none
+            image_files.save_pngs(stage, decoded, prefix=PNG_PREFIX)
+            plots.save_reconstruction_grid(stage / GRID_NAME, images[:n], decoded[:n],
+                                           labels=None if labels is None else labels[:n])
     return decoded
 
 
 def write_pngs(folder: str | Path, images: np.ndarray, title: str) -> list[Path]:
     """One PNG per image (``img-NNNNN.png``) and grid.png of the first ones: the layout of every image folder."""
-    paths = image_files.save_pngs(folder, images, prefix=PNG_PREFIX)
-    if len(images):
-        plots.save_image_grid(Path(folder) / GRID_NAME, images[:GRID_IMAGES], title=title)
-    return paths
+    with image_files.picture_folder(folder, PNG_PREFIX) as stage:  # all of them, or stopped, none
+        names = [path.name for path in image_files.save_pngs(stage, images, prefix=PNG_PREFIX)]
+        if len(images):
+            plots.save_image_grid(stage / GRID_NAME, images[:GRID_IMAGES], title=title)
+    return [Path(folder) / name for name in names]
 
 
 def check_models(names: tuple[str, ...]) -> None:
@@ -422,12 +424,11 @@ def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = No
     out = None if output is None else ensure_dir(output)  # after denoise's refusals: none leaves a folder
     k = min(draw, result["n"]) if out is not None else 0
     if k:  # clean, noisy and denoised side by side; an earlier run's surplus triplets removed
-        image_files.save_pngs(out, np.concatenate([result[key][:k] for key in ("clean", "noisy", "denoised")],
-                                                  axis=2), prefix="triplet")
-        save_image_rows(out / "triplets.png", {"clean": result["clean"][:k], "noisy": result["noisy"][:k],
-                                               "denoised": result["denoised"][:k]},
-                        title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
-                              f"denoised {result['denoised_psnr_db']:.2f} dB")
+        rows = {key: result[key][:k] for key in ("clean", "noisy", "denoised")}
+        with image_files.picture_folder(out, "triplet") as stage:  # all of them, or stopped, none
+            image_files.save_pngs(stage, np.concatenate(list(rows.values()), axis=2), prefix="triplet")
+            save_image_rows(stage / "triplets.png", rows, title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
+                                                                f"denoised {result['denoised_psnr_db']:.2f} dB")
     return {"checkpoint": str(checkpoint.path), "data": data.name, "noise": result["noise"], "seed": seed,
             "n": result["n"], "noisy_psnr_db": result["noisy_psnr_db"],
             "denoised_psnr_db": result["denoised_psnr_db"], "triplets": k, "output": None if out is None else str(out)}

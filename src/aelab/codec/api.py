@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +67,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import CheckpointError, DataError, OptionError, OutputError
-from ..fileio import atomic_write, cannot_write, ensure_dir, write_bytes
+from ..fileio import atomic_write, write_bytes
 from ..models.checkpoint import Checkpoint, cpu_checkpoint, model_fingerprint
 from .coders import (  # noqa: F401
     CODERS, PREDICTIVE_CODERS, Coder, _constriction, _least_bits_per_image, coder_for, coder_help, default_coder)
@@ -393,30 +391,6 @@ def decompress(path: str | os.PathLike, checkpoint: Checkpoint | str | os.PathLi
         from ..data.idx import write_idx
         write_idx(out, images, compress=fmt == "idx.gz")
     else:
-        _write_png_folder(out, images)
+        from ..data.images import save_pngs
+        save_pngs(out, images)  # all of them, or stopped part way, none
     return {"path": out, "format": fmt, "count": int(images.shape[0])}
-
-
-def _write_png_folder(out: Path, images: np.ndarray) -> None:
-    """``img-00000.png``, ... in a temporary folder beside ``out``, renamed to ``out`` when complete."""
-    from ..data.images import png_name, save_png
-    parent = ensure_dir(out.parent if str(out.parent) else ".")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    except OSError as e:
-        raise cannot_write(e, out) from e
-    try:
-        for i, image in enumerate(images):
-            save_png(tmp / png_name("img", i, len(images) - 1), image)
-        try:
-            os.replace(tmp, out)  # POSIX: also onto an empty folder
-        except OSError:
-            if not out.is_dir():
-                raise
-            os.rmdir(out)
-            os.replace(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise cannot_write(e, out) from e
-        raise

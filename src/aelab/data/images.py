@@ -5,15 +5,18 @@ once and says what was wrong.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import OptionError, OutputError
-from ..fileio import atomic_write, choose_another, ensure_dir
+from ..fileio import atomic_write, cannot_write, choose_another, ensure_dir, remove_empty_folder
 from .folders import image_names
 
 GRID_FILE = "grid.png"  # the picture decode and reconstruct write beside their PNGs (aelab.api.GRID_NAME)
@@ -103,25 +106,61 @@ def png_name(prefix: str, i: int, last: int) -> str:
 def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
               start: int = 0) -> list[Path]:
     """Write each of (n, h, w) or (n, h, w, 3) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``
-    (more digits from 100,000 images on: see :func:`png_name`)."""
+    (more digits from 100,000 images on: see :func:`png_name`), all of them or, stopped part way, none
+    (:func:`picture_folder`). From ``start`` 0, an earlier output's surplus ``{prefix}-N.png`` go."""
     pixels = to_uint8(images, "images", ndims=(3,))
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\\0"):
         raise OptionError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise OptionError(f"start must be a non-negative integer, got {start!r}")
-    check_no_foreign_pictures(folder, prefix)
-    out = ensure_dir(folder)
     last = int(start) + len(pixels) - 1
-    written = [save_png(out / png_name(prefix, int(start) + i, last), img) for i, img in enumerate(pixels)]
-    if start == 0:
-        _remove_other_numbered_pngs(out, prefix, {p.name for p in written})
-    return written
+    names = [png_name(prefix, int(start) + i, last) for i in range(len(pixels))]
+    with picture_folder(folder, prefix, replace_numbered=start == 0) as stage:
+        for name, img in zip(names, pixels):
+            save_png(stage / name, img)
+    return [Path(folder) / name for name in names]
+
+
+@contextlib.contextmanager
+def picture_folder(folder: str | os.PathLike[str], prefix: str = "img", *,
+                   replace_numbered: bool = True) -> Iterator[Path]:
+    """A hidden folder inside ``folder`` to write a command's pictures into; once all are written they
+    replace the files of their names in ``folder`` (and, with ``replace_numbered``, an earlier output's
+    ``{prefix}-N.png`` beyond the new ones go). Stopped part way (Ctrl-C, a full disk), none of them is
+    left and ``folder`` keeps what it held, or is not left behind if it was made for them. A folder
+    holding pictures aelab does not write is refused first (:func:`check_no_foreign_pictures`)."""
+    check_no_foreign_pictures(folder, prefix)
+    made = not os.path.lexists(folder)
+    out = ensure_dir(folder)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".aelab-partial-", dir=out))
+    except OSError as e:
+        raise cannot_write(e, out, "output folder") from e
+    try:
+        yield stage
+        written = sorted(os.listdir(stage))
+        for name in written:
+            os.replace(stage / name, out / name)
+        if replace_numbered:
+            _remove_other_numbered_pngs(out, prefix, set(written))
+    except BaseException as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        if made:
+            remove_empty_folder(out)
+        if isinstance(e, OSError):
+            raise cannot_write(e, out, "output folder") from e
+        raise
+    remove_empty_folder(stage)
+
+
+def _numbered(name: str, prefix: str) -> bool:
+    return re.fullmatch(rf"{re.escape(prefix)}-\d+\.png", name) is not None
 
 
 def _remove_other_numbered_pngs(folder: Path, prefix: str, kept: set[str]) -> None:
     """An earlier, longer output's ``{prefix}-N.png`` beyond the new ones would pass for part of this one."""
     for name in os.listdir(folder):
-        if name not in kept and re.fullmatch(rf"{re.escape(prefix)}-\d+\.png", name) and (folder / name).is_file():
+        if name not in kept and _numbered(name, prefix) and (folder / name).is_file():
             (folder / name).unlink()
 
 
