@@ -289,6 +289,30 @@ def test_packing_an_image_folder_refuses_scale_before_decoding_it(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_scale_that_would_change_nothing_is_refused_not_ignored(tmp_path):
+    """A table model reads tables with its own scaler, and images are never scaled: `evaluate --scale none`
+    gave the same MSE as without it, and `data info images.npz --scale minmax` said nothing."""
+    table = _table(tmp_path / "t.csv")
+    data = load_dataset(table, label_column="kind")
+    ckpt = _checkpoint_for(data, tmp_path / "m")
+    for other in ("none", "minmax"):
+        with pytest.raises(OptionError, match=f"--scale {other}: the model reads tables with the scaler fitted "
+                                              "on its training rows \\(standard\\)"):
+            api.load_data(table, ckpt, scale=other)
+        with pytest.raises(OptionError, match=f"--scale {other}"):
+            api.read_input(table, checkpoint=ckpt, scale=other)
+    assert api.load_data(table, ckpt, scale="standard").test.n == data.test.n  # the same as its own: no change
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "set.npz", images=rng.integers(0, 256, (30, 6, 6), dtype=np.uint8))
+    for call in (lambda: describe(tmp_path / "set.npz", scale="minmax"),
+                 lambda: load_dataset(tmp_path / "set.npz", scale="standard")):
+        with pytest.raises(OptionError, match="applies to tables only"):
+            call()
+    image_model = _checkpoint_for(load_dataset(tmp_path / "set.npz"), tmp_path / "im")
+    with pytest.raises(OptionError, match="the model takes images, which are not scaled"):
+        api.load_data(tmp_path / "set.npz", image_model, scale="minmax")
+
+
 @pytest.mark.filterwarnings("ignore:.*single sample")  # a few rows a class, on purpose
 def test_whole_number_float_labels_are_not_hundreds_of_classes_and_numbers_sort_as_numbers(tmp_path):
     rng = np.random.default_rng(0)

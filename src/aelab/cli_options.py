@@ -120,7 +120,7 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     _add_image_reading(g)
     g.add_argument("--scale", choices=SCALE_METHODS, default=None,
                    help="how a table's columns are scaled on the training split (default: none for data in "
-                        "[0, 1], else standard)")
+                        "[0, 1], else standard; with a checkpoint, the one it was trained with)")
 
 
 def _add_image_reading(g) -> None:

@@ -78,9 +78,12 @@ def load_source(source: Source, options: ReadOptions, *, scaler: Scaler | None =
                 model_columns: ModelColumns | None = None, given: ReadOptions | None = None) -> Dataset:
     """The train/test dataset of a resolved ``source``, read with ``options``; a table's rows for a trained
     model with its ``scaler`` and ``model_columns``. A test fraction among the options the user ``given``
-    (default: ``options``) is refused for data with a test split of its own, where it would do nothing."""
+    (default: ``options``) is refused for data with a test split of its own, and a scale for images: there
+    they would do nothing."""
     options.refuse_unless_applicable(source)
     data = _load_source(source, options, scaler, model_columns)
+    if data.kind == "images":  # an IDX, CTF or .npz source is known to hold images only once read
+        refuse_scale_for_images((given or options).scale)
     fraction = (given or options).test_fraction
     if fraction is not None and source.kind != "packed" and \
             (data.source.get("split") or {}).get("method") != "fraction":

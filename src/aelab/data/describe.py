@@ -8,6 +8,7 @@ import numpy as np
 from .dataset_types import Dataset, Split, combined_digest
 from .chunks import row_chunks
 from .datasets import _idx_format, _idx_images, load_single, load_source
+from .sources import refuse_scale_for_images
 from .idx import read_idx_with_digest
 from .resolver import ReadOptions, Source, resolve
 
@@ -56,6 +57,7 @@ def _dataset_format(source: Source, dataset: Dataset) -> str:
 
 
 def _describe_single(source: Source, options: ReadOptions) -> dict:
+    refuse_scale_for_images(options.scale)  # every single set holds images
     path = source.path
     if source.kind == "idx file":
         array, digest = read_idx_with_digest(path)

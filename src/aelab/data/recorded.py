@@ -68,6 +68,7 @@ def load_as_recorded(path: str | os.PathLike | None, record: dict[str, Any], mod
     ``model_shape`` is refused. An option that would move training samples into the test
     split of the model's own training data is refused too."""
     options = options or ReadOptions()
+    _refuse_another_scale(options, record)
     source = resolve(path)
     recorded = recorded_options(record)
     data = load_source(source, options.over(recorded.applying_to(source)), scaler=recorded_scaler(record),
@@ -77,6 +78,23 @@ def load_as_recorded(path: str | os.PathLike | None, record: dict[str, Any], mod
         _refuse_the_default_for_other_data(model_shape, data, record)
     check_fits(model_shape, data.input_shape, data.name, image_options_apply=source.reads_images)
     return data
+
+
+def _refuse_another_scale(options: ReadOptions, record: dict[str, Any]) -> None:
+    """A table model reads every table with the scaler fitted on its training rows; another ``--scale``
+    would change nothing, so it is refused rather than silently ignored."""
+    if options.scale is None:
+        return
+    scaler = recorded_scaler(record)
+    trained = scaler.method if scaler is not None else None
+    if options.scale == trained:
+        return
+    if trained is None:
+        raise OptionError(f"--scale {options.scale}: the model takes images, which are not scaled",
+                          hint="leave --scale out")
+    raise OptionError(f"--scale {options.scale}: the model reads tables with the scaler fitted on its training "
+                      f"rows ({trained}), which --scale cannot change",
+                      hint="leave --scale out, or train a model with that --scale")
 
 
 def _refuse_the_default_for_other_data(model_shape: tuple[int, ...], data: Dataset, record: dict[str, Any]) -> None:
@@ -129,6 +147,7 @@ def inputs_as_recorded(path: str | os.PathLike, record: dict[str, Any], model_sh
     another shape than ``model_shape`` is refused. The class names are the input's own (its label numbers
     count its own classes, not necessarily the training data's), None where it has none."""
     options = options or ReadOptions()
+    _refuse_another_scale(options, record)
     source = resolve(path)
     if source.kind == "table":
         return _table_rows(source, record, model_shape, options)
