@@ -51,6 +51,7 @@ def test_the_aelab_command_help_imports_no_torch():
 
 def _owner(name: str):
     from aelab import api
+    from aelab.data import pictures
     from aelab.evaluation import compare
     from aelab.models import layers
     from aelab.training.config import RECIPES
@@ -58,6 +59,7 @@ def _owner(name: str):
         "MODEL_NAMES": api.MODEL_NAMES, "LOSSES": api.LOSSES, "EXPORT_FORMATS": api.EXPORT_FORMATS,
         "NORMS": layers.NORMS,
         "SCALE_METHODS": api.SCALE_METHODS, "RECIPE_NAMES": tuple(RECIPES),
+        "IMAGE_FORMATS": pictures.IMAGE_FORMATS,
         "DEFAULT_RECIPE": api.TrainConfig().recipe,
         "DEFAULT_RECIPE_LR": RECIPES[api.TrainConfig().recipe].lr,
         "DEFAULT_RECIPE_MINIBATCH": RECIPES[api.TrainConfig().recipe].minibatch_size,
@@ -69,7 +71,7 @@ def _owner(name: str):
     }[name]
 
 
-@pytest.mark.parametrize("name", ["MODEL_NAMES", "LOSSES", "NORMS", "EXPORT_FORMATS", "SCALE_METHODS",
+@pytest.mark.parametrize("name", ["MODEL_NAMES", "LOSSES", "NORMS", "EXPORT_FORMATS", "SCALE_METHODS", "IMAGE_FORMATS",
                                   "RECIPE_NAMES",
                                   "DEFAULT_RECIPE", "DEFAULT_RECIPE_LR", "DEFAULT_RECIPE_MINIBATCH", "CODERS",
                                   "PREDICTIVE_CODERS", "CODEC_FIT_BITS",

@@ -18,6 +18,48 @@ from aelab.data.tables import read_table
 from aelab.errors import DataError, OptionError
 from aelab.models.networks import check_code_reduces
 
+
+
+def test_gif_and_netpbm_pictures_are_read_and_grey_palettes_stay_grey(tmp_path):
+    """GIFs in a folder were left out without a word; a palette of greys (every GIF, some PNGs) is grey."""
+    rng = np.random.default_rng(0)
+    grey = [rng.integers(0, 256, (6, 5), dtype=np.uint8) for _ in range(8)]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, pixels in enumerate(grey):
+        picture = Image.fromarray(pixels)
+        [lambda p: picture.save(p.with_suffix(".gif")), lambda p: picture.save(p.with_suffix(".pgm")),
+         lambda p: picture.convert("P").save(p.with_suffix(".png")),
+         lambda p: picture.save(p.with_suffix(".bmp"))][i % 4](folder / f"{i}")
+    found = read_image_folder(folder)
+    assert np.asarray(found.images).shape == (8, 6, 5)  # all eight, grey
+    by_name = dict(zip(sorted(p.name for p in folder.iterdir()), np.asarray(found.images)))
+    for i, pixels in enumerate(grey):
+        name = next(n for n in by_name if n.startswith(f"{i}."))
+        if not name.endswith(".gif"):  # a GIF's palette holds at most 256 greys: these are exact too
+            np.testing.assert_array_equal(by_name[name], pixels)
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).convert("P").save(colour / f"{i}.gif")
+    assert np.asarray(read_image_folder(colour).images).shape == (4, 6, 5, 3)
+
+
+def test_pictures_of_formats_aelab_does_not_read_are_named_not_dropped_silently(tmp_path, capsys):
+    folder = _grey_classes(tmp_path / "photos")
+    (folder / "a" / "IMG_0001.HEIC").write_bytes(b"ftypheic")
+    (folder / "b" / "logo.svg").write_text("<svg/>")
+    with pytest.warns(UserWarning, match=r"2 picture\(s\) of formats aelab does not read are left out "
+                                         r"\(a/IMG_0001.HEIC, b/logo.svg; convert them to PNG"):
+        data = load_dataset(folder)
+    assert data.train.n + data.test.n == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["data", "info", str(folder), "--json"]) == 0
+    import json
+    assert json.loads(capsys.readouterr().out)["not_read"] == ["a/IMG_0001.HEIC", "b/logo.svg"]
+
+
 UPRIGHT = "turned upright by its EXIF orientation"
 
 

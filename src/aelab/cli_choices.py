@@ -16,6 +16,8 @@ LOSSES = ("bce", "mse")
 NORMS = ("none", "group")
 # aelab.models.export
 EXPORT_FORMATS = ("onnx", "pt2")
+# aelab.data.pictures: the formats an image folder's files may have
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF, GIF, PGM/PPM"
 # aelab.data.scaling
 SCALE_METHODS = ("standard", "minmax", "none")
 # aelab.training.config: the recipes' names, and the settings of the default one

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_choices import SCALE_METHODS
+from .cli_choices import IMAGE_FORMATS, SCALE_METHODS
 from .fileio import strict_json as _json  # noqa: F401 - the commands' --json output
 from .runconfig import MAX_SEED
 
@@ -101,7 +101,7 @@ def _add_input(p: argparse.ArgumentParser, what: str = "images") -> None:
 
 def _add_data(p: argparse.ArgumentParser, reading: bool = True) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="dataset: a folder of images (PNG, JPEG, WebP, BMP, TIFF; train/ and test/ subfolders, "
+                   help=f"dataset: a folder of images ({IMAGE_FORMATS}; train/ and test/ subfolders, "
                         "class folders or flat), a table (.npy, .csv, .tsv, .parquet), a .npz, a folder of "
                         "MNIST-format IDX files or of the tutorial's CTF files, TRAIN.txt,TEST.txt, or a packed "
                         "data set's folder (`aelab data pack`) "

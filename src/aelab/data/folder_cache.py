@@ -21,8 +21,9 @@ from ..errors import OutputError
 __all__ = ["cache_dir", "cache_key", "load_cached", "save_cached"]
 
 # Raised whenever decoding changes what a file gives, so entries decoded the old way miss:
-# 2: EXIF orientations applied, 32-bit integer pixels refused; 3: multi-page files counted as converted.
-VERSION = 3
+# 2: EXIF orientations applied, 32-bit integer pixels refused; 3: multi-page files counted as converted;
+# 4: palette pictures of greys read as grey.
+VERSION = 4
 
 
 def cache_dir() -> Path:

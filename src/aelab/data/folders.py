@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DataError
 from ..terminal import stop_pool
 from .folder_cache import cache_key, load_cached, save_cached
-from .pictures import IMAGE_FILE_SUFFIXES, decode, displayed_size
+from .pictures import IMAGE_FILE_SUFFIXES, IMAGE_FORMATS, UNREAD_PICTURE_SUFFIXES, decode, displayed_size
 
 __all__ = ["FolderImages", "FolderPlan", "FolderSummary", "read_image_folder", "plan_folder", "crop_size", "summarize",
            "seen", "image_names", "list_images", "has_images", "decode_all"]
@@ -65,16 +65,27 @@ def image_names(folder: Path) -> list[str]:
 
     Plain strings, not Path objects: on a folder of 70,000 files pathlib costs more than the listing.
     """
+    found = _names_ending_in(folder, IMAGE_FILE_SUFFIXES)
+    for name in found:
+        _refuse_undecodable(name, folder)
+    return found
+
+
+def pictures_not_read(folder: Path) -> list[str]:
+    """The pictures under ``folder`` of formats aelab does not read (HEIC, AVIF, SVG, camera raw, ...), as
+    sorted relative names: an image folder leaves them out, and ``aelab data info`` says so."""
+    return _names_ending_in(folder, UNREAD_PICTURE_SUFFIXES)
+
+
+def _names_ending_in(folder: Path, suffixes) -> list[str]:
+    """The files under ``folder`` whose suffix (in lower case) is among ``suffixes``, hidden ones skipped."""
     found = []
     base = os.fspath(folder)
     for root, dirs, files in os.walk(base):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         prefix = os.path.relpath(root, base).replace(os.sep, "/")
         prefix = "" if prefix == "." else prefix + "/"
-        found += [prefix + f for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_FILE_SUFFIXES]
-    for name in found:
-        _refuse_undecodable(name, folder)
+        found += [prefix + f for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in suffixes]
     return sorted(found)
 
 
@@ -186,14 +197,14 @@ def plan_folder(folder: Path) -> FolderPlan:
         train, test = image_names(train_dir), image_names(test_dir)
         if not train or not test:
             raise DataError("holds no images", path=train_dir if not train else test_dir,
-                            hint="both train/ and test/ need images (PNG, JPEG, WebP, BMP, TIFF)")
+                            hint=f"both train/ and test/ need images ({IMAGE_FORMATS})")
         classes = _train_test_classes(train, test, folder)
         in_test = np.r_[np.zeros(len(train), bool), np.ones(len(test), bool)]
         return FolderPlan(folder, ["train/" + n for n in train] + ["test/" + n for n in test], classes, in_test)
     names = image_names(folder)
     if not names:
         raise DataError("holds no images", path=folder,
-                        hint="put PNG, JPEG, WebP, BMP or TIFF files in it (class folders give labels)")
+                        hint=f"put {IMAGE_FORMATS} files in it (class folders give labels)")
     return FolderPlan(folder, names, _classes_of(names, folder), None)
 
 

@@ -20,10 +20,15 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 
-__all__ = ["IMAGE_FILE_SUFFIXES", "decode", "displayed_size", "parse_size", "CHANNEL_CHOICES"]
+__all__ = ["IMAGE_FILE_SUFFIXES", "IMAGE_FORMATS", "decode", "displayed_size", "parse_size", "CHANNEL_CHOICES"]
 
 IMAGE_FILE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
-                       ".tif": "TIFF", ".tiff": "TIFF"}
+                       ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF", ".pgm": "PPM", ".ppm": "PPM", ".pnm": "PPM",
+                       ".pbm": "PPM"}
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF, GIF, PGM/PPM"  # what IMAGE_FILE_SUFFIXES reads, for messages
+# pictures of formats aelab does not read: a folder holding them says so (aelab data info), not a word before
+UNREAD_PICTURE_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".jp2", ".svg", ".ico", ".psd", ".xcf", ".tga",
+                           ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raw", ".exr", ".hdr")
 CHANNEL_CHOICES = ("grayscale", "rgb")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 SIXTEEN_BIT_MAX = 65535
@@ -91,7 +96,7 @@ def decode(path: str | Path, channels: str | None, resize: tuple[int, int] | Non
         raise DataError(f"is past Pillow's decompression-bomb limit ({_first_line(e)})", path=path,
                         hint="shrink it first, or drop it (--skip-bad)") from e
     except UnidentifiedImageError as e:
-        raise DataError("not a readable image (no PNG, JPEG, WebP, BMP or TIFF data found in it)", path=path,
+        raise DataError(f"not a readable image (no {IMAGE_FORMATS} data found in it)", path=path,
                         hint="the file is corrupt or not an image; replace it, or pass --skip-bad") from e
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({_first_line(e)})", path=path,
@@ -165,12 +170,24 @@ def _to_channels(picture, channels: str | None, path: str | Path) -> tuple[np.nd
     if mode in ("1", "L", "LA"):
         rule = "alpha dropped" if mode == "LA" else ""
         target = "RGB" if channels == "rgb" else "L"
+    elif mode == "P" and _grey_palette(picture):  # a GIF or palette PNG of grey pixels is a grey image
+        rule = "palette converted"
+        target = "RGB" if channels == "rgb" else "L"
+        mode = "L"
     else:
         rule = {"RGBA": "alpha dropped", "P": "palette converted", "RGB": ""}.get(mode, f"{mode} converted")
         target = "L" if channels == "grayscale" else "RGB"
     if channels and target != ("L" if mode in ("1", "L", "LA") else "RGB"):
         rule = (rule + "; " if rule else "") + f"forced to {channels}"
     return np.asarray(picture.convert(target), dtype=np.uint8), rule
+
+
+def _grey_palette(picture) -> bool:
+    """Whether every colour a palette picture uses is a grey (red, green and blue equal)."""
+    palette = np.asarray(picture.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    used = np.unique(np.asarray(picture))
+    used = used[used < len(palette)]
+    return len(used) > 0 and bool((palette[used] == palette[used][:, :1]).all())
 
 
 def _fit(pixels: np.ndarray, resize: tuple[int, int] | None, crop: tuple[int, int] | None,

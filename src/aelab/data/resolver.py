@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .flags import OPTION_FLAGS
 from .folders import has_images
+from .pictures import IMAGE_FORMATS
 from .idx import GZIP_MAGIC
 from .packed import is_packed
 from .pictures import CHANNEL_CHOICES, IMAGE_FILE_SUFFIXES, parse_size
@@ -51,7 +52,7 @@ KINDS = DATASET_KINDS + SINGLE_KINDS
 ACCEPTED_SOURCES = ("a folder with the four MNIST IDX files (train-images-idx3-ubyte, ...; .gz or not), "
                     "a folder with Train-*_cntk_text.txt and Test-*_cntk_text.txt, "
                     "a .npz with x_train, y_train, x_test, y_test, or 'TRAIN.txt,TEST.txt' CTF files, "
-                    "a folder of images (PNG, JPEG, WebP, BMP, TIFF) or a table (.npy, .csv, .tsv, .parquet)")
+                    f"a folder of images ({IMAGE_FORMATS}) or a table (.npy, .csv, .tsv, .parquet)")
 
 
 @dataclass(frozen=True)
