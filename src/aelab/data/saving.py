@@ -11,7 +11,7 @@ from ..errors import OptionError, OutputError
 from ..fileio import atomic_write, ensure_dir, remove_empty_folder, remove_file
 from .ctf import write_ctf
 from .dataset_types import Dataset
-from .datasets import IDX_FILES, load_dataset
+from .datasets import IDX_FILES, load_source
 from .idx import write_idx
 from .resolver import ReadOptions, resolve
 
@@ -93,13 +93,8 @@ def _save_idx(dataset: Dataset, folder: Path, compress: bool) -> Path:
     if unlabeled:
         raise OptionError(f"the {' and '.join(unlabeled)} split of {dataset.name!r} has no labels; "
                           "the MNIST IDX layout needs them", hint="save it as npz or ctf instead")
-    ensure_dir(folder)
-    suffix, other = (".gz", "") if compress else ("", ".gz")
-    for stem in IDX_FILES.values():
-        if (folder / (stem + other)).exists():
-            raise OutputError(f"the folder already holds {stem + other}, which would be read instead of "
-                              f"(or beside) the new {stem + suffix}", path=folder,
-                              hint="write to an empty folder or remove the old files")
+    ensure_dir(folder)  # holding no IDX file: save_dataset refused such a folder
+    suffix = ".gz" if compress else ""
     for (split, role), stem in IDX_FILES.items():
         s = getattr(dataset, split)
         array = s.images if role == "images" else s.labels.astype(_label_dtype(dataset))
@@ -146,6 +141,7 @@ def convert(src: str | os.PathLike | None, dest: str | os.PathLike, fmt: str | N
         fmt = "npz"
     _checked_format(fmt)
     reading = ReadOptions.of(**options)
-    if reading.scale is None and resolve(src).kind == "table":
+    source = resolve(src)
+    if reading.scale is None and source.kind == "table":
         reading = ReadOptions.of(reading, scale="none")  # converted, not standardised on a training split
-    return save_dataset(load_dataset(src, reading), dest, fmt)
+    return save_dataset(load_source(source, reading), dest, fmt)
