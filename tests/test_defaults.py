@@ -215,6 +215,62 @@ def test_a_tiny_table_stays_the_pca_where_a_gain_on_three_validation_rows_did_no
     assert mse(result.model, test) == pytest.approx(pca_mse(data.train.images, test, 2), rel=1e-4)
 
 
+@pytest.mark.parametrize("only_pca, only_model, worse", [(0, 0, False), (2, 0, True), (5, 3, False), (12, 10, False),
+                                                     (30, 10, True), (10, 30, False)])
+def test_codes_classify_clearly_worse_only_past_a_standard_error_of_the_paired_difference(only_pca, only_model, worse):
+    both = 50  # rows both get right, and rows both get wrong, count for neither
+    pca_right = np.array([True] * (only_pca + both) + [False] * only_model + [False] * both)
+    model_right = np.array([False] * only_pca + [True] * both + [True] * only_model + [False] * both)
+    assert validation_module.clearly_fewer(model_right, pca_right) is worse
+
+
+def test_neighbours_are_compared_only_where_both_splits_have_labels_of_two_classes_or_more():
+    data = curved_table(200)
+    model = build_model(model_config("residual", input_shape=(12,), code_size=2, hidden=(8,), loss="mse"), seed=0)
+    model.eval()
+    held = Split(data.test.images, data.test.labels)
+    found = validation_module.neighbour_accuracies(model, model, data.train, held)
+    assert found["k"] == 5 and found["rows"] == 40 and found["model"] == found["pca"] and not found["worse"]
+    assert validation_module.neighbour_accuracies(model, model, data.train, Split(data.test.images, None)) is None
+    one_class = Split(data.train.images, np.zeros(data.train.n, np.int64))
+    assert validation_module.neighbour_accuracies(model, model, one_class, held) is None
+
+
+@pytest.mark.parametrize("worse", [True, False])
+def test_a_model_whose_codes_classify_clearly_worse_than_the_pca_falls_back_to_it(worse, monkeypatch):
+    """The residual model that reconstructs better but whose codes tell the validation split's classes apart
+    clearly worse than its PCA start's is dropped for the PCA (refitted on the whole training split, its
+    held-out scores those of the PCA that had not seen them); otherwise it is kept."""
+    data = curved_table()
+    seen = {}
+
+    def compared(model, pca_start, train_split, held):
+        seen["pca_mse"] = mse(pca_start, held.images)
+        return {"k": 5, "rows": held.n, "model": 0.5, "pca": 0.9 if worse else 0.5, "worse": worse}
+    monkeypatch.setattr(loop, "neighbour_accuracies", compared)
+    config = TrainConfig(model="residual", code_size=2, hidden=(64, 32), recipe="fit", sweeps=20,
+                         minibatch_size=32, validation=0.2, seed=0)
+    lines: list[str] = []
+    result = train(data, config, log=lines.append, progress_bar=False)
+    assert result.validation["best_step"] > 0  # the model beat the PCA in reconstruction
+    assert result.validation["neighbours"]["kept"] == ("pca" if worse else "model")
+    said = [line for line in lines if line.startswith("Kept the PCA")]
+    assert said == (["Kept the PCA: its codes' 5-NN accuracy on the validation split (90.0%) is clearly above the "
+                     "trained model's (50.0%)"] if worse else [])
+    fitted, held, _ = validation_module.carve(data, 0.2, 0)
+    assert seen["pca_mse"] == pytest.approx(pca_mse(fitted.train.images, held.images, 2), rel=1e-4)
+    test = data.test.images
+    pca_error = pca_mse(data.train.images, test, 2)
+    if worse:
+        assert mse(result.model, test) == pytest.approx(pca_error, rel=1e-4)
+        mean, components, _ = pca_basis(torch.from_numpy(fitted.train.images), 2)
+        x = torch.from_numpy(held.images)
+        unseen = ((x - mean) @ components.t() @ components + mean - x).square().mean(dim=1).double()
+        np.testing.assert_allclose(result.validation["scores"], np.sort(unseen.numpy()), rtol=1e-4)
+    else:
+        assert mse(result.model, test) < 0.8 * pca_error
+
+
 def test_a_large_validation_split_is_measured_on_evenly_spaced_rows_that_keep_every_class():
     rows = torch.arange(1000).repeat_interleave(3).reshape(-1, 3)  # row i holds i: a file sorted by class i // 100
     assert measured_rows(rows, 1000) is rows

@@ -608,6 +608,10 @@ class ResidualPCAAutoencoder(nn.Module):
         self.encoder_delta = nn.Parameter(torch.zeros(k, d))
         self.decoder_delta = nn.Parameter(torch.zeros(k, d))
         self.body = ConvAutoencoder(config)
+        self._zero_the_corrections()
+
+    def _zero_the_corrections(self) -> None:
+        """The nonlinear part's last layers at zero: its code and output add nothing to the PCA's."""
         last = [m for m in self.body.decoder if isinstance(m, (nn.Linear, nn.ConvTranspose2d))][-1]
         for layer in (self.body.code_layer, last):
             nn.init.zeros_(layer.weight)
@@ -620,6 +624,15 @@ class ResidualPCAAutoencoder(nn.Module):
         self.mean.copy_(mean)
         self.components.copy_(components)
         self.scale.copy_(scale)
+
+    @torch.no_grad()
+    def become_pca(self, rows: torch.Tensor, seed: int = 0) -> None:
+        """The model exactly the PCA of ``rows``, as it starts training: the linear path fitted to them
+        (:meth:`fit_linear`), its deltas and the nonlinear part's last layers at zero, in place."""
+        self.fit_linear(rows, seed=seed)
+        self.encoder_delta.zero_()
+        self.decoder_delta.zero_()
+        self._zero_the_corrections()
 
     def _scaled(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels.to(self.mean.dtype) * (1.0 / self.config.input_max)

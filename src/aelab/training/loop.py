@@ -11,6 +11,7 @@ model uses autograd.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import signal
@@ -41,7 +42,7 @@ from .progress import MetricsLog, ProgressBar, ProgressTable, Windows, current_l
 from .steps import flatten_parameters, make_step
 from .stream import minibatch_stream, noise_generator, shift_generator, training_rows
 from .resume import TrainingState, load_training_state, save_training_state
-from .validation import EarlyStopping, carve, held_out_scores, model_rows
+from .validation import EarlyStopping, carve, held_out_scores, model_rows, neighbour_accuracies
 
 
 class TrainingInterrupted(AelabError):
@@ -362,13 +363,27 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         if table.pending_row() is not None:  # the last steps, past the table's last doubling
             metrics.add(end, table.pending_row(), current_learning_rate(optimizer), seconds)
         metrics.close()
-    held_scores = None
+    held_scores = neighbours = None
     if early is not None:
         early.restore_best(flat)
         model.eval()
+        keeps_pca = False
+        if fresh and hasattr(model, "become_pca"):
+            neighbours = None if early.best_step == 0 else _neighbours_against_pca(model, mconfig, fitted, held_out,
+                                                                                   config.seed, device)
+            keeps_pca = early.best_step == 0 or (neighbours is not None and neighbours["worse"])
+            if neighbours is not None:
+                neighbours["kept"] = "pca" if keeps_pca else "model"
+                if keeps_pca and log is not None:
+                    log(f"Kept the PCA: its codes' {neighbours['k']}-NN accuracy on the validation split "
+                        f"({100 * neighbours['pca']:.1f}%) is clearly above the trained model's "
+                        f"({100 * neighbours['model']:.1f}%)")
+        if keeps_pca:  # back to the start: the PCA of the rows trained on
+            model.become_pca(_pca_rows(mconfig, fitted, config.seed).to(device), seed=config.seed)
         held_scores = held_out_scores(model, model_rows(mconfig, held_out.images))  # before a refit sees them
-        if fresh and early.best_step == 0 and hasattr(model, "fit_linear"):
-            # nothing beat the start: the model is the PCA of the whole training split, validation rows included
+        if keeps_pca:
+            # nothing beat the start, or the model's codes tell the classes apart worse than the PCA's: the
+            # model is the PCA of the whole training split, validation rows included
             model.fit_linear(_pca_rows(mconfig, data, config.seed).to(device), seed=config.seed)
     model.eval()
     for p in model.parameters():
@@ -387,7 +402,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                        device=describe_device(device), train_error_pct=100.0 * table.average_metric,
                        train_loss=table.average_loss, samples_seen=end * minibatch,
                        minibatches=end, seconds=seconds, progress=table.rows,
-                       validation=None if early is None else {**early.summary(), **stopped, "scores": held_scores})
+                       validation=None if early is None else {**early.summary(), **stopped, "scores": held_scores,
+                                                              **({"neighbours": neighbours} if neighbours else {})})
 
 
 # the loss a model kind trains with when none is asked for and the data allows it
@@ -402,6 +418,15 @@ def _held_out(data: Dataset, config: TrainConfig):
         raise OptionError("a validation split needs the data in memory, and this is a packed data set",
                           hint="train with --validation 0, or on the unpacked data")
     return carve(data, config.validation, config.seed)
+
+
+def _neighbours_against_pca(model: torch.nn.Module, mconfig, fitted: Dataset, held_out, seed: int,
+                            device: torch.device) -> dict | None:
+    """:func:`neighbour_accuracies` of the trained ``model`` and of its PCA start (a copy made the PCA of the
+    rows trained on again), on the validation split."""
+    pca = copy.deepcopy(model)
+    pca.become_pca(_pca_rows(mconfig, fitted, seed).to(device), seed=seed)
+    return neighbour_accuracies(model, pca.eval(), fitted.train, held_out)
 
 
 def _pca_rows(mconfig, data: Dataset, seed: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 
 from ..data.dataset_types import Dataset, Split
 from ..errors import OptionError
-from ..models.inference import tensor_view, to_model_rows
+from ..models.inference import encode, tensor_view, to_model_rows
 
 EVALUATIONS = 40   # validation measurements per run (besides the one before the first step)
 PATIENCE = 20      # measurements in a row without a better loss that stop the run (half of them)
@@ -38,6 +38,8 @@ MIN_GAIN_ROWS = 10  # fewer validation rows cannot show a gain over a PCA start:
                     # passed even the t test with a model at 2.35 times PCA's test error
 MARGIN_TAIL = 0.025  # the t test's one-sided tail: from 62 rows on, the flat MARGIN is the larger
 MEASURED_ROWS = 2048  # validation rows measured during the run: enough for MARGIN's test, cheap on MNIST
+NEIGHBOURS = 5     # the k of the k-NN classifier by which codes are compared with the PCA's
+NEIGHBOUR_MARGIN = 1.0  # standard errors by which the PCA's codes must classify better for the model to be dropped
 
 
 def margin(rows: int) -> float:
@@ -108,6 +110,36 @@ def held_out_scores(model: torch.nn.Module, rows: torch.Tensor) -> list[float]:
     included; after that its errors on them are in-sample, and a threshold from them flags far more
     than the asked share of new normal data."""
     return [float(f"{v:.6g}") for v in np.sort(sample_errors(model, rows).numpy())]
+
+
+def neighbour_accuracies(model: torch.nn.Module, pca: torch.nn.Module, train: Split, held: Split) -> dict | None:
+    """How well the codes of ``model`` and of ``pca`` (the same model as its PCA start) tell the validation
+    split's classes apart: the accuracy of a ``NEIGHBOURS``-nearest-neighbour classifier fitted on the
+    codes of the ``train`` rows, on those of the ``held`` rows, for each, and whether the model's is
+    clearly the lower (:func:`clearly_fewer`). None where either split has no labels, or too few rows or
+    classes to say anything."""
+    if train.labels is None or held.labels is None or train.n <= NEIGHBOURS or held.n < MIN_GAIN_ROWS:
+        return None
+    if len(np.unique(train.labels)) < 2:
+        return None
+    from sklearn.neighbors import KNeighborsClassifier
+
+    def right(m: torch.nn.Module) -> np.ndarray:
+        classifier = KNeighborsClassifier(n_neighbors=NEIGHBOURS).fit(encode(m, train.images), train.labels)
+        return classifier.predict(encode(m, held.images)) == held.labels
+    ours, theirs = right(model), right(pca)
+    return {"k": NEIGHBOURS, "rows": int(held.n), "model": float(ours.mean()), "pca": float(theirs.mean()),
+            "worse": clearly_fewer(ours, theirs)}
+
+
+def clearly_fewer(ours: np.ndarray, theirs: np.ndarray) -> bool:
+    """Whether the rows ``ours`` gets right are clearly fewer than those ``theirs`` does, on the same rows:
+    the rows only theirs gets right outnumber those only ours does by more than ``NEIGHBOUR_MARGIN``
+    standard errors of that difference (McNemar's test, as a z score). A row or two on a small split is
+    noise, and falling back to the PCA over it would throw away a model that reconstructs far better."""
+    only_theirs = int(np.sum(theirs & ~ours))
+    only_ours = int(np.sum(ours & ~theirs))
+    return only_theirs - only_ours > NEIGHBOUR_MARGIN * math.sqrt(only_theirs + only_ours)
 
 
 class EarlyStopping:
