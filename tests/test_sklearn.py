@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from aelab.errors import DataError
+from aelab.errors import DataError, OptionError
 from aelab.cli import main
 from aelab.sklearn import AutoencoderTransformer
 
@@ -97,6 +97,19 @@ def test_a_transformer_saved_over_a_trained_model_leaves_none_of_its_curve_or_op
     assert {"metrics.csv", "run.toml"} <= {p.name for p in folder.iterdir()}
     tiny(hidden=None, code_size=5).fit(X).save(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_transformer_is_not_saved_over_files_of_a_checkpoints_names_that_aelab_did_not_write(tmp_path):
+    """save() removed a replaced model's curve and options, and with them a user's own metrics.csv in a
+    folder that held no checkpoint."""
+    X, _ = table()
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("epoch,accuracy\n1,0.9\n")
+    with pytest.raises(OptionError, match="holds metrics.csv but no aelab checkpoint"):
+        tiny(hidden=None, code_size=5).fit(X).save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv"]
+    assert (folder / "metrics.csv").read_text() == "epoch,accuracy\n1,0.9\n"
 
 
 def _saved_table(folder, X):

@@ -46,6 +46,7 @@ from .models.networks import ModelConfig, build_model
 from .runconfig import RUN_CONFIG_FILE
 from .training import train
 from .training.config import get_recipe
+from .training.out_folder import refuse_files_of_others
 
 __all__ = ["AutoencoderTransformer"]
 
@@ -206,8 +207,11 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # --- persistence -------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
-        """Write the fitted transformer as an aelab checkpoint folder (model.safetensors, config.json)."""
+        """Write the fitted transformer as an aelab checkpoint folder (model.safetensors, config.json). A
+        checkpoint already there is replaced; a folder holding files of a checkpoint's names that aelab did
+        not write (a metrics.csv of your own) is refused, and they are kept."""
         check_is_fitted(self, "model_")
+        refuse_files_of_others(Path(folder), hint="save into another folder")
         record: dict[str, Any] = {"name": "sklearn", "kind": self.input_kind_,
                                   "input_shape": list(self.model_config_.input_shape), "options": {}}
         if self.scaler_ is not None:

@@ -35,12 +35,20 @@ def refuse_to_replace(folder: Path, config: TrainConfig, data_sha256: str, train
     if (folder / CONFIG_FILE).exists():
         _refuse_another_model(folder, config, data_sha256)
         return
+    refuse_files_of_others(folder, "training", "choose another --out, or pass --overwrite to replace {them}")
+
+
+def refuse_files_of_others(folder: Path, doing: str = "saving", hint: str = "choose another folder") -> None:
+    """Refuse ``folder`` where it holds no checkpoint (no config.json) but files of a checkpoint's names
+    that no aelab run wrote (a user's metrics.csv or run.toml), which ``doing`` would replace. ``hint``
+    may name the files as ``{them}``."""
+    if (folder / CONFIG_FILE).exists():
+        return
     foreign = [name for name in REPLACED_FILES if (folder / name).exists() and not _a_curve_of_ours(folder / name)]
     if foreign:
+        them = "them" if len(foreign) > 1 else "it"
         raise OptionError(f"the folder holds {', '.join(foreign)} but no aelab checkpoint (no {CONFIG_FILE}), and "
-                          f"training would replace {'them' if len(foreign) > 1 else 'it'}", path=folder,
-                          hint="choose another --out, or pass --overwrite to replace "
-                               f"{'them' if len(foreign) > 1 else 'it'}")
+                          f"{doing} would replace {them}", path=folder, hint=hint.format(them=them))
 
 
 def _refuse_another_model(folder: Path, config: TrainConfig, data_sha256: str) -> None:
