@@ -147,6 +147,39 @@ def test_a_picture_folder_replaces_an_earlier_output_once_complete(tmp_path: Pat
     np.testing.assert_array_equal(np.asarray(_png(tmp_path / "out" / "img-00001.png")), _digits(2, seed=1)[1])
 
 
+def test_ctrl_c_while_the_pictures_move_into_place_waits_until_they_all_have(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moves took a second for 10,000 PNGs; Ctrl-C then left old and new pictures mixed."""
+    import os
+    import signal
+    images.save_pngs(tmp_path / "out", _digits(6))
+    real, moved = os.replace, []
+
+    def replace(a, b):  # os.replace also writes each PNG atomically, inside the staging folder: not counted
+        if Path(b).parent == tmp_path / "out":
+            moved.append(b)
+            if len(moved) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(a, b)
+    monkeypatch.setattr(images.os, "replace", replace)
+    new = _digits(4, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        images.save_pngs(tmp_path / "out", new)
+    monkeypatch.undo()
+    assert len(moved) == 4 and sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"img-0000{i}.png" for i in range(4)]
+    for i in range(4):
+        np.testing.assert_array_equal(np.asarray(_png(tmp_path / "out" / f"img-0000{i}.png")), new[i])
+
+
+def test_a_staging_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stale = out / f"{images.STAGE_PREFIX}999999999-abc123"  # no process has that id
+    stale.mkdir(parents=True)
+    images.save_png(stale / "img-00000.png", _digits(1)[0])
+    images.save_pngs(out, _digits(2))
+    assert sorted(p.name for p in out.iterdir()) == ["img-00000.png", "img-00001.png"]
+
+
 # ---------------------------------------------------------------- figures
 
 

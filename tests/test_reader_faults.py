@@ -49,8 +49,8 @@ def test_pictures_of_formats_aelab_does_not_read_are_named_not_dropped_silently(
     folder = _grey_classes(tmp_path / "photos")
     (folder / "a" / "IMG_0001.HEIC").write_bytes(b"ftypheic")
     (folder / "b" / "logo.svg").write_text("<svg/>")
-    with pytest.warns(UserWarning, match=r"2 picture\(s\) of formats aelab does not read are left out "
-                                         r"\(a/IMG_0001.HEIC, b/logo.svg; convert them to PNG"):
+    with pytest.warns(UserWarning, match=r"2 picture\(s\) of formats aelab does not read \(a/IMG_0001.HEIC, "
+                                         r"b/logo.svg\) are left out \(convert them to PNG"):
         data = load_dataset(folder)
     assert data.train.n + data.test.n == 8
     with warnings.catch_warnings():
@@ -58,6 +58,16 @@ def test_pictures_of_formats_aelab_does_not_read_are_named_not_dropped_silently(
         assert main(["data", "info", str(folder), "--json"]) == 0
     import json
     assert json.loads(capsys.readouterr().out)["not_read"] == ["a/IMG_0001.HEIC", "b/logo.svg"]
+    # read as a model's input (a positional folder), the same warning
+    from aelab.data.recorded import inputs_as_recorded
+    with pytest.warns(UserWarning, match="formats aelab does not read"):
+        inputs_as_recorded(folder, {}, (6, 5))
+    only = tmp_path / "phone"
+    only.mkdir()
+    (only / "IMG_0002.HEIC").write_bytes(b"ftypheic")
+    line = _one_line_error(capsys, ["data", "info", str(only)])
+    assert "holds no images aelab reads, only 1 picture(s) of formats aelab does not read (IMG_0002.HEIC)" in line
+    assert "convert them to PNG" in line
 
 
 UPRIGHT = "turned upright by its EXIF orientation"

@@ -549,6 +549,15 @@ def test_files_of_a_checkpoints_names_that_aelab_did_not_write_need_overwrite(ti
     load_checkpoint(out)
 
 
+def test_a_link_of_a_checkpoints_name_is_not_written_through_even_when_broken(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.toml").symlink_to(tmp_path / "elsewhere.toml")  # dangling: exists() says no file
+    line = one_line_error(run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)))
+    assert "holds run.toml but no aelab checkpoint" in line
+    assert not (tmp_path / "elsewhere.toml").exists() and (out / "run.toml").is_symlink()
+
+
 def test_a_curve_left_by_a_run_stopped_before_saving_does_not_block_the_next(tiny_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert run_aelab(*TINY_TRAIN, "--quiet", "--data", str(tiny_npz), "--out", str(out)).returncode == 0

@@ -151,6 +151,24 @@ def test_log_lines_and_no_tsne(tiny_data, tmp_path: Path) -> None:
     assert again["models"]["simple"]["test_error_pct"] == summary["models"]["simple"]["test_error_pct"]
 
 
+def test_a_tutorial_stopped_part_way_can_be_run_again_into_its_folder(tiny_data, tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C left simple/checkpoint/metrics.csv alone, and the next run refused the folder as another's."""
+    import aelab.tutorial.run as tutorial
+
+    class Trained(Exception):
+        pass
+
+    def train_model(*args, **kwargs):
+        raise Trained
+    monkeypatch.setattr(tutorial, "train_model", train_model)
+    out = tmp_path / "out"
+    (out / "simple" / "checkpoint").mkdir(parents=True)
+    (out / "simple" / "checkpoint" / "metrics.csv").write_text("step,samples_seen,loss,metric,learning_rate,seconds\n")
+    with pytest.raises(Trained):  # past the check: training began
+        run_tutorial(out, data=tiny_data, sweeps=0.05, tsne_samples=0, models=("simple",), log=None,
+                     progress_bar=False)
+
+
 @pytest.mark.parametrize("theirs", ["report.md", "summary.json", "simple"])
 def test_files_of_the_tutorials_names_that_it_did_not_write_are_kept(theirs, tiny_data, tmp_path: Path,
                                                                      monkeypatch) -> None:

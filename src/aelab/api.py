@@ -348,7 +348,7 @@ def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.nd
     if output is not None and len(decoded):  # no images: nothing to write, as without an output
         n = min(len(images), 20)
         with image_files.picture_folder(output, PNG_PREFIX) as stage:  # all of them, or stopped, none
-            image_files.save_pngs(stage, decoded, prefix=PNG_PREFIX)
+            image_files.write_numbered_pngs(stage, decoded, PNG_PREFIX)
             plots.save_reconstruction_grid(stage / GRID_NAME, images[:n], decoded[:n],
                                            labels=None if labels is None else labels[:n])
     return decoded
@@ -357,7 +357,7 @@ def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.nd
 def write_pngs(folder: str | Path, images: np.ndarray, title: str) -> list[Path]:
     """One PNG per image (``img-NNNNN.png``) and grid.png of the first ones: the layout of every image folder."""
     with image_files.picture_folder(folder, PNG_PREFIX) as stage:  # all of them, or stopped, none
-        names = [path.name for path in image_files.save_pngs(stage, images, prefix=PNG_PREFIX)]
+        names = image_files.write_numbered_pngs(stage, images, PNG_PREFIX)
         if len(images):
             plots.save_image_grid(stage / GRID_NAME, images[:GRID_IMAGES], title=title)
     return [Path(folder) / name for name in names]
@@ -426,7 +426,7 @@ def denoise_images(checkpoint: Checkpoint, data: Dataset, noise: str | None = No
     if k:  # clean, noisy and denoised side by side; an earlier run's surplus triplets removed
         rows = {key: result[key][:k] for key in ("clean", "noisy", "denoised")}
         with image_files.picture_folder(out, "triplet") as stage:  # all of them, or stopped, none
-            image_files.save_pngs(stage, np.concatenate(list(rows.values()), axis=2), prefix="triplet")
+            image_files.write_numbered_pngs(stage, np.concatenate(list(rows.values()), axis=2), "triplet")
             save_image_rows(stage / "triplets.png", rows, title=f"{noise}: noisy {result['noisy_psnr_db']:.2f} dB, "
                                                                 f"denoised {result['denoised_psnr_db']:.2f} dB")
     return {"checkpoint": str(checkpoint.path), "data": data.name, "noise": result["noise"], "seed": seed,

@@ -57,12 +57,17 @@ def _pid_runs(text: str) -> bool:
         return False
     if len(parts) > 1 and parts[1] != socket.gethostname():
         return True  # another host's process: cannot tell, so not stale
+    return process_runs(int(parts[0]))
+
+
+def process_runs(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one that exists but is not ours to signal counts)."""
     try:
-        os.kill(int(parts[0]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
-        return True  # exists, but not ours to signal
+        return True
     return True
 
 

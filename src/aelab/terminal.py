@@ -125,6 +125,30 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+@contextlib.contextmanager
+def interruptions_held() -> Iterator[None]:
+    """While active, Ctrl-C (SIGINT) and SIGTERM are held, then delivered on leaving as they would have been:
+    for a moment's work that must not stop half-way, such as moving a finished output into place. Unlike
+    :func:`signals_deferred` it holds them whichever thread the system hands them to. Only the main thread
+    can change signal handlers; elsewhere it holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: a handler set outside Python, which cannot be put back
+            previous[signum] = signal.signal(signum, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 def stop_pool(pool: Executor, grace_seconds: float) -> None:
     """Drop a pool's queued work without waiting for it. A process pool's workers are ended now (SIGTERM,
     then SIGKILL after ``grace_seconds``); a thread cannot be ended, so a thread pool's current task runs on.

@@ -8,7 +8,7 @@ import numpy as np
 from .dataset_types import Dataset, Split, combined_digest
 from .chunks import row_chunks
 from .datasets import _idx_format, _idx_images, load_single, load_source
-from .folders import pictures_not_read
+from .folders import ascii_safe, pictures_not_read
 from .sources import refuse_scale_for_images
 from .idx import read_idx_with_digest
 from .resolver import ReadOptions, Source, resolve
@@ -44,7 +44,7 @@ def _describe_dataset(path: str | os.PathLike | None, source: Source, options: R
              classes=dataset.class_names, split=dataset.source.get("split"),
              skipped=dataset.source.get("skipped_count", 0), conversions=dataset.source.get("conversions"),
              scaling=(dataset.source.get("scaler") or {}).get("method"), loss=dataset.source.get("loss"),
-             not_read=pictures_not_read(source.path) if source.kind == "image folder" else [])
+             not_read=[ascii_safe(n) for n in pictures_not_read(source.path)] if source.kind == "image folder" else [])
     return d
 
 

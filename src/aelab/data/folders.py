@@ -77,6 +77,26 @@ def pictures_not_read(folder: Path) -> list[str]:
     return _names_ending_in(folder, UNREAD_PICTURE_SUFFIXES)
 
 
+def _warn_of_pictures_not_read(folder: Path) -> None:
+    names = pictures_not_read(folder)
+    if names:
+        warnings.warn(f"{folder}: {describe_not_read(names)} are left out (convert them to PNG to include them)",
+                      stacklevel=5)
+
+
+def describe_not_read(names: list[str]) -> str:
+    """``N picture(s) of formats aelab does not read (a.heic, b.svg and 3 more)``, names shown as printable text."""
+    shown = [ascii_safe(name) for name in names[:2]]
+    more = f" and {len(names) - 2} more" if len(names) > 2 else ""
+    return f"{len(names)} picture(s) of formats aelab does not read ({', '.join(shown)}{more})"
+
+
+def ascii_safe(name: str) -> str:
+    """``name`` as one printable line: undecodable bytes and control characters escaped."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _names_ending_in(folder: Path, suffixes) -> list[str]:
     """The files under ``folder`` whose suffix (in lower case) is among ``suffixes``, hidden ones skipped."""
     found = []
@@ -191,7 +211,9 @@ def _train_test_classes(train: list[str], test: list[str], folder: Path) -> list
 
 
 def plan_folder(folder: Path) -> FolderPlan:
-    """The :class:`FolderPlan` of ``folder``; a folder without images is refused."""
+    """The :class:`FolderPlan` of ``folder``; a folder without images is refused. Pictures of formats
+    aelab does not read are left out with a warning that names them."""
+    _warn_of_pictures_not_read(folder)
     train_dir, test_dir = folder / "train", folder / "test"
     if train_dir.is_dir() and test_dir.is_dir():
         train, test = image_names(train_dir), image_names(test_dir)

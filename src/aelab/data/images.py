@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import OptionError, OutputError
 from ..fileio import atomic_write, cannot_write, choose_another, ensure_dir, remove_empty_folder
+from ..locking import process_runs
+from ..terminal import interruptions_held
 from .folders import image_names
 
 GRID_FILE = "grid.png"  # the picture decode and reconstruct write beside their PNGs (aelab.api.GRID_NAME)
@@ -108,17 +110,33 @@ def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
     """Write each of (n, h, w) or (n, h, w, 3) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``
     (more digits from 100,000 images on: see :func:`png_name`), all of them or, stopped part way, none
     (:func:`picture_folder`). From ``start`` 0, an earlier output's surplus ``{prefix}-N.png`` go."""
+    pixels = _checked_pngs(images, prefix, start)
+    with picture_folder(folder, prefix, replace_numbered=start == 0) as stage:
+        names = write_numbered_pngs(stage, pixels, prefix, start)
+    return [Path(folder) / name for name in names]
+
+
+def write_numbered_pngs(folder: Path, images: Any, prefix: str = "img", start: int = 0) -> list[str]:
+    """:func:`save_pngs`' files written straight into ``folder``, a :func:`picture_folder`'s staging folder
+    (nothing there to check or replace); returns their names."""
+    pixels = _checked_pngs(images, prefix, start)
+    last = int(start) + len(pixels) - 1
+    names = [png_name(prefix, int(start) + i, last) for i in range(len(pixels))]
+    for name, img in zip(names, pixels):
+        save_png(folder / name, img)
+    return names
+
+
+def _checked_pngs(images: Any, prefix: str, start: int) -> np.ndarray:
     pixels = to_uint8(images, "images", ndims=(3,))
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\\0"):
         raise OptionError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise OptionError(f"start must be a non-negative integer, got {start!r}")
-    last = int(start) + len(pixels) - 1
-    names = [png_name(prefix, int(start) + i, last) for i in range(len(pixels))]
-    with picture_folder(folder, prefix, replace_numbered=start == 0) as stage:
-        for name, img in zip(names, pixels):
-            save_png(stage / name, img)
-    return [Path(folder) / name for name in names]
+    return pixels
+
+
+STAGE_PREFIX = ".aelab-partial-"  # then the writing process's id: a stage whose process is gone is removed
 
 
 @contextlib.contextmanager
@@ -126,23 +144,26 @@ def picture_folder(folder: str | os.PathLike[str], prefix: str = "img", *,
                    replace_numbered: bool = True) -> Iterator[Path]:
     """A hidden folder inside ``folder`` to write a command's pictures into; once all are written they
     replace the files of their names in ``folder`` (and, with ``replace_numbered``, an earlier output's
-    ``{prefix}-N.png`` beyond the new ones go). Stopped part way (Ctrl-C, a full disk), none of them is
-    left and ``folder`` keeps what it held, or is not left behind if it was made for them. A folder
-    holding pictures aelab does not write is refused first (:func:`check_no_foreign_pictures`)."""
+    ``{prefix}-N.png`` beyond the new ones go), Ctrl-C held meanwhile. Stopped before that (Ctrl-C, a full
+    disk), none of them is left and ``folder`` keeps what it held, or is not left behind if it was made
+    for them. A folder holding pictures aelab does not write is refused first
+    (:func:`check_no_foreign_pictures`); the staging folders of killed runs are removed."""
     check_no_foreign_pictures(folder, prefix)
     made = not os.path.lexists(folder)
     out = ensure_dir(folder)
+    _remove_stages_of_dead_processes(out)
     try:
-        stage = Path(tempfile.mkdtemp(prefix=".aelab-partial-", dir=out))
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out))
     except OSError as e:
         raise cannot_write(e, out, "output folder") from e
     try:
         yield stage
         written = sorted(os.listdir(stage))
-        for name in written:
-            os.replace(stage / name, out / name)
-        if replace_numbered:
-            _remove_other_numbered_pngs(out, prefix, set(written))
+        with interruptions_held():  # moments, even for 100,000 files: old and new never mix
+            for name in written:
+                os.replace(stage / name, out / name)
+            if replace_numbered:
+                _remove_other_numbered_pngs(out, prefix, set(written))
     except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
         if made:
@@ -151,6 +172,14 @@ def picture_folder(folder: str | os.PathLike[str], prefix: str = "img", *,
             raise cannot_write(e, out, "output folder") from e
         raise
     remove_empty_folder(stage)
+
+
+def _remove_stages_of_dead_processes(folder: Path) -> None:
+    """A run killed (SIGKILL, a power cut) while it wrote its pictures left its staging folder behind."""
+    for name in os.listdir(folder):
+        found = re.fullmatch(rf"{re.escape(STAGE_PREFIX)}(\d+)-\w+", name)
+        if found and int(found.group(1)) != os.getpid() and not process_runs(int(found.group(1))):
+            shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def _numbered(name: str, prefix: str) -> bool:

@@ -86,10 +86,10 @@ def _refuse_another_scale(options: ReadOptions, record: dict[str, Any]) -> None:
     if options.scale is None:
         return
     scaler = recorded_scaler(record)
-    trained = scaler.method if scaler is not None else None
+    trained = scaler.method if scaler is not None else "none"  # images are not scaled
     if options.scale == trained:
         return
-    if trained is None:
+    if scaler is None:
         raise OptionError(f"--scale {options.scale}: the model takes images, which are not scaled",
                           hint="leave --scale out")
     raise OptionError(f"--scale {options.scale}: the model reads tables with the scaler fitted on its training "

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 from .flags import OPTION_FLAGS
-from .folders import has_images
+from .folders import describe_not_read, has_images, pictures_not_read
 from .pictures import IMAGE_FORMATS
 from .idx import GZIP_MAGIC
 from .packed import is_packed
@@ -142,6 +142,10 @@ def _resolve_folder(folder: Path) -> Source:
         return Source("ctf folder", folder, parts={"train": train_ctf, "test": test_ctf})
     if has_images(folder):
         return Source("image folder", folder)
+    unread = pictures_not_read(folder)
+    if unread:
+        raise DataError(f"holds no images aelab reads, only {describe_not_read(unread)}", path=folder,
+                        hint=f"convert them to PNG (aelab reads {IMAGE_FORMATS})")
     raise DataError(f"no dataset files found; the folder holds: {listing(folder)}", path=folder,
                     hint=f"it holds no images; pass {ACCEPTED_SOURCES}")
 

@@ -3,7 +3,6 @@ split shares: the seeded split and (for tables) the scaler, both recorded in ``D
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 from .dataset_types import Dataset, Split, combined_digest
-from .folders import crop_size, decode_all, pictures_not_read, plan_folder, read_image_folder, seen, summarize
+from .folders import crop_size, decode_all, plan_folder, read_image_folder, seen, summarize
 from .resolver import ReadOptions
 from .scaling import Scaler, default_scaling, suggest_loss
 from .splitting import split_indices
@@ -21,7 +20,6 @@ __all__ = ["load_folder_dataset", "pack_image_folder", "load_table_dataset", "lo
 
 
 def load_folder_dataset(folder: Path, options: ReadOptions) -> Dataset:
-    _warn_of_pictures_not_read(folder)
     found = read_image_folder(folder, channels=options.channels, resize=options.resize, crop=bool(options.crop),
                               skip_bad=bool(options.skip_bad))
     source = _folder_source(folder, found.layout, options, found.skipped, found.conversions)
@@ -31,14 +29,6 @@ def load_folder_dataset(folder: Path, options: ReadOptions) -> Dataset:
     name = folder.resolve().name or str(folder)
     return finish(name, np.asarray(found.images), found.labels, found.class_names, (train_rows, test_rows),
                   {name + "/": found.sha256}, source, options)
-
-
-def _warn_of_pictures_not_read(folder: Path) -> None:
-    names = pictures_not_read(folder)
-    if names:
-        more = f" and {len(names) - 2} more" if len(names) > 2 else ""
-        warnings.warn(f"{folder}: {len(names)} picture(s) of formats aelab does not read are left out "
-                      f"({', '.join(names[:2])}{more}; convert them to PNG to include them)", stacklevel=4)
 
 
 def _folder_source(folder: Path, layout: str, options: ReadOptions, skipped: list[str],
@@ -73,7 +63,6 @@ def pack_image_folder(folder: Path, out: Path, options: ReadOptions) -> Path:
     from .packed import PackWriter
 
     channels, resize, skip_bad = options.channels, options.resize, bool(options.skip_bad)
-    _warn_of_pictures_not_read(folder)
     plan = plan_folder(folder)
     paths = plan.paths
     crop_to = crop_size(paths, resize) if options.crop else None

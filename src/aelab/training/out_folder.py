@@ -3,6 +3,7 @@ of a run being resumed; not another model, and not files of a checkpoint's names
 write, unless the caller overwrites."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import CheckpointError, OptionError
@@ -44,7 +45,8 @@ def refuse_files_of_others(folder: Path, doing: str = "saving", hint: str = "cho
     may name the files as ``{them}``."""
     if (folder / CONFIG_FILE).exists():
         return
-    foreign = [name for name in REPLACED_FILES if (folder / name).exists() and not _a_curve_of_ours(folder / name)]
+    foreign = [name for name in REPLACED_FILES  # a link, even a broken one, would have the output written through it
+               if os.path.lexists(folder / name) and not _a_curve_of_ours(folder / name)]
     if foreign:
         them = "them" if len(foreign) > 1 else "it"
         raise OptionError(f"the folder holds {', '.join(foreign)} but no aelab checkpoint (no {CONFIG_FILE}), and "
@@ -68,7 +70,7 @@ def _refuse_another_model(folder: Path, config: TrainConfig, data_sha256: str) -
 
 def _a_curve_of_ours(path: Path) -> bool:
     """Whether ``path`` is a training curve an aelab run wrote (one that stopped before saving, say)."""
-    if path.name not in (METRICS_FILE, NEXT_METRICS_FILE) or not path.is_file():
+    if path.name not in (METRICS_FILE, NEXT_METRICS_FILE) or path.is_symlink() or not path.is_file():
         return False
     try:
         with open(path, encoding="utf-8", errors="replace") as f:

@@ -264,7 +264,7 @@ def _refuse_outputs_of_others(out: Path, models: tuple[str, ...]) -> None:
 
 
 def _holds_a_tutorial(out: Path, models: tuple[str, ...]) -> bool:
-    if any((out / name / "checkpoint" / "config.json").is_file() for name in models):
+    if any((out / name / "checkpoint").is_dir() for name in models):  # the tutorial's layout, finished or not
         return True
     try:
         summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
