@@ -70,6 +70,21 @@ def test_pictures_of_formats_aelab_does_not_read_are_named_not_dropped_silently(
     assert "convert them to PNG" in line
 
 
+def test_a_class_folder_linked_in_from_elsewhere_is_read_and_a_link_back_up_ends_the_walk(tmp_path):
+    """A linked class folder was skipped without a word, while linked files were read."""
+    source = _grey_classes(tmp_path / "elsewhere")
+    folder = tmp_path / "photos"
+    (folder / "a").mkdir(parents=True)
+    for name in ("0.png", "1.png", "2.png", "3.png"):
+        (folder / "a" / name).write_bytes((source / "a" / name).read_bytes())
+    (folder / "b").symlink_to(source / "b", target_is_directory=True)
+    (folder / "a" / "loop").symlink_to(folder, target_is_directory=True)  # back up the tree
+    (folder / ".hidden").mkdir()
+    (folder / ".hidden" / "x.png").write_bytes((source / "a" / "0.png").read_bytes())
+    found = read_image_folder(folder)
+    assert found.class_names == ["a", "b"] and len(found.images) == 8
+
+
 UPRIGHT = "turned upright by its EXIF orientation"
 
 

@@ -99,14 +99,26 @@ def ascii_safe(name: str) -> str:
 
 def _names_ending_in(folder: Path, suffixes) -> list[str]:
     """The files under ``folder`` whose suffix (in lower case) is among ``suffixes``, hidden ones skipped."""
-    found = []
+    return sorted(prefix + f for prefix, files in _visible_files(folder)
+                  for f in files if os.path.splitext(f)[1].lower() in suffixes)
+
+
+def _visible_files(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """``(relative POSIX prefix, names)`` of the visible files in each folder under ``folder``, hidden files
+    and folders skipped. Linked folders are followed (a class folder linked in from elsewhere is a class
+    folder), each real folder once, so a link back up the tree ends the walk there."""
     base = os.fspath(folder)
-    for root, dirs, files in os.walk(base):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    seen = {os.path.realpath(base)}
+    for root, dirs, files in os.walk(base, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, d))
+            if not d.startswith(".") and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
         prefix = os.path.relpath(root, base).replace(os.sep, "/")
-        prefix = "" if prefix == "." else prefix + "/"
-        found += [prefix + f for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in suffixes]
-    return sorted(found)
+        yield ("" if prefix == "." else prefix + "/"), [f for f in files if not f.startswith(".")]
 
 
 def _refuse_undecodable(name: str, folder: Path) -> None:
@@ -126,10 +138,8 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def has_images(folder: Path) -> bool:
-    for _root, _dirs, files in os.walk(folder):
-        if any(not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_FILE_SUFFIXES for f in files):
-            return True
-    return False
+    return any(os.path.splitext(f)[1].lower() in IMAGE_FILE_SUFFIXES for _, files in _visible_files(folder)
+               for f in files)
 
 
 def _classes_of(names: list[str], folder: Path) -> list[str] | None:
