@@ -151,6 +151,22 @@ def test_run_toml_repeats_the_run_not_what_to_do_that_once(tmp_path, capsys):
     assert main(["train", "--config", config, "--out", str(tmp_path / "m"), "--print-config"]) == 0
 
 
+def test_run_toml_names_its_data_so_that_the_run_repeats_from_any_folder(tmp_path, tiny_npz, capsys,
+                                                                         monkeypatch):
+    """`data = "small.npz"` was kept as given: `--config run.toml` from another folder found no data."""
+    monkeypatch.chdir(tiny_npz.parent)
+    assert main(["train", "--data", tiny_npz.name, "--print-config"]) == 0
+    assert f'data = "{tiny_npz}"' in capsys.readouterr().out.splitlines()
+    train, test = tmp_path / "Train-2x2_cntk_text.txt", tmp_path / "Test-2x2_cntk_text.txt"
+    train.write_text("")
+    test.write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", f"{train.name},{test.name}", "--print-config"]) == 0
+    assert f'data = "{train},{test}"' in capsys.readouterr().out.splitlines()
+    assert main(["train", "--data", "mnist", "--out", "m", "--print-config"]) == 0  # the bundled set's name
+    assert 'data = "mnist"' in capsys.readouterr().out.splitlines()
+
+
 @pytest.mark.parametrize("action", _train_options(), ids=lambda a: a.option_strings[-1])
 def test_every_option_of_train_comes_back_from_its_run_toml(action, tmp_path, capsys):
     """What `aelab train` saves as run.toml (and --print-config prints) loads back with --config, to the same

@@ -430,7 +430,7 @@ def _with_config(args, argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def cmd_train(args) -> int:
-    options = runconfig.to_toml(runconfig.resolved_options(args.train_parser, args))
+    options = runconfig.to_toml(runconfig.with_data_located(runconfig.resolved_options(args.train_parser, args)))
     if args.print_config:
         print(options, end="")
         return 0

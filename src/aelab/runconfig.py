@@ -150,6 +150,21 @@ def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     return options
 
 
+def with_data_located(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``data`` as an absolute path where it names a file or folder found from here (each
+    of the two CTF files of ``TRAIN,TEST`` too): a saved run config then repeats the run on the same data
+    from any folder. Anything else (the bundled MNIST's name, a path not found) stays as given."""
+    data = options.get("data")
+    if not isinstance(data, str) or not data:
+        return options
+    if os.path.exists(data):
+        return {**options, "data": os.path.abspath(data)}
+    parts = data.split(",")
+    if len(parts) == 2 and all(part and os.path.exists(part) for part in parts):
+        return {**options, "data": ",".join(os.path.abspath(part) for part in parts)}
+    return options
+
+
 def to_toml(options: dict[str, Any]) -> str:
     """Resolved options as a TOML run config (None values left out: they mean "the default"; so are
     :data:`THIS_RUN_ONLY`'s)."""
