@@ -187,6 +187,30 @@ def test_tables_are_stored_in_the_checkpoint_with_their_checksum(ckpt, tiny_npz,
     assert table.freq.min() >= 0 and (table.freq[:, :1].sum() > 0)
 
 
+def test_a_table_is_learned_from_codes_computed_on_one_thread_whatever_the_callers_count(ckpt, tiny_npz, tmp_path,
+                                                                                          monkeypatch):
+    """A file compressed with a learned table (9 bits: none stored) at OMP_NUM_THREADS=1 was refused by
+    decompress at the default thread count: the codes' sums, and with them the table, came out otherwise."""
+    import torch
+    from aelab.models import inference
+    bare = Path(shutil.copytree(ckpt, tmp_path / "bare", ignore=shutil.ignore_patterns(codec.CACHE_FILE)))
+    real, seen = inference.encode, []
+
+    def encode(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(inference, "encode", encode)
+    before = torch.get_num_threads()
+    digests = set()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            digests.add(codec.codec_table(bare, 9, "uniform", data=tiny_npz).digest)
+        finally:
+            torch.set_num_threads(before)
+    assert seen == [1, 1] and len(digests) == 1
+
+
 def test_a_tables_file_of_another_model_is_ignored(ckpt, tiny_npz, tmp_path):
     other = _other_model(ckpt, tmp_path / "other")
     shutil.copy(ckpt / codec.CACHE_FILE, other / codec.CACHE_FILE)  # stale: the fingerprint differs

@@ -56,13 +56,22 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
         raise DataError(f"{dataset.name!r} is not the data this model was trained on (its sha256 "
                         f"{dataset.sha256[:12]}... differs from the checkpoint's {str(want)[:12]}...)",
                         path=None if isinstance(data, Dataset) or data is None else data,
-                        hint=f"pass the model's training data ({name}), or use --table embedded")
+                        hint=f"pass the model's training data ({name}), or compress with --table embedded")
     return _codes_of(ckpt, dataset.train.images)
 
 
 def _codes_of(ckpt: Checkpoint, images: np.ndarray) -> np.ndarray:
+    """The codes a table is learned from, computed on one thread: sums split over several threads come out
+    differently for each thread count, and a table learned again to decode a file must be the same one."""
+    import torch
+
     from ..models.inference import encode
-    return encode(ckpt.model, images)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return encode(ckpt.model, images)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _no_table_error(ckpt: Checkpoint, data_name: str | None, what: str = "table") -> CheckpointError:
@@ -74,7 +83,7 @@ def _no_table_error(ckpt: Checkpoint, data_name: str | None, what: str = "table"
         "given", path=ckpt.path,
         hint=f"store it in the checkpoint once with `aelab codec fit --checkpoint {ckpt.path} --data TRAINING-DATA` "
              "(add its --bits and --coder; compress then needs nothing else), or pass --data TRAINING-DATA here, "
-             "or use --table embedded")
+             "or compress with --table embedded")
 
 
 # --- tables as tensors ------------------------------------------------------------------------------
@@ -224,7 +233,7 @@ class CheckpointTables:
             f"the checkpoint's {quantiser} {bits}-bit {coder.name} probability table ({', '.join(tried)}) is not the "
             f"one the file was made with ({digest})", path=self.ckpt.path,
             hint=f"use the checkpoint folder that compressed the file, with its {TABLES_FILE}; a table learned "
-                 "again elsewhere can differ" + (f", and a {coder.name} predictor almost surely does"
+                 "again on another kind of CPU can differ" + (f", and a {coder.name} predictor almost surely does"
                                                   if coder.predictive else ""))
 
     def _candidates(self, quantiser: str, bits: int, coder: Coder) -> Iterator[CodecTable]:
