@@ -93,6 +93,22 @@ def test_codes_round_trip_through_csv(tmp_path) -> None:
     np.testing.assert_allclose(read_codes(tmp_path / "c.csv"), codes)
 
 
+def test_codes_csv_columns_are_read_by_their_names(tmp_path) -> None:
+    """Columns moved in a spreadsheet (c3 and c4 swapped, header and values) were decoded by position."""
+    from aelab.data.codes import read_codes
+    from aelab.errors import DataError
+    (tmp_path / "moved.csv").write_text("file,c1,c0,c2\na.png,1.5,0.5,2.5\nb.png,4,3,5\n")
+    np.testing.assert_array_equal(read_codes(tmp_path / "moved.csv"), [[0.5, 1.5, 2.5], [3, 4, 5]])
+    (tmp_path / "own.csv").write_text("x,y\n1,2\n")  # names of one's own: read in their order
+    np.testing.assert_array_equal(read_codes(tmp_path / "own.csv"), [[1, 2]])
+    for text, message in [("c0,c2\n1,2\n", "not c0 to c1 once each \\(no c1\\)"),
+                          ("c0,c1\n1,\n", "line 2, column c1: '' is not a number"),
+                          ("c0,c1\n1,2\n3\n", "line 3 has 1 code values, the first line 2")]:
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_codes(tmp_path / "bad.csv")
+
+
 def test_every_public_callable_has_a_docstring() -> None:
     for name in aelab.__all__:
         value = getattr(aelab, name)

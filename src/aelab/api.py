@@ -318,7 +318,8 @@ def encode_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray
                   output: str | Path | None = None, class_names: list[str] | None = None,
                   names: list[str] | None = None) -> np.ndarray:
     """Codes of ``images``; also written to ``output`` (.npy or .csv) when given, labels by their
-    ``class_names``, each row with its sample's file where ``names`` are given (:func:`read_input`'s)."""
+    ``class_names``, each row with its sample's file where ``names`` are given (:func:`read_input`'s).
+    A table model takes rows in its scaled units, as :func:`read_input` reads them (not the raw table)."""
     codes = inference.encode(checkpoint.model, images)
     if output is not None:
         write_codes(output, codes, labels, class_names=class_names, names=names)
@@ -341,7 +342,8 @@ def decode_codes(checkpoint: Checkpoint, codes: np.ndarray | str | Path, output:
 @taking_paths
 def reconstruct_images(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarray | None = None,
                        output: str | Path | None = None) -> np.ndarray:
-    """Encode and decode ``images``; PNGs and a comparison grid.png in ``output`` when given."""
+    """Encode and decode ``images``; PNGs and a comparison grid.png in ``output`` when given. A table
+    model takes rows in its scaled units, as :func:`read_input` reads them, and returns the table's own."""
     decoded = inference.reconstruct(checkpoint.model, images)
     if not checkpoint.model_config.is_image:
         return table_output(checkpoint, decoded, output)
@@ -543,7 +545,8 @@ def anomaly_scores(checkpoint: Checkpoint, images: np.ndarray, labels: np.ndarra
                    output: str | Path | None = None, names: list[str] | None = None,
                    class_names: list[str] | None = None) -> dict:
     """Each sample's anomaly score: its mean squared reconstruction error in the model's units (pixels
-    / 255, or a table's scaled features); higher = more anomalous.
+    / 255, or a table's scaled features, which ``images`` must then hold, as :func:`read_input` reads
+    them); higher = more anomalous.
 
     With ``contamination`` F, the top share F is flagged; with ``threshold`` T, scores above T; with
     ``fpr`` F, scores above the threshold that flags at most the share F of the held-out normal data

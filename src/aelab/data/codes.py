@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import io
 import json
 import numbers
@@ -142,9 +143,46 @@ def _parse_codes_csv(lines: list[str], path: Path) -> np.ndarray:
     rows = list(csv.reader(lines))
     header = rows[0] or [""]
     skip = next((i for i, name in enumerate(header) if name not in ("file", "label")), len(header))
-    start = 0 if _is_number(header[0]) else 1
-    return np.array([[float(v) for v in row[skip:]] for row in rows[start:] if "".join(row).strip()],
-                    dtype=np.float32)
+    has_header = not _is_number(header[0])
+    names = header[skip:] if has_header else [f"c{i}" for i in range(len(header) - skip)]
+    order = _code_column_order(names, path) if has_header else None
+    codes = np.zeros((0, len(names)), np.float32)
+    values = []
+    for number, row in enumerate(rows[1 if has_header else 0:], start=2 if has_header else 1):
+        if not "".join(row).strip():
+            continue
+        cells = row[skip:]
+        if len(cells) != len(names):
+            raise DataError(f"line {number} has {len(cells)} code values, the first line {len(names)}", path=path,
+                            hint="pass codes as `aelab encode` writes them: the same columns on every line")
+        values.append([_code_value(cell, number, name, path) for cell, name in zip(cells, names)])
+    if values:
+        codes = np.array(values, dtype=np.float32)
+    return codes if order is None else codes[:, order]
+
+
+def _code_column_order(names: list[str], path: Path) -> list[int] | None:
+    """Where a header names the code columns c0, c1, ... (as `aelab encode` writes them), the order that puts
+    them in that order (columns moved in a spreadsheet keep their meaning); None for other names, read in
+    the order given. Numbered names with one missing or twice are refused."""
+    numbers = [int(name[1:]) if re.fullmatch(r"c\d+", name) else None for name in names]
+    if any(n is None for n in numbers):
+        return None
+    if sorted(numbers) != list(range(len(names))):
+        missing = sorted(set(range(len(names))) - set(numbers))
+        raise DataError(f"the code columns are not c0 to c{len(names) - 1} once each"
+                        + (f" (no c{missing[0]})" if missing else ""), path=path,
+                        hint="pass codes as `aelab encode` writes them, or name the columns otherwise to read "
+                             "them in their order")
+    return [numbers.index(i) for i in range(len(names))]
+
+
+def _code_value(cell: str, line: int, column: str, path: Path) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise DataError(f"line {line}, column {column}: {cell!r} is not a number", path=path,
+                        hint="every code value must be a number") from None
 
 
 def _is_number(text: str) -> bool:
