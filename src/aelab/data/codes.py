@@ -182,7 +182,7 @@ def _code_value(cell: str, line: int, column: str, path: Path) -> float:
         return float(cell)
     except ValueError:
         raise DataError(f"line {line}, column {column}: {cell!r} is not a number", path=path,
-                        hint="every code value must be a number") from None
+                        hint="every code value must be a number, as `aelab encode` writes them") from None
 
 
 def _is_number(text: str) -> bool:
