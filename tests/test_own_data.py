@@ -125,6 +125,14 @@ def test_a_size_that_is_not_two_positive_integers_is_refused(given):
         parse_size(given)
 
 
+def test_a_size_past_the_largest_side_is_refused_before_any_image_is_resized():
+    """--resize 100000x100000 had the system kill the process for memory."""
+    assert parse_size("4096x4096") == (4096, 4096)
+    for given in ("100000x100000", "4097x8", (8, 4097)):
+        with pytest.raises(OptionError, match="larger than 4096 pixels a side"):
+            parse_size(given)
+
+
 def test_parallel_reader_matches_a_plain_loop(tmp_path):
     _class_folder(tmp_path / "p", per_class=40)
     paths = list_images(tmp_path / "p")

@@ -30,6 +30,7 @@ IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF, GIF, PGM/PPM"  # what IMAGE_FILE_SU
 UNREAD_PICTURE_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".jp2", ".svg", ".ico", ".psd", ".xcf", ".tga",
                            ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raw", ".exr", ".hdr")
 CHANNEL_CHOICES = ("grayscale", "rgb")
+MAX_SIDE = 4096  # the largest --resize side: one such colour image is 48 MiB of pixels
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 SIXTEEN_BIT_MAX = 65535
 EXIF_ORIENTATION = 0x0112  # 1: as stored; 2 to 8: flipped and/or turned for display
@@ -48,6 +49,9 @@ def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
         h, w = int(match[1]), int(match[2])
     if h <= 0 or w <= 0:
         raise OptionError(f"size {text!r} must be positive", hint="e.g. 32x32")
+    if max(h, w) > MAX_SIDE:  # 100000x100000 ran out of memory resizing the first few images
+        raise OptionError(f"size {text!r} is larger than {MAX_SIDE} pixels a side",
+                          hint=f"resize to at most {MAX_SIDE}x{MAX_SIDE}; autoencoders work on far smaller images")
     return int(h), int(w)
 
 
