@@ -180,6 +180,17 @@ def test_a_staging_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path: 
     assert sorted(p.name for p in out.iterdir()) == ["img-00000.png", "img-00001.png"]
 
 
+def test_a_picture_folder_named_as_a_file_is_refused_unless_it_is_a_folder_already(tmp_path: Path) -> None:
+    """`decode -o codes.npy` with an image model wrote PNGs into a folder named codes.npy."""
+    for name in ("codes.npy", "out.CSV", "pictures.png"):
+        with pytest.raises(OutputError, match="pictures go into a folder"):
+            images.save_pngs(tmp_path / name, _digits(2))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "v2.npz").mkdir()  # the user's own folder of that name
+    assert len(images.save_pngs(tmp_path / "v2.npz", _digits(2))) == 2
+    assert len(images.save_pngs(tmp_path / "run-1.5", _digits(2))) == 2
+
+
 # ---------------------------------------------------------------- figures
 
 

@@ -148,6 +148,7 @@ def picture_folder(folder: str | os.PathLike[str], prefix: str = "img", *,
     disk), none of them is left and ``folder`` keeps what it held, or is not left behind if it was made
     for them. A folder holding pictures aelab does not write is refused first
     (:func:`check_no_foreign_pictures`); the staging folders of killed runs are removed."""
+    _refuse_a_file_name(Path(folder))
     check_no_foreign_pictures(folder, prefix)
     made = not os.path.lexists(folder)
     out = ensure_dir(folder)
@@ -172,6 +173,17 @@ def picture_folder(folder: str | os.PathLike[str], prefix: str = "img", *,
             raise cannot_write(e, out, "output folder") from e
         raise
     remove_empty_folder(stage)
+
+
+FILE_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".parquet", ".png", ".jpg", ".jpeg", ".html", ".aez", ".idx")
+
+
+def _refuse_a_file_name(folder: Path) -> None:
+    """``-o codes.npy`` for an image model made a folder of PNGs named like a file; an existing folder of
+    such a name is the user's choice."""
+    if folder.suffix.lower() in FILE_SUFFIXES and not folder.is_dir():
+        raise OutputError(f"is named as a {folder.suffix} file, but the pictures go into a folder", path=folder,
+                          hint="name a folder (without a file suffix) for the PNGs")
 
 
 def _remove_stages_of_dead_processes(folder: Path) -> None:
