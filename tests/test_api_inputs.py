@@ -257,3 +257,17 @@ def test_reconstruct_stopped_before_its_grid_leaves_none_of_its_pngs(model, imag
     with pytest.raises(KeyboardInterrupt):
         aelab.reconstruct_images(model, images, output=tmp_path / "rec")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_counts_and_pairs_from_python_are_checked_as_the_command_line_checks_them(model, mnist):
+    """tsne_map(limit=-5) mapped 45 of 50 points (a negative slice), sample_images(columns=0) and
+    report_model(limit=-1) were accepted, and pair=(1, 2, 3) raised Python's own ValueError."""
+    from aelab.data import Dataset, Split
+    data = Dataset(name="few", train=Split(mnist.test.images[:50], mnist.test.labels[:50]),
+                   test=Split(mnist.test.images[:50], mnist.test.labels[:50]), sha256="0" * 64)
+    for call, message in [(lambda: aelab.tsne_map(model, data, limit=-5), "limit must be a positive integer"),
+                          (lambda: aelab.report_model(model, data, limit=-1), "limit must be a non-negative integer"),
+                          (lambda: aelab.similarity_pairs(model, data, pair=(1, 2, 3)), "pair must be two"),
+                          (lambda: aelab.sample_images("mnist-vae", draw=4, columns=0), "columns must be a positive")]:
+        with pytest.raises(OptionError, match=message):
+            call()

@@ -451,6 +451,8 @@ def similarity_pairs(checkpoint: Checkpoint, data: Dataset, pair: tuple[int, int
     """
     images = data.test.images
     if pair is not None:
+        if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise OptionError(f"pair must be two test image indices, got {pair!r}", hint="e.g. pair=(0, 1)")
         a, b = pair
         _check_test_index(images, a, b)
         rows = [pair_similarity(checkpoint.model, images, f"test images {a} and {b}", a, b)]
@@ -488,8 +490,9 @@ def tsne_map(checkpoint: Checkpoint, data: Dataset, limit: int = 2000, seed: int
     """2-D t-SNE points of the codes of the first ``limit`` test images; the map, coloured by label, to ``output``.
     ``perplexity`` None: scikit-learn's default, lowered for small sets (:func:`plots.auto_perplexity`)."""
     if data.test.labels is None:
-        raise OptionError("the t-SNE map is coloured by label, and this test split has none")
-    n = min(limit, data.test.n)
+        raise OptionError("the t-SNE map is coloured by label, and this test split has none",
+                          hint="map data with labels (class folders, or a table's --label-column)")
+    n = data.test.n if check_limit(limit) is None else min(limit, data.test.n)
     perplexity = plots.auto_perplexity(n) if perplexity is None else perplexity
     points = plots.tsne_2d(inference.encode(checkpoint.model, data.test.images[:n]), seed=seed, perplexity=perplexity)
     if output is not None:

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +85,8 @@ def draw_samples(model: torch.nn.Module, n: int, seed: int = 0, columns: int = 8
                  output: str | os.PathLike | None = None) -> np.ndarray:
     """:func:`sample`'s ``n`` images, drawn as a grid of ``columns`` per row to ``output`` when given."""
     check_sampling(model, n, drawing=output is not None)
+    if isinstance(columns, bool) or not isinstance(columns, numbers.Integral) or columns < 1:
+        raise OptionError(f"columns must be a positive integer, got {columns!r}", hint="e.g. columns=8")
     images = sample(model, n, seed=seed)
     if output is not None:
         save_grid(output, images, ncols=min(columns, n))

@@ -14,6 +14,7 @@ import csv
 import html
 import io
 import json
+import numbers
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from ..data.dataset_types import Dataset
+from ..errors import OptionError
 from ..fileio import write_text
 from ..models.checkpoint import METRICS_FILE, Checkpoint, taking_paths
 from ..models.inference import encode, reconstruct
@@ -94,7 +96,7 @@ def report_model(checkpoint: Checkpoint, data: Dataset, output: str | Path | Non
     """A self-contained HTML report of a model (scores, training curve from its ``metrics.csv``, images and
     decodings, similarities, an interactive map of the codes); written to ``output`` when given."""
     section = model_section(checkpoint.path.name, checkpoint.model, data, curve=_metrics_curve(checkpoint),
-                            limit=limit, seed=seed)
+                            limit=_map_limit(limit), seed=seed)
     page = report_page(f"aelab report: {checkpoint.path.name}", [section],
                        f"{checkpoint.model_config.kind} model, code size {checkpoint.model_config.code_size}; "
                        f"test split of {data.name}")
@@ -205,6 +207,13 @@ def _validation_caption(curves: ValidationCurves) -> str:
         return caption + f"; the weights kept are those measured at step {curves.kept_step}" + (
             f" ({curves.kept_at} samples seen, dashed line)" if curves.kept_at else "")
     return caption
+
+
+def _map_limit(limit: int) -> int:
+    """``limit`` if it is a whole number of points for the map, 0 for none."""
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0:
+        raise OptionError(f"limit must be a non-negative integer (0: no map), got {limit!r}")
+    return int(limit)
 
 
 def _code_map(name: str, model: torch.nn.Module, data: Dataset, limit: int, seed: int,
