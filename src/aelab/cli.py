@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 OUTPUT_DESTS = ("output", "out", "dest", "dir")  # the arguments that name where a command writes
+OUTPUT_KINDS = {".png": "a PNG picture", ".html": "an HTML page", ".aez": "an .aez file"}  # by the metavar's suffix
 INPUT_DESTS = ("input", "codes", "data", "source")  # the arguments that name the samples a command reads
 
 
@@ -88,9 +89,9 @@ def _name_outputs(sub: argparse._SubParsersAction) -> None:
                 _name_outputs(action)
             elif action.dest in OUTPUT_DESTS:
                 option = action.option_strings[0] if action.option_strings else action.metavar or action.dest.upper()
-                suffix = Path(action.metavar or "").suffix  # FILE.png: a picture, FILE.html: a page
+                suffix = Path(action.metavar or "").suffix  # FILE.png: a picture, FILE.html: a page, FILE.aez
                 parser.set_defaults(output_dest=action.dest, output_option=option,
-                                    output_suffix=suffix if suffix in (".png", ".html") else None)
+                                    output_suffix=suffix if suffix in OUTPUT_KINDS else None)
 
 
 def add_tutorial(sub) -> argparse.ArgumentParser:
@@ -664,8 +665,7 @@ def _refuse_output_over_input(args: argparse.Namespace) -> None:
         raise OptionError(f"{option} is empty", hint=f"name the file or folder to write with {option}")
     suffix = getattr(args, "output_suffix", None)
     if output is not None and suffix and Path(output).suffix.lower() != suffix:
-        what = "an HTML page" if suffix == ".html" else "a PNG picture"
-        raise OptionError(f"{option} {output}: aelab {command_name(args)} writes {what}",
+        raise OptionError(f"{option} {output}: aelab {command_name(args)} writes {OUTPUT_KINDS[suffix]}",
                           hint=f"name it FILE{suffix}")
     if output is not None:
         fileio.refuse_output_over_input(output, [v for v in (getattr(args, d, None) for d in INPUT_DESTS) if v])

@@ -590,10 +590,8 @@ class ResidualPCAAutoencoder(nn.Module):
     is exactly the PCA (after :meth:`fit_linear`); training moves it only where the loss goes down, and
     early stopping on a validation split keeps the best weights seen, the PCA's included. The deltas
     reparametrise the PCA weights so that Adam's step on them is ``config.linear_step`` times the step
-    on the nonlinear layers. New models take the full step (1.0): the codes are then free to move off
-    the PCA's geometry, which kept 5-NN on them close to PCA's; models saved before the field existed
-    moved at a tenth.
-    The output is linear (``loss`` must be ``mse``), clipped to [0, 1] for images.
+    on the nonlinear layers. New models take the full step (1.0), freeing the codes from the PCA's
+    geometry; older ones moved at a tenth. The output is linear (``loss`` mse), clipped for images.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -610,8 +608,7 @@ class ResidualPCAAutoencoder(nn.Module):
         self.body = ConvAutoencoder(config)
         self._zero_the_corrections()
 
-    def _zero_the_corrections(self) -> None:
-        """The nonlinear part's last layers at zero: its code and output add nothing to the PCA's."""
+    def _zero_the_corrections(self) -> None:  # the nonlinear part's last layers: it adds nothing to the PCA
         last = [m for m in self.body.decoder if isinstance(m, (nn.Linear, nn.ConvTranspose2d))][-1]
         for layer in (self.body.code_layer, last):
             nn.init.zeros_(layer.weight)
@@ -627,11 +624,10 @@ class ResidualPCAAutoencoder(nn.Module):
 
     @torch.no_grad()
     def become_pca(self, rows: torch.Tensor, seed: int = 0) -> None:
-        """The model exactly the PCA of ``rows``, as it starts training: the linear path fitted to them
-        (:meth:`fit_linear`), its deltas and the nonlinear part's last layers at zero, in place."""
+        """In place, exactly the PCA of ``rows`` (:meth:`fit_linear`), as it starts: deltas and corrections zero."""
         self.fit_linear(rows, seed=seed)
-        self.encoder_delta.zero_()
-        self.decoder_delta.zero_()
+        for delta in (self.encoder_delta, self.decoder_delta):
+            delta.zero_()
         self._zero_the_corrections()
 
     def _scaled(self, pixels: torch.Tensor) -> torch.Tensor:
