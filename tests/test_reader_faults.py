@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from aelab.cli import main
-from aelab.data import folder_cache, load_dataset, pictures
+from aelab.data import ReadOptions, folder_cache, load_dataset, pictures
 from aelab.data.folders import read_image_folder
 from aelab.data.tables import read_table
 from aelab.errors import DataError, OptionError
@@ -83,6 +83,16 @@ def test_a_class_folder_linked_in_from_elsewhere_is_read_and_a_link_back_up_ends
     (folder / ".hidden" / "x.png").write_bytes((source / "a" / "0.png").read_bytes())
     found = read_image_folder(folder)
     assert found.class_names == ["a", "b"] and len(found.images) == 8
+
+
+def test_an_inputs_files_skipped_as_unreadable_are_named(tmp_path):
+    """`aelab encode DIR --skip-bad` dropped broken.png without a word (a data set's count is in data info)."""
+    folder = _grey_classes(tmp_path / "photos")
+    (folder / "a" / "broken.png").write_bytes(b"not a picture")
+    from aelab.data.recorded import inputs_as_recorded
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\) \(--skip-bad\): a/broken.png"):
+        samples = inputs_as_recorded(folder, {}, (6, 5), ReadOptions(skip_bad=True))
+    assert len(samples.images) == 8
 
 
 UPRIGHT = "turned upright by its EXIF orientation"

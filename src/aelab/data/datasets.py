@@ -17,6 +17,7 @@ import io
 import math
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -365,6 +366,10 @@ def load_single(source: Source, options: ReadOptions, crop_to: tuple[int, int] |
     if source.kind == "image folder":
         found = read_image_folder(path, channels=options.channels, resize=options.resize, crop=bool(options.crop),
                                   skip_bad=bool(options.skip_bad))
+        if found.skipped:  # a data set's are counted by `aelab data info`; an input's only here
+            more = f" and {len(found.skipped) - 2} more" if len(found.skipped) > 2 else ""
+            warnings.warn(f"{path}: skipped {len(found.skipped)} unreadable file(s) (--skip-bad): "
+                          f"{', '.join(found.skipped[:2])}{more}", stacklevel=3)
         samples = Samples(np.asarray(found.images), found.labels, found.class_names, found.names)
         return samples, {source.name + "/": found.sha256}, "images"
     if source.kind == "image file":
