@@ -455,7 +455,8 @@ def _score_line(scores: dict) -> str:
 
 
 def _written(ckpt, count: int, pngs: str) -> str:
-    return f"{count} {pngs} and {_api().GRID_NAME}" if ckpt.model_config.is_image else f"{count} rows"
+    plural = "" if count == 1 else "s"
+    return f"{count} {pngs}{plural} and {_api().GRID_NAME}" if ckpt.model_config.is_image else f"{count} row{plural}"
 
 
 def cmd_evaluate(args) -> int:
@@ -575,7 +576,7 @@ def cmd_decode(args) -> int:
     codes = codes[: args.limit] if args.limit else codes
     _progress(f"Decoding {len(codes)} codes ...")
     images = api.decode_codes(ckpt, codes, output=args.output)
-    print(f"Wrote {_written(ckpt, len(images), 'PNGs')} to {args.output}")
+    print(f"Wrote {_written(ckpt, len(images), 'PNG')} to {args.output}")
     return 0
 
 
@@ -583,7 +584,7 @@ def cmd_reconstruct(args) -> int:
     ckpt = _load_model(args)
     images, labels, *_ = _input_samples(args, ckpt)
     decoded = _api().reconstruct_images(ckpt, images, labels, output=args.output)
-    print(f"Wrote {_written(ckpt, len(decoded), 'decoded PNGs')} to {args.output}")
+    print(f"Wrote {_written(ckpt, len(decoded), 'decoded PNG')} to {args.output}")
     return 0
 
 

@@ -97,7 +97,7 @@ def cmd_compress(args) -> int:
                           table=args.table, coder=args.coder, data=args.data, precision=args.precision,
                           search=args.search, rate_weight=args.rate_weight, log=_notice,
                           **_api().data_options(vars(args)))
-    print(f"Compressed {result['count']} images into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
+    print(f"Compressed {result['count']} image{'' if result['count'] == 1 else 's'} into {result['bytes']:,} bytes ({result['bytes_per_image']:.2f} "
           f"bytes/image; {result['quantiser']} quantiser, {result['bits']} bits, {result['coder']} coder, "
           f"{result['table']} table): {result['path']}")
     return 0
@@ -108,7 +108,7 @@ def cmd_decompress(args) -> int:
                             log=_notice)
     what = {"png": "a folder of PNGs", "npz": "a .npz file", "idx": "an IDX file",
             "idx.gz": "a gzipped IDX file"}[result["format"]]
-    print(f"Decompressed {result['count']} images to {what}: {result['path']}")
+    print(f"Decompressed {result['count']} image{'' if result['count'] == 1 else 's'} to {what}: {result['path']}")
     return 0
 
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import csv
-import re
 import io
 import json
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
