@@ -19,7 +19,7 @@ from ..errors import OptionError, OutputError
 from ..fileio import atomic_write, cannot_write, choose_another, ensure_dir, remove_empty_folder
 from ..locking import process_runs
 from ..terminal import interruptions_held
-from .folders import image_names
+from .folders import image_names, named_few
 
 GRID_FILE = "grid.png"  # the picture decode and reconstruct write beside their PNGs (aelab.api.GRID_NAME)
 
@@ -110,16 +110,19 @@ def save_pngs(folder: str | os.PathLike[str], images: Any, prefix: str = "img",
     """Write each of (n, h, w) or (n, h, w, 3) ``images`` as ``{prefix}-{i:05d}.png``, i from ``start``
     (more digits from 100,000 images on: see :func:`png_name`), all of them or, stopped part way, none
     (:func:`picture_folder`). From ``start`` 0, an earlier output's surplus ``{prefix}-N.png`` go."""
-    pixels = _checked_pngs(images, prefix, start)
+    pixels = _checked_pngs(images, prefix, start)  # before the folder is made
     with picture_folder(folder, prefix, replace_numbered=start == 0) as stage:
-        names = write_numbered_pngs(stage, pixels, prefix, start)
+        names = _write_pngs(stage, pixels, prefix, start)
     return [Path(folder) / name for name in names]
 
 
 def write_numbered_pngs(folder: Path, images: Any, prefix: str = "img", start: int = 0) -> list[str]:
     """:func:`save_pngs`' files written straight into ``folder``, a :func:`picture_folder`'s staging folder
     (nothing there to check or replace); returns their names."""
-    pixels = _checked_pngs(images, prefix, start)
+    return _write_pngs(folder, _checked_pngs(images, prefix, start), prefix, start)
+
+
+def _write_pngs(folder: Path, pixels: np.ndarray, prefix: str, start: int) -> list[str]:
     last = int(start) + len(pixels) - 1
     names = [png_name(prefix, int(start) + i, last) for i in range(len(pixels))]
     for name, img in zip(names, pixels):
@@ -214,8 +217,7 @@ def check_no_foreign_pictures(folder: str | os.PathLike[str], prefix: str) -> No
         return
     foreign = [name for name in image_names(path) if "/" not in name and not _written_by_aelab(name, prefix)]
     if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise OutputError(f"holds pictures that are not an earlier output of aelab ({foreign[0]}{more})",
+        raise OutputError(f"holds pictures that are not an earlier output of aelab ({named_few(foreign, 1)})",
                           path=path, hint=choose_another("output folder") + ": a new or empty one")
 
 

@@ -27,7 +27,7 @@ import torch
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..data.datasets import Dataset
-from ..device import describe_device, resolve_device
+from ..device import describe_device, one_cpu_thread, resolve_device
 from ..errors import AelabError, CheckpointError, OptionError
 from ..data.scaling import in_unit_range
 from ..fileio import remove_file
@@ -147,12 +147,8 @@ def threads_for(device: torch.device, minibatch: int, input_dim: int) -> Iterato
     if device.type != "cpu" or minibatch * input_dim > SINGLE_THREAD_ELEMENTS:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_cpu_thread():
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 SINGLE_THREAD_ELEMENTS = 256 * 784  # minibatch x pixels up to which one thread trains best
@@ -369,8 +365,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
         model.eval()
         keeps_pca = False
         if fresh and hasattr(model, "become_pca"):
-            neighbours = None if early.best_step == 0 else _neighbours_against_pca(model, mconfig, fitted, held_out,
-                                                                                   config.seed, device)
+            start = _pca_start(model, mconfig, fitted, config.seed, device)
+            neighbours = None if early.best_step == 0 else neighbour_accuracies(model, start, fitted.train, held_out)
             keeps_pca = early.best_step == 0 or (neighbours is not None and neighbours["worse"])
             if neighbours is not None:
                 neighbours["kept"] = "pca" if keeps_pca else "model"
@@ -378,8 +374,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, model: torch.nn.M
                     log(f"Kept the PCA: its codes' {neighbours['k']}-NN accuracy on the validation split "
                         f"({100 * neighbours['pca']:.1f}%) is clearly above the trained model's "
                         f"({100 * neighbours['model']:.1f}%)")
-        if keeps_pca:  # back to the start: the PCA of the rows trained on
-            model.become_pca(_pca_rows(mconfig, fitted, config.seed).to(device), seed=config.seed)
+            if keeps_pca:  # back to the start
+                model.load_state_dict(start.state_dict())  # in place: the flat buffer's views stay
         held_scores = held_out_scores(model, model_rows(mconfig, held_out.images))  # before a refit sees them
         if keeps_pca:
             # nothing beat the start, or the model's codes tell the classes apart worse than the PCA's: the
@@ -420,13 +416,11 @@ def _held_out(data: Dataset, config: TrainConfig):
     return carve(data, config.validation, config.seed)
 
 
-def _neighbours_against_pca(model: torch.nn.Module, mconfig, fitted: Dataset, held_out, seed: int,
-                            device: torch.device) -> dict | None:
-    """:func:`neighbour_accuracies` of the trained ``model`` and of its PCA start (a copy made the PCA of the
-    rows trained on again), on the validation split."""
-    pca = copy.deepcopy(model)
-    pca.become_pca(_pca_rows(mconfig, fitted, seed).to(device), seed=seed)
-    return neighbour_accuracies(model, pca.eval(), fitted.train, held_out)
+def _pca_start(model: torch.nn.Module, mconfig, fitted: Dataset, seed: int, device: torch.device) -> torch.nn.Module:
+    """The residual ``model`` as it started: a copy made the PCA of the rows trained on again."""
+    start = copy.deepcopy(model)
+    start.become_pca(_pca_rows(mconfig, fitted, seed).to(device), seed=seed)
+    return start.eval()
 
 
 def _pca_rows(mconfig, data: Dataset, seed: int) -> torch.Tensor:
