@@ -1,9 +1,11 @@
 """Choosing the device: CUDA when present, the CPU otherwise, overridable."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -62,3 +64,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+@contextlib.contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """torch on one CPU thread meanwhile, then the caller's setting again."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

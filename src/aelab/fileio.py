@@ -261,8 +261,9 @@ def write_files_together(contents: dict[Path, bytes]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for target, data in contents.items():
-            fd, tmp = _temporary_beside(replaced_file(target))
-            staged.append((tmp, replaced_file(target)))
+            replaced = replaced_file(target)
+            fd, tmp = _temporary_beside(replaced)
+            staged.append((tmp, replaced))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 _finish(f)

@@ -63,15 +63,10 @@ def _training_codes(ckpt: Checkpoint, data: Any) -> np.ndarray:
 def _codes_of(ckpt: Checkpoint, images: np.ndarray) -> np.ndarray:
     """The codes a table is learned from, computed on one thread: sums split over several threads come out
     differently for each thread count, and a table learned again to decode a file must be the same one."""
-    import torch
-
+    from ..device import one_cpu_thread
     from ..models.inference import encode
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_cpu_thread():
         return encode(ckpt.model, images)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _no_table_error(ckpt: Checkpoint, data_name: str | None, what: str = "table") -> CheckpointError:

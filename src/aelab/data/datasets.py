@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError, OptionError
 from .ctf import read_ctf_with_digest
 from .dataset_types import Dataset, Samples, Split, _shape_text, combined_digest
-from .folders import read_image_folder
+from .folders import named_few, read_image_folder
 from .packed import check_destination, check_reading_options, load_packed, pack
 from .pictures import decode as decode_picture
 from .resolver import ACCEPTED_SOURCES, BUNDLED_NAME, IDX_FILES, ReadOptions, Source, resolve
@@ -367,9 +367,8 @@ def load_single(source: Source, options: ReadOptions, crop_to: tuple[int, int] |
         found = read_image_folder(path, channels=options.channels, resize=options.resize, crop=bool(options.crop),
                                   skip_bad=bool(options.skip_bad))
         if found.skipped:  # a data set's are counted by `aelab data info`; an input's only here
-            more = f" and {len(found.skipped) - 2} more" if len(found.skipped) > 2 else ""
             warnings.warn(f"{path}: skipped {len(found.skipped)} unreadable file(s) (--skip-bad): "
-                          f"{', '.join(found.skipped[:2])}{more}", stacklevel=3)
+                          f"{named_few(found.skipped)}", stacklevel=3)
         samples = Samples(np.asarray(found.images), found.labels, found.class_names, found.names)
         return samples, {source.name + "/": found.sha256}, "images"
     if source.kind == "image file":

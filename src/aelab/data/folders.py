@@ -19,7 +19,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -86,9 +86,12 @@ def _warn_of_pictures_not_read(folder: Path) -> None:
 
 def describe_not_read(names: list[str]) -> str:
     """``N picture(s) of formats aelab does not read (a.heic, b.svg and 3 more)``, names shown as printable text."""
-    shown = [ascii_safe(name) for name in names[:2]]
-    more = f" and {len(names) - 2} more" if len(names) > 2 else ""
-    return f"{len(names)} picture(s) of formats aelab does not read ({', '.join(shown)}{more})"
+    return f"{len(names)} picture(s) of formats aelab does not read ({named_few([ascii_safe(n) for n in names])})"
+
+
+def named_few(names: Sequence[str], shown: int = 2) -> str:
+    """``a, b and 3 more``: the first ``shown`` of ``names``, for messages."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def ascii_safe(name: str) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 from .flags import OPTION_FLAGS
-from .folders import describe_not_read, has_images, pictures_not_read
+from .folders import describe_not_read, has_images, named_few, pictures_not_read
 from .pictures import IMAGE_FORMATS
 from .idx import GZIP_MAGIC
 from .packed import is_packed
@@ -240,8 +240,7 @@ def listing(folder: Path, limit: int = 12) -> str:
         return f"(cannot list: {e.strerror or e})"
     if not names:
         return "nothing"
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return named_few(names, limit)
 
 
 # --- ReadOptions -------------------------------------------------------------------------
